@@ -1,0 +1,116 @@
+//! Handlers and the route table a server serves.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use http::Method;
+
+use crate::error::Result;
+use crate::request::Request;
+use crate::response::{IntoResponse, Response};
+use crate::router::{parse_method, Router};
+
+/// Something that answers requests: any `async fn(Request) -> impl IntoResponse`, or a
+/// front end's dispatcher.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one request.
+    fn call(&self, req: Request) -> BoxFuture<'static, Response>;
+}
+
+impl<F, Fut, R> Handler for F
+where
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+    R: IntoResponse + 'static,
+{
+    fn call(&self, req: Request) -> BoxFuture<'static, Response> {
+        (self)(req).map(IntoResponse::into_response).boxed()
+    }
+}
+
+/// The routes of a server.
+///
+/// ```
+/// use rat_engine::{App, SseResponse};
+/// let mut app = App::new();
+/// app.get("/hello", |_req| async { "hello" }).unwrap()
+///    .get("/events", |_req| async { SseResponse::new() }).unwrap();
+/// ```
+#[derive(Default)]
+pub struct App {
+    pub(crate) router: Router<Arc<dyn Handler>>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("router", &self.router).finish()
+    }
+}
+
+impl App {
+    /// No routes yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a route for `method` (GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS).
+    ///
+    /// # Errors
+    /// An invalid method or pattern, or a duplicate route (see [`Router::insert`]).
+    pub fn route(&mut self, method: &str, path: &str, handler: impl Handler) -> Result<&mut Self> {
+        self.route_arc(parse_method(method)?, path, Arc::new(handler))
+    }
+
+    /// Adds a route with a shared handler.
+    ///
+    /// # Errors
+    /// See [`Router::insert`].
+    pub fn route_arc(&mut self, method: Method, path: &str, handler: Arc<dyn Handler>) -> Result<&mut Self> {
+        self.router.insert(method, path, handler)?;
+        Ok(self)
+    }
+
+    /// Adds a GET route (HEAD is answered by it too, without a body).
+    ///
+    /// # Errors
+    /// See [`Router::insert`].
+    pub fn get(&mut self, path: &str, handler: impl Handler) -> Result<&mut Self> {
+        self.route_arc(Method::GET, path, Arc::new(handler))
+    }
+
+    /// Adds a POST route.
+    ///
+    /// # Errors
+    /// See [`Router::insert`].
+    pub fn post(&mut self, path: &str, handler: impl Handler) -> Result<&mut Self> {
+        self.route_arc(Method::POST, path, Arc::new(handler))
+    }
+
+    /// Adds a PUT route.
+    ///
+    /// # Errors
+    /// See [`Router::insert`].
+    pub fn put(&mut self, path: &str, handler: impl Handler) -> Result<&mut Self> {
+        self.route_arc(Method::PUT, path, Arc::new(handler))
+    }
+
+    /// Adds a DELETE route.
+    ///
+    /// # Errors
+    /// See [`Router::insert`].
+    pub fn delete(&mut self, path: &str, handler: impl Handler) -> Result<&mut Self> {
+        self.route_arc(Method::DELETE, path, Arc::new(handler))
+    }
+
+    /// Number of routes.
+    pub fn len(&self) -> usize {
+        self.router.len()
+    }
+
+    /// True when there are no routes.
+    pub fn is_empty(&self) -> bool {
+        self.router.is_empty()
+    }
+}

@@ -1,0 +1,75 @@
+//! Counters shared by the server, its streams and the front ends.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Live counters of one server. Cheap to update (relaxed atomics); read with
+/// [`Metrics::snapshot`].
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub(crate) active_connections: AtomicU64,
+    pub(crate) total_connections: AtomicU64,
+    pub(crate) total_requests: AtomicU64,
+    pub(crate) active_streams: AtomicU64,
+    pub(crate) total_streams: AtomicU64,
+    pub(crate) events_sent: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) handler_errors: AtomicU64,
+    pub(crate) rejected_requests: AtomicU64,
+}
+
+/// A point-in-time copy of [`Metrics`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// Connections open now.
+    pub active_connections: u64,
+    /// Connections accepted since start.
+    pub total_connections: u64,
+    /// Requests received since start.
+    pub total_requests: u64,
+    /// Streaming responses open now.
+    pub active_streams: u64,
+    /// Streaming responses started since start.
+    pub total_streams: u64,
+    /// SSE events written into stream queues (including channel fan-out).
+    pub events_sent: u64,
+    /// Body bytes handed to connections.
+    pub bytes_sent: u64,
+    /// Handlers that failed (500 or an `error` event).
+    pub handler_errors: u64,
+    /// Requests answered with a 4xx/5xx by the engine itself (404, 405, 413, 503...).
+    pub rejected_requests: u64,
+}
+
+impl Metrics {
+    /// New zeroed counters.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Copies every counter.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            active_connections: self.active_connections.load(Relaxed),
+            total_connections: self.total_connections.load(Relaxed),
+            total_requests: self.total_requests.load(Relaxed),
+            active_streams: self.active_streams.load(Relaxed),
+            total_streams: self.total_streams.load(Relaxed),
+            events_sent: self.events_sent.load(Relaxed),
+            bytes_sent: self.bytes_sent.load(Relaxed),
+            handler_errors: self.handler_errors.load(Relaxed),
+            rejected_requests: self.rejected_requests.load(Relaxed),
+        }
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+    pub(crate) fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Relaxed);
+    }
+
+    /// Counts a handler failure (front ends call it when a JS handler throws).
+    pub fn record_handler_error(&self) {
+        Self::add(&self.handler_errors, 1);
+    }
+}

@@ -1,0 +1,161 @@
+//! The request view handed to handlers.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Uri};
+
+use crate::metrics::Metrics;
+use crate::router::Params;
+
+/// A request whose body has been read (within the server's size limit).
+#[derive(Debug)]
+pub struct Request {
+    head: http::request::Parts,
+    params: Params,
+    remote_addr: Option<SocketAddr>,
+    body: Bytes,
+    metrics: Arc<Metrics>,
+}
+
+impl Request {
+    pub(crate) fn new(
+        head: http::request::Parts,
+        params: Params,
+        remote_addr: Option<SocketAddr>,
+        body: Bytes,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Request { head, params, remote_addr, body, metrics }
+    }
+
+    /// A request built by hand (tests, front ends' own dispatch).
+    pub fn from_parts(head: http::request::Parts, params: Params, body: Bytes) -> Self {
+        Self::new(head, params, None, body, Arc::new(Metrics::new()))
+    }
+
+    /// The method.
+    pub fn method(&self) -> &Method {
+        &self.head.method
+    }
+
+    /// The full request target.
+    pub fn uri(&self) -> &Uri {
+        &self.head.uri
+    }
+
+    /// The path as sent (percent-encoded), without the query.
+    pub fn path(&self) -> &str {
+        self.head.uri.path()
+    }
+
+    /// The raw query string, if any.
+    pub fn query_string(&self) -> Option<&str> {
+        self.head.uri.query()
+    }
+
+    /// Query parameters in order, decoded; repeated keys appear repeatedly.
+    pub fn query(&self) -> Vec<(String, String)> {
+        self.query_string()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The first value of query parameter `name`.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        let q = self.query_string()?;
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    /// The headers (names are lower-case; a name may have several values).
+    pub fn headers(&self) -> &HeaderMap {
+        &self.head.headers
+    }
+
+    /// The first value of header `name`, if it is valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The route's path parameters.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The path parameter `name`.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.get(name)
+    }
+
+    /// The peer's address.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.remote_addr
+    }
+
+    /// The body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The id of the last SSE event the client saw: the `Last-Event-ID` header, or a
+    /// `lastEventId` query parameter for clients that cannot set headers.
+    pub fn last_event_id(&self) -> Option<Cow<'_, str>> {
+        if let Some(h) = self.header("last-event-id") {
+            return Some(Cow::Borrowed(h));
+        }
+        self.query_param("lastEventId").map(Cow::Owned)
+    }
+
+    /// The server's metrics (so that responders can count errors and events).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(uri: &str, headers: &[(&str, &str)]) -> Request {
+        let mut b = http::Request::builder().uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let (head, ()) = b.body(()).unwrap().into_parts();
+        Request::from_parts(head, Params::default(), Bytes::new())
+    }
+
+    #[test]
+    fn query_keeps_repeated_keys_and_decodes() {
+        let r = req("/p?a=1&b=x%20y&a=2&c", &[]);
+        assert_eq!(
+            r.query(),
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "x y".into()),
+                ("a".into(), "2".into()),
+                ("c".into(), "".into())
+            ]
+        );
+        assert_eq!(r.query_param("a").as_deref(), Some("1"));
+        assert_eq!(r.path(), "/p");
+    }
+
+    #[test]
+    fn last_event_id_from_header_or_query() {
+        assert_eq!(req("/s", &[("Last-Event-ID", "7")]).last_event_id().as_deref(), Some("7"));
+        assert_eq!(req("/s?lastEventId=9", &[]).last_event_id().as_deref(), Some("9"));
+        assert_eq!(req("/s", &[]).last_event_id(), None);
+    }
+
+    #[test]
+    fn headers_are_multi_valued() {
+        let r = req("/", &[("x-a", "1"), ("X-A", "2")]);
+        let all: Vec<_> = r.headers().get_all("x-a").iter().collect();
+        assert_eq!(all.len(), 2);
+    }
+}

@@ -1,0 +1,61 @@
+//! Server options.
+
+use std::time::Duration;
+
+use crate::stream::QueueLimits;
+
+/// Options of a [`Server`](super::Server). Build with `ServerConfig::default()` and the
+/// methods named after each option.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Interval of the comment line an idle SSE stream sends so that proxies and clients
+    /// keep it open; `None` turns heartbeats off. Default: 15 s.
+    pub heartbeat: Option<Duration>,
+    /// Largest request body read; larger ones get 413. Default: 1 MiB.
+    pub max_body_bytes: usize,
+    /// Limits of each stream's queue (high-water mark 64 KiB by default).
+    pub queue: QueueLimits,
+    /// HTTP/1.1 keep-alive. Default: on.
+    pub keep_alive: bool,
+    /// Largest HTTP/1 read buffer per connection (at least 8 KiB). Default: 64 KiB.
+    pub http1_max_buf_size: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            heartbeat: Some(Duration::from_secs(15)),
+            max_body_bytes: 1 << 20,
+            queue: QueueLimits::default(),
+            keep_alive: true,
+            http1_max_buf_size: 64 * 1024,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Same as `default()`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets [`heartbeat`](Self::heartbeat).
+    pub fn heartbeat(mut self, interval: Option<Duration>) -> Self {
+        self.heartbeat = interval;
+        self
+    }
+    /// Sets [`max_body_bytes`](Self::max_body_bytes).
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+    /// Sets the stream queues' high-water mark (the hard limit follows it).
+    pub fn high_water_mark(mut self, bytes: usize) -> Self {
+        self.queue = QueueLimits::with_high_water_mark(bytes);
+        self
+    }
+    /// Sets [`keep_alive`](Self::keep_alive).
+    pub fn keep_alive(mut self, on: bool) -> Self {
+        self.keep_alive = on;
+        self
+    }
+}

@@ -1,0 +1,180 @@
+//! The HTTP server: accepts connections, serves HTTP/1.1 and h2c through hyper-util's auto
+//! builder, routes requests to handlers and shuts down gracefully.
+//!
+//! ```no_run
+//! # async fn run() -> rat_engine::Result<()> {
+//! use rat_engine::{App, Server, ServerConfig};
+//! let mut app = App::new();
+//! app.get("/", |_req| async { "hello" })?;
+//! let server = Server::bind("127.0.0.1:8080", app, ServerConfig::default()).await?;
+//! println!("listening on {}", server.local_addr());
+//! server.shutdown(std::time::Duration::from_secs(5)).await;
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod service;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::ServerConfig;
+
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+/// Starts servers. See [`Server::bind`].
+#[derive(Debug)]
+pub struct Server;
+
+/// A running server: its address, its metrics, and the way to stop it.
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    stop_accepting: CancellationToken,
+    graceful: CancellationToken,
+    force: CancellationToken,
+    tracker: TaskTracker,
+    accept_loop: tokio::task::JoinHandle<()>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) app: App,
+    pub(crate) config: ServerConfig,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl Server {
+    /// Binds `addr` (port 0 picks a free port) and starts serving `app` on the current
+    /// tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::is_io`] when the address cannot be bound (in use, not permitted...).
+    pub async fn bind(addr: impl ToSocketAddrs, app: App, config: ServerConfig) -> Result<ServerHandle> {
+        let listener = TcpListener::bind(addr).await.map_err(|e| {
+            Error::io("cannot listen (is the port already in use?)", e)
+        })?;
+        Self::serve(listener, app, config)
+    }
+
+    /// Serves `app` on an already bound listener.
+    ///
+    /// # Errors
+    /// [`Error::is_io`] if the listener's address cannot be read.
+    pub fn serve(listener: TcpListener, app: App, config: ServerConfig) -> Result<ServerHandle> {
+        let local_addr = listener.local_addr().map_err(|e| Error::io("cannot read the bound address", e))?;
+        let metrics = Arc::new(Metrics::new());
+        let shared = Arc::new(Shared { app, config, metrics: metrics.clone() });
+        let stop_accepting = CancellationToken::new();
+        let graceful = CancellationToken::new();
+        let force = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let accept_loop = tokio::spawn(accept_loop(
+            listener,
+            shared,
+            stop_accepting.clone(),
+            graceful.clone(),
+            force.clone(),
+            tracker.clone(),
+        ));
+        Ok(ServerHandle { local_addr, metrics, stop_accepting, graceful, force, tracker, accept_loop })
+    }
+}
+
+impl ServerHandle {
+    /// The bound address (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The server's live counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Stops accepting, asks every connection to finish (idle keep-alive connections close
+    /// at once; responses in flight, streams included, may go on), and after `grace`
+    /// closes whatever is still open. Resolves when every connection is gone.
+    pub async fn shutdown(self, grace: Duration) {
+        self.stop_accepting.cancel();
+        let _ = self.accept_loop.await;
+        self.graceful.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            self.force.cancel();
+            self.tracker.wait().await;
+        }
+    }
+
+    /// Runs until `signal` resolves, then shuts down with `grace`.
+    pub async fn serve_until(self, signal: impl std::future::Future<Output = ()>, grace: Duration) {
+        signal.await;
+        self.shutdown(grace).await;
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    graceful: CancellationToken,
+    force: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(shared.config.keep_alive)
+        .max_buf_size(shared.config.http1_max_buf_size.max(8192));
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let builder = builder.clone();
+        let graceful = graceful.clone();
+        let force = force.clone();
+        Metrics::add(&shared.metrics.active_connections, 1);
+        Metrics::add(&shared.metrics.total_connections, 1);
+        tracker.spawn(async move {
+            let metrics = shared.metrics.clone();
+            let svc = service::EngineService::new(shared, peer);
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => { let _ = res; }
+                _ = graceful.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = force.cancelled() => {}
+                    }
+                }
+            }
+            Metrics::sub(&metrics.active_connections, 1);
+        });
+    }
+}

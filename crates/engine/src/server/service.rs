@@ -1,0 +1,114 @@
+//! One connection's request handling: routing, body limits, engine-made error responses.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Method, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::Shared;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::request::Request;
+use crate::response::{self, Response};
+use crate::router::RouteMatch;
+use crate::stream::Body;
+
+#[derive(Clone)]
+pub(crate) struct EngineService {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+}
+
+impl EngineService {
+    pub(crate) fn new(shared: Arc<Shared>, peer: SocketAddr) -> Self {
+        EngineService { shared, peer }
+    }
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for EngineService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+        let shared = self.shared.clone();
+        let peer = self.peer;
+        Box::pin(async move { Ok(handle(shared, peer, req).await) })
+    }
+}
+
+fn rejected(metrics: &Metrics, status: StatusCode, message: &str) -> Response {
+    Metrics::add(&metrics.rejected_requests, 1);
+    response::error(status, message)
+}
+
+fn allow_value(allow: &[Method]) -> HeaderValue {
+    let joined = allow.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+    HeaderValue::from_str(&joined).unwrap_or(HeaderValue::from_static(""))
+}
+
+async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: hyper::Request<Incoming>) -> Response {
+    let metrics = &shared.metrics;
+    Metrics::add(&metrics.total_requests, 1);
+    let method = req.method().clone();
+    let (handler, params, head_as_get) = match shared.app.router.at(&method, req.uri().path()) {
+        RouteMatch::Found(m) => (m.value.clone(), m.params, m.head_as_get),
+        RouteMatch::NotFound => {
+            let msg = format!("no route for {} {}", method, req.uri().path());
+            return rejected(metrics, StatusCode::NOT_FOUND, &msg);
+        }
+        RouteMatch::MethodNotAllowed(allow) => {
+            let mut res = if method == Method::OPTIONS {
+                let mut r = Response::new(Body::empty());
+                *r.status_mut() = StatusCode::NO_CONTENT;
+                r
+            } else {
+                let msg = format!(
+                    "method {} is not allowed for {}; allowed: {}",
+                    method,
+                    req.uri().path(),
+                    allow_value(&allow).to_str().unwrap_or("")
+                );
+                rejected(metrics, StatusCode::METHOD_NOT_ALLOWED, &msg)
+            };
+            res.headers_mut().insert(header::ALLOW, allow_value(&allow));
+            return res;
+        }
+    };
+    let limit = shared.config.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return rejected(metrics, StatusCode::PAYLOAD_TOO_LARGE, Error::body_too_large(limit).message());
+    }
+    let (head, body) = req.into_parts();
+    let body = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return rejected(metrics, StatusCode::PAYLOAD_TOO_LARGE, Error::body_too_large(limit).message());
+        }
+        Err(e) => {
+            return rejected(metrics, StatusCode::BAD_REQUEST, &format!("could not read the request body: {e}"));
+        }
+    };
+    let request = Request::new(head, params, Some(peer), body, metrics.clone());
+    let mut res = handler.call(request).await;
+    if head_as_get || method == Method::HEAD {
+        // Same headers as GET, no body; dropping a stream body tells its producer.
+        *res.body_mut() = Body::empty();
+        return res;
+    }
+    if res.body().is_streaming() {
+        let heartbeat = shared.config.heartbeat;
+        res.body_mut().attach(metrics, heartbeat);
+    }
+    res
+}

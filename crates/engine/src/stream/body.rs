@@ -1,0 +1,300 @@
+//! The response body type every handler returns.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http_body::{Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+use super::queue::QueueReceiver;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+/// The heartbeat comment an idle SSE stream sends.
+pub(crate) const HEARTBEAT: &[u8] = b":\n\n";
+
+/// A response body: empty, a full buffer, a bounded queue fed by a producer, or any async
+/// [`Stream`] of byte chunks (pulled only as fast as the client reads).
+pub struct Body {
+    kind: Kind,
+    stream_metrics: Option<Arc<Metrics>>,
+}
+
+enum Kind {
+    Empty,
+    Full(Option<Bytes>),
+    Queue(Box<QueueBody>),
+    Stream(Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>),
+}
+
+struct QueueBody {
+    rx: QueueReceiver,
+    heartbeat: Heartbeat,
+}
+
+/// Heartbeat setting of an SSE body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeartbeatSetting {
+    /// Not an SSE body: never.
+    None,
+    /// SSE body: use the server's configured interval.
+    ServerDefault,
+    /// SSE body with its own interval (or `None`: off).
+    Fixed(Option<Duration>),
+}
+
+struct Heartbeat {
+    setting: HeartbeatSetting,
+    active: Option<(Duration, Pin<Box<Sleep>>)>,
+    last_activity: Instant,
+}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Empty => "empty",
+            Kind::Full(_) => "full",
+            Kind::Queue(_) => "queue",
+            Kind::Stream(_) => "stream",
+        };
+        f.debug_struct("Body").field("kind", &kind).finish()
+    }
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Body::empty()
+    }
+}
+
+impl Body {
+    fn from_kind(kind: Kind) -> Self {
+        Body { kind, stream_metrics: None }
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self::from_kind(Kind::Empty)
+    }
+
+    /// A body of one buffer.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        if bytes.is_empty() {
+            return Self::empty();
+        }
+        Self::from_kind(Kind::Full(Some(bytes)))
+    }
+
+    /// A body pulled from an async stream of chunks; an `Err` item cuts the connection.
+    pub fn from_stream<S>(stream: S) -> Self
+    where
+        S: Stream<Item = Result<Bytes>> + Send + 'static,
+    {
+        Self::from_kind(Kind::Stream(Box::pin(stream)))
+    }
+
+    pub(crate) fn from_queue(rx: QueueReceiver, heartbeat: HeartbeatSetting) -> Self {
+        Self::from_kind(Kind::Queue(Box::new(QueueBody {
+            rx,
+            heartbeat: Heartbeat { setting: heartbeat, active: None, last_activity: Instant::now() },
+        })))
+    }
+
+    /// True for bodies that stream (a queue or a stream), as opposed to empty/full ones.
+    pub fn is_streaming(&self) -> bool {
+        matches!(self.kind, Kind::Queue(_) | Kind::Stream(_))
+    }
+
+    /// Called by the server before handing the body to hyper: counts it as a stream,
+    /// connects its byte counter and sets the SSE heartbeat from the server's default.
+    pub(crate) fn attach(&mut self, metrics: &Arc<Metrics>, default_heartbeat: Option<Duration>) {
+        match &mut self.kind {
+            Kind::Queue(q) => {
+                q.rx.attach_metrics(metrics);
+                let interval = match q.heartbeat.setting {
+                    HeartbeatSetting::None => None,
+                    HeartbeatSetting::ServerDefault => default_heartbeat,
+                    HeartbeatSetting::Fixed(d) => d,
+                };
+                if let Some(d) = interval.filter(|d| !d.is_zero()) {
+                    q.heartbeat.active = Some((d, Box::pin(tokio::time::sleep(d))));
+                }
+            }
+            Kind::Stream(_) => {}
+            _ => return,
+        }
+        Metrics::add(&metrics.active_streams, 1);
+        Metrics::add(&metrics.total_streams, 1);
+        self.stream_metrics = Some(metrics.clone());
+    }
+
+    fn count(&self, n: usize) {
+        let m = match &self.kind {
+            Kind::Queue(q) => q.rx.metrics(),
+            _ => self.stream_metrics.as_ref(),
+        };
+        if let Some(m) = m {
+            Metrics::add(&m.bytes_sent, n as u64);
+        }
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        if let Some(m) = &self.stream_metrics {
+            Metrics::sub(&m.active_streams, 1);
+        }
+    }
+}
+
+impl QueueBody {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes>>> {
+        match self.rx.poll_chunk(cx) {
+            Poll::Ready(Some(Ok(bytes))) => {
+                if self.heartbeat.active.is_some() {
+                    self.heartbeat.last_activity = Instant::now();
+                }
+                Poll::Ready(Some(Ok(bytes)))
+            }
+            Poll::Ready(Some(Err(reason))) => Poll::Ready(Some(Err(Error::handler(reason)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let hb = &mut self.heartbeat;
+                let Some((interval, sleep)) = &mut hb.active else {
+                    return Poll::Pending;
+                };
+                // Poll the timer until it is pending again: an elapsed timer that was
+                // overtaken by data is pushed forward instead of firing.
+                loop {
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    let due = hb.last_activity + *interval;
+                    let now = Instant::now();
+                    if due > now {
+                        sleep.as_mut().reset(due);
+                        continue;
+                    }
+                    hb.last_activity = now;
+                    sleep.as_mut().reset(now + *interval);
+                    return Poll::Ready(Some(Ok(Bytes::from_static(HEARTBEAT))));
+                }
+            }
+        }
+    }
+}
+
+use std::future::Future as _;
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = &mut *self;
+        let polled = match &mut this.kind {
+            Kind::Empty => Poll::Ready(None),
+            Kind::Full(b) => Poll::Ready(b.take().map(Ok)),
+            Kind::Queue(q) => q.poll_next(cx),
+            Kind::Stream(s) => s.as_mut().poll_next(cx),
+        };
+        match polled {
+            Poll::Ready(Some(Ok(bytes))) => {
+                this.count(bytes.len());
+                Poll::Ready(Some(Ok(Frame::data(bytes))))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Empty => true,
+            Kind::Full(b) => b.is_none(),
+            _ => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Empty => SizeHint::with_exact(0),
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(b: Bytes) -> Self {
+        Body::full(b)
+    }
+}
+impl From<String> for Body {
+    fn from(s: String) -> Self {
+        Body::full(s)
+    }
+}
+impl From<&'static str> for Body {
+    fn from(s: &'static str) -> Self {
+        Body::full(Bytes::from_static(s.as_bytes()))
+    }
+}
+impl From<Vec<u8>> for Body {
+    fn from(v: Vec<u8>) -> Self {
+        Body::full(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::queue::{queue, QueueLimits};
+    use http_body_util::BodyExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_sse_body_sends_heartbeats_and_data_postpones_them() {
+        let (tx, rx) = queue(QueueLimits::default());
+        let mut body = Body::from_queue(rx, HeartbeatSetting::Fixed(Some(Duration::from_secs(15))));
+        body.attach(&Arc::new(Metrics::new()), None);
+        let start = Instant::now();
+        let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&frame[..], HEARTBEAT);
+        assert_eq!(start.elapsed(), Duration::from_secs(15));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        tx.write(Bytes::from_static(b"data: x\n\n")).unwrap();
+        let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&frame[..], b"data: x\n\n");
+        let t = Instant::now();
+        let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&frame[..], HEARTBEAT);
+        assert_eq!(t.elapsed(), Duration::from_secs(15), "heartbeat counts from the last data");
+    }
+
+    #[tokio::test]
+    async fn metrics_count_streams_and_bytes() {
+        let metrics = Arc::new(Metrics::new());
+        let (tx, rx) = queue(QueueLimits::default());
+        let mut body = Body::from_queue(rx, HeartbeatSetting::None);
+        body.attach(&metrics, Some(Duration::from_secs(1)));
+        assert_eq!(metrics.snapshot().active_streams, 1);
+        tx.write(Bytes::from_static(b"abc")).unwrap();
+        tx.end();
+        let all = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&all[..], b"abc");
+        let snap = metrics.snapshot();
+        assert_eq!(snap.bytes_sent, 3);
+        assert_eq!(snap.active_streams, 0);
+        assert_eq!(snap.total_streams, 1);
+    }
+}

@@ -1,0 +1,15 @@
+//! Streaming responses: the body type, the bounded queue behind it, SSE framing, chunked
+//! and NDJSON/text/binary helpers, and the deferred responder front ends use.
+
+mod body;
+mod chunked;
+mod queue;
+mod responder;
+pub mod sse;
+
+pub use body::Body;
+pub use chunked::{binary_stream, json_stream, text_stream, ChunkedResponse, StreamingResponse};
+pub use queue::{QueueLimits, StreamSender, DEFAULT_HIGH_WATER_MARK};
+pub(crate) use queue::Pushed;
+pub use responder::{PendingResponse, Responder, ResponseKind};
+pub use sse::{Event, SseResponse, SseSender};

@@ -1,0 +1,525 @@
+//! A bounded, byte-counted, single-consumer queue that feeds a response body.
+//!
+//! The producer side ([`StreamSender`]) is cheap to clone and may be held by a handler task,
+//! a front end (JS) and any number of broadcast channels at once. The consumer side is the
+//! response [`Body`](crate::Body): hyper pulls from it as the socket accepts bytes, so the
+//! amount of memory one slow client can pin is bounded by the high-water mark (for
+//! cooperating producers) and by a hard limit (for producers that ignore it).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::Notify;
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+/// Default high-water mark of a stream queue: 64 KiB.
+pub const DEFAULT_HIGH_WATER_MARK: usize = 64 * 1024;
+
+/// The largest frame the body hands to hyper when it coalesces queued chunks.
+const MAX_COALESCE: usize = 64 * 1024;
+
+/// Limits of a stream queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Bytes queued at or above which the queue reports "full" (`write` returns false,
+    /// `try_send` fails, `send` waits).
+    pub high_water_mark: usize,
+    /// Bytes queued past which a `write` that ignored backpressure ends the stream with an
+    /// error instead of growing memory. At least `high_water_mark`.
+    pub max_buffered: usize,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        QueueLimits::with_high_water_mark(DEFAULT_HIGH_WATER_MARK)
+    }
+}
+
+impl QueueLimits {
+    /// Limits with the given high-water mark and a hard limit of 16 times it (at least 1 MiB).
+    pub fn with_high_water_mark(high_water_mark: usize) -> Self {
+        let high_water_mark = high_water_mark.max(1);
+        QueueLimits {
+            high_water_mark,
+            max_buffered: (high_water_mark.saturating_mul(16)).max(1 << 20),
+        }
+    }
+}
+
+/// What happened to a chunk offered to a full subscriber queue (see
+/// [`StreamSender::push_with_policy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Queued.
+    Queued,
+    /// Queued after dropping this many older chunks.
+    DroppedOldest(u64),
+    /// The queue was full and the stream was closed.
+    ClosedFull,
+    /// The stream was already closed.
+    Closed,
+}
+
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    limits: QueueLimits,
+    /// Woken when queued bytes fall below the high-water mark, and when the stream closes.
+    changed: Notify,
+    metrics: OnceLock<Arc<Metrics>>,
+}
+
+#[derive(Default)]
+struct State {
+    chunks: VecDeque<Bytes>,
+    queued: usize,
+    /// The producer has finished; the body ends once the queue is empty.
+    ended: bool,
+    /// The producer failed; the body yields this error (the connection is cut).
+    error: Option<String>,
+    /// The body was dropped: the client has gone or the response was discarded.
+    receiver_gone: bool,
+    rx_waker: Option<Waker>,
+    on_close: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+impl State {
+    fn is_closed(&self) -> bool {
+        self.receiver_gone || self.ended || self.error.is_some()
+    }
+}
+
+/// Creates a queue: the producer half and the consumer half that a [`Body`](crate::Body)
+/// wraps.
+pub(crate) fn queue(limits: QueueLimits) -> (StreamSender, QueueReceiver) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State::default()),
+        limits,
+        changed: Notify::new(),
+        metrics: OnceLock::new(),
+    });
+    (StreamSender { shared: shared.clone() }, QueueReceiver { shared })
+}
+
+/// The producer half of a stream: write bytes, wait for room, learn that the client left.
+///
+/// Cloning is cheap; all clones feed the same response.
+#[derive(Clone)]
+pub struct StreamSender {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for StreamSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamSender")
+            .field("buffered", &self.buffered())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl StreamSender {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the state inconsistent (each
+        // critical section is a few field updates), so a poisoned lock is still usable.
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The queue's limits.
+    pub fn limits(&self) -> QueueLimits {
+        self.shared.limits
+    }
+
+    /// Bytes queued and not yet taken by the connection.
+    pub fn buffered(&self) -> usize {
+        self.lock().queued
+    }
+
+    /// True once the client has gone or the stream was ended or aborted.
+    pub fn is_closed(&self) -> bool {
+        self.lock().is_closed()
+    }
+
+    /// True when the client has gone (the body was dropped).
+    pub fn is_disconnected(&self) -> bool {
+        self.lock().receiver_gone
+    }
+
+    /// Writes a chunk whatever the queue holds, Node `stream.write` style, and returns
+    /// whether the queue is still below its high-water mark (`false` means: wait for
+    /// [`ready`](Self::ready) before writing more).
+    ///
+    /// # Errors
+    /// [`Error::is_closed`] if the stream is closed; [`Error::is_full`] if this write would
+    /// pass the hard limit, in which case the stream is aborted rather than grow memory.
+    pub fn write(&self, chunk: Bytes) -> Result<bool> {
+        let mut st = self.lock();
+        if st.is_closed() {
+            return Err(Error::closed());
+        }
+        if st.queued + chunk.len() > self.shared.limits.max_buffered && st.queued > 0 {
+            st.error = Some("stream aborted: the client did not read and the producer ignored backpressure".into());
+            st.chunks.clear();
+            st.queued = 0;
+            let waker = st.rx_waker.take();
+            drop(st);
+            self.shared.changed.notify_waiters();
+            if let Some(w) = waker {
+                w.wake();
+            }
+            return Err(Error::full(format!(
+                "stream buffer passed its hard limit of {} bytes; the stream was aborted",
+                self.shared.limits.max_buffered
+            )));
+        }
+        let below = self.push_locked(st, chunk);
+        Ok(below)
+    }
+
+    /// Queues a chunk only if the queue is below its high-water mark.
+    ///
+    /// # Errors
+    /// [`Error::is_full`] when at or above the mark (nothing is queued), [`Error::is_closed`]
+    /// when the stream is closed.
+    pub fn try_send(&self, chunk: Bytes) -> Result<()> {
+        let st = self.lock();
+        if st.is_closed() {
+            return Err(Error::closed());
+        }
+        if st.queued >= self.shared.limits.high_water_mark {
+            return Err(Error::full("stream queue is at its high-water mark"));
+        }
+        self.push_locked(st, chunk);
+        Ok(())
+    }
+
+    /// Queues a chunk, first waiting until the queue is below its high-water mark.
+    ///
+    /// # Errors
+    /// [`Error::is_closed`] if the client leaves (or the stream ends) before there is room.
+    pub async fn send(&self, chunk: Bytes) -> Result<()> {
+        if self.ready().await {
+            let st = self.lock();
+            if st.is_closed() {
+                return Err(Error::closed());
+            }
+            self.push_locked(st, chunk);
+            Ok(())
+        } else {
+            Err(Error::closed())
+        }
+    }
+
+    /// Queues `chunk` for a broadcast subscriber: when the queue is at its high-water mark,
+    /// either drop the oldest queued chunks to make room or close the stream.
+    pub(crate) fn push_with_policy(&self, chunk: Bytes, drop_oldest: bool) -> Pushed {
+        let mut st = self.lock();
+        if st.is_closed() {
+            return Pushed::Closed;
+        }
+        if st.queued >= self.shared.limits.high_water_mark {
+            if !drop_oldest {
+                st.ended = true;
+                st.chunks.clear();
+                st.queued = 0;
+                let waker = st.rx_waker.take();
+                drop(st);
+                self.shared.changed.notify_waiters();
+                if let Some(w) = waker {
+                    w.wake();
+                }
+                return Pushed::ClosedFull;
+            }
+            let mut dropped = 0;
+            while st.queued >= self.shared.limits.high_water_mark {
+                match st.chunks.pop_front() {
+                    Some(old) => {
+                        st.queued -= old.len();
+                        dropped += 1;
+                    }
+                    None => break,
+                }
+            }
+            self.push_locked(st, chunk);
+            return Pushed::DroppedOldest(dropped);
+        }
+        self.push_locked(st, chunk);
+        Pushed::Queued
+    }
+
+    /// Pushes under the lock, releases it, wakes the body. Returns "below the mark".
+    fn push_locked(&self, mut st: std::sync::MutexGuard<'_, State>, chunk: Bytes) -> bool {
+        st.queued += chunk.len();
+        st.chunks.push_back(chunk);
+        let below = st.queued < self.shared.limits.high_water_mark;
+        let waker = st.rx_waker.take();
+        drop(st);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        below
+    }
+
+    /// Resolves `true` once the queue is below its high-water mark, or `false` once the
+    /// stream is closed.
+    pub async fn ready(&self) -> bool {
+        loop {
+            let mut notified = pin!(self.shared.changed.notified());
+            notified.as_mut().enable();
+            {
+                let st = self.lock();
+                if st.is_closed() {
+                    return false;
+                }
+                if st.queued < self.shared.limits.high_water_mark {
+                    return true;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Resolves once the client has gone or the stream has been ended or aborted.
+    pub async fn closed(&self) {
+        loop {
+            let mut notified = pin!(self.shared.changed.notified());
+            notified.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Runs `f` once when the body is dropped (client gone, or the response finished).
+    /// Runs it at once if that already happened.
+    pub fn on_close(&self, f: impl FnOnce() + Send + 'static) {
+        let mut st = self.lock();
+        if st.receiver_gone {
+            drop(st);
+            f();
+        } else {
+            st.on_close.push(Box::new(f));
+        }
+    }
+
+    /// Ends the stream: what is queued is still delivered, then the response ends.
+    pub fn end(&self) {
+        let mut st = self.lock();
+        if st.is_closed() {
+            return;
+        }
+        st.ended = true;
+        let waker = st.rx_waker.take();
+        drop(st);
+        self.shared.changed.notify_waiters();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Aborts the stream: queued bytes are discarded and the connection is cut, so the
+    /// client sees an incomplete response rather than a clean end.
+    pub fn abort(&self, reason: impl Into<String>) {
+        let mut st = self.lock();
+        if st.receiver_gone || st.error.is_some() {
+            return;
+        }
+        st.error = Some(reason.into());
+        st.chunks.clear();
+        st.queued = 0;
+        let waker = st.rx_waker.take();
+        drop(st);
+        self.shared.changed.notify_waiters();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.shared.metrics.get()
+    }
+
+    pub(crate) fn same_stream(&self, other: &StreamSender) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+/// The consumer half, polled by [`Body`](crate::Body).
+pub(crate) struct QueueReceiver {
+    shared: Arc<Shared>,
+}
+
+impl QueueReceiver {
+    pub(crate) fn attach_metrics(&self, metrics: &Arc<Metrics>) -> bool {
+        self.shared.metrics.set(metrics.clone()).is_ok()
+    }
+
+    pub(crate) fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.shared.metrics.get()
+    }
+
+    /// Takes the queued chunks (coalesced into one frame when several are waiting), or
+    /// reports the end, an error, or "nothing yet" after registering the waker.
+    pub(crate) fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, String>>> {
+        let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(err) = &st.error {
+            return Poll::Ready(Some(Err(err.clone())));
+        }
+        let Some(first) = st.chunks.pop_front() else {
+            if st.ended {
+                return Poll::Ready(None);
+            }
+            match &st.rx_waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => st.rx_waker = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        };
+        let was_full = st.queued >= self.shared.limits.high_water_mark;
+        let mut frame = first;
+        if !st.chunks.is_empty() && frame.len() < MAX_COALESCE {
+            // Several events waiting for this client: hand them to hyper as one write.
+            let mut buf = BytesMut::with_capacity(
+                st.queued.min(MAX_COALESCE.max(frame.len())),
+            );
+            buf.extend_from_slice(&frame);
+            while let Some(next) = st.chunks.front() {
+                if buf.len() + next.len() > MAX_COALESCE {
+                    break;
+                }
+                buf.extend_from_slice(next);
+                st.chunks.pop_front();
+            }
+            frame = buf.freeze();
+        }
+        st.queued -= frame.len();
+        let now_below = st.queued < self.shared.limits.high_water_mark;
+        drop(st);
+        if was_full && now_below {
+            self.shared.changed.notify_waiters();
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+}
+
+impl Drop for QueueReceiver {
+    fn drop(&mut self) {
+        let callbacks = {
+            let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.receiver_gone = true;
+            st.chunks.clear();
+            st.queued = 0;
+            st.rx_waker = None;
+            std::mem::take(&mut st.on_close)
+        };
+        self.shared.changed.notify_waiters();
+        for f in callbacks {
+            f();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::task::noop_waker_ref;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn poll(rx: &mut QueueReceiver) -> Poll<Option<Result<Bytes, String>>> {
+        rx.poll_chunk(&mut Context::from_waker(noop_waker_ref()))
+    }
+
+    #[test]
+    fn write_reports_the_high_water_mark() {
+        let (tx, mut rx) = queue(QueueLimits { high_water_mark: 10, max_buffered: 100 });
+        assert!(tx.write(Bytes::from_static(b"12345")).unwrap());
+        assert!(!tx.write(Bytes::from_static(b"67890")).unwrap());
+        assert_eq!(tx.buffered(), 10);
+        assert!(tx.try_send(Bytes::from_static(b"x")).unwrap_err().is_full());
+        // Both chunks come out coalesced into one frame.
+        assert_eq!(poll(&mut rx), Poll::Ready(Some(Ok(Bytes::from_static(b"1234567890")))));
+        assert_eq!(tx.buffered(), 0);
+        assert!(poll(&mut rx).is_pending());
+    }
+
+    #[test]
+    fn hard_limit_aborts_instead_of_growing() {
+        let (tx, mut rx) = queue(QueueLimits { high_water_mark: 4, max_buffered: 8 });
+        tx.write(Bytes::from_static(b"aaaa")).unwrap();
+        tx.write(Bytes::from_static(b"bbbb")).unwrap();
+        let err = tx.write(Bytes::from_static(b"c")).unwrap_err();
+        assert!(err.is_full());
+        assert!(tx.is_closed());
+        assert!(matches!(poll(&mut rx), Poll::Ready(Some(Err(_)))));
+    }
+
+    #[test]
+    fn end_delivers_queued_then_finishes() {
+        let (tx, mut rx) = queue(QueueLimits::default());
+        tx.write(Bytes::from_static(b"last")).unwrap();
+        tx.end();
+        assert!(tx.write(Bytes::from_static(b"late")).unwrap_err().is_closed());
+        assert_eq!(poll(&mut rx), Poll::Ready(Some(Ok(Bytes::from_static(b"last")))));
+        assert_eq!(poll(&mut rx), Poll::Ready(None));
+    }
+
+    #[test]
+    fn dropping_the_body_runs_close_callbacks_and_closes() {
+        let (tx, rx) = queue(QueueLimits::default());
+        let flag = Arc::new(AtomicBool::new(false));
+        let f = flag.clone();
+        tx.on_close(move || f.store(true, Ordering::SeqCst));
+        drop(rx);
+        assert!(flag.load(Ordering::SeqCst));
+        assert!(tx.is_disconnected());
+        assert!(tx.write(Bytes::from_static(b"x")).unwrap_err().is_closed());
+        // Registered after the fact: runs at once.
+        let f2 = flag.clone();
+        f2.store(false, Ordering::SeqCst);
+        tx.on_close(move || f2.store(true, Ordering::SeqCst));
+        assert!(flag.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn drop_oldest_policy_keeps_the_queue_bounded() {
+        let (tx, mut rx) = queue(QueueLimits { high_water_mark: 6, max_buffered: 100 });
+        assert_eq!(tx.push_with_policy(Bytes::from_static(b"aaa"), true), Pushed::Queued);
+        assert_eq!(tx.push_with_policy(Bytes::from_static(b"bbb"), true), Pushed::Queued);
+        assert_eq!(tx.push_with_policy(Bytes::from_static(b"ccc"), true), Pushed::DroppedOldest(1));
+        assert_eq!(tx.buffered(), 6);
+        assert_eq!(poll(&mut rx), Poll::Ready(Some(Ok(Bytes::from_static(b"bbbccc")))));
+    }
+
+    #[test]
+    fn close_policy_ends_a_full_subscriber() {
+        let (tx, _rx) = queue(QueueLimits { high_water_mark: 3, max_buffered: 100 });
+        assert_eq!(tx.push_with_policy(Bytes::from_static(b"aaa"), false), Pushed::Queued);
+        assert_eq!(tx.push_with_policy(Bytes::from_static(b"b"), false), Pushed::ClosedFull);
+        assert_eq!(tx.push_with_policy(Bytes::from_static(b"b"), false), Pushed::Closed);
+    }
+
+    #[tokio::test]
+    async fn send_waits_for_room_and_ready_sees_close() {
+        let (tx, mut rx) = queue(QueueLimits { high_water_mark: 4, max_buffered: 100 });
+        tx.write(Bytes::from_static(b"full")).unwrap();
+        let tx2 = tx.clone();
+        let waiter = tokio::spawn(async move { tx2.send(Bytes::from_static(b"next")).await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        let _ = poll(&mut rx);
+        waiter.await.unwrap().unwrap();
+        assert_eq!(tx.buffered(), 4);
+        let tx3 = tx.clone();
+        let ready = tokio::spawn(async move { tx3.ready().await });
+        tokio::task::yield_now().await;
+        drop(rx);
+        assert!(!ready.await.unwrap());
+        tx.closed().await;
+    }
+}

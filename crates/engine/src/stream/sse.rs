@@ -1,0 +1,474 @@
+//! Server-Sent Events framing, per the WHATWG HTML specification ("event stream"
+//! interpretation), and the [`SseResponse`] a Rust handler returns.
+//!
+//! ```
+//! use rat_engine::Event;
+//! let frame = Event::new().event("update").id("7").unwrap().data("line 1\nline 2").encode();
+//! assert_eq!(&frame[..], b"event: update\nid: 7\ndata: line 1\ndata: line 2\n\n");
+//! ```
+
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{header, HeaderValue, StatusCode};
+
+use super::body::{Body, HeartbeatSetting};
+use super::queue::{queue, QueueLimits, StreamSender};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::response::{IntoResponse, Response};
+
+/// One SSE event (or comment). Build it, then [`encode`](Event::encode) it once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Event {
+    event: Option<String>,
+    data: Option<String>,
+    id: Option<String>,
+    retry: Option<u64>,
+    comment: Option<String>,
+}
+
+impl Event {
+    /// An empty event; add fields with the builder methods.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An event with only data.
+    pub fn data_only(data: impl Into<String>) -> Self {
+        Event { data: Some(data.into()), ..Self::default() }
+    }
+
+    /// Sets the data. Any line ending (LF, CR, CRLF) splits it into several `data:` lines,
+    /// which the client joins back with LF.
+    pub fn data(mut self, data: impl Into<String>) -> Self {
+        self.data = Some(data.into());
+        self
+    }
+
+    /// Sets the event name.
+    ///
+    /// Names with CR or LF would break the frame; [`Event::try_event`] reports them, this
+    /// method replaces them with spaces.
+    pub fn event(mut self, event: impl Into<String>) -> Self {
+        let mut e: String = event.into();
+        if e.contains(['\r', '\n']) {
+            e = e.replace(['\r', '\n'], " ");
+        }
+        self.event = Some(e);
+        self
+    }
+
+    /// Sets the event name, rejecting CR and LF.
+    ///
+    /// # Errors
+    /// [`Error::is_invalid_field`] if the name holds CR or LF.
+    pub fn try_event(mut self, event: impl Into<String>) -> Result<Self> {
+        let e: String = event.into();
+        if e.contains(['\r', '\n']) {
+            return Err(Error::invalid_field(format!(
+                "invalid SSE event name {e:?}: it must not contain CR or LF"
+            )));
+        }
+        self.event = Some(e);
+        Ok(self)
+    }
+
+    /// Sets the id (the client's `Last-Event-ID` on reconnect).
+    ///
+    /// # Errors
+    /// [`Error::is_invalid_field`] if the id holds CR, LF or NUL (the spec ignores ids with
+    /// NUL, and line breaks would split the frame).
+    pub fn id(mut self, id: impl Into<String>) -> Result<Self> {
+        let id: String = id.into();
+        if id.contains(['\r', '\n', '\0']) {
+            return Err(Error::invalid_field(format!(
+                "invalid SSE id {id:?}: it must not contain CR, LF or NUL"
+            )));
+        }
+        self.id = Some(id);
+        Ok(self)
+    }
+
+    /// Sets the reconnection time the client should use.
+    pub fn retry(mut self, retry: Duration) -> Self {
+        self.retry = Some(retry.as_millis() as u64);
+        self
+    }
+
+    /// Sets a comment, sent before the fields (lines starting with `:`; clients ignore them).
+    pub fn comment(mut self, comment: impl Into<String>) -> Self {
+        self.comment = Some(comment.into());
+        self
+    }
+
+    /// The id, if set.
+    pub fn get_id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    /// Encodes the event as one frame ending with a blank line.
+    pub fn encode(&self) -> Bytes {
+        let mut buf = BytesMut::with_capacity(
+            16 + self.data.as_ref().map_or(0, |d| d.len() + 8)
+                + self.event.as_ref().map_or(0, |e| e.len() + 8)
+                + self.id.as_ref().map_or(0, |i| i.len() + 5)
+                + self.comment.as_ref().map_or(0, |c| c.len() + 4),
+        );
+        if let Some(c) = &self.comment {
+            for line in split_lines(c) {
+                put_field(&mut buf, "", line);
+            }
+        }
+        if let Some(e) = &self.event {
+            put_field(&mut buf, "event", e);
+        }
+        if let Some(id) = &self.id {
+            put_field(&mut buf, "id", id);
+        }
+        if let Some(r) = self.retry {
+            put_field(&mut buf, "retry", itoa(r).as_str());
+        }
+        if let Some(d) = &self.data {
+            for line in split_lines(d) {
+                put_field(&mut buf, "data", line);
+            }
+        }
+        buf.put_u8(b'\n');
+        buf.freeze()
+    }
+}
+
+fn itoa(n: u64) -> String {
+    n.to_string()
+}
+
+fn put_field(buf: &mut BytesMut, name: &str, value: &str) {
+    buf.put_slice(name.as_bytes());
+    buf.put_u8(b':');
+    // One space after the colon; the parser removes exactly one, so values that start
+    // with a space keep it.
+    if !value.is_empty() || name.is_empty() {
+        buf.put_u8(b' ');
+    }
+    buf.put_slice(value.as_bytes());
+    buf.put_u8(b'\n');
+}
+
+/// Splits on LF, CR and CRLF, keeping empty lines (so "a\n" is "a" then "").
+pub(crate) fn split_lines(s: &str) -> impl Iterator<Item = &str> {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\n' => {
+                    let line = &s[start..i];
+                    i += 1;
+                    start = i;
+                    return Some(line);
+                }
+                b'\r' => {
+                    let line = &s[start..i];
+                    i += 1;
+                    if i < bytes.len() && bytes[i] == b'\n' {
+                        i += 1;
+                    }
+                    start = i;
+                    return Some(line);
+                }
+                _ => i += 1,
+            }
+        }
+        done = true;
+        Some(&s[start..])
+    })
+}
+
+/// Encodes a comment frame (`: text`), e.g. a heartbeat or padding.
+pub fn comment_frame(text: &str) -> Bytes {
+    Event::new().comment(text).encode()
+}
+
+/// The headers every SSE response carries.
+pub(crate) fn apply_sse_headers(headers: &mut http::HeaderMap) {
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+}
+
+/// The sending half of an SSE response: typed events into the stream's bounded queue.
+#[derive(Debug, Clone)]
+pub struct SseSender {
+    inner: StreamSender,
+}
+
+impl SseSender {
+    pub(crate) fn new(inner: StreamSender) -> Self {
+        SseSender { inner }
+    }
+
+    /// The underlying byte stream sender.
+    pub fn stream(&self) -> &StreamSender {
+        &self.inner
+    }
+
+    fn counted(&self, n: u64) {
+        if let Some(m) = self.inner.metrics() {
+            Metrics::add(&m.events_sent, n);
+        }
+    }
+
+    /// Writes an event whatever the queue holds and returns whether it is still below the
+    /// high-water mark.
+    ///
+    /// # Errors
+    /// Closed stream, or the hard buffer limit (see [`StreamSender::write`]).
+    pub fn write(&self, event: &Event) -> Result<bool> {
+        let r = self.inner.write(event.encode());
+        if r.is_ok() {
+            self.counted(1);
+        }
+        r
+    }
+
+    /// Sends `event: name` with `data`, as in the seeds' `send_event`.
+    ///
+    /// # Errors
+    /// Invalid name, closed stream, or the hard buffer limit.
+    pub fn send_event(&self, name: &str, data: &str) -> Result<bool> {
+        self.write(&Event::new().try_event(name)?.data(data))
+    }
+
+    /// Sends a data-only event.
+    ///
+    /// # Errors
+    /// Closed stream, or the hard buffer limit.
+    pub fn send_data(&self, data: &str) -> Result<bool> {
+        self.write(&Event::data_only(data))
+    }
+
+    /// Sends a comment line.
+    ///
+    /// # Errors
+    /// Closed stream, or the hard buffer limit.
+    pub fn comment(&self, text: &str) -> Result<bool> {
+        self.inner.write(comment_frame(text))
+    }
+
+    /// Waits for room below the high-water mark, then queues the event.
+    ///
+    /// # Errors
+    /// [`Error::is_closed`] once the client has gone.
+    pub async fn send(&self, event: &Event) -> Result<()> {
+        self.inner.send(event.encode()).await?;
+        self.counted(1);
+        Ok(())
+    }
+
+    /// Queues the event only if there is room.
+    ///
+    /// # Errors
+    /// [`Error::is_full`] or [`Error::is_closed`].
+    pub fn try_send(&self, event: &Event) -> Result<()> {
+        self.inner.try_send(event.encode())?;
+        self.counted(1);
+        Ok(())
+    }
+
+    /// Resolves when the client disconnects (or the stream ends).
+    pub async fn closed(&self) {
+        self.inner.closed().await
+    }
+
+    /// True once the client has gone or the stream ended.
+    pub fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    /// Ends the stream after what is queued.
+    pub fn end(&self) {
+        self.inner.end()
+    }
+}
+
+/// An SSE response: create it, keep a [`SseSender`] (from [`SseResponse::sender`]) for
+/// producer tasks, and return the response from the handler.
+///
+/// ```
+/// use rat_engine::{SseResponse, Event};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let sse = SseResponse::new();
+/// sse.send_event("connected", "hello").unwrap();
+/// let tx = sse.sender();
+/// tokio::spawn(async move {
+///     let _ = tx.send(&Event::data_only("later")).await;
+/// });
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct SseResponse {
+    sender: SseSender,
+    body: Body,
+    status: StatusCode,
+    headers: http::HeaderMap,
+}
+
+impl Default for SseResponse {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SseResponse {
+    /// A new SSE response with default limits and the server's heartbeat.
+    pub fn new() -> Self {
+        Self::with_limits(QueueLimits::default())
+    }
+
+    /// A new SSE response with the given queue limits.
+    pub fn with_limits(limits: QueueLimits) -> Self {
+        let (tx, rx) = queue(limits);
+        SseResponse {
+            sender: SseSender::new(tx),
+            body: Body::from_queue(rx, HeartbeatSetting::ServerDefault),
+            status: StatusCode::OK,
+            headers: http::HeaderMap::new(),
+        }
+    }
+
+    /// Sets this stream's heartbeat interval (`None` turns heartbeats off), overriding the
+    /// server's.
+    pub fn heartbeat(mut self, interval: Option<Duration>) -> Self {
+        let (tx, rx) = queue(self.sender.inner.limits());
+        // Only possible before anything was sent; otherwise keep the existing queue.
+        if self.sender.inner.buffered() == 0 {
+            self.sender = SseSender::new(tx);
+            self.body = Body::from_queue(rx, HeartbeatSetting::Fixed(interval));
+        }
+        self
+    }
+
+    /// Adds a response header.
+    pub fn header(mut self, name: http::HeaderName, value: HeaderValue) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+
+    /// A sender for producer tasks (cheap clone).
+    pub fn sender(&self) -> SseSender {
+        self.sender.clone()
+    }
+
+    /// Sends `event: name` + `data` now (queued until the response starts).
+    ///
+    /// # Errors
+    /// See [`SseSender::send_event`].
+    pub fn send_event(&self, name: &str, data: &str) -> Result<bool> {
+        self.sender.send_event(name, data)
+    }
+
+    /// Queues an event now.
+    ///
+    /// # Errors
+    /// See [`SseSender::write`].
+    pub fn write(&self, event: &Event) -> Result<bool> {
+        self.sender.write(event)
+    }
+}
+
+impl IntoResponse for SseResponse {
+    fn into_response(self) -> Response {
+        let mut res = http::Response::new(self.body);
+        *res.status_mut() = self.status;
+        *res.headers_mut() = self.headers;
+        apply_sse_headers(res.headers_mut());
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(e: Event) -> String {
+        String::from_utf8(e.encode().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn data_only() {
+        assert_eq!(enc(Event::data_only("hi")), "data: hi\n\n");
+    }
+
+    #[test]
+    fn every_line_ending_splits_data() {
+        assert_eq!(enc(Event::data_only("a\nb")), "data: a\ndata: b\n\n");
+        assert_eq!(enc(Event::data_only("a\rb")), "data: a\ndata: b\n\n");
+        assert_eq!(enc(Event::data_only("a\r\nb")), "data: a\ndata: b\n\n");
+        assert_eq!(enc(Event::data_only("a\n\nb")), "data: a\ndata:\ndata: b\n\n");
+        assert_eq!(enc(Event::data_only("a\n")), "data: a\ndata:\n\n");
+        assert_eq!(enc(Event::data_only("\r\n")), "data:\ndata:\n\n");
+    }
+
+    #[test]
+    fn empty_data_is_one_empty_line() {
+        assert_eq!(enc(Event::data_only("")), "data:\n\n");
+    }
+
+    #[test]
+    fn leading_space_in_data_survives() {
+        assert_eq!(enc(Event::data_only(" x")), "data:  x\n\n");
+    }
+
+    #[test]
+    fn all_fields_in_order() {
+        let e = Event::new()
+            .comment("note")
+            .event("update")
+            .id("42")
+            .unwrap()
+            .retry(Duration::from_millis(1500))
+            .data("{}");
+        assert_eq!(enc(e), ": note\nevent: update\nid: 42\nretry: 1500\ndata: {}\n\n");
+    }
+
+    #[test]
+    fn multi_line_comment() {
+        assert_eq!(enc(Event::new().comment("a\nb")), ": a\n: b\n\n");
+        assert_eq!(&comment_frame("")[..], b": \n\n");
+    }
+
+    #[test]
+    fn id_rejects_line_breaks_and_nul() {
+        for bad in ["a\nb", "a\rb", "a\0b"] {
+            let err = Event::new().id(bad).unwrap_err();
+            assert!(err.is_invalid_field(), "{bad:?}");
+            assert!(err.message().contains("must not contain"));
+        }
+        assert!(Event::new().id("").is_ok());
+    }
+
+    #[test]
+    fn event_name_rejected_or_sanitized() {
+        assert!(Event::new().try_event("a\nb").unwrap_err().is_invalid_field());
+        assert_eq!(enc(Event::new().event("a\nb").data("x")), "event: a b\ndata: x\n\n");
+    }
+
+    #[test]
+    fn unicode_data() {
+        assert_eq!(enc(Event::data_only("héllo ✓\n世界")), "data: héllo ✓\ndata: 世界\n\n");
+    }
+
+    #[test]
+    fn sse_response_has_the_headers() {
+        let r = SseResponse::new().into_response();
+        assert_eq!(r.headers()["content-type"], "text/event-stream");
+        assert_eq!(r.headers()["cache-control"], "no-cache");
+        assert_eq!(r.headers()["x-accel-buffering"], "no");
+    }
+}
