@@ -67,9 +67,6 @@ impl Error {
     pub(crate) fn body_too_large(limit: usize) -> Self {
         Self::new(Kind::BodyTooLarge, format!("request body exceeds the limit of {limit} bytes"))
     }
-    pub(crate) fn http(err: hyper::Error) -> Self {
-        Self::new(Kind::Http, format!("http error: {err}")).with_source(err)
-    }
 
     /// An invalid argument given to an engine API, with a message saying what is valid.
     pub fn invalid_argument(message: impl Into<String>) -> Self {

@@ -29,6 +29,7 @@
 //! ```
 
 mod app;
+pub mod channel;
 pub mod error;
 mod metrics;
 mod request;
@@ -38,6 +39,7 @@ mod server;
 pub mod stream;
 
 pub use app::{App, Handler};
+pub use channel::{Channel, ChannelMetrics, ChannelOptions, SlowClient};
 pub use error::{Error, Result};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use request::Request;

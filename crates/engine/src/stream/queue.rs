@@ -215,6 +215,17 @@ impl StreamSender {
         }
     }
 
+    /// Queues a chunk ignoring both limits. Only for bounded replays (channel history),
+    /// which the client asked for and whose size the channel already caps.
+    pub(crate) fn push_unbounded(&self, chunk: Bytes) -> Result<()> {
+        let st = self.lock();
+        if st.is_closed() {
+            return Err(Error::closed());
+        }
+        self.push_locked(st, chunk);
+        Ok(())
+    }
+
     /// Queues `chunk` for a broadcast subscriber: when the queue is at its high-water mark,
     /// either drop the oldest queued chunks to make room or close the stream.
     pub(crate) fn push_with_policy(&self, chunk: Bytes, drop_oldest: bool) -> Pushed {
@@ -224,7 +235,9 @@ impl StreamSender {
         }
         if st.queued >= self.shared.limits.high_water_mark {
             if !drop_oldest {
-                st.ended = true;
+                // Cut rather than end: a stuck client's socket is released at once, and
+                // the browser reconnects and resumes from history.
+                st.error = Some("subscriber fell behind; connection closed so it can resume".into());
                 st.chunks.clear();
                 st.queued = 0;
                 let waker = st.rx_waker.take();
@@ -343,10 +356,6 @@ impl StreamSender {
 
     pub(crate) fn metrics(&self) -> Option<&Arc<Metrics>> {
         self.shared.metrics.get()
-    }
-
-    pub(crate) fn same_stream(&self, other: &StreamSender) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
     }
 }
 
