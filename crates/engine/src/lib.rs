@@ -29,6 +29,7 @@
 //! ```
 
 mod app;
+pub mod batch;
 pub mod channel;
 pub mod error;
 mod metrics;
@@ -52,4 +53,5 @@ pub use stream::{
 };
 
 pub use bytes::Bytes;
+pub use futures_util::future::BoxFuture;
 pub use http;

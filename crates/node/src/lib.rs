@@ -1,1 +1,40 @@
+//! Node.js binding of rat-engine. It only translates: JS values to engine types and back,
+//! and calls into JS through one threadsafe function per engine (see `dispatch.rs`).
+//! Everything else (routing, framing, queues, fan-out) is in the `rat-engine` crate.
 
+#![deny(clippy::all)]
+
+mod call;
+mod channel;
+mod dispatch;
+mod engine;
+mod options;
+
+/// Converts an engine error into a JS error whose message starts with its stable code
+/// (`ERR_ROUTE: ...`); the TypeScript layer turns that into a `RatError` with `.code`.
+pub(crate) fn to_js_error(e: rat_engine::Error) -> napi::Error {
+    napi::Error::from_reason(format!("{}: {}", e.code(), e.message()))
+}
+
+/// Builds an engine SSE event from the JS fields (shared by streams and channels).
+pub(crate) fn build_event(
+    data: Option<String>,
+    event: Option<String>,
+    id: Option<String>,
+    retry: Option<u32>,
+) -> napi::Result<rat_engine::Event> {
+    let mut ev = rat_engine::Event::new();
+    if let Some(d) = data {
+        ev = ev.data(d);
+    }
+    if let Some(e) = event {
+        ev = ev.try_event(e).map_err(to_js_error)?;
+    }
+    if let Some(i) = id {
+        ev = ev.id(i).map_err(to_js_error)?;
+    }
+    if let Some(r) = retry {
+        ev = ev.retry(std::time::Duration::from_millis(u64::from(r)));
+    }
+    Ok(ev)
+}

@@ -1,0 +1,264 @@
+//! One request in flight, as JS sees it: lazy request getters and synchronous response
+//! methods that go straight into the engine's responder.
+
+use bytes::Bytes;
+use napi::bindgen_prelude::{Buffer, Env, PromiseRaw};
+use napi_derive::napi;
+use rat_engine::{ParamKind, Request, Responder, ResponseKind};
+
+use crate::channel::Channel;
+use crate::{build_event, to_js_error};
+
+/// A request and its response, handed to the JS dispatcher.
+#[napi]
+pub struct Call {
+    id: u32,
+    route_id: u32,
+    req: Request,
+    responder: Responder,
+}
+
+impl Call {
+    pub(crate) fn new(id: u32, route_id: u32, req: Request, responder: Responder) -> Self {
+        Call { id, route_id, req, responder }
+    }
+
+    /// Answered by the engine when JS cannot be reached (shutting down).
+    pub(crate) fn reject_unavailable(&self) {
+        let body = Bytes::from_static(br#"{"error":"server is shutting down","status":503}"#);
+        let _ = self.responder.respond(503, &[("content-type", "application/json")], body);
+    }
+}
+
+fn kind_name(k: ParamKind) -> &'static str {
+    match k {
+        ParamKind::Int => "int",
+        ParamKind::Float => "float",
+        ParamKind::Uuid => "uuid",
+        ParamKind::Str => "str",
+        ParamKind::Path => "path",
+    }
+}
+
+#[napi]
+impl Call {
+    /// Id of this call, used in closed-stream notices.
+    #[napi(getter)]
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Id of the route the request matched.
+    #[napi(getter)]
+    pub fn route_id(&self) -> u32 {
+        self.route_id
+    }
+
+    /// The method, upper-case.
+    #[napi(getter)]
+    pub fn method(&self) -> String {
+        self.req.method().as_str().to_string()
+    }
+
+    /// The path as sent (percent-encoded), without the query.
+    #[napi(getter)]
+    pub fn path(&self) -> String {
+        self.req.path().to_string()
+    }
+
+    /// The raw query string, or null.
+    #[napi(getter)]
+    pub fn query_string(&self) -> Option<String> {
+        self.req.query_string().map(str::to_string)
+    }
+
+    /// Headers as a flat list `[name, value, name, value, ...]`, names lower-case.
+    #[napi(getter)]
+    pub fn raw_headers(&self) -> Vec<String> {
+        let mut out = Vec::with_capacity(self.req.headers().len() * 2);
+        for (k, v) in self.req.headers() {
+            out.push(k.as_str().to_string());
+            out.push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+        }
+        out
+    }
+
+    /// Path parameters as a flat list `[name, value, kind, ...]` (kind: int, float, uuid,
+    /// str, path); values are percent-decoded.
+    #[napi(getter)]
+    pub fn raw_params(&self) -> Vec<String> {
+        let mut out = Vec::with_capacity(self.req.params().len() * 3);
+        for p in self.req.params().iter() {
+            out.push(p.name.clone());
+            out.push(p.value.clone());
+            out.push(kind_name(p.kind).to_string());
+        }
+        out
+    }
+
+    /// The request body (a copy).
+    #[napi(getter)]
+    pub fn body(&self) -> Buffer {
+        Buffer::from(self.req.body().to_vec())
+    }
+
+    /// The peer's IP address.
+    #[napi(getter)]
+    pub fn remote_address(&self) -> Option<String> {
+        self.req.remote_addr().map(|a| a.ip().to_string())
+    }
+
+    /// The peer's port.
+    #[napi(getter)]
+    pub fn remote_port(&self) -> Option<u32> {
+        self.req.remote_addr().map(|a| u32::from(a.port()))
+    }
+
+    /// `Last-Event-ID` header, or the `lastEventId` query parameter.
+    #[napi(getter)]
+    pub fn last_event_id(&self) -> Option<String> {
+        self.req.last_event_id().map(|c| c.into_owned())
+    }
+
+    /// Sends a complete response. `headers` is a flat `[name, value, ...]` list.
+    #[napi]
+    pub fn respond(&self, status: u32, headers: Option<Vec<String>>, body: Option<String>) -> napi::Result<()> {
+        self.respond_bytes(status, headers, body.map(|s| Bytes::from(s.into_bytes())).unwrap_or_default())
+    }
+
+    /// Sends a complete response with a binary body.
+    #[napi]
+    pub fn respond_buffer(&self, status: u32, headers: Option<Vec<String>>, body: &[u8]) -> napi::Result<()> {
+        self.respond_bytes(status, headers, Bytes::copy_from_slice(body))
+    }
+
+    fn respond_bytes(&self, status: u32, headers: Option<Vec<String>>, body: Bytes) -> napi::Result<()> {
+        let flat = headers.unwrap_or_default();
+        let pairs: Vec<(&str, &str)> =
+            flat.chunks_exact(2).map(|kv| (kv[0].as_str(), kv[1].as_str())).collect();
+        let status = u16::try_from(status).unwrap_or(0);
+        self.responder.respond(status, &pairs, body).map_err(to_js_error)
+    }
+
+    /// Sets the status before the stream starts.
+    #[napi]
+    pub fn set_status(&self, status: u32) -> napi::Result<()> {
+        self.responder.set_status(u16::try_from(status).unwrap_or(0)).map_err(to_js_error)
+    }
+
+    /// Appends a header before the stream starts.
+    #[napi]
+    pub fn append_header(&self, name: String, value: String) -> napi::Result<()> {
+        self.responder.append_header(&name, &value).map_err(to_js_error)
+    }
+
+    /// Sends the head now (status and headers so far).
+    #[napi]
+    pub fn start(&self) {
+        self.responder.start();
+    }
+
+    /// Writes text to the stream. Returns false when the queue is at its high-water mark
+    /// (wait for `ready()`), or when the stream is closed (see `closed`).
+    #[napi]
+    pub fn write_string(&self, chunk: String) -> napi::Result<bool> {
+        self.write_bytes(Bytes::from(chunk.into_bytes()))
+    }
+
+    /// Writes bytes to the stream (copied). Same result as `writeString`.
+    #[napi]
+    pub fn write_buffer(&self, chunk: &[u8]) -> napi::Result<bool> {
+        self.write_bytes(Bytes::copy_from_slice(chunk))
+    }
+
+    fn write_bytes(&self, chunk: Bytes) -> napi::Result<bool> {
+        match self.responder.write(chunk) {
+            Ok(below) => Ok(below),
+            Err(e) if e.is_closed() || e.is_full() => Ok(false),
+            Err(e) => Err(to_js_error(e)),
+        }
+    }
+
+    /// Sends one SSE event. Returns like `writeString`; throws for an invalid id or name.
+    #[napi]
+    pub fn send_event(
+        &self,
+        data: Option<String>,
+        event: Option<String>,
+        id: Option<String>,
+        retry: Option<u32>,
+    ) -> napi::Result<bool> {
+        let ev = build_event(data, event, id, retry)?;
+        match self.responder.send_event(&ev) {
+            Ok(below) => Ok(below),
+            Err(e) if e.is_closed() || e.is_full() => Ok(false),
+            Err(e) => Err(to_js_error(e)),
+        }
+    }
+
+    /// Sends an SSE comment line.
+    #[napi]
+    pub fn comment(&self, text: String) -> napi::Result<bool> {
+        match self.responder.comment(&text) {
+            Ok(below) => Ok(below),
+            Err(e) if e.is_closed() || e.is_full() => Ok(false),
+            Err(e) => Err(to_js_error(e)),
+        }
+    }
+
+    /// Ends the response after what is queued.
+    #[napi]
+    pub fn end(&self) {
+        self.responder.end();
+    }
+
+    /// Reports a handler failure: 500 JSON before the head; after it an `error` event and
+    /// a clean end (SSE), or a cut connection (chunked).
+    #[napi]
+    pub fn fail(&self, message: String) {
+        self.responder.fail(&message);
+    }
+
+    /// True once the head was sent.
+    #[napi(getter)]
+    pub fn started(&self) -> bool {
+        self.responder.is_started()
+    }
+
+    /// True once the client has gone or the stream ended.
+    #[napi(getter)]
+    pub fn closed(&self) -> bool {
+        self.responder.is_closed()
+    }
+
+    /// Bytes queued and not yet sent.
+    #[napi(getter)]
+    pub fn buffered(&self) -> u32 {
+        self.responder.stream().map_or(0, |s| s.buffered() as u32)
+    }
+
+    /// Resolves true when the queue has room again, false once the stream is closed.
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn ready<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, bool>> {
+        let responder = self.responder.clone();
+        env.spawn_future(async move { Ok(responder.ready().await) })
+    }
+
+    /// Subscribes this SSE stream to a channel, replaying history after `lastEventId`.
+    /// Returns the number of events replayed (-1 if some were missed: a `missed` event
+    /// was sent first).
+    #[napi]
+    pub fn subscribe(&self, channel: &Channel, last_event_id: Option<String>) -> napi::Result<i32> {
+        let stream = match (self.responder.kind(), self.responder.stream()) {
+            (ResponseKind::Sse, Some(s)) => s,
+            _ => {
+                return Err(napi::Error::from_reason(
+                    "ERR_INVALID_ARGUMENT: only SSE routes can subscribe to a channel",
+                ))
+            }
+        };
+        self.responder.start();
+        let s = channel.inner().subscribe(stream, last_event_id.as_deref());
+        Ok(if s.missed { -1 } else { s.replayed as i32 })
+    }
+}

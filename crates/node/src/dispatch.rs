@@ -1,0 +1,95 @@
+//! The one door into JS: a batch of new requests and closed-stream notices, carried by a
+//! single threadsafe function per engine. Under load one JS call carries many requests.
+
+use std::sync::{Arc, RwLock};
+
+use napi::bindgen_prelude::{FnArgs, Function};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::Status;
+use rat_engine::batch::Batch;
+
+use crate::call::Call;
+
+/// What JS receives: new calls, and ids of streams whose client has gone.
+pub(crate) enum Item {
+    Call(Call),
+    Closed(u32),
+}
+
+/// The JS dispatch function's signature: `(calls: Call[], closed: number[]) => void`.
+pub(crate) type DispatchArgs = FnArgs<(Vec<Call>, Vec<u32>)>;
+
+type Tsfn = ThreadsafeFunction<(), (), DispatchArgs, Status, false, false, 0>;
+
+#[derive(Default)]
+pub(crate) struct Dispatcher {
+    batch: Arc<Batch<Item>>,
+    /// Present while listening. A strong (ref'ed) TSFN keeps Node alive like a listening
+    /// `net.Server`; dropping it at close lets Node exit.
+    tsfn: RwLock<Option<Arc<Tsfn>>>,
+    next_id: std::sync::atomic::AtomicU32,
+}
+
+impl Dispatcher {
+    pub(crate) fn next_id(&self) -> u32 {
+        self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Connects the JS dispatch function (at listen).
+    pub(crate) fn connect(&self, f: &Function<'_, DispatchArgs, ()>) -> napi::Result<()> {
+        let batch = self.batch.clone();
+        let tsfn = f
+            .build_threadsafe_function::<()>()
+            .callee_handled::<false>()
+            .weak::<false>()
+            .build_callback(move |_ctx| {
+                let mut calls = Vec::new();
+                let mut closed = Vec::new();
+                for item in batch.take() {
+                    match item {
+                        Item::Call(c) => calls.push(c),
+                        Item::Closed(id) => closed.push(id),
+                    }
+                }
+                Ok(FnArgs::from((calls, closed)))
+            })?;
+        *self.tsfn.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(tsfn));
+        Ok(())
+    }
+
+    /// Drops the TSFN so that Node may exit; later items are answered in Rust.
+    pub(crate) fn disconnect(&self) {
+        self.tsfn.write().unwrap_or_else(|p| p.into_inner()).take();
+        self.fail_pending();
+    }
+
+    /// Hands an item to JS. Only the push that finds the batch idle schedules a JS call.
+    pub(crate) fn push(&self, item: Item) {
+        if !self.batch.push(item) {
+            return;
+        }
+        let tsfn = self.tsfn.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let status = match tsfn {
+            Some(t) => t.call_with_return_value((), ThreadsafeFunctionCallMode::NonBlocking, |ret, _env| {
+                if let Err(e) = ret {
+                    // The TS dispatcher catches handler errors itself; reaching this means
+                    // the dispatcher threw. Report it; never crash the process.
+                    eprintln!("rat-engine: the dispatch function threw: {e}");
+                }
+                Ok(())
+            }),
+            None => Status::Closing,
+        };
+        if status != Status::Ok {
+            self.fail_pending();
+        }
+    }
+
+    fn fail_pending(&self) {
+        for item in self.batch.cancel() {
+            if let Item::Call(c) = item {
+                c.reject_unavailable();
+            }
+        }
+    }
+}

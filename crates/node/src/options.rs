@@ -1,0 +1,170 @@
+//! Plain JS objects crossing the boundary, and their conversion into engine options.
+
+use std::time::Duration;
+
+use napi_derive::napi;
+use rat_engine::{ChannelOptions, MetricsSnapshot, QueueLimits, ServerConfig, SlowClient};
+
+/// Options of a native engine.
+#[napi(object)]
+#[derive(Default)]
+pub struct EngineOptions {
+    /// Interval of the heartbeat comment on idle SSE streams, in ms; 0 turns it off.
+    /// @default 15000
+    pub heartbeat_ms: Option<u32>,
+    /// Bytes queued per stream before `write`/`send` return false.
+    /// @default 65536
+    pub high_water_mark: Option<u32>,
+    /// Largest request body in bytes; larger ones get 413.
+    /// @default 1048576
+    pub max_body_bytes: Option<u32>,
+    /// HTTP/1.1 keep-alive.
+    /// @default true
+    pub keep_alive: Option<bool>,
+}
+
+impl From<&EngineOptions> for ServerConfig {
+    fn from(o: &EngineOptions) -> Self {
+        let mut c = ServerConfig::default();
+        if let Some(ms) = o.heartbeat_ms {
+            c = c.heartbeat((ms > 0).then(|| Duration::from_millis(u64::from(ms))));
+        }
+        if let Some(hwm) = o.high_water_mark {
+            c = c.high_water_mark(hwm as usize);
+        }
+        if let Some(b) = o.max_body_bytes {
+            c = c.max_body_bytes(b as usize);
+        }
+        if let Some(k) = o.keep_alive {
+            c = c.keep_alive(k);
+        }
+        c
+    }
+}
+
+/// Options of a native channel.
+#[napi(object)]
+#[derive(Default)]
+pub struct NativeChannelOptions {
+    /// Events kept for Last-Event-ID replay; 0 turns history off.
+    /// @default 1000
+    pub history: Option<u32>,
+    /// Bytes of encoded events kept for replay.
+    /// @default 4194304
+    pub history_bytes: Option<u32>,
+    /// Age in ms after which events leave history.
+    pub history_max_age_ms: Option<u32>,
+    /// `'close'` (end a subscriber that falls behind; it resumes from history) or
+    /// `'drop-oldest'` (drop its oldest queued events and count them).
+    /// @default 'close'
+    pub slow_client: Option<String>,
+    /// Bytes queued per subscriber before the slow-client policy applies.
+    /// @default 65536
+    pub high_water_mark: Option<u32>,
+}
+
+impl TryFrom<&NativeChannelOptions> for ChannelOptions {
+    type Error = napi::Error;
+    fn try_from(o: &NativeChannelOptions) -> napi::Result<Self> {
+        let mut c = ChannelOptions::default();
+        if let Some(h) = o.history {
+            c.history = h as usize;
+        }
+        if let Some(b) = o.history_bytes {
+            c.history_bytes = b as usize;
+        }
+        c.history_max_age = o.history_max_age_ms.map(|ms| Duration::from_millis(u64::from(ms)));
+        c.slow_client = match o.slow_client.as_deref() {
+            None | Some("close") => SlowClient::Close,
+            Some("drop-oldest") => SlowClient::DropOldest,
+            Some(other) => {
+                return Err(napi::Error::from_reason(format!(
+                    "ERR_INVALID_ARGUMENT: invalid slowClient {other:?}: use 'close' or 'drop-oldest'"
+                )))
+            }
+        };
+        if let Some(hwm) = o.high_water_mark {
+            c.queue = QueueLimits::with_high_water_mark(hwm as usize);
+        }
+        Ok(c)
+    }
+}
+
+/// The address a server listens on.
+#[napi(object)]
+pub struct Address {
+    /// The host (IP address).
+    pub host: String,
+    /// The port (the real one when 0 was asked).
+    pub port: u32,
+}
+
+/// Server counters.
+#[napi(object)]
+pub struct EngineMetrics {
+    /// Connections open now.
+    pub active_connections: i64,
+    /// Connections accepted since start.
+    pub total_connections: i64,
+    /// Requests received.
+    pub total_requests: i64,
+    /// Streaming responses open now.
+    pub active_streams: i64,
+    /// Streaming responses started.
+    pub total_streams: i64,
+    /// SSE events queued to clients (channel fan-out included).
+    pub events_sent: i64,
+    /// Body bytes handed to connections.
+    pub bytes_sent: i64,
+    /// Handlers that threw or rejected.
+    pub handler_errors: i64,
+    /// Requests the engine answered with an error itself (404, 405, 413, 503).
+    pub rejected_requests: i64,
+}
+
+impl From<MetricsSnapshot> for EngineMetrics {
+    fn from(m: MetricsSnapshot) -> Self {
+        let n = |v: u64| v as i64;
+        EngineMetrics {
+            active_connections: n(m.active_connections),
+            total_connections: n(m.total_connections),
+            total_requests: n(m.total_requests),
+            active_streams: n(m.active_streams),
+            total_streams: n(m.total_streams),
+            events_sent: n(m.events_sent),
+            bytes_sent: n(m.bytes_sent),
+            handler_errors: n(m.handler_errors),
+            rejected_requests: n(m.rejected_requests),
+        }
+    }
+}
+
+/// Channel counters.
+#[napi(object)]
+pub struct NativeChannelMetrics {
+    /// Subscribers now.
+    pub subscribers: i64,
+    /// Events published.
+    pub published: i64,
+    /// Event copies queued to subscribers.
+    pub delivered: i64,
+    /// Event copies dropped by the drop-oldest policy.
+    pub dropped: i64,
+    /// Event copies replayed from history.
+    pub replayed: i64,
+    /// Subscribers closed for falling behind.
+    pub closed_slow: i64,
+}
+
+impl From<rat_engine::ChannelMetrics> for NativeChannelMetrics {
+    fn from(m: rat_engine::ChannelMetrics) -> Self {
+        NativeChannelMetrics {
+            subscribers: m.subscribers as i64,
+            published: m.published as i64,
+            delivered: m.delivered as i64,
+            dropped: m.dropped as i64,
+            replayed: m.replayed as i64,
+            closed_slow: m.closed_slow as i64,
+        }
+    }
+}
