@@ -86,6 +86,8 @@ struct State {
     receiver_gone: bool,
     rx_waker: Option<Waker>,
     on_close: Vec<Box<dyn FnOnce() + Send>>,
+    /// SSE events queued before the body was attached to a server (and its metrics).
+    events_before_attach: u64,
 }
 
 impl State {
@@ -357,6 +359,22 @@ impl StreamSender {
     pub(crate) fn metrics(&self) -> Option<&Arc<Metrics>> {
         self.shared.metrics.get()
     }
+
+    /// Counts `n` SSE events in the server's `events_sent`, or, before the response has
+    /// reached a server (events a handler writes before returning), keeps them until
+    /// [`QueueReceiver::attach_metrics`] adds them.
+    pub(crate) fn count_events(&self, n: u64) {
+        if let Some(m) = self.shared.metrics.get() {
+            Metrics::add(&m.events_sent, n);
+            return;
+        }
+        let mut st = self.lock();
+        // Checked again under the lock, which attach_metrics holds while setting them.
+        match self.shared.metrics.get() {
+            Some(m) => Metrics::add(&m.events_sent, n),
+            None => st.events_before_attach += n,
+        }
+    }
 }
 
 /// The consumer half, polled by [`Body`](crate::Body).
@@ -366,7 +384,12 @@ pub(crate) struct QueueReceiver {
 
 impl QueueReceiver {
     pub(crate) fn attach_metrics(&self, metrics: &Arc<Metrics>) -> bool {
-        self.shared.metrics.set(metrics.clone()).is_ok()
+        let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = self.shared.metrics.set(metrics.clone()).is_ok();
+        if fresh {
+            Metrics::add(&metrics.events_sent, std::mem::take(&mut st.events_before_attach));
+        }
+        fresh
     }
 
     pub(crate) fn metrics(&self) -> Option<&Arc<Metrics>> {

@@ -15,7 +15,6 @@ use http::{header, HeaderValue, StatusCode};
 use super::body::{Body, HeartbeatSetting};
 use super::queue::{queue, QueueLimits, StreamSender};
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
 use crate::response::{IntoResponse, Response};
 
 /// One SSE event (or comment). Build it, then [`encode`](Event::encode) it once.
@@ -219,9 +218,7 @@ impl SseSender {
     }
 
     fn counted(&self, n: u64) {
-        if let Some(m) = self.inner.metrics() {
-            Metrics::add(&m.events_sent, n);
-        }
+        self.inner.count_events(n);
     }
 
     /// Writes an event whatever the queue holds and returns whether it is still below the
@@ -462,6 +459,21 @@ mod tests {
     #[test]
     fn unicode_data() {
         assert_eq!(enc(Event::data_only("héllo ✓\n世界")), "data: héllo ✓\ndata: 世界\n\n");
+    }
+
+    #[test]
+    fn events_written_before_the_server_attaches_are_counted() {
+        use crate::metrics::Metrics;
+        use std::sync::Arc;
+        let sse = SseResponse::new();
+        sse.send_event("connected", "1").unwrap();
+        let tx = sse.sender();
+        let mut body = sse.into_response().into_body();
+        let metrics = Arc::new(Metrics::new());
+        body.attach(&metrics, None);
+        assert_eq!(metrics.snapshot().events_sent, 1);
+        tx.write(&Event::data_only("2")).unwrap();
+        assert_eq!(metrics.snapshot().events_sent, 2);
     }
 
     #[test]
