@@ -152,13 +152,13 @@ fn parse_pattern(pattern: &str) -> Result<Pattern> {
                     )))
                 }
             })
-        } else if let Some(inner) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-            Some(match inner.strip_prefix('*') {
-                Some(n) => (ParamKind::Path, n),
-                None => (ParamKind::Str, inner),
-            })
         } else {
-            None
+            seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')).map(|inner| {
+                match inner.strip_prefix('*') {
+                    Some(n) => (ParamKind::Path, n),
+                    None => (ParamKind::Str, inner),
+                }
+            })
         };
         match param {
             Some((kind, name)) => {
@@ -403,7 +403,7 @@ impl<T> Router<T> {
 mod tests {
     use super::*;
 
-    fn found<'a>(r: &'a Router<&'static str>, m: Method, p: &str) -> (&'static str, Params, bool) {
+    fn found(r: &Router<&'static str>, m: Method, p: &str) -> (&'static str, Params, bool) {
         match r.at(&m, p) {
             RouteMatch::Found(x) => (*x.value, x.params, x.head_as_get),
             other => panic!("{m} {p}: expected a match, got {other:?}"),
