@@ -1,0 +1,351 @@
+import { Channel, type ChannelOptions } from './channel.js'
+import { ChunkedStream } from './chunked.js'
+import { fromNative, HttpError, native as call } from './errors.js'
+import { isIterable, type StreamSource } from './helpers.js'
+import { native, type Call, type EngineMetrics, type NativeEngine } from './native.js'
+import { pump } from './pump.js'
+import { flatHeaders, toWire, type PlainStyle } from './reply.js'
+import { RatRequest } from './request.js'
+import { SseStream } from './sse.js'
+import type { BaseStream } from './stream.js'
+import type { PathParams } from './types.js'
+
+/** Options of `createApp`. */
+export interface AppOptions {
+  /** Heartbeat comment interval on idle SSE streams, in ms; 0 turns it off. @default 15000 */
+  heartbeatMs?: number
+  /** Bytes queued per stream before writes return false. @default 65536 */
+  highWaterMark?: number
+  /** Largest request body in bytes (413 past it). @default 1048576 */
+  maxBodyBytes?: number
+  /** HTTP/1.1 keep-alive. @default true */
+  keepAlive?: boolean
+  /**
+   * Put a thrown error's message in the 500 body / `error` event. When false, clients get
+   * "Internal Server Error". @default process.env.NODE_ENV !== 'production'
+   */
+  exposeErrors?: boolean
+  /** Called with every error a handler throws (except `HttpError`). @default logs to stderr */
+  onError?: (err: unknown, req: RatRequest<unknown>) => void
+}
+
+/** Where to listen. */
+export interface ListenOptions {
+  /** @default 8080 */
+  port?: number
+  /** @default '127.0.0.1' */
+  host?: string
+}
+
+/** The bound address. */
+export interface AddressInfo {
+  host: string
+  port: number
+}
+
+type Awaitable<T> = T | Promise<T>
+type Req<P extends string> = RatRequest<PathParams<P>>
+
+/** A plain handler: its return value becomes the response (see `toWire`). */
+export type Handler<P extends string = string> = (req: Req<P>) => unknown
+/** An SSE handler: an async generator of events, or a function that uses `stream`. */
+export type SseHandler<P extends string = string> = (
+  req: Req<P>,
+  stream: SseStream,
+) => Awaitable<void | Iterable<unknown> | AsyncIterable<unknown>>
+/** A chunked handler: a generator of chunks, a `StreamSource`, or a function that uses `stream`. */
+export type ChunkedHandler<P extends string = string> = (
+  req: Req<P>,
+  stream: ChunkedStream,
+) => Awaitable<void | Iterable<unknown> | AsyncIterable<unknown> | StreamSource<unknown>>
+
+interface StreamRouteOptions {
+  /** @default 'GET' */
+  method?: string
+}
+interface ChunkedRouteOptions extends StreamRouteOptions {
+  /** @default 'text/plain; charset=utf-8' (NDJSON routes: 'application/x-ndjson') */
+  contentType?: string
+}
+
+type Run = (call: Call) => void
+interface Live {
+  req: RatRequest<unknown>
+  stream: BaseStream
+}
+
+const isThenable = (v: unknown): v is PromiseLike<unknown> =>
+  v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as PromiseLike<unknown>).then === 'function'
+
+/** An application: routes, channels, and the native engine that serves them. */
+export class App {
+  readonly #engine: NativeEngine
+  readonly #routes: Run[] = []
+  readonly #live = new Map<number, Live>()
+  readonly #channels = new Map<string, Channel>()
+  readonly #exposeErrors: boolean
+  readonly #onError: (err: unknown, req: RatRequest<unknown>) => void
+  #address: AddressInfo | null = null
+
+  constructor(options: AppOptions = {}) {
+    this.#exposeErrors = options.exposeErrors ?? process.env.NODE_ENV !== 'production'
+    this.#onError =
+      options.onError ??
+      ((err, req) => console.error(`rat-engine: ${req.method} ${req.path} failed:`, err))
+    const { heartbeatMs, highWaterMark, maxBodyBytes, keepAlive } = options
+    this.#engine = call(
+      () => new native.Engine({ heartbeatMs, highWaterMark, maxBodyBytes, keepAlive }, (calls, closed) => this.#dispatch(calls, closed)),
+    )
+  }
+
+  // The one entry from the engine: a batch of new requests and of closed streams.
+  #dispatch(calls: Call[], closed: number[]): void {
+    for (let i = 0; i < calls.length; i++) {
+      const c = calls[i]
+      try {
+        this.#routes[c.routeId](c)
+      } catch (err) {
+        c.fail(String(err))
+      }
+    }
+    for (let i = 0; i < closed.length; i++) this.#closed(closed[i])
+  }
+
+  #closed(id: number): void {
+    const live = this.#live.get(id)
+    if (!live) return
+    this.#live.delete(id)
+    live.req._abort()
+    live.stream._closed()
+  }
+
+  #add(kind: 'plain' | 'sse' | 'chunked', method: string, path: string, run: Run, contentType?: string): this {
+    const id = this.#routes.length
+    call(() => this.#engine.addRoute(kind, method, path, id, contentType))
+    this.#routes.push(run)
+    return this
+  }
+
+  #fail(c: Call, req: RatRequest<unknown>, err: unknown): void {
+    const e = fromNative(err)
+    if (e instanceof HttpError && !c.started) {
+      const headers = ['content-type', 'application/json', ...flatHeaders(e.headers)]
+      c.respond(e.status, headers, JSON.stringify({ error: e.message, status: e.status }))
+      return
+    }
+    if (!(e instanceof HttpError)) {
+      try {
+        this.#onError(e, req)
+      } catch {
+        // An error hook that throws must not take the server down.
+      }
+    }
+    const message = this.#exposeErrors || e instanceof HttpError ? (e instanceof Error ? e.message : String(e)) : 'Internal Server Error'
+    c.fail(message)
+  }
+
+  #plain(style: PlainStyle, handler: Handler<string> | string): Run {
+    const respond = (c: Call, req: RatRequest<unknown>, value: unknown) => {
+      if (isIterable(value) && !Array.isArray(value)) {
+        return this.#fail(c, req, new TypeError('a plain route returned a stream; register it with app.chunked(), app.ndjson() or app.sse()'))
+      }
+      const [status, headers, body] = toWire(value, style)
+      try {
+        if (body instanceof Uint8Array) c.respondBuffer(status, headers, body)
+        else c.respond(status, headers, body)
+      } catch (err) {
+        this.#fail(c, req, err)
+      }
+    }
+    if (typeof handler === 'string') return (c) => respond(c, null as never, handler)
+    return (c) => {
+      const req = new RatRequest(c)
+      let out: unknown
+      try {
+        out = handler(req as never)
+      } catch (err) {
+        return this.#fail(c, req, err)
+      }
+      if (isThenable(out)) out.then((v) => respond(c, req, v), (err) => this.#fail(c, req, err))
+      else respond(c, req, out)
+    }
+  }
+
+  #stream(
+    make: (c: Call, req: RatRequest<unknown>) => BaseStream,
+    handler: (req: never, stream: never) => unknown,
+    write: (stream: BaseStream, item: unknown) => boolean,
+  ): Run {
+    return (c) => {
+      const req = new RatRequest(c)
+      const stream = make(c, req)
+      this.#live.set(c.id, { req, stream })
+      const settle = (value: unknown) => {
+        if (isIterable(value)) {
+          const type = (value as Partial<StreamSource<unknown>>).contentType
+          if (typeof type === 'string' && !c.started) c.appendHeader('content-type', type)
+          pump(value, stream, (item) => write(stream, item)).then(
+            () => stream.end(),
+            (err) => this.#fail(c, req, err),
+          )
+        } else if (!c.closed) {
+          c.start()
+        }
+      }
+      let out: unknown
+      try {
+        out = handler(req as never, stream as never)
+      } catch (err) {
+        return this.#fail(c, req, err)
+      }
+      if (isThenable(out)) out.then(settle, (err) => this.#fail(c, req, err))
+      else settle(out)
+    }
+  }
+
+  /** A route for any method whose return value is the response. */
+  route<P extends string>(method: string, path: P, handler: Handler<P> | string): this {
+    return this.#add('plain', method, path, this.#plain('auto', handler as Handler<string>))
+  }
+
+  /** GET (and HEAD): objects are sent as JSON, strings as text, `Reply` as built. */
+  get<P extends string>(path: P, handler: Handler<P> | string): this {
+    return this.route('GET', path, handler)
+  }
+  /** POST. */
+  post<P extends string>(path: P, handler: Handler<P>): this {
+    return this.route('POST', path, handler)
+  }
+  /** PUT. */
+  put<P extends string>(path: P, handler: Handler<P>): this {
+    return this.route('PUT', path, handler)
+  }
+  /** PATCH. */
+  patch<P extends string>(path: P, handler: Handler<P>): this {
+    return this.route('PATCH', path, handler)
+  }
+  /** DELETE. */
+  delete<P extends string>(path: P, handler: Handler<P>): this {
+    return this.route('DELETE', path, handler)
+  }
+
+  /** GET returning text (`text/plain`); `handler` may be a constant string. */
+  text<P extends string>(path: P, handler: ((req: Req<P>) => Awaitable<string>) | string): this {
+    return this.#add('plain', 'GET', path, this.#plain('text', handler as Handler<string>))
+  }
+
+  /** GET returning HTML (`text/html`); `handler` may be a constant string. */
+  html<P extends string>(path: P, handler: ((req: Req<P>) => Awaitable<string>) | string): this {
+    return this.#add('plain', 'GET', path, this.#plain('html', handler as Handler<string>))
+  }
+
+  /**
+   * An SSE route. `handler` is an async generator of events (strings, values sent as JSON,
+   * or `{ event, data, id, retry }`), a function that writes to `stream`, or a `Channel`
+   * (every request subscribes to it, resuming from Last-Event-ID, with no JS per request).
+   */
+  sse<P extends string>(path: P, handler: SseHandler<P> | Channel, options: StreamRouteOptions = {}): this {
+    const method = options.method ?? 'GET'
+    if (handler instanceof Channel) {
+      call(() => this.#engine.addChannelRoute(method, path, handler.native))
+      return this
+    }
+    const run = this.#stream(
+      (c, req) => new SseStream(c, req),
+      handler as never,
+      (s, item) => (s as SseStream).send(item),
+    )
+    return this.#add('sse', method, path, run)
+  }
+
+  /** A chunked route: yield (or `stream.write`) strings and bytes; or return a `StreamSource`. */
+  chunked<P extends string>(path: P, handler: ChunkedHandler<P>, options: ChunkedRouteOptions = {}): this {
+    return this.#chunked(path, handler, options, false)
+  }
+
+  /** An NDJSON route (`application/x-ndjson`): yield (or `stream.write`) values, one per line. */
+  ndjson<P extends string>(path: P, handler: ChunkedHandler<P>, options: ChunkedRouteOptions = {}): this {
+    return this.#chunked(path, handler, { contentType: 'application/x-ndjson', ...options }, true)
+  }
+
+  #chunked(path: string, handler: (req: never, stream: never) => unknown, options: ChunkedRouteOptions, ndjson: boolean): this {
+    const run = this.#stream(
+      (c, req) => new ChunkedStream(c, req, ndjson),
+      handler as never,
+      (s, item) => (s as ChunkedStream).write(item),
+    )
+    return this.#add('chunked', options.method ?? 'GET', path, run, options.contentType ?? 'text/plain; charset=utf-8')
+  }
+
+  /** The seeds' name for `route(method, path, handler)`. */
+  registerRoute<P extends string>(method: string, path: P, handler: Handler<P>): this {
+    return this.route(method, path, handler)
+  }
+  /** The seeds' name for `sse(path, handler, { method })`. */
+  registerSseRoute<P extends string>(method: string, path: P, handler: SseHandler<P> | Channel): this {
+    return this.sse(path, handler, { method })
+  }
+  /** The seeds' name for `chunked(path, handler, { method })`. */
+  registerChunkedRoute<P extends string>(method: string, path: P, handler: ChunkedHandler<P>): this {
+    return this.chunked(path, handler, { method })
+  }
+
+  /** The channel named `name`, created on first use (later options are ignored). */
+  channel(name: string, options?: ChannelOptions): Channel {
+    let ch = this.#channels.get(name)
+    if (!ch || ch.closed) {
+      ch = new Channel(name, options)
+      this.#channels.set(name, ch)
+    }
+    return ch
+  }
+
+  /** Removes a channel from this app's registry and closes it (its subscribers' streams end). */
+  deleteChannel(name: string): boolean {
+    const ch = this.#channels.get(name)
+    ch?.close()
+    return this.#channels.delete(name)
+  }
+
+  /** Binds and serves. Port 0 picks a free port. Resolves to the bound address. */
+  async listen(options: ListenOptions = {}): Promise<AddressInfo> {
+    const host = options.host ?? '127.0.0.1'
+    const port = options.port ?? 8080
+    try {
+      this.#address = await this.#engine.listen(host, port)
+    } catch (err) {
+      throw fromNative(err)
+    }
+    return this.#address
+  }
+
+  /** The bound address, or null before `listen`. */
+  get address(): AddressInfo | null {
+    return this.#address
+  }
+
+  /**
+   * Stops accepting, lets streams finish for up to `graceMs`, then closes them; resolves
+   * when every connection is gone. Afterwards nothing keeps Node alive.
+   */
+  async close(graceMs = 5000): Promise<void> {
+    await this.#engine.close(graceMs)
+    for (const id of [...this.#live.keys()]) this.#closed(id)
+    this.#address = null
+  }
+
+  /** Server counters. */
+  metrics(): EngineMetrics {
+    return this.#engine.metrics()
+  }
+
+  /** The seeds' name for `metrics()`. */
+  getPerformanceMetrics(): EngineMetrics {
+    return this.metrics()
+  }
+}
+
+/** Creates an app. */
+export function createApp(options?: AppOptions): App {
+  return new App(options)
+}

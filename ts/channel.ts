@@ -1,0 +1,79 @@
+import { native as call, RatError } from './errors.js'
+import { native, type NativeChannel, type NativeChannelMetrics } from './native.js'
+import type { SseEvent } from './types.js'
+
+/** Options of a channel. */
+export interface ChannelOptions {
+  /** Events kept for Last-Event-ID replay; 0 turns history off. @default 1000 */
+  history?: number
+  /** Bytes of encoded events kept for replay. @default 4194304 */
+  historyBytes?: number
+  /** Age in ms after which events leave history. */
+  historyMaxAgeMs?: number
+  /**
+   * What to do with a subscriber that falls behind: `'close'` ends its connection (the
+   * browser reconnects and resumes from history), `'drop-oldest'` drops its oldest queued
+   * events and counts them. @default 'close'
+   */
+  slowClient?: 'close' | 'drop-oldest'
+  /** Bytes queued per subscriber before the policy applies. @default 65536 */
+  highWaterMark?: number
+}
+
+/**
+ * A broadcast channel. `publish` is one call into the engine whatever the number of
+ * subscribers: the event is encoded once and its bytes shared by every subscriber's queue.
+ */
+export class Channel {
+  /** @internal */
+  readonly native: NativeChannel
+
+  constructor(name: string, options: ChannelOptions = {}) {
+    this.native = call(() => new native.Channel(name, options))
+  }
+
+  /** The channel's name. */
+  get name(): string {
+    return this.native.name
+  }
+
+  /**
+   * Publishes an event (an object `{ data, event?, id?, retry? }`, a string as data, or any
+   * value as JSON data) and returns its id.
+   */
+  publish(event: SseEvent | string | unknown): string {
+    if (typeof event === 'string') return call(() => this.native.publish(event))
+    if (event !== null && typeof event === 'object' && ('data' in event || 'event' in event)) {
+      const e = event as SseEvent
+      const data = e.data === undefined ? undefined : typeof e.data === 'string' ? e.data : JSON.stringify(e.data)
+      return call(() => this.native.publish(data, e.event, e.id === undefined ? undefined : String(e.id), e.retry))
+    }
+    if (event === undefined) throw new RatError('ERR_INVALID_ARGUMENT', 'publish needs an event, a string or a JSON value')
+    return call(() => this.native.publish(JSON.stringify(event)))
+  }
+
+  /** Sends a comment line to every subscriber (not kept in history). */
+  comment(text: string): void {
+    call(() => this.native.comment(text))
+  }
+
+  /** Subscribers now. */
+  get subscribers(): number {
+    return this.native.subscribers
+  }
+
+  /** True after `close()`. */
+  get closed(): boolean {
+    return this.native.closed
+  }
+
+  /** Counters: subscribers, published, delivered, dropped, replayed, closedSlow. */
+  metrics(): NativeChannelMetrics {
+    return this.native.metrics()
+  }
+
+  /** Ends every subscriber's stream; later publishes throw. */
+  close(): void {
+    this.native.close()
+  }
+}

@@ -1,0 +1,131 @@
+import type { Call } from './native.js'
+import { HttpError } from './errors.js'
+
+/** The request a handler receives. Fields are read from the engine on first use. */
+export class RatRequest<P = Record<string, string | number>> {
+  readonly #call: Call
+  #params?: P
+  #query?: Record<string, string | string[]>
+  #headers?: Record<string, string | string[]>
+  #body?: Buffer
+  #controller?: AbortController
+  #aborted = false
+
+  constructor(call: Call) {
+    this.#call = call
+  }
+
+  /** Upper-case method. */
+  get method(): string {
+    return this.#call.method
+  }
+
+  /** The path as sent (percent-encoded), without the query. */
+  get path(): string {
+    return this.#call.path
+  }
+
+  /** Path and query, as sent. */
+  get url(): string {
+    const q = this.#call.queryString
+    return q == null ? this.path : `${this.path}?${q}`
+  }
+
+  /** Path parameters, decoded; `<int:x>` and `<float:x>` are numbers. */
+  get params(): P {
+    if (!this.#params) {
+      const raw = this.#call.rawParams
+      const out: Record<string, string | number> = {}
+      for (let i = 0; i < raw.length; i += 3) {
+        const kind = raw[i + 2]
+        out[raw[i]] = kind === 'int' || kind === 'float' ? Number(raw[i + 1]) : raw[i + 1]
+      }
+      this.#params = out as P
+    }
+    return this.#params
+  }
+
+  /** Query parameters, decoded; a repeated key gives an array. */
+  get query(): Record<string, string | string[]> {
+    if (!this.#query) {
+      const out: Record<string, string | string[]> = {}
+      for (const [k, v] of new URLSearchParams(this.#call.queryString ?? '')) {
+        const prev = out[k]
+        out[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v]
+      }
+      this.#query = out
+    }
+    return this.#query
+  }
+
+  /** Headers with lower-case names; a repeated header gives an array. */
+  get headers(): Record<string, string | string[]> {
+    if (!this.#headers) {
+      const raw = this.#call.rawHeaders
+      const out: Record<string, string | string[]> = {}
+      for (let i = 0; i < raw.length; i += 2) {
+        const prev = out[raw[i]]
+        const v = raw[i + 1]
+        out[raw[i]] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v]
+      }
+      this.#headers = out
+    }
+    return this.#headers
+  }
+
+  /** The first value of a header (case-insensitive). */
+  header(name: string): string | undefined {
+    const v = this.headers[name.toLowerCase()]
+    return Array.isArray(v) ? v[0] : v
+  }
+
+  /** `Last-Event-ID` header, or the `lastEventId` query parameter; null when absent. */
+  get lastEventId(): string | null {
+    return this.#call.lastEventId
+  }
+
+  /** The client's IP address. */
+  get remoteAddress(): string | null {
+    return this.#call.remoteAddress
+  }
+
+  /** The client's port. */
+  get remotePort(): number | null {
+    return this.#call.remotePort
+  }
+
+  /** The body (read in full by the engine, within its size limit). */
+  get body(): Buffer {
+    return (this.#body ??= this.#call.body)
+  }
+
+  /** The body as UTF-8 text. */
+  async text(): Promise<string> {
+    return this.body.toString('utf8')
+  }
+
+  /** The body parsed as JSON; invalid JSON is a 400 with a message saying why. */
+  async json<T = unknown>(): Promise<T> {
+    const text = this.body.toString('utf8')
+    try {
+      return JSON.parse(text) as T
+    } catch (err) {
+      throw new HttpError(400, `invalid JSON body: ${(err as Error).message}`, { cause: err })
+    }
+  }
+
+  /** Aborts when the client disconnects (streams) or the server closes. */
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      this.#controller = new AbortController()
+      if (this.#aborted) this.#controller.abort(new Error('client disconnected'))
+    }
+    return this.#controller.signal
+  }
+
+  /** @internal called when the engine reports the client gone. */
+  _abort(): void {
+    this.#aborted = true
+    this.#controller?.abort(new Error('client disconnected'))
+  }
+}

@@ -1,0 +1,85 @@
+import type { Call } from './native.js'
+import { native } from './errors.js'
+import type { Channel } from './channel.js'
+import type { RatRequest } from './request.js'
+import { BaseStream } from './stream.js'
+import type { SseEvent } from './types.js'
+
+const EVENT_KEYS = new Set(['data', 'event', 'id', 'retry', 'comment'])
+
+/** True for `{ data?, event?, id?, retry?, comment? }` with `data` or `event` present. */
+export function isSseEvent(v: unknown): v is SseEvent {
+  if (v === null || typeof v !== 'object' || Array.isArray(v) || Buffer.isBuffer(v)) return false
+  const keys = Object.keys(v)
+  return keys.length > 0 && keys.every((k) => EVENT_KEYS.has(k)) && ('data' in v || 'event' in v || 'comment' in v)
+}
+
+/** True for a string that is already one or more complete SSE frames. */
+export function isSseFrame(s: string): boolean {
+  if (!s.endsWith('\n\n')) return false
+  return s
+    .slice(0, -2)
+    .split(/\r\n|\r|\n/)
+    .every((line) => line === '' || line.startsWith(':') || /^(data|event|id|retry)(:|$)/.test(line))
+}
+
+function dataString(data: unknown): string | undefined {
+  if (data === undefined) return undefined
+  return typeof data === 'string' ? data : JSON.stringify(data)
+}
+
+/**
+ * An SSE response stream. `send` accepts an event object, a string (sent as `data`, one
+ * `data:` line per line), or any other value (sent as JSON data).
+ */
+export class SseStream extends BaseStream {
+  constructor(call: Call, req: RatRequest<unknown>) {
+    super(call, req)
+  }
+
+  /**
+   * Sends one event. Returns `false` when the engine's queue is at its high-water mark
+   * (await `ready()` before sending more) or the stream is closed (see `closed`).
+   *
+   * @throws RatError `ERR_INVALID_FIELD` for an `event` or `id` with CR/LF (or NUL in id).
+   */
+  send(event: SseEvent | string | unknown): boolean {
+    if (typeof event === 'string') {
+      return isSseFrame(event) ? this.call.writeString(event) : this.call.sendEvent(event)
+    }
+    if (isSseEvent(event)) {
+      const e = event
+      const id = e.id === undefined ? undefined : String(e.id)
+      if (e.comment !== undefined) this.call.comment(e.comment)
+      if (e.data === undefined && e.event === undefined && id === undefined) return !this.closed
+      return native(() => this.call.sendEvent(dataString(e.data), e.event, id, e.retry))
+    }
+    return this.call.sendEvent(JSON.stringify(event))
+  }
+
+  /** Sends `event: name` with `data`. */
+  event(name: string, data?: unknown): boolean {
+    return this.send({ event: name, data })
+  }
+
+  /** Sends a comment line (clients ignore it). */
+  comment(text: string): boolean {
+    return this.call.comment(text)
+  }
+
+  /**
+   * Subscribes this stream to a channel: replays what the client missed after its
+   * Last-Event-ID, then every event published, without JS per event. Events sent with
+   * `send` before or after keep their order relative to it.
+   *
+   * @returns events replayed, or -1 when the id was older than history (a `missed`
+   * event was sent first).
+   */
+  subscribe(channel: Channel, lastEventId: string | null = this.lastEventIdOfRequest()): number {
+    return native(() => this.call.subscribe(channel.native, lastEventId))
+  }
+
+  private lastEventIdOfRequest(): string | null {
+    return this.call.lastEventId
+  }
+}
