@@ -1,0 +1,49 @@
+// node:http by hand: the baseline every Node framework builds on. Broadcast is a loop over
+// the open responses; /sse/count and /chunked honour backpressure through 'drain'.
+import http from 'node:http'
+import { badRequest, pump, writeChunked } from './node-helpers.mjs'
+import { PORT, PUB_INTERVAL_MS, HOST, pathOf, countParam, chunkedParams, countData, nextEventData, announce, onSigterm } from './common.mjs'
+
+const SSE_HEAD = { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }
+const subscribers = new Set()
+
+/** Events written as fast as the socket takes them, pausing on 'drain'. */
+function sseCount (res, n) {
+  res.writeHead(200, SSE_HEAD)
+  pump(res, n, (i) => `data: ${countData(i)}\n\n`)
+}
+
+const server = http.createServer((req, res) => {
+  switch (pathOf(req.url)) {
+    case '/hello':
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': 5 }).end('hello')
+      return
+    case '/sse/broadcast':
+      res.writeHead(200, SSE_HEAD)
+      res.flushHeaders()
+      subscribers.add(res)
+      res.on('close', () => subscribers.delete(res))
+      return
+    case '/sse/count': {
+      const n = countParam(req.url)
+      return n === null ? badRequest(res) : sseCount(res, n)
+    }
+    case '/chunked': {
+      const p = chunkedParams(req.url)
+      return p === null ? badRequest(res) : writeChunked(res, p)
+    }
+    default:
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found')
+  }
+})
+
+setInterval(() => {
+  const frame = `data: ${nextEventData()}\n\n`
+  for (const res of subscribers) res.write(frame)
+}, PUB_INTERVAL_MS)
+
+server.listen(PORT, HOST, () => announce(server.address().port))
+onSigterm(() => {
+  for (const res of subscribers) res.destroy()
+  return new Promise((resolve) => server.close(resolve))
+})

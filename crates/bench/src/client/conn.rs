@@ -1,0 +1,90 @@
+//! One client connection: raw keep-alive TCP, a reused read buffer and the response decoder.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::http::{Part, ResponseDecoder};
+use crate::sys::monotonic_ns;
+
+/// A keep-alive HTTP/1.1 connection to the server under test.
+pub struct HttpConn {
+    stream: TcpStream,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    decoder: ResponseDecoder,
+}
+
+/// `GET <path>` with the least a server needs (pipelining is never used).
+pub fn get_request(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: */*\r\n\r\n").into_bytes()
+}
+
+impl HttpConn {
+    /// Connects with TCP_NODELAY and a read buffer of `buf_size` bytes.
+    pub async fn connect(addr: SocketAddr, buf_size: usize) -> io::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self { stream, buf: vec![0; buf_size].into_boxed_slice(), start: 0, end: 0, decoder: ResponseDecoder::default() })
+    }
+
+    /// Connects, retrying refused or reset attempts (a full accept backlog) every 50 ms
+    /// until `deadline`.
+    pub async fn connect_until(addr: SocketAddr, buf_size: usize, deadline: tokio::time::Instant) -> io::Result<Self> {
+        loop {
+            match tokio::time::timeout_at(deadline, Self::connect(addr, buf_size)).await {
+                Ok(Ok(conn)) => return Ok(conn),
+                Ok(Err(e)) => {
+                    if tokio::time::Instant::now() + Duration::from_millis(50) >= deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+            }
+        }
+    }
+
+    /// Writes a whole request.
+    pub async fn send(&mut self, request: &[u8]) -> io::Result<()> {
+        self.stream.write_all(request).await
+    }
+
+    /// Reads until the current response ends. `on_part` gets each part together with the
+    /// CLOCK_MONOTONIC time of the read that delivered it (one clock read per `read()`:
+    /// everything in one read arrived together). Returns Ok(false) if the server closed
+    /// the connection before the response ended.
+    pub async fn read_response(&mut self, mut on_part: impl FnMut(Part<'_>, u64)) -> io::Result<bool> {
+        let mut now = monotonic_ns();
+        loop {
+            if self.end > self.start {
+                let (used, done) = self.decoder.feed(&self.buf[self.start..self.end], &mut |p| on_part(p, now))?;
+                self.start += used;
+                if self.start == self.end {
+                    (self.start, self.end) = (0, 0);
+                }
+                if done {
+                    return Ok(true);
+                }
+                if self.end == self.buf.len() {
+                    if self.start == 0 {
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, "response head larger than the read buffer"));
+                    }
+                    // Only an incomplete head or chunk-size line is left: move it to the front.
+                    self.buf.copy_within(self.start..self.end, 0);
+                    (self.start, self.end) = (0, self.end - self.start);
+                }
+            }
+            let n = self.stream.read(&mut self.buf[self.end..]).await?;
+            if n == 0 {
+                return Ok(false);
+            }
+            now = monotonic_ns();
+            self.end += n;
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! `rat-bench <scenario> [--option value]...`: drives one server through one scenario and
+//! prints the result as one JSON object on stdout. Progress markers (`phase ...`) go to
+//! stderr for the runner, which samples the server's CPU and RSS at them.
+
+use std::process::ExitCode;
+
+use rat_bench::client::{self, Args};
+
+const USAGE: &str = "usage: rat-bench <hello|broadcast|count|chunked|idle> [--option value]...
+common:    --addr 127.0.0.1:3000 --connections N --warmup S --duration S
+hello:     --path /hello --expect hello
+broadcast: --path /sse/broadcast --connect-timeout S --connect-concurrency N
+idle:      same as broadcast; holds N subscribers for --duration without parsing
+count:     --n K --path /sse/count
+chunked:   --bytes B --size S --requests R --path /chunked (--duration caps the run)";
+
+fn main() -> ExitCode {
+    let mut argv = std::env::args().skip(1);
+    let Some(scenario) = argv.next().filter(|s| !s.starts_with('-')) else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let args = match Args::parse(argv) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("rat-bench: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let nofile = match rat_bench::sys::raise_nofile_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("rat-bench: cannot raise RLIMIT_NOFILE: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // One thread: the runner gives the client exactly one core.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let local = tokio::task::LocalSet::new();
+    let result = local.block_on(&rt, async {
+        match scenario.as_str() {
+            "hello" => client::hello::run(args).await,
+            "broadcast" => client::broadcast::run(args, true).await,
+            "idle" => client::broadcast::run(args, false).await,
+            "count" => client::count::run(args).await,
+            "chunked" => client::chunked::run(args).await,
+            other => Err(format!("unknown scenario {other:?}")),
+        }
+    });
+    match result {
+        Ok(mut json) => {
+            json["scenario"] = scenario.into();
+            json["nofile_limit"] = nofile.into();
+            println!("{json}");
+            // Exit without tearing down thousands of tasks and sockets one by one.
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("rat-bench: {e}\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}

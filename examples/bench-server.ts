@@ -1,0 +1,71 @@
+// Our server for `npm run bench` (docs/benchmarks.md), implementing
+// ../shared/BENCH-CONTRACT.md with the public API: `/hello` is a JS handler, `/sse/broadcast`
+// a channel (published from JS, fanned out by the engine with no JS per subscriber),
+// `/sse/count` an async generator, `/chunked` explicit writes with backpressure.
+//
+// Run: `npm run bench:server` (PORT and PUB_INTERVAL_MS from the environment).
+import { createApp, HttpError } from '../ts/index.js'
+
+const PORT = Number(process.env.PORT ?? 3000)
+const PUB_INTERVAL_MS = Number(process.env.PUB_INTERVAL_MS ?? 100)
+/** Largest /chunked write size accepted, as in every peer: a bigger one is a 400. */
+const MAX_WRITE = 16 << 20
+
+/** Query parameter `name` as a positive integer no larger than `max`, else a 400. */
+function positive(value: string | string[] | undefined, name: string, max = Number.MAX_SAFE_INTEGER): number {
+  const n = typeof value === 'string' && /^[1-9][0-9]*$/.test(value) ? Number(value) : NaN
+  if (!Number.isSafeInteger(n) || n > max) throw new HttpError(400, `${name} must be a positive integer up to ${max}`)
+  return n
+}
+
+async function* countEvents(n: number): AsyncGenerator<string> {
+  for (let i = 0; i < n; i++) yield `{"i":${i}}`
+}
+
+async function main(): Promise<void> {
+  // Heartbeats off: no peer sends keep-alive comments either, and an idle stream must stay
+  // idle for the RSS-per-connection measurement.
+  const app = createApp({ heartbeatMs: 0 })
+
+  app.text('/hello', () => 'hello')
+
+  const broadcast = app.channel('broadcast', { history: 0 })
+  app.sse('/sse/broadcast', broadcast)
+  let seq = 0
+  setInterval(() => {
+    // `t` must be a JSON number, and a bigint does not survive JSON.stringify: built by hand.
+    broadcast.publish(`{"seq":${seq++},"t":${process.hrtime.bigint()}}`)
+  }, PUB_INTERVAL_MS)
+
+  // Validated before the generator starts, so a bad `n` is a 400 rather than a broken stream.
+  app.sse('/sse/count', (req) => countEvents(positive(req.query.n, 'n')))
+
+  app.chunked(
+    '/chunked',
+    async (req, stream) => {
+      const bytes = positive(req.query.bytes, 'bytes')
+      const size = positive(req.query.size, 'size', MAX_WRITE)
+      const buf = Buffer.alloc(size)
+      for (let left = bytes; left > 0; ) {
+        const len = Math.min(size, left)
+        left -= len
+        if (!stream.write(len === size ? buf : buf.subarray(0, len)) && !(await stream.ready())) return
+      }
+      stream.end()
+    },
+    { contentType: 'application/octet-stream' },
+  )
+
+  const { port } = await app.listen({ host: '127.0.0.1', port: PORT })
+  console.log('listening', port)
+
+  process.once('SIGTERM', () => {
+    // No grace period: broadcast streams never finish on their own.
+    app.close(0).finally(() => process.exit(0))
+  })
+}
+
+main().catch((err: unknown) => {
+  console.error(err)
+  process.exit(1)
+})
