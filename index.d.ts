@@ -30,6 +30,13 @@ export declare class Call {
   get rawParams(): Array<string>
   /** The request body (a copy). */
   get body(): Buffer
+  /** True when the route streams the request body (read it with `readChunk`). */
+  get bodyStreamed(): boolean
+  /**
+   * The next chunk of a streamed request body, or null at its end. Rejects with
+   * `ERR_BODY_TOO_LARGE` past the route's limit.
+   */
+  readChunk(): Promise<Buffer | null>
   /** The peer's IP address. */
   get remoteAddress(): string | null
   /** The peer's port. */
@@ -111,7 +118,7 @@ export declare class Engine {
    * Adds a route served by JS. `kind` is `plain`, `sse` or `chunked`; `contentType` is
    * the chunked default.
    */
-  addRoute(kind: string, method: string, path: string, routeId: number, contentType?: string | undefined | null): void
+  addRoute(kind: string, method: string, path: string, routeId: number, contentType?: string | undefined | null, options?: RouteOptions | undefined | null): void
   /** Adds an SSE route served entirely by a channel: no JS runs per request or event. */
   addChannelRoute(method: string, path: string, channel: Channel): void
   /** Binds `host:port` (port 0 picks a free one) and serves. Resolves to the address. */
@@ -222,4 +229,15 @@ export interface NativeChannelOptions {
    * @default 65536
    */
   highWaterMark?: number
+}
+
+/** Options of one route. */
+export interface RouteOptions {
+  /**
+   * Hand the request body over as it arrives (`readChunk`) instead of reading it first.
+   * @default false
+   */
+  streamBody?: boolean
+  /** This route's body limit in bytes (instead of the engine's `maxBodyBytes`). */
+  bodyLimit?: number
 }

@@ -59,7 +59,18 @@ export type ChunkedHandler<P extends string = string> = (
   stream: ChunkedStream,
 ) => Awaitable<void | Iterable<unknown> | AsyncIterable<unknown> | StreamSource<unknown>>
 
-interface StreamRouteOptions {
+/** Options of a route. */
+export interface RouteOptions {
+  /**
+   * Hand the request body over as it arrives (`req.stream()`) instead of reading it in
+   * full before the handler runs. @default false
+   */
+  streamBody?: boolean
+  /** This route's body limit in bytes, instead of the app's `maxBodyBytes`. */
+  bodyLimit?: number
+}
+
+interface StreamRouteOptions extends RouteOptions {
   /** @default 'GET' */
   method?: string
 }
@@ -119,9 +130,10 @@ export class App {
     live.stream._closed()
   }
 
-  #add(kind: 'plain' | 'sse' | 'chunked', method: string, path: string, run: Run, contentType?: string): this {
+  #add(kind: 'plain' | 'sse' | 'chunked', method: string, path: string, run: Run, contentType?: string, options: RouteOptions = {}): this {
     const id = this.#routes.length
-    call(() => this.#engine.addRoute(kind, method, path, id, contentType))
+    const { streamBody, bodyLimit } = options
+    call(() => this.#engine.addRoute(kind, method, path, id, contentType, { streamBody, bodyLimit }))
     this.#routes.push(run)
     return this
   }
@@ -204,29 +216,29 @@ export class App {
   }
 
   /** A route for any method whose return value is the response. */
-  route<P extends string>(method: string, path: P, handler: Handler<P> | string): this {
-    return this.#add('plain', method, path, this.#plain('auto', handler as Handler<string>))
+  route<P extends string>(method: string, path: P, handler: Handler<P> | string, options?: RouteOptions): this {
+    return this.#add('plain', method, path, this.#plain('auto', handler as Handler<string>), undefined, options)
   }
 
   /** GET (and HEAD): objects are sent as JSON, strings as text, `Reply` as built. */
-  get<P extends string>(path: P, handler: Handler<P> | string): this {
-    return this.route('GET', path, handler)
+  get<P extends string>(path: P, handler: Handler<P> | string, options?: RouteOptions): this {
+    return this.route('GET', path, handler, options)
   }
   /** POST. */
-  post<P extends string>(path: P, handler: Handler<P>): this {
-    return this.route('POST', path, handler)
+  post<P extends string>(path: P, handler: Handler<P>, options?: RouteOptions): this {
+    return this.route('POST', path, handler, options)
   }
   /** PUT. */
-  put<P extends string>(path: P, handler: Handler<P>): this {
-    return this.route('PUT', path, handler)
+  put<P extends string>(path: P, handler: Handler<P>, options?: RouteOptions): this {
+    return this.route('PUT', path, handler, options)
   }
   /** PATCH. */
-  patch<P extends string>(path: P, handler: Handler<P>): this {
-    return this.route('PATCH', path, handler)
+  patch<P extends string>(path: P, handler: Handler<P>, options?: RouteOptions): this {
+    return this.route('PATCH', path, handler, options)
   }
   /** DELETE. */
-  delete<P extends string>(path: P, handler: Handler<P>): this {
-    return this.route('DELETE', path, handler)
+  delete<P extends string>(path: P, handler: Handler<P>, options?: RouteOptions): this {
+    return this.route('DELETE', path, handler, options)
   }
 
   /** GET returning text (`text/plain`); `handler` may be a constant string. */
@@ -255,7 +267,7 @@ export class App {
       handler as never,
       (s, item) => (s as SseStream).send(item),
     )
-    return this.#add('sse', method, path, run)
+    return this.#add('sse', method, path, run, undefined, options)
   }
 
   /** A chunked route: yield (or `stream.write`) strings and bytes; or return a `StreamSource`. */
@@ -274,7 +286,7 @@ export class App {
       handler as never,
       (s, item) => (s as ChunkedStream).write(item),
     )
-    return this.#add('chunked', options.method ?? 'GET', path, run, options.contentType ?? 'text/plain; charset=utf-8')
+    return this.#add('chunked', options.method ?? 'GET', path, run, options.contentType ?? 'text/plain; charset=utf-8', options)
   }
 
   /** The seeds' name for `route(method, path, handler)`. */

@@ -1,5 +1,5 @@
 import type { Call } from './native.js'
-import { HttpError } from './errors.js'
+import { fromNative, HttpError, RatError } from './errors.js'
 
 /** The request a handler receives. Fields are read from the engine on first use. */
 export class RatRequest<P = Record<string, string | number>> {
@@ -94,19 +94,58 @@ export class RatRequest<P = Record<string, string | number>> {
     return this.#call.remotePort
   }
 
-  /** The body (read in full by the engine, within its size limit). */
+  /**
+   * The body, read in full by the engine within its size limit. On routes registered with
+   * `streamBody: true` use `stream()` (or `text()`/`json()`/`buffer()`) instead.
+   */
   get body(): Buffer {
+    if (this.#call.bodyStreamed) {
+      throw new RatError('ERR_BODY_STREAMED', 'this route streams its body: use `for await (const chunk of req.stream())` or `await req.buffer()`')
+    }
     return (this.#body ??= this.#call.body)
+  }
+
+  /**
+   * The body chunk by chunk as the client sends it (routes with `streamBody: true`); on
+   * other routes, the whole body as one chunk. Past the route's limit it throws a 413
+   * `HttpError`.
+   */
+  async *stream(): AsyncGenerator<Buffer> {
+    if (!this.#call.bodyStreamed) {
+      if (this.body.length > 0) yield this.body
+      return
+    }
+    for (;;) {
+      let chunk: Buffer | null
+      try {
+        chunk = await this.#call.readChunk()
+      } catch (err) {
+        const e = fromNative(err)
+        if (e instanceof RatError && e.code === 'ERR_BODY_TOO_LARGE') throw new HttpError(413, e.message, { cause: e })
+        throw new HttpError(400, e instanceof Error ? e.message : String(e), { cause: e })
+      }
+      if (chunk === null) return
+      yield chunk
+    }
+  }
+
+  /** The whole body as one Buffer (reads a streamed body to its end). */
+  async buffer(): Promise<Buffer> {
+    if (!this.#call.bodyStreamed) return this.body
+    if (this.#body) return this.#body
+    const parts: Buffer[] = []
+    for await (const c of this.stream()) parts.push(c)
+    return (this.#body = Buffer.concat(parts))
   }
 
   /** The body as UTF-8 text. */
   async text(): Promise<string> {
-    return this.body.toString('utf8')
+    return (await this.buffer()).toString('utf8')
   }
 
   /** The body parsed as JSON; invalid JSON is a 400 with a message saying why. */
   async json<T = unknown>(): Promise<T> {
-    const text = this.body.toString('utf8')
+    const text = await this.text()
     try {
       return JSON.parse(text) as T
     } catch (err) {

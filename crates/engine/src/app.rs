@@ -30,6 +30,22 @@ where
     }
 }
 
+/// Per-route options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteOptions {
+    /// Hand the request body to the handler as it arrives ([`Request::body_stream`])
+    /// instead of reading it in full first. Default: false.
+    pub stream_body: bool,
+    /// This route's request body limit in bytes, instead of the server's
+    /// `max_body_bytes`. Past it: 413 (or an error from the body stream).
+    pub body_limit: Option<u64>,
+}
+
+pub(crate) struct Route {
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) options: RouteOptions,
+}
+
 /// The routes of a server.
 ///
 /// ```
@@ -40,7 +56,7 @@ where
 /// ```
 #[derive(Default)]
 pub struct App {
-    pub(crate) router: Router<Arc<dyn Handler>>,
+    pub(crate) router: Router<Route>,
 }
 
 impl std::fmt::Debug for App {
@@ -68,7 +84,21 @@ impl App {
     /// # Errors
     /// See [`Router::insert`].
     pub fn route_arc(&mut self, method: Method, path: &str, handler: Arc<dyn Handler>) -> Result<&mut Self> {
-        self.router.insert(method, path, handler)?;
+        self.route_with(method, path, handler, RouteOptions::default())
+    }
+
+    /// Adds a route with options (e.g. a streamed request body).
+    ///
+    /// # Errors
+    /// See [`Router::insert`].
+    pub fn route_with(
+        &mut self,
+        method: Method,
+        path: &str,
+        handler: Arc<dyn Handler>,
+        options: RouteOptions,
+    ) -> Result<&mut Self> {
+        self.router.insert(method, path, Route { handler, options })?;
         Ok(self)
     }
 

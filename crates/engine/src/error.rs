@@ -64,8 +64,12 @@ impl Error {
         let context = context.into();
         Self::new(Kind::Io, format!("{context}: {err}")).with_source(err)
     }
-    pub(crate) fn body_too_large(limit: usize) -> Self {
+    pub(crate) fn body_too_large(limit: u64) -> Self {
         Self::new(Kind::BodyTooLarge, format!("request body exceeds the limit of {limit} bytes"))
+    }
+
+    pub(crate) fn body_read(err: hyper::Error) -> Self {
+        Self::new(Kind::Io, format!("could not read the request body: {err}")).with_source(err)
     }
 
     /// An invalid argument given to an engine API, with a message saying what is valid.

@@ -39,11 +39,11 @@ pub mod router;
 mod server;
 pub mod stream;
 
-pub use app::{App, Handler};
+pub use app::{App, Handler, RouteOptions};
 pub use channel::{Channel, ChannelMetrics, ChannelOptions, SlowClient};
 pub use error::{Error, Result};
 pub use metrics::{Metrics, MetricsSnapshot};
-pub use request::Request;
+pub use request::{BodyStream, Request};
 pub use response::{Html, IntoResponse, Json, Response};
 pub use router::{Params, ParamKind};
 pub use server::{Server, ServerConfig, ServerHandle};

@@ -7,17 +7,74 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Uri};
 
+use hyper::body::Incoming;
+
+use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::router::Params;
 
-/// A request whose body has been read (within the server's size limit).
+/// A request. Its body has been read in full (within the size limit), unless the route
+/// streams it: then [`Request::body_stream`] hands it over as it arrives.
 #[derive(Debug)]
 pub struct Request {
     head: http::request::Parts,
     params: Params,
     remote_addr: Option<SocketAddr>,
     body: Bytes,
+    body_stream: Option<BodyStream>,
     metrics: Arc<Metrics>,
+}
+
+/// A request body read chunk by chunk as the client sends it, within a byte limit.
+pub struct BodyStream {
+    incoming: Incoming,
+    limit: u64,
+    read: u64,
+}
+
+impl std::fmt::Debug for BodyStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyStream").field("read", &self.read).field("limit", &self.limit).finish()
+    }
+}
+
+impl BodyStream {
+    pub(crate) fn new(incoming: Incoming, limit: u64) -> Self {
+        BodyStream { incoming, limit, read: 0 }
+    }
+
+    /// The next chunk, or `None` at the end of the body.
+    ///
+    /// # Errors
+    /// [`Error::is_body_too_large`] past the route's limit; [`Error::is_io`] when the
+    /// client breaks off.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>> {
+        use http_body_util::BodyExt;
+        loop {
+            match self.incoming.frame().await {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(Error::body_read(e)),
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    self.read += data.len() as u64;
+                    if self.read > self.limit {
+                        return Err(Error::body_too_large(self.limit));
+                    }
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
+
+    /// Bytes read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
+    }
+
+    /// The size the client declared (`Content-Length`), if any.
+    pub fn size_hint(&self) -> Option<u64> {
+        http_body::Body::size_hint(&self.incoming).exact()
+    }
 }
 
 impl Request {
@@ -28,7 +85,7 @@ impl Request {
         body: Bytes,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Request { head, params, remote_addr, body, metrics }
+        Request { head, params, remote_addr, body, body_stream: None, metrics }
     }
 
     /// A request built by hand (tests, front ends' own dispatch).
@@ -96,9 +153,24 @@ impl Request {
         self.remote_addr
     }
 
-    /// The body.
+    /// The body (empty on routes that stream it).
     pub fn body(&self) -> &Bytes {
         &self.body
+    }
+
+    /// Takes the streamed body (routes registered with `stream_body`); `None` otherwise or
+    /// once taken.
+    pub fn body_stream(&mut self) -> Option<BodyStream> {
+        self.body_stream.take()
+    }
+
+    /// True when the body is streamed rather than read in full.
+    pub fn has_body_stream(&self) -> bool {
+        self.body_stream.is_some()
+    }
+
+    pub(crate) fn set_body_stream(&mut self, stream: Option<BodyStream>) {
+        self.body_stream = stream;
     }
 
     /// The id of the last SSE event the client saw: the `Last-Event-ID` header, or a

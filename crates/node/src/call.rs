@@ -4,7 +4,9 @@
 use bytes::Bytes;
 use napi::bindgen_prelude::{Buffer, Env, PromiseRaw};
 use napi_derive::napi;
-use rat_engine::{ParamKind, Request, Responder, ResponseKind};
+use std::sync::Arc;
+
+use rat_engine::{BodyStream, ParamKind, Request, Responder, ResponseKind};
 
 use crate::channel::Channel;
 use crate::{build_event, to_js_error};
@@ -16,11 +18,13 @@ pub struct Call {
     route_id: u32,
     req: Request,
     responder: Responder,
+    body_stream: Option<Arc<tokio::sync::Mutex<BodyStream>>>,
 }
 
 impl Call {
-    pub(crate) fn new(id: u32, route_id: u32, req: Request, responder: Responder) -> Self {
-        Call { id, route_id, req, responder }
+    pub(crate) fn new(id: u32, route_id: u32, mut req: Request, responder: Responder) -> Self {
+        let body_stream = req.body_stream().map(|b| Arc::new(tokio::sync::Mutex::new(b)));
+        Call { id, route_id, req, responder, body_stream }
     }
 
     /// Answered by the engine when JS cannot be reached (shutting down).
@@ -100,6 +104,27 @@ impl Call {
     #[napi(getter)]
     pub fn body(&self) -> Buffer {
         Buffer::from(self.req.body().to_vec())
+    }
+
+    /// True when the route streams the request body (read it with `readChunk`).
+    #[napi(getter)]
+    pub fn body_streamed(&self) -> bool {
+        self.body_stream.is_some()
+    }
+
+    /// The next chunk of a streamed request body, or null at its end. Rejects with
+    /// `ERR_BODY_TOO_LARGE` past the route's limit.
+    #[napi(ts_return_type = "Promise<Buffer | null>")]
+    pub fn read_chunk<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, Option<Buffer>>> {
+        let Some(stream) = self.body_stream.clone() else {
+            return Err(napi::Error::from_reason(
+                "ERR_INVALID_ARGUMENT: this route reads the body in full; register it with streamBody: true to stream it",
+            ));
+        };
+        env.spawn_future(async move {
+            let chunk = stream.lock().await.chunk().await.map_err(to_js_error)?;
+            Ok(chunk.map(|b| Buffer::from(b.to_vec())))
+        })
     }
 
     /// The peer's IP address.

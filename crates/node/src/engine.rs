@@ -11,7 +11,7 @@ use rat_engine::{App, BoxFuture, Handler, Metrics, Request, Responder, Response,
 use crate::call::Call;
 use crate::channel::Channel;
 use crate::dispatch::{DispatchArgs, Dispatcher, Item};
-use crate::options::{Address, EngineMetrics, EngineOptions};
+use crate::options::{Address, EngineMetrics, EngineOptions, RouteOptions};
 use crate::to_js_error;
 
 /// A route whose handler is in JS: each request becomes a `Call` in the next batch.
@@ -82,6 +82,7 @@ impl Engine {
         path: String,
         route_id: u32,
         content_type: Option<String>,
+        options: Option<RouteOptions>,
     ) -> napi::Result<()> {
         let kind = match kind.as_str() {
             "plain" => ResponseKind::Plain,
@@ -96,7 +97,8 @@ impl Engine {
             }
         };
         let route = JsRoute { route_id, kind, config: self.config.clone(), dispatcher: self.dispatcher.clone() };
-        self.with_app(|app| app.route_arc(parse_method(&method)?, &path, Arc::new(route)).map(|_| ()))
+        let options = options.map(|o| rat_engine::RouteOptions::from(&o)).unwrap_or_default();
+        self.with_app(|app| app.route_with(parse_method(&method)?, &path, Arc::new(route), options).map(|_| ()))
     }
 
     /// Adds an SSE route served entirely by a channel: no JS runs per request or event.

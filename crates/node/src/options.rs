@@ -42,6 +42,26 @@ impl From<&EngineOptions> for ServerConfig {
     }
 }
 
+/// Options of one route.
+#[napi(object)]
+#[derive(Default)]
+pub struct RouteOptions {
+    /// Hand the request body over as it arrives (`readChunk`) instead of reading it first.
+    /// @default false
+    pub stream_body: Option<bool>,
+    /// This route's body limit in bytes (instead of the engine's `maxBodyBytes`).
+    pub body_limit: Option<f64>,
+}
+
+impl From<&RouteOptions> for rat_engine::RouteOptions {
+    fn from(o: &RouteOptions) -> Self {
+        rat_engine::RouteOptions {
+            stream_body: o.stream_body.unwrap_or(false),
+            body_limit: o.body_limit.filter(|b| *b >= 0.0).map(|b| b as u64),
+        }
+    }
+}
+
 /// Options of a native channel.
 #[napi(object)]
 #[derive(Default)]

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{header, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -13,7 +14,7 @@ use hyper::body::Incoming;
 use super::Shared;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::request::Request;
+use crate::request::{BodyStream, Request};
 use crate::response::{self, Response};
 use crate::router::RouteMatch;
 use crate::stream::Body;
@@ -56,8 +57,8 @@ async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: hyper::Request<Incom
     let metrics = &shared.metrics;
     Metrics::add(&metrics.total_requests, 1);
     let method = req.method().clone();
-    let (handler, params, head_as_get) = match shared.app.router.at(&method, req.uri().path()) {
-        RouteMatch::Found(m) => (m.value.clone(), m.params, m.head_as_get),
+    let (route, params, head_as_get) = match shared.app.router.at(&method, req.uri().path()) {
+        RouteMatch::Found(m) => (m.value, m.params, m.head_as_get),
         RouteMatch::NotFound => {
             let msg = format!("no route for {} {}", method, req.uri().path());
             return rejected(metrics, StatusCode::NOT_FOUND, &msg);
@@ -80,26 +81,33 @@ async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: hyper::Request<Incom
             return res;
         }
     };
-    let limit = shared.config.max_body_bytes;
+    let limit = route.options.body_limit.unwrap_or(shared.config.max_body_bytes as u64);
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if declared.is_some_and(|n| n > limit) {
         return rejected(metrics, StatusCode::PAYLOAD_TOO_LARGE, Error::body_too_large(limit).message());
     }
     let (head, body) = req.into_parts();
-    let body = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return rejected(metrics, StatusCode::PAYLOAD_TOO_LARGE, Error::body_too_large(limit).message());
-        }
-        Err(e) => {
-            return rejected(metrics, StatusCode::BAD_REQUEST, &format!("could not read the request body: {e}"));
+    let (body, stream) = if route.options.stream_body {
+        (Bytes::new(), Some(BodyStream::new(body, limit)))
+    } else {
+        let max = usize::try_from(limit).unwrap_or(usize::MAX);
+        match Limited::new(body, max).collect().await {
+            Ok(collected) => (collected.to_bytes(), None),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return rejected(metrics, StatusCode::PAYLOAD_TOO_LARGE, Error::body_too_large(limit).message());
+            }
+            Err(e) => {
+                return rejected(metrics, StatusCode::BAD_REQUEST, &format!("could not read the request body: {e}"));
+            }
         }
     };
-    let request = Request::new(head, params, Some(peer), body, metrics.clone());
+    let handler = route.handler.clone();
+    let mut request = Request::new(head, params, Some(peer), body, metrics.clone());
+    request.set_body_stream(stream);
     let mut res = handler.call(request).await;
     if head_as_get || method == Method::HEAD {
         // Same headers as GET, no body; dropping a stream body tells its producer.
