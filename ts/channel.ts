@@ -1,5 +1,6 @@
 import { native as call, RatError } from './errors.js'
 import { native, type NativeChannel, type NativeChannelMetrics } from './native.js'
+import { eventArgs } from './sse.js'
 import type { SseEvent } from './types.js'
 
 /** Options of a channel. */
@@ -44,9 +45,7 @@ export class Channel {
   publish(event: SseEvent | string | unknown): string {
     if (typeof event === 'string') return call(() => this.native.publish(event))
     if (event !== null && typeof event === 'object' && ('data' in event || 'event' in event)) {
-      const e = event as SseEvent
-      const data = e.data === undefined ? undefined : typeof e.data === 'string' ? e.data : JSON.stringify(e.data)
-      return call(() => this.native.publish(data, e.event, e.id === undefined ? undefined : String(e.id), e.retry))
+      return call(() => this.native.publish(...eventArgs(event as SseEvent)))
     }
     if (event === undefined) throw new RatError('ERR_INVALID_ARGUMENT', 'publish needs an event, a string or a JSON value')
     return call(() => this.native.publish(JSON.stringify(event)))

@@ -23,9 +23,16 @@ export function isSseFrame(s: string): boolean {
     .every((line) => line === '' || line.startsWith(':') || /^(data|event|id|retry)(:|$)/.test(line))
 }
 
-function dataString(data: unknown): string | undefined {
-  if (data === undefined) return undefined
-  return typeof data === 'string' ? data : JSON.stringify(data)
+/**
+ * The native `sendEvent`/`publish` arguments of an event: data as a string (JSON unless
+ * it is one), id as a string. A named event without data gets empty data, because
+ * EventSource never dispatches an event that has no `data` line.
+ */
+export function eventArgs(e: SseEvent): [string | undefined, string | undefined, string | undefined, number | undefined] {
+  let data: string | undefined
+  if (e.data !== undefined) data = typeof e.data === 'string' ? e.data : JSON.stringify(e.data)
+  else if (e.event !== undefined) data = ''
+  return [data, e.event, e.id === undefined ? undefined : String(e.id), e.retry]
 }
 
 /**
@@ -48,11 +55,9 @@ export class SseStream extends BaseStream {
       return isSseFrame(event) ? this.call.writeString(event) : this.call.sendEvent(event)
     }
     if (isSseEvent(event)) {
-      const e = event
-      const id = e.id === undefined ? undefined : String(e.id)
-      if (e.comment !== undefined) this.call.comment(e.comment)
-      if (e.data === undefined && e.event === undefined && id === undefined) return !this.closed
-      return native(() => this.call.sendEvent(dataString(e.data), e.event, id, e.retry))
+      if (event.comment !== undefined) this.call.comment(event.comment)
+      if (event.data === undefined && event.event === undefined && event.id === undefined) return !this.closed
+      return native(() => this.call.sendEvent(...eventArgs(event)))
     }
     return this.call.sendEvent(JSON.stringify(event))
   }
