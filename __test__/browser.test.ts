@@ -1,0 +1,164 @@
+// The demo pages in a real browser: Debian's chromium driven by playwright-core.
+// Screenshots land in test-output/screenshots/ (gitignored).
+import { createHash } from 'node:crypto'
+import { existsSync, mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { chromium, type Browser, type Page } from 'playwright-core'
+import { afterAll, afterEach, beforeAll, expect, test } from 'vitest'
+import { createLiveTable } from '../examples/live-table.js'
+import { createLogTail } from '../examples/log-tail.js'
+import { createStreamingDemo } from '../examples/streaming-demo.js'
+import { createUploadProgress } from '../examples/upload-progress.js'
+import type { App } from '../ts/index.js'
+
+const CHROMIUM = '/usr/bin/chromium'
+const SHOTS = join(__dirname, '..', 'test-output', 'screenshots')
+
+const apps: App[] = []
+let browser: Browser | undefined
+const pageErrors: string[] = []
+
+async function serve(app: App): Promise<string> {
+  apps.push(app)
+  const { port } = await app.listen({ port: 0 })
+  return `http://127.0.0.1:${port}`
+}
+
+async function newPage(): Promise<Page> {
+  const page = await browser!.newPage({ viewport: { width: 1280, height: 860 } })
+  page.on('pageerror', (err) => pageErrors.push(`${page.url()}: ${err.message}`))
+  return page
+}
+
+beforeAll(async () => {
+  // No silent skip: CI installs chromium (`.ci/run`), so a missing one is an error to fix.
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`${CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium) to run the browser tests`)
+  }
+  mkdirSync(SHOTS, { recursive: true })
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run'],
+  })
+})
+
+// A script error on a page fails the test that loaded it.
+afterEach(() => {
+  expect(pageErrors.splice(0)).toEqual([])
+})
+
+afterAll(async () => {
+  await browser?.close()
+  await Promise.all(apps.map((a) => a.close(200)))
+})
+
+test('live table: start, rows and counters change, stop closes the EventSource', async () => {
+  const app = createLiveTable({ updateIntervalMs: 300, heartbeatIntervalMs: 1000 })
+  const base = await serve(app)
+  const page = await newPage()
+  await page.goto(base)
+  await expect.poll(() => page.locator('#rows tr[data-id]').count()).toBeGreaterThanOrEqual(3)
+  const firstRows = await page.locator('#rows').innerText()
+  expect(await page.locator('#stat-updates').textContent()).toBe('0')
+
+  await page.click('#start')
+  await expect.poll(() => page.locator('#status-text').textContent()).toBe('Live')
+  // Within a few seconds: several changes, seen in the counters, the table and the log.
+  await expect.poll(() => page.locator('#stat-updates').textContent().then(Number), { timeout: 5000 }).toBeGreaterThanOrEqual(4)
+  expect(await page.locator('#rows').innerText()).not.toBe(firstRows)
+  const records = await page.locator('#stat-records').textContent()
+  expect(Number(records)).toBeGreaterThanOrEqual(3)
+  expect(await page.locator('#stat-average').textContent()).toMatch(/^\d+\.\d$/)
+  expect(await page.locator('#rows tr[data-id]').count()).toBe(Number(records))
+  expect(await page.locator('#log .entry.success').count()).toBeGreaterThanOrEqual(3)
+  expect(await page.evaluate(() => (window as any).liveTable.eventSource.readyState)).toBe(1)
+  await page.screenshot({ path: join(SHOTS, 'live-table.png'), fullPage: true })
+
+  const sessionId = await page.evaluate(() => (window as any).liveTable.sessionId as string)
+  expect(app.connections(sessionId)).toBe(1)
+  await page.click('#stop')
+  expect(await page.evaluate(() => (window as any).liveTable.eventSource.readyState)).toBe(2)
+  await expect.poll(() => page.locator('#status-text').textContent()).toBe('Stopped')
+  await expect.poll(() => app.sessions().length).toBe(0)
+  await expect.poll(() => app.connections()).toBe(0)
+  const after = await page.locator('#stat-updates').textContent()
+  await page.waitForTimeout(700)
+  expect(await page.locator('#stat-updates').textContent()).toBe(after)
+  await page.screenshot({ path: join(SHOTS, 'live-table-stopped.png'), fullPage: true })
+  await page.close()
+})
+
+test('streaming demo: every panel fills', async () => {
+  const base = await serve(
+    createStreamingDemo({ sseIntervalMs: 200, sseUpdates: 4, chunkDelayMs: 300, itemDelayMs: 150, binaryChunks: 5, binaryChunkBytes: 2048 }),
+  )
+  const page = await newPage()
+  await page.goto(base)
+  await expect.poll(() => page.locator('#metrics').textContent()).toMatch(/requests \d+/)
+  await page.click('#start-all')
+  const panels = ['sse', 'chunked', 'json', 'text', 'binary']
+  // While streaming, data is already on the page before the streams end.
+  await expect.poll(() => page.evaluate(() => (window as any).demo.panels.chunked.items)).toBeGreaterThanOrEqual(1)
+  expect(await page.evaluate(() => (window as any).demo.panels.chunked.status)).toBe('streaming')
+  await expect
+    .poll(() => page.evaluate((keys) => keys.map((k) => (window as any).demo.panels[k].status), panels), { timeout: 8000 })
+    .toEqual(panels.map(() => 'done'))
+  const state = await page.evaluate(() => (window as any).demo.panels)
+  expect(state.sse.items).toBe(5) // connected + 4 updates
+  expect(state.chunked.items).toBe(4)
+  expect(state.json.items).toBe(5)
+  expect(state.text.items).toBe(5)
+  expect(state.binary.bytes).toBe(5 * 2048)
+  for (const k of panels) expect(await page.locator(`#panel-${k} .out div`).count(), k).toBeGreaterThanOrEqual(3)
+  await expect.poll(() => page.locator('#metrics').textContent(), { timeout: 3000 }).toMatch(/SSE events [1-9]/)
+  await page.screenshot({ path: join(SHOTS, 'streaming-demo.png'), fullPage: true })
+  await page.close()
+})
+
+test('upload: the progress bar reaches 100% and the download link works', async () => {
+  const base = await serve(createUploadProgress({ chunkSize: 64 * 1024, chunkDelayMs: 40 }))
+  const page = await newPage()
+  await page.goto(base)
+  const bytes = Buffer.alloc(400 * 1024)
+  for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 31) & 0xff
+  await page.setInputFiles('#file', { name: 'sample.bin', mimeType: 'application/octet-stream', buffer: bytes })
+  await page.click('#upload')
+  // Progress moves through intermediate values before the end.
+  await expect.poll(() => page.evaluate(() => (window as any).upload.progress)).toBeGreaterThan(0)
+  await expect.poll(() => page.locator('#bar-text').textContent(), { timeout: 8000 }).toBe('100%')
+  await expect.poll(() => page.evaluate(() => (window as any).upload.done)).toBe(true)
+  const events: Array<{ type: string; progress?: number }> = await page.evaluate(() => (window as any).upload.events)
+  expect(events[0].type).toBe('init')
+  expect(events.filter((e) => e.type === 'progress').length).toBe(7) // 400 KiB in 64 KiB chunks
+  expect(events.at(-1)!.type).toBe('completed')
+  const href = await page.locator('#download').getAttribute('href')
+  expect(href).toMatch(/^\/api\/download\/[A-Za-z0-9]{16}$/)
+  // The link works: the browser downloads the same bytes (compared by size and sha256).
+  const downloaded = await page.evaluate(async (url) => {
+    const b = await (await fetch(url)).arrayBuffer()
+    const hash = new Uint8Array(await crypto.subtle.digest('SHA-256', b))
+    return { size: b.byteLength, sha256: Array.from(hash, (x) => x.toString(16).padStart(2, '0')).join('') }
+  }, href!)
+  expect(downloaded).toEqual({ size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') })
+  await page.screenshot({ path: join(SHOTS, 'upload-progress.png'), fullPage: true })
+  await page.close()
+})
+
+test('log tail: lines appear live', async () => {
+  const app = createLogTail({ writeIntervalMs: 150, backlogLines: 5 })
+  const base = await serve(app)
+  const page = await newPage()
+  await page.goto(base)
+  await expect.poll(() => page.locator('#status-text').textContent()).toBe('following app.log')
+  const first = await page.evaluate(() => (window as any).tail.lines as number)
+  await expect.poll(() => page.evaluate(() => (window as any).tail.lines as number)).toBeGreaterThanOrEqual(first + 4)
+  await page.fill('#note', 'written from the browser test')
+  await page.click('#write')
+  await expect.poll(() => page.locator('#out').textContent()).toContain('NOTE  written from the browser test')
+  await page.screenshot({ path: join(SHOTS, 'log-tail.png'), fullPage: true })
+  expect(app.activeTails()).toBe(1)
+  await page.click('#toggle')
+  await expect.poll(() => app.activeTails()).toBe(0)
+  await page.close()
+})
