@@ -169,7 +169,7 @@ export class App {
         this.#fail(c, req, err)
       }
     }
-    if (typeof handler === 'string') return (c) => respond(c, null as never, handler)
+    if (typeof handler === 'string') return (c) => respond(c, new RatRequest(c), handler)
     return (c) => {
       const req = new RatRequest(c)
       let out: unknown
@@ -192,16 +192,22 @@ export class App {
       const req = new RatRequest(c)
       const stream = make(c, req)
       this.#live.set(c.id, { req, stream })
+      // Never throws: it runs in a promise callback, where a throw would be an unhandled
+      // rejection (fatal in Node).
       const settle = (value: unknown) => {
-        if (isIterable(value)) {
-          const type = (value as Partial<StreamSource<unknown>>).contentType
-          if (typeof type === 'string' && !c.started) c.appendHeader('content-type', type)
-          pump(value, stream, (item) => write(stream, item)).then(
-            () => stream.end(),
-            (err) => this.#fail(c, req, err),
-          )
-        } else if (!c.closed) {
-          c.start()
+        try {
+          if (isIterable(value)) {
+            const type = (value as Partial<StreamSource<unknown>>).contentType
+            if (typeof type === 'string' && !c.started) c.appendHeader('content-type', type)
+            pump(value, stream, (item) => write(stream, item)).then(
+              () => stream.end(),
+              (err) => this.#fail(c, req, err),
+            )
+          } else if (!c.closed) {
+            c.start()
+          }
+        } catch (err) {
+          this.#fail(c, req, err)
         }
       }
       let out: unknown
