@@ -1,0 +1,129 @@
+//! Graceful shutdown with live connections: an endless SSE stream, an idle keep-alive
+//! connection and a finite response in flight.
+
+mod support;
+
+use std::time::Duration;
+
+use rat_engine::{App, ChunkedResponse, Event, SseResponse};
+use support::{open_sse, serve, within, Chunk, RawConn, SseReader};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+fn app() -> App {
+    let mut app = App::new();
+    app.get("/plain", |_req| async { "plain" }).unwrap();
+    app.get("/forever", |_req| async {
+        let sse = SseResponse::new();
+        let tx = sse.sender();
+        tokio::spawn(async move {
+            // Bounded: at most 60 s of events, and it stops when the stream closes.
+            for i in 0..600 {
+                if tx.send(&Event::data_only(i.to_string())).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        sse
+    })
+    .unwrap();
+    app.get("/slow", |_req| async {
+        ChunkedResponse::new()
+            .add_chunk("one\n")
+            .add_chunk("two\n")
+            .add_chunk("three\n")
+            .with_delay(Duration::from_millis(150))
+    })
+    .unwrap();
+    app
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_idle_and_streaming_connections_within_the_grace_and_refuses_new_ones() {
+    let server = serve(app()).await;
+    let addr = server.local_addr();
+
+    let (sse, _) = open_sse(addr, "/forever").await;
+    let mut sse = SseReader::new(sse);
+    sse.next_event().await.expect("the stream is live");
+
+    let mut idle = RawConn::connect(addr).await;
+    let (head, body) = idle.roundtrip("GET", "/plain", &[], b"").await;
+    assert_eq!((head.status, body.as_slice()), (200, &b"plain"[..]));
+    assert!(!idle.closed_within(Duration::from_millis(100)).await, "keep-alive keeps the connection open");
+    support::eventually(Duration::from_secs(1), "two connections", || {
+        server.metrics().snapshot().active_connections == 2
+    })
+    .await;
+
+    let grace = Duration::from_millis(800);
+    let t0 = Instant::now();
+    let shutdown = tokio::spawn(server.shutdown(grace));
+
+    // The idle connection is closed at once, long before the grace period ends.
+    assert!(idle.closed_within(grace / 2).await, "the idle keep-alive connection was not closed");
+    let idle_closed = t0.elapsed();
+
+    // The stream goes on during the grace period, then is cut.
+    let during_grace = within(grace + Duration::from_secs(3), "the stream's end", async {
+        let mut n = 0;
+        while sse.next_event().await.is_some() {
+            n += 1;
+        }
+        n
+    })
+    .await;
+    let stream_closed = t0.elapsed();
+    assert!(during_grace >= 1, "no events during the grace period");
+    assert!(sse.ended.is_some());
+
+    within(grace + Duration::from_secs(3), "shutdown to return", shutdown).await.unwrap();
+    let took = t0.elapsed();
+    assert!(idle_closed < grace, "idle connection closed after {idle_closed:?}");
+    assert!(stream_closed >= grace / 2, "the stream was cut before the grace period: {stream_closed:?}");
+    assert!(took < grace + Duration::from_secs(2), "shutdown took {took:?} for a grace of {grace:?}");
+
+    let refused = within(Duration::from_secs(2), "connect after shutdown", TcpStream::connect(addr)).await;
+    assert!(refused.is_err(), "a connection was accepted after shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finite_response_in_flight_completes_during_the_grace_period() {
+    let server = serve(app()).await;
+    let mut conn = RawConn::connect(server.local_addr()).await;
+    conn.send_request("GET", "/slow", &[], b"").await;
+    let head = conn.read_head().await;
+    assert_eq!(head.status, 200);
+    let first = conn.read_chunk().await;
+    assert_eq!(first, Chunk::Data(b"one\n".to_vec()));
+
+    let t0 = Instant::now();
+    let shutdown = tokio::spawn(server.shutdown(Duration::from_secs(3)));
+    let rest = conn.read_chunked_body().await;
+    assert_eq!(rest, b"two\nthree\n", "the response finished cleanly");
+    // The connection then closes (no keep-alive during shutdown) and shutdown returns
+    // without waiting for the whole grace period.
+    assert!(conn.closed_within(Duration::from_secs(2)).await);
+    within(Duration::from_secs(2), "shutdown", shutdown).await.unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(3), "shutdown waited {:?}", t0.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_until_shuts_down_when_the_signal_fires() {
+    let server = serve(app()).await;
+    let addr = server.local_addr();
+    let (fire, signal) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.serve_until(
+        async {
+            let _ = signal.await;
+        },
+        Duration::from_millis(300),
+    ));
+    let ok = support::get(addr, "/plain").await;
+    assert_eq!(ok.text(), "plain");
+    assert!(!running.is_finished());
+    fire.send(()).unwrap();
+    within(Duration::from_secs(3), "serve_until to return", running).await.unwrap();
+    assert!(TcpStream::connect(addr).await.is_err(), "still accepting after the signal");
+}
