@@ -142,8 +142,12 @@ export class App {
     const e = fromNative(err)
     if (e instanceof HttpError && !c.started) {
       const headers = ['content-type', 'application/json', ...flatHeaders(e.headers)]
-      c.respond(e.status, headers, JSON.stringify({ error: e.message, status: e.status }))
-      return
+      try {
+        c.respond(e.status, headers, JSON.stringify({ error: e.message, status: e.status }))
+        return
+      } catch {
+        // e.g. an invalid header in the HttpError: fall through to a plain failure.
+      }
     }
     if (!(e instanceof HttpError)) {
       try {
