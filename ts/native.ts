@@ -3,7 +3,7 @@
 // by tsx/vitest live in ts/ (one level below).
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import type * as Native from '../index.js'
+import type * as Native from 'rat-engine/native'
 
 function load(): typeof Native {
   for (const rel of ['..', join('..', '..')]) {
@@ -17,4 +17,4 @@ function load(): typeof Native {
 }
 
 export const native: typeof Native = load()
-export type { Call, Channel as NativeChannel, Engine as NativeEngine, EngineMetrics, NativeChannelMetrics } from '../index.js'
+export type { Call, Channel as NativeChannel, Engine as NativeEngine, EngineMetrics, NativeChannelMetrics } from 'rat-engine/native'

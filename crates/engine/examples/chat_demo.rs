@@ -20,7 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rat_engine::http::StatusCode;
-use rat_engine::{response, App, Channel, ChannelOptions, Event, Html, IntoResponse, Json, Request, Server, ServerConfig};
+use rat_engine::{
+    response, App, Channel, ChannelOptions, Event, Html, IntoResponse, Json, Request, Server,
+    ServerConfig,
+};
 
 /// Messages each room keeps for replay.
 pub const ROOM_HISTORY: usize = 200;
@@ -34,7 +37,10 @@ pub struct Rooms {
 }
 
 fn valid_room(name: &str) -> bool {
-    (1..=32).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl Rooms {
@@ -43,7 +49,15 @@ impl Rooms {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         rooms
             .entry(name.to_string())
-            .or_insert_with(|| Channel::new(name, ChannelOptions { history: ROOM_HISTORY, ..Default::default() }))
+            .or_insert_with(|| {
+                Channel::new(
+                    name,
+                    ChannelOptions {
+                        history: ROOM_HISTORY,
+                        ..Default::default()
+                    },
+                )
+            })
             .clone()
     }
 
@@ -67,28 +81,43 @@ fn bad(status: StatusCode, msg: &str) -> rat_engine::Response {
 fn post_message(rooms: &Rooms, req: &Request) -> rat_engine::Response {
     let room = req.param("room").unwrap_or_default();
     if !valid_room(room) {
-        return bad(StatusCode::BAD_REQUEST, "room names are 1-32 letters, digits, '-' or '_'");
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "room names are 1-32 letters, digits, '-' or '_'",
+        );
     }
     let Ok(body) = serde_json::from_slice::<serde_json::Value>(req.body()) else {
-        return bad(StatusCode::BAD_REQUEST, r#"send JSON: {"name": "...", "text": "..."}"#);
+        return bad(
+            StatusCode::BAD_REQUEST,
+            r#"send JSON: {"name": "...", "text": "..."}"#,
+        );
     };
     let name = body["name"].as_str().unwrap_or("").trim();
     let text = body["text"].as_str().unwrap_or("").trim();
-    if name.is_empty() || text.is_empty() || name.chars().count() > 40 || text.chars().count() > MAX_TEXT {
+    if name.is_empty()
+        || text.is_empty()
+        || name.chars().count() > 40
+        || text.chars().count() > MAX_TEXT
+    {
         return bad(
             StatusCode::BAD_REQUEST,
             &format!("name (1-40 characters) and text (1-{MAX_TEXT} characters) are required"),
         );
     }
     let msg = serde_json::json!({ "name": name, "text": text, "at": now_ms() });
-    match rooms.room(room).publish(Event::new().event("message").data(msg.to_string())) {
+    match rooms
+        .room(room)
+        .publish(Event::new().event("message").data(msg.to_string()))
+    {
         Ok(id) => (StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The chat app over `rooms`.
@@ -110,7 +139,10 @@ pub fn app(rooms: Rooms) -> App {
         async move {
             let room = req.param("room").unwrap_or_default().to_string();
             if !valid_room(&room) {
-                return bad(StatusCode::BAD_REQUEST, "room names are 1-32 letters, digits, '-' or '_'");
+                return bad(
+                    StatusCode::BAD_REQUEST,
+                    "room names are 1-32 letters, digits, '-' or '_'",
+                );
             }
             r.room(&room).sse_response(&req)
         }
@@ -127,11 +159,24 @@ pub fn app(rooms: Rooms) -> App {
 #[tokio::main]
 async fn main() -> rat_engine::Result<()> {
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".into());
-    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8080);
-    let server = Server::bind((host.as_str(), port), app(Rooms::default()), ServerConfig::default()).await?;
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8080);
+    let server = Server::bind(
+        (host.as_str(), port),
+        app(Rooms::default()),
+        ServerConfig::default(),
+    )
+    .await?;
     println!("chat demo on http://{}", server.local_addr());
     server
-        .serve_until(async { let _ = tokio::signal::ctrl_c().await; }, Duration::from_secs(2))
+        .serve_until(
+            async {
+                let _ = tokio::signal::ctrl_c().await;
+            },
+            Duration::from_secs(2),
+        )
         .await;
     Ok(())
 }

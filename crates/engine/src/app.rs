@@ -83,7 +83,12 @@ impl App {
     ///
     /// # Errors
     /// See [`Router::insert`].
-    pub fn route_arc(&mut self, method: Method, path: &str, handler: Arc<dyn Handler>) -> Result<&mut Self> {
+    pub fn route_arc(
+        &mut self,
+        method: Method,
+        path: &str,
+        handler: Arc<dyn Handler>,
+    ) -> Result<&mut Self> {
         self.route_with(method, path, handler, RouteOptions::default())
     }
 
@@ -98,7 +103,8 @@ impl App {
         handler: Arc<dyn Handler>,
         options: RouteOptions,
     ) -> Result<&mut Self> {
-        self.router.insert(method, path, Route { handler, options })?;
+        self.router
+            .insert(method, path, Route { handler, options })?;
         Ok(self)
     }
 

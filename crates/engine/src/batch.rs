@@ -14,7 +14,9 @@ pub struct Batch<T> {
 
 impl<T> Default for Batch<T> {
     fn default() -> Self {
-        Batch { state: Mutex::new((Vec::new(), false)) }
+        Batch {
+            state: Mutex::new((Vec::new(), false)),
+        }
     }
 }
 

@@ -40,7 +40,11 @@ enum Kind {
 
 impl Error {
     fn new(kind: Kind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into(), source: None }
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
     }
 
     fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
@@ -55,7 +59,10 @@ impl Error {
         Self::new(Kind::InvalidField, message)
     }
     pub(crate) fn closed() -> Self {
-        Self::new(Kind::Closed, "stream closed: the client disconnected or the stream ended")
+        Self::new(
+            Kind::Closed,
+            "stream closed: the client disconnected or the stream ended",
+        )
     }
     pub(crate) fn full(message: impl Into<String>) -> Self {
         Self::new(Kind::Full, message)
@@ -65,7 +72,10 @@ impl Error {
         Self::new(Kind::Io, format!("{context}: {err}")).with_source(err)
     }
     pub(crate) fn body_too_large(limit: u64) -> Self {
-        Self::new(Kind::BodyTooLarge, format!("request body exceeds the limit of {limit} bytes"))
+        Self::new(
+            Kind::BodyTooLarge,
+            format!("request body exceeds the limit of {limit} bytes"),
+        )
     }
 
     pub(crate) fn body_read(err: hyper::Error) -> Self {
@@ -156,7 +166,9 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 

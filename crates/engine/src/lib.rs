@@ -45,11 +45,11 @@ pub use error::{Error, Result};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use request::{BodyStream, Request};
 pub use response::{Html, IntoResponse, Json, Response};
-pub use router::{Params, ParamKind};
+pub use router::{ParamKind, Params};
 pub use server::{Server, ServerConfig, ServerHandle};
 pub use stream::{
-    binary_stream, json_stream, text_stream, Body, ChunkedResponse, Event, QueueLimits,
-    Responder, ResponseKind, SseResponse, SseSender, StreamSender, StreamingResponse,
+    binary_stream, json_stream, text_stream, Body, ChunkedResponse, Event, QueueLimits, Responder,
+    ResponseKind, SseResponse, SseSender, StreamSender, StreamingResponse,
 };
 
 pub use bytes::Bytes;

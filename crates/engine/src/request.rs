@@ -34,13 +34,20 @@ pub struct BodyStream {
 
 impl std::fmt::Debug for BodyStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BodyStream").field("read", &self.read).field("limit", &self.limit).finish()
+        f.debug_struct("BodyStream")
+            .field("read", &self.read)
+            .field("limit", &self.limit)
+            .finish()
     }
 }
 
 impl BodyStream {
     pub(crate) fn new(incoming: Incoming, limit: u64) -> Self {
-        BodyStream { incoming, limit, read: 0 }
+        BodyStream {
+            incoming,
+            limit,
+            read: 0,
+        }
     }
 
     /// The next chunk, or `None` at the end of the body.
@@ -55,7 +62,9 @@ impl BodyStream {
                 None => return Ok(None),
                 Some(Err(e)) => return Err(Error::body_read(e)),
                 Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else { continue };
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
                     self.read += data.len() as u64;
                     if self.read > self.limit {
                         return Err(Error::body_too_large(self.limit));
@@ -85,7 +94,14 @@ impl Request {
         body: Bytes,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Request { head, params, remote_addr, body, body_stream: None, metrics }
+        Request {
+            head,
+            params,
+            remote_addr,
+            body,
+            body_stream: None,
+            metrics,
+        }
     }
 
     /// A request built by hand (tests, front ends' own dispatch).
@@ -219,8 +235,16 @@ mod tests {
 
     #[test]
     fn last_event_id_from_header_or_query() {
-        assert_eq!(req("/s", &[("Last-Event-ID", "7")]).last_event_id().as_deref(), Some("7"));
-        assert_eq!(req("/s?lastEventId=9", &[]).last_event_id().as_deref(), Some("9"));
+        assert_eq!(
+            req("/s", &[("Last-Event-ID", "7")])
+                .last_event_id()
+                .as_deref(),
+            Some("7")
+        );
+        assert_eq!(
+            req("/s?lastEventId=9", &[]).last_event_id().as_deref(),
+            Some("9")
+        );
         assert_eq!(req("/s", &[]).last_event_id(), None);
     }
 

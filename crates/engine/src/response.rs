@@ -106,7 +106,8 @@ impl IntoResponse for Json {
 
 fn with_type(content_type: &'static str, body: Body) -> Response {
     let mut r = Response::new(body);
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
@@ -122,7 +123,10 @@ pub fn html(body: impl Into<Bytes>) -> Response {
 
 /// An `application/json` response.
 pub fn json(value: &serde_json::Value) -> Response {
-    with_type("application/json", Body::full(serde_json::to_vec(value).unwrap_or_default()))
+    with_type(
+        "application/json",
+        Body::full(serde_json::to_vec(value).unwrap_or_default()),
+    )
 }
 
 /// A response with the given content type.

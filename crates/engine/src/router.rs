@@ -57,7 +57,9 @@ impl ParamKind {
                 // Rust also parses "inf"/"NaN"; a URL parameter declared as a number
                 // should be a finite decimal.
                 value.parse::<f64>().is_ok_and(f64::is_finite)
-                    && value.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
             }
             ParamKind::Uuid => is_uuid(value),
         }
@@ -91,7 +93,10 @@ pub struct Params(Vec<Param>);
 impl Params {
     /// The value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|p| p.name == name).map(|p| p.value.as_str())
+        self.0
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.value.as_str())
     }
     /// All parameters.
     pub fn iter(&self) -> std::slice::Iter<'_, Param> {
@@ -153,12 +158,12 @@ fn parse_pattern(pattern: &str) -> Result<Pattern> {
                 }
             })
         } else {
-            seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')).map(|inner| {
-                match inner.strip_prefix('*') {
+            seg.strip_prefix('{')
+                .and_then(|s| s.strip_suffix('}'))
+                .map(|inner| match inner.strip_prefix('*') {
                     Some(n) => (ParamKind::Path, n),
                     None => (ParamKind::Str, inner),
-                }
-            })
+                })
         };
         match param {
             Some((kind, name)) => {
@@ -166,7 +171,9 @@ fn parse_pattern(pattern: &str) -> Result<Pattern> {
                     && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                     && !name.starts_with(|c: char| c.is_ascii_digit());
                 if !valid_name {
-                    return Err(bad(&format!("parameter name {name:?} must be a word (letters, digits, _)")));
+                    return Err(bad(&format!(
+                        "parameter name {name:?} must be a word (letters, digits, _)"
+                    )));
                 }
                 if names.iter().any(|n| n == name) {
                     return Err(bad(&format!("parameter {name:?} appears twice")));
@@ -193,7 +200,11 @@ fn parse_pattern(pattern: &str) -> Result<Pattern> {
             }
         }
     }
-    Ok(Pattern { normalized, names, kinds })
+    Ok(Pattern {
+        normalized,
+        names,
+        kinds,
+    })
 }
 
 struct MethodRoute<T> {
@@ -301,9 +312,13 @@ impl<T> Router<T> {
             Some(&g) => g,
             None => {
                 let g = self.groups.len();
-                self.matcher.insert(parsed.normalized.clone(), g).map_err(|e| {
-                    Error::route(format!("route pattern {pattern:?} conflicts with an existing route: {e}"))
-                })?;
+                self.matcher
+                    .insert(parsed.normalized.clone(), g)
+                    .map_err(|e| {
+                        Error::route(format!(
+                            "route pattern {pattern:?} conflicts with an existing route: {e}"
+                        ))
+                    })?;
                 self.groups.push(Vec::new());
                 self.by_normalized.insert(parsed.normalized.clone(), g);
                 g
@@ -314,7 +329,13 @@ impl<T> Router<T> {
             Some(p) => p,
             None => {
                 let p = candidates.partition_point(|c| c.kinds < parsed.kinds);
-                candidates.insert(p, Candidate { kinds: parsed.kinds.clone(), routes: Vec::new() });
+                candidates.insert(
+                    p,
+                    Candidate {
+                        kinds: parsed.kinds.clone(),
+                        routes: Vec::new(),
+                    },
+                );
                 p
             }
         };
@@ -347,8 +368,10 @@ impl<T> Router<T> {
             .map(|(k, v)| (k.trim_start_matches('p').parse::<usize>().unwrap_or(0), v))
             .collect();
         raw.sort_unstable_by_key(|(i, _)| *i);
-        let values: Vec<Cow<'_, str>> =
-            raw.iter().map(|(_, v)| percent_decode_str(v).decode_utf8_lossy()).collect();
+        let values: Vec<Cow<'_, str>> = raw
+            .iter()
+            .map(|(_, v)| percent_decode_str(v).decode_utf8_lossy())
+            .collect();
         let mut allowed: Vec<Method> = Vec::new();
         for cand in &self.groups[*m.value] {
             if !cand.kinds.iter().zip(&values).all(|(k, v)| k.accepts(v)) {
@@ -413,8 +436,10 @@ mod tests {
     #[test]
     fn node_and_seed_styles_bind_params() {
         let mut r = Router::new();
-        r.insert(Method::GET, "/api/progress/:session_id", "node").unwrap();
-        r.insert(Method::GET, "/api/stream/<session_id>", "seed").unwrap();
+        r.insert(Method::GET, "/api/progress/:session_id", "node")
+            .unwrap();
+        r.insert(Method::GET, "/api/stream/<session_id>", "seed")
+            .unwrap();
         r.insert(Method::GET, "/api/x/{name}/y", "brace").unwrap();
         let (v, p, _) = found(&r, Method::GET, "/api/progress/abc");
         assert_eq!((v, p.get("session_id")), ("node", Some("abc")));
@@ -435,7 +460,12 @@ mod tests {
         assert_eq!(found(&r, Method::GET, "/items/-7").0, "int");
         assert_eq!(found(&r, Method::GET, "/items/1.5").0, "float");
         assert_eq!(
-            found(&r, Method::GET, "/items/123e4567-e89b-12d3-a456-426614174000").0,
+            found(
+                &r,
+                Method::GET,
+                "/items/123e4567-e89b-12d3-a456-426614174000"
+            )
+            .0,
             "uuid"
         );
         assert_eq!(found(&r, Method::GET, "/items/inf").0, "str");
@@ -449,7 +479,10 @@ mod tests {
         let mut r = Router::new();
         r.insert(Method::GET, "/n/<int:id>", "int").unwrap();
         assert!(matches!(r.at(&Method::GET, "/n/abc"), RouteMatch::NotFound));
-        assert!(matches!(r.at(&Method::GET, "/n/99999999999999999999"), RouteMatch::NotFound));
+        assert!(matches!(
+            r.at(&Method::GET, "/n/99999999999999999999"),
+            RouteMatch::NotFound
+        ));
         assert!(matches!(r.at(&Method::GET, "/n/1"), RouteMatch::Found(_)));
     }
 
@@ -470,8 +503,14 @@ mod tests {
         let mut r = Router::new();
         r.insert(Method::GET, "/files/<path:rest>", "path").unwrap();
         r.insert(Method::GET, "/static/*rest", "star").unwrap();
-        assert_eq!(found(&r, Method::GET, "/files/a/b/c.txt").1.get("rest"), Some("a/b/c.txt"));
-        assert_eq!(found(&r, Method::GET, "/static/x/y").1.get("rest"), Some("x/y"));
+        assert_eq!(
+            found(&r, Method::GET, "/files/a/b/c.txt").1.get("rest"),
+            Some("a/b/c.txt")
+        );
+        assert_eq!(
+            found(&r, Method::GET, "/static/x/y").1.get("rest"),
+            Some("x/y")
+        );
         assert!(matches!(r.at(&Method::GET, "/files"), RouteMatch::NotFound));
     }
 
@@ -506,7 +545,10 @@ mod tests {
         r.insert(Method::GET, "/a", "get").unwrap();
         r.insert(Method::GET, "/b", "get-b").unwrap();
         r.insert(Method::HEAD, "/b", "head-b").unwrap();
-        assert_eq!(found(&r, Method::HEAD, "/a"), ("get", Params::default(), true));
+        assert_eq!(
+            found(&r, Method::HEAD, "/a"),
+            ("get", Params::default(), true)
+        );
         assert_eq!(found(&r, Method::HEAD, "/b").0, "head-b");
         assert!(!found(&r, Method::HEAD, "/b").2);
     }
@@ -525,14 +567,28 @@ mod tests {
         let mut r = Router::new();
         r.insert(Method::GET, "/a/:id", "1").unwrap();
         let e = r.insert(Method::GET, "/a/<other>", "2").unwrap_err();
-        assert!(e.is_route() && e.message().contains("duplicate route"), "{e}");
-        for bad in ["no-slash", "/a/<bogus:x>", "/a/:", "/a/*rest/b", "/a/x<id>", "/a/:id/:id", "/a/:1x"] {
+        assert!(
+            e.is_route() && e.message().contains("duplicate route"),
+            "{e}"
+        );
+        for bad in [
+            "no-slash",
+            "/a/<bogus:x>",
+            "/a/:",
+            "/a/*rest/b",
+            "/a/x<id>",
+            "/a/:id/:id",
+            "/a/:1x",
+        ] {
             let e = r.insert(Method::GET, bad, "x").unwrap_err();
             assert!(e.is_route(), "{bad}");
             assert!(e.message().contains("valid forms"), "{bad}: {e}");
         }
         assert!(parse_method("get").is_ok());
-        assert!(parse_method("BREW").unwrap_err().message().contains("use GET"));
+        assert!(parse_method("BREW")
+            .unwrap_err()
+            .message()
+            .contains("use GET"));
         assert_eq!(r.len(), 1);
     }
 }

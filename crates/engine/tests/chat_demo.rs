@@ -16,7 +16,10 @@ async fn request(addr: std::net::SocketAddr, raw: String) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(raw.as_bytes()).await.unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
     String::from_utf8_lossy(&out).into_owned()
 }
 
@@ -34,8 +37,12 @@ async fn post(addr: std::net::SocketAddr, room: &str, body: &str) -> String {
 /// Opens an SSE subscription and returns the socket after the response head.
 async fn subscribe(addr: std::net::SocketAddr, room: &str, last_id: Option<&str>) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.unwrap();
-    let resume = last_id.map(|id| format!("last-event-id: {id}\r\n")).unwrap_or_default();
-    s.write_all(format!("GET /rooms/{room}/events HTTP/1.1\r\nhost: x\r\n{resume}\r\n").as_bytes()).await.unwrap();
+    let resume = last_id
+        .map(|id| format!("last-event-id: {id}\r\n"))
+        .unwrap_or_default();
+    s.write_all(format!("GET /rooms/{room}/events HTTP/1.1\r\nhost: x\r\n{resume}\r\n").as_bytes())
+        .await
+        .unwrap();
     s
 }
 
@@ -45,8 +52,15 @@ async fn read_events(s: &mut TcpStream, n: usize) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while String::from_utf8_lossy(&buf).matches("\nid: ").count() < n {
         let mut chunk = [0u8; 4096];
-        let k = tokio::time::timeout_at(deadline, s.read(&mut chunk)).await.expect("events in time").unwrap();
-        assert!(k > 0, "stream ended early: {}", String::from_utf8_lossy(&buf));
+        let k = tokio::time::timeout_at(deadline, s.read(&mut chunk))
+            .await
+            .expect("events in time")
+            .unwrap();
+        assert!(
+            k > 0,
+            "stream ended early: {}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.extend_from_slice(&chunk[..k]);
     }
     String::from_utf8_lossy(&buf).into_owned()
@@ -55,10 +69,20 @@ async fn read_events(s: &mut TcpStream, n: usize) -> String {
 #[tokio::test]
 async fn messages_reach_the_room_and_resume_after_a_reconnect() {
     let rooms = demo::Rooms::default();
-    let server = Server::bind("127.0.0.1:0", demo::app(rooms.clone()), ServerConfig::default()).await.unwrap();
+    let server = Server::bind(
+        "127.0.0.1:0",
+        demo::app(rooms.clone()),
+        ServerConfig::default(),
+    )
+    .await
+    .unwrap();
     let addr = server.local_addr();
 
-    let page = request(addr, "GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".into()).await;
+    let page = request(
+        addr,
+        "GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".into(),
+    )
+    .await;
     assert!(page.starts_with("HTTP/1.1 200") && page.contains("EventSource"));
 
     let mut alice = subscribe(addr, "lobby", None).await;
@@ -73,7 +97,10 @@ async fn messages_reach_the_room_and_resume_after_a_reconnect() {
     let created = post(addr, "lobby", r#"{"name":"bob","text":"hi all"}"#).await;
     assert!(created.starts_with("HTTP/1.1 201"), "{created}");
     let first = read_events(&mut alice, 1).await;
-    assert!(first.contains("event: message") && first.contains(r#""text":"hi all""#), "{first}");
+    assert!(
+        first.contains("event: message") && first.contains(r#""text":"hi all""#),
+        "{first}"
+    );
 
     // Alice leaves after id 1; two messages are said while she is away.
     drop(alice);
@@ -81,13 +108,19 @@ async fn messages_reach_the_room_and_resume_after_a_reconnect() {
     post(addr, "lobby", r#"{"name":"bob","text":"three"}"#).await;
     let mut back = subscribe(addr, "lobby", Some("1")).await;
     let replay = read_events(&mut back, 2).await;
-    let ids: Vec<&str> = replay.lines().filter_map(|l| l.strip_prefix("id: ")).collect();
+    let ids: Vec<&str> = replay
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .collect();
     assert_eq!(ids, vec!["2", "3"], "exactly the missed messages: {replay}");
 
     // The other room heard nothing: a message there is its first event.
     post(addr, "kitchen", r#"{"name":"cook","text":"soup"}"#).await;
     let kitchen = read_events(&mut other_room, 1).await;
-    assert!(kitchen.contains("soup") && !kitchen.contains("hi all"), "{kitchen}");
+    assert!(
+        kitchen.contains("soup") && !kitchen.contains("hi all"),
+        "{kitchen}"
+    );
 
     let bad = post(addr, "lobby", r#"{"name":"","text":""}"#).await;
     assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");

@@ -23,14 +23,24 @@ pub struct Call {
 
 impl Call {
     pub(crate) fn new(id: u32, route_id: u32, mut req: Request, responder: Responder) -> Self {
-        let body_stream = req.body_stream().map(|b| Arc::new(tokio::sync::Mutex::new(b)));
-        Call { id, route_id, req, responder, body_stream }
+        let body_stream = req
+            .body_stream()
+            .map(|b| Arc::new(tokio::sync::Mutex::new(b)));
+        Call {
+            id,
+            route_id,
+            req,
+            responder,
+            body_stream,
+        }
     }
 
     /// Answered by the engine when JS cannot be reached (shutting down).
     pub(crate) fn reject_unavailable(&self) {
         let body = Bytes::from_static(br#"{"error":"server is shutting down","status":503}"#);
-        let _ = self.responder.respond(503, &[("content-type", "application/json")], body);
+        let _ = self
+            .responder
+            .respond(503, &[("content-type", "application/json")], body);
     }
 }
 
@@ -115,7 +125,10 @@ impl Call {
     /// The next chunk of a streamed request body, or null at its end. Rejects with
     /// `ERR_BODY_TOO_LARGE` past the route's limit.
     #[napi(ts_return_type = "Promise<Buffer | null>")]
-    pub fn read_chunk<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, Option<Buffer>>> {
+    pub fn read_chunk<'env>(
+        &self,
+        env: &'env Env,
+    ) -> napi::Result<PromiseRaw<'env, Option<Buffer>>> {
         let Some(stream) = self.body_stream.clone() else {
             return Err(napi::Error::from_reason(
                 "ERR_INVALID_ARGUMENT: this route reads the body in full; register it with streamBody: true to stream it",
@@ -147,34 +160,62 @@ impl Call {
 
     /// Sends a complete response. `headers` is a flat `[name, value, ...]` list.
     #[napi]
-    pub fn respond(&self, status: u32, headers: Option<Vec<String>>, body: Option<String>) -> napi::Result<()> {
-        self.respond_bytes(status, headers, body.map(|s| Bytes::from(s.into_bytes())).unwrap_or_default())
+    pub fn respond(
+        &self,
+        status: u32,
+        headers: Option<Vec<String>>,
+        body: Option<String>,
+    ) -> napi::Result<()> {
+        self.respond_bytes(
+            status,
+            headers,
+            body.map(|s| Bytes::from(s.into_bytes()))
+                .unwrap_or_default(),
+        )
     }
 
     /// Sends a complete response with a binary body.
     #[napi]
-    pub fn respond_buffer(&self, status: u32, headers: Option<Vec<String>>, body: &[u8]) -> napi::Result<()> {
+    pub fn respond_buffer(
+        &self,
+        status: u32,
+        headers: Option<Vec<String>>,
+        body: &[u8],
+    ) -> napi::Result<()> {
         self.respond_bytes(status, headers, Bytes::copy_from_slice(body))
     }
 
-    fn respond_bytes(&self, status: u32, headers: Option<Vec<String>>, body: Bytes) -> napi::Result<()> {
+    fn respond_bytes(
+        &self,
+        status: u32,
+        headers: Option<Vec<String>>,
+        body: Bytes,
+    ) -> napi::Result<()> {
         let flat = headers.unwrap_or_default();
-        let pairs: Vec<(&str, &str)> =
-            flat.chunks_exact(2).map(|kv| (kv[0].as_str(), kv[1].as_str())).collect();
+        let pairs: Vec<(&str, &str)> = flat
+            .chunks_exact(2)
+            .map(|kv| (kv[0].as_str(), kv[1].as_str()))
+            .collect();
         let status = u16::try_from(status).unwrap_or(0);
-        self.responder.respond(status, &pairs, body).map_err(to_js_error)
+        self.responder
+            .respond(status, &pairs, body)
+            .map_err(to_js_error)
     }
 
     /// Sets the status before the stream starts.
     #[napi]
     pub fn set_status(&self, status: u32) -> napi::Result<()> {
-        self.responder.set_status(u16::try_from(status).unwrap_or(0)).map_err(to_js_error)
+        self.responder
+            .set_status(u16::try_from(status).unwrap_or(0))
+            .map_err(to_js_error)
     }
 
     /// Appends a header before the stream starts.
     #[napi]
     pub fn append_header(&self, name: String, value: String) -> napi::Result<()> {
-        self.responder.append_header(&name, &value).map_err(to_js_error)
+        self.responder
+            .append_header(&name, &value)
+            .map_err(to_js_error)
     }
 
     /// Sends the head now (status and headers so far).

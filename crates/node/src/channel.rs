@@ -23,7 +23,9 @@ impl Channel {
     #[napi(constructor)]
     pub fn new(name: String, options: Option<NativeChannelOptions>) -> napi::Result<Self> {
         let opts = rat_engine::ChannelOptions::try_from(&options.unwrap_or_default())?;
-        Ok(Channel { inner: rat_engine::Channel::new(name, opts) })
+        Ok(Channel {
+            inner: rat_engine::Channel::new(name, opts),
+        })
     }
 
     /// The channel's name.

@@ -32,7 +32,8 @@ pub(crate) struct Dispatcher {
 
 impl Dispatcher {
     pub(crate) fn next_id(&self) -> u32 {
-        self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        self.next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Connects the JS dispatch function (at listen).
@@ -70,14 +71,18 @@ impl Dispatcher {
         }
         let tsfn = self.tsfn.read().unwrap_or_else(|p| p.into_inner()).clone();
         let status = match tsfn {
-            Some(t) => t.call_with_return_value((), ThreadsafeFunctionCallMode::NonBlocking, |ret, _env| {
-                if let Err(e) = ret {
-                    // The TS dispatcher catches handler errors itself; reaching this means
-                    // the dispatcher threw. Report it; never crash the process.
-                    eprintln!("rat-engine: the dispatch function threw: {e}");
-                }
-                Ok(())
-            }),
+            Some(t) => t.call_with_return_value(
+                (),
+                ThreadsafeFunctionCallMode::NonBlocking,
+                |ret, _env| {
+                    if let Err(e) = ret {
+                        // The TS dispatcher catches handler errors itself; reaching this means
+                        // the dispatcher threw. Report it; never crash the process.
+                        eprintln!("rat-engine: the dispatch function threw: {e}");
+                    }
+                    Ok(())
+                },
+            ),
             None => Status::Closing,
         };
         if status != Status::Ok {

@@ -6,7 +6,10 @@ use std::time::Duration;
 use napi::bindgen_prelude::{Env, Function, FunctionRef, PromiseRaw};
 use napi_derive::napi;
 use rat_engine::router::parse_method;
-use rat_engine::{App, BoxFuture, Handler, Metrics, Request, Responder, Response, ResponseKind, Server, ServerConfig, ServerHandle};
+use rat_engine::{
+    App, BoxFuture, Handler, Metrics, Request, Responder, Response, ResponseKind, Server,
+    ServerConfig, ServerHandle,
+};
 
 use crate::call::Call;
 use crate::channel::Channel;
@@ -24,14 +27,16 @@ struct JsRoute {
 
 impl Handler for JsRoute {
     fn call(&self, req: Request) -> BoxFuture<'static, Response> {
-        let (responder, pending) = Responder::new(self.kind.clone(), self.config.queue, req.metrics().clone());
+        let (responder, pending) =
+            Responder::new(self.kind.clone(), self.config.queue, req.metrics().clone());
         let id = self.dispatcher.next_id();
         if let Some(stream) = responder.stream() {
             // The client leaving reaches JS as a notice in a later batch (req.signal).
             let d = self.dispatcher.clone();
             stream.on_close(move || d.push(Item::Closed(id)));
         }
-        self.dispatcher.push(Item::Call(Call::new(id, self.route_id, req, responder)));
+        self.dispatcher
+            .push(Item::Call(Call::new(id, self.route_id, req, responder)));
         Box::pin(pending)
     }
 }
@@ -52,15 +57,23 @@ pub struct Engine {
 }
 
 fn not_twice() -> napi::Error {
-    napi::Error::from_reason("ERR_INVALID_ARGUMENT: routes must be added before listen(), and listen() called once")
+    napi::Error::from_reason(
+        "ERR_INVALID_ARGUMENT: routes must be added before listen(), and listen() called once",
+    )
 }
 
 #[napi]
 impl Engine {
     /// Creates an engine. `dispatch(calls, closed)` is called on the JS thread with a batch
     /// of new requests and the ids of streams whose client has gone.
-    #[napi(constructor, ts_args_type = "options: EngineOptions | undefined | null, dispatch: (calls: Call[], closed: number[]) => void")]
-    pub fn new(options: Option<EngineOptions>, dispatch: Function<'_, DispatchArgs, ()>) -> napi::Result<Self> {
+    #[napi(
+        constructor,
+        ts_args_type = "options: EngineOptions | undefined | null, dispatch: (calls: Call[], closed: number[]) => void"
+    )]
+    pub fn new(
+        options: Option<EngineOptions>,
+        dispatch: Function<'_, DispatchArgs, ()>,
+    ) -> napi::Result<Self> {
         let config = ServerConfig::from(&options.unwrap_or_default());
         Ok(Engine {
             config,
@@ -96,16 +109,34 @@ impl Engine {
                 )))
             }
         };
-        let route = JsRoute { route_id, kind, config: self.config.clone(), dispatcher: self.dispatcher.clone() };
-        let options = options.map(|o| rat_engine::RouteOptions::from(&o)).unwrap_or_default();
-        self.with_app(|app| app.route_with(parse_method(&method)?, &path, Arc::new(route), options).map(|_| ()))
+        let route = JsRoute {
+            route_id,
+            kind,
+            config: self.config.clone(),
+            dispatcher: self.dispatcher.clone(),
+        };
+        let options = options
+            .map(|o| rat_engine::RouteOptions::from(&o))
+            .unwrap_or_default();
+        self.with_app(|app| {
+            app.route_with(parse_method(&method)?, &path, Arc::new(route), options)
+                .map(|_| ())
+        })
     }
 
     /// Adds an SSE route served entirely by a channel: no JS runs per request or event.
     #[napi]
-    pub fn add_channel_route(&self, method: String, path: String, channel: &Channel) -> napi::Result<()> {
+    pub fn add_channel_route(
+        &self,
+        method: String,
+        path: String,
+        channel: &Channel,
+    ) -> napi::Result<()> {
         let ch = channel.inner().clone();
-        self.with_app(|app| app.route_arc(parse_method(&method)?, &path, Arc::new(ch)).map(|_| ()))
+        self.with_app(|app| {
+            app.route_arc(parse_method(&method)?, &path, Arc::new(ch))
+                .map(|_| ())
+        })
     }
 
     fn with_app(&self, f: impl FnOnce(&mut App) -> rat_engine::Result<()>) -> napi::Result<()> {
@@ -116,22 +147,39 @@ impl Engine {
 
     /// Binds `host:port` (port 0 picks a free one) and serves. Resolves to the address.
     #[napi(ts_return_type = "Promise<Address>")]
-    pub fn listen<'env>(&self, env: &'env Env, host: String, port: u32) -> napi::Result<PromiseRaw<'env, Address>> {
-        let app = self.app.lock().unwrap_or_else(|p| p.into_inner()).take().ok_or_else(not_twice)?;
+    pub fn listen<'env>(
+        &self,
+        env: &'env Env,
+        host: String,
+        port: u32,
+    ) -> napi::Result<PromiseRaw<'env, Address>> {
+        let app = self
+            .app
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(not_twice)?;
         self.dispatcher.connect(&self.dispatch.borrow_back(env)?)?;
         let config = self.config.clone();
         let running = self.running.clone();
         let metrics = self.metrics.clone();
         let dispatcher = self.dispatcher.clone();
         env.spawn_future(async move {
-            let port = u16::try_from(port)
-                .map_err(|_| napi::Error::from_reason(format!("ERR_INVALID_ARGUMENT: invalid port {port}: use 0..=65535")))?;
+            let port = u16::try_from(port).map_err(|_| {
+                napi::Error::from_reason(format!(
+                    "ERR_INVALID_ARGUMENT: invalid port {port}: use 0..=65535"
+                ))
+            })?;
             match Server::bind((host.as_str(), port), app, config).await {
                 Ok(handle) => {
                     let addr = handle.local_addr();
-                    *metrics.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle.metrics().clone());
+                    *metrics.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(handle.metrics().clone());
                     *running.lock().unwrap_or_else(|p| p.into_inner()) = Some(Running { handle });
-                    Ok(Address { host: addr.ip().to_string(), port: u32::from(addr.port()) })
+                    Ok(Address {
+                        host: addr.ip().to_string(),
+                        port: u32::from(addr.port()),
+                    })
                 }
                 Err(e) => {
                     dispatcher.disconnect();
@@ -148,8 +196,16 @@ impl Engine {
     /// Stops accepting, lets streams finish for up to `graceMs` (default 5000), closes the
     /// rest, and releases the event loop so that Node can exit.
     #[napi(ts_return_type = "Promise<void>")]
-    pub fn close<'env>(&self, env: &'env Env, grace_ms: Option<u32>) -> napi::Result<PromiseRaw<'env, ()>> {
-        let running = self.running.lock().unwrap_or_else(|p| p.into_inner()).take();
+    pub fn close<'env>(
+        &self,
+        env: &'env Env,
+        grace_ms: Option<u32>,
+    ) -> napi::Result<PromiseRaw<'env, ()>> {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         let dispatcher = self.dispatcher.clone();
         let grace = Duration::from_millis(u64::from(grace_ms.unwrap_or(5000)));
         env.spawn_future(async move {
@@ -171,7 +227,12 @@ impl Engine {
     /// Records a handler error that JS handled itself (counted in metrics).
     #[napi]
     pub fn record_handler_error(&self) {
-        if let Some(m) = self.metrics.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(m) = self
+            .metrics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             m.record_handler_error();
         }
     }

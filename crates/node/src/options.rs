@@ -93,15 +93,15 @@ impl TryFrom<&NativeChannelOptions> for ChannelOptions {
         if let Some(b) = o.history_bytes {
             c.history_bytes = b as usize;
         }
-        c.history_max_age = o.history_max_age_ms.map(|ms| Duration::from_millis(u64::from(ms)));
+        c.history_max_age = o
+            .history_max_age_ms
+            .map(|ms| Duration::from_millis(u64::from(ms)));
         c.slow_client = match o.slow_client.as_deref() {
             None | Some("close") => SlowClient::Close,
             Some("drop-oldest") => SlowClient::DropOldest,
-            Some(other) => {
-                return Err(napi::Error::from_reason(format!(
-                    "ERR_INVALID_ARGUMENT: invalid slowClient {other:?}: use 'close' or 'drop-oldest'"
-                )))
-            }
+            Some(other) => return Err(napi::Error::from_reason(format!(
+                "ERR_INVALID_ARGUMENT: invalid slowClient {other:?}: use 'close' or 'drop-oldest'"
+            ))),
         };
         if let Some(hwm) = o.high_water_mark {
             c.queue = QueueLimits::with_high_water_mark(hwm as usize);

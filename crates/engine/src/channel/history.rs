@@ -31,7 +31,13 @@ pub(super) enum Resume<'a> {
 
 impl History {
     pub(super) fn new(max_count: usize, max_bytes: usize, max_age: Option<Duration>) -> Self {
-        History { entries: VecDeque::new(), bytes: 0, max_count, max_bytes, max_age }
+        History {
+            entries: VecDeque::new(),
+            bytes: 0,
+            max_count,
+            max_bytes,
+            max_age,
+        }
     }
 
     pub(super) fn push(&mut self, id: String, frame: Bytes) {
@@ -39,7 +45,11 @@ impl History {
             return;
         }
         self.bytes += frame.len();
-        self.entries.push_back(Entry { id, frame, at: Instant::now() });
+        self.entries.push_back(Entry {
+            id,
+            frame,
+            at: Instant::now(),
+        });
         while self.entries.len() > self.max_count || self.bytes > self.max_bytes {
             self.pop_front();
         }
@@ -54,7 +64,11 @@ impl History {
     pub(super) fn expire(&mut self) {
         let Some(age) = self.max_age else { return };
         let now = Instant::now();
-        while self.entries.front().is_some_and(|e| now.duration_since(e.at) > age) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| now.duration_since(e.at) > age)
+        {
             self.pop_front();
         }
     }

@@ -145,7 +145,9 @@ pub struct Channel {
 
 impl std::fmt::Debug for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Channel").field("name", &self.inner.name).finish()
+        f.debug_struct("Channel")
+            .field("name", &self.inner.name)
+            .finish()
     }
 }
 
@@ -161,7 +163,11 @@ pub struct Subscribed {
 impl Channel {
     /// A new channel.
     pub fn new(name: impl Into<String>, options: ChannelOptions) -> Self {
-        let history = History::new(options.history, options.history_bytes, options.history_max_age);
+        let history = History::new(
+            options.history,
+            options.history_bytes,
+            options.history_max_age,
+        );
         Channel {
             inner: Arc::new(Inner {
                 name: name.into(),
@@ -170,7 +176,10 @@ impl Channel {
                     next_id: 1,
                     next_key: 0,
                     history,
-                    subs: Subscribers { list: Vec::new(), index: HashMap::new() },
+                    subs: Subscribers {
+                        list: Vec::new(),
+                        index: HashMap::new(),
+                    },
                     closed: false,
                 }),
                 counters: Counters::default(),
@@ -275,10 +284,16 @@ impl Channel {
         if st.closed {
             drop(st);
             stream.end();
-            return Subscribed { replayed: 0, missed: false };
+            return Subscribed {
+                replayed: 0,
+                missed: false,
+            };
         }
         st.history.expire();
-        let mut out = Subscribed { replayed: 0, missed: false };
+        let mut out = Subscribed {
+            replayed: 0,
+            missed: false,
+        };
         if let Some(last) = last_event_id {
             let entries = match st.history.resume(last) {
                 Resume::After(it) => it,
@@ -288,7 +303,12 @@ impl Channel {
                         "lastEventId": last,
                         "firstAvailableId": st.history.oldest_id(),
                     });
-                    let _ = stream.push_unbounded(Event::new().event("missed").data(notice.to_string()).encode());
+                    let _ = stream.push_unbounded(
+                        Event::new()
+                            .event("missed")
+                            .data(notice.to_string())
+                            .encode(),
+                    );
                     it
                 }
             };
@@ -300,7 +320,10 @@ impl Channel {
                 }
                 out.replayed += 1;
             }
-            self.inner.counters.replayed.fetch_add(out.replayed as u64, Relaxed);
+            self.inner
+                .counters
+                .replayed
+                .fetch_add(out.replayed as u64, Relaxed);
         }
         let key = st.next_key;
         st.next_key += 1;

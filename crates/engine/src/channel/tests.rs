@@ -24,7 +24,10 @@ fn drain(body: &mut Body) -> String {
 
 /// Ids of the events in an SSE text, in order.
 fn ids(text: &str) -> Vec<String> {
-    text.lines().filter_map(|l| l.strip_prefix("id: ")).map(str::to_string).collect()
+    text.lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .map(str::to_string)
+        .collect()
 }
 
 fn publish_n(ch: &Channel, range: std::ops::Range<u32>) {
@@ -36,7 +39,9 @@ fn publish_n(ch: &Channel, range: std::ops::Range<u32>) {
 #[test]
 fn every_subscriber_gets_every_event_in_order() {
     let ch = Channel::new("t", ChannelOptions::default());
-    let mut subs: Vec<_> = (0..10).map(|_| subscriber(QueueLimits::default())).collect();
+    let mut subs: Vec<_> = (0..10)
+        .map(|_| subscriber(QueueLimits::default()))
+        .collect();
     for (tx, _) in &subs {
         ch.subscribe(tx, None);
     }
@@ -52,7 +57,9 @@ fn every_subscriber_gets_every_event_in_order() {
 #[test]
 fn events_keep_their_own_ids() {
     let ch = Channel::new("t", ChannelOptions::default());
-    let id = ch.publish(Event::data_only("x").id("abc").unwrap()).unwrap();
+    let id = ch
+        .publish(Event::data_only("x").id("abc").unwrap())
+        .unwrap();
     assert_eq!(id, "abc");
     assert_eq!(ch.publish(Event::data_only("y")).unwrap(), "1");
 }
@@ -64,24 +71,45 @@ fn resume_replays_exactly_what_was_missed() {
     // Just before the switch: last seen is the newest → nothing replayed, then live.
     let (tx, mut body) = subscriber(QueueLimits::default());
     let s = ch.subscribe(&tx, Some("10"));
-    assert_eq!(s, Subscribed { replayed: 0, missed: false });
+    assert_eq!(
+        s,
+        Subscribed {
+            replayed: 0,
+            missed: false
+        }
+    );
     publish_n(&ch, 10..12);
     assert_eq!(ids(&drain(&mut body)), vec!["11", "12"]);
     // Behind by a few: replay 8..=12 then live 13.
     let (tx, mut body) = subscriber(QueueLimits::default());
     assert_eq!(ch.subscribe(&tx, Some("7")).replayed, 5);
     publish_n(&ch, 12..13);
-    assert_eq!(ids(&drain(&mut body)), vec!["8", "9", "10", "11", "12", "13"]);
+    assert_eq!(
+        ids(&drain(&mut body)),
+        vec!["8", "9", "10", "11", "12", "13"]
+    );
     assert_eq!(ch.metrics().replayed, 5);
 }
 
 #[test]
 fn an_id_older_than_history_gets_a_missed_event_then_all_history() {
-    let ch = Channel::new("t", ChannelOptions { history: 3, ..Default::default() });
+    let ch = Channel::new(
+        "t",
+        ChannelOptions {
+            history: 3,
+            ..Default::default()
+        },
+    );
     publish_n(&ch, 0..10);
     let (tx, mut body) = subscriber(QueueLimits::default());
     let s = ch.subscribe(&tx, Some("2"));
-    assert_eq!(s, Subscribed { replayed: 3, missed: true });
+    assert_eq!(
+        s,
+        Subscribed {
+            replayed: 3,
+            missed: true
+        }
+    );
     let text = drain(&mut body);
     assert!(text.starts_with("event: missed\ndata: {"), "{text}");
     assert!(text.contains(r#""firstAvailableId":"8""#), "{text}");
@@ -101,14 +129,18 @@ fn an_unknown_id_is_treated_as_missed() {
 #[test]
 fn slow_subscriber_is_closed_and_the_others_keep_everything() {
     let ch = Channel::new("t", ChannelOptions::default());
-    let small = QueueLimits { high_water_mark: 64, max_buffered: 1 << 20 };
+    let small = QueueLimits {
+        high_water_mark: 64,
+        max_buffered: 1 << 20,
+    };
     let (slow_tx, mut slow_body) = subscriber(small);
     let (fast_tx, mut fast_body) = subscriber(QueueLimits::default());
     ch.subscribe(&slow_tx, None);
     ch.subscribe(&fast_tx, None);
     let mut fast_ids = Vec::new();
     for i in 0..100 {
-        ch.publish(Event::data_only(format!("event number {i}"))).unwrap();
+        ch.publish(Event::data_only(format!("event number {i}")))
+            .unwrap();
         fast_ids.extend(ids(&drain(&mut fast_body)));
     }
     assert_eq!(fast_ids.len(), 100);
@@ -126,8 +158,17 @@ fn slow_subscriber_is_closed_and_the_others_keep_everything() {
 
 #[test]
 fn drop_oldest_counts_gaps_and_bounds_the_queue() {
-    let ch = Channel::new("t", ChannelOptions { slow_client: SlowClient::DropOldest, ..Default::default() });
-    let small = QueueLimits { high_water_mark: 100, max_buffered: 1 << 20 };
+    let ch = Channel::new(
+        "t",
+        ChannelOptions {
+            slow_client: SlowClient::DropOldest,
+            ..Default::default()
+        },
+    );
+    let small = QueueLimits {
+        high_water_mark: 100,
+        max_buffered: 1 << 20,
+    };
     let (tx, mut body) = subscriber(small);
     ch.subscribe(&tx, None);
     publish_n(&ch, 0..50);
@@ -137,13 +178,19 @@ fn drop_oldest_counts_gaps_and_bounds_the_queue() {
     assert!(m.dropped > 0);
     let got = ids(&drain(&mut body));
     assert_eq!(got.last().map(String::as_str), Some("50"), "newest kept");
-    assert_eq!(got.len() as u64 + m.dropped, 50, "every event either delivered or counted");
+    assert_eq!(
+        got.len() as u64 + m.dropped,
+        50,
+        "every event either delivered or counted"
+    );
 }
 
 #[test]
 fn subscribers_leave_when_their_connection_closes() {
     let ch = Channel::new("t", ChannelOptions::default());
-    let subs: Vec<_> = (0..100).map(|_| subscriber(QueueLimits::default())).collect();
+    let subs: Vec<_> = (0..100)
+        .map(|_| subscriber(QueueLimits::default()))
+        .collect();
     for (tx, _) in &subs {
         ch.subscribe(tx, None);
     }
@@ -166,10 +213,16 @@ fn close_ends_every_stream_and_rejects_publishes() {
     ch.subscribe(&tx, None);
     ch.publish(Event::data_only("last")).unwrap();
     ch.close();
-    assert!(ch.publish(Event::data_only("late")).unwrap_err().is_closed());
+    assert!(ch
+        .publish(Event::data_only("late"))
+        .unwrap_err()
+        .is_closed());
     assert_eq!(ids(&drain(&mut body)), vec!["1"]);
     let mut cx = Context::from_waker(noop_waker_ref());
-    assert!(matches!(std::pin::Pin::new(&mut body).poll_frame(&mut cx), Poll::Ready(None)));
+    assert!(matches!(
+        std::pin::Pin::new(&mut body).poll_frame(&mut cx),
+        Poll::Ready(None)
+    ));
     let (tx2, _b2) = subscriber(QueueLimits::default());
     ch.subscribe(&tx2, None);
     assert!(tx2.is_closed());
@@ -177,8 +230,17 @@ fn close_ends_every_stream_and_rejects_publishes() {
 
 #[test]
 fn concurrent_publishers_give_one_order_to_everyone() {
-    let ch = Channel::new("t", ChannelOptions { history: 10_000, ..Default::default() });
-    let big = QueueLimits { high_water_mark: 1 << 24, max_buffered: 1 << 25 };
+    let ch = Channel::new(
+        "t",
+        ChannelOptions {
+            history: 10_000,
+            ..Default::default()
+        },
+    );
+    let big = QueueLimits {
+        high_water_mark: 1 << 24,
+        max_buffered: 1 << 25,
+    };
     let mut subs: Vec<_> = (0..4).map(|_| subscriber(big)).collect();
     for (tx, _) in &subs {
         ch.subscribe(tx, None);
@@ -198,17 +260,30 @@ fn concurrent_publishers_give_one_order_to_everyone() {
     let want: Vec<String> = (1..=2000).map(|i| i.to_string()).collect();
     assert_eq!(ids(&first), want, "ids are assigned in publish order");
     for (_, body) in &mut subs[1..] {
-        assert_eq!(drain(body), first, "every subscriber sees the same sequence");
+        assert_eq!(
+            drain(body),
+            first,
+            "every subscriber sees the same sequence"
+        );
     }
 }
 
 #[test]
 fn replay_is_not_cut_by_the_hard_buffer_limit() {
-    let ch = Channel::new("t", ChannelOptions { history: 1000, ..Default::default() });
+    let ch = Channel::new(
+        "t",
+        ChannelOptions {
+            history: 1000,
+            ..Default::default()
+        },
+    );
     for _ in 0..100 {
         ch.publish(Event::data_only("x".repeat(1000))).unwrap();
     }
-    let small = QueueLimits { high_water_mark: 1000, max_buffered: 4000 };
+    let small = QueueLimits {
+        high_water_mark: 1000,
+        max_buffered: 4000,
+    };
     let (tx, mut body) = subscriber(small);
     assert_eq!(ch.subscribe(&tx, Some("1")).replayed, 99);
     assert_eq!(ids(&drain(&mut body)).len(), 99);

@@ -59,10 +59,14 @@ impl Server {
     ///
     /// # Errors
     /// [`Error::is_io`] when the address cannot be bound (in use, not permitted...).
-    pub async fn bind(addr: impl ToSocketAddrs, app: App, config: ServerConfig) -> Result<ServerHandle> {
-        let listener = TcpListener::bind(addr).await.map_err(|e| {
-            Error::io("cannot listen (is the port already in use?)", e)
-        })?;
+    pub async fn bind(
+        addr: impl ToSocketAddrs,
+        app: App,
+        config: ServerConfig,
+    ) -> Result<ServerHandle> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::io("cannot listen (is the port already in use?)", e))?;
         Self::serve(listener, app, config)
     }
 
@@ -71,9 +75,15 @@ impl Server {
     /// # Errors
     /// [`Error::is_io`] if the listener's address cannot be read.
     pub fn serve(listener: TcpListener, app: App, config: ServerConfig) -> Result<ServerHandle> {
-        let local_addr = listener.local_addr().map_err(|e| Error::io("cannot read the bound address", e))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("cannot read the bound address", e))?;
         let metrics = Arc::new(Metrics::new());
-        let shared = Arc::new(Shared { app, config, metrics: metrics.clone() });
+        let shared = Arc::new(Shared {
+            app,
+            config,
+            metrics: metrics.clone(),
+        });
         let stop_accepting = CancellationToken::new();
         let graceful = CancellationToken::new();
         let force = CancellationToken::new();
@@ -86,7 +96,15 @@ impl Server {
             force.clone(),
             tracker.clone(),
         ));
-        Ok(ServerHandle { local_addr, metrics, stop_accepting, graceful, force, tracker, accept_loop })
+        Ok(ServerHandle {
+            local_addr,
+            metrics,
+            stop_accepting,
+            graceful,
+            force,
+            tracker,
+            accept_loop,
+        })
     }
 }
 
@@ -109,7 +127,10 @@ impl ServerHandle {
         let _ = self.accept_loop.await;
         self.graceful.cancel();
         self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
             self.force.cancel();
             self.tracker.wait().await;
         }

@@ -49,7 +49,11 @@ fn rejected(metrics: &Metrics, status: StatusCode, message: &str) -> Response {
 }
 
 fn allow_value(allow: &[Method]) -> HeaderValue {
-    let joined = allow.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+    let joined = allow
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
     HeaderValue::from_str(&joined).unwrap_or(HeaderValue::from_static(""))
 }
 
@@ -81,14 +85,21 @@ async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: hyper::Request<Incom
             return res;
         }
     };
-    let limit = route.options.body_limit.unwrap_or(shared.config.max_body_bytes as u64);
+    let limit = route
+        .options
+        .body_limit
+        .unwrap_or(shared.config.max_body_bytes as u64);
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return rejected(metrics, StatusCode::PAYLOAD_TOO_LARGE, Error::body_too_large(limit).message());
+        return rejected(
+            metrics,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Error::body_too_large(limit).message(),
+        );
     }
     let (head, body) = req.into_parts();
     let (body, stream) = if route.options.stream_body {
@@ -98,10 +109,18 @@ async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: hyper::Request<Incom
         match Limited::new(body, max).collect().await {
             Ok(collected) => (collected.to_bytes(), None),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return rejected(metrics, StatusCode::PAYLOAD_TOO_LARGE, Error::body_too_large(limit).message());
+                return rejected(
+                    metrics,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    Error::body_too_large(limit).message(),
+                );
             }
             Err(e) => {
-                return rejected(metrics, StatusCode::BAD_REQUEST, &format!("could not read the request body: {e}"));
+                return rejected(
+                    metrics,
+                    StatusCode::BAD_REQUEST,
+                    &format!("could not read the request body: {e}"),
+                );
             }
         }
     };

@@ -74,7 +74,10 @@ impl Default for Body {
 
 impl Body {
     fn from_kind(kind: Kind) -> Self {
-        Body { kind, stream_metrics: None }
+        Body {
+            kind,
+            stream_metrics: None,
+        }
     }
 
     /// An empty body.
@@ -102,7 +105,11 @@ impl Body {
     pub(crate) fn from_queue(rx: QueueReceiver, heartbeat: HeartbeatSetting) -> Self {
         Self::from_kind(Kind::Queue(Box::new(QueueBody {
             rx,
-            heartbeat: Heartbeat { setting: heartbeat, active: None, last_activity: Instant::now() },
+            heartbeat: Heartbeat {
+                setting: heartbeat,
+                active: None,
+                last_activity: Instant::now(),
+            },
         })))
     }
 
@@ -278,7 +285,11 @@ mod tests {
         let t = Instant::now();
         let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(&frame[..], HEARTBEAT);
-        assert_eq!(t.elapsed(), Duration::from_secs(15), "heartbeat counts from the last data");
+        assert_eq!(
+            t.elapsed(),
+            Duration::from_secs(15),
+            "heartbeat counts from the last data"
+        );
     }
 
     #[tokio::test]

@@ -33,7 +33,10 @@ impl StreamingResponse {
     /// A response fed by a bounded queue: returns the response and its sender.
     pub fn channel(content_type: &str, limits: QueueLimits) -> (Self, StreamSender) {
         let (tx, rx) = queue(limits);
-        (Self::from_body(content_type, Body::from_queue(rx, HeartbeatSetting::None)), tx)
+        (
+            Self::from_body(content_type, Body::from_queue(rx, HeartbeatSetting::None)),
+            tx,
+        )
     }
 
     fn from_body(content_type: &str, body: Body) -> Self {
@@ -45,7 +48,11 @@ impl StreamingResponse {
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-        StreamingResponse { status: StatusCode::OK, headers, body }
+        StreamingResponse {
+            status: StatusCode::OK,
+            headers,
+            body,
+        }
     }
 
     /// Sets the status code.
@@ -87,7 +94,9 @@ pub struct ChunkedResponse {
 
 impl std::fmt::Debug for ChunkedResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChunkedResponse").field("steps", &self.steps.len()).finish()
+        f.debug_struct("ChunkedResponse")
+            .field("steps", &self.steps.len())
+            .finish()
     }
 }
 
@@ -125,23 +134,27 @@ impl ChunkedResponse {
 impl IntoResponse for ChunkedResponse {
     fn into_response(self) -> Response {
         let pace = self.pace;
-        let content_type =
-            self.content_type.unwrap_or_else(|| "text/plain; charset=utf-8".to_string());
+        let content_type = self
+            .content_type
+            .unwrap_or_else(|| "text/plain; charset=utf-8".to_string());
         let steps = self.steps.into_iter();
-        let s = stream::unfold((steps, false), move |(mut steps, mut sent_one)| async move {
-            loop {
-                match steps.next()? {
-                    Step::Delay(d) => tokio::time::sleep(d).await,
-                    Step::Chunk(c) => {
-                        if let (Some(p), true) = (pace, sent_one) {
-                            tokio::time::sleep(p).await;
+        let s = stream::unfold(
+            (steps, false),
+            move |(mut steps, mut sent_one)| async move {
+                loop {
+                    match steps.next()? {
+                        Step::Delay(d) => tokio::time::sleep(d).await,
+                        Step::Chunk(c) => {
+                            if let (Some(p), true) = (pace, sent_one) {
+                                tokio::time::sleep(p).await;
+                            }
+                            sent_one = true;
+                            return Some((Ok(c), (steps, sent_one)));
                         }
-                        sent_one = true;
-                        return Some((Ok(c), (steps, sent_one)));
                     }
                 }
-            }
-        });
+            },
+        );
         StreamingResponse::new(&content_type, s).into_response()
     }
 }
@@ -216,14 +229,23 @@ mod tests {
 
     #[tokio::test]
     async fn ndjson_text_and_binary_frame_items() {
-        let r = json_stream(stream::iter(vec![serde_json::json!({"id": 1}), serde_json::json!(2)]))
-            .into_response();
+        let r = json_stream(stream::iter(vec![
+            serde_json::json!({"id": 1}),
+            serde_json::json!(2),
+        ]))
+        .into_response();
         assert_eq!(r.headers()["content-type"], "application/x-ndjson");
-        assert_eq!(r.into_body().collect().await.unwrap().to_bytes(), "{\"id\":1}\n2\n");
+        assert_eq!(
+            r.into_body().collect().await.unwrap().to_bytes(),
+            "{\"id\":1}\n2\n"
+        );
         let r = text_stream(stream::iter(["x", "y"])).into_response();
         assert_eq!(r.into_body().collect().await.unwrap().to_bytes(), "x\ny\n");
         let r = binary_stream(stream::iter([vec![0u8, 1], vec![2]])).into_response();
         assert_eq!(r.headers()["content-type"], "application/octet-stream");
-        assert_eq!(&r.into_body().collect().await.unwrap().to_bytes()[..], &[0, 1, 2]);
+        assert_eq!(
+            &r.into_body().collect().await.unwrap().to_bytes()[..],
+            &[0, 1, 2]
+        );
     }
 }

@@ -105,7 +105,12 @@ pub(crate) fn queue(limits: QueueLimits) -> (StreamSender, QueueReceiver) {
         changed: Notify::new(),
         metrics: OnceLock::new(),
     });
-    (StreamSender { shared: shared.clone() }, QueueReceiver { shared })
+    (
+        StreamSender {
+            shared: shared.clone(),
+        },
+        QueueReceiver { shared },
+    )
 }
 
 /// The producer half of a stream: write bytes, wait for room, learn that the client left.
@@ -165,7 +170,10 @@ impl StreamSender {
             return Err(Error::closed());
         }
         if st.queued + chunk.len() > self.shared.limits.max_buffered && st.queued > 0 {
-            st.error = Some("stream aborted: the client did not read and the producer ignored backpressure".into());
+            st.error = Some(
+                "stream aborted: the client did not read and the producer ignored backpressure"
+                    .into(),
+            );
             st.chunks.clear();
             st.queued = 0;
             let waker = st.rx_waker.take();
@@ -239,7 +247,8 @@ impl StreamSender {
             if !drop_oldest {
                 // Cut rather than end: a stuck client's socket is released at once, and
                 // the browser reconnects and resumes from history.
-                st.error = Some("subscriber fell behind; connection closed so it can resume".into());
+                st.error =
+                    Some("subscriber fell behind; connection closed so it can resume".into());
                 st.chunks.clear();
                 st.queued = 0;
                 let waker = st.rx_waker.take();
@@ -387,7 +396,10 @@ impl QueueReceiver {
         let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
         let fresh = self.shared.metrics.set(metrics.clone()).is_ok();
         if fresh {
-            Metrics::add(&metrics.events_sent, std::mem::take(&mut st.events_before_attach));
+            Metrics::add(
+                &metrics.events_sent,
+                std::mem::take(&mut st.events_before_attach),
+            );
         }
         fresh
     }
@@ -398,7 +410,10 @@ impl QueueReceiver {
 
     /// Takes the queued chunks (coalesced into one frame when several are waiting), or
     /// reports the end, an error, or "nothing yet" after registering the waker.
-    pub(crate) fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, String>>> {
+    pub(crate) fn poll_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, String>>> {
         let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(err) = &st.error {
             return Poll::Ready(Some(Err(err.clone())));
@@ -417,9 +432,7 @@ impl QueueReceiver {
         let mut frame = first;
         if !st.chunks.is_empty() && frame.len() < MAX_COALESCE {
             // Several events waiting for this client: hand them to hyper as one write.
-            let mut buf = BytesMut::with_capacity(
-                st.queued.min(MAX_COALESCE.max(frame.len())),
-            );
+            let mut buf = BytesMut::with_capacity(st.queued.min(MAX_COALESCE.max(frame.len())));
             buf.extend_from_slice(&frame);
             while let Some(next) = st.chunks.front() {
                 if buf.len() + next.len() > MAX_COALESCE {
@@ -469,20 +482,29 @@ mod tests {
 
     #[test]
     fn write_reports_the_high_water_mark() {
-        let (tx, mut rx) = queue(QueueLimits { high_water_mark: 10, max_buffered: 100 });
+        let (tx, mut rx) = queue(QueueLimits {
+            high_water_mark: 10,
+            max_buffered: 100,
+        });
         assert!(tx.write(Bytes::from_static(b"12345")).unwrap());
         assert!(!tx.write(Bytes::from_static(b"67890")).unwrap());
         assert_eq!(tx.buffered(), 10);
         assert!(tx.try_send(Bytes::from_static(b"x")).unwrap_err().is_full());
         // Both chunks come out coalesced into one frame.
-        assert_eq!(poll(&mut rx), Poll::Ready(Some(Ok(Bytes::from_static(b"1234567890")))));
+        assert_eq!(
+            poll(&mut rx),
+            Poll::Ready(Some(Ok(Bytes::from_static(b"1234567890"))))
+        );
         assert_eq!(tx.buffered(), 0);
         assert!(poll(&mut rx).is_pending());
     }
 
     #[test]
     fn hard_limit_aborts_instead_of_growing() {
-        let (tx, mut rx) = queue(QueueLimits { high_water_mark: 4, max_buffered: 8 });
+        let (tx, mut rx) = queue(QueueLimits {
+            high_water_mark: 4,
+            max_buffered: 8,
+        });
         tx.write(Bytes::from_static(b"aaaa")).unwrap();
         tx.write(Bytes::from_static(b"bbbb")).unwrap();
         let err = tx.write(Bytes::from_static(b"c")).unwrap_err();
@@ -496,8 +518,14 @@ mod tests {
         let (tx, mut rx) = queue(QueueLimits::default());
         tx.write(Bytes::from_static(b"last")).unwrap();
         tx.end();
-        assert!(tx.write(Bytes::from_static(b"late")).unwrap_err().is_closed());
-        assert_eq!(poll(&mut rx), Poll::Ready(Some(Ok(Bytes::from_static(b"last")))));
+        assert!(tx
+            .write(Bytes::from_static(b"late"))
+            .unwrap_err()
+            .is_closed());
+        assert_eq!(
+            poll(&mut rx),
+            Poll::Ready(Some(Ok(Bytes::from_static(b"last"))))
+        );
         assert_eq!(poll(&mut rx), Poll::Ready(None));
     }
 
@@ -520,25 +548,55 @@ mod tests {
 
     #[test]
     fn drop_oldest_policy_keeps_the_queue_bounded() {
-        let (tx, mut rx) = queue(QueueLimits { high_water_mark: 6, max_buffered: 100 });
-        assert_eq!(tx.push_with_policy(Bytes::from_static(b"aaa"), true), Pushed::Queued);
-        assert_eq!(tx.push_with_policy(Bytes::from_static(b"bbb"), true), Pushed::Queued);
-        assert_eq!(tx.push_with_policy(Bytes::from_static(b"ccc"), true), Pushed::DroppedOldest(1));
+        let (tx, mut rx) = queue(QueueLimits {
+            high_water_mark: 6,
+            max_buffered: 100,
+        });
+        assert_eq!(
+            tx.push_with_policy(Bytes::from_static(b"aaa"), true),
+            Pushed::Queued
+        );
+        assert_eq!(
+            tx.push_with_policy(Bytes::from_static(b"bbb"), true),
+            Pushed::Queued
+        );
+        assert_eq!(
+            tx.push_with_policy(Bytes::from_static(b"ccc"), true),
+            Pushed::DroppedOldest(1)
+        );
         assert_eq!(tx.buffered(), 6);
-        assert_eq!(poll(&mut rx), Poll::Ready(Some(Ok(Bytes::from_static(b"bbbccc")))));
+        assert_eq!(
+            poll(&mut rx),
+            Poll::Ready(Some(Ok(Bytes::from_static(b"bbbccc"))))
+        );
     }
 
     #[test]
     fn close_policy_ends_a_full_subscriber() {
-        let (tx, _rx) = queue(QueueLimits { high_water_mark: 3, max_buffered: 100 });
-        assert_eq!(tx.push_with_policy(Bytes::from_static(b"aaa"), false), Pushed::Queued);
-        assert_eq!(tx.push_with_policy(Bytes::from_static(b"b"), false), Pushed::ClosedFull);
-        assert_eq!(tx.push_with_policy(Bytes::from_static(b"b"), false), Pushed::Closed);
+        let (tx, _rx) = queue(QueueLimits {
+            high_water_mark: 3,
+            max_buffered: 100,
+        });
+        assert_eq!(
+            tx.push_with_policy(Bytes::from_static(b"aaa"), false),
+            Pushed::Queued
+        );
+        assert_eq!(
+            tx.push_with_policy(Bytes::from_static(b"b"), false),
+            Pushed::ClosedFull
+        );
+        assert_eq!(
+            tx.push_with_policy(Bytes::from_static(b"b"), false),
+            Pushed::Closed
+        );
     }
 
     #[tokio::test]
     async fn send_waits_for_room_and_ready_sees_close() {
-        let (tx, mut rx) = queue(QueueLimits { high_water_mark: 4, max_buffered: 100 });
+        let (tx, mut rx) = queue(QueueLimits {
+            high_water_mark: 4,
+            max_buffered: 100,
+        });
         tx.write(Bytes::from_static(b"full")).unwrap();
         let tx2 = tx.clone();
         let waiter = tokio::spawn(async move { tx2.send(Bytes::from_static(b"next")).await });

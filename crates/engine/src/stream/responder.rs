@@ -77,13 +77,20 @@ pub struct PendingResponse {
 
 impl Responder {
     /// Creates a responder for a route of `kind`.
-    pub fn new(kind: ResponseKind, limits: QueueLimits, metrics: Arc<Metrics>) -> (Self, PendingResponse) {
+    pub fn new(
+        kind: ResponseKind,
+        limits: QueueLimits,
+        metrics: Arc<Metrics>,
+    ) -> (Self, PendingResponse) {
         let (tx, rx) = oneshot::channel();
         let (stream, body) = match &kind {
             ResponseKind::Plain => (None, None),
             ResponseKind::Sse => {
                 let (s, r) = queue(limits);
-                (Some(s), Some(Body::from_queue(r, HeartbeatSetting::ServerDefault)))
+                (
+                    Some(s),
+                    Some(Body::from_queue(r, HeartbeatSetting::ServerDefault)),
+                )
             }
             ResponseKind::Chunked(_) => {
                 let (s, r) = queue(limits);
@@ -91,12 +98,21 @@ impl Responder {
             }
         };
         let inner = Inner {
-            state: Mutex::new(State { tx: Some(tx), status: StatusCode::OK, headers: HeaderMap::new() }),
+            state: Mutex::new(State {
+                tx: Some(tx),
+                status: StatusCode::OK,
+                headers: HeaderMap::new(),
+            }),
             kind,
             stream,
             metrics,
         };
-        (Responder { inner: Arc::new(inner) }, PendingResponse { rx, body })
+        (
+            Responder {
+                inner: Arc::new(inner),
+            },
+            PendingResponse { rx, body },
+        )
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -136,7 +152,9 @@ impl Responder {
         })?;
         let mut st = self.lock();
         if st.tx.is_none() {
-            return Err(Error::invalid_argument("cannot set the status: the response has already started"));
+            return Err(Error::invalid_argument(
+                "cannot set the status: the response has already started",
+            ));
         }
         st.status = code;
         Ok(())
@@ -174,7 +192,9 @@ impl Responder {
         }
         let mut st = self.lock();
         let Some(tx) = st.tx.take() else {
-            return Err(Error::invalid_argument("cannot respond: the response has already started"));
+            return Err(Error::invalid_argument(
+                "cannot respond: the response has already started",
+            ));
         };
         let mut map = std::mem::take(&mut st.headers);
         drop(st);
@@ -182,7 +202,10 @@ impl Responder {
             map.append(k, v);
         }
         if !body.is_empty() && !map.contains_key(http::header::CONTENT_TYPE) {
-            map.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+            map.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
         }
         let mut res = Response::new(Body::full(body));
         *res.status_mut() = code;
@@ -203,7 +226,11 @@ impl Responder {
         match &self.inner.kind {
             ResponseKind::Plain => {
                 let mut res = Response::new(Body::empty());
-                *res.status_mut() = if status == StatusCode::OK { StatusCode::NO_CONTENT } else { status };
+                *res.status_mut() = if status == StatusCode::OK {
+                    StatusCode::NO_CONTENT
+                } else {
+                    status
+                };
                 *res.headers_mut() = headers;
                 let _ = tx.send(Head::Full(res));
             }
@@ -282,7 +309,10 @@ impl Responder {
             st.tx.take()
         };
         if let Some(tx) = not_started {
-            let _ = tx.send(Head::Full(response::error(StatusCode::INTERNAL_SERVER_ERROR, message)));
+            let _ = tx.send(Head::Full(response::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                message,
+            )));
             if let Some(s) = &self.inner.stream {
                 s.end();
             }
@@ -356,7 +386,12 @@ mod tests {
     #[tokio::test]
     async fn plain_respond_sets_default_content_type() {
         let (r, p) = new(ResponseKind::Plain);
-        r.respond(201, &[("set-cookie", "a=1"), ("set-cookie", "b=2")], Bytes::from("ok")).unwrap();
+        r.respond(
+            201,
+            &[("set-cookie", "a=1"), ("set-cookie", "b=2")],
+            Bytes::from("ok"),
+        )
+        .unwrap();
         let res = p.await;
         assert_eq!(res.status(), 201);
         assert_eq!(res.headers().get_all("set-cookie").iter().count(), 2);
@@ -381,7 +416,10 @@ mod tests {
         let res = p.await;
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["content-type"], "text/event-stream");
-        assert_eq!(text(res).await, "data: one\n\nevent: error\ndata: {\"error\":\"late\"}\n\n");
+        assert_eq!(
+            text(res).await,
+            "data: one\n\nevent: error\ndata: {\"error\":\"late\"}\n\n"
+        );
     }
 
     #[tokio::test]
@@ -405,7 +443,10 @@ mod tests {
         assert_eq!(res.status(), 202);
         assert_eq!(res.headers()["content-type"], "application/x-ndjson");
         assert_eq!(res.headers()["x-trace"], "1");
-        assert!(r.append_header("bad name", "1").unwrap_err().is_invalid_argument());
+        assert!(r
+            .append_header("bad name", "1")
+            .unwrap_err()
+            .is_invalid_argument());
     }
 
     #[tokio::test]

@@ -35,7 +35,10 @@ impl Event {
 
     /// An event with only data.
     pub fn data_only(data: impl Into<String>) -> Self {
-        Event { data: Some(data.into()), ..Self::default() }
+        Event {
+            data: Some(data.into()),
+            ..Self::default()
+        }
     }
 
     /// Sets the data. Any line ending (LF, CR, CRLF) splits it into several `data:` lines,
@@ -196,7 +199,10 @@ pub fn comment_frame(text: &str) -> Bytes {
 
 /// The headers every SSE response carries.
 pub(crate) fn apply_sse_headers(headers: &mut http::HeaderMap) {
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
 }
@@ -407,7 +413,10 @@ mod tests {
         assert_eq!(enc(Event::data_only("a\nb")), "data: a\ndata: b\n\n");
         assert_eq!(enc(Event::data_only("a\rb")), "data: a\ndata: b\n\n");
         assert_eq!(enc(Event::data_only("a\r\nb")), "data: a\ndata: b\n\n");
-        assert_eq!(enc(Event::data_only("a\n\nb")), "data: a\ndata:\ndata: b\n\n");
+        assert_eq!(
+            enc(Event::data_only("a\n\nb")),
+            "data: a\ndata:\ndata: b\n\n"
+        );
         assert_eq!(enc(Event::data_only("a\n")), "data: a\ndata:\n\n");
         assert_eq!(enc(Event::data_only("\r\n")), "data:\ndata:\n\n");
     }
@@ -431,7 +440,10 @@ mod tests {
             .unwrap()
             .retry(Duration::from_millis(1500))
             .data("{}");
-        assert_eq!(enc(e), ": note\nevent: update\nid: 42\nretry: 1500\ndata: {}\n\n");
+        assert_eq!(
+            enc(e),
+            ": note\nevent: update\nid: 42\nretry: 1500\ndata: {}\n\n"
+        );
     }
 
     #[test]
@@ -452,13 +464,22 @@ mod tests {
 
     #[test]
     fn event_name_rejected_or_sanitized() {
-        assert!(Event::new().try_event("a\nb").unwrap_err().is_invalid_field());
-        assert_eq!(enc(Event::new().event("a\nb").data("x")), "event: a b\ndata: x\n\n");
+        assert!(Event::new()
+            .try_event("a\nb")
+            .unwrap_err()
+            .is_invalid_field());
+        assert_eq!(
+            enc(Event::new().event("a\nb").data("x")),
+            "event: a b\ndata: x\n\n"
+        );
     }
 
     #[test]
     fn unicode_data() {
-        assert_eq!(enc(Event::data_only("héllo ✓\n世界")), "data: héllo ✓\ndata: 世界\n\n");
+        assert_eq!(
+            enc(Event::data_only("héllo ✓\n世界")),
+            "data: héllo ✓\ndata: 世界\n\n"
+        );
     }
 
     #[test]
