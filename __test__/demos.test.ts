@@ -408,7 +408,7 @@ describe('live table', () => {
 })
 
 describe('upload progress', () => {
-  const app: UploadProgressApp = createUploadProgress({ chunkSize: 64 * 1024, chunkDelayMs: 20, heartbeatIntervalMs: 150 })
+  const app: UploadProgressApp = createUploadProgress({ progressStepBytes: 64 * 1024, readDelayMs: 2, heartbeatIntervalMs: 150 })
   let base = ''
   beforeAll(async () => {
     base = await start(app)
@@ -422,7 +422,7 @@ describe('upload progress', () => {
       body: JSON.stringify({ filename, size, type: 'application/octet-stream' }),
     })
     expect(res.status).toBe(200)
-    return (await res.json()) as { session_id: string; chunk_size: number; upload_url: string; progress_url: string }
+    return (await res.json()) as { session_id: string; upload_url: string; progress_url: string }
   }
 
   test('the page loads', async () => {
@@ -434,25 +434,28 @@ describe('upload progress', () => {
     expectValidScript(html)
   })
 
-  test('chunked POSTs report progress over SSE up to completed; the download returns the same bytes', async () => {
-    const file = randomBytes(300_000)
+  test('one POST read as it arrives reports progress over SSE up to completed; the download returns the same bytes', async () => {
+    const file = randomBytes(1_500_000)
     const s = await create(file.length, 'résumé 1.bin')
     expect(s.session_id).toMatch(/^[A-Za-z0-9]{16}$/)
-    expect(s.chunk_size).toBe(65536)
     const { es, events } = watch(base + s.progress_url)
     try {
       await until('init', () => events.length > 0)
-      expect(events[0].data).toMatchObject({ type: 'init', session_id: s.session_id, file_size: 300_000, progress: 0, completed: false })
-      for (let offset = 0; offset < file.length; offset += s.chunk_size) {
-        const res = await fetch(`${base}${s.upload_url}?offset=${offset}`, { method: 'POST', body: file.subarray(offset, offset + s.chunk_size) })
-        expect(res.status).toBe(200)
-      }
+      expect(events[0].data).toMatchObject({ type: 'init', session_id: s.session_id, file_size: 1_500_000, progress: 0, completed: false })
+      const res = await fetch(`${base}${s.upload_url}`, { method: 'POST', body: file })
+      expect(res.status).toBe(200)
+      expect(await res.json()).toEqual({ received: 1_500_000, total: 1_500_000, progress: 100, completed: true })
       await until('completed', () => events.some((e) => e.data.type === 'completed'))
       const progress = events.filter((e) => e.data.type === 'progress').map((e) => e.data)
-      expect(progress.map((p) => p.received)).toEqual([65536, 131072, 196608, 262144, 300000])
-      expect(progress.map((p) => p.progress)).toEqual([21.8, 43.7, 65.5, 87.4, 100])
+      // Several steps while the body was arriving, each at least 64 KiB after the one before.
+      expect(progress.length).toBeGreaterThanOrEqual(3)
+      for (let i = 1; i < progress.length; i++) {
+        expect(progress[i].received - progress[i - 1].received).toBeGreaterThanOrEqual(i === progress.length - 1 ? 1 : 65536)
+        expect(progress[i].progress).toBeGreaterThan(progress[i - 1].progress)
+      }
+      expect(progress.at(-1)).toMatchObject({ received: 1_500_000, total: 1_500_000, progress: 100 })
       const done = events.find((e) => e.data.type === 'completed')!.data
-      expect(done).toMatchObject({ progress: 100, file_size: 300_000, download_url: `/api/download/${s.session_id}` })
+      expect(done).toMatchObject({ progress: 100, file_size: 1_500_000, download_url: `/api/download/${s.session_id}` })
       expect(done.sha256).toBe(createHash('sha256').update(file).digest('hex'))
 
       const dl = await fetch(base + done.download_url)
@@ -469,7 +472,7 @@ describe('upload progress', () => {
     expect(late.frames.map((f) => f.type)).toEqual(['init', 'completed'])
   })
 
-  test('heartbeats while waiting; wrong offsets, early downloads and bad ids are refused', async () => {
+  test('heartbeats while waiting; short or long bodies, repeats, early downloads and bad ids are refused', async () => {
     const s = await create(10)
     const res = await fetch(base + s.progress_url)
     const { frames } = await sseFrames(res, (f) => f.some((x) => x.type === 'heartbeat'))
@@ -478,11 +481,15 @@ describe('upload progress', () => {
 
     const early = await fetch(`${base}/api/download/${s.session_id}`)
     expect(early.status).toBe(409)
-    const wrong = await fetch(`${base}${s.upload_url}?offset=5`, { method: 'POST', body: 'hello' })
-    expect(wrong.status).toBe(409)
-    expect(((await wrong.json()) as { error: string }).error).toMatch(/expected the chunk at offset 0/)
-    const tooBig = await fetch(`${base}${s.upload_url}?offset=0`, { method: 'POST', body: 'x'.repeat(11) })
+    const short = await fetch(`${base}${s.upload_url}`, { method: 'POST', body: 'hello' })
+    expect(short.status).toBe(400)
+    expect(((await short.json()) as { error: string }).error).toMatch(/ended after 5 of 10 bytes/)
+    const tooBig = await fetch(`${base}${s.upload_url}`, { method: 'POST', body: 'x'.repeat(11) })
     expect(tooBig.status).toBe(400)
+    expect(((await tooBig.json()) as { error: string }).error).toMatch(/past the announced size of 10 bytes/)
+    const ok = await fetch(`${base}${s.upload_url}`, { method: 'POST', body: '0123456789' })
+    expect(ok.status).toBe(200)
+    expect((await fetch(`${base}${s.upload_url}`, { method: 'POST', body: '0123456789' })).status).toBe(409)
 
     const huge = await fetch(`${base}/api/upload`, { method: 'POST', body: JSON.stringify({ filename: 'big', size: 60 * 1024 * 1024 }) })
     expect(huge.status).toBe(413)
