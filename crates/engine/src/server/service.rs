@@ -102,7 +102,10 @@ async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: hyper::Request<Incom
         );
     }
     let (head, body) = req.into_parts();
-    let (body, stream) = if route.options.stream_body {
+    let (body, stream) = if http_body::Body::is_end_stream(&body) {
+        // No body at all (most GETs): nothing to wait for.
+        (Bytes::new(), None)
+    } else if route.options.stream_body {
         (Bytes::new(), Some(BodyStream::new(body, limit)))
     } else {
         let max = usize::try_from(limit).unwrap_or(usize::MAX);
