@@ -15,7 +15,11 @@ use rat_engine::Event;
 use support::sse::{Dispatched, Parser};
 
 fn ev(event_type: &str, data: &str, id: &str) -> Dispatched {
-    Dispatched { event_type: event_type.into(), data: data.into(), last_event_id: id.into() }
+    Dispatched {
+        event_type: event_type.into(),
+        data: data.into(),
+        last_event_id: id.into(),
+    }
 }
 
 // ---- the parser against the specification's examples ----
@@ -50,7 +54,10 @@ fn parser_dispatches_empty_and_newline_data_and_drops_an_unfinished_event() {
 #[test]
 fn parser_treats_one_leading_space_as_optional() {
     let (events, _) = Parser::parse_all(b"data:test\n\ndata: test\n\n");
-    assert_eq!(events, vec![ev("message", "test", ""), ev("message", "test", "")]);
+    assert_eq!(
+        events,
+        vec![ev("message", "test", ""), ev("message", "test", "")]
+    );
 }
 
 #[test]
@@ -58,7 +65,11 @@ fn parser_accepts_every_line_ending_even_split_across_reads() {
     let whole = b"event: a\r\ndata: 1\r\rdata: 2\n\n\xEF\xBB\xBFdata: 3\r\n\r\n";
     let (events, _) = Parser::parse_all(whole);
     // The BOM is only special at the very start of the stream.
-    let expected = vec![ev("a", "1", ""), ev("message", "2", ""), ev("message", "3", "")];
+    let expected = vec![
+        ev("a", "1", ""),
+        ev("message", "2", ""),
+        ev("message", "3", ""),
+    ];
     // A BOM mid-stream makes "\u{FEFF}data" an unknown field: the third event has no data.
     assert_eq!(events, expected[..2]);
     let fixed = b"event: a\r\ndata: 1\r\rdata: 2\n\ndata: 3\r\n\r\n";
@@ -120,16 +131,26 @@ fn spec() -> impl Strategy<Value = Spec> {
         prop::option::of(any::<u32>()),
         prop::option::of(tricky_text(8)),
     )
-        .prop_map(|(data, event, id, retry, comment)| Spec { data, event, id, retry, comment })
+        .prop_map(|(data, event, id, retry, comment)| Spec {
+            data,
+            event,
+            id,
+            retry,
+            comment,
+        })
 }
 
 fn build(s: &Spec) -> Event {
     let mut e = Event::new().data(s.data.clone());
     if let Some(name) = &s.event {
-        e = e.try_event(name.clone()).expect("a name without CR/LF is accepted");
+        e = e
+            .try_event(name.clone())
+            .expect("a name without CR/LF is accepted");
     }
     if let Some(id) = &s.id {
-        e = e.id(id.clone()).expect("an id without CR/LF/NUL is accepted");
+        e = e
+            .id(id.clone())
+            .expect("an id without CR/LF/NUL is accepted");
     }
     if let Some(r) = s.retry {
         e = e.retry(Duration::from_millis(u64::from(r)));
@@ -156,7 +177,11 @@ fn expected(specs: &[Spec]) -> Vec<Dispatched> {
             };
             // Every line ending in the data is a line break; the client joins with LF.
             let data = s.data.replace("\r\n", "\n").replace('\r', "\n");
-            Dispatched { event_type, data, last_event_id: last_id.clone() }
+            Dispatched {
+                event_type,
+                data,
+                last_event_id: last_id.clone(),
+            }
         })
         .collect()
 }
@@ -173,6 +198,11 @@ proptest! {
         // A frame always ends with the blank line that dispatches it.
         prop_assert!(bytes.ends_with(b"\n\n"));
     }
+}
+
+proptest! {
+    // Lists of events: fewer cases, each covers several events.
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
     fn concatenated_events_parse_back_to_the_same_list(specs in prop::collection::vec(spec(), 0..8)) {
@@ -204,6 +234,10 @@ proptest! {
         }
         prop_assert_eq!(events, expected(&specs));
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn names_with_line_breaks_are_rejected_or_turned_into_spaces(name in tricky_text(10), data in line_text()) {
