@@ -49,7 +49,9 @@ fn firehose_app(limits: QueueLimits) -> (App, mpsc::UnboundedReceiver<StreamSend
 async fn paused_reader(addr: SocketAddr) -> RawConn {
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
-    let stream = within(Duration::from_secs(5), "connect", socket.connect(addr)).await.unwrap();
+    let stream = within(Duration::from_secs(5), "connect", socket.connect(addr))
+        .await
+        .unwrap();
     let mut conn = RawConn::from_stream(stream);
     conn.send_request("GET", "/firehose", &[], b"").await;
     let head = conn.read_head().await;
@@ -60,11 +62,16 @@ async fn paused_reader(addr: SocketAddr) -> RawConn {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_reader_holds_the_queue_at_the_high_water_mark_and_paces_send() {
-    let limits = QueueLimits { high_water_mark: HIGH_WATER, max_buffered: 64 * HIGH_WATER };
+    let limits = QueueLimits {
+        high_water_mark: HIGH_WATER,
+        max_buffered: 64 * HIGH_WATER,
+    };
     let (app, mut senders) = firehose_app(limits);
     let server = serve(app).await;
     let mut conn = paused_reader(server.local_addr()).await;
-    let tx = within(Duration::from_secs(2), "the stream sender", senders.recv()).await.unwrap();
+    let tx = within(Duration::from_secs(2), "the stream sender", senders.recv())
+        .await
+        .unwrap();
 
     // Push as fast as `send` allows. Once nothing drains the queue, a send must wait.
     let started = Instant::now();
@@ -85,13 +92,25 @@ async fn a_paused_reader_holds_the_queue_at_the_high_water_mark_and_paces_send()
             Err(_) => break seq,
         }
     };
-    assert!(max_buffered <= HIGH_WATER, "queue reached {max_buffered} bytes, mark is {HIGH_WATER}");
-    assert!(tx.buffered() >= HIGH_WATER - CHUNK, "a held-back producer faces a full queue: {}", tx.buffered());
+    assert!(
+        max_buffered <= HIGH_WATER,
+        "queue reached {max_buffered} bytes, mark is {HIGH_WATER}"
+    );
+    assert!(
+        tx.buffered() >= HIGH_WATER - CHUNK,
+        "a held-back producer faces a full queue: {}",
+        tx.buffered()
+    );
 
     // Still held back a little later, and the queue has not grown.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(tx.buffered() <= HIGH_WATER);
-    assert!(timeout(Duration::from_millis(200), tx.send(chunk(seq))).await.is_err(), "send must still wait");
+    assert!(
+        timeout(Duration::from_millis(200), tx.send(chunk(seq)))
+            .await
+            .is_err(),
+        "send must still wait"
+    );
     assert!(!tx.is_closed(), "a slow reader is not a disconnect");
 
     // The reader resumes: the producer finishes, and every byte arrives in order.
@@ -100,35 +119,56 @@ async fn a_paused_reader_holds_the_queue_at_the_high_water_mark_and_paces_send()
         let tx = tx.clone();
         tokio::spawn(async move {
             for s in blocked_at..blocked_at + TAIL {
-                tx.send(chunk(s)).await.expect("send after the reader resumed");
+                tx.send(chunk(s))
+                    .await
+                    .expect("send after the reader resumed");
             }
             tx.end();
         })
     };
-    let body = within(Duration::from_secs(10), "the whole body", conn.read_chunked_body()).await;
-    within(Duration::from_secs(2), "the producer", producer).await.unwrap();
+    let body = within(
+        Duration::from_secs(10),
+        "the whole body",
+        conn.read_chunked_body(),
+    )
+    .await;
+    within(Duration::from_secs(2), "the producer", producer)
+        .await
+        .unwrap();
     let total = blocked_at + TAIL;
     assert_eq!(body.len(), total as usize * CHUNK);
     for (i, c) in body.chunks(CHUNK).enumerate() {
-        assert_eq!(c, &chunk(i as u64)[..], "chunk {i} out of order or corrupted");
+        assert_eq!(
+            c,
+            &chunk(i as u64)[..],
+            "chunk {i} out of order or corrupted"
+        );
     }
     server.shutdown(Duration::from_secs(1)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_ignoring_backpressure_is_cut_off_at_the_hard_limit() {
-    let limits = QueueLimits { high_water_mark: 4 * CHUNK, max_buffered: 64 * CHUNK };
+    let limits = QueueLimits {
+        high_water_mark: 4 * CHUNK,
+        max_buffered: 64 * CHUNK,
+    };
     let (app, mut senders) = firehose_app(limits);
     let server = serve(app).await;
     let mut conn = paused_reader(server.local_addr()).await;
-    let tx = within(Duration::from_secs(2), "the stream sender", senders.recv()).await.unwrap();
+    let tx = within(Duration::from_secs(2), "the stream sender", senders.recv())
+        .await
+        .unwrap();
 
     // `write` never waits; it reports "above the mark" and, past the hard limit, aborts.
     let started = Instant::now();
     let mut saw_above_mark = false;
     let mut max_buffered = 0;
     let err = loop {
-        assert!(started.elapsed() < Duration::from_secs(10), "the hard limit never triggered");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the hard limit never triggered"
+        );
         match tx.write(chunk(0)) {
             Ok(below) => {
                 saw_above_mark |= !below;
@@ -139,7 +179,10 @@ async fn a_producer_ignoring_backpressure_is_cut_off_at_the_hard_limit() {
         tokio::task::yield_now().await;
     };
     assert!(err.is_full(), "{err:?}");
-    assert!(saw_above_mark, "write reported the high-water mark before the hard limit");
+    assert!(
+        saw_above_mark,
+        "write reported the high-water mark before the hard limit"
+    );
     assert!(max_buffered <= 64 * CHUNK, "queue grew to {max_buffered}");
     assert!(tx.is_closed());
 

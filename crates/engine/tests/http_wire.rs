@@ -19,7 +19,10 @@ fn app(senders: mpsc::UnboundedSender<SseSender>) -> App {
     app.get("/hello", |_req| async { "hello" }).unwrap();
     app.get("/thing", |_req| async { "got" }).unwrap();
     app.post("/thing", |_req| async { "posted" }).unwrap();
-    app.post("/echo", |req: rat_engine::Request| async move { req.body().clone() }).unwrap();
+    app.post("/echo", |req: rat_engine::Request| async move {
+        req.body().clone()
+    })
+    .unwrap();
     app.get("/users/:name", |req: rat_engine::Request| async move {
         format!("name={}", req.param("name").unwrap())
     })
@@ -37,13 +40,17 @@ fn app(senders: mpsc::UnboundedSender<SseSender>) -> App {
         format!("slug {}", req.param("slug").unwrap())
     })
     .unwrap();
-    app.get("/files/<path:rest>", |req: rat_engine::Request| async move {
-        format!("rest {}", req.param("rest").unwrap())
-    })
+    app.get(
+        "/files/<path:rest>",
+        |req: rat_engine::Request| async move { format!("rest {}", req.param("rest").unwrap()) },
+    )
     .unwrap();
     app.get("/query", |req: rat_engine::Request| async move {
-        let pairs: Vec<serde_json::Value> =
-            req.query().into_iter().map(|(k, v)| serde_json::json!([k, v])).collect();
+        let pairs: Vec<serde_json::Value> = req
+            .query()
+            .into_iter()
+            .map(|(k, v)| serde_json::json!([k, v]))
+            .collect();
         Json(serde_json::Value::Array(pairs))
     })
     .unwrap();
@@ -100,13 +107,21 @@ async fn an_unknown_path_is_a_404_with_a_json_body() {
 #[tokio::test]
 async fn a_wrong_method_is_a_405_listing_the_allowed_ones() {
     let (server, _) = start().await;
-    let res = fetch(server.local_addr(), request("DELETE", server.local_addr(), "/thing", "")).await;
+    let res = fetch(
+        server.local_addr(),
+        request("DELETE", server.local_addr(), "/thing", ""),
+    )
+    .await;
     assert_eq!(res.status, 405);
     assert_eq!(res.header("allow"), Some("GET, HEAD, POST"));
     assert_eq!(res.header("content-type"), Some("application/json"));
     assert_eq!(res.json()["status"], 405);
     // The routes themselves still answer their methods.
-    let res = fetch(server.local_addr(), request("POST", server.local_addr(), "/thing", "")).await;
+    let res = fetch(
+        server.local_addr(),
+        request("POST", server.local_addr(), "/thing", ""),
+    )
+    .await;
     assert_eq!((res.status, res.text().as_str()), (200, "posted"));
 }
 
@@ -118,7 +133,10 @@ async fn options_is_a_204_with_allow_and_404_for_unknown_paths() {
     assert_eq!(head.status, 204);
     assert_eq!(head.get("allow"), Some("GET, HEAD, POST"));
     assert!(body.is_empty());
-    assert!(head.get("transfer-encoding").is_none(), "a 204 has no body framing: {head:?}");
+    assert!(
+        head.get("transfer-encoding").is_none(),
+        "a 204 has no body framing: {head:?}"
+    );
     let (head, _) = conn.roundtrip("OPTIONS", "/hello", &[], b"").await;
     assert_eq!((head.status, head.get("allow")), (204, Some("GET, HEAD")));
     let (head, _) = conn.roundtrip("OPTIONS", "/nope", &[], b"").await;
@@ -153,8 +171,15 @@ async fn head_on_an_sse_route_sends_headers_only_and_closes_the_producer() {
     let head = conn.read_head().await;
     assert_eq!(head.status, 200);
     assert_eq!(head.get("content-type"), Some("text/event-stream"));
-    let tx = within(Duration::from_secs(2), "the producer", senders.recv()).await.unwrap();
-    within(Duration::from_secs(1), "the producer to see the stream closed", tx.closed()).await;
+    let tx = within(Duration::from_secs(2), "the producer", senders.recv())
+        .await
+        .unwrap();
+    within(
+        Duration::from_secs(1),
+        "the producer to see the stream closed",
+        tx.closed(),
+    )
+    .await;
     let (next, body) = conn.roundtrip("GET", "/hello", &[], b"").await;
     assert_eq!((next.status, body.as_slice()), (200, &b"hello"[..]));
 }
@@ -170,9 +195,19 @@ async fn a_body_over_the_limit_with_content_length_is_a_413() {
     let body = conn.read_body(&head).await;
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["status"], 413);
-    assert!(v["error"].as_str().unwrap().contains(&BODY_LIMIT.to_string()), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains(&BODY_LIMIT.to_string()),
+        "{v}"
+    );
     // Exactly at the limit is fine.
-    let ok = fetch(server.local_addr(), request("POST", server.local_addr(), "/echo", vec![b'y'; BODY_LIMIT])).await;
+    let ok = fetch(
+        server.local_addr(),
+        request("POST", server.local_addr(), "/echo", vec![b'y'; BODY_LIMIT]),
+    )
+    .await;
     assert_eq!((ok.status, ok.body.len()), (200, BODY_LIMIT));
 }
 
@@ -198,13 +233,19 @@ async fn a_chunked_upload_over_the_limit_is_a_413_and_at_the_limit_is_read() {
     let te = [("Transfer-Encoding", "chunked")];
 
     let mut conn = RawConn::connect(server.local_addr()).await;
-    let (head, body) = conn.roundtrip("POST", "/echo", &te, &chunked_upload(BODY_LIMIT, 16)).await;
+    let (head, body) = conn
+        .roundtrip("POST", "/echo", &te, &chunked_upload(BODY_LIMIT, 16))
+        .await;
     assert_eq!(head.status, 200);
     let expected: Vec<u8> = (0..BODY_LIMIT).map(|i| b'a' + (i / 16) as u8).collect();
-    assert_eq!(body, expected, "the handler saw the reassembled chunked body");
+    assert_eq!(
+        body, expected,
+        "the handler saw the reassembled chunked body"
+    );
 
     let mut conn = RawConn::connect(server.local_addr()).await;
-    conn.send_request("POST", "/echo", &te, &chunked_upload(BODY_LIMIT + 20, 16)).await;
+    conn.send_request("POST", "/echo", &te, &chunked_upload(BODY_LIMIT + 20, 16))
+        .await;
     let head = conn.read_head().await;
     assert_eq!(head.status, 413);
     let body = conn.read_body(&head).await;
@@ -223,7 +264,10 @@ async fn path_params_are_typed_and_percent_decoded() {
         ("/items/42", "int 42"),
         ("/items/-7", "int -7"),
         ("/items/%34%32", "int 42"),
-        ("/items/123e4567-e89b-12d3-a456-426614174000", "uuid 123e4567-e89b-12d3-a456-426614174000"),
+        (
+            "/items/123e4567-e89b-12d3-a456-426614174000",
+            "uuid 123e4567-e89b-12d3-a456-426614174000",
+        ),
         ("/items/seven", "slug seven"),
         ("/items/99999999999999999999", "slug 99999999999999999999"),
         ("/files/a/b/c.txt", "rest a/b/c.txt"),
@@ -239,11 +283,22 @@ async fn path_params_are_typed_and_percent_decoded() {
 #[tokio::test]
 async fn repeated_query_keys_reach_the_handler_in_order() {
     let (server, _) = start().await;
-    let res = get(server.local_addr(), "/query?a=1&b=x%20y&a=2&c&d=%E2%9C%93+ok&a=").await;
+    let res = get(
+        server.local_addr(),
+        "/query?a=1&b=x%20y&a=2&c&d=%E2%9C%93+ok&a=",
+    )
+    .await;
     assert_eq!(res.status, 200);
     assert_eq!(
         res.json(),
-        serde_json::json!([["a", "1"], ["b", "x y"], ["a", "2"], ["c", ""], ["d", "✓ ok"], ["a", ""]])
+        serde_json::json!([
+            ["a", "1"],
+            ["b", "x y"],
+            ["a", "2"],
+            ["c", ""],
+            ["d", "✓ ok"],
+            ["a", ""]
+        ])
     );
 }
 
@@ -251,7 +306,12 @@ async fn repeated_query_keys_reach_the_handler_in_order() {
 async fn several_set_cookie_headers_survive() {
     let (server, _) = start().await;
     let res = get(server.local_addr(), "/cookies").await;
-    let cookies: Vec<_> = res.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    let cookies: Vec<_> = res
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
     assert_eq!(cookies, ["a=1; Path=/", "b=2; HttpOnly"]);
     // On the wire they are separate header lines, not one folded line.
     let mut conn = RawConn::connect(server.local_addr()).await;
@@ -286,7 +346,13 @@ fn h2_get(path: &str) -> http::Request<Full<Bytes>> {
 async fn h2c_serves_a_plain_route() {
     let (server, _) = start().await;
     let mut h2 = support::h2_connect(server.local_addr()).await;
-    let res = within(Duration::from_secs(5), "h2 response", h2.send_request(h2_get("/hello"))).await.unwrap();
+    let res = within(
+        Duration::from_secs(5),
+        "h2 response",
+        h2.send_request(h2_get("/hello")),
+    )
+    .await
+    .unwrap();
     assert_eq!(res.version(), http::Version::HTTP_2);
     assert_eq!(res.status(), 200);
     let body = res.into_body().collect().await.unwrap().to_bytes();
@@ -299,7 +365,13 @@ async fn h2c_serves_a_plain_route() {
 async fn h2c_streams_sse_events_as_they_are_sent_alongside_other_requests() {
     let (server, _) = start().await;
     let mut h2 = support::h2_connect(server.local_addr()).await;
-    let res = within(Duration::from_secs(5), "h2 SSE head", h2.send_request(h2_get("/events"))).await.unwrap();
+    let res = within(
+        Duration::from_secs(5),
+        "h2 SSE head",
+        h2.send_request(h2_get("/events")),
+    )
+    .await
+    .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "text/event-stream");
     let mut body = res.into_body();
@@ -307,7 +379,9 @@ async fn h2c_streams_sse_events_as_they_are_sent_alongside_other_requests() {
     let mut arrivals = Vec::new();
     let mut plain_done = false;
     while let Some(frame) = within(Duration::from_secs(5), "an h2 data frame", body.frame()).await {
-        let Ok(data) = frame.unwrap().into_data() else { continue };
+        let Ok(data) = frame.unwrap().into_data() else {
+            continue;
+        };
         let at = Instant::now();
         for e in parser.feed(&data) {
             arrivals.push((e, at));
@@ -325,7 +399,10 @@ async fn h2c_streams_sse_events_as_they_are_sent_alongside_other_requests() {
     assert_eq!(arrivals[0].0.event_type, "hello");
     let times: Vec<_> = arrivals.iter().map(|(_, t)| *t).collect();
     let span = support::spread(&times);
-    assert!(span >= Duration::from_millis(250), "h2 events arrived together ({span:?}): not streamed");
+    assert!(
+        span >= Duration::from_millis(250),
+        "h2 events arrived together ({span:?}): not streamed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

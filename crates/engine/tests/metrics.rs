@@ -33,7 +33,10 @@ fn app() -> App {
 }
 
 async fn wait_for(server: &ServerHandle, what: &str, cond: impl Fn(&MetricsSnapshot) -> bool) {
-    eventually(Duration::from_secs(2), what, || cond(&server.metrics().snapshot())).await;
+    eventually(Duration::from_secs(2), what, || {
+        cond(&server.metrics().snapshot())
+    })
+    .await;
     // Report the whole snapshot if a later assertion fails.
     let _ = what;
 }
@@ -51,9 +54,20 @@ async fn connection_request_and_stream_counters_go_up_and_down() {
         assert_eq!((head.status, body.as_slice()), (200, &b"hello"[..]));
     }
     let s = server.metrics().snapshot();
-    assert_eq!((s.total_requests, s.total_connections, s.active_connections), (2, 1, 1), "{s:?}");
-    assert_eq!((s.active_streams, s.total_streams), (0, 0), "plain responses are not streams: {s:?}");
-    assert!(s.bytes_sent == 0, "bytes_sent counts stream bytes only: {s:?}");
+    assert_eq!(
+        (s.total_requests, s.total_connections, s.active_connections),
+        (2, 1, 1),
+        "{s:?}"
+    );
+    assert_eq!(
+        (s.active_streams, s.total_streams),
+        (0, 0),
+        "plain responses are not streams: {s:?}"
+    );
+    assert!(
+        s.bytes_sent == 0,
+        "bytes_sent counts stream bytes only: {s:?}"
+    );
 
     // An SSE stream on a second connection.
     let (sse, _) = open_sse(addr, "/events").await;
@@ -65,7 +79,10 @@ async fn connection_request_and_stream_counters_go_up_and_down() {
     assert_eq!((s.active_connections, s.total_connections), (2, 2), "{s:?}");
     assert_eq!((s.active_streams, s.total_streams), (1, 1), "{s:?}");
     assert_eq!(s.total_requests, 3);
-    assert_eq!(s.events_sent, 3, "events written before and after the response started: {s:?}");
+    assert_eq!(
+        s.events_sent, 3,
+        "events written before and after the response started: {s:?}"
+    );
     assert!(s.bytes_sent >= 3 * "data: 0\n\n".len() as u64, "{s:?}");
 
     // A 404 is counted as a request and as rejected.
@@ -76,15 +93,28 @@ async fn connection_request_and_stream_counters_go_up_and_down() {
 
     // The SSE client leaves: its stream and its connection go away.
     drop(sse);
-    wait_for(&server, "active_streams back to 0", |s| s.active_streams == 0).await;
-    wait_for(&server, "one active connection", |s| s.active_connections == 1).await;
+    wait_for(&server, "active_streams back to 0", |s| {
+        s.active_streams == 0
+    })
+    .await;
+    wait_for(&server, "one active connection", |s| {
+        s.active_connections == 1
+    })
+    .await;
     assert_eq!(server.metrics().snapshot().total_streams, 1);
 
     // The plain connection closes too.
     drop(plain);
-    wait_for(&server, "no active connections", |s| s.active_connections == 0).await;
+    wait_for(&server, "no active connections", |s| {
+        s.active_connections == 0
+    })
+    .await;
     let s = server.metrics().snapshot();
-    assert_eq!((s.total_connections, s.total_requests, s.handler_errors), (2, 4, 0), "{s:?}");
+    assert_eq!(
+        (s.total_connections, s.total_requests, s.handler_errors),
+        (2, 4, 0),
+        "{s:?}"
+    );
     server.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -101,13 +131,27 @@ async fn an_h2_connection_counts_once_and_each_stream_request_separately() {
     let a = h2.send_request(req("/events")).await.unwrap();
     let b = h2.send_request(req("/events")).await.unwrap();
     let hello = h2.send_request(req("/hello")).await.unwrap();
-    assert_eq!(hello.into_body().collect().await.unwrap().to_bytes(), "hello");
+    assert_eq!(
+        hello.into_body().collect().await.unwrap().to_bytes(),
+        "hello"
+    );
     let s = server.metrics().snapshot();
-    assert_eq!((s.active_connections, s.total_requests, s.active_streams), (1, 3, 2), "{s:?}");
+    assert_eq!(
+        (s.active_connections, s.total_requests, s.active_streams),
+        (1, 3, 2),
+        "{s:?}"
+    );
 
     drop(a);
-    wait_for(&server, "one stream left after an h2 stream reset", |s| s.active_streams == 1).await;
-    assert_eq!(server.metrics().snapshot().active_connections, 1, "the connection stays");
+    wait_for(&server, "one stream left after an h2 stream reset", |s| {
+        s.active_streams == 1
+    })
+    .await;
+    assert_eq!(
+        server.metrics().snapshot().active_connections,
+        1,
+        "the connection stays"
+    );
     drop(b);
     wait_for(&server, "no streams", |s| s.active_streams == 0).await;
     drop(h2);

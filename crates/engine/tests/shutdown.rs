@@ -51,7 +51,10 @@ async fn shutdown_closes_idle_and_streaming_connections_within_the_grace_and_ref
     let mut idle = RawConn::connect(addr).await;
     let (head, body) = idle.roundtrip("GET", "/plain", &[], b"").await;
     assert_eq!((head.status, body.as_slice()), (200, &b"plain"[..]));
-    assert!(!idle.closed_within(Duration::from_millis(100)).await, "keep-alive keeps the connection open");
+    assert!(
+        !idle.closed_within(Duration::from_millis(100)).await,
+        "keep-alive keeps the connection open"
+    );
     support::eventually(Duration::from_secs(1), "two connections", || {
         server.metrics().snapshot().active_connections == 2
     })
@@ -62,7 +65,10 @@ async fn shutdown_closes_idle_and_streaming_connections_within_the_grace_and_ref
     let shutdown = tokio::spawn(server.shutdown(grace));
 
     // The idle connection is closed at once, long before the grace period ends.
-    assert!(idle.closed_within(grace / 2).await, "the idle keep-alive connection was not closed");
+    assert!(
+        idle.closed_within(grace / 2).await,
+        "the idle keep-alive connection was not closed"
+    );
     let idle_closed = t0.elapsed();
 
     // The stream goes on during the grace period, then is cut.
@@ -78,13 +84,33 @@ async fn shutdown_closes_idle_and_streaming_connections_within_the_grace_and_ref
     assert!(during_grace >= 1, "no events during the grace period");
     assert!(sse.ended.is_some());
 
-    within(grace + Duration::from_secs(3), "shutdown to return", shutdown).await.unwrap();
+    within(
+        grace + Duration::from_secs(3),
+        "shutdown to return",
+        shutdown,
+    )
+    .await
+    .unwrap();
     let took = t0.elapsed();
-    assert!(idle_closed < grace, "idle connection closed after {idle_closed:?}");
-    assert!(stream_closed >= grace / 2, "the stream was cut before the grace period: {stream_closed:?}");
-    assert!(took < grace + Duration::from_secs(2), "shutdown took {took:?} for a grace of {grace:?}");
+    assert!(
+        idle_closed < grace,
+        "idle connection closed after {idle_closed:?}"
+    );
+    assert!(
+        stream_closed >= grace / 2,
+        "the stream was cut before the grace period: {stream_closed:?}"
+    );
+    assert!(
+        took < grace + Duration::from_secs(2),
+        "shutdown took {took:?} for a grace of {grace:?}"
+    );
 
-    let refused = within(Duration::from_secs(2), "connect after shutdown", TcpStream::connect(addr)).await;
+    let refused = within(
+        Duration::from_secs(2),
+        "connect after shutdown",
+        TcpStream::connect(addr),
+    )
+    .await;
     assert!(refused.is_err(), "a connection was accepted after shutdown");
 }
 
@@ -105,8 +131,14 @@ async fn a_finite_response_in_flight_completes_during_the_grace_period() {
     // The connection then closes (no keep-alive during shutdown) and shutdown returns
     // without waiting for the whole grace period.
     assert!(conn.closed_within(Duration::from_secs(2)).await);
-    within(Duration::from_secs(2), "shutdown", shutdown).await.unwrap();
-    assert!(t0.elapsed() < Duration::from_secs(3), "shutdown waited {:?}", t0.elapsed());
+    within(Duration::from_secs(2), "shutdown", shutdown)
+        .await
+        .unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "shutdown waited {:?}",
+        t0.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,6 +156,11 @@ async fn serve_until_shuts_down_when_the_signal_fires() {
     assert_eq!(ok.text(), "plain");
     assert!(!running.is_finished());
     fire.send(()).unwrap();
-    within(Duration::from_secs(3), "serve_until to return", running).await.unwrap();
-    assert!(TcpStream::connect(addr).await.is_err(), "still accepting after the signal");
+    within(Duration::from_secs(3), "serve_until to return", running)
+        .await
+        .unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "still accepting after the signal"
+    );
 }

@@ -21,7 +21,11 @@ fn paced_app(count: usize, every: Duration) -> App {
                 if i > 0 {
                     tokio::time::sleep(every).await;
                 }
-                let e = Event::new().event("tick").id(i.to_string()).unwrap().data(format!("tick {i}"));
+                let e = Event::new()
+                    .event("tick")
+                    .id(i.to_string())
+                    .unwrap()
+                    .data(format!("tick {i}"));
                 if tx.send(&e).await.is_err() {
                     return;
                 }
@@ -45,20 +49,42 @@ async fn sse_events_arrive_one_by_one_while_the_stream_is_open() {
     while let Some(a) = reader.next_event().await {
         arrivals.push(a);
     }
-    assert_eq!(reader.ended, Some(Chunk::End), "the stream ends cleanly after the last event");
-    let names: Vec<_> = arrivals.iter().map(|a| (a.event.event_type.as_str(), a.event.data.as_str())).collect();
+    assert_eq!(
+        reader.ended,
+        Some(Chunk::End),
+        "the stream ends cleanly after the last event"
+    );
+    let names: Vec<_> = arrivals
+        .iter()
+        .map(|a| (a.event.event_type.as_str(), a.event.data.as_str()))
+        .collect();
     let expected: Vec<_> = (0..COUNT).map(|i| format!("tick {i}")).collect();
-    assert_eq!(names, expected.iter().map(|d| ("tick", d.as_str())).collect::<Vec<_>>());
-    assert_eq!(arrivals.last().unwrap().event.last_event_id, (COUNT - 1).to_string());
+    assert_eq!(
+        names,
+        expected
+            .iter()
+            .map(|d| ("tick", d.as_str()))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        arrivals.last().unwrap().event.last_event_id,
+        (COUNT - 1).to_string()
+    );
 
     // The producer needs at least (COUNT-1) * 100 ms = 500 ms. Events delivered one by one
     // spread over most of that time; a buffered response would deliver them together at
     // the end. Generous bounds: the box may be busy.
     let times: Vec<Instant> = arrivals.iter().map(|a| a.at).collect();
     let span = support::spread(&times);
-    assert!(span >= Duration::from_millis(300), "events arrived within {span:?} of each other: not streamed");
+    assert!(
+        span >= Duration::from_millis(300),
+        "events arrived within {span:?} of each other: not streamed"
+    );
     let distinct_reads = times.windows(2).filter(|w| w[1] > w[0]).count() + 1;
-    assert!(distinct_reads >= 4, "only {distinct_reads} separate arrivals for {COUNT} paced events");
+    assert!(
+        distinct_reads >= 4,
+        "only {distinct_reads} separate arrivals for {COUNT} paced events"
+    );
     server.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -86,16 +112,29 @@ async fn a_client_disconnect_resolves_closed_on_an_idle_producer_within_a_second
     let mut reader = SseReader::new(conn);
     let first = reader.next_event().await.expect("the hello event");
     assert_eq!(first.event.event_type, "hello");
-    let sender = within(Duration::from_secs(2), "the sender", rx.recv()).await.unwrap();
+    let sender = within(Duration::from_secs(2), "the sender", rx.recv())
+        .await
+        .unwrap();
     assert!(!sender.is_closed(), "open while the client reads");
 
     drop(reader);
     let t0 = Instant::now();
-    within(Duration::from_secs(1), "SseSender::closed() after the client left", sender.closed()).await;
+    within(
+        Duration::from_secs(1),
+        "SseSender::closed() after the client left",
+        sender.closed(),
+    )
+    .await;
     assert!(sender.is_closed());
-    let err = sender.send(&Event::data_only("late")).await.expect_err("send after the client left");
+    let err = sender
+        .send(&Event::data_only("late"))
+        .await
+        .expect_err("send after the client left");
     assert!(err.is_closed(), "{err:?}");
-    assert!(sender.write(&Event::data_only("late")).unwrap_err().is_closed());
+    assert!(sender
+        .write(&Event::data_only("late"))
+        .unwrap_err()
+        .is_closed());
     assert!(t0.elapsed() < Duration::from_secs(1));
     server.shutdown(Duration::from_secs(1)).await;
 }
@@ -131,8 +170,13 @@ async fn a_client_disconnect_makes_a_busy_producer_stop_within_a_second() {
     }
     drop(reader);
     let left = Instant::now();
-    let (sent, stopped_at) =
-        within(Duration::from_secs(1), "the producer to see the disconnect", done_rx.recv()).await.unwrap();
+    let (sent, stopped_at) = within(
+        Duration::from_secs(1),
+        "the producer to see the disconnect",
+        done_rx.recv(),
+    )
+    .await
+    .unwrap();
     assert!(sent >= 3, "the producer sent {sent} events before stopping");
     assert!(stopped_at.duration_since(left) < Duration::from_secs(1));
     support::eventually(Duration::from_secs(1), "no active streams", || {
@@ -179,21 +223,37 @@ async fn an_idle_stream_gets_comment_heartbeats_and_no_events() {
         match within(Duration::from_secs(3), "a heartbeat", conn.read_chunk()).await {
             Chunk::Data(d) => {
                 raw.extend_from_slice(&d);
-                assert!(parser.feed(&d).is_empty(), "a heartbeat must not dispatch an event");
+                assert!(
+                    parser.feed(&d).is_empty(),
+                    "a heartbeat must not dispatch an event"
+                );
             }
             other => panic!("stream ended: {other:?}"),
         }
     }
     // Two heartbeats 150 ms apart: not before the interval, well within 3 s.
-    assert!(t0.elapsed() >= Duration::from_millis(200), "heartbeats came too early: {:?}", t0.elapsed());
-    assert!(raw.starts_with(b":"), "a heartbeat is a comment line: {raw:?}");
-    assert!(raw.iter().all(|b| *b == b':' || *b == b'\n' || *b == b' '), "only comment lines: {raw:?}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(200),
+        "heartbeats came too early: {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        raw.starts_with(b":"),
+        "a heartbeat is a comment line: {raw:?}"
+    );
+    assert!(
+        raw.iter().all(|b| *b == b':' || *b == b'\n' || *b == b' '),
+        "only comment lines: {raw:?}"
+    );
 
     // A stream that turned heartbeats off stays silent.
     let (mut quiet, _) = open_sse(server.local_addr(), "/quiet").await;
     let _keep_quiet = rx.recv().await.unwrap();
     let silent = tokio::time::timeout(Duration::from_millis(600), quiet.read_chunk()).await;
-    assert!(silent.is_err(), "no bytes on a stream with heartbeats off: {silent:?}");
+    assert!(
+        silent.is_err(),
+        "no bytes on a stream with heartbeats off: {silent:?}"
+    );
     server.shutdown(Duration::from_millis(200)).await;
 }
 
@@ -209,14 +269,22 @@ async fn heartbeats_wait_while_events_flow() {
         n += 1;
     }
     assert_eq!(n, 15);
-    assert!(reader.parser.comments.is_empty(), "heartbeats on a busy stream: {:?}", reader.parser.comments);
+    assert!(
+        reader.parser.comments.is_empty(),
+        "heartbeats on a busy stream: {:?}",
+        reader.parser.comments
+    );
     server.shutdown(Duration::from_millis(200)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tricky_event_fields_survive_the_wire() {
     let events = vec![
-        Event::new().event("update").id("1").unwrap().data("{\"counter\":1}"),
+        Event::new()
+            .event("update")
+            .id("1")
+            .unwrap()
+            .data("{\"counter\":1}"),
         Event::data_only(""),
         Event::data_only("a\nb\r\nc\rd"),
         Event::data_only("  leading spaces"),

@@ -14,14 +14,20 @@ use support::{read_timed_chunks, serve, spread, Chunk, Head, RawConn};
 use tokio::time::Instant;
 
 /// Yields `items`, waiting `every` before each one after the first.
-fn paced<T: Send + 'static>(items: Vec<T>, every: Duration) -> impl Stream<Item = T> + Send + 'static {
-    stream::unfold((items.into_iter(), true), move |(mut it, first)| async move {
-        let item = it.next()?;
-        if !first {
-            tokio::time::sleep(every).await;
-        }
-        Some((item, (it, false)))
-    })
+fn paced<T: Send + 'static>(
+    items: Vec<T>,
+    every: Duration,
+) -> impl Stream<Item = T> + Send + 'static {
+    stream::unfold(
+        (items.into_iter(), true),
+        move |(mut it, first)| async move {
+            let item = it.next()?;
+            if !first {
+                tokio::time::sleep(every).await;
+            }
+            Some((item, (it, false)))
+        },
+    )
 }
 
 const STEP: Duration = Duration::from_millis(120);
@@ -49,27 +55,43 @@ fn app() -> App {
     })
     .unwrap();
     app.get("/ndjson", |_req| async {
-        let items = (1..=4).map(|i| serde_json::json!({"id": i, "name": format!("item {i}")})).collect();
+        let items = (1..=4)
+            .map(|i| serde_json::json!({"id": i, "name": format!("item {i}")}))
+            .collect();
         json_stream(paced(items, STEP))
     })
     .unwrap();
     app.get("/text", |_req| async {
-        text_stream(paced(vec!["first line", "second line", "third line", "第四行"], STEP))
+        text_stream(paced(
+            vec!["first line", "second line", "third line", "第四行"],
+            STEP,
+        ))
     })
     .unwrap();
     app.get("/binary", |_req| async {
-        let chunks: Vec<Vec<u8>> = vec![vec![0, 1, 2, 255], b"\r\n0\r\n\r\n".to_vec(), vec![0xFE; 300]];
+        let chunks: Vec<Vec<u8>> = vec![
+            vec![0, 1, 2, 255],
+            b"\r\n0\r\n\r\n".to_vec(),
+            vec![0xFE; 300],
+        ];
         binary_stream(paced(chunks, STEP))
     })
     .unwrap();
     app.get("/custom", |_req| async {
-        StreamingResponse::new("application/vnd.test", paced(vec![Ok(Bytes::from("x")), Ok(Bytes::from("y"))], STEP))
-            .status(http::StatusCode::ACCEPTED)
-            .header(http::HeaderName::from_static("x-stream"), http::HeaderValue::from_static("yes"))
+        StreamingResponse::new(
+            "application/vnd.test",
+            paced(vec![Ok(Bytes::from("x")), Ok(Bytes::from("y"))], STEP),
+        )
+        .status(http::StatusCode::ACCEPTED)
+        .header(
+            http::HeaderName::from_static("x-stream"),
+            http::HeaderValue::from_static("yes"),
+        )
     })
     .unwrap();
     app.get("/channel", |_req| async {
-        let (res, tx) = StreamingResponse::channel("text/plain; charset=utf-8", QueueLimits::default());
+        let (res, tx) =
+            StreamingResponse::channel("text/plain; charset=utf-8", QueueLimits::default());
         tokio::spawn(async move {
             for i in 0..4 {
                 if tx.send(Bytes::from(format!("line {i}\n"))).await.is_err() {
@@ -83,7 +105,10 @@ fn app() -> App {
     })
     .unwrap();
     app.get("/broken", |_req| async {
-        let items = vec![Ok(Bytes::from("partial\n")), Err(rat_engine::Error::handler("producer failed"))];
+        let items = vec![
+            Ok(Bytes::from("partial\n")),
+            Err(rat_engine::Error::handler("producer failed")),
+        ];
         StreamingResponse::new("text/plain", paced(items, STEP))
     })
     .unwrap();
@@ -95,7 +120,10 @@ async fn open(path: &str, server: &rat_engine::ServerHandle) -> (RawConn, Head) 
     conn.send_request("GET", path, &[], b"").await;
     let head = conn.read_head().await;
     assert_eq!(head.status / 100, 2, "{path}: {head:?}");
-    assert!(head.is_chunked(), "{path} streams with chunked encoding: {head:?}");
+    assert!(
+        head.is_chunked(),
+        "{path} streams with chunked encoding: {head:?}"
+    );
     assert_eq!(head.get("cache-control"), Some("no-cache"), "{path}");
     (conn, head)
 }
@@ -105,7 +133,11 @@ async fn read_streamed(conn: &mut RawConn, min_spread: Duration) -> (Vec<u8>, Ve
     let chunks = read_timed_chunks(conn).await;
     let times: Vec<Instant> = chunks.iter().map(|(t, _)| *t).collect();
     let s = spread(&times);
-    assert!(chunks.len() >= 3, "only {} chunks: the body was not streamed", chunks.len());
+    assert!(
+        chunks.len() >= 3,
+        "only {} chunks: the body was not streamed",
+        chunks.len()
+    );
     assert!(s >= min_spread, "chunks arrived within {s:?}: not streamed");
     (chunks.into_iter().flat_map(|(_, d)| d).collect(), times)
 }
@@ -141,7 +173,10 @@ async fn ndjson_items_arrive_one_line_at_a_time() {
     let lines: Vec<serde_json::Value> = chunks
         .iter()
         .map(|(_, d)| {
-            assert!(d.ends_with(b"\n") && d.iter().filter(|b| **b == b'\n').count() == 1, "{d:?}");
+            assert!(
+                d.ends_with(b"\n") && d.iter().filter(|b| **b == b'\n').count() == 1,
+                "{d:?}"
+            );
             serde_json::from_slice(d).unwrap()
         })
         .collect();
@@ -158,7 +193,10 @@ async fn text_stream_lines_arrive_over_time() {
     let (mut conn, head) = open("/text", &server).await;
     assert_eq!(head.get("content-type"), Some("text/plain; charset=utf-8"));
     let (body, _) = read_streamed(&mut conn, 2 * STEP).await;
-    assert_eq!(String::from_utf8(body).unwrap(), "first line\nsecond line\nthird line\n第四行\n");
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        "first line\nsecond line\nthird line\n第四行\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,5 +234,9 @@ async fn a_failing_stream_cuts_the_connection_instead_of_ending_cleanly() {
     let server = serve(app()).await;
     let (mut conn, _) = open("/broken", &server).await;
     assert_eq!(conn.read_chunk().await, Chunk::Data(b"partial\n".to_vec()));
-    assert_eq!(conn.read_chunk().await, Chunk::Eof, "the client must see an incomplete body");
+    assert_eq!(
+        conn.read_chunk().await,
+        Chunk::Eof,
+        "the client must see an incomplete body"
+    );
 }

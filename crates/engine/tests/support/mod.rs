@@ -31,7 +31,9 @@ pub async fn serve(app: App) -> ServerHandle {
 
 /// Starts `app` on 127.0.0.1 with a free port and the given config.
 pub async fn serve_with(app: App, config: ServerConfig) -> ServerHandle {
-    Server::bind("127.0.0.1:0", app, config).await.expect("bind 127.0.0.1:0")
+    Server::bind("127.0.0.1:0", app, config)
+        .await
+        .expect("bind 127.0.0.1:0")
 }
 
 /// Awaits `fut` or panics with `what` after `limit`.
@@ -69,20 +71,29 @@ impl Head {
     /// The first value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
     }
     /// Every value of `name`.
     pub fn get_all(&self, name: &str) -> Vec<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().filter(|(k, _)| *k == name).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
     /// True when the body uses chunked transfer coding.
     pub fn is_chunked(&self) -> bool {
-        self.get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        self.get("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
     }
     /// The declared content length.
     pub fn content_length(&self) -> Option<usize> {
-        self.get("content-length").map(|v| v.parse().expect("numeric content-length"))
+        self.get("content-length")
+            .map(|v| v.parse().expect("numeric content-length"))
     }
 }
 
@@ -115,17 +126,30 @@ impl RawConn {
 
     /// Wraps a connected socket.
     pub fn from_stream(stream: TcpStream) -> RawConn {
-        RawConn { stream, buf: Vec::new(), eof: false }
+        RawConn {
+            stream,
+            buf: Vec::new(),
+            eof: false,
+        }
     }
 
     /// Writes raw bytes.
     pub async fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.expect("write to the test server");
+        self.stream
+            .write_all(bytes)
+            .await
+            .expect("write to the test server");
     }
 
     /// Writes a request: `Host` is added, and `Content-Length` when `body` is non-empty
     /// and no framing header was given.
-    pub async fn send_request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) {
+    pub async fn send_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) {
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
@@ -148,9 +172,13 @@ impl RawConn {
             return false;
         }
         let mut tmp = [0u8; 16 * 1024];
-        let n = within(READ_DEADLINE, "bytes from the server", self.stream.read(&mut tmp))
-            .await
-            .unwrap_or(0);
+        let n = within(
+            READ_DEADLINE,
+            "bytes from the server",
+            self.stream.read(&mut tmp),
+        )
+        .await
+        .unwrap_or(0);
         if n == 0 {
             self.eof = true;
             return false;
@@ -183,8 +211,15 @@ impl RawConn {
             let status_line = self.read_line().await.expect("a status line before EOF");
             let status_line = String::from_utf8(status_line).expect("ASCII status line");
             let mut parts = status_line.splitn(3, ' ');
-            assert_eq!(parts.next(), Some("HTTP/1.1"), "status line {status_line:?}");
-            let status: u16 = parts.next().and_then(|s| s.parse().ok()).expect("status code");
+            assert_eq!(
+                parts.next(),
+                Some("HTTP/1.1"),
+                "status line {status_line:?}"
+            );
+            let status: u16 = parts
+                .next()
+                .and_then(|s| s.parse().ok())
+                .expect("status code");
             let mut headers = Vec::new();
             loop {
                 let line = self.read_line().await.expect("headers before EOF");
@@ -205,14 +240,20 @@ impl RawConn {
     /// Reads exactly `n` body bytes.
     pub async fn read_exact_body(&mut self, n: usize) -> Vec<u8> {
         while self.buf.len() < n {
-            assert!(self.fill().await, "EOF after {} of {n} body bytes", self.buf.len());
+            assert!(
+                self.fill().await,
+                "EOF after {} of {n} body bytes",
+                self.buf.len()
+            );
         }
         self.buf.drain(..n).collect()
     }
 
     /// Reads the next chunk of a chunked body.
     pub async fn read_chunk(&mut self) -> Chunk {
-        let Some(size_line) = self.read_line().await else { return Chunk::Eof };
+        let Some(size_line) = self.read_line().await else {
+            return Chunk::Eof;
+        };
         let size_line = String::from_utf8(size_line).expect("ASCII chunk size");
         let size_hex = size_line.split(';').next().unwrap().trim();
         let size = usize::from_str_radix(size_hex, 16)
@@ -261,10 +302,20 @@ impl RawConn {
     }
 
     /// Sends a request and reads the whole response.
-    pub async fn roundtrip(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (Head, Vec<u8>) {
+    pub async fn roundtrip(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (Head, Vec<u8>) {
         self.send_request(method, path, headers, body).await;
         let head = self.read_head().await;
-        let body = if method == "HEAD" { Vec::new() } else { self.read_body(&head).await };
+        let body = if method == "HEAD" {
+            Vec::new()
+        } else {
+            self.read_body(&head).await
+        };
         (head, body)
     }
 
@@ -298,11 +349,15 @@ impl RawConn {
 /// returns the connection positioned at the start of the chunked body.
 pub async fn open_sse(addr: SocketAddr, path: &str) -> (RawConn, Head) {
     let mut conn = RawConn::connect(addr).await;
-    conn.send_request("GET", path, &[("Accept", "text/event-stream")], b"").await;
+    conn.send_request("GET", path, &[("Accept", "text/event-stream")], b"")
+        .await;
     let head = conn.read_head().await;
     assert_eq!(head.status, 200, "SSE response status");
     assert_eq!(head.get("content-type"), Some("text/event-stream"));
-    assert!(head.is_chunked(), "an HTTP/1.1 SSE stream is chunked: {head:?}");
+    assert!(
+        head.is_chunked(),
+        "an HTTP/1.1 SSE stream is chunked: {head:?}"
+    );
     (conn, head)
 }
 
@@ -329,7 +384,12 @@ pub struct SseReader {
 impl SseReader {
     /// Wraps a connection positioned at the start of an SSE body.
     pub fn new(conn: RawConn) -> SseReader {
-        SseReader { conn, parser: sse::Parser::new(), ready: Default::default(), ended: None }
+        SseReader {
+            conn,
+            parser: sse::Parser::new(),
+            ready: Default::default(),
+            ended: None,
+        }
     }
 
     /// Reads one more chunk and parses it; false once the body has ended.
@@ -387,7 +447,9 @@ impl Fetched {
     }
     /// A header as a string.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().expect("visible ASCII header"))
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().expect("visible ASCII header"))
     }
 }
 
@@ -403,7 +465,11 @@ pub async fn fetch(addr: SocketAddr, req: http::Request<Full<Bytes>>) -> Fetched
         let res = sender.send_request(req).await.expect("response");
         let (parts, body) = res.into_parts();
         let body = body.collect().await.expect("whole body").to_bytes();
-        Fetched { status: parts.status.as_u16(), headers: parts.headers, body }
+        Fetched {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
     })
     .await
 }
@@ -414,7 +480,12 @@ pub async fn get(addr: SocketAddr, path: &str) -> Fetched {
 }
 
 /// Builds a request with `Host` set.
-pub fn request(method: &str, addr: SocketAddr, path: &str, body: impl Into<Bytes>) -> http::Request<Full<Bytes>> {
+pub fn request(
+    method: &str,
+    addr: SocketAddr,
+    path: &str,
+    body: impl Into<Bytes>,
+) -> http::Request<Full<Bytes>> {
     http::Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"))
@@ -427,9 +498,10 @@ pub fn request(method: &str, addr: SocketAddr, path: &str, body: impl Into<Bytes
 pub async fn h2_connect(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
     within(READ_DEADLINE, "an h2c handshake", async {
         let stream = TcpStream::connect(addr).await.expect("connect");
-        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("h2 handshake");
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("h2 handshake");
         tokio::spawn(conn);
         sender
     })

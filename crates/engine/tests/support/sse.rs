@@ -158,6 +158,10 @@ impl Parser {
             t if t.is_empty() => "message".to_string(),
             t => t,
         };
-        out.push(Dispatched { event_type, data, last_event_id: self.last_event_id.clone() });
+        out.push(Dispatched {
+            event_type,
+            data,
+            last_event_id: self.last_event_id.clone(),
+        });
     }
 }
