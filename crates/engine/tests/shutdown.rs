@@ -40,7 +40,8 @@ fn app() -> App {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_closes_idle_and_streaming_connections_within_the_grace_and_refuses_new_ones() {
+async fn shutdown_closes_idle_connections_at_once_ends_streams_after_the_grace_and_refuses_new_ones(
+) {
     let server = serve(app()).await;
     let addr = server.local_addr();
 
@@ -71,7 +72,7 @@ async fn shutdown_closes_idle_and_streaming_connections_within_the_grace_and_ref
     );
     let idle_closed = t0.elapsed();
 
-    // The stream goes on during the grace period, then is cut.
+    // The stream goes on during the grace period, then is ended cleanly.
     let during_grace = within(grace + Duration::from_secs(3), "the stream's end", async {
         let mut n = 0;
         while sse.next_event().await.is_some() {
@@ -82,7 +83,11 @@ async fn shutdown_closes_idle_and_streaming_connections_within_the_grace_and_ref
     .await;
     let stream_closed = t0.elapsed();
     assert!(during_grace >= 1, "no events during the grace period");
-    assert!(sse.ended.is_some());
+    assert!(
+        matches!(sse.ended, Some(Chunk::End)),
+        "the stream was cut instead of ended: {:?}",
+        sse.ended.as_ref().map(|c| matches!(c, Chunk::Eof))
+    );
 
     within(
         grace + Duration::from_secs(3),
@@ -98,7 +103,7 @@ async fn shutdown_closes_idle_and_streaming_connections_within_the_grace_and_ref
     );
     assert!(
         stream_closed >= grace / 2,
-        "the stream was cut before the grace period: {stream_closed:?}"
+        "the stream ended before the grace period: {stream_closed:?}"
     );
     assert!(
         took < grace + Duration::from_secs(2),

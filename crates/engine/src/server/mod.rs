@@ -13,6 +13,7 @@
 //! ```
 
 mod config;
+mod registry;
 mod service;
 
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::ServerConfig;
+use registry::StreamRegistry;
 
 use crate::app::App;
 use crate::error::{Error, Result};
@@ -45,12 +47,14 @@ pub struct ServerHandle {
     force: CancellationToken,
     tracker: TaskTracker,
     accept_loop: tokio::task::JoinHandle<()>,
+    streams: Arc<StreamRegistry>,
 }
 
 pub(crate) struct Shared {
     pub(crate) app: App,
     pub(crate) config: ServerConfig,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) streams: Arc<StreamRegistry>,
 }
 
 impl Server {
@@ -79,10 +83,12 @@ impl Server {
             .local_addr()
             .map_err(|e| Error::io("cannot read the bound address", e))?;
         let metrics = Arc::new(Metrics::new());
+        let streams = Arc::new(StreamRegistry::default());
         let shared = Arc::new(Shared {
             app,
             config,
             metrics: metrics.clone(),
+            streams: streams.clone(),
         });
         let stop_accepting = CancellationToken::new();
         let graceful = CancellationToken::new();
@@ -104,6 +110,7 @@ impl Server {
             force,
             tracker,
             accept_loop,
+            streams,
         })
     }
 }
@@ -119,15 +126,25 @@ impl ServerHandle {
         &self.metrics
     }
 
-    /// Stops accepting, asks every connection to finish (idle keep-alive connections close
-    /// at once; responses in flight, streams included, may go on), and after `grace`
-    /// closes whatever is still open. Resolves when every connection is gone.
+    /// Stops accepting and asks every connection to finish: idle keep-alive connections
+    /// close at once, responses in flight (streams included) may go on for `grace`. Streams
+    /// still open then are ended cleanly (what they queued is delivered, then the end of the
+    /// body); connections that cannot take even that within a short flush window are closed.
+    /// Resolves when every connection is gone.
     pub async fn shutdown(self, grace: Duration) {
         self.stop_accepting.cancel();
         let _ = self.accept_loop.await;
         self.graceful.cancel();
         self.tracker.close();
         if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        self.streams.end_all();
+        let flush = grace.clamp(Duration::from_millis(100), Duration::from_secs(1));
+        if tokio::time::timeout(flush, self.tracker.wait())
             .await
             .is_err()
         {

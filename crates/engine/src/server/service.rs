@@ -139,6 +139,9 @@ async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: hyper::Request<Incom
     if res.body().is_streaming() {
         let heartbeat = shared.config.heartbeat;
         res.body_mut().attach(metrics, heartbeat);
+        if let Some(stream) = res.body().queue_sender() {
+            shared.streams.track(stream);
+        }
     }
     res
 }

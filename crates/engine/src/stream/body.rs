@@ -113,6 +113,14 @@ impl Body {
         })))
     }
 
+    /// The producer side of a queue-fed body.
+    pub(crate) fn queue_sender(&self) -> Option<super::queue::StreamSender> {
+        match &self.kind {
+            Kind::Queue(q) => Some(q.rx.sender()),
+            _ => None,
+        }
+    }
+
     /// True for bodies that stream (a queue or a stream), as opposed to empty/full ones.
     pub fn is_streaming(&self) -> bool {
         matches!(self.kind, Kind::Queue(_) | Kind::Stream(_))

@@ -392,6 +392,13 @@ pub(crate) struct QueueReceiver {
 }
 
 impl QueueReceiver {
+    /// A producer handle on this queue (the server keeps one to end streams at shutdown).
+    pub(crate) fn sender(&self) -> StreamSender {
+        StreamSender {
+            shared: self.shared.clone(),
+        }
+    }
+
     pub(crate) fn attach_metrics(&self, metrics: &Arc<Metrics>) -> bool {
         let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
         let fresh = self.shared.metrics.set(metrics.clone()).is_ok();
