@@ -1,0 +1,112 @@
+// close(): streams end within the grace, finishing ones may finish, the port is released,
+// and Node can exit afterwards; while listening, Node stays alive.
+import net from 'node:net'
+import { fetch } from 'undici'
+import { describe, expect, test } from 'vitest'
+import { createApp } from '../ts/index.js'
+import { startApp } from './support/app.js'
+import { runFixture } from './support/child.js'
+import { RawSseClient } from './support/sse.js'
+import { sleep, waitFor, within } from './support/wait.js'
+
+const refused = (port: number) =>
+  new Promise<boolean>((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port })
+    s.on('connect', () => {
+      s.destroy()
+      resolve(false)
+    })
+    s.on('error', () => resolve(true))
+  })
+
+describe('close()', () => {
+  test('resolves, stops accepting and releases the port; metrics and address reflect it', async () => {
+    const app = createApp({ heartbeatMs: 0 })
+    app.get('/x', () => 'x')
+    expect(app.address).toBeNull()
+    expect(app.metrics().totalRequests).toBe(0)
+    const { port } = await app.listen({ port: 0 })
+    expect(app.address).toEqual({ host: '127.0.0.1', port })
+    expect(await (await fetch(`http://127.0.0.1:${port}/x`)).text()).toBe('x')
+    await within(3000, 'close()', app.close(1000))
+    expect(app.address).toBeNull()
+    expect(await refused(port)).toBe(true)
+  })
+
+  test('ends open streams once the grace has passed, and aborts their signals', async () => {
+    let aborted = false
+    const { app, port } = await startApp((a) =>
+      a.sse('/forever', (req, stream) => {
+        req.signal.addEventListener('abort', () => (aborted = true))
+        stream.send({ data: 'open' })
+      }),
+    )
+    const client = new RawSseClient(port, '/forever')
+    await client.waitForEvents(1)
+    const t0 = Date.now()
+    await within(5000, 'close()', app.close(300))
+    const took = Date.now() - t0
+    expect(took).toBeGreaterThanOrEqual(250)
+    expect(await within(2000, 'the client to see the end', client.ended)).toBeDefined()
+    await waitFor('req.signal abort', () => aborted, { timeoutMs: 1000 })
+    client.destroy()
+  })
+
+  test('lets a stream that finishes within the grace finish', async () => {
+    const { app, port } = await startApp((a) =>
+      a.sse('/short', async function* () {
+        for (let i = 0; i < 5; i++) {
+          await sleep(50)
+          yield { id: i, data: `e${i}` }
+        }
+      }),
+    )
+    const client = new RawSseClient(port, '/short')
+    await client.waitForEvents(1)
+    const t0 = Date.now()
+    await within(5000, 'close()', app.close(3000))
+    expect(Date.now() - t0).toBeLessThan(2500)
+    expect(await client.ended).toBe('complete')
+    expect(client.events.map((e) => e.data)).toEqual(['e0', 'e1', 'e2', 'e3', 'e4'])
+  })
+
+  test('does not wait for idle keep-alive connections', async () => {
+    const { app, url } = await startApp((a) => a.get('/x', () => 'x'))
+    expect(await (await fetch(url('/x'))).text()).toBe('x')
+    const t0 = Date.now()
+    await within(3000, 'close()', app.close(5000))
+    expect(Date.now() - t0).toBeLessThan(2000)
+  })
+
+  test('a second close() is harmless', async () => {
+    const { app } = await startApp((a) => a.get('/x', () => 'x'))
+    await app.close(100)
+    await within(2000, 'second close()', app.close(100))
+  })
+})
+
+describe('process lifetime', () => {
+  test.each([['plain'], ['stream']])(
+    'after close() Node exits by itself with code 0 (%s)',
+    async (mode) => {
+      const child = runFixture('close-exits.mts', [mode])
+      const closedAt = await child.printed('closed')
+      const code = await within(5000, 'the child to exit after close()', child.exited)
+      expect(code).toBe(0)
+      expect(Date.now() - closedAt).toBeLessThan(5000)
+    },
+    25_000,
+  )
+
+  test('a listening app keeps Node alive', async () => {
+    const child = runFixture('listen-stays.mts')
+    await child.printed('listening')
+    const port = Number(/listening (\d+)/.exec(child.stdout())![1])
+    await sleep(1000)
+    expect(child.proc.exitCode).toBeNull()
+    // Still serving, too.
+    expect(await (await fetch(`http://127.0.0.1:${port}/hello`)).text()).toBe('hello')
+    child.proc.kill('SIGTERM')
+    expect(await within(5000, 'the child to die', child.exited)).toBe('SIGTERM')
+  }, 25_000)
+})

@@ -1,0 +1,150 @@
+// SSE routes through the `eventsource` package: named events, multi-line data, ids,
+// retry, JSON, and reconnection carrying Last-Event-ID back to the handler.
+import { EventSource } from 'eventsource'
+import { fetch } from 'undici'
+import { afterEach, describe, expect, test } from 'vitest'
+import { startApp } from './support/app.js'
+import { collect, parseSse, RawSseClient } from './support/sse.js'
+import { waitFor } from './support/wait.js'
+
+const opened: EventSource[] = []
+function open(url: string): EventSource {
+  const es = new EventSource(url)
+  opened.push(es)
+  return es
+}
+afterEach(() => {
+  for (const es of opened.splice(0)) es.close()
+})
+
+const lastIds: Array<string | null> = []
+const { url } = await startApp((app) => {
+  app.sse('/named', (_req, stream) => {
+    stream.send({ event: 'greeting', data: 'hello' })
+    stream.send({ event: 'farewell', data: 'bye', id: 'f1' })
+    stream.send({ event: 'ping' })
+    stream.send('plain message')
+    stream.end()
+  })
+  app.sse('/multiline', (_req, stream) => {
+    stream.send({ data: 'lf one\nlf two' })
+    stream.send({ data: 'crlf one\r\ncrlf two' })
+    stream.send({ data: 'cr one\rcr two' })
+    stream.send('string a\nstring b\r\nstring c')
+  })
+  app.sse('/ids', async function* () {
+    yield { id: 1, data: 'one' }
+    yield { id: 'two', data: 'two' }
+    yield { data: 'keeps two' }
+  })
+  app.sse('/json', async function* () {
+    yield { event: 'row', data: { id: 7, tags: ['a', 'b'], nested: { ok: true } } }
+    yield [1, 2, 3]
+  })
+  app.sse('/retry', (_req, stream) => {
+    stream.send({ retry: 1234, data: 'with retry' })
+    stream.end()
+  })
+  // Each connection sends three events with increasing ids after the client's last one,
+  // then ends: EventSource reconnects and sends Last-Event-ID.
+  app.sse('/resume', async function* (req) {
+    lastIds.push(req.lastEventId)
+    const start = req.lastEventId === null ? 0 : Number(req.lastEventId)
+    yield { retry: 50, data: 'hello' }
+    for (let i = start + 1; i <= start + 3; i++) yield { id: i, data: `n${i}` }
+  })
+})
+
+describe('events through EventSource', () => {
+  test('named events reach their listeners, unnamed ones onmessage', async () => {
+    const es = open(url('/named'))
+    const got = await collect(es, { types: ['greeting', 'farewell', 'ping', 'message'], count: 4 })
+    expect(got).toEqual([
+      { type: 'greeting', data: 'hello', lastEventId: '' },
+      { type: 'farewell', data: 'bye', lastEventId: 'f1' },
+      // A name without data is still dispatched (it is sent with an empty data line).
+      { type: 'ping', data: '', lastEventId: '' },
+      // The eventsource package reports only the event's own id here (the spec would
+      // repeat 'f1'); what matters is that the server sent no empty id (see below).
+      { type: 'message', data: 'plain message', lastEventId: '' },
+    ])
+  })
+
+  test('multi-line data with LF, CRLF or CR arrives as one event joined by LF', async () => {
+    const es = open(url('/multiline'))
+    const got = await collect(es, { count: 4 })
+    expect(got.map((e) => e.data)).toEqual([
+      'lf one\nlf two',
+      'crlf one\ncrlf two',
+      'cr one\ncr two',
+      'string a\nstring b\nstring c',
+    ])
+  })
+
+  test('ids reach EventSource as lastEventId', async () => {
+    const es = open(url('/ids'))
+    const got = await collect(es, { count: 2 })
+    expect(got.map((e) => [e.data, e.lastEventId])).toEqual([
+      ['one', '1'],
+      ['two', 'two'],
+    ])
+  })
+
+  test('object data is sent as JSON', async () => {
+    const es = open(url('/json'))
+    const got = await collect(es, { types: ['row', 'message'], count: 2 })
+    expect(got[0].type).toBe('row')
+    expect(JSON.parse(got[0].data)).toEqual({ id: 7, tags: ['a', 'b'], nested: { ok: true } })
+    expect(JSON.parse(got[1].data)).toEqual([1, 2, 3])
+  })
+})
+
+test('an event without id sends no id line, so a client keeps the previous id', async () => {
+  const body = await (await fetch(url('/ids'))).text()
+  expect(body.match(/^id:.*$/gm)).toEqual(['id: 1', 'id: two'])
+  expect(parseSse(body).map((e) => [e.data, e.id])).toEqual([
+    ['one', '1'],
+    ['two', 'two'],
+    ['keeps two', 'two'],
+  ])
+})
+
+test('retry is written as a retry field with the event', async () => {
+  const res = await fetch(url('/retry'))
+  expect(res.headers.get('content-type')).toBe('text/event-stream')
+  const body = await res.text()
+  expect(body).toMatch(/^retry: ?1234$/m)
+  expect(parseSse(body)).toEqual([{ event: 'message', data: 'with retry', id: '', retry: 1234 }])
+})
+
+test('after the server ends the stream, EventSource reconnects (after retry) with the last id it saw', async () => {
+  lastIds.length = 0
+  const t0 = Date.now()
+  const es = open(url('/resume'))
+  const got = await collect(es, { count: 10, timeoutMs: 8000 })
+  es.close()
+  // Two reconnections: with EventSource's default 3 s delay this would take 6 s; the
+  // server's `retry: 50` must have been applied.
+  expect(Date.now() - t0).toBeLessThan(3000)
+  // hello n1 n2 n3 | hello n4 n5 n6 | hello n7 ...
+  expect(got.filter((e) => e.data !== 'hello').map((e) => e.data)).toEqual(['n1', 'n2', 'n3', 'n4', 'n5', 'n6', 'n7'])
+  await waitFor('three connections', () => lastIds.length >= 3)
+  expect(lastIds.slice(0, 3)).toEqual([null, '3', '6'])
+})
+
+test('a lastEventId query parameter reaches req.lastEventId (clients that cannot set headers)', async () => {
+  lastIds.length = 0
+  const res = await fetch(url('/resume?lastEventId=41'))
+  const events = parseSse(await res.text())
+  expect(events.map((e) => e.data)).toEqual(['hello', 'n42', 'n43', 'n44'])
+  expect(lastIds).toEqual(['41'])
+})
+
+test('an idle stream gets heartbeat comments at the configured interval', async () => {
+  const s = await startApp((a) => a.sse('/idle', (_req, stream) => void stream.start()), { heartbeatMs: 100 })
+  const client = new RawSseClient(s.port, '/idle')
+  expect((await client.head).headers['content-type']).toBe('text/event-stream')
+  await waitFor('two heartbeats', () => client.parser.comments.length >= 2, { timeoutMs: 3000 })
+  expect(client.events).toEqual([])
+  client.destroy()
+})
