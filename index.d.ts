@@ -177,6 +177,12 @@ export interface EngineOptions {
    */
   highWaterMark?: number
   /**
+   * Bytes queued per stream past which a producer that ignores backpressure has its
+   * stream aborted (at least `highWaterMark`).
+   * @default max(64 × highWaterMark, 8 MiB)
+   */
+  maxBufferedBytes?: number
+  /**
    * Largest request body in bytes; larger ones get 413.
    * @default 1048576
    */

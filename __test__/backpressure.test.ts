@@ -90,7 +90,7 @@ const { port } = await startApp(
       state.closed = stream.closed
     })
   },
-  { highWaterMark: HWM },
+  { highWaterMark: HWM, maxBufferedBytes: 1024 * 1024 },
 )
 
 /** Waits until `p.produced` has not moved for `quietMs`; returns the plateau. */

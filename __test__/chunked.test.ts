@@ -34,6 +34,13 @@ const { url } = await startApp((app) => {
       stream.end()
     }, 50)
   })
+  // A synchronous burst of 4 MiB without waiting: bounded by the hard limit (8 MiB by
+  // default), not cut, when the client reads.
+  app.chunked('/burst', (_req, stream) => {
+    const block = Buffer.alloc(64 * 1024, 0x61)
+    for (let i = 0; i < 64; i++) stream.write(block)
+    stream.end()
+  }, { contentType: 'application/octet-stream' })
   app.chunked('/csv', async function* () {
     yield 'a,b\n'
   }, { contentType: 'text/csv' })
@@ -144,4 +151,12 @@ describe('stream helpers', () => {
     expect(res.headers.get('content-type')).toBe('application/octet-stream')
     expect([...new Uint8Array(await res.arrayBuffer())]).toEqual([1, 2, 3, 250, 251])
   })
+})
+
+test('a synchronous 4 MiB burst to a reading client arrives whole', async () => {
+  const res = await fetch(url('/burst'))
+  expect(res.status).toBe(200)
+  const body = Buffer.from(await res.arrayBuffer())
+  expect(body.length).toBe(4 * 1024 * 1024)
+  expect(body.every((b) => b === 0x61)).toBe(true)
 })

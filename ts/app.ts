@@ -16,6 +16,12 @@ export interface AppOptions {
   heartbeatMs?: number
   /** Bytes queued per stream before writes return false. @default 65536 */
   highWaterMark?: number
+  /**
+   * Bytes queued per stream past which a producer that ignores backpressure (keeps writing
+   * after `false`) has its stream aborted, instead of growing memory.
+   * @default max(64 × highWaterMark, 8 MiB)
+   */
+  maxBufferedBytes?: number
   /** Largest request body in bytes (413 past it). @default 1048576 */
   maxBodyBytes?: number
   /** HTTP/1.1 keep-alive. @default true */
@@ -103,9 +109,9 @@ export class App {
     this.#onError =
       options.onError ??
       ((err, req) => console.error(`rat-engine: ${req.method} ${req.path} failed:`, err))
-    const { heartbeatMs, highWaterMark, maxBodyBytes, keepAlive } = options
+    const { heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive } = options
     this.#engine = call(
-      () => new native.Engine({ heartbeatMs, highWaterMark, maxBodyBytes, keepAlive }, (calls, closed) => this.#dispatch(calls, closed)),
+      () => new native.Engine({ heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive }, (calls, closed) => this.#dispatch(calls, closed)),
     )
   }
 

@@ -1,6 +1,6 @@
 import { native as call, RatError } from './errors.js'
 import { native, type NativeChannel, type NativeChannelMetrics } from './native.js'
-import { eventArgs } from './sse.js'
+import { eventArgs, isSseEvent } from './sse.js'
 import type { SseEvent } from './types.js'
 
 /** Options of a channel. */
@@ -39,13 +39,17 @@ export class Channel {
   }
 
   /**
-   * Publishes an event (an object `{ data, event?, id?, retry? }`, a string as data, or any
-   * value as JSON data) and returns its id.
+   * Publishes an event and returns its id. The same values as `SseStream.send`: an event
+   * object `{ data?, event?, id?, retry?, comment? }` (a `comment` goes out first and is not
+   * kept in history), a string as data, or any other value as JSON data. An object with only
+   * a `comment` is sent as a comment and returns `''` (it has no id).
    */
   publish(event: SseEvent | string | unknown): string {
     if (typeof event === 'string') return call(() => this.native.publish(event))
-    if (event !== null && typeof event === 'object' && ('data' in event || 'event' in event)) {
-      return call(() => this.native.publish(...eventArgs(event as SseEvent)))
+    if (isSseEvent(event)) {
+      if (event.comment !== undefined) this.comment(event.comment)
+      if (event.data === undefined && event.event === undefined && event.id === undefined) return ''
+      return call(() => this.native.publish(...eventArgs(event)))
     }
     if (event === undefined) throw new RatError('ERR_INVALID_ARGUMENT', 'publish needs an event, a string or a JSON value')
     return call(() => this.native.publish(JSON.stringify(event)))

@@ -15,6 +15,10 @@ pub struct EngineOptions {
     /// Bytes queued per stream before `write`/`send` return false.
     /// @default 65536
     pub high_water_mark: Option<u32>,
+    /// Bytes queued per stream past which a producer that ignores backpressure has its
+    /// stream aborted (at least `highWaterMark`).
+    /// @default max(64 × highWaterMark, 8 MiB)
+    pub max_buffered_bytes: Option<u32>,
     /// Largest request body in bytes; larger ones get 413.
     /// @default 1048576
     pub max_body_bytes: Option<u32>,
@@ -31,6 +35,9 @@ impl From<&EngineOptions> for ServerConfig {
         }
         if let Some(hwm) = o.high_water_mark {
             c = c.high_water_mark(hwm as usize);
+        }
+        if let Some(m) = o.max_buffered_bytes {
+            c = c.max_buffered(m as usize);
         }
         if let Some(b) = o.max_body_bytes {
             c = c.max_body_bytes(b as usize);
@@ -99,9 +106,11 @@ impl TryFrom<&NativeChannelOptions> for ChannelOptions {
         c.slow_client = match o.slow_client.as_deref() {
             None | Some("close") => SlowClient::Close,
             Some("drop-oldest") => SlowClient::DropOldest,
-            Some(other) => return Err(napi::Error::from_reason(format!(
+            Some(other) => {
+                return Err(napi::Error::from_reason(format!(
                 "ERR_INVALID_ARGUMENT: invalid slowClient {other:?}: use 'close' or 'drop-oldest'"
-            ))),
+            )))
+            }
         };
         if let Some(hwm) = o.high_water_mark {
             c.queue = QueueLimits::with_high_water_mark(hwm as usize);

@@ -79,7 +79,7 @@ pub struct ChannelMetrics {
     pub subscribers: u64,
     /// Events published.
     pub published: u64,
-    /// Event copies queued for subscribers (live and replayed).
+    /// Event copies queued for subscribers by `publish` (replays count in `replayed`).
     pub delivered: u64,
     /// Event copies dropped by the `DropOldest` policy.
     pub dropped: u64,
@@ -223,7 +223,7 @@ impl Channel {
         let frame = event.encode();
         st.history.expire();
         st.history.push(id.clone(), frame.clone());
-        self.fan_out(&mut st, &frame);
+        self.fan_out(&mut st, &frame, true);
         self.inner.counters.published.fetch_add(1, Relaxed);
         Ok(id)
     }
@@ -238,11 +238,13 @@ impl Channel {
         if st.closed {
             return Err(Error::closed());
         }
-        self.fan_out(&mut st, &frame);
+        self.fan_out(&mut st, &frame, false);
         Ok(())
     }
 
-    fn fan_out(&self, st: &mut State, frame: &Bytes) {
+    /// Queues `frame` for every subscriber. `is_event` says whether it counts as an event
+    /// in `delivered` and the server's `events_sent` (a comment does not).
+    fn fan_out(&self, st: &mut State, frame: &Bytes, is_event: bool) {
         let drop_oldest = self.inner.options.slow_client == SlowClient::DropOldest;
         let (mut delivered, mut dropped, mut closed_slow) = (0u64, 0u64, 0u64);
         let mut gone: Vec<u64> = Vec::new();
@@ -268,11 +270,13 @@ impl Channel {
             st.subs.remove(key);
         }
         let c = &self.inner.counters;
-        c.delivered.fetch_add(delivered, Relaxed);
         c.dropped.fetch_add(dropped, Relaxed);
         c.closed_slow.fetch_add(closed_slow, Relaxed);
-        if let Some(m) = metrics {
-            Metrics::add(&m.events_sent, delivered);
+        if is_event {
+            c.delivered.fetch_add(delivered, Relaxed);
+            if let Some(m) = metrics {
+                Metrics::add(&m.events_sent, delivered);
+            }
         }
     }
 
@@ -324,6 +328,7 @@ impl Channel {
                 .counters
                 .replayed
                 .fetch_add(out.replayed as u64, Relaxed);
+            stream.count_events(out.replayed as u64);
         }
         let key = st.next_key;
         st.next_key += 1;

@@ -289,3 +289,16 @@ fn replay_is_not_cut_by_the_hard_buffer_limit() {
     assert_eq!(ids(&drain(&mut body)).len(), 99);
     let _ = Bytes::new();
 }
+
+#[test]
+fn comments_reach_subscribers_but_are_not_counted_as_events() {
+    let ch = Channel::new("t", ChannelOptions::default());
+    let (tx, mut body) = subscriber(QueueLimits::default());
+    ch.subscribe(&tx, None);
+    ch.broadcast_raw(crate::stream::sse::comment_frame("keep-alive"))
+        .unwrap();
+    ch.publish(Event::data_only("x")).unwrap();
+    assert_eq!(drain(&mut body), ": keep-alive\n\nid: 1\ndata: x\n\n");
+    let m = ch.metrics();
+    assert_eq!((m.published, m.delivered), (1, 1));
+}

@@ -13,7 +13,7 @@ pub struct ServerConfig {
     pub heartbeat: Option<Duration>,
     /// Largest request body read; larger ones get 413. Default: 1 MiB.
     pub max_body_bytes: usize,
-    /// Limits of each stream's queue (high-water mark 64 KiB by default).
+    /// Limits of each stream's queue (high-water mark 64 KiB, hard limit 8 MiB by default).
     pub queue: QueueLimits,
     /// HTTP/1.1 keep-alive. Default: on.
     pub keep_alive: bool,
@@ -51,6 +51,12 @@ impl ServerConfig {
     /// Sets the stream queues' high-water mark (the hard limit follows it).
     pub fn high_water_mark(mut self, bytes: usize) -> Self {
         self.queue = QueueLimits::with_high_water_mark(bytes);
+        self
+    }
+    /// Sets the stream queues' hard limit (at least the high-water mark): a producer that
+    /// writes past it without waiting has its stream aborted.
+    pub fn max_buffered(mut self, bytes: usize) -> Self {
+        self.queue.max_buffered = bytes.max(self.queue.high_water_mark);
         self
     }
     /// Sets [`keep_alive`](Self::keep_alive).

@@ -42,12 +42,14 @@ impl Default for QueueLimits {
 }
 
 impl QueueLimits {
-    /// Limits with the given high-water mark and a hard limit of 16 times it (at least 1 MiB).
+    /// Limits with the given high-water mark and a hard limit of 64 times it (at least
+    /// 8 MiB): room for ordinary synchronous bursts (a Node producer writing a few MiB in one
+    /// loop while the client reads), still a bound for a producer that never waits.
     pub fn with_high_water_mark(high_water_mark: usize) -> Self {
         let high_water_mark = high_water_mark.max(1);
         QueueLimits {
             high_water_mark,
-            max_buffered: (high_water_mark.saturating_mul(16)).max(1 << 20),
+            max_buffered: (high_water_mark.saturating_mul(64)).max(8 << 20),
         }
     }
 }
