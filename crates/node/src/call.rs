@@ -197,9 +197,12 @@ impl Call {
             .map(|kv| (kv[0].as_str(), kv[1].as_str()))
             .collect();
         let status = u16::try_from(status).unwrap_or(0);
-        self.responder
-            .respond(status, &pairs, body)
-            .map_err(to_js_error)
+        let prepared = self
+            .responder
+            .prepare(status, &pairs, body)
+            .map_err(to_js_error)?;
+        crate::dispatch::send_or_defer(prepared);
+        Ok(())
     }
 
     /// Sets the status before the stream starts.

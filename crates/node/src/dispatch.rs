@@ -1,14 +1,50 @@
 //! The one door into JS: a batch of new requests and closed-stream notices, carried by a
 //! single threadsafe function per engine. Under load one JS call carries many requests.
 
+use std::cell::RefCell;
 use std::sync::{Arc, RwLock};
 
 use napi::bindgen_prelude::{FnArgs, Function};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use rat_engine::batch::Batch;
+use rat_engine::stream::Prepared;
 
 use crate::call::Call;
+
+thread_local! {
+    /// Responses made while a dispatch call runs on this (the JS) thread. Handing each to
+    /// its connection at once would wake a parked tokio worker per response, which on a
+    /// busy core preempts JS between two responses; they go out together at the end of the
+    /// call instead.
+    static OUTBOX: RefCell<Option<Vec<Prepared>>> = const { RefCell::new(None) };
+}
+
+/// Sends `response` now, or with the others at the end of the dispatch call in progress.
+pub(crate) fn send_or_defer(response: Prepared) {
+    OUTBOX.with(|o| match o.borrow_mut().as_mut() {
+        Some(pending) => pending.push(response),
+        None => response.send(),
+    })
+}
+
+fn open_outbox() {
+    OUTBOX.with(|o| *o.borrow_mut() = Some(Vec::new()));
+}
+
+fn flush_outbox() {
+    let pending = OUTBOX.with(|o| o.borrow_mut().take()).unwrap_or_default();
+    match pending.len() {
+        0 => {}
+        1 => pending.into_iter().for_each(Prepared::send),
+        // One wake-up for all of them; the runtime then wakes each connection locally.
+        _ => {
+            napi::bindgen_prelude::spawn(
+                async move { pending.into_iter().for_each(Prepared::send) },
+            );
+        }
+    }
+}
 
 /// What JS receives: new calls, and ids of streams whose client has gone.
 pub(crate) enum Item {
@@ -44,6 +80,7 @@ impl Dispatcher {
             .callee_handled::<false>()
             .weak::<false>()
             .build_callback(move |_ctx| {
+                open_outbox();
                 let mut calls = Vec::new();
                 let mut closed = Vec::new();
                 for item in batch.take() {
@@ -75,9 +112,10 @@ impl Dispatcher {
                 (),
                 ThreadsafeFunctionCallMode::NonBlocking,
                 |ret, _env| {
+                    flush_outbox();
                     if let Err(e) = ret {
-                        // The TS dispatcher catches handler errors itself; reaching this means
-                        // the dispatcher threw. Report it; never crash the process.
+                        // The TS dispatcher catches handler errors itself; reaching this
+                        // means the dispatcher threw. Report it; never crash the process.
                         eprintln!("rat-engine: the dispatch function threw: {e}");
                     }
                     Ok(())

@@ -68,6 +68,28 @@ impl std::fmt::Debug for Responder {
     }
 }
 
+/// A complete response made by [`Responder::prepare`], not yet handed to its connection.
+#[must_use = "a prepared response does nothing until it is sent"]
+pub struct Prepared {
+    tx: oneshot::Sender<Head>,
+    res: Response,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("status", &self.res.status())
+            .finish()
+    }
+}
+
+impl Prepared {
+    /// Hands the response to its connection (which the client may have left meanwhile).
+    pub fn send(self) {
+        let _ = self.tx.send(Head::Full(self.res));
+    }
+}
+
 /// The waiting side: a future of the response, held by the connection task. Dropping it
 /// (the client left before the response started) closes the stream, which producers see.
 pub struct PendingResponse {
@@ -183,6 +205,19 @@ impl Responder {
     /// # Errors
     /// [`Error::is_invalid_argument`] if the response already started or a header is invalid.
     pub fn respond(&self, status: u16, headers: &[(&str, &str)], body: Bytes) -> Result<()> {
+        self.prepare(status, headers, body)?.send();
+        Ok(())
+    }
+
+    /// Like [`respond`](Self::respond), but the response is handed to the connection only
+    /// when [`Prepared::send`] is called. A front end that answers many requests in one go
+    /// collects them and sends them together, from the runtime, so the connection tasks are
+    /// woken without one cross-thread wake-up per response. The response counts as started
+    /// from now on.
+    ///
+    /// # Errors
+    /// As [`respond`](Self::respond).
+    pub fn prepare(&self, status: u16, headers: &[(&str, &str)], body: Bytes) -> Result<Prepared> {
         let code = StatusCode::from_u16(status).map_err(|_| {
             Error::invalid_argument(format!("invalid status code {status}: use 100..=999"))
         })?;
@@ -210,8 +245,7 @@ impl Responder {
         let mut res = Response::new(Body::full(body));
         *res.status_mut() = code;
         *res.headers_mut() = map;
-        let _ = tx.send(Head::Full(res));
-        Ok(())
+        Ok(Prepared { tx, res })
     }
 
     /// Starts a stream: sends the head with the status and headers set so far. Does
@@ -397,6 +431,20 @@ mod tests {
         assert_eq!(res.headers().get_all("set-cookie").iter().count(), 2);
         assert_eq!(res.headers()["content-type"], "text/plain; charset=utf-8");
         assert!(r.respond(200, &[], Bytes::new()).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_prepared_response_goes_out_when_sent() {
+        let (r, mut p) = new(ResponseKind::Plain);
+        let prepared = r.prepare(200, &[], Bytes::from("later")).unwrap();
+        assert!(r.is_started());
+        assert!(
+            r.prepare(200, &[], Bytes::new()).is_err(),
+            "only one answer"
+        );
+        assert!(futures_util::poll!(&mut p).is_pending());
+        prepared.send();
+        assert_eq!(text(p.await).await, "later");
     }
 
     #[tokio::test]
