@@ -48,7 +48,7 @@ fn flush_outbox() {
 
 /// What JS receives: new calls, and ids of streams whose client has gone.
 pub(crate) enum Item {
-    Call(Call),
+    Call(Box<Call>),
     Closed(u32),
 }
 
@@ -85,7 +85,7 @@ impl Dispatcher {
                 let mut closed = Vec::new();
                 for item in batch.take() {
                     match item {
-                        Item::Call(c) => calls.push(c),
+                        Item::Call(c) => calls.push(*c),
                         Item::Closed(id) => closed.push(id),
                     }
                 }

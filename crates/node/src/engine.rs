@@ -35,8 +35,12 @@ impl Handler for JsRoute {
             let d = self.dispatcher.clone();
             stream.on_close(move || d.push(Item::Closed(id)));
         }
-        self.dispatcher
-            .push(Item::Call(Call::new(id, self.route_id, req, responder)));
+        self.dispatcher.push(Item::Call(Box::new(Call::new(
+            id,
+            self.route_id,
+            req,
+            responder,
+        ))));
         Box::pin(pending)
     }
 }
