@@ -23,7 +23,8 @@ export async function pump<T>(
         done = true
         break
       }
-      if (stream.closed) break
+      // A write to a closed stream returns false, so `closed` is only asked then (one
+      // native call per item, not two).
       if (!write(r.value)) {
         if (stream.closed || !(await stream.ready())) break
       }
