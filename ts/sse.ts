@@ -52,14 +52,14 @@ export class SseStream extends BaseStream {
    */
   send(event: SseEvent | string | unknown): boolean {
     if (typeof event === 'string') {
-      return isSseFrame(event) ? this.call.writeString(event) : this.call.sendEvent(event)
+      return isSseFrame(event) ? this.call.writeString(event) : this.call.sendData(event)
     }
     if (isSseEvent(event)) {
       if (event.comment !== undefined) this.call.comment(event.comment)
       if (event.data === undefined && event.event === undefined && event.id === undefined) return !this.closed
       return native(() => this.call.sendEvent(...eventArgs(event)))
     }
-    return this.call.sendEvent(JSON.stringify(event))
+    return this.call.sendData(JSON.stringify(event))
   }
 
   /** Sends `event: name` with `data`. */

@@ -265,6 +265,17 @@ impl Call {
         }
     }
 
+    /// Sends a data-only SSE event (the common case, with one argument to convert).
+    #[napi]
+    pub fn send_data(&self, data: String) -> napi::Result<bool> {
+        let ev = rat_engine::Event::data_only(data);
+        match self.responder.send_event(&ev) {
+            Ok(below) => Ok(below),
+            Err(e) if e.is_closed() || e.is_full() => Ok(false),
+            Err(e) => Err(to_js_error(e)),
+        }
+    }
+
     /// Sends an SSE comment line.
     #[napi]
     pub fn comment(&self, text: String) -> napi::Result<bool> {
