@@ -112,10 +112,11 @@ export declare class Channel {
 /** The native engine: register routes, listen, close. The TypeScript `createApp()` wraps it. */
 export declare class Engine {
   /**
-   * Creates an engine. `dispatch(calls, closed)` is called on the JS thread with a batch
-   * of new requests and the ids of streams whose client has gone.
+   * Creates an engine. `dispatch(calls, routeIds, closed)` is called on the JS thread with
+   * a batch of new requests, the route id of each, and the ids of streams whose client
+   * has gone.
    */
-  constructor(options: EngineOptions | undefined | null, dispatch: (calls: Call[], closed: number[]) => void)
+  constructor(options: EngineOptions | undefined | null, dispatch: (calls: Call[], routeIds: number[], closed: number[]) => void)
   /**
    * Adds a route served by JS. `kind` is `plain`, `sse` or `chunked`; `contentType` is
    * the chunked default.

@@ -111,16 +111,16 @@ export class App {
       ((err, req) => console.error(`rat-engine: ${req.method} ${req.path} failed:`, err))
     const { heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive } = options
     this.#engine = call(
-      () => new native.Engine({ heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive }, (calls, closed) => this.#dispatch(calls, closed)),
+      () => new native.Engine({ heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive }, (calls, routeIds, closed) => this.#dispatch(calls, routeIds, closed)),
     )
   }
 
   // The one entry from the engine: a batch of new requests and of closed streams.
-  #dispatch(calls: Call[], closed: number[]): void {
+  #dispatch(calls: Call[], routeIds: number[], closed: number[]): void {
     for (let i = 0; i < calls.length; i++) {
       const c = calls[i]
       try {
-        this.#routes[c.routeId](c)
+        this.#routes[routeIds[i]](c)
       } catch (err) {
         c.fail(String(err))
       }

@@ -35,6 +35,10 @@ impl Call {
         }
     }
 
+    pub(crate) fn route(&self) -> u32 {
+        self.route_id
+    }
+
     /// Answered by the engine when JS cannot be reached (shutting down).
     pub(crate) fn reject_unavailable(&self) {
         let body = Bytes::from_static(br#"{"error":"server is shutting down","status":503}"#);

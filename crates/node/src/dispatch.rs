@@ -52,8 +52,10 @@ pub(crate) enum Item {
     Closed(u32),
 }
 
-/// The JS dispatch function's signature: `(calls: Call[], closed: number[]) => void`.
-pub(crate) type DispatchArgs = FnArgs<(Vec<Call>, Vec<u32>)>;
+/// The JS dispatch function's signature: `(calls: Call[], routeIds: number[], closed:
+/// number[]) => void`; `routeIds[i]` is the route of `calls[i]` (a plain array, so JS
+/// does not make a native call per request to learn it).
+pub(crate) type DispatchArgs = FnArgs<(Vec<Call>, Vec<u32>, Vec<u32>)>;
 
 type Tsfn = ThreadsafeFunction<(), (), DispatchArgs, Status, false, false, 0>;
 
@@ -82,14 +84,18 @@ impl Dispatcher {
             .build_callback(move |_ctx| {
                 open_outbox();
                 let mut calls = Vec::new();
+                let mut routes = Vec::new();
                 let mut closed = Vec::new();
                 for item in batch.take() {
                     match item {
-                        Item::Call(c) => calls.push(*c),
+                        Item::Call(c) => {
+                            routes.push(c.route());
+                            calls.push(*c);
+                        }
                         Item::Closed(id) => closed.push(id),
                     }
                 }
-                Ok(FnArgs::from((calls, closed)))
+                Ok(FnArgs::from((calls, routes, closed)))
             })?;
         *self.tsfn.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(tsfn));
         Ok(())

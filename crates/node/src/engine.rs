@@ -68,11 +68,12 @@ fn not_twice() -> napi::Error {
 
 #[napi]
 impl Engine {
-    /// Creates an engine. `dispatch(calls, closed)` is called on the JS thread with a batch
-    /// of new requests and the ids of streams whose client has gone.
+    /// Creates an engine. `dispatch(calls, routeIds, closed)` is called on the JS thread with
+    /// a batch of new requests, the route id of each, and the ids of streams whose client
+    /// has gone.
     #[napi(
         constructor,
-        ts_args_type = "options: EngineOptions | undefined | null, dispatch: (calls: Call[], closed: number[]) => void"
+        ts_args_type = "options: EngineOptions | undefined | null, dispatch: (calls: Call[], routeIds: number[], closed: number[]) => void"
     )]
     pub fn new(
         options: Option<EngineOptions>,
