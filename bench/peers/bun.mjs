@@ -33,7 +33,10 @@ function broadcastStream () {
     pull (c) {
       controller = c
       subscribers.add(c)
-      c.flush() // send the head now, before any event
+      // Bun sends the head with the first body bytes, and an idle subscriber must see its
+      // head: one SSE comment (allowed by the contract) gets it out now.
+      c.write(': connected\n\n')
+      c.flush()
       // The stream lives until the client goes: pull must not resolve before then.
       return new Promise(() => {})
     },

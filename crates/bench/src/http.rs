@@ -56,7 +56,11 @@ impl ResponseDecoder {
     /// [`Part::End`] so the caller can send the next request. Returns how many bytes were
     /// used and whether a response ended; unused bytes (an incomplete head or chunk-size
     /// line) must be offered again with more data appended.
-    pub fn feed(&mut self, buf: &[u8], sink: &mut impl FnMut(Part<'_>)) -> io::Result<(usize, bool)> {
+    pub fn feed(
+        &mut self,
+        buf: &[u8],
+        sink: &mut impl FnMut(Part<'_>),
+    ) -> io::Result<(usize, bool)> {
         let mut pos = 0;
         loop {
             let rest = &buf[pos..];
@@ -64,7 +68,10 @@ impl ResponseDecoder {
                 State::Head => {
                     let mut headers = [httparse::EMPTY_HEADER; 32];
                     let mut resp = httparse::Response::new(&mut headers);
-                    let n = match resp.parse(rest).map_err(|e| invalid(format!("bad response head: {e}")))? {
+                    let n = match resp
+                        .parse(rest)
+                        .map_err(|e| invalid(format!("bad response head: {e}")))?
+                    {
                         httparse::Status::Complete(n) => n,
                         httparse::Status::Partial => return Ok((pos, false)),
                     };
@@ -89,10 +96,16 @@ impl ResponseDecoder {
                     }
                 }
                 State::ChunkSize => {
-                    let Some(eol) = find_crlf(rest) else { return Ok((pos, false)) };
+                    let Some(eol) = find_crlf(rest) else {
+                        return Ok((pos, false));
+                    };
                     let size = parse_chunk_size(&rest[..eol])?;
                     pos += eol + 2;
-                    self.state = if size == 0 { State::Trailer } else { State::ChunkData(size) };
+                    self.state = if size == 0 {
+                        State::Trailer
+                    } else {
+                        State::ChunkData(size)
+                    };
                 }
                 State::ChunkData(left) => {
                     if rest.is_empty() {
@@ -101,7 +114,11 @@ impl ResponseDecoder {
                     let take = rest.len().min(usize::try_from(left).unwrap_or(usize::MAX));
                     sink(Part::Body(&rest[..take]));
                     pos += take;
-                    self.state = if left == take as u64 { State::ChunkDataEnd } else { State::ChunkData(left - take as u64) };
+                    self.state = if left == take as u64 {
+                        State::ChunkDataEnd
+                    } else {
+                        State::ChunkData(left - take as u64)
+                    };
                 }
                 State::ChunkDataEnd => {
                     if rest.len() < 2 {
@@ -114,7 +131,9 @@ impl ResponseDecoder {
                     self.state = State::ChunkSize;
                 }
                 State::Trailer => {
-                    let Some(eol) = find_crlf(rest) else { return Ok((pos, false)) };
+                    let Some(eol) = find_crlf(rest) else {
+                        return Ok((pos, false));
+                    };
                     pos += eol + 2;
                     if eol == 0 {
                         return Ok(self.finish(pos, sink));
@@ -141,7 +160,9 @@ fn body_state(headers: &[httparse::Header<'_>]) -> io::Result<State> {
             return Err(invalid("unsupported transfer-encoding"));
         }
         if h.name.eq_ignore_ascii_case("content-length") {
-            let len = std::str::from_utf8(h.value).ok().and_then(|s| s.trim().parse().ok());
+            let len = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
             state = State::Length(len.ok_or_else(|| invalid("bad content-length"))?);
         }
     }

@@ -35,7 +35,10 @@ fn main() -> ExitCode {
         }
     };
     // One thread: the runner gives the client exactly one core.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let local = tokio::task::LocalSet::new();
     let result = local.block_on(&rt, async {
         match scenario.as_str() {

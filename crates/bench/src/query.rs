@@ -26,7 +26,19 @@ mod tests {
     fn accepts_only_positive_integers_in_range() {
         assert_eq!(positive("n=100", "n", 1000), Some(100));
         assert_eq!(positive("bytes=5&size=2", "size", 10), Some(2));
-        for bad in ["", "n=", "n=0", "n=-1", "n=1.5", "n=abc", "n=+3", "n=1001", "n=1&n=2", "m=3", "n=99999999999999999999999"] {
+        for bad in [
+            "",
+            "n=",
+            "n=0",
+            "n=-1",
+            "n=1.5",
+            "n=abc",
+            "n=+3",
+            "n=1001",
+            "n=1&n=2",
+            "m=3",
+            "n=99999999999999999999999",
+        ] {
             assert_eq!(positive(bad, "n", 1000), None, "{bad:?}");
         }
     }

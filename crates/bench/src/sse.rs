@@ -60,7 +60,10 @@ impl SseParser {
             return;
         }
         let (field, value) = match line.iter().position(|&b| b == b':') {
-            Some(i) => (&line[..i], line[i + 1..].strip_prefix(b" ").unwrap_or(&line[i + 1..])),
+            Some(i) => (
+                &line[..i],
+                line[i + 1..].strip_prefix(b" ").unwrap_or(&line[i + 1..]),
+            ),
             None => (line, &b""[..]),
         };
         if field == b"data" {
@@ -78,7 +81,10 @@ impl SseParser {
 pub fn json_u64(data: &[u8], key: &str) -> Option<u64> {
     let pat_len = key.len() + 3;
     let start = data.windows(pat_len).position(|w| {
-        w[0] == b'"' && &w[1..=key.len()] == key.as_bytes() && w[key.len() + 1] == b'"' && w[key.len() + 2] == b':'
+        w[0] == b'"'
+            && &w[1..=key.len()] == key.as_bytes()
+            && w[key.len() + 1] == b'"'
+            && w[key.len() + 2] == b':'
     })? + pat_len;
     let digits = data[start..].iter().skip_while(|b| b.is_ascii_whitespace());
     let mut value: u64 = 0;
@@ -97,7 +103,9 @@ mod tests {
     fn events(input: &[u8], step: usize) -> Vec<String> {
         let (mut p, mut out) = (SseParser::default(), Vec::new());
         for piece in input.chunks(step) {
-            p.feed(piece, &mut |d| out.push(String::from_utf8_lossy(d).into_owned()));
+            p.feed(piece, &mut |d| {
+                out.push(String::from_utf8_lossy(d).into_owned())
+            });
         }
         out
     }

@@ -20,7 +20,12 @@ pub struct Histogram {
 
 impl Default for Histogram {
     fn default() -> Self {
-        Self { counts: vec![0; BUCKETS], total: 0, max: 0, sum: 0 }
+        Self {
+            counts: vec![0; BUCKETS],
+            total: 0,
+            max: 0,
+            sum: 0,
+        }
     }
 }
 
@@ -78,7 +83,11 @@ impl Histogram {
     /// Summary in milliseconds: `{count, mean, p50, p90, p99, max}`.
     pub fn summary_ms(&self) -> Value {
         let ms = |ns: u64| (ns as f64 / 1e6 * 1000.0).round() / 1000.0;
-        let mean = if self.total == 0 { 0 } else { (self.sum / u128::from(self.total)) as u64 };
+        let mean = if self.total == 0 {
+            0
+        } else {
+            (self.sum / u128::from(self.total)) as u64
+        };
         json!({
             "count": self.total,
             "mean_ms": ms(mean),
@@ -102,7 +111,10 @@ mod tests {
             assert!(i < BUCKETS && i >= last, "v={v}");
             last = i;
             let mid = value_of(i) as f64;
-            assert!((mid - v as f64).abs() <= v as f64 / SUB as f64 + 1.0, "v={v} mid={mid}");
+            assert!(
+                (mid - v as f64).abs() <= v as f64 / SUB as f64 + 1.0,
+                "v={v} mid={mid}"
+            );
         }
     }
 

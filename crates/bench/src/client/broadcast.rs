@@ -72,13 +72,19 @@ pub async fn run(mut args: Args, parse: bool) -> Result<Value, String> {
     let deadline = tokio::time::Instant::now() + connect_timeout;
     for id in 0..n {
         let (shared, request, gate) = (shared.clone(), request.clone(), gate.clone());
-        tokio::task::spawn_local(async move { subscriber(id, common, &shared, &request, &gate, deadline).await });
+        tokio::task::spawn_local(async move {
+            subscriber(id, common, &shared, &request, &gate, deadline).await
+        });
     }
-    while shared.connected.get() + shared.failed.get() < n && tokio::time::Instant::now() < deadline {
+    while shared.connected.get() + shared.failed.get() < n && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let connected = shared.connected.get();
-    let connect_s = shared.last_connected_at.get().map_or(0.0, |t| (t - start).as_secs_f64());
+    let connect_s = shared
+        .last_connected_at
+        .get()
+        .map_or(0.0, |t| (t - start).as_secs_f64());
     marker("connected");
 
     let elapsed = measure_window(&shared.phase, &common).await.as_secs_f64();
@@ -94,14 +100,21 @@ pub async fn run(mut args: Args, parse: bool) -> Result<Value, String> {
         "bytes_per_s": round(shared.bytes.get() as f64 / elapsed, 0),
     });
     if parse {
-        result.as_object_mut().expect("object").extend(event_stats(&shared, connected, elapsed));
+        result
+            .as_object_mut()
+            .expect("object")
+            .extend(event_stats(&shared, connected, elapsed));
     }
     Ok(result)
 }
 
 fn event_stats(s: &Shared, connected: usize, elapsed: f64) -> serde_json::Map<String, Value> {
     let events = s.events.get();
-    let publishes = if events == 0 { 0 } else { s.max_seq.get() - s.min_seq.get() + 1 };
+    let publishes = if events == 0 {
+        0
+    } else {
+        s.max_seq.get() - s.min_seq.get() + 1
+    };
     let expected = publishes * connected as u64;
     let live: Vec<_> = s.per_sub.iter().filter(|(e, _)| e.get() > 0).collect();
     let json = json!({
@@ -126,8 +139,17 @@ fn event_stats(s: &Shared, connected: usize, elapsed: f64) -> serde_json::Map<St
     }
 }
 
-async fn subscriber(id: usize, common: Common, s: &Shared, request: &[u8], gate: &Semaphore, deadline: tokio::time::Instant) {
-    let Ok(permit) = gate.acquire().await else { return };
+async fn subscriber(
+    id: usize,
+    common: Common,
+    s: &Shared,
+    request: &[u8],
+    gate: &Semaphore,
+    deadline: tokio::time::Instant,
+) {
+    let Ok(permit) = gate.acquire().await else {
+        return;
+    };
     let began = Instant::now();
     let mut conn = match HttpConn::connect_until(common.addr, 8192, deadline).await {
         Ok(c) => c,
@@ -152,7 +174,9 @@ async fn subscriber(id: usize, common: Common, s: &Shared, request: &[u8], gate:
                 bump(&s.connected, 1);
                 let t = Instant::now();
                 s.last_connected_at.set(Some(t));
-                s.connect_time.borrow_mut().record((t - began).as_nanos() as u64);
+                s.connect_time
+                    .borrow_mut()
+                    .record((t - began).as_nanos() as u64);
             }
             Part::Body(b) => {
                 if s.phase.get() == Phase::Measure {

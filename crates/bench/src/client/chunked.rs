@@ -69,8 +69,22 @@ pub async fn run(mut args: Args) -> Result<Value, String> {
         .map(|_| {
             let (shared, request) = (shared.clone(), request.clone());
             tokio::task::spawn_local(async move {
-                let mut ex = Chunked { shared: &shared, want: bytes, status: 0, got: 0 };
-                repeat_requests(common, &shared.phase, &shared.stats, &request, 256 * 1024, requests, &mut ex).await;
+                let mut ex = Chunked {
+                    shared: &shared,
+                    want: bytes,
+                    status: 0,
+                    got: 0,
+                };
+                repeat_requests(
+                    common,
+                    &shared.phase,
+                    &shared.stats,
+                    &request,
+                    256 * 1024,
+                    requests,
+                    &mut ex,
+                )
+                .await;
             })
         })
         .collect();

@@ -29,12 +29,22 @@ impl HttpConn {
     pub async fn connect(addr: SocketAddr, buf_size: usize) -> io::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        Ok(Self { stream, buf: vec![0; buf_size].into_boxed_slice(), start: 0, end: 0, decoder: ResponseDecoder::default() })
+        Ok(Self {
+            stream,
+            buf: vec![0; buf_size].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            decoder: ResponseDecoder::default(),
+        })
     }
 
     /// Connects, retrying refused or reset attempts (a full accept backlog) every 50 ms
     /// until `deadline`.
-    pub async fn connect_until(addr: SocketAddr, buf_size: usize, deadline: tokio::time::Instant) -> io::Result<Self> {
+    pub async fn connect_until(
+        addr: SocketAddr,
+        buf_size: usize,
+        deadline: tokio::time::Instant,
+    ) -> io::Result<Self> {
         loop {
             match tokio::time::timeout_at(deadline, Self::connect(addr, buf_size)).await {
                 Ok(Ok(conn)) => return Ok(conn),
@@ -58,11 +68,16 @@ impl HttpConn {
     /// CLOCK_MONOTONIC time of the read that delivered it (one clock read per `read()`:
     /// everything in one read arrived together). Returns Ok(false) if the server closed
     /// the connection before the response ended.
-    pub async fn read_response(&mut self, mut on_part: impl FnMut(Part<'_>, u64)) -> io::Result<bool> {
+    pub async fn read_response(
+        &mut self,
+        mut on_part: impl FnMut(Part<'_>, u64),
+    ) -> io::Result<bool> {
         let mut now = monotonic_ns();
         loop {
             if self.end > self.start {
-                let (used, done) = self.decoder.feed(&self.buf[self.start..self.end], &mut |p| on_part(p, now))?;
+                let (used, done) = self
+                    .decoder
+                    .feed(&self.buf[self.start..self.end], &mut |p| on_part(p, now))?;
                 self.start += used;
                 if self.start == self.end {
                     (self.start, self.end) = (0, 0);
@@ -72,7 +87,10 @@ impl HttpConn {
                 }
                 if self.end == self.buf.len() {
                     if self.start == 0 {
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, "response head larger than the read buffer"));
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "response head larger than the read buffer",
+                        ));
                     }
                     // Only an incomplete head or chunk-size line is left: move it to the front.
                     self.buf.copy_within(self.start..self.end, 0);

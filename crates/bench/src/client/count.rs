@@ -43,7 +43,9 @@ impl Exchange for Count<'_> {
                 self.bytes += b.len() as u64;
                 let next = &mut self.next;
                 self.parser.feed(b, &mut |data| {
-                    *next = next.filter(|&want| json_u64(data, "i") == Some(want)).map(|i| i + 1);
+                    *next = next
+                        .filter(|&want| json_u64(data, "i") == Some(want))
+                        .map(|i| i + 1);
                 });
             }
             Part::End => {}
@@ -74,8 +76,24 @@ pub async fn run(mut args: Args) -> Result<Value, String> {
     for _ in 0..common.connections {
         let (shared, request) = (shared.clone(), request.clone());
         tokio::task::spawn_local(async move {
-            let mut ex = Count { shared: &shared, n, parser: SseParser::default(), status: 0, next: None, bytes: 0 };
-            repeat_requests(common, &shared.phase, &shared.stats, &request, 16 * 1024, u64::MAX, &mut ex).await;
+            let mut ex = Count {
+                shared: &shared,
+                n,
+                parser: SseParser::default(),
+                status: 0,
+                next: None,
+                bytes: 0,
+            };
+            repeat_requests(
+                common,
+                &shared.phase,
+                &shared.stats,
+                &request,
+                16 * 1024,
+                u64::MAX,
+                &mut ex,
+            )
+            .await;
         });
     }
     let elapsed = measure_window(&shared.phase, &common).await.as_secs_f64();

@@ -45,7 +45,10 @@ impl Exchange for Hello<'_> {
         let ok = self.status == 200 && self.body == self.expect;
         if measured && ok {
             self.shared.requests.set(self.shared.requests.get() + 1);
-            self.shared.latency.borrow_mut().record(self.done_at.saturating_sub(sent));
+            self.shared
+                .latency
+                .borrow_mut()
+                .record(self.done_at.saturating_sub(sent));
         }
         ok
     }
@@ -64,8 +67,23 @@ pub async fn run(mut args: Args) -> Result<Value, String> {
     for _ in 0..common.connections {
         let (shared, request, expect) = (shared.clone(), request.clone(), expect.clone());
         tokio::task::spawn_local(async move {
-            let mut ex = Hello { shared: &shared, expect: &expect, status: 0, body: Vec::new(), done_at: 0 };
-            repeat_requests(common, &shared.phase, &shared.stats, &request, 4096, u64::MAX, &mut ex).await;
+            let mut ex = Hello {
+                shared: &shared,
+                expect: &expect,
+                status: 0,
+                body: Vec::new(),
+                done_at: 0,
+            };
+            repeat_requests(
+                common,
+                &shared.phase,
+                &shared.stats,
+                &request,
+                4096,
+                u64::MAX,
+                &mut ex,
+            )
+            .await;
         });
     }
     let elapsed = measure_window(&shared.phase, &common).await.as_secs_f64();

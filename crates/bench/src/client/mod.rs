@@ -26,7 +26,9 @@ impl Args {
         let mut map = HashMap::new();
         let mut it = args.into_iter();
         while let Some(key) = it.next() {
-            let name = key.strip_prefix("--").ok_or_else(|| format!("expected --option, got {key:?}"))?;
+            let name = key
+                .strip_prefix("--")
+                .ok_or_else(|| format!("expected --option, got {key:?}"))?;
             let value = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
             map.insert(name.to_owned(), value);
         }
@@ -37,7 +39,9 @@ impl Args {
     pub fn take<T: FromStr>(&mut self, key: &str, default: T) -> Result<T, String> {
         match self.map.remove(key) {
             None => Ok(default),
-            Some(v) => v.parse().map_err(|_| format!("--{key}: cannot parse {v:?}")),
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("--{key}: cannot parse {v:?}")),
         }
     }
 

@@ -6,7 +6,8 @@ use std::io::{self, IoSlice, Read, Write};
 use mio::net::TcpStream;
 use rat_bench::query::positive;
 
-const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello";
+const HELLO: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello";
 const SSE_HEAD: &[u8] =
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n";
 const CHUNKED_HEAD: &[u8] =
@@ -28,10 +29,17 @@ enum Job {
     Idle,
     /// Subscribed to `/sse/broadcast`: publishes are appended by the server loop.
     Subscriber,
-    Count { next: u64, n: u64 },
+    Count {
+        next: u64,
+        n: u64,
+    },
     /// `left` body bytes to go, `size`-byte writes; `sent` bytes of the current chunk's
     /// frame (header, data, CRLF) already written.
-    Chunked { left: u64, size: usize, sent: usize },
+    Chunked {
+        left: u64,
+        size: usize,
+        sent: usize,
+    },
 }
 
 /// What the server loop must do after handling I/O.
@@ -59,7 +67,14 @@ fn chunk_header(len: usize) -> Vec<u8> {
 
 impl Conn {
     pub fn new(sock: TcpStream) -> Self {
-        Self { sock, sub_index: None, input: Vec::new(), out: Vec::new(), out_pos: 0, job: Job::Idle }
+        Self {
+            sock,
+            sub_index: None,
+            input: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            job: Job::Idle,
+        }
     }
 
     /// Reads everything available and answers the requests found.
@@ -69,7 +84,9 @@ impl Conn {
             match self.sock.read(&mut buf) {
                 Ok(0) => return Outcome::Close,
                 // A subscriber never sends more requests: what it sends is dropped unread.
-                Ok(n) if !matches!(self.job, Job::Subscriber) => self.input.extend_from_slice(&buf[..n]),
+                Ok(n) if !matches!(self.job, Job::Subscriber) => {
+                    self.input.extend_from_slice(&buf[..n])
+                }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -122,8 +139,18 @@ impl Conn {
                 None => (BAD_REQUEST, Job::Idle),
             },
             (Some("GET"), "/chunked") => {
-                match (positive(query, "bytes", u64::MAX), positive(query, "size", MAX_WRITE as u64)) {
-                    (Some(left), Some(size)) => (CHUNKED_HEAD, Job::Chunked { left, size: size as usize, sent: 0 }),
+                match (
+                    positive(query, "bytes", u64::MAX),
+                    positive(query, "size", MAX_WRITE as u64),
+                ) {
+                    (Some(left), Some(size)) => (
+                        CHUNKED_HEAD,
+                        Job::Chunked {
+                            left,
+                            size: size as usize,
+                            sent: 0,
+                        },
+                    ),
                     _ => (BAD_REQUEST, Job::Idle),
                 }
             }
@@ -209,7 +236,13 @@ impl Conn {
 
     /// Writes (the rest of) one `/chunked` chunk with writev, straight from the zero
     /// buffer. False if the socket would block.
-    fn write_chunk(&mut self, zeros: &[u8], left: u64, size: usize, mut sent: usize) -> io::Result<bool> {
+    fn write_chunk(
+        &mut self,
+        zeros: &[u8],
+        left: u64,
+        size: usize,
+        mut sent: usize,
+    ) -> io::Result<bool> {
         let data = left.min(size as u64) as usize;
         let header = chunk_header(data);
         let frame = header.len() + data + 2;
@@ -217,7 +250,10 @@ impl Conn {
             let h = &header[sent.min(header.len())..];
             let d = &zeros[(sent.max(header.len()) - header.len()).min(data)..data];
             let t = &b"\r\n"[(sent.max(header.len() + data) - header.len() - data)..];
-            match self.sock.write_vectored(&[IoSlice::new(h), IoSlice::new(d), IoSlice::new(t)]) {
+            match self
+                .sock
+                .write_vectored(&[IoSlice::new(h), IoSlice::new(d), IoSlice::new(t)])
+            {
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.job = Job::Chunked { left, size, sent };
@@ -227,7 +263,11 @@ impl Conn {
                 Err(e) => return Err(e),
             }
         }
-        self.job = Job::Chunked { left: left - data as u64, size, sent: 0 };
+        self.job = Job::Chunked {
+            left: left - data as u64,
+            size,
+            sent: 0,
+        };
         Ok(true)
     }
 }

@@ -33,11 +33,9 @@ struct Floor {
 fn env_num(name: &str, default: f64) -> io::Result<f64> {
     match std::env::var(name) {
         Err(_) => Ok(default),
-        Ok(v) => v
-            .parse::<f64>()
-            .ok()
-            .filter(|x| *x >= 0.0)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("bad {name}={v:?}"))),
+        Ok(v) => v.parse::<f64>().ok().filter(|x| *x >= 0.0).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("bad {name}={v:?}"))
+        }),
     }
 }
 
@@ -47,12 +45,20 @@ fn main() -> io::Result<()> {
     let interval = Duration::from_secs_f64(env_num("PUB_INTERVAL_MS", 100.0)?.max(1.0) / 1000.0);
     let mut listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))?;
     let poll = Poll::new()?;
-    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
     println!("listening {}", listener.local_addr()?.port());
     io::stdout().flush()?;
 
-    let mut floor =
-        Floor { poll, listener, conns: Vec::new(), free: Vec::new(), subscribers: Vec::new(), zeros: vec![0; MAX_WRITE], seq: 0 };
+    let mut floor = Floor {
+        poll,
+        listener,
+        conns: Vec::new(),
+        free: Vec::new(),
+        subscribers: Vec::new(),
+        zeros: vec![0; MAX_WRITE],
+        seq: 0,
+    };
     let mut events = Events::with_capacity(1024);
     let mut next_publish = Instant::now() + interval;
     loop {
@@ -67,7 +73,11 @@ fn main() -> io::Result<()> {
             if ev.token() == LISTENER {
                 floor.accept()?;
             } else {
-                floor.on_event(ev.token().0, ev.is_readable() || ev.is_read_closed(), ev.is_error());
+                floor.on_event(
+                    ev.token().0,
+                    ev.is_readable() || ev.is_read_closed(),
+                    ev.is_error(),
+                );
             }
         }
         let now = Instant::now();
@@ -94,13 +104,22 @@ impl Floor {
                 self.conns.push(None);
                 self.conns.len() - 1
             });
-            self.poll.registry().register(&mut sock, Token(token), Interest::READABLE | Interest::WRITABLE)?;
+            self.poll.registry().register(
+                &mut sock,
+                Token(token),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
             self.conns[token] = Some(Conn::new(sock));
+            // The request is usually in already: answering it now saves a whole loop turn,
+            // which matters when a publish to thousands of subscribers fills each turn.
+            self.on_event(token, true, false);
         }
     }
 
     fn on_event(&mut self, token: usize, readable: bool, error: bool) {
-        let Some(conn) = self.conns.get_mut(token).and_then(Option::as_mut) else { return };
+        let Some(conn) = self.conns.get_mut(token).and_then(Option::as_mut) else {
+            return;
+        };
         let outcome = match (error, readable) {
             (true, _) => Outcome::Close,
             (false, true) => conn.on_readable(&self.zeros),
@@ -117,7 +136,9 @@ impl Floor {
     }
 
     fn close(&mut self, token: usize) {
-        let Some(conn) = self.conns[token].take() else { return };
+        let Some(conn) = self.conns[token].take() else {
+            return;
+        };
         if let Some(i) = conn.sub_index {
             self.subscribers.swap_remove(i);
             if let Some(&moved) = self.subscribers.get(i) {
@@ -131,7 +152,11 @@ impl Floor {
 
     /// Formats the event once, as one chunk, and sends it to every subscriber.
     fn publish(&mut self) {
-        let data = format!("data: {{\"seq\":{},\"t\":{}}}\n\n", self.seq, monotonic_ns());
+        let data = format!(
+            "data: {{\"seq\":{},\"t\":{}}}\n\n",
+            self.seq,
+            monotonic_ns()
+        );
         let frame = format!("{:x}\r\n{data}\r\n", data.len()).into_bytes();
         self.seq += 1;
         let mut dead = Vec::new();

@@ -1,0 +1,149 @@
+// What `npm run bench` runs: the servers (ours, the floor, the peers) and the scenarios of
+// issue 6, each scenario being one rat-bench invocation plus the server's publish interval.
+
+import { existsSync, readdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { execFileSync } from 'node:child_process'
+
+const MiB = 1 << 20
+/** Publish interval for scenarios that do not subscribe: effectively never. */
+const NO_PUBLISH = 3_600_000
+
+/**
+ * Every server. `available(root)` returns null when it can run, else why not (the run
+ * records it as skipped). Peers run from bench/peers (its own package.json).
+ */
+export function servers({ root, targetDir }) {
+  const peers = join(root, 'bench', 'peers')
+  const node = process.execPath
+  const peerInstalled = (pkg) => (existsSync(join(peers, 'node_modules', pkg)) ? null : `bench/peers: ${pkg} is not installed`)
+  const bun = join(peers, 'node_modules', 'bun', 'bin', 'bun.exe')
+  return [
+    {
+      name: 'rat-engine',
+      label: 'rat-engine (ours)',
+      ours: true,
+      cmd: [node, '--import', 'tsx', 'examples/bench-server.ts'],
+      cwd: root,
+      available: () => {
+        if (!existsSync(join(root, 'ts', 'index.ts'))) return 'ts/index.ts does not exist yet'
+        if (!readdirSync(root).some((f) => f.endsWith('.node'))) return 'the addon is not built: run `npm run build:native`'
+        return null
+      },
+    },
+    {
+      name: 'floor',
+      label: 'floor (Rust mio, 1 thread)',
+      floor: true,
+      cmd: [join(targetDir, 'release', 'rat-floor')],
+      cwd: root,
+      available: () => (existsSync(join(targetDir, 'release', 'rat-floor')) ? null : 'rat-floor is not built'),
+    },
+    { name: 'node-http', label: 'node:http', cmd: [node, 'node-http.mjs'], cwd: peers, available: () => null },
+    { name: 'fastify', label: 'fastify + @fastify/sse', cmd: [node, 'fastify.mjs'], cwd: peers, available: () => peerInstalled('@fastify/sse') },
+    { name: 'better-sse', label: 'better-sse', cmd: [node, 'better-sse.mjs'], cwd: peers, available: () => peerInstalled('better-sse') },
+    { name: 'hono', label: 'hono + @hono/node-server', cmd: [node, 'hono.mjs'], cwd: peers, available: () => peerInstalled('@hono/node-server') },
+    {
+      name: 'bun',
+      label: 'Bun.serve',
+      cmd: [bun, 'bun.mjs'],
+      cwd: peers,
+      available: () => {
+        try {
+          execFileSync(bun, ['--version'], { stdio: 'ignore' })
+          return null
+        } catch (err) {
+          return `the bun binary does not run (${err.code ?? err.message})`
+        }
+      },
+    },
+  ]
+}
+
+/**
+ * The scenarios. `metric` is the headline (higher is better) that ratios compare; `per`
+ * names the unit the server's CPU time is divided by; `args(opts)` gives rat-bench's
+ * arguments for full or quick runs.
+ */
+export function scenarios(opts) {
+  const window = ['--warmup', opts.warmup, '--duration', opts.duration]
+  const subscribe = (n) => ['--connections', n, '--connect-timeout', opts.connectTimeout, ...window]
+  return [
+    {
+      name: 'hello',
+      title: 'GET /hello (JS handler), 64 keep-alive connections',
+      pubMs: NO_PUBLISH,
+      args: ['hello', '--connections', 64, ...window],
+      metric: 'requests_per_s',
+      unit: 'req/s',
+      per: 'requests',
+    },
+    {
+      name: 'broadcast-1k-100ms',
+      title: '/sse/broadcast, 1,000 subscribers, publish every 100 ms',
+      pubMs: 100,
+      args: ['broadcast', ...subscribe(1000)],
+      metric: 'events_per_s',
+      unit: 'events/s',
+      per: 'events',
+      subscribers: 1000,
+    },
+    {
+      name: 'broadcast-10k-100ms',
+      title: '/sse/broadcast, 10,000 subscribers, publish every 100 ms',
+      pubMs: 100,
+      args: ['broadcast', ...subscribe(10_000)],
+      metric: 'events_per_s',
+      unit: 'events/s',
+      per: 'events',
+      subscribers: 10_000,
+    },
+    {
+      name: 'broadcast-10k-10ms',
+      title: '/sse/broadcast, 10,000 subscribers, publish every 10 ms',
+      pubMs: 10,
+      args: ['broadcast', ...subscribe(10_000)],
+      metric: 'events_per_s',
+      unit: 'events/s',
+      per: 'events',
+      subscribers: 10_000,
+    },
+    {
+      name: 'count',
+      title: '/sse/count?n=100, 50 connections',
+      pubMs: NO_PUBLISH,
+      args: ['count', '--connections', 50, '--n', 100, ...window],
+      metric: 'events_per_s',
+      unit: 'events/s',
+      per: 'events',
+    },
+    {
+      name: 'chunked',
+      title: `/chunked, ${opts.chunkedTotal / (1 << 30)} GiB in 64 KiB writes over 4 connections`,
+      pubMs: NO_PUBLISH,
+      // --duration only caps a stalled server here: the work is fixed.
+      args: ['chunked', '--connections', 4, '--bytes', opts.chunkedTotal / 4, '--size', 64 * 1024, '--duration', 120],
+      metric: 'bytes_per_s',
+      unit: 'bytes/s',
+      per: 'MiB',
+      perDivisor: MiB,
+    },
+    {
+      name: 'idle-10k',
+      title: '10,000 idle SSE connections (no publishes): server RSS per connection',
+      pubMs: NO_PUBLISH,
+      args: ['idle', '--connections', 10_000, '--connect-timeout', opts.connectTimeout, '--warmup', 1, '--duration', opts.idleHold],
+      metric: 'rss_per_connection_bytes',
+      unit: 'bytes',
+      lowerIsBetter: true,
+      subscribers: 10_000,
+    },
+  ]
+}
+
+/** Run sizes: `--quick` is a smoke test of the harness, not a measurement. */
+export function runOptions(quick) {
+  return quick
+    ? { rounds: 1, warmup: 0.5, duration: 2, connectTimeout: 20, idleHold: 1, chunkedTotal: 256 * MiB, quietWaitMs: 2000 }
+    : { rounds: 3, warmup: 1, duration: 10, connectTimeout: 60, idleHold: 3, chunkedTotal: 1024 * MiB, quietWaitMs: 30_000 }
+}

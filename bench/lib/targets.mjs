@@ -1,0 +1,61 @@
+// Issue 6's targets for our engine, checked against the medians of one run (ratios always
+// from the same run, as the issue asks).
+
+const B10K = 'broadcast-10k-100ms'
+const B10K_FAST = 'broadcast-10k-10ms'
+
+/**
+ * Each target: what it compares, and `check(get)` returning { measured, ok } or null when a
+ * server it needs did not run. `get(scenario, server, key, agg = 'med')`.
+ */
+function targets(ours, name, fmt) {
+  const rel = (sc, key, peer, need, { lower = false, label, unit } = {}) => ({
+    target: label,
+    needed: need === Infinity ? null : `${lower ? '≤' : '≥'} ${need}× ${name(peer)}`,
+    check: (get) => {
+      const a = get(sc, ours, key)
+      const b = get(sc, peer, key)
+      if (!(a > 0) || !(b > 0)) return null
+      const r = a / b
+      return { measured: `${r.toFixed(2)}× (${fmt(a, unit)} vs ${fmt(b, unit)})`, ok: lower ? r <= need : r >= need }
+    },
+  })
+  const abs = (sc, key, label, needed, test, show, agg = 'med') => ({
+    target: label,
+    needed,
+    check: (get) => {
+      const v = get(sc, ours, key, agg)
+      return v === undefined ? null : { measured: show(v), ok: test(v) }
+    },
+  })
+  return [
+    rel('hello', 'requests_per_s', 'node-http', 2.5, { label: '/hello req/s vs node:http' }),
+    rel('hello', 'requests_per_s', 'bun', 1, { label: '/hello req/s vs Bun' }),
+    rel('hello', 'server_cpu_us_per_unit', 'floor', Infinity, { lower: true, label: '/hello server CPU µs per request vs floor (report only)' }),
+    abs(B10K, 'connect_s', '10k subscribers @100 ms: all connected', '< 2 s', (v) => v < 2, (v) => `${v.toFixed(2)} s`, 'max'),
+    abs(B10K, 'connected', '10k subscribers @100 ms: subscribers connected', '10,000', (v) => v >= 10_000, (v) => fmt(v), 'min'),
+    abs(B10K, 'gaps', '10k subscribers @100 ms: gaps', '0', (v) => v === 0, (v) => String(v), 'max'),
+    rel(B10K, 'latency_p99_ms', 'floor', 1.1, { lower: true, label: '10k subscribers @100 ms: p99 latency vs floor' }),
+    rel(B10K, 'server_cpu_us_per_unit', 'floor', 1.15, { lower: true, label: '10k subscribers @100 ms: server CPU per delivered event vs floor' }),
+    abs(B10K, 'rss_per_connection_bytes', '10k subscribers @100 ms: server RSS growth per subscriber', '≤ 2 KiB', (v) => v <= 2048, (v) => fmt(v, 'bytes')),
+    rel(B10K_FAST, 'events_per_s', 'bun', 5, { label: '10k subscribers @10 ms: delivered events/s vs Bun' }),
+    abs(B10K_FAST, 'gaps', '10k subscribers @10 ms: gaps', '0', (v) => v === 0, (v) => String(v), 'max'),
+    rel('count', 'events_per_s', 'bun', 1, { label: '/sse/count events/s vs Bun' }),
+    rel('chunked', 'bytes_per_s', 'bun', 1, { label: '/chunked bytes/s vs Bun', unit: 'bytes/s' }),
+    rel('chunked', 'bytes_per_s', 'floor', 0.9, { label: '/chunked bytes/s vs floor (stretch)', unit: 'bytes/s' }),
+  ]
+}
+
+/**
+ * The markdown table of targets for server `ours`; `labels` maps server names to labels and
+ * `fmt(value, unit)` formats numbers.
+ */
+export function targetRows(stats, ours, labels, fmt) {
+  const get = (sc, server, key, agg = 'med') => stats[sc]?.[server]?.[agg]?.[key]
+  const rows = targets(ours, (n) => labels[n] ?? n, fmt).map((t) => {
+    const r = t.check(get)
+    const status = r === null ? 'not measured' : t.needed === null ? 'info' : r.ok ? '✅ met' : '❌ missed'
+    return `| ${t.target} | ${r?.measured ?? '–'} | ${t.needed ?? '–'} | ${status} |`
+  })
+  return ['| target | measured (ours vs them) | needed | status |', '| --- | --- | --- | --- |', ...rows].join('\n')
+}

@@ -1,0 +1,220 @@
+#!/usr/bin/env node
+// `npm run bench`: our engine, the floor and the Node/Bun peers side by side on this
+// machine (docs/benchmarks.md). Each server runs alone on CPU 0, the Rust load client on
+// CPU 1; every scenario runs every server in turn, round after round; the server's CPU and
+// RSS are read from /proc at the client's window markers.
+//
+//   node bench/run.mjs [--quick] [--rounds N] [--duration S] [--only a,b] [--scenario a,b]
+//                      [--no-build] [--docs] [--nice=-5] [--report bench/results/<file>.json]
+
+import { execFileSync } from 'node:child_process'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { dirname, join, relative, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import os from 'node:os'
+import { parseArgs } from 'node:util'
+import { runOptions, scenarios as allScenarios, servers as allServers } from './lib/catalog.mjs'
+import { machineBusyS, machineInfo, runClient, sampleTree, setNiceness, startServer, waitForQuiet } from './lib/proc.mjs'
+import { writeReport } from './lib/report.mjs'
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
+const MiB = 1 << 20
+const SERVER_CPU = 0
+const CLIENT_CPU = 1
+const BENCH_CPUS = [SERVER_CPU, CLIENT_CPU]
+
+const { values: flags } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    rounds: { type: 'string' },
+    duration: { type: 'string' },
+    only: { type: 'string' },
+    scenario: { type: 'string' },
+    'no-build': { type: 'boolean', default: false },
+    docs: { type: 'boolean', default: false },
+    report: { type: 'string' },
+    nice: { type: 'string' },
+    help: { type: 'boolean', default: false },
+  },
+})
+
+if (flags.help) {
+  console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(6, 9).join('\n').replaceAll('// ', ''))
+  process.exit(0)
+}
+
+// CARGO_TARGET_DIR is honoured as cargo itself does; by default ./target.
+const targetDir = process.env.CARGO_TARGET_DIR ? resolve(process.env.CARGO_TARGET_DIR) : join(root, 'target')
+const list = (s) => (s ? s.split(',').map((x) => x.trim()).filter(Boolean) : null)
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
+function build() {
+  console.log('> cargo build --release -p rat-bench')
+  execFileSync('cargo', ['build', '--release', '-p', 'rat-bench'], { cwd: root, stdio: 'inherit' })
+  const peers = join(root, 'bench', 'peers')
+  if (!existsSync(join(peers, 'node_modules'))) {
+    console.log('> npm ci (bench/peers)')
+    try {
+      execFileSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: peers, stdio: 'inherit' })
+    } catch {
+      console.warn('bench/peers: npm ci failed; the peers that need it will be skipped')
+    }
+  }
+}
+
+/** Flat numbers the report uses, from the client's JSON and the server samples. */
+function metrics(scenario, client, samples, peakRss) {
+  const start = samples['measure-start']
+  const end = samples['measure-end']
+  const base = samples.base
+  const m = {}
+  for (const k of ['requests_per_s', 'events_per_s', 'streams_per_s', 'bytes_per_s', 'gib_per_s', 'publishes_per_s', 'delivery_ratio',
+    'gaps', 'subscribers_with_gaps', 'connected', 'connect_s', 'lost', 'errors', 'out_of_order', 'unparsable', 'clock_skew']) {
+    if (typeof client[k] === 'number') m[k] = client[k]
+  }
+  if (typeof client.all_connected === 'boolean') m.all_connected = client.all_connected
+  if (client.finished === false) m.unfinished = true
+  if (client.latency) {
+    m.latency_p50_ms = client.latency.p50_ms
+    m.latency_p99_ms = client.latency.p99_ms
+    m.latency_max_ms = client.latency.max_ms
+  }
+  if (start && end) {
+    const window = (end.at - start.at) / 1000
+    // The runner's window should match the client's; if not, the runner read markers late.
+    m.window_skew_s = window - client.duration_s
+    const cpuS = end.cpuS - start.cpuS
+    m.server_cpu_util = cpuS / window
+    m.client_cpu_util = (end.client.cpuS - start.client.cpuS) / window
+    // Whatever else ran on the two CPUs meanwhile (a shared machine): noise to be aware of.
+    m.other_cpu_util = Math.max(0, (end.machineS - start.machineS) / window - m.server_cpu_util - m.client_cpu_util)
+    const units = scenario.per === 'MiB' ? client.bytes / MiB : client[scenario.per]
+    if (scenario.per && units > 0) m.server_cpu_us_per_unit = (cpuS * 1e6) / units
+    m.rss_end_mib = end.rss / MiB
+  }
+  m.rss_base_mib = base.rss / MiB
+  m.rss_peak_mib = peakRss / MiB
+  if (scenario.subscribers && client.connected > 0 && end) {
+    m.rss_per_connection_bytes = (end.rss - base.rss) / client.connected
+  }
+  return m
+}
+
+async function runOne(server, scenario, round, port, opts) {
+  const record = { server: server.name, scenario: scenario.name, round, port }
+  let handle
+  try {
+    record.busyBefore = await waitForQuiet(BENCH_CPUS, { maxMs: opts.quietWaitMs })
+    handle = await startServer(server, { cpu: SERVER_CPU, port, pubMs: scenario.pubMs })
+    await sleep(500) // let start-up work (JIT, first GC) settle before the baseline
+    const samples = { base: sampleTree(handle.pid) }
+    let peakRss = samples.base.rss
+    const ticker = setInterval(() => {
+      peakRss = Math.max(peakRss, sampleTree(handle.pid).rss)
+    }, 250)
+    const args = scenario.args.map(String)
+    const cmd = [join(targetDir, 'release', 'rat-bench'), ...args, '--addr', `127.0.0.1:${port}`]
+    const timeoutMs = (opts.connectTimeout + opts.warmup + Math.max(opts.duration, 120) + 60) * 1000
+    try {
+      record.client = await runClient(cmd, {
+        cpu: CLIENT_CPU,
+        cwd: root,
+        timeoutMs,
+        onPhase: (name, clientPid) => {
+          samples[name] = { ...sampleTree(handle.pid), client: sampleTree(clientPid), machineS: machineBusyS(BENCH_CPUS) }
+        },
+      })
+      record.metrics = metrics(scenario, record.client, samples, peakRss)
+    } finally {
+      clearInterval(ticker)
+    }
+  } catch (err) {
+    record.error = String(err.message ?? err).slice(0, 2000)
+  } finally {
+    await handle?.stop()
+  }
+  return record
+}
+
+function summary(r, scenario) {
+  if (r.error) return `ERROR ${r.error.split('\n')[0]}`
+  const m = r.metrics
+  const v = m[scenario.metric]
+  const parts = [`${scenario.metric}=${v === undefined ? '-' : Math.round(v).toLocaleString('en-US')}`]
+  if (m.latency_p99_ms !== undefined) parts.push(`p99=${m.latency_p99_ms}ms`)
+  if (m.gaps !== undefined) parts.push(`gaps=${m.gaps}`)
+  if (m.connected !== undefined) parts.push(`connected=${m.connected} in ${m.connect_s}s`)
+  if (m.server_cpu_util !== undefined) parts.push(`srv cpu=${(m.server_cpu_util * 100).toFixed(0)}%`)
+  if (m.client_cpu_util !== undefined) parts.push(`cli cpu=${(m.client_cpu_util * 100).toFixed(0)}%`)
+  if (m.other_cpu_util > 0.1) parts.push(`other load=${(m.other_cpu_util * 100).toFixed(0)}%`)
+  if (m.errors) parts.push(`errors=${m.errors}`)
+  return parts.join(' ')
+}
+
+async function main() {
+  if (flags.report) {
+    const results = JSON.parse(readFileSync(resolve(flags.report), 'utf8'))
+    writeReport(results, root, relative(root, resolve(flags.report)))
+    return
+  }
+  const opts = runOptions(flags.quick)
+  if (flags.rounds) opts.rounds = Math.max(1, Number(flags.rounds))
+  if (flags.duration) opts.duration = Math.max(1, Number(flags.duration))
+  if (flags.nice) {
+    setNiceness(Number(flags.nice))
+    // The runner too: starved, it would read the client's window markers late.
+    os.setPriority(Number(flags.nice))
+  }
+  opts.nice = Number(flags.nice ?? 0)
+  if (!flags['no-build']) build()
+
+  const only = list(flags.only)
+  const wanted = list(flags.scenario)
+  const servers = allServers({ root, targetDir }).filter((s) => !only || only.includes(s.name))
+  const scenarios = allScenarios(opts).filter((s) => !wanted || wanted.includes(s.name))
+  if (!servers.length || !scenarios.length) throw new Error('nothing to run: check --only / --scenario')
+  const skipped = {}
+  const ready = servers.filter((s) => {
+    const why = s.available()
+    if (why) skipped[s.name] = why
+    return !why
+  })
+  for (const [name, why] of Object.entries(skipped)) console.log(`skip ${name}: ${why}`)
+
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-')
+  const resultsDir = join(root, 'bench', 'results')
+  mkdirSync(resultsDir, { recursive: true })
+  const file = join(resultsDir, `${stamp}${flags.quick ? '-quick' : ''}.json`)
+  const results = {
+    startedAt: new Date().toISOString(),
+    quick: flags.quick,
+    machine: machineInfo(),
+    options: opts,
+    servers: servers.map(({ name, label, ours, floor }) => ({ name, label, ours: !!ours, floor: !!floor })),
+    scenarios: scenarios.map(({ name, title, metric, unit, per, lowerIsBetter, subscribers }) => ({ name, title, metric, unit, per, lowerIsBetter, subscribers })),
+    skipped,
+    runs: [],
+  }
+  // A fresh port per run: no run meets the previous server's TIME_WAIT sockets.
+  let port = 4100 + Math.floor(Math.random() * 1000)
+  for (let round = 1; round <= opts.rounds; round++) {
+    for (const scenario of scenarios) {
+      for (const server of ready) {
+        const r = await runOne(server, scenario, round, port++, opts)
+        results.runs.push(r)
+        console.log(`[${round}/${opts.rounds}] ${scenario.name.padEnd(20)} ${server.name.padEnd(11)} ${summary(r, scenario)}`)
+        writeFileSync(file, JSON.stringify(results, null, 1)) // kept current: a crash loses one run
+      }
+    }
+  }
+  results.finishedAt = new Date().toISOString()
+  writeFileSync(file, JSON.stringify(results, null, 1))
+  console.log(`results: ${relative(root, file)}`)
+  if (!flags.quick || flags.docs) writeReport(results, root, relative(root, file))
+  else console.log('quick run: docs/benchmarks.md left alone (pass --docs to write it)')
+}
+
+main().catch((err) => {
+  console.error(err)
+  process.exit(1)
+})
