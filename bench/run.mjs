@@ -4,7 +4,8 @@
 // CPU 1; every scenario runs every server in turn, round after round; the server's CPU and
 // RSS are read from /proc at the client's window markers.
 //
-//   node bench/run.mjs [--quick] [--rounds N] [--duration S] [--only a,b] [--scenario a,b]
+//   node bench/run.mjs [--quick] [--rounds N] [--duration S] [--connect-timeout S]
+//                      [--only a,b] [--scenario a,b]
 //                      [--no-build] [--docs] [--nice=-5] [--report bench/results/<file>.json]
 
 import { execFileSync } from 'node:child_process'
@@ -28,6 +29,7 @@ const { values: flags } = parseArgs({
     quick: { type: 'boolean', default: false },
     rounds: { type: 'string' },
     duration: { type: 'string' },
+    'connect-timeout': { type: 'string' },
     only: { type: 'string' },
     scenario: { type: 'string' },
     'no-build': { type: 'boolean', default: false },
@@ -39,7 +41,7 @@ const { values: flags } = parseArgs({
 })
 
 if (flags.help) {
-  console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(6, 9).join('\n').replaceAll('// ', ''))
+  console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(6, 10).join('\n').replaceAll('// ', ''))
   process.exit(0)
 }
 
@@ -160,6 +162,7 @@ async function main() {
   const opts = runOptions(flags.quick)
   if (flags.rounds) opts.rounds = Math.max(1, Number(flags.rounds))
   if (flags.duration) opts.duration = Math.max(1, Number(flags.duration))
+  if (flags['connect-timeout']) opts.connectTimeout = Math.max(1, Number(flags['connect-timeout']))
   if (flags.nice) {
     setNiceness(Number(flags.nice))
     // The runner too: starved, it would read the client's window markers late.
