@@ -64,6 +64,11 @@ export declare class Call {
   sendEvent(data?: string | undefined | null, event?: string | undefined | null, id?: string | undefined | null, retry?: number | undefined | null): boolean
   /** Sends a data-only SSE event (the common case, with one argument to convert). */
   sendData(data: string): boolean
+  /**
+   * Sends one data-only SSE event per item, as one write: the TS stream collects the
+   * sends of a tick and crosses over once. Returns like `writeString`.
+   */
+  sendDataBatch(items: Array<string>): boolean
   /** Sends an SSE comment line. */
   comment(text: string): boolean
   /** Ends the response after what is queued. */
@@ -79,8 +84,13 @@ export declare class Call {
   get closed(): boolean
   /** Bytes queued and not yet sent. */
   get buffered(): number
-  /** Resolves true when the queue has room again, false once the stream is closed. */
-  ready(): Promise<boolean>
+  /**
+   * Asks for a notice when the queue has room again: 1 = it has room now, 0 = the
+   * stream is closed, 2 = armed: this call's id arrives in a later dispatch's `ready`
+   * list (or in `closed`, if the stream closes first). One promise-free crossing per
+   * wait, batched with the rest of the engine's traffic.
+   */
+  armReady(): number
   /**
    * Subscribes this SSE stream to a channel, replaying history after `lastEventId`.
    * Returns the number of events replayed (-1 if some were missed: a `missed` event
@@ -112,11 +122,12 @@ export declare class Channel {
 /** The native engine: register routes, listen, close. The TypeScript `createApp()` wraps it. */
 export declare class Engine {
   /**
-   * Creates an engine. `dispatch(calls, routeIds, closed)` is called on the JS thread with
-   * a batch of new requests, the route id of each, and the ids of streams whose client
-   * has gone.
+   * Creates an engine. `dispatch(calls, routeIds, closed, ready)` is called on the JS
+   * thread with a batch of new requests, the route id of each, the ids of streams whose
+   * client has gone, and the ids of streams whose queue has room again (see
+   * `Call.armReady`).
    */
-  constructor(options: EngineOptions | undefined | null, dispatch: (calls: Call[], routeIds: number[], closed: number[]) => void)
+  constructor(options: EngineOptions | undefined | null, dispatch: (calls: Call[], routeIds: number[], closed: number[], ready: number[]) => void)
   /**
    * Adds a route served by JS. `kind` is `plain`, `sse` or `chunked`; `contentType` is
    * the chunked default.

@@ -111,12 +111,14 @@ export class App {
       ((err, req) => console.error(`rat-engine: ${req.method} ${req.path} failed:`, err))
     const { heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive } = options
     this.#engine = call(
-      () => new native.Engine({ heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive }, (calls, routeIds, closed) => this.#dispatch(calls, routeIds, closed)),
+      () => new native.Engine({ heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive }, (calls, routeIds, closed, ready) => this.#dispatch(calls, routeIds, closed, ready)),
     )
   }
 
-  // The one entry from the engine: a batch of new requests and of closed streams.
-  #dispatch(calls: Call[], routeIds: number[], closed: number[]): void {
+  // The one entry from the engine: a batch of new requests, of streams whose queue has
+  // room again, and of closed streams.
+  #dispatch(calls: Call[], routeIds: number[], closed: number[], ready: number[]): void {
+    for (let i = 0; i < ready.length; i++) this.#live.get(ready[i])?.stream._ready(true)
     for (let i = 0; i < calls.length; i++) {
       const c = calls[i]
       try {
@@ -132,6 +134,7 @@ export class App {
     const live = this.#live.get(id)
     if (!live) return
     this.#live.delete(id)
+    live.stream._gone()
     live.req._abort()
     live.stream._closed()
   }
@@ -145,6 +148,8 @@ export class App {
   }
 
   #fail(c: Call, req: RatRequest<unknown>, err: unknown): void {
+    // What the stream collected goes out before the error.
+    this.#live.get(c.id)?.stream._flush()
     const e = fromNative(err)
     if (e instanceof HttpError && !c.started) {
       const headers = ['content-type', 'application/json', ...flatHeaders(e.headers)]
@@ -206,6 +211,7 @@ export class App {
       // rejection (fatal in Node).
       const settle = (value: unknown) => {
         try {
+          stream._flush()
           if (isIterable(value)) {
             const type = (value as Partial<StreamSource<unknown>>).contentType
             if (typeof type === 'string' && !c.started) c.appendHeader('content-type', type)
@@ -214,7 +220,7 @@ export class App {
               (err) => this.#fail(c, req, err),
             )
           } else if (!c.closed) {
-            c.start()
+            stream.start()
           }
         } catch (err) {
           this.#fail(c, req, err)

@@ -40,26 +40,58 @@ export function eventArgs(e: SseEvent): [string | undefined, string | undefined,
  * `data:` line per line), or any other value (sent as JSON data).
  */
 export class SseStream extends BaseStream {
+  /** Data of data-only events collected this turn (see `FLUSH_AT`). */
+  #batch: string[] = []
+  #batchSize = 0
+
   constructor(call: Call, req: RatRequest<unknown>) {
     super(call, req)
+  }
+
+  /** @internal */
+  protected writePending(): boolean | undefined {
+    if (this.#batch.length === 0) return undefined
+    const items = this.#batch
+    this.#batch = []
+    this.#batchSize = 0
+    return this.call.sendDataBatch(items)
+  }
+
+  /** @internal */
+  protected dropPending(): void {
+    this.#batch = []
+    this.#batchSize = 0
+  }
+
+  #data(data: string): boolean {
+    if (this.done) return false
+    this.#batch.push(data)
+    this.#batchSize += data.length
+    return this.collected(this.#batchSize)
   }
 
   /**
    * Sends one event. Returns `false` when the engine's queue is at its high-water mark
    * (await `ready()` before sending more) or the stream is closed (see `closed`).
    *
+   * Data-only events are collected and handed to the engine together (see `FLUSH_AT`);
+   * their order with every other write is kept.
+   *
    * @throws RatError `ERR_INVALID_FIELD` for an `event` or `id` with CR/LF (or NUL in id).
    */
   send(event: SseEvent | string | unknown): boolean {
     if (typeof event === 'string') {
-      return isSseFrame(event) ? this.call.writeString(event) : this.call.sendData(event)
+      if (!isSseFrame(event)) return this.#data(event)
+      this._flush()
+      return this.wrote(this.call.writeString(event))
     }
     if (isSseEvent(event)) {
+      this._flush()
       if (event.comment !== undefined) this.call.comment(event.comment)
       if (event.data === undefined && event.event === undefined && event.id === undefined) return !this.closed
-      return native(() => this.call.sendEvent(...eventArgs(event)))
+      return this.wrote(native(() => this.call.sendEvent(...eventArgs(event))))
     }
-    return this.call.sendData(JSON.stringify(event))
+    return this.#data(JSON.stringify(event))
   }
 
   /** Sends `event: name` with `data`. */
@@ -69,7 +101,8 @@ export class SseStream extends BaseStream {
 
   /** Sends a comment line (clients ignore it). */
   comment(text: string): boolean {
-    return this.call.comment(text)
+    this._flush()
+    return this.wrote(this.call.comment(text))
   }
 
   /**
@@ -81,6 +114,7 @@ export class SseStream extends BaseStream {
    * event was sent first).
    */
   subscribe(channel: Channel, lastEventId: string | null = this.lastEventIdOfRequest()): number {
+    this._flush()
     return native(() => this.call.subscribe(channel.native, lastEventId))
   }
 

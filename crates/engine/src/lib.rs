@@ -48,8 +48,8 @@ pub use response::{Html, IntoResponse, Json, Response};
 pub use router::{ParamKind, Params};
 pub use server::{Server, ServerConfig, ServerHandle};
 pub use stream::{
-    binary_stream, json_stream, text_stream, Body, ChunkedResponse, Event, QueueLimits, Responder,
-    ResponseKind, SseResponse, SseSender, StreamSender, StreamingResponse,
+    binary_stream, json_stream, text_stream, Body, ChunkedResponse, Event, QueueLimits, ReadyState,
+    Responder, ResponseKind, SseResponse, SseSender, StreamSender, StreamingResponse,
 };
 
 pub use bytes::Bytes;

@@ -6,9 +6,10 @@ use napi::bindgen_prelude::{Buffer, Env, PromiseRaw};
 use napi_derive::napi;
 use std::sync::Arc;
 
-use rat_engine::{BodyStream, ParamKind, Request, Responder, ResponseKind};
+use rat_engine::{BodyStream, ParamKind, ReadyState, Request, Responder, ResponseKind};
 
 use crate::channel::Channel;
+use crate::dispatch::{Dispatcher, Item};
 use crate::{build_event, to_js_error};
 
 /// A request and its response, handed to the JS dispatcher.
@@ -19,10 +20,17 @@ pub struct Call {
     req: Request,
     responder: Responder,
     body_stream: Option<Arc<tokio::sync::Mutex<BodyStream>>>,
+    dispatcher: Arc<Dispatcher>,
 }
 
 impl Call {
-    pub(crate) fn new(id: u32, route_id: u32, mut req: Request, responder: Responder) -> Self {
+    pub(crate) fn new(
+        id: u32,
+        route_id: u32,
+        mut req: Request,
+        responder: Responder,
+        dispatcher: Arc<Dispatcher>,
+    ) -> Self {
         let body_stream = req
             .body_stream()
             .map(|b| Arc::new(tokio::sync::Mutex::new(b)));
@@ -32,6 +40,7 @@ impl Call {
             req,
             responder,
             body_stream,
+            dispatcher,
         }
     }
 
@@ -280,6 +289,20 @@ impl Call {
         }
     }
 
+    /// Sends one data-only SSE event per item, as one write: the TS stream collects the
+    /// sends of a tick and crosses over once. Returns like `writeString`.
+    #[napi]
+    pub fn send_data_batch(&self, items: Vec<String>) -> napi::Result<bool> {
+        match self
+            .responder
+            .send_data_batch(items.iter().map(String::as_str))
+        {
+            Ok(below) => Ok(below),
+            Err(e) if e.is_closed() || e.is_full() => Ok(false),
+            Err(e) => Err(to_js_error(e)),
+        }
+    }
+
     /// Sends an SSE comment line.
     #[napi]
     pub fn comment(&self, text: String) -> napi::Result<bool> {
@@ -321,11 +344,19 @@ impl Call {
         self.responder.stream().map_or(0, |s| s.buffered() as u32)
     }
 
-    /// Resolves true when the queue has room again, false once the stream is closed.
-    #[napi(ts_return_type = "Promise<boolean>")]
-    pub fn ready<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, bool>> {
-        let responder = self.responder.clone();
-        env.spawn_future(async move { Ok(responder.ready().await) })
+    /// Asks for a notice when the queue has room again: 1 = it has room now, 0 = the
+    /// stream is closed, 2 = armed: this call's id arrives in a later dispatch's `ready`
+    /// list (or in `closed`, if the stream closes first). One promise-free crossing per
+    /// wait, batched with the rest of the engine's traffic.
+    #[napi]
+    pub fn arm_ready(&self) -> u32 {
+        let d = self.dispatcher.clone();
+        let id = self.id;
+        match self.responder.on_ready(move || d.push(Item::Ready(id))) {
+            ReadyState::Closed => 0,
+            ReadyState::Ready => 1,
+            ReadyState::Armed => 2,
+        }
     }
 
     /// Subscribes this SSE stream to a channel, replaying history after `lastEventId`.

@@ -46,16 +46,18 @@ fn flush_outbox() {
     }
 }
 
-/// What JS receives: new calls, and ids of streams whose client has gone.
+/// What JS receives: new calls, ids of streams whose client has gone, and ids of streams
+/// whose queue has room again after a write reported it full.
 pub(crate) enum Item {
     Call(Box<Call>),
     Closed(u32),
+    Ready(u32),
 }
 
 /// The JS dispatch function's signature: `(calls: Call[], routeIds: number[], closed:
-/// number[]) => void`; `routeIds[i]` is the route of `calls[i]` (a plain array, so JS
-/// does not make a native call per request to learn it).
-pub(crate) type DispatchArgs = FnArgs<(Vec<Call>, Vec<u32>, Vec<u32>)>;
+/// number[], ready: number[]) => void`; `routeIds[i]` is the route of `calls[i]` (a plain
+/// array, so JS does not make a native call per request to learn it).
+pub(crate) type DispatchArgs = FnArgs<(Vec<Call>, Vec<u32>, Vec<u32>, Vec<u32>)>;
 
 type Tsfn = ThreadsafeFunction<(), (), DispatchArgs, Status, false, false, 0>;
 
@@ -86,6 +88,7 @@ impl Dispatcher {
                 let mut calls = Vec::new();
                 let mut routes = Vec::new();
                 let mut closed = Vec::new();
+                let mut ready = Vec::new();
                 for item in batch.take() {
                     match item {
                         Item::Call(c) => {
@@ -93,9 +96,10 @@ impl Dispatcher {
                             calls.push(*c);
                         }
                         Item::Closed(id) => closed.push(id),
+                        Item::Ready(id) => ready.push(id),
                     }
                 }
-                Ok(FnArgs::from((calls, routes, closed)))
+                Ok(FnArgs::from((calls, routes, closed, ready)))
             })?;
         *self.tsfn.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(tsfn));
         Ok(())

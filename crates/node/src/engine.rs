@@ -40,6 +40,7 @@ impl Handler for JsRoute {
             self.route_id,
             req,
             responder,
+            self.dispatcher.clone(),
         ))));
         Box::pin(pending)
     }
@@ -68,12 +69,13 @@ fn not_twice() -> napi::Error {
 
 #[napi]
 impl Engine {
-    /// Creates an engine. `dispatch(calls, routeIds, closed)` is called on the JS thread with
-    /// a batch of new requests, the route id of each, and the ids of streams whose client
-    /// has gone.
+    /// Creates an engine. `dispatch(calls, routeIds, closed, ready)` is called on the JS
+    /// thread with a batch of new requests, the route id of each, the ids of streams whose
+    /// client has gone, and the ids of streams whose queue has room again (see
+    /// `Call.armReady`).
     #[napi(
         constructor,
-        ts_args_type = "options: EngineOptions | undefined | null, dispatch: (calls: Call[], routeIds: number[], closed: number[]) => void"
+        ts_args_type = "options: EngineOptions | undefined | null, dispatch: (calls: Call[], routeIds: number[], closed: number[], ready: number[]) => void"
     )]
     pub fn new(
         options: Option<EngineOptions>,

@@ -88,6 +88,9 @@ struct State {
     receiver_gone: bool,
     rx_waker: Option<Waker>,
     on_close: Vec<Box<dyn FnOnce() + Send>>,
+    /// Run (once) when the queue falls below its high-water mark: see
+    /// [`StreamSender::on_ready`].
+    on_ready: Option<Box<dyn FnOnce() + Send>>,
     /// SSE events queued before the body was attached to a server (and its metrics).
     events_before_attach: u64,
 }
@@ -96,6 +99,18 @@ impl State {
     fn is_closed(&self) -> bool {
         self.receiver_gone || self.ended || self.error.is_some()
     }
+}
+
+/// The answer of [`StreamSender::on_ready`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyState {
+    /// The queue is below its high-water mark now; the callback was dropped.
+    Ready,
+    /// The stream is closed; the callback was dropped.
+    Closed,
+    /// The callback runs once the queue falls below the mark (not if the stream closes
+    /// first: watch [`StreamSender::on_close`] for that).
+    Armed,
 }
 
 /// Creates a queue: the producer half and the consumer half that a [`Body`](crate::Body)
@@ -310,6 +325,22 @@ impl StreamSender {
         }
     }
 
+    /// Runs `f` once the queue falls below its high-water mark, like [`ready`](Self::ready)
+    /// but without a future: for front ends that deliver readiness in batches of their own
+    /// (one callback per stream; a later call replaces an armed one). Runs on the thread
+    /// that drains the queue, so `f` must be quick.
+    pub fn on_ready(&self, f: impl FnOnce() + Send + 'static) -> ReadyState {
+        let mut st = self.lock();
+        if st.is_closed() {
+            return ReadyState::Closed;
+        }
+        if st.queued < self.shared.limits.high_water_mark {
+            return ReadyState::Ready;
+        }
+        st.on_ready = Some(Box::new(f));
+        ReadyState::Armed
+    }
+
     /// Resolves once the client has gone or the stream has been ended or aborted.
     pub async fn closed(&self) {
         loop {
@@ -454,9 +485,13 @@ impl QueueReceiver {
         }
         st.queued -= frame.len();
         let now_below = st.queued < self.shared.limits.high_water_mark;
+        let on_ready = if now_below { st.on_ready.take() } else { None };
         drop(st);
         if was_full && now_below {
             self.shared.changed.notify_waiters();
+        }
+        if let Some(f) = on_ready {
+            f();
         }
         Poll::Ready(Some(Ok(frame)))
     }
@@ -470,6 +505,7 @@ impl Drop for QueueReceiver {
             st.chunks.clear();
             st.queued = 0;
             st.rx_waker = None;
+            st.on_ready = None;
             std::mem::take(&mut st.on_close)
         };
         self.shared.changed.notify_waiters();

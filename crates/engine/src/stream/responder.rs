@@ -11,13 +11,13 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use tokio::sync::oneshot;
 
 use super::body::{Body, HeartbeatSetting};
-use super::queue::{queue, QueueLimits, StreamSender};
-use super::sse::{apply_sse_headers, comment_frame, Event};
+use super::queue::{queue, QueueLimits, ReadyState, StreamSender};
+use super::sse::{apply_sse_headers, comment_frame, encode_data_into, Event};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::response::{self, Response};
@@ -316,6 +316,32 @@ impl Responder {
         r
     }
 
+    /// Starts the stream if needed and writes one data-only SSE event per item, all as one
+    /// chunk (one lock and at most one wake-up for the lot): a front end that batches its
+    /// sends pays the crossing once.
+    ///
+    /// # Errors
+    /// As [`write`](Self::write).
+    pub fn send_data_batch<'a, I>(&self, items: I) -> Result<bool>
+    where
+        I: IntoIterator<Item = &'a str>,
+    {
+        let mut buf = BytesMut::new();
+        let mut n = 0u64;
+        for data in items {
+            encode_data_into(&mut buf, data);
+            n += 1;
+        }
+        if n == 0 {
+            return Ok(!self.is_closed());
+        }
+        let r = self.write(buf.freeze());
+        if r.is_ok() {
+            Metrics::add(&self.inner.metrics.events_sent, n);
+        }
+        r
+    }
+
     /// Writes an SSE comment.
     ///
     /// # Errors
@@ -359,6 +385,15 @@ impl Responder {
             s.end();
         } else {
             s.abort(message.to_string());
+        }
+    }
+
+    /// Asks to be told when the queue has room again, without a future: see
+    /// [`StreamSender::on_ready`].
+    pub fn on_ready(&self, f: impl FnOnce() + Send + 'static) -> ReadyState {
+        match &self.inner.stream {
+            Some(s) => s.on_ready(f),
+            None => ReadyState::Closed,
         }
     }
 

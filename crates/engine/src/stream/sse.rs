@@ -117,28 +117,44 @@ impl Event {
                 + self.id.as_ref().map_or(0, |i| i.len() + 5)
                 + self.comment.as_ref().map_or(0, |c| c.len() + 4),
         );
+        self.encode_into(&mut buf);
+        buf.freeze()
+    }
+
+    /// Appends the event's frame to `buf` (to send several events as one chunk).
+    pub fn encode_into(&self, buf: &mut BytesMut) {
         if let Some(c) = &self.comment {
             for line in split_lines(c) {
-                put_field(&mut buf, "", line);
+                put_field(buf, "", line);
             }
         }
         if let Some(e) = &self.event {
-            put_field(&mut buf, "event", e);
+            put_field(buf, "event", e);
         }
         if let Some(id) = &self.id {
-            put_field(&mut buf, "id", id);
+            put_field(buf, "id", id);
         }
         if let Some(r) = self.retry {
-            put_field(&mut buf, "retry", itoa(r).as_str());
+            put_field(buf, "retry", itoa(r).as_str());
         }
         if let Some(d) = &self.data {
-            for line in split_lines(d) {
-                put_field(&mut buf, "data", line);
-            }
+            encode_data_lines(buf, d);
         }
         buf.put_u8(b'\n');
-        buf.freeze()
     }
+}
+
+fn encode_data_lines(buf: &mut BytesMut, data: &str) {
+    for line in split_lines(data) {
+        put_field(buf, "data", line);
+    }
+}
+
+/// Appends a data-only event to `buf`: the same bytes as
+/// `Event::data_only(data).encode()`, without building the event.
+pub(crate) fn encode_data_into(buf: &mut BytesMut, data: &str) {
+    encode_data_lines(buf, data);
+    buf.put_u8(b'\n');
 }
 
 fn itoa(n: u64) -> String {
