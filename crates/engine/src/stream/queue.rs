@@ -545,6 +545,40 @@ mod tests {
     }
 
     #[test]
+    fn on_ready_answers_at_once_or_runs_once_when_the_queue_drains() {
+        let (tx, mut rx) = queue(QueueLimits {
+            high_water_mark: 4,
+            max_buffered: 100,
+        });
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = |runs: &Arc<std::sync::atomic::AtomicUsize>| {
+            let runs = runs.clone();
+            move || {
+                runs.fetch_add(1, Ordering::SeqCst);
+            }
+        };
+        assert_eq!(tx.on_ready(counter(&runs)), ReadyState::Ready);
+        tx.write(Bytes::from_static(b"aa")).unwrap();
+        assert!(!tx.write(Bytes::from_static(b"bbbb")).unwrap());
+        assert_eq!(tx.on_ready(counter(&runs)), ReadyState::Armed);
+        // A second request replaces the first: one notice per wait.
+        assert_eq!(tx.on_ready(counter(&runs)), ReadyState::Armed);
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
+        assert!(poll(&mut rx).is_ready());
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        // Drained again later: nothing armed, nothing runs.
+        tx.write(Bytes::from_static(b"cccc")).unwrap();
+        assert!(poll(&mut rx).is_ready());
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        // Armed, then the client leaves: the callback is dropped, not run.
+        tx.write(Bytes::from_static(b"dddd")).unwrap();
+        assert_eq!(tx.on_ready(counter(&runs)), ReadyState::Armed);
+        drop(rx);
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(tx.on_ready(counter(&runs)), ReadyState::Closed);
+    }
+
+    #[test]
     fn hard_limit_aborts_instead_of_growing() {
         let (tx, mut rx) = queue(QueueLimits {
             high_water_mark: 4,

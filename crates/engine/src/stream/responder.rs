@@ -483,6 +483,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_data_batch_is_the_same_bytes_as_one_event_each_and_counts_them() {
+        let metrics = Arc::new(Metrics::new());
+        let (r, p) = Responder::new(ResponseKind::Sse, QueueLimits::default(), metrics.clone());
+        let items = ["one", "two\nlines", "", "x\r\ny"];
+        assert!(r.send_data_batch(items).unwrap());
+        assert!(
+            r.send_data_batch([]).unwrap(),
+            "an empty batch writes nothing"
+        );
+        r.end();
+        let expected: Vec<u8> = items
+            .iter()
+            .flat_map(|d| Event::data_only(*d).encode().to_vec())
+            .collect();
+        assert_eq!(text(p.await).await.into_bytes(), expected);
+        assert_eq!(metrics.snapshot().events_sent, 4);
+        assert!(
+            r.send_data_batch(["late"]).unwrap_err().is_closed(),
+            "a closed stream reports it"
+        );
+    }
+
+    #[tokio::test]
     async fn fail_before_start_is_a_json_500() {
         let (r, p) = new(ResponseKind::Sse);
         r.fail("boom");

@@ -1,0 +1,172 @@
+// Writes collected in JS and handed to the engine once per event-loop turn (see FLUSH_AT in
+// ts/stream.ts): order across every kind of write, prompt delivery of a lone event, the
+// FLUSH_AT bound with a reader that does not read, readiness notices, and writes after
+// the end or after the client left.
+import { expect, test } from 'vitest'
+import { FLUSH_AT } from '../ts/stream.js'
+import { startApp } from './support/app.js'
+import { rawRequest } from './support/raw.js'
+import { parseSse, RawSseClient } from './support/sse.js'
+import { sleep, waitFor, within } from './support/wait.js'
+
+const HWM = 16 * 1024
+const EVENT = 1000 // data characters per event in the paced test
+const TOTAL = 20_000 // events: 20 MB, far more than loopback buffers hold
+
+const sentAt = new Map<string, number>()
+let paced = { produced: 0, finished: false, readyFalse: 0 }
+let afterEnd: { sse: boolean; chunked: boolean } | null = null
+let waitOutcome: { rounds: number; ready: boolean | null } | null = null
+
+const { port } = await startApp(
+  (app) => {
+    app.sse('/mixed', (_req, stream) => {
+      stream.send('a')
+      stream.send({ x: 1 })
+      stream.send({ event: 'named', data: 'b', id: '7' })
+      stream.comment('c')
+      stream.send('d\ne')
+      stream.send('event: raw\ndata: f\n\n')
+      stream.send('g')
+      stream.end()
+    })
+    app.sse('/lone', (req, stream) => {
+      // One event, then nothing for a long time: it must not wait for a later write.
+      stream.send('only')
+      sentAt.set(req.query.key as string, Date.now())
+      const timer = setTimeout(() => stream.end(), 10_000)
+      stream.onClose(() => clearTimeout(timer))
+    })
+    app.sse('/paced', async function* () {
+      paced = { produced: 0, finished: false, readyFalse: 0 }
+      for (let i = 0; i < TOTAL; i++) {
+        paced.produced++
+        yield `${String(i).padStart(8, '0')}${'.'.repeat(EVENT - 8)}`
+      }
+      paced.finished = true
+    })
+    app.sse('/after-end', (_req, stream) => {
+      stream.send('x')
+      stream.end()
+      afterEnd = { sse: stream.send('late'), chunked: false }
+    })
+    app.chunked('/after-end-chunked', (_req, stream) => {
+      stream.write('x')
+      stream.end()
+      afterEnd = { sse: afterEnd?.sse ?? false, chunked: stream.write('late') }
+    })
+    app.chunked('/mixed-chunked', (_req, stream) => {
+      stream.write('a')
+      stream.write(Buffer.from('B'))
+      stream.write('c')
+      stream.write(new Uint8Array([68])) // 'D'
+      stream.write('e')
+      stream.end()
+    })
+    app.ndjson('/ndjson', (_req, stream) => {
+      for (let i = 0; i < 3; i++) stream.write({ i })
+      stream.end()
+    })
+    // Fills the queue against a reader that never reads, then waits; the client leaves.
+    app.chunked('/wait-then-leave', async (_req, stream) => {
+      const state: { rounds: number; ready: boolean | null } = { rounds: 0, ready: null }
+      waitOutcome = state
+      const block = Buffer.alloc(64 * 1024, 'z')
+      // Until the kernel's buffers are full too and ready() stays pending.
+      for (;;) {
+        while (stream.write(block));
+        state.rounds++
+        if (!(await stream.ready())) break
+      }
+      state.ready = false
+    })
+  },
+  { highWaterMark: HWM },
+)
+
+test('an SSE stream keeps the order of every kind of write made in one turn', async () => {
+  const res = await fetch(`http://127.0.0.1:${port}/mixed`)
+  expect(await res.text()).toBe(
+    'data: a\n\ndata: {"x":1}\n\nevent: named\nid: 7\ndata: b\n\n: c\n\ndata: d\ndata: e\n\nevent: raw\ndata: f\n\ndata: g\n\n',
+  )
+})
+
+test('a chunked stream keeps the order of strings and bytes', async () => {
+  const res = await fetch(`http://127.0.0.1:${port}/mixed-chunked`)
+  expect(await res.text()).toBe('aBcDe')
+  const nd = await fetch(`http://127.0.0.1:${port}/ndjson`)
+  expect(await nd.text()).toBe('{"i":0}\n{"i":1}\n{"i":2}\n')
+})
+
+test('a lone event goes out in the same turn, without waiting for more writes', async () => {
+  const client = new RawSseClient(port, '/lone?key=lone')
+  const [event] = await client.waitForEvents(1, 3000)
+  const latency = Date.now() - sentAt.get('lone')!
+  expect(event.data).toBe('only')
+  // Far below the 10 s the handler waits before its next write.
+  expect(latency).toBeLessThan(1000)
+  client.destroy()
+})
+
+test('collected events stay bounded by FLUSH_AT plus the mark when the client does not read', async () => {
+  const client = rawRequest(port, '/paced', { pauseAfterHead: true })
+  await client.head
+  let last = -1
+  let since = Date.now()
+  await waitFor(
+    'the generator to stall',
+    () => {
+      if (paced.produced !== last) {
+        last = paced.produced
+        since = Date.now()
+      }
+      return Date.now() - since >= 400
+    },
+    { timeoutMs: 10_000, intervalMs: 20 },
+  )
+  expect(paced.finished).toBe(false)
+  // What the kernel holds plus the engine's queue plus one JS batch: far from all of it.
+  expect(paced.produced).toBeLessThan(TOTAL / 2)
+  await sleep(300)
+  expect(paced.produced).toBe(last)
+  client.resume()
+  expect(await within(15_000, 'the whole stream', client.ended)).toBe('complete')
+  const events = parseSse(client.body())
+  expect(events).toHaveLength(TOTAL)
+  events.forEach((e, i) => {
+    if (!e.data.startsWith(String(i).padStart(8, '0')) || e.data.length !== EVENT) throw new Error(`event ${i} is wrong`)
+  })
+  expect(FLUSH_AT).toBeLessThanOrEqual(64 * 1024)
+  client.destroy()
+})
+
+test('writes after end() return false and send nothing', async () => {
+  expect(await (await fetch(`http://127.0.0.1:${port}/after-end`)).text()).toBe('data: x\n\n')
+  expect(await (await fetch(`http://127.0.0.1:${port}/after-end-chunked`)).text()).toBe('x')
+  expect(afterEnd).toEqual({ sse: false, chunked: false })
+})
+
+test('a stream waiting in ready() learns that the client left: ready resolves false', async () => {
+  const client = rawRequest(port, '/wait-then-leave', { pauseAfterHead: true })
+  await client.head
+  const state = await waitFor('the writer to start', () => waitOutcome, { timeoutMs: 10_000 })
+  let last = -1
+  let since = Date.now()
+  await waitFor(
+    'the writer to wait in ready()',
+    () => {
+      if (state.rounds !== last) {
+        last = state.rounds
+        since = Date.now()
+      }
+      return Date.now() - since >= 300
+    },
+    { timeoutMs: 10_000, intervalMs: 20 },
+  )
+  expect(state.ready).toBe(null)
+  const left = Date.now()
+  client.destroy()
+  await waitFor('ready() to resolve', () => state.ready !== null, { timeoutMs: 3000 })
+  expect(state.ready).toBe(false)
+  expect(Date.now() - left).toBeLessThan(1000)
+})
