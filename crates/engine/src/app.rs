@@ -39,6 +39,12 @@ pub struct RouteOptions {
     /// This route's request body limit in bytes, instead of the server's
     /// `max_body_bytes`. Past it: 413 (or an error from the body stream).
     pub body_limit: Option<u64>,
+    /// The route answers with long-lived streams (SSE, long polls of chunks...): the
+    /// server serves its plain HTTP/1.1 GET requests on a lean direct path that keeps no
+    /// per-connection read or write buffers while the response streams, instead of
+    /// hyper's (about 16 KiB per connection). Other requests to it (HEAD, h2c, ones with
+    /// a body...) are served by hyper as usual. Default: false.
+    pub long_lived: bool,
 }
 
 pub(crate) struct Route {

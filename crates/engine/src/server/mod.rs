@@ -1,5 +1,6 @@
 //! The HTTP server: accepts connections, serves HTTP/1.1 and h2c through hyper-util's auto
-//! builder, routes requests to handlers and shuts down gracefully.
+//! builder (plain GETs of long-lived routes on a lean direct path, see `direct`), routes
+//! requests to handlers and shuts down gracefully.
 //!
 //! ```no_run
 //! # async fn run() -> rat_engine::Result<()> {
@@ -13,6 +14,7 @@
 //! ```
 
 mod config;
+mod direct;
 mod registry;
 mod service;
 
@@ -20,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio_util::sync::CancellationToken;
@@ -197,22 +199,8 @@ async fn accept_loop(
         let force = force.clone();
         Metrics::add(&shared.metrics.active_connections, 1);
         Metrics::add(&shared.metrics.total_connections, 1);
-        tracker.spawn(async move {
-            let metrics = shared.metrics.clone();
-            let svc = service::EngineService::new(shared, peer);
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                res = conn.as_mut() => { let _ = res; }
-                _ = graceful.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = force.cancelled() => {}
-                    }
-                }
-            }
-            Metrics::sub(&metrics.active_connections, 1);
-        });
+        tracker.spawn(direct::connection(
+            stream, peer, shared, builder, graceful, force,
+        ));
     }
 }

@@ -1,4 +1,5 @@
-//! One connection's request handling: routing, body limits, engine-made error responses.
+//! Request handling shared by hyper and the direct path: routing, body limits, engine-made
+//! error responses, the handler call.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,11 +13,12 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::Shared;
+use crate::app::{Handler, Route};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::request::{BodyStream, Request};
 use crate::response::{self, Response};
-use crate::router::RouteMatch;
+use crate::router::{Params, RouteMatch};
 use crate::stream::Body;
 
 #[derive(Clone)]
@@ -57,15 +59,20 @@ fn allow_value(allow: &[Method]) -> HeaderValue {
     HeaderValue::from_str(&joined).unwrap_or(HeaderValue::from_static(""))
 }
 
-async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: hyper::Request<Incoming>) -> Response {
+/// Counts a request and finds its route; the 404/405/OPTIONS answers are made here.
+#[allow(clippy::result_large_err)] // the error is the answer, returned at once
+pub(crate) fn route<'a>(
+    shared: &'a Shared,
+    method: &Method,
+    path: &str,
+) -> Result<(&'a Route, Params, bool), Response> {
     let metrics = &shared.metrics;
     Metrics::add(&metrics.total_requests, 1);
-    let method = req.method().clone();
-    let (route, params, head_as_get) = match shared.app.router.at(&method, req.uri().path()) {
-        RouteMatch::Found(m) => (m.value, m.params, m.head_as_get),
+    match shared.app.router.at(method, path) {
+        RouteMatch::Found(m) => Ok((m.value, m.params, m.head_as_get)),
         RouteMatch::NotFound => {
-            let msg = format!("no route for {} {}", method, req.uri().path());
-            return rejected(metrics, StatusCode::NOT_FOUND, &msg);
+            let msg = format!("no route for {method} {path}");
+            Err(rejected(metrics, StatusCode::NOT_FOUND, &msg))
         }
         RouteMatch::MethodNotAllowed(allow) => {
             let mut res = if method == Method::OPTIONS {
@@ -76,14 +83,55 @@ async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: hyper::Request<Incom
                 let msg = format!(
                     "method {} is not allowed for {}; allowed: {}",
                     method,
-                    req.uri().path(),
+                    path,
                     allow_value(&allow).to_str().unwrap_or("")
                 );
                 rejected(metrics, StatusCode::METHOD_NOT_ALLOWED, &msg)
             };
             res.headers_mut().insert(header::ALLOW, allow_value(&allow));
-            return res;
+            Err(res)
         }
+    }
+}
+
+/// Calls the route's handler and readies its response: no body for HEAD, and a streaming
+/// body counted, given its heartbeat and tracked for shutdown.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn respond(
+    shared: &Shared,
+    peer: SocketAddr,
+    handler: Arc<dyn Handler>,
+    params: Params,
+    head_as_get: bool,
+    head: http::request::Parts,
+    body: Bytes,
+    stream: Option<BodyStream>,
+) -> Response {
+    let metrics = &shared.metrics;
+    let is_head = head_as_get || head.method == Method::HEAD;
+    let mut request = Request::new(head, params, Some(peer), body, metrics.clone());
+    request.set_body_stream(stream);
+    let mut res = handler.call(request).await;
+    if is_head {
+        // Same headers as GET, no body; dropping a stream body tells its producer.
+        *res.body_mut() = Body::empty();
+        return res;
+    }
+    if res.body().is_streaming() {
+        let heartbeat = shared.config.heartbeat;
+        res.body_mut().attach(metrics, heartbeat);
+        if let Some(stream) = res.body().queue_sender() {
+            shared.streams.track(stream);
+        }
+    }
+    res
+}
+
+async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: hyper::Request<Incoming>) -> Response {
+    let metrics = &shared.metrics;
+    let (route, params, head_as_get) = match route(&shared, req.method(), req.uri().path()) {
+        Ok(found) => found,
+        Err(res) => return res,
     };
     let limit = route
         .options
@@ -128,20 +176,15 @@ async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: hyper::Request<Incom
         }
     };
     let handler = route.handler.clone();
-    let mut request = Request::new(head, params, Some(peer), body, metrics.clone());
-    request.set_body_stream(stream);
-    let mut res = handler.call(request).await;
-    if head_as_get || method == Method::HEAD {
-        // Same headers as GET, no body; dropping a stream body tells its producer.
-        *res.body_mut() = Body::empty();
-        return res;
-    }
-    if res.body().is_streaming() {
-        let heartbeat = shared.config.heartbeat;
-        res.body_mut().attach(metrics, heartbeat);
-        if let Some(stream) = res.body().queue_sender() {
-            shared.streams.track(stream);
-        }
-    }
-    res
+    respond(
+        &shared,
+        peer,
+        handler,
+        params,
+        head_as_get,
+        head,
+        body,
+        stream,
+    )
+    .await
 }

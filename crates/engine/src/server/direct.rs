@@ -1,0 +1,709 @@
+//! The lean HTTP/1.1 path for long-lived routes, and the hand-over to hyper for the rest.
+//!
+//! hyper keeps two 8 KiB buffers per HTTP/1 connection (its read buffer and its header
+//! write buffer) for as long as the connection lives: 16 KiB for every idle SSE
+//! subscriber. So each connection starts here: its first request head is read into a
+//! small buffer and parsed; a plain `GET` for a route registered as
+//! [`long_lived`](crate::RouteOptions::long_lived) is answered directly on the socket
+//! (response head written once, then the body's frames as chunks), keeping no buffer
+//! while the response streams. Anything else goes to hyper's auto builder with the bytes
+//! already read replayed in front of the socket, so hyper serves it exactly as if it had
+//! read them itself (h2c, HEAD, bodies, upgrades, malformed heads...).
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice, Write as _};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Buf, Bytes};
+use futures_util::FutureExt;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt as _;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{service, Shared};
+use crate::app::Handler;
+use crate::metrics::Metrics;
+use crate::router::{Params, RouteMatch};
+use crate::stream::Body;
+
+/// hyper's auto builder, as the accept loop configures it.
+pub(crate) type Builder = auto::Builder<TokioExecutor>;
+
+/// The first read of a request head.
+const FIRST_READ: usize = 1024;
+/// A head not complete within this many bytes goes to hyper (which answers it per its
+/// own limits).
+const MAX_HEAD: usize = 16 * 1024;
+/// Header lines parsed here; more go to hyper.
+const MAX_HEADERS: usize = 64;
+/// Bytes of pipelined requests kept while a response streams; past it the socket is not
+/// read until the response is done.
+const MAX_PIPELINED: usize = MAX_HEAD;
+/// Time allowed for a request head (hyper's default `header_read_timeout`).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes read at once, on the stack, while a response streams (pipelined requests, or the
+/// EOF of a client that went away).
+const PROBE: usize = 1024;
+/// The last chunk of a chunked body.
+const END: &[u8] = b"0\r\n\r\n";
+
+/// Serves one accepted connection until it closes, counting it out of the active ones.
+pub(crate) async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    builder: Arc<Builder>,
+    graceful: CancellationToken,
+    force: CancellationToken,
+) {
+    let handover = tokio::select! {
+        biased;
+        _ = force.cancelled() => None,
+        h = direct(&mut stream, peer, &shared, &graceful) => h,
+    };
+    let metrics = shared.metrics.clone();
+    if let Some(prefix) = handover {
+        // Boxed: this task's own state stays small while it serves directly.
+        Box::pin(serve_hyper(
+            stream, prefix, peer, shared, &builder, &graceful, &force,
+        ))
+        .await;
+    }
+    Metrics::sub(&metrics.active_connections, 1);
+}
+
+/// hyper serves the rest of the connection, starting with `prefix`.
+async fn serve_hyper(
+    stream: TcpStream,
+    prefix: Bytes,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    builder: &Builder,
+    graceful: &CancellationToken,
+    force: &CancellationToken,
+) {
+    let svc = service::EngineService::new(shared, peer);
+    let conn = builder.serve_connection(TokioIo::new(Prefixed::new(prefix, stream)), svc);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => { let _ = res; }
+        _ = graceful.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = force.cancelled() => {}
+            }
+        }
+    }
+}
+
+/// Serves requests directly while they qualify. Returns the bytes read but not served
+/// when the connection goes to hyper, `None` once it is closed.
+async fn direct(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    graceful: &CancellationToken,
+) -> Option<Bytes> {
+    let mut pending = Vec::new();
+    loop {
+        // Boxed, as the handler call below: this task's size is that of its largest
+        // state, which should be the one it idles in (streaming).
+        let (buf, req) = match Box::pin(read_head(stream, pending, shared, graceful)).await {
+            HeadRead::Direct(buf, req) => (buf, req),
+            HeadRead::Handover(buf) => return Some(Bytes::from(buf)),
+            HeadRead::Closed => {
+                let _ = stream.shutdown().await;
+                return None;
+            }
+        };
+        // Keep only what follows the head (a pipelined request), else free the buffer.
+        pending = if buf.len() > req.head_len {
+            buf[req.head_len..].to_vec()
+        } else {
+            Vec::new()
+        };
+        drop(buf);
+        let keep_alive = serve(stream, peer, shared, req, &mut pending, graceful).await;
+        if !keep_alive || graceful.is_cancelled() {
+            let _ = stream.shutdown().await;
+            return None;
+        }
+    }
+}
+
+enum HeadRead {
+    /// A qualifying request; the buffer holds its head and whatever followed.
+    Direct(Vec<u8>, Box<DirectRequest>),
+    /// Everything else: the bytes read so far.
+    Handover(Vec<u8>),
+    /// EOF, an error, the header timeout or shutdown before a complete head.
+    Closed,
+}
+
+/// Reads a request head, starting with the `pending` bytes.
+async fn read_head(
+    stream: &mut TcpStream,
+    mut buf: Vec<u8>,
+    shared: &Shared,
+    graceful: &CancellationToken,
+) -> HeadRead {
+    let deadline = Instant::now() + HEADER_READ_TIMEOUT;
+    loop {
+        if !buf.is_empty() {
+            match parse(&buf, shared) {
+                Parse::Partial => {}
+                Parse::Handover => return HeadRead::Handover(buf),
+                Parse::Direct(req) => return HeadRead::Direct(buf, req),
+            }
+        }
+        // Wait without a buffer: an idle keep-alive connection holds none.
+        tokio::select! {
+            biased;
+            _ = graceful.cancelled() => return HeadRead::Closed,
+            r = stream.readable() => if r.is_err() { return HeadRead::Closed },
+            _ = tokio::time::sleep_until(deadline) => return HeadRead::Closed,
+        }
+        if buf.len() == buf.capacity() {
+            let more = if buf.is_empty() {
+                FIRST_READ
+            } else {
+                buf.len()
+            };
+            buf.reserve_exact(more.min(MAX_HEAD - buf.len()));
+        }
+        match stream.try_read_buf(&mut buf) {
+            Ok(0) => return HeadRead::Closed,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return HeadRead::Closed,
+        }
+    }
+}
+
+/// A request served directly.
+struct DirectRequest {
+    head_len: usize,
+    parts: http::request::Parts,
+    handler: Arc<dyn Handler>,
+    params: Params,
+    /// The client allows the connection to be reused (HTTP/1.1 without `close`).
+    keep_alive: bool,
+}
+
+enum Parse {
+    Partial,
+    Handover,
+    Direct(Box<DirectRequest>),
+}
+
+/// Parses a head and decides whether it is served here: a complete HTTP/1.x `GET` in
+/// origin form, without a body, upgrade or expectation, for a long-lived route.
+fn parse(buf: &[u8], shared: &Shared) -> Parse {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Parse::Partial,
+        _ => return Parse::Handover,
+    };
+    if req.method != Some("GET") {
+        return Parse::Handover;
+    }
+    let version = match req.version {
+        Some(1) => Version::HTTP_11,
+        Some(0) => Version::HTTP_10,
+        _ => return Parse::Handover,
+    };
+    let Some(path) = req.path.filter(|p| p.starts_with('/')) else {
+        return Parse::Handover;
+    };
+    let Ok(uri) = Uri::try_from(path) else {
+        return Parse::Handover;
+    };
+    let mut keep_alive = version == Version::HTTP_11;
+    let mut map = HeaderMap::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
+            return Parse::Handover;
+        };
+        if name == header::CONTENT_LENGTH {
+            if h.value.trim_ascii() != b"0" {
+                return Parse::Handover;
+            }
+        } else if name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+            || name == header::EXPECT
+        {
+            return Parse::Handover;
+        } else if name == header::CONNECTION {
+            for token in h.value.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    return Parse::Handover;
+                }
+            }
+        }
+        let Ok(value) = HeaderValue::from_bytes(h.value) else {
+            return Parse::Handover;
+        };
+        map.append(name, value);
+    }
+    let (handler, params) = match shared.app.router.at(&Method::GET, uri.path()) {
+        RouteMatch::Found(m) if m.value.options.long_lived => (m.value.handler.clone(), m.params),
+        _ => return Parse::Handover,
+    };
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = Method::GET;
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = map;
+    Parse::Direct(Box::new(DirectRequest {
+        head_len,
+        parts,
+        handler,
+        params,
+        keep_alive,
+    }))
+}
+
+/// How a response body is delimited on the wire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body (204, 304).
+    None,
+    Length(u64),
+    Chunked,
+    /// HTTP/1.0: the body ends when the connection closes.
+    Close,
+}
+
+/// Serves one request; true when the connection may carry another.
+async fn serve(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    req: Box<DirectRequest>,
+    pending: &mut Vec<u8>,
+    graceful: &CancellationToken,
+) -> bool {
+    // The steps before streaming run in plain functions or boxed futures so that this
+    // future keeps only what streaming needs (its size is that of its largest state).
+    let (version, keep_alive) = (req.parts.version, req.keep_alive);
+    let res = call(shared, peer, req).await;
+    let Some((mut body, framing, keep_alive, mut out, mut ended)) =
+        start(shared, res, version, keep_alive, graceful)
+    else {
+        return false;
+    };
+    let done = poll_fn(|cx| {
+        poll_response(
+            cx, stream, &mut body, framing, pending, &mut out, &mut ended,
+        )
+    })
+    .await;
+    done.is_ok() && keep_alive
+}
+
+/// Counts the request and calls its handler (see [`service::respond`]).
+fn call(
+    shared: &Shared,
+    peer: SocketAddr,
+    req: Box<DirectRequest>,
+) -> Pin<Box<impl std::future::Future<Output = crate::Response> + Send + '_>> {
+    Metrics::add(&shared.metrics.total_requests, 1);
+    let DirectRequest {
+        parts,
+        handler,
+        params,
+        ..
+    } = *req;
+    Box::pin(service::respond(
+        shared,
+        peer,
+        handler,
+        params,
+        false,
+        parts,
+        Bytes::new(),
+        None,
+    ))
+}
+
+/// Readies a response for the wire: its framing, whether the connection is kept, its
+/// head queued (with the first frame when one is ready: a full body, or a stream whose
+/// producer already queued something). `None` if the body failed at once.
+fn start(
+    shared: &Shared,
+    res: crate::Response,
+    version: Version,
+    keep_alive: bool,
+    graceful: &CancellationToken,
+) -> Option<(Body, Framing, bool, Out, bool)> {
+    let (head, mut body) = res.into_parts();
+    let mut status = head.status;
+    if status.is_informational() {
+        // As hyper does: a 1xx cannot be the final response.
+        status = StatusCode::INTERNAL_SERVER_ERROR;
+        body = Body::empty();
+    }
+    let framing = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        body = Body::empty();
+        Framing::None
+    } else if !body.is_streaming() {
+        Framing::Length(body.size_hint().exact().unwrap_or(0))
+    } else if version == Version::HTTP_11 {
+        Framing::Chunked
+    } else {
+        Framing::Close
+    };
+    let keep_alive = keep_alive
+        && shared.config.keep_alive
+        && framing != Framing::Close
+        && !asks_close(&head.headers)
+        && !graceful.is_cancelled();
+    let mut out = Out::new(encode_head(
+        version,
+        status,
+        &head.headers,
+        framing,
+        keep_alive,
+    ));
+    let mut ended = false;
+    match body.frame().now_or_never() {
+        None => {}
+        Some(None) => ended = true,
+        Some(Some(Ok(frame))) => {
+            if let Ok(data) = frame.into_data() {
+                out.set_data(framing, data);
+            }
+        }
+        Some(Some(Err(_))) => return None,
+    }
+    if ended && framing == Framing::Chunked {
+        out.set_end();
+    }
+    Some((body, framing, keep_alive, out, ended))
+}
+
+/// Writes what `out` holds, then the body's frames until it ends. While waiting it also
+/// reads the socket, so that a client that goes away is noticed at once (the caller then
+/// drops the body, which tells the producer); bytes of a pipelined request are kept in
+/// `pending`. `Err` when the body failed (the connection is cut, as hyper does) or the
+/// client went away.
+fn poll_response(
+    cx: &mut Context<'_>,
+    stream: &mut TcpStream,
+    body: &mut Body,
+    framing: Framing,
+    pending: &mut Vec<u8>,
+    out: &mut Out,
+    ended: &mut bool,
+) -> Poll<Result<(), ()>> {
+    loop {
+        if !out.is_empty() {
+            match out.poll_write(cx, stream) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
+                Poll::Pending => {
+                    if probe(cx, stream, pending).is_err() {
+                        return Poll::Ready(Err(()));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+        if *ended {
+            return Poll::Ready(Ok(()));
+        }
+        if probe(cx, stream, pending).is_err() {
+            return Poll::Ready(Err(()));
+        }
+        match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => {
+                *ended = true;
+                if framing == Framing::Chunked {
+                    out.set_end();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => return Poll::Ready(Err(())),
+            Poll::Ready(Some(Ok(frame))) => {
+                // Trailers are not sent over HTTP/1.
+                if let Ok(data) = frame.into_data() {
+                    out.set_data(framing, data);
+                }
+            }
+        }
+    }
+}
+
+/// Reads what the client sent meanwhile into `pending` (up to a bound, then it is left in
+/// the socket). `Err` at EOF or on an error: the client is gone.
+fn probe(cx: &mut Context<'_>, stream: &mut TcpStream, pending: &mut Vec<u8>) -> Result<(), ()> {
+    while pending.len() < MAX_PIPELINED {
+        let mut buf = [0u8; PROBE];
+        let mut rb = ReadBuf::new(&mut buf);
+        match Pin::new(&mut *stream).poll_read(cx, &mut rb) {
+            Poll::Pending => break,
+            Poll::Ready(Ok(())) if !rb.filled().is_empty() => {
+                pending.extend_from_slice(rb.filled());
+            }
+            Poll::Ready(_) => return Err(()),
+        }
+    }
+    Ok(())
+}
+
+/// Bytes on their way to the socket: the response head (once), a chunk-size line, the
+/// data and what follows it (the chunk's CRLF, or the last chunk).
+struct Out {
+    head: Vec<u8>,
+    size: [u8; 18],
+    size_len: u8,
+    data: Bytes,
+    tail: &'static [u8],
+    written: usize,
+}
+
+impl Out {
+    fn new(head: Vec<u8>) -> Self {
+        Out {
+            head,
+            size: [0; 18],
+            size_len: 0,
+            data: Bytes::new(),
+            tail: b"",
+            written: 0,
+        }
+    }
+
+    fn parts(&self) -> [&[u8]; 4] {
+        [
+            &self.head,
+            &self.size[..usize::from(self.size_len)],
+            &self.data,
+            self.tail,
+        ]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.parts().iter().map(|p| p.len()).sum::<usize>() == self.written
+    }
+
+    /// Queues a data frame (after the head, if that is still unsent).
+    fn set_data(&mut self, framing: Framing, data: Bytes) {
+        if data.is_empty() {
+            return; // an empty chunk would read as the end of the body
+        }
+        if framing == Framing::Chunked {
+            let mut w = &mut self.size[..];
+            let _ = write!(w, "{:x}\r\n", data.len());
+            let left = w.len();
+            self.size_len = (self.size.len() - left) as u8;
+            self.tail = b"\r\n";
+        }
+        self.data = data;
+    }
+
+    /// Queues the last chunk (after whatever is queued).
+    fn set_end(&mut self) {
+        self.tail = if self.tail.is_empty() {
+            END
+        } else {
+            b"\r\n0\r\n\r\n"
+        };
+    }
+
+    /// Writes everything queued, with vectored writes; then frees it.
+    fn poll_write(&mut self, cx: &mut Context<'_>, stream: &mut TcpStream) -> Poll<io::Result<()>> {
+        loop {
+            let parts = self.parts();
+            let mut slices = [IoSlice::new(&[]); 4];
+            let mut used = 0;
+            let mut skip = self.written;
+            for part in parts {
+                if skip >= part.len() {
+                    skip -= part.len();
+                    continue;
+                }
+                slices[used] = IoSlice::new(&part[skip..]);
+                skip = 0;
+                used += 1;
+            }
+            if used == 0 {
+                *self = Out::new(Vec::new());
+                return Poll::Ready(Ok(()));
+            }
+            let n =
+                std::task::ready!(Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..used]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+    }
+}
+
+/// True when the response asks for the connection to close.
+fn asks_close(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+    })
+}
+
+/// The status line and headers, with `date` and the framing header.
+fn encode_head(
+    version: Version,
+    status: StatusCode,
+    headers: &HeaderMap,
+    framing: Framing,
+    keep_alive: bool,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        96 + headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>(),
+    );
+    out.extend_from_slice(if version == Version::HTTP_10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue; // the engine frames the body itself
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length(n) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::None | Framing::Close => {}
+    }
+    if !keep_alive && version == Version::HTTP_11 && !headers.contains_key(header::CONNECTION) {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// An IO that first replays bytes already read from it.
+struct Prefixed<T> {
+    prefix: Bytes,
+    io: T,
+}
+
+impl<T> Prefixed<T> {
+    fn new(prefix: Bytes, io: T) -> Self {
+        Prefixed { prefix, io }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.prefix.is_empty() {
+            return Pin::new(&mut self.io).poll_read(cx, buf);
+        }
+        let n = self.prefix.len().min(buf.remaining());
+        buf.put_slice(&self.prefix[..n]);
+        self.prefix.advance(n);
+        if self.prefix.is_empty() {
+            self.prefix = Bytes::new(); // free the buffer
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::App;
+    use crate::server::registry::StreamRegistry;
+    use crate::server::ServerConfig;
+
+    #[tokio::test]
+    async fn a_connection_task_is_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let (stream, peer) = accepted.unwrap();
+        let shared = Arc::new(Shared {
+            app: App::new(),
+            config: ServerConfig::default(),
+            metrics: Arc::new(Metrics::new()),
+            streams: Arc::new(StreamRegistry::default()),
+        });
+        let task = connection(
+            stream,
+            peer,
+            shared,
+            Arc::new(Builder::new(TokioExecutor::new())),
+            CancellationToken::new(),
+            CancellationToken::new(),
+        );
+        let size = std::mem::size_of_val(&task);
+        println!("connection task future: {size} bytes");
+        assert!(size <= 1024, "the connection future is {size} bytes");
+        drop(client);
+    }
+}

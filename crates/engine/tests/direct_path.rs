@@ -1,0 +1,401 @@
+//! Long-lived routes (`RouteOptions::long_lived`) are served on the engine's direct
+//! HTTP/1.1 path: SSE framing on the wire, client disconnects, keep-alive and pipelining
+//! across the hand-over to hyper, HTTP/1.0, errors before a stream, what still goes
+//! through hyper (HEAD, POST, other routes, malformed heads, h2c), and graceful shutdown.
+//!
+//! Which path answered is visible in the order of the last response headers: hyper
+//! writes `transfer-encoding` (or `content-length`) before the `date` it adds, the
+//! direct path writes `date` first.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use rat_engine::{
+    App, Channel, ChannelOptions, Error, Event, Handler, Request, RouteOptions, ServerConfig,
+    SseResponse, SseSender,
+};
+use support::{eventually, open_sse, serve_with, within, Chunk, Head, RawConn, SseReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+const LONG: RouteOptions = RouteOptions {
+    stream_body: false,
+    body_limit: None,
+    long_lived: true,
+};
+
+fn long_lived(app: &mut App, path: &str, handler: impl Handler) {
+    app.route_with(Method::GET, path, Arc::new(handler), LONG)
+        .unwrap();
+}
+
+/// True when the direct path wrote this head (see the module doc).
+fn direct(head: &Head) -> bool {
+    let pos = |name: &str| head.headers.iter().position(|(k, _)| k == name);
+    let date = pos("date").expect("a date header");
+    let framing = pos("transfer-encoding")
+        .or(pos("content-length"))
+        .expect("a framing header");
+    date < framing
+}
+
+struct Fixture {
+    server: rat_engine::ServerHandle,
+    senders: mpsc::UnboundedReceiver<SseSender>,
+    channel: Channel,
+}
+
+/// `/events` (long-lived): sends `hello`, then hands its sender to the test.
+/// `/count` (long-lived): three events and the end. `/hello`: plain text.
+/// `/fail` and `/bad` (long-lived): an error before any stream. `/ch`: a channel.
+async fn start(config: ServerConfig) -> Fixture {
+    let (tx, senders) = mpsc::unbounded_channel();
+    let mut app = App::new();
+    app.get("/hello", |_req| async { "hello" }).unwrap();
+    app.get("/plain-sse", |_req| async {
+        let sse = SseResponse::new();
+        sse.send_event("x", "1").unwrap();
+        sse.sender().end();
+        sse
+    })
+    .unwrap();
+    long_lived(&mut app, "/events", move |_req: Request| {
+        let tx = tx.clone();
+        async move {
+            let sse = SseResponse::new();
+            sse.send_event("hello", "first").unwrap();
+            let _ = tx.send(sse.sender());
+            sse
+        }
+    });
+    long_lived(&mut app, "/count", |_req: Request| async {
+        let sse = SseResponse::new();
+        let tx = sse.sender();
+        tokio::spawn(async move {
+            for i in 0..3 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if tx.send(&Event::data_only(format!("n{i}"))).await.is_err() {
+                    return;
+                }
+            }
+            tx.end();
+        });
+        sse
+    });
+    long_lived(&mut app, "/fail", |_req: Request| async {
+        Err::<SseResponse, _>(Error::handler("exploded"))
+    });
+    long_lived(&mut app, "/bad", |_req: Request| async {
+        (StatusCode::BAD_REQUEST, "no such topic")
+    });
+    let channel = Channel::new("ch", ChannelOptions::default());
+    long_lived(&mut app, "/ch", channel.clone());
+    Fixture {
+        server: serve_with(app, config).await,
+        senders,
+        channel,
+    }
+}
+
+async fn next_sender(f: &mut Fixture) -> SseSender {
+    within(Duration::from_secs(2), "the producer", f.senders.recv())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sse_is_served_directly_with_date_and_chunked_framing() {
+    let f = start(ServerConfig::default()).await;
+    let (conn, head) = open_sse(f.server.local_addr(), "/count").await;
+    assert!(direct(&head), "served directly: {head:?}");
+    assert!(head.get("date").is_some_and(|d| d.ends_with(" GMT")));
+    assert_eq!(head.get("cache-control"), Some("no-cache"));
+    assert_eq!(head.get("connection"), None);
+    let mut sse = SseReader::new(conn);
+    for want in ["n0", "n1", "n2"] {
+        let ev = within(Duration::from_secs(2), "an event", sse.next_event())
+            .await
+            .expect("an event");
+        assert_eq!(ev.event.data, want);
+    }
+    assert!(sse.next_event().await.is_none());
+    assert_eq!(sse.ended, Some(Chunk::End), "a clean chunked end");
+    let m = f.server.metrics().snapshot();
+    assert_eq!((m.total_requests, m.total_streams), (1, 1));
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_drops_the_stream_at_once() {
+    let mut f = start(ServerConfig::default()).await;
+    let addr = f.server.local_addr();
+    let (conn, _) = open_sse(addr, "/events").await;
+    let tx = next_sender(&mut f).await;
+    drop(conn);
+    within(
+        Duration::from_secs(1),
+        "the producer to see the close",
+        tx.closed(),
+    )
+    .await;
+
+    let (conn, head) = open_sse(addr, "/ch").await;
+    assert!(direct(&head));
+    eventually(Duration::from_secs(1), "one subscriber", || {
+        f.channel.subscribers() == 1
+    })
+    .await;
+    f.channel.publish(Event::data_only("to all")).unwrap();
+    let mut sse = SseReader::new(conn);
+    let ev = within(Duration::from_secs(2), "the event", sse.next_event())
+        .await
+        .unwrap();
+    assert_eq!(ev.event.data, "to all");
+    drop(sse);
+    eventually(Duration::from_secs(1), "no subscriber", || {
+        f.channel.subscribers() == 0
+    })
+    .await;
+    eventually(
+        Duration::from_secs(1),
+        "no active connection or stream",
+        || {
+            let m = f.server.metrics().snapshot();
+            m.active_connections == 0 && m.active_streams == 0
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn keep_alive_and_pipelining_cross_over_to_hyper() {
+    let mut f = start(ServerConfig::default()).await;
+    let (mut conn, _) = open_sse(f.server.local_addr(), "/events").await;
+    let tx = next_sender(&mut f).await;
+    // A request pipelined while the stream is open: answered after it.
+    conn.send_request("GET", "/hello", &[], b"").await;
+    tx.send_data("more").unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    tx.end();
+    let body = conn.read_chunked_body().await;
+    let (events, _) = support::sse::Parser::parse_all(&body);
+    let data: Vec<_> = events.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(data, ["first", "more"]);
+    let head = conn.read_head().await;
+    assert!(!direct(&head), "a plain route goes to hyper");
+    assert_eq!(conn.read_body(&head).await, b"hello");
+    // Still open: another plain request, then a long-lived one (hyper serves it now).
+    let (head, body) = conn.roundtrip("GET", "/hello", &[], b"").await;
+    assert_eq!((head.status, body.as_slice()), (200, &b"hello"[..]));
+    let (head, body) = conn.roundtrip("GET", "/count", &[], b"").await;
+    assert_eq!(head.status, 200);
+    assert_eq!(support::sse::Parser::parse_all(&body).0.len(), 3);
+    let m = f.server.metrics().snapshot();
+    assert_eq!((m.total_connections, m.total_requests), (1, 4));
+}
+
+#[tokio::test]
+async fn direct_requests_follow_each_other_on_one_connection() {
+    let f = start(ServerConfig::default()).await;
+    let mut conn = RawConn::connect(f.server.local_addr()).await;
+    for _ in 0..3 {
+        let (head, body) = conn.roundtrip("GET", "/count", &[], b"").await;
+        assert!(direct(&head));
+        assert_eq!(support::sse::Parser::parse_all(&body).0.len(), 3);
+    }
+    // Two pipelined at once.
+    let mut both = b"GET /count HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    both.extend_from_slice(b"GET /bad HTTP/1.1\r\nHost: x\r\n\r\n");
+    conn.send_raw(&both).await;
+    let head = conn.read_head().await;
+    assert_eq!(
+        support::sse::Parser::parse_all(&conn.read_body(&head).await)
+            .0
+            .len(),
+        3
+    );
+    let head = conn.read_head().await;
+    assert_eq!(head.status, 400);
+    assert!(direct(&head));
+    assert_eq!(conn.read_body(&head).await, b"no such topic");
+    assert_eq!(f.server.metrics().snapshot().total_connections, 1);
+}
+
+#[tokio::test]
+async fn connection_close_is_honoured() {
+    let f = start(ServerConfig::default()).await;
+    let mut conn = RawConn::connect(f.server.local_addr()).await;
+    let (head, _) = conn
+        .roundtrip("GET", "/count", &[("Connection", "close")], b"")
+        .await;
+    assert_eq!(head.get("connection"), Some("close"));
+    assert!(conn.closed_within(Duration::from_secs(1)).await);
+}
+
+#[tokio::test]
+async fn head_post_and_other_routes_go_through_hyper() {
+    let f = start(ServerConfig::default()).await;
+    let mut conn = RawConn::connect(f.server.local_addr()).await;
+    conn.send_request("HEAD", "/count", &[], b"").await;
+    let head = conn.read_head().await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.get("content-type"), Some("text/event-stream"));
+    let (head, body) = conn.roundtrip("POST", "/count", &[], b"x").await;
+    assert_eq!(head.status, 405);
+    assert!(!direct(&head));
+    assert!(String::from_utf8(body).unwrap().contains("allowed: GET"));
+    let (head, body) = conn.roundtrip("GET", "/plain-sse", &[], b"").await;
+    assert!(!direct(&head), "not long-lived: hyper");
+    assert_eq!(support::sse::Parser::parse_all(&body).0.len(), 1);
+    // A GET with a body, or expecting 100-continue, is hyper's too.
+    let (head, _) = conn
+        .roundtrip("GET", "/count", &[("Content-Length", "2")], b"ab")
+        .await;
+    assert!(!direct(&head));
+    let (head, _) = conn.roundtrip("GET", "/nope", &[], b"").await;
+    assert_eq!(head.status, 404);
+    let m = f.server.metrics().snapshot();
+    assert_eq!((m.total_requests, m.rejected_requests), (5, 2));
+}
+
+#[tokio::test]
+async fn http_1_0_streams_are_close_delimited() {
+    let f = start(ServerConfig::default()).await;
+    let mut stream = TcpStream::connect(f.server.local_addr()).await.unwrap();
+    stream
+        .write_all(b"GET /count HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    within(
+        Duration::from_secs(2),
+        "the whole response and the close",
+        stream.read_to_end(&mut all),
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8(all).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.0 200 OK\r\n"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("transfer-encoding"));
+    assert!(!head.to_ascii_lowercase().contains("content-length"));
+    let (events, _) = support::sse::Parser::parse_all(body.as_bytes());
+    assert_eq!(events.len(), 3);
+}
+
+#[tokio::test]
+async fn errors_before_the_stream_have_a_length_and_keep_the_connection() {
+    let f = start(ServerConfig::default()).await;
+    let mut conn = RawConn::connect(f.server.local_addr()).await;
+    let (head, body) = conn.roundtrip("GET", "/fail", &[], b"").await;
+    assert_eq!(head.status, 500);
+    assert!(direct(&head));
+    assert_eq!(head.content_length(), Some(body.len()));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["status"], 500);
+    let (head, body) = conn.roundtrip("GET", "/bad", &[], b"").await;
+    assert_eq!((head.status, body.as_slice()), (400, &b"no such topic"[..]));
+    let (head, body) = conn.roundtrip("GET", "/hello", &[], b"").await;
+    assert_eq!((head.status, body.as_slice()), (200, &b"hello"[..]));
+}
+
+#[tokio::test]
+async fn malformed_heads_still_get_hyper_s_400() {
+    let f = start(ServerConfig::default()).await;
+    for raw in [
+        &b"GET /count HTTP/1.1\r\nbad header line\r\n\r\n"[..],
+        b"garbage\r\n\r\n",
+    ] {
+        let mut conn = RawConn::connect(f.server.local_addr()).await;
+        conn.send_raw(raw).await;
+        let head = conn.read_head().await;
+        assert_eq!(head.status, 400, "{:?}", String::from_utf8_lossy(raw));
+    }
+    // A head split over several writes is still served directly.
+    let mut conn = RawConn::connect(f.server.local_addr()).await;
+    conn.send_raw(b"GET /co").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    conn.send_raw(b"unt HTTP/1.1\r\nHost: x\r\n").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    conn.send_raw(b"\r\n").await;
+    let head = conn.read_head().await;
+    assert!(direct(&head));
+    assert_eq!(
+        support::sse::Parser::parse_all(&conn.read_body(&head).await)
+            .0
+            .len(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_still_works_on_long_lived_routes() {
+    let f = start(ServerConfig::default()).await;
+    let mut h2 = support::h2_connect(f.server.local_addr()).await;
+    let req = http::Request::builder()
+        .uri(format!("http://{}/count", f.server.local_addr()))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = within(Duration::from_secs(2), "h2 response", h2.send_request(req))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body = within(Duration::from_secs(2), "h2 body", res.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(support::sse::Parser::parse_all(&body).0.len(), 3);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_ends_a_direct_stream_cleanly_and_closes_idle_ones() {
+    let mut f = start(ServerConfig::default()).await;
+    let addr = f.server.local_addr();
+    let (conn, _) = open_sse(addr, "/events").await;
+    let _tx = next_sender(&mut f).await;
+    let mut idle = RawConn::connect(addr).await;
+    let (head, _) = idle.roundtrip("GET", "/count", &[], b"").await;
+    assert!(direct(&head));
+    let shutdown = tokio::spawn(f.server.shutdown(Duration::from_millis(300)));
+    assert!(
+        idle.closed_within(Duration::from_millis(200)).await,
+        "an idle keep-alive connection closes at once"
+    );
+    let mut sse = SseReader::new(conn);
+    let ev = within(Duration::from_secs(2), "the first event", sse.next_event())
+        .await
+        .unwrap();
+    assert_eq!(ev.event.event_type, "hello");
+    assert!(within(Duration::from_secs(2), "the end", sse.next_event())
+        .await
+        .is_none());
+    assert_eq!(sse.ended, Some(Chunk::End), "ended with the last chunk");
+    assert!(sse.conn.closed_within(Duration::from_secs(1)).await);
+    within(Duration::from_secs(3), "shutdown", shutdown)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn metrics_count_direct_connections_like_hyper_ones() {
+    let f = start(ServerConfig::default()).await;
+    let addr = f.server.local_addr();
+    let (a, _) = open_sse(addr, "/events").await;
+    let (b, _) = open_sse(addr, "/ch").await;
+    let m = f.server.metrics().snapshot();
+    assert_eq!(
+        (m.active_connections, m.total_connections, m.active_streams),
+        (2, 2, 2)
+    );
+    drop((a, b));
+    eventually(Duration::from_secs(1), "both gone", || {
+        let m = f.server.metrics().snapshot();
+        m.active_connections == 0 && m.active_streams == 0
+    })
+    .await;
+}
