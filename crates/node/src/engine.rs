@@ -116,15 +116,18 @@ impl Engine {
                 )))
             }
         };
+        let long_lived = matches!(kind, ResponseKind::Sse);
         let route = JsRoute {
             route_id,
             kind,
             config: self.config.clone(),
             dispatcher: self.dispatcher.clone(),
         };
-        let options = options
+        let mut options = options
             .map(|o| rat_engine::RouteOptions::from(&o))
             .unwrap_or_default();
+        // SSE answers are long-lived streams: served on the engine's lean HTTP/1.1 path.
+        options.long_lived = long_lived;
         self.with_app(|app| {
             app.route_with(parse_method(&method)?, &path, Arc::new(route), options)
                 .map(|_| ())
@@ -140,8 +143,12 @@ impl Engine {
         channel: &Channel,
     ) -> napi::Result<()> {
         let ch = channel.inner().clone();
+        let options = rat_engine::RouteOptions {
+            long_lived: true,
+            ..Default::default()
+        };
         self.with_app(|app| {
-            app.route_arc(parse_method(&method)?, &path, Arc::new(ch))
+            app.route_with(parse_method(&method)?, &path, Arc::new(ch), options)
                 .map(|_| ())
         })
     }

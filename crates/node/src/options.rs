@@ -65,6 +65,7 @@ impl From<&RouteOptions> for rat_engine::RouteOptions {
         rat_engine::RouteOptions {
             stream_body: o.stream_body.unwrap_or(false),
             body_limit: o.body_limit.filter(|b| *b >= 0.0).map(|b| b as u64),
+            ..Default::default()
         }
     }
 }
