@@ -19,10 +19,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rat_engine::http::StatusCode;
+use rat_engine::http::{Method, StatusCode};
 use rat_engine::{
-    response, App, Channel, ChannelOptions, Event, Html, IntoResponse, Json, Request, Server,
-    ServerConfig,
+    response, App, Channel, ChannelOptions, Event, Html, IntoResponse, Json, Request, RouteOptions,
+    Server, ServerConfig,
 };
 
 /// Messages each room keeps for replay.
@@ -134,7 +134,9 @@ pub fn app(rooms: Rooms) -> App {
     })
     .expect("route");
     let r = rooms.clone();
-    app.get("/rooms/:room/events", move |req: Request| {
+    // Long-lived: its HTTP/1.1 subscribers are served without hyper's per-connection
+    // buffers.
+    let events = move |req: Request| {
         let r = r.clone();
         async move {
             let room = req.param("room").unwrap_or_default().to_string();
@@ -146,7 +148,16 @@ pub fn app(rooms: Rooms) -> App {
             }
             r.room(&room).sse_response(&req)
         }
-    })
+    };
+    app.route_with(
+        Method::GET,
+        "/rooms/:room/events",
+        Arc::new(events),
+        RouteOptions {
+            long_lived: true,
+            ..RouteOptions::default()
+        },
+    )
     .expect("route");
     app.post("/rooms/:room/messages", move |req: Request| {
         let r = rooms.clone();

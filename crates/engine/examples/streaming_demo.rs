@@ -18,12 +18,14 @@
 //! Try them with curl too: `curl -N http://127.0.0.1:8080/sse`. Ctrl-C stops the server
 //! gracefully (open streams get a few seconds); a second Ctrl-C quits at once.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{stream, Stream};
+use rat_engine::http::Method;
 use rat_engine::{
     binary_stream, json_stream, text_stream, App, ChunkedResponse, Event, Html, Json, Request,
-    Server, ServerConfig, SseResponse,
+    RouteOptions, Server, ServerConfig, SseResponse,
 };
 
 /// Number of `update` events `/sse` sends before `done`.
@@ -177,7 +179,15 @@ async fn metrics(req: Request) -> Json {
 pub fn app() -> App {
     let mut app = App::new();
     app.get("/", |_req| async { Html(PAGE) })
-        .and_then(|a| a.get("/sse", sse))
+        .and_then(|a| {
+            // Long-lived: its HTTP/1.1 clients are served without hyper's per-connection
+            // buffers.
+            let long_lived = RouteOptions {
+                long_lived: true,
+                ..RouteOptions::default()
+            };
+            a.route_with(Method::GET, "/sse", Arc::new(sse), long_lived)
+        })
         .and_then(|a| a.get("/chunked", chunked))
         .and_then(|a| {
             a.get("/json-stream", |_req| async {

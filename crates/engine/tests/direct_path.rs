@@ -16,12 +16,12 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use rat_engine::{
-    App, Channel, ChannelOptions, Error, Event, Handler, Request, RouteOptions, ServerConfig,
-    SseResponse, SseSender,
+    App, Channel, ChannelOptions, Error, Event, Handler, QueueLimits, Request, RouteOptions,
+    ServerConfig, SseResponse, SseSender, StreamSender, StreamingResponse,
 };
 use support::{eventually, open_sse, serve_with, within, Chunk, Head, RawConn, SseReader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 
 const LONG: RouteOptions = RouteOptions {
@@ -398,4 +398,105 @@ async fn metrics_count_direct_connections_like_hyper_ones() {
         m.active_connections == 0 && m.active_streams == 0
     })
     .await;
+}
+
+// ---- backpressure and aborts on the direct path ----
+
+const CHUNK: usize = 1024;
+
+fn chunk(seq: u64) -> Bytes {
+    Bytes::from(seq.to_be_bytes().repeat(CHUNK / 8))
+}
+
+async fn firehose(
+    limits: QueueLimits,
+) -> (
+    rat_engine::ServerHandle,
+    mpsc::UnboundedReceiver<StreamSender>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut app = App::new();
+    long_lived(&mut app, "/firehose", move |_req: Request| {
+        let tx = tx.clone();
+        async move {
+            let (res, sender) = StreamingResponse::channel("application/octet-stream", limits);
+            tx.send(sender).unwrap();
+            res
+        }
+    });
+    (serve_with(app, ServerConfig::default()).await, rx)
+}
+
+/// Connects with a small receive buffer and reads only the response head.
+async fn paused_reader(addr: std::net::SocketAddr) -> RawConn {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut conn = RawConn::from_stream(socket.connect(addr).await.unwrap());
+    conn.send_request("GET", "/firehose", &[], b"").await;
+    let head = conn.read_head().await;
+    assert!(direct(&head));
+    conn
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_reader_holds_the_producer_back_and_then_gets_everything_in_order() {
+    let high_water = 16 * CHUNK;
+    let limits = QueueLimits {
+        high_water_mark: high_water,
+        max_buffered: 64 * high_water,
+    };
+    let (server, mut senders) = firehose(limits).await;
+    let mut conn = paused_reader(server.local_addr()).await;
+    let tx = within(Duration::from_secs(2), "the sender", senders.recv())
+        .await
+        .unwrap();
+    let mut seq = 0u64;
+    let blocked_at = loop {
+        assert!(seq < 32 * 1024, "the producer was never held back");
+        match tokio::time::timeout(Duration::from_millis(300), tx.send(chunk(seq))).await {
+            Ok(Ok(())) => seq += 1,
+            Ok(Err(e)) => panic!("the stream closed under a paused reader: {e:?}"),
+            Err(_) => break seq,
+        }
+    };
+    assert!(tx.buffered() <= high_water);
+    assert!(!tx.is_closed(), "a slow reader is not a disconnect");
+    let producer = {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            for s in blocked_at..blocked_at + 64 {
+                tx.send(chunk(s))
+                    .await
+                    .expect("send after the reader resumed");
+            }
+            tx.end();
+        })
+    };
+    let body = within(
+        Duration::from_secs(10),
+        "the body",
+        conn.read_chunked_body(),
+    )
+    .await;
+    producer.await.unwrap();
+    assert_eq!(body.len(), (blocked_at as usize + 64) * CHUNK);
+    for (i, c) in body.chunks(CHUNK).enumerate() {
+        assert_eq!(c, &chunk(i as u64)[..], "chunk {i}");
+    }
+}
+
+#[tokio::test]
+async fn an_aborted_stream_cuts_the_connection_without_a_clean_end() {
+    let (server, mut senders) = firehose(QueueLimits::default()).await;
+    let mut conn = RawConn::connect(server.local_addr()).await;
+    conn.send_request("GET", "/firehose", &[], b"").await;
+    let head = conn.read_head().await;
+    assert!(direct(&head));
+    let tx = within(Duration::from_secs(2), "the sender", senders.recv())
+        .await
+        .unwrap();
+    tx.write(chunk(1)).unwrap();
+    assert_eq!(conn.read_chunk().await, Chunk::Data(chunk(1).to_vec()));
+    tx.abort("producer failed");
+    assert_eq!(conn.read_chunk().await, Chunk::Eof);
 }
