@@ -69,6 +69,11 @@ export declare class Call {
    * sends of a tick and crosses over once. Returns like `writeString`.
    */
   sendDataBatch(items: Array<string>): boolean
+  /**
+   * Same as `sendDataBatch(joined.split('\0'))`, with one string to convert instead of
+   * one per event (most data never holds NUL; the TS stream checks).
+   */
+  sendDataJoined(joined: string): boolean
   /** Sends an SSE comment line. */
   comment(text: string): boolean
   /** Ends the response after what is queued. */

@@ -2,7 +2,8 @@
 // ts/stream.ts): order across every kind of write, prompt delivery of a lone event, the
 // FLUSH_AT bound with a reader that does not read, readiness notices, and writes after
 // the end or after the client left.
-import { expect, test } from 'vitest'
+import { spawn } from 'node:child_process'
+import { expect, onTestFinished, test } from 'vitest'
 import { FLUSH_AT } from '../ts/stream.js'
 import { startApp } from './support/app.js'
 import { rawRequest } from './support/raw.js'
@@ -12,6 +13,14 @@ import { sleep, waitFor, within } from './support/wait.js'
 const HWM = 16 * 1024
 const EVENT = 1000 // data characters per event in the paced test
 const TOTAL = 20_000 // events: 20 MB, far more than loopback buffers hold
+
+/** A reader in its own process: reads /endless-sync as fast as it can, says when 1 MB came. */
+const READER = `
+const s = require('node:net').connect(Number(process.argv[1]), '127.0.0.1')
+s.write('GET /endless-sync HTTP/1.1\\r\\nhost: x\\r\\n\\r\\n')
+let n = 0
+s.on('data', (d) => { n += d.length; if (n >= 1 << 20 && n - d.length < 1 << 20) console.log('1MB') })
+`
 
 const sentAt = new Map<string, number>()
 let paced = { produced: 0, finished: false, readyFalse: 0 }
@@ -44,6 +53,13 @@ const { port } = await startApp(
         yield `${String(i).padStart(8, '0')}${'.'.repeat(EVENT - 8)}`
       }
       paced.finished = true
+    })
+    app.sse('/nul', (_req, stream) => {
+      stream.send('a')
+      stream.send('b\0c')
+      stream.send('')
+      stream.send('d')
+      stream.end()
     })
     app.sse('/after-end', (_req, stream) => {
       stream.send('x')
@@ -89,6 +105,46 @@ test('an SSE stream keeps the order of every kind of write made in one turn', as
   expect(await res.text()).toBe(
     'data: a\n\ndata: {"x":1}\n\nevent: named\nid: 7\ndata: b\n\n: c\n\ndata: d\ndata: e\n\nevent: raw\ndata: f\n\ndata: g\n\n',
   )
+})
+
+test('data holding NUL is sent as is (the batch crosses as an array then)', async () => {
+  const res = await fetch(`http://127.0.0.1:${port}/nul`)
+  expect(await res.text()).toBe('data: a\n\ndata: b\0c\n\ndata:\n\ndata: d\n\n')
+})
+
+test('an endless synchronous generator does not hold the JS thread', async () => {
+  // Default queue limits, and a generator that never waits on its own and is slower than
+  // the reader (20 µs of work per event): the queue rarely fills, so backpressure alone
+  // would hold the JS thread for seconds; pump's periodic yield lets other work run.
+  const { port } = await startApp((app) => {
+    app.sse('/endless-sync', function* () {
+      for (let i = 0; ; i++) {
+        const until = performance.now() + 0.02
+        while (performance.now() < until);
+        yield String(i).padStart(100, '.')
+      }
+    })
+    app.get('/ping', () => 'pong')
+  })
+  // The reader runs in another process, so it drains the stream while this thread is busy.
+  const reader = spawn(process.execPath, ['-e', READER, String(port)], { stdio: ['ignore', 'pipe', 'inherit'] })
+  onTestFinished(() => void reader.kill())
+  let reported = ''
+  reader.stdout.on('data', (d: Buffer) => (reported += d.toString()))
+  await waitFor('the reader to get 1 MB', () => reported.includes('1MB'), { timeoutMs: 20_000 })
+  // Timers keep firing on time while the generator runs (it yields every 1024 items,
+  // about 20 ms of its work here).
+  let worst = 0
+  for (let i = 0; i < 20; i++) {
+    const t = Date.now()
+    await sleep(10)
+    worst = Math.max(worst, Date.now() - t - 10)
+  }
+  expect(worst).toBeLessThan(300)
+  const started = Date.now()
+  const res = await fetch(`http://127.0.0.1:${port}/ping`)
+  expect(await res.text()).toBe('pong')
+  expect(Date.now() - started).toBeLessThan(1000)
 })
 
 test('a chunked stream keeps the order of strings and bytes', async () => {

@@ -43,6 +43,8 @@ export class SseStream extends BaseStream {
   /** Data of data-only events collected this turn (see `FLUSH_AT`). */
   #batch: string[] = []
   #batchSize = 0
+  /** Some collected data holds NUL, so the batch cannot cross as one NUL-joined string. */
+  #batchNul = false
 
   constructor(call: Call, req: RatRequest<unknown>) {
     super(call, req)
@@ -52,19 +54,24 @@ export class SseStream extends BaseStream {
   protected writePending(): boolean | undefined {
     if (this.#batch.length === 0) return undefined
     const items = this.#batch
+    const nul = this.#batchNul
     this.#batch = []
     this.#batchSize = 0
-    return this.call.sendDataBatch(items)
+    this.#batchNul = false
+    // One string converts much faster than an array of them.
+    return nul ? this.call.sendDataBatch(items) : this.call.sendDataJoined(items.join('\0'))
   }
 
   /** @internal */
   protected dropPending(): void {
     this.#batch = []
     this.#batchSize = 0
+    this.#batchNul = false
   }
 
   #data(data: string): boolean {
     if (this.done) return false
+    if (!this.#batchNul && data.includes('\0')) this.#batchNul = true
     this.#batch.push(data)
     this.#batchSize += data.length
     return this.collected(this.#batchSize)

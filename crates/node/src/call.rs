@@ -303,6 +303,17 @@ impl Call {
         }
     }
 
+    /// Same as `sendDataBatch(joined.split('\0'))`, with one string to convert instead of
+    /// one per event (most data never holds NUL; the TS stream checks).
+    #[napi]
+    pub fn send_data_joined(&self, joined: String) -> napi::Result<bool> {
+        match self.responder.send_data_batch(joined.split('\0')) {
+            Ok(below) => Ok(below),
+            Err(e) if e.is_closed() || e.is_full() => Ok(false),
+            Err(e) => Err(to_js_error(e)),
+        }
+    }
+
     /// Sends an SSE comment line.
     #[napi]
     pub fn comment(&self, text: String) -> napi::Result<bool> {
