@@ -112,10 +112,28 @@ impl Dispatcher {
     }
 
     /// Hands an item to JS. Only the push that finds the batch idle schedules a JS call.
-    pub(crate) fn push(&self, item: Item) {
+    ///
+    /// On a runtime thread that call waits for the end of the worker's round (a task that
+    /// yields once runs after the worker's other ready tasks and its next I/O poll): waking
+    /// the JS thread at the first request would let it preempt the worker on a shared core
+    /// and take a batch of one, with two context switches per request.
+    pub(crate) fn push(self: &Arc<Self>, item: Item) {
         if !self.batch.push(item) {
             return;
         }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let me = self.clone();
+            rt.spawn(async move {
+                tokio::task::yield_now().await;
+                me.notify();
+            });
+        } else {
+            self.notify();
+        }
+    }
+
+    /// Schedules the JS call that takes the batch.
+    fn notify(&self) {
         let tsfn = self.tsfn.read().unwrap_or_else(|p| p.into_inner()).clone();
         let status = match tsfn {
             Some(t) => t.call_with_return_value(
