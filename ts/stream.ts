@@ -19,7 +19,7 @@ function flushPending(): void {
   flushScheduled = false
   const list = pendingStreams
   pendingStreams = []
-  for (const s of list) s._flush()
+  for (const s of list) s._flushLater()
 }
 
 /** What SSE and chunked streams share: head control, backpressure, end, close signal. */
@@ -60,6 +60,20 @@ export abstract class BaseStream {
     const r = this.writePending()
     if (r !== undefined) this.#below = r
     return this.#below && !this.#done
+  }
+
+  /**
+   * The end-of-turn flush: no caller to throw to (an exception in a setImmediate callback
+   * would take the process down), so a failure fails the stream instead.
+   * @internal
+   */
+  _flushLater(): void {
+    try {
+      this._flush()
+    } catch (err) {
+      this.#done = true
+      this.call.fail(err instanceof Error ? err.message : String(err))
+    }
   }
 
   /**
