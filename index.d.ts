@@ -192,7 +192,7 @@ export interface EngineOptions {
   heartbeatMs?: number
   /**
    * Bytes queued per stream before `write`/`send` return false.
-   * @default 65536
+   * @default 65536 for SSE, 262144 for chunked and NDJSON streams
    */
   highWaterMark?: number
   /**

@@ -14,7 +14,11 @@ import type { PathParams } from './types.js'
 export interface AppOptions {
   /** Heartbeat comment interval on idle SSE streams, in ms; 0 turns it off. @default 15000 */
   heartbeatMs?: number
-  /** Bytes queued per stream before writes return false. @default 65536 */
+  /**
+   * Bytes queued per stream before writes return false (SSE and byte streams alike when
+   * set). @default 65536 for SSE, 262144 for chunked and NDJSON streams (a producer writing
+   * 64 KiB chunks then hands over several per wake-up)
+   */
   highWaterMark?: number
   /**
    * Bytes queued per stream past which a producer that ignores backpressure (keeps writing

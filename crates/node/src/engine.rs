@@ -27,8 +27,11 @@ struct JsRoute {
 
 impl Handler for JsRoute {
     fn call(&self, req: Request) -> BoxFuture<'static, Response> {
-        let (responder, pending) =
-            Responder::new(self.kind.clone(), self.config.queue, req.metrics().clone());
+        let limits = match self.kind {
+            ResponseKind::Chunked(_) => self.config.byte_queue,
+            _ => self.config.queue,
+        };
+        let (responder, pending) = Responder::new(self.kind.clone(), limits, req.metrics().clone());
         let id = self.dispatcher.next_id();
         if let Some(stream) = responder.stream() {
             // The client leaving reaches JS as a notice in a later batch (req.signal).

@@ -13,7 +13,7 @@ pub struct EngineOptions {
     /// @default 15000
     pub heartbeat_ms: Option<u32>,
     /// Bytes queued per stream before `write`/`send` return false.
-    /// @default 65536
+    /// @default 65536 for SSE, 262144 for chunked and NDJSON streams
     pub high_water_mark: Option<u32>,
     /// Bytes queued per stream past which a producer that ignores backpressure has its
     /// stream aborted (at least `highWaterMark`).
