@@ -21,7 +21,6 @@
 
 mod history;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -98,25 +97,58 @@ struct Counters {
     closed_slow: AtomicU64,
 }
 
+/// The subscribers in slots (a pointer each), a subscriber's key being its slot; freed
+/// slots are reused.
+#[derive(Default)]
 struct Subscribers {
-    list: Vec<(u64, StreamSender)>,
-    index: HashMap<u64, usize>,
+    slots: Vec<Option<StreamSender>>,
+    free: Vec<usize>,
+    len: usize,
 }
 
 impl Subscribers {
-    fn remove(&mut self, key: u64) -> Option<StreamSender> {
-        let pos = self.index.remove(&key)?;
-        let (_, s) = self.list.swap_remove(pos);
-        if let Some((moved, _)) = self.list.get(pos) {
-            self.index.insert(*moved, pos);
+    fn insert(&mut self, stream: StreamSender) -> usize {
+        self.len += 1;
+        match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(stream);
+                slot
+            }
+            None => {
+                self.slots.push(Some(stream));
+                self.slots.len() - 1
+            }
         }
-        Some(s)
+    }
+
+    /// Frees `slot` (if `queue`, the address of its stream's queue, is still what it
+    /// holds: the slot may have been freed and reused since).
+    fn remove(&mut self, slot: usize, queue: Option<usize>) {
+        let Some(entry) = self.slots.get_mut(slot) else {
+            return;
+        };
+        match (&*entry, queue) {
+            (Some(s), Some(q)) if s.queue_addr() != q => return,
+            (None, _) => return,
+            _ => {}
+        }
+        *entry = None;
+        self.free.push(slot);
+        self.len -= 1;
+    }
+
+    fn take_all(&mut self) -> Vec<StreamSender> {
+        self.free = Vec::new();
+        self.len = 0;
+        std::mem::take(&mut self.slots)
+            .into_iter()
+            .flatten()
+            .collect()
     }
 }
 
 struct State {
     next_id: u64,
-    next_key: u64,
     history: History,
     subs: Subscribers,
     closed: bool,
@@ -174,12 +206,8 @@ impl Channel {
                 options,
                 state: Mutex::new(State {
                     next_id: 1,
-                    next_key: 0,
                     history,
-                    subs: Subscribers {
-                        list: Vec::new(),
-                        index: HashMap::new(),
-                    },
+                    subs: Subscribers::default(),
                     closed: false,
                 }),
                 counters: Counters::default(),
@@ -247,9 +275,10 @@ impl Channel {
     fn fan_out(&self, st: &mut State, frame: &Bytes, is_event: bool) {
         let drop_oldest = self.inner.options.slow_client == SlowClient::DropOldest;
         let (mut delivered, mut dropped, mut closed_slow) = (0u64, 0u64, 0u64);
-        let mut gone: Vec<u64> = Vec::new();
+        let mut gone: Vec<usize> = Vec::new();
         let mut metrics: Option<Arc<Metrics>> = None;
-        for (key, sub) in &st.subs.list {
+        for (key, sub) in st.subs.slots.iter().enumerate() {
+            let Some(sub) = sub else { continue };
             match sub.push_with_policy(frame.clone(), drop_oldest) {
                 Pushed::Queued => delivered += 1,
                 Pushed::DroppedOldest(n) => {
@@ -258,16 +287,16 @@ impl Channel {
                 }
                 Pushed::ClosedFull => {
                     closed_slow += 1;
-                    gone.push(*key);
+                    gone.push(key);
                 }
-                Pushed::Closed => gone.push(*key),
+                Pushed::Closed => gone.push(key),
             }
             if metrics.is_none() {
                 metrics = sub.metrics().cloned();
             }
         }
         for key in gone {
-            st.subs.remove(key);
+            st.subs.remove(key, None);
         }
         let c = &self.inner.counters;
         c.dropped.fetch_add(dropped, Relaxed);
@@ -330,11 +359,8 @@ impl Channel {
                 .fetch_add(out.replayed as u64, Relaxed);
             stream.count_events(out.replayed as u64);
         }
-        let key = st.next_key;
-        st.next_key += 1;
-        let pos = st.subs.list.len();
-        st.subs.list.push((key, stream.clone()));
-        st.subs.index.insert(key, pos);
+        let key = st.subs.insert(stream.clone());
+        let queue = stream.queue_addr();
         drop(st);
         // Registered after the lock is released: if the client is already gone this runs
         // at once and takes the lock itself.
@@ -342,7 +368,7 @@ impl Channel {
         stream.on_close(move || {
             if let Some(inner) = weak.upgrade() {
                 let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
-                st.subs.remove(key);
+                st.subs.remove(key, Some(queue));
             }
         });
         out
@@ -359,7 +385,7 @@ impl Channel {
 
     /// Subscribers now.
     pub fn subscribers(&self) -> usize {
-        self.lock().subs.list.len()
+        self.lock().subs.len
     }
 
     /// True after [`close`](Self::close).
@@ -388,10 +414,9 @@ impl Channel {
             let mut st = self.lock();
             st.closed = true;
             st.history.clear();
-            st.subs.index.clear();
-            std::mem::take(&mut st.subs.list)
+            st.subs.take_all()
         };
-        for (_, s) in subs {
+        for s in subs {
             s.end();
         }
     }

@@ -52,11 +52,40 @@ pub struct ServerHandle {
     streams: Arc<StreamRegistry>,
 }
 
+/// What every connection task uses, kept here rather than in each task (a task's size is
+/// paid once per idle subscriber).
 pub(crate) struct Shared {
     pub(crate) app: App,
     pub(crate) config: ServerConfig,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) streams: Arc<StreamRegistry>,
+    /// hyper's auto builder, for connections handed over to it.
+    pub(crate) builder: direct::Builder,
+    /// Asks connections to finish (shutdown).
+    pub(crate) graceful: CancellationToken,
+    /// Drops the connections still open when the grace period is over.
+    pub(crate) force: CancellationToken,
+}
+
+impl Shared {
+    pub(crate) fn new(app: App, config: ServerConfig) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .keep_alive(config.keep_alive)
+            .max_buf_size(config.http1_max_buf_size.max(8192));
+        builder.http2().timer(TokioTimer::new());
+        Shared {
+            app,
+            config,
+            metrics: Arc::new(Metrics::new()),
+            streams: Arc::new(StreamRegistry::default()),
+            builder,
+            graceful: CancellationToken::new(),
+            force: CancellationToken::new(),
+        }
+    }
 }
 
 impl Server {
@@ -84,24 +113,17 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::io("cannot read the bound address", e))?;
-        let metrics = Arc::new(Metrics::new());
-        let streams = Arc::new(StreamRegistry::default());
-        let shared = Arc::new(Shared {
-            app,
-            config,
-            metrics: metrics.clone(),
-            streams: streams.clone(),
-        });
+        let shared = Arc::new(Shared::new(app, config));
+        let metrics = shared.metrics.clone();
+        let streams = shared.streams.clone();
+        let graceful = shared.graceful.clone();
+        let force = shared.force.clone();
         let stop_accepting = CancellationToken::new();
-        let graceful = CancellationToken::new();
-        let force = CancellationToken::new();
         let tracker = TaskTracker::new();
         let accept_loop = tokio::spawn(accept_loop(
             listener,
             shared,
             stop_accepting.clone(),
-            graceful.clone(),
-            force.clone(),
             tracker.clone(),
         ));
         Ok(ServerHandle {
@@ -166,20 +188,10 @@ async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     stop: CancellationToken,
-    graceful: CancellationToken,
-    force: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(shared.config.keep_alive)
-        .max_buf_size(shared.config.http1_max_buf_size.max(8192));
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, _peer) = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -193,14 +205,8 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let builder = builder.clone();
-        let graceful = graceful.clone();
-        let force = force.clone();
         Metrics::add(&shared.metrics.active_connections, 1);
         Metrics::add(&shared.metrics.total_connections, 1);
-        tracker.spawn(direct::connection(
-            stream, peer, shared, builder, graceful, force,
-        ));
+        tracker.spawn(direct::connection(stream, shared.clone()));
     }
 }

@@ -1,46 +1,40 @@
 //! The streams a server has open, so that shutdown can end them cleanly.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Mutex;
 
-use crate::stream::StreamSender;
+use crate::stream::{StreamSender, WeakSender};
 
-#[derive(Debug, Default)]
+/// Weak handles, so that tracking costs a stream one pointer and no close callback; the
+/// handles of streams that are over are dropped when the list would grow.
+#[derive(Default)]
 pub(crate) struct StreamRegistry {
-    next: AtomicU64,
-    open: Mutex<HashMap<u64, StreamSender>>,
+    open: Mutex<Vec<WeakSender>>,
+}
+
+impl std::fmt::Debug for StreamRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamRegistry").finish_non_exhaustive()
+    }
 }
 
 impl StreamRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<WeakSender>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Tracks `stream` until its body is dropped.
-    pub(crate) fn track(self: &Arc<Self>, stream: StreamSender) {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, stream.clone());
-        // Weak: the registry must not keep itself alive through the streams it tracks.
-        let weak: Weak<Self> = Arc::downgrade(self);
-        stream.on_close(move || {
-            if let Some(reg) = weak.upgrade() {
-                reg.open
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&id);
-            }
-        });
+    pub(crate) fn track(&self, stream: &StreamSender) {
+        let mut open = self.lock();
+        if open.len() == open.capacity() {
+            // Amortised: at most one sweep per doubling of the live streams.
+            open.retain(|w| w.upgrade().is_some_and(|s| !s.is_disconnected()));
+        }
+        open.push(stream.downgrade());
     }
 
     /// Ends every open stream after what it has queued.
     pub(crate) fn end_all(&self) {
-        let open: Vec<StreamSender> = self
-            .open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let open: Vec<StreamSender> = self.lock().iter().filter_map(WeakSender::upgrade).collect();
         for s in open {
             s.end();
         }
@@ -48,7 +42,10 @@ impl StreamRegistry {
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.lock()
+            .iter()
+            .filter(|w| w.upgrade().is_some_and(|s| !s.is_disconnected()))
+            .count()
     }
 }
 
@@ -60,12 +57,12 @@ mod tests {
 
     #[test]
     fn tracks_until_the_body_is_dropped_and_ends_what_is_open() {
-        let reg = Arc::new(StreamRegistry::default());
+        let reg = StreamRegistry::default();
         let (a, tx_a) = StreamingResponse::channel("text/plain", QueueLimits::default());
         let (b, tx_b) = StreamingResponse::channel("text/plain", QueueLimits::default());
         let (body_a, body_b) = (a.into_response().into_body(), b.into_response().into_body());
-        reg.track(tx_a.clone());
-        reg.track(tx_b.clone());
+        reg.track(&tx_a);
+        reg.track(&tx_b);
         assert_eq!(reg.len(), 2);
         drop(body_a);
         assert_eq!(reg.len(), 1);

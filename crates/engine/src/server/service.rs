@@ -99,7 +99,7 @@ pub(crate) fn route<'a>(
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn respond(
     shared: &Shared,
-    peer: SocketAddr,
+    peer: Option<SocketAddr>,
     handler: Arc<dyn Handler>,
     params: Params,
     head_as_get: bool,
@@ -109,7 +109,7 @@ pub(crate) async fn respond(
 ) -> Response {
     let metrics = &shared.metrics;
     let is_head = head_as_get || head.method == Method::HEAD;
-    let mut request = Request::new(head, params, Some(peer), body, metrics.clone());
+    let mut request = Request::new(head, params, peer, body, metrics.clone());
     request.set_body_stream(stream);
     let mut res = handler.call(request).await;
     if is_head {
@@ -121,7 +121,7 @@ pub(crate) async fn respond(
         let heartbeat = shared.config.heartbeat;
         res.body_mut().attach(metrics, heartbeat);
         if let Some(stream) = res.body().queue_sender() {
-            shared.streams.track(stream);
+            shared.streams.track(&stream);
         }
     }
     res
@@ -178,7 +178,7 @@ async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: hyper::Request<Incom
     let handler = route.handler.clone();
     respond(
         &shared,
-        peer,
+        Some(peer),
         handler,
         params,
         head_as_get,

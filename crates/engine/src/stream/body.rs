@@ -28,7 +28,7 @@ pub struct Body {
 enum Kind {
     Empty,
     Full(Option<Bytes>),
-    Queue(Box<QueueBody>),
+    Queue(QueueBody),
     Stream(Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>),
 }
 
@@ -48,9 +48,17 @@ pub(crate) enum HeartbeatSetting {
     Fixed(Option<Duration>),
 }
 
-struct Heartbeat {
-    setting: HeartbeatSetting,
-    active: Option<(Duration, Pin<Box<Sleep>>)>,
+/// The heartbeat of a queue body: its setting until the body is attached to a server, then
+/// a timer only if heartbeats are on (so an idle stream without them keeps none).
+enum Heartbeat {
+    Unattached(HeartbeatSetting),
+    Off,
+    On(Box<Beat>),
+}
+
+struct Beat {
+    interval: Duration,
+    sleep: Pin<Box<Sleep>>,
     last_activity: Instant,
 }
 
@@ -103,14 +111,10 @@ impl Body {
     }
 
     pub(crate) fn from_queue(rx: QueueReceiver, heartbeat: HeartbeatSetting) -> Self {
-        Self::from_kind(Kind::Queue(Box::new(QueueBody {
+        Self::from_kind(Kind::Queue(QueueBody {
             rx,
-            heartbeat: Heartbeat {
-                setting: heartbeat,
-                active: None,
-                last_activity: Instant::now(),
-            },
-        })))
+            heartbeat: Heartbeat::Unattached(heartbeat),
+        }))
     }
 
     /// The producer side of a queue-fed body.
@@ -132,13 +136,20 @@ impl Body {
         match &mut self.kind {
             Kind::Queue(q) => {
                 q.rx.attach_metrics(metrics);
-                let interval = match q.heartbeat.setting {
-                    HeartbeatSetting::None => None,
-                    HeartbeatSetting::ServerDefault => default_heartbeat,
-                    HeartbeatSetting::Fixed(d) => d,
-                };
-                if let Some(d) = interval.filter(|d| !d.is_zero()) {
-                    q.heartbeat.active = Some((d, Box::pin(tokio::time::sleep(d))));
+                if let Heartbeat::Unattached(setting) = q.heartbeat {
+                    let interval = match setting {
+                        HeartbeatSetting::None => None,
+                        HeartbeatSetting::ServerDefault => default_heartbeat,
+                        HeartbeatSetting::Fixed(d) => d,
+                    };
+                    q.heartbeat = match interval.filter(|d| !d.is_zero()) {
+                        Some(d) => Heartbeat::On(Box::new(Beat {
+                            interval: d,
+                            sleep: Box::pin(tokio::time::sleep(d)),
+                            last_activity: Instant::now(),
+                        })),
+                        None => Heartbeat::Off,
+                    };
                 }
             }
             Kind::Stream(_) => {}
@@ -172,31 +183,35 @@ impl QueueBody {
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes>>> {
         match self.rx.poll_chunk(cx) {
             Poll::Ready(Some(Ok(bytes))) => {
-                if self.heartbeat.active.is_some() {
-                    self.heartbeat.last_activity = Instant::now();
+                if let Heartbeat::On(hb) = &mut self.heartbeat {
+                    hb.last_activity = Instant::now();
                 }
                 Poll::Ready(Some(Ok(bytes)))
             }
             Poll::Ready(Some(Err(reason))) => Poll::Ready(Some(Err(Error::handler(reason)))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                let hb = &mut self.heartbeat;
-                let Some((interval, sleep)) = &mut hb.active else {
+                let Heartbeat::On(hb) = &mut self.heartbeat else {
                     return Poll::Pending;
                 };
+                let Beat {
+                    interval,
+                    sleep,
+                    last_activity,
+                } = &mut **hb;
                 // Poll the timer until it is pending again: an elapsed timer that was
                 // overtaken by data is pushed forward instead of firing.
                 loop {
                     if sleep.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
-                    let due = hb.last_activity + *interval;
+                    let due = *last_activity + *interval;
                     let now = Instant::now();
                     if due > now {
                         sleep.as_mut().reset(due);
                         continue;
                     }
-                    hb.last_activity = now;
+                    *last_activity = now;
                     sleep.as_mut().reset(now + *interval);
                     return Poll::Ready(Some(Ok(Bytes::from_static(HEARTBEAT))));
                 }
@@ -298,6 +313,15 @@ mod tests {
             Duration::from_secs(15),
             "heartbeat counts from the last data"
         );
+    }
+
+    /// A body lives in its connection's task for as long as the response streams.
+    #[test]
+    fn a_queue_body_is_small_and_allocates_nothing_more() {
+        let size = std::mem::size_of::<Body>();
+        println!("Body: {size} bytes");
+        assert!(size <= 48, "a body is {size} bytes");
+        assert!(std::mem::size_of::<QueueBody>() <= 32);
     }
 
     #[tokio::test]

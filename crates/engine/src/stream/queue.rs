@@ -68,36 +68,79 @@ pub(crate) enum Pushed {
     Closed,
 }
 
+/// One per stream, so kept lean (an idle SSE subscriber is mostly this, its connection
+/// task and its socket): what most streams never use lives in [`Rare`], allocated on first
+/// use, and the [`Notify`] only exists once something waits on it.
 pub(crate) struct Shared {
     state: Mutex<State>,
     limits: QueueLimits,
     /// Woken when queued bytes fall below the high-water mark, and when the stream closes.
-    changed: Notify,
+    /// Created by the first waiter (before it checks the state under the lock, so a change
+    /// made under the lock either is seen by that check or finds the `Notify` to wake).
+    changed: OnceLock<Box<Notify>>,
     metrics: OnceLock<Arc<Metrics>>,
 }
+
+type Callback = Box<dyn FnOnce() + Send>;
 
 #[derive(Default)]
 struct State {
     chunks: VecDeque<Bytes>,
     queued: usize,
+    rx_waker: Option<Waker>,
+    /// The first close callback (a channel subscription); more go to [`Rare`].
+    on_close: Option<Callback>,
+    rare: Option<Box<Rare>>,
     /// The producer has finished; the body ends once the queue is empty.
     ended: bool,
-    /// The producer failed; the body yields this error (the connection is cut).
-    error: Option<String>,
+    /// The producer failed; the body yields `rare.error` (the connection is cut).
+    failed: bool,
     /// The body was dropped: the client has gone or the response was discarded.
     receiver_gone: bool,
-    rx_waker: Option<Waker>,
-    on_close: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+/// The parts of a queue's state that most streams never use.
+#[derive(Default)]
+struct Rare {
+    /// Why the producer failed.
+    error: String,
+    /// Close callbacks after the first.
+    on_close: Vec<Callback>,
     /// Run (once) when the queue falls below its high-water mark: see
     /// [`StreamSender::on_ready`].
-    on_ready: Option<Box<dyn FnOnce() + Send>>,
+    on_ready: Option<Callback>,
     /// SSE events queued before the body was attached to a server (and its metrics).
     events_before_attach: u64,
 }
 
 impl State {
     fn is_closed(&self) -> bool {
-        self.receiver_gone || self.ended || self.error.is_some()
+        self.receiver_gone || self.ended || self.failed
+    }
+
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Fails the stream: queued bytes are discarded; returns the body's waker.
+    fn fail(&mut self, reason: String) -> Option<Waker> {
+        self.failed = true;
+        self.rare().error = reason;
+        self.chunks = VecDeque::new();
+        self.queued = 0;
+        self.rx_waker.take()
+    }
+}
+
+impl Shared {
+    fn notify_waiters(&self) {
+        if let Some(n) = self.changed.get() {
+            n.notify_waiters();
+        }
+    }
+
+    fn changed(&self) -> &Notify {
+        self.changed.get_or_init(|| Box::new(Notify::new()))
     }
 }
 
@@ -119,7 +162,7 @@ pub(crate) fn queue(limits: QueueLimits) -> (StreamSender, QueueReceiver) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State::default()),
         limits,
-        changed: Notify::new(),
+        changed: OnceLock::new(),
         metrics: OnceLock::new(),
     });
     (
@@ -187,15 +230,12 @@ impl StreamSender {
             return Err(Error::closed());
         }
         if st.queued + chunk.len() > self.shared.limits.max_buffered && st.queued > 0 {
-            st.error = Some(
+            let waker = st.fail(
                 "stream aborted: the client did not read and the producer ignored backpressure"
                     .into(),
             );
-            st.chunks.clear();
-            st.queued = 0;
-            let waker = st.rx_waker.take();
             drop(st);
-            self.shared.changed.notify_waiters();
+            self.shared.notify_waiters();
             if let Some(w) = waker {
                 w.wake();
             }
@@ -264,13 +304,10 @@ impl StreamSender {
             if !drop_oldest {
                 // Cut rather than end: a stuck client's socket is released at once, and
                 // the browser reconnects and resumes from history.
-                st.error =
-                    Some("subscriber fell behind; connection closed so it can resume".into());
-                st.chunks.clear();
-                st.queued = 0;
-                let waker = st.rx_waker.take();
+                let waker =
+                    st.fail("subscriber fell behind; connection closed so it can resume".into());
                 drop(st);
-                self.shared.changed.notify_waiters();
+                self.shared.notify_waiters();
                 if let Some(w) = waker {
                     w.wake();
                 }
@@ -310,7 +347,7 @@ impl StreamSender {
     /// stream is closed.
     pub async fn ready(&self) -> bool {
         loop {
-            let mut notified = pin!(self.shared.changed.notified());
+            let mut notified = pin!(self.shared.changed().notified());
             notified.as_mut().enable();
             {
                 let st = self.lock();
@@ -337,14 +374,14 @@ impl StreamSender {
         if st.queued < self.shared.limits.high_water_mark {
             return ReadyState::Ready;
         }
-        st.on_ready = Some(Box::new(f));
+        st.rare().on_ready = Some(Box::new(f));
         ReadyState::Armed
     }
 
     /// Resolves once the client has gone or the stream has been ended or aborted.
     pub async fn closed(&self) {
         loop {
-            let mut notified = pin!(self.shared.changed.notified());
+            let mut notified = pin!(self.shared.changed().notified());
             notified.as_mut().enable();
             if self.is_closed() {
                 return;
@@ -360,8 +397,10 @@ impl StreamSender {
         if st.receiver_gone {
             drop(st);
             f();
+        } else if st.on_close.is_none() {
+            st.on_close = Some(Box::new(f));
         } else {
-            st.on_close.push(Box::new(f));
+            st.rare().on_close.push(Box::new(f));
         }
     }
 
@@ -374,7 +413,7 @@ impl StreamSender {
         st.ended = true;
         let waker = st.rx_waker.take();
         drop(st);
-        self.shared.changed.notify_waiters();
+        self.shared.notify_waiters();
         if let Some(w) = waker {
             w.wake();
         }
@@ -384,15 +423,12 @@ impl StreamSender {
     /// client sees an incomplete response rather than a clean end.
     pub fn abort(&self, reason: impl Into<String>) {
         let mut st = self.lock();
-        if st.receiver_gone || st.error.is_some() {
+        if st.receiver_gone || st.failed {
             return;
         }
-        st.error = Some(reason.into());
-        st.chunks.clear();
-        st.queued = 0;
-        let waker = st.rx_waker.take();
+        let waker = st.fail(reason.into());
         drop(st);
-        self.shared.changed.notify_waiters();
+        self.shared.notify_waiters();
         if let Some(w) = waker {
             w.wake();
         }
@@ -400,6 +436,16 @@ impl StreamSender {
 
     pub(crate) fn metrics(&self) -> Option<&Arc<Metrics>> {
         self.shared.metrics.get()
+    }
+
+    /// A handle that does not keep the queue alive.
+    pub(crate) fn downgrade(&self) -> WeakSender {
+        WeakSender(Arc::downgrade(&self.shared))
+    }
+
+    /// The queue's address: which queue this is, for as long as it lives.
+    pub(crate) fn queue_addr(&self) -> usize {
+        Arc::as_ptr(&self.shared) as usize
     }
 
     /// Counts `n` SSE events in the server's `events_sent`, or, before the response has
@@ -414,8 +460,17 @@ impl StreamSender {
         // Checked again under the lock, which attach_metrics holds while setting them.
         match self.shared.metrics.get() {
             Some(m) => Metrics::add(&m.events_sent, n),
-            None => st.events_before_attach += n,
+            None => st.rare().events_before_attach += n,
         }
+    }
+}
+
+/// A [`StreamSender`] that does not keep its queue alive.
+pub(crate) struct WeakSender(std::sync::Weak<Shared>);
+
+impl WeakSender {
+    pub(crate) fn upgrade(&self) -> Option<StreamSender> {
+        self.0.upgrade().map(|shared| StreamSender { shared })
     }
 }
 
@@ -435,10 +490,10 @@ impl QueueReceiver {
     pub(crate) fn attach_metrics(&self, metrics: &Arc<Metrics>) -> bool {
         let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
         let fresh = self.shared.metrics.set(metrics.clone()).is_ok();
-        if fresh {
+        if let (true, Some(rare)) = (fresh, st.rare.as_mut()) {
             Metrics::add(
                 &metrics.events_sent,
-                std::mem::take(&mut st.events_before_attach),
+                std::mem::take(&mut rare.events_before_attach),
             );
         }
         fresh
@@ -455,8 +510,13 @@ impl QueueReceiver {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, String>>> {
         let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(err) = &st.error {
-            return Poll::Ready(Some(Err(err.clone())));
+        if st.failed {
+            let err = st
+                .rare
+                .as_ref()
+                .map(|r| r.error.clone())
+                .unwrap_or_default();
+            return Poll::Ready(Some(Err(err)));
         }
         let Some(first) = st.chunks.pop_front() else {
             if st.ended {
@@ -485,10 +545,13 @@ impl QueueReceiver {
         }
         st.queued -= frame.len();
         let now_below = st.queued < self.shared.limits.high_water_mark;
-        let on_ready = if now_below { st.on_ready.take() } else { None };
+        let on_ready = match &mut st.rare {
+            Some(rare) if now_below => rare.on_ready.take(),
+            _ => None,
+        };
         drop(st);
         if was_full && now_below {
-            self.shared.changed.notify_waiters();
+            self.shared.notify_waiters();
         }
         if let Some(f) = on_ready {
             f();
@@ -502,16 +565,21 @@ impl Drop for QueueReceiver {
         let callbacks = {
             let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
             st.receiver_gone = true;
-            st.chunks.clear();
+            st.chunks = VecDeque::new();
             st.queued = 0;
             st.rx_waker = None;
-            st.on_ready = None;
-            std::mem::take(&mut st.on_close)
+            let more = st.rare.as_mut().map(|r| {
+                r.on_ready = None;
+                std::mem::take(&mut r.on_close)
+            });
+            (st.on_close.take(), more)
         };
-        self.shared.changed.notify_waiters();
-        for f in callbacks {
-            f();
-        }
+        self.shared.notify_waiters();
+        let (first, more) = callbacks;
+        first
+            .into_iter()
+            .chain(more.into_iter().flatten())
+            .for_each(|f| f());
     }
 }
 
@@ -690,5 +758,27 @@ mod tests {
         drop(rx);
         assert!(!ready.await.unwrap());
         tx.closed().await;
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// One `Shared` per stream (an idle SSE subscriber's largest allocation after its task
+    /// and socket): rarely used parts are allocated on first use.
+    #[test]
+    fn a_queue_is_small() {
+        let size = std::mem::size_of::<Shared>();
+        println!(
+            "queue Shared: {size} bytes (State: {})",
+            std::mem::size_of::<State>()
+        );
+        // 144 bytes with Rust 1.95 (208 with the rare parts inline); the Arc adds 16.
+        assert!(size <= 144, "the queue's shared state is {size} bytes");
+        let (tx, rx) = queue(QueueLimits::default());
+        tx.on_close(|| {});
+        assert!(tx.lock().rare.is_none(), "one close callback needs no Rare");
+        drop(rx);
     }
 }
