@@ -53,6 +53,16 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes read at once, on the stack, while a response streams (pipelined requests, or the
 /// EOF of a client that went away).
 const PROBE: usize = 1024;
+/// Frames up to this size are copied into one buffer and written with `write`; larger
+/// ones go out with `writev` (no copy).
+const SMALL_WRITE: usize = 4096;
+
+thread_local! {
+    /// The buffer small frames are copied into (per runtime thread, reused).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(Vec::with_capacity(SMALL_WRITE));
+}
+
 /// The last chunk of a chunked body.
 const END: &[u8] = b"0\r\n\r\n";
 
@@ -568,8 +578,21 @@ impl Out {
                 *self = Out::new(Vec::new());
                 return Poll::Ready(Ok(()));
             }
-            let n =
-                std::task::ready!(Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..used]))?;
+            let left: usize = slices[..used].iter().map(|s| s.len()).sum();
+            let n = if used > 1 && left <= SMALL_WRITE {
+                // A small frame (an event: size line, data, CRLF) is copied into one buffer
+                // and sent with one `write`: cheaper in the kernel than a `writev` of three.
+                SCRATCH.with_borrow_mut(|buf| {
+                    buf.clear();
+                    for s in &slices[..used] {
+                        buf.extend_from_slice(s);
+                    }
+                    Pin::new(&mut *stream).poll_write(cx, buf)
+                })
+            } else {
+                Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..used])
+            };
+            let n = std::task::ready!(n)?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
