@@ -7,7 +7,7 @@ import type { BaseStream } from '../ts/index.js'
 import { startApp } from './support/app.js'
 import { rawRequest } from './support/raw.js'
 import { parseSse } from './support/sse.js'
-import { sleep, waitFor, within } from './support/wait.js'
+import { plateau, sleep, waitFor, within } from './support/wait.js'
 
 const HWM = 16 * 1024
 const CHUNK = 4096
@@ -93,23 +93,8 @@ const { port } = await startApp(
   { highWaterMark: HWM, maxBufferedBytes: 1024 * 1024 },
 )
 
-/** Waits until `p.produced` has not moved for `quietMs`; returns the plateau. */
-async function plateau(p: Producer, quietMs = 400): Promise<number> {
-  let last = -1
-  let since = Date.now()
-  await waitFor(
-    'the producer to stall',
-    () => {
-      if (p.produced !== last) {
-        last = p.produced
-        since = Date.now()
-      }
-      return Date.now() - since >= quietMs
-    },
-    { timeoutMs: 10_000, intervalMs: 20 },
-  )
-  return last
-}
+/** Waits until `p.produced` has not moved for 400 ms; returns the plateau. */
+const stalled = (p: Producer) => plateau('the producer to stall', () => p.produced)
 
 describe.each([
   ['write()/ready()', '/write-ready'],
@@ -120,7 +105,7 @@ describe.each([
     const client = rawRequest(port, `${path}?key=${key}`, { pauseAfterHead: true })
     expect((await client.head).status).toBe(200)
     const p = await waitFor('the handler to start', () => producers.get(key))
-    const stalledAt = await plateau(p)
+    const stalledAt = await stalled(p)
     // Stalled well before the end: the producer is paced by the client.
     expect(p.finished).toBe(false)
     expect(stalledAt).toBeLessThan(TOTAL / 2)
@@ -144,7 +129,7 @@ test('an SSE generator is paced the same way and every event arrives in order', 
   const client = rawRequest(port, `/sse?key=${key}`, { pauseAfterHead: true })
   await client.head
   const p = await waitFor('the handler to start', () => producers.get(key))
-  const stalledAt = await plateau(p)
+  const stalledAt = await stalled(p)
   expect(stalledAt).toBeLessThan(TOTAL / 2)
   const frame = `id: 0\ndata: ${chunk(0).slice(0, -1)}\n\n`.length
   expect(p.maxBuffered).toBeLessThanOrEqual(HWM + frame + 8)

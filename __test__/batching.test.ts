@@ -8,7 +8,7 @@ import { FLUSH_AT } from '../ts/stream.js'
 import { startApp } from './support/app.js'
 import { rawRequest } from './support/raw.js'
 import { parseSse, RawSseClient } from './support/sse.js'
-import { sleep, waitFor, within } from './support/wait.js'
+import { plateau, sleep, waitFor, within } from './support/wait.js'
 
 const HWM = 16 * 1024
 const EVENT = 1000 // data characters per event in the paced test
@@ -167,19 +167,7 @@ test('a lone event goes out in the same turn, without waiting for more writes', 
 test('collected events stay bounded by FLUSH_AT plus the mark when the client does not read', async () => {
   const client = rawRequest(port, '/paced', { pauseAfterHead: true })
   await client.head
-  let last = -1
-  let since = Date.now()
-  await waitFor(
-    'the generator to stall',
-    () => {
-      if (paced.produced !== last) {
-        last = paced.produced
-        since = Date.now()
-      }
-      return Date.now() - since >= 400
-    },
-    { timeoutMs: 10_000, intervalMs: 20 },
-  )
+  const last = await plateau('the generator to stall', () => paced.produced)
   expect(paced.finished).toBe(false)
   // What the kernel holds plus the engine's queue plus one JS batch: far from all of it.
   expect(paced.produced).toBeLessThan(TOTAL / 2)
@@ -206,19 +194,7 @@ test('a stream waiting in ready() learns that the client left: ready resolves fa
   const client = rawRequest(port, '/wait-then-leave', { pauseAfterHead: true })
   await client.head
   const state = await waitFor('the writer to start', () => waitOutcome, { timeoutMs: 10_000 })
-  let last = -1
-  let since = Date.now()
-  await waitFor(
-    'the writer to wait in ready()',
-    () => {
-      if (state.rounds !== last) {
-        last = state.rounds
-        since = Date.now()
-      }
-      return Date.now() - since >= 300
-    },
-    { timeoutMs: 10_000, intervalMs: 20 },
-  )
+  await plateau('the writer to wait in ready()', () => state.rounds, { quietMs: 300 })
   expect(state.ready).toBe(null)
   const left = Date.now()
   client.destroy()

@@ -35,3 +35,25 @@ export function deferred<T = void>(): { promise: Promise<T>; resolve: (v: T) => 
   const promise = new Promise<T>((r) => (resolve = r))
   return { promise, resolve }
 }
+
+/**
+ * Waits until `value()` has not changed for `quietMs` (a producer that stalled on
+ * backpressure, a counter that stopped) and returns it. Throws after `timeoutMs`.
+ */
+export async function plateau(what: string, value: () => number, { quietMs = 400, timeoutMs = 10_000 } = {}): Promise<number> {
+  let last = Number.NaN
+  let since = Date.now()
+  await waitFor(
+    what,
+    () => {
+      const v = value()
+      if (v !== last) {
+        last = v
+        since = Date.now()
+      }
+      return Date.now() - since >= quietMs
+    },
+    { timeoutMs, intervalMs: 20 },
+  )
+  return last
+}
