@@ -61,6 +61,10 @@ const { port } = await startApp(
       stream.send('d')
       stream.end()
     })
+    app.sse('/undefined', function* () {
+      yield 'first'
+      yield undefined
+    })
     app.sse('/after-end', (_req, stream) => {
       stream.send('x')
       stream.end()
@@ -145,6 +149,14 @@ test('an endless synchronous generator does not hold the JS thread', async () =>
   const res = await fetch(`http://127.0.0.1:${port}/ping`)
   expect(await res.text()).toBe('pong')
   expect(Date.now() - started).toBeLessThan(1000)
+})
+
+test('a value that is not JSON ends the stream with an error event after what was sent', async () => {
+  const res = await fetch(`http://127.0.0.1:${port}/undefined`)
+  const events = parseSse(await res.text())
+  expect(events.map((e) => e.event ?? 'message')).toEqual(['message', 'error'])
+  expect(events[0].data).toBe('first')
+  expect(JSON.parse(events[1].data).error).toMatch(/JSON-serializable, not undefined/)
 })
 
 test('a chunked stream keeps the order of strings and bytes', async () => {

@@ -98,7 +98,9 @@ export class SseStream extends BaseStream {
       if (event.data === undefined && event.event === undefined && event.id === undefined) return !this.closed
       return this.wrote(native(() => this.call.sendEvent(...eventArgs(event))))
     }
-    return this.#data(JSON.stringify(event))
+    const json: string | undefined = JSON.stringify(event)
+    if (json === undefined) throw new TypeError(`an SSE event's data must be JSON-serializable, not ${typeof event}`)
+    return this.#data(json)
   }
 
   /** Sends `event: name` with `data`. */
