@@ -62,8 +62,6 @@ export declare class Call {
   writeBuffer(chunk: Uint8Array): boolean
   /** Sends one SSE event. Returns like `writeString`; throws for an invalid id or name. */
   sendEvent(data?: string | undefined | null, event?: string | undefined | null, id?: string | undefined | null, retry?: number | undefined | null): boolean
-  /** Sends a data-only SSE event (the common case, with one argument to convert). */
-  sendData(data: string): boolean
   /**
    * Sends one data-only SSE event per item, as one write: the TS stream collects the
    * sends of a tick and crosses over once. Returns like `writeString`.

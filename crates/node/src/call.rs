@@ -57,6 +57,16 @@ impl Call {
     }
 }
 
+/// A stream write's answer for JS: "below the mark", or false once the stream is closed or
+/// was cut at its hard limit (JS learns which from `closed`); other errors throw.
+fn written(r: rat_engine::Result<bool>) -> napi::Result<bool> {
+    match r {
+        Ok(below) => Ok(below),
+        Err(e) if e.is_closed() || e.is_full() => Ok(false),
+        Err(e) => Err(to_js_error(e)),
+    }
+}
+
 fn kind_name(k: ParamKind) -> &'static str {
     match k {
         ParamKind::Int => "int",
@@ -254,11 +264,7 @@ impl Call {
     }
 
     fn write_bytes(&self, chunk: Bytes) -> napi::Result<bool> {
-        match self.responder.write(chunk) {
-            Ok(below) => Ok(below),
-            Err(e) if e.is_closed() || e.is_full() => Ok(false),
-            Err(e) => Err(to_js_error(e)),
-        }
+        written(self.responder.write(chunk))
     }
 
     /// Sends one SSE event. Returns like `writeString`; throws for an invalid id or name.
@@ -271,57 +277,30 @@ impl Call {
         retry: Option<u32>,
     ) -> napi::Result<bool> {
         let ev = build_event(data, event, id, retry)?;
-        match self.responder.send_event(&ev) {
-            Ok(below) => Ok(below),
-            Err(e) if e.is_closed() || e.is_full() => Ok(false),
-            Err(e) => Err(to_js_error(e)),
-        }
-    }
-
-    /// Sends a data-only SSE event (the common case, with one argument to convert).
-    #[napi]
-    pub fn send_data(&self, data: String) -> napi::Result<bool> {
-        let ev = rat_engine::Event::data_only(data);
-        match self.responder.send_event(&ev) {
-            Ok(below) => Ok(below),
-            Err(e) if e.is_closed() || e.is_full() => Ok(false),
-            Err(e) => Err(to_js_error(e)),
-        }
+        written(self.responder.send_event(&ev))
     }
 
     /// Sends one data-only SSE event per item, as one write: the TS stream collects the
     /// sends of a tick and crosses over once. Returns like `writeString`.
     #[napi]
     pub fn send_data_batch(&self, items: Vec<String>) -> napi::Result<bool> {
-        match self
-            .responder
-            .send_data_batch(items.iter().map(String::as_str))
-        {
-            Ok(below) => Ok(below),
-            Err(e) if e.is_closed() || e.is_full() => Ok(false),
-            Err(e) => Err(to_js_error(e)),
-        }
+        written(
+            self.responder
+                .send_data_batch(items.iter().map(String::as_str)),
+        )
     }
 
     /// Same as `sendDataBatch(joined.split('\0'))`, with one string to convert instead of
     /// one per event (most data never holds NUL; the TS stream checks).
     #[napi]
     pub fn send_data_joined(&self, joined: String) -> napi::Result<bool> {
-        match self.responder.send_data_batch(joined.split('\0')) {
-            Ok(below) => Ok(below),
-            Err(e) if e.is_closed() || e.is_full() => Ok(false),
-            Err(e) => Err(to_js_error(e)),
-        }
+        written(self.responder.send_data_batch(joined.split('\0')))
     }
 
     /// Sends an SSE comment line.
     #[napi]
     pub fn comment(&self, text: String) -> napi::Result<bool> {
-        match self.responder.comment(&text) {
-            Ok(below) => Ok(below),
-            Err(e) if e.is_closed() || e.is_full() => Ok(false),
-            Err(e) => Err(to_js_error(e)),
-        }
+        written(self.responder.comment(&text))
     }
 
     /// Ends the response after what is queued.
