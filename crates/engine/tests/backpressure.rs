@@ -8,27 +8,17 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use rat_engine::{App, QueueLimits, StreamSender, StreamingResponse};
-use support::{serve, within, Chunk, RawConn};
+use support::{seq_chunk, serve, spawn_seq_producer, within, Chunk, RawConn};
 use tokio::net::TcpSocket;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
-const CHUNK: usize = 1024;
+const CHUNK: usize = support::SEQ_CHUNK;
 const HIGH_WATER: usize = 16 * CHUNK;
 /// Upper bound on what the producer may push before it must have been held back:
 /// the queue, hyper's write buffer and the loopback socket buffers are far below this.
 const MAX_CHUNKS_BEFORE_BLOCK: usize = 32 * 1024;
-
-/// A chunk whose bytes encode its sequence number, so that the reader can check order.
-fn chunk(seq: u64) -> Bytes {
-    let mut v = Vec::with_capacity(CHUNK);
-    while v.len() < CHUNK {
-        v.extend_from_slice(&seq.to_be_bytes());
-    }
-    Bytes::from(v)
-}
 
 fn firehose_app(limits: QueueLimits) -> (App, mpsc::UnboundedReceiver<StreamSender>) {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -83,7 +73,7 @@ async fn a_paused_reader_holds_the_queue_at_the_high_water_mark_and_paces_send()
             "the producer was never held back: {seq} chunks sent in {:?}",
             started.elapsed()
         );
-        match timeout(Duration::from_millis(300), tx.send(chunk(seq))).await {
+        match timeout(Duration::from_millis(300), tx.send(seq_chunk(seq))).await {
             Ok(Ok(())) => {
                 seq += 1;
                 max_buffered = max_buffered.max(tx.buffered());
@@ -106,7 +96,7 @@ async fn a_paused_reader_holds_the_queue_at_the_high_water_mark_and_paces_send()
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(tx.buffered() <= HIGH_WATER);
     assert!(
-        timeout(Duration::from_millis(200), tx.send(chunk(seq)))
+        timeout(Duration::from_millis(200), tx.send(seq_chunk(seq)))
             .await
             .is_err(),
         "send must still wait"
@@ -115,17 +105,7 @@ async fn a_paused_reader_holds_the_queue_at_the_high_water_mark_and_paces_send()
 
     // The reader resumes: the producer finishes, and every byte arrives in order.
     const TAIL: u64 = 64;
-    let producer = {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            for s in blocked_at..blocked_at + TAIL {
-                tx.send(chunk(s))
-                    .await
-                    .expect("send after the reader resumed");
-            }
-            tx.end();
-        })
-    };
+    let producer = spawn_seq_producer(tx.clone(), blocked_at..blocked_at + TAIL);
     let body = within(
         Duration::from_secs(10),
         "the whole body",
@@ -140,7 +120,7 @@ async fn a_paused_reader_holds_the_queue_at_the_high_water_mark_and_paces_send()
     for (i, c) in body.chunks(CHUNK).enumerate() {
         assert_eq!(
             c,
-            &chunk(i as u64)[..],
+            &seq_chunk(i as u64)[..],
             "chunk {i} out of order or corrupted"
         );
     }
@@ -169,7 +149,7 @@ async fn a_producer_ignoring_backpressure_is_cut_off_at_the_hard_limit() {
             started.elapsed() < Duration::from_secs(10),
             "the hard limit never triggered"
         );
-        match tx.write(chunk(0)) {
+        match tx.write(seq_chunk(0)) {
             Ok(below) => {
                 saw_above_mark |= !below;
                 max_buffered = max_buffered.max(tx.buffered());

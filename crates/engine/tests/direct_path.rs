@@ -19,7 +19,10 @@ use rat_engine::{
     App, Channel, ChannelOptions, Error, Event, Handler, QueueLimits, Request, RouteOptions,
     ServerConfig, SseResponse, SseSender, StreamSender, StreamingResponse,
 };
-use support::{eventually, open_sse, serve_with, within, Chunk, Head, RawConn, SseReader};
+use support::{
+    eventually, open_sse, seq_chunk, serve_with, spawn_seq_producer, within, Chunk, Head, RawConn,
+    SseReader,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
@@ -402,11 +405,7 @@ async fn metrics_count_direct_connections_like_hyper_ones() {
 
 // ---- backpressure and aborts on the direct path ----
 
-const CHUNK: usize = 1024;
-
-fn chunk(seq: u64) -> Bytes {
-    Bytes::from(seq.to_be_bytes().repeat(CHUNK / 8))
-}
+const CHUNK: usize = support::SEQ_CHUNK;
 
 async fn firehose(
     limits: QueueLimits,
@@ -453,7 +452,7 @@ async fn a_paused_reader_holds_the_producer_back_and_then_gets_everything_in_ord
     let mut seq = 0u64;
     let blocked_at = loop {
         assert!(seq < 32 * 1024, "the producer was never held back");
-        match tokio::time::timeout(Duration::from_millis(300), tx.send(chunk(seq))).await {
+        match tokio::time::timeout(Duration::from_millis(300), tx.send(seq_chunk(seq))).await {
             Ok(Ok(())) => seq += 1,
             Ok(Err(e)) => panic!("the stream closed under a paused reader: {e:?}"),
             Err(_) => break seq,
@@ -461,17 +460,7 @@ async fn a_paused_reader_holds_the_producer_back_and_then_gets_everything_in_ord
     };
     assert!(tx.buffered() <= high_water);
     assert!(!tx.is_closed(), "a slow reader is not a disconnect");
-    let producer = {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            for s in blocked_at..blocked_at + 64 {
-                tx.send(chunk(s))
-                    .await
-                    .expect("send after the reader resumed");
-            }
-            tx.end();
-        })
-    };
+    let producer = spawn_seq_producer(tx.clone(), blocked_at..blocked_at + 64);
     let body = within(
         Duration::from_secs(10),
         "the body",
@@ -481,7 +470,7 @@ async fn a_paused_reader_holds_the_producer_back_and_then_gets_everything_in_ord
     producer.await.unwrap();
     assert_eq!(body.len(), (blocked_at as usize + 64) * CHUNK);
     for (i, c) in body.chunks(CHUNK).enumerate() {
-        assert_eq!(c, &chunk(i as u64)[..], "chunk {i}");
+        assert_eq!(c, &seq_chunk(i as u64)[..], "chunk {i}");
     }
 }
 
@@ -495,8 +484,8 @@ async fn an_aborted_stream_cuts_the_connection_without_a_clean_end() {
     let tx = within(Duration::from_secs(2), "the sender", senders.recv())
         .await
         .unwrap();
-    tx.write(chunk(1)).unwrap();
-    assert_eq!(conn.read_chunk().await, Chunk::Data(chunk(1).to_vec()));
+    tx.write(seq_chunk(1)).unwrap();
+    assert_eq!(conn.read_chunk().await, Chunk::Data(seq_chunk(1).to_vec()));
     tx.abort("producer failed");
     assert_eq!(conn.read_chunk().await, Chunk::Eof);
 }

@@ -527,3 +527,27 @@ pub async fn read_timed_chunks(conn: &mut RawConn) -> Vec<(Instant, Vec<u8>)> {
         }
     }
 }
+
+/// Size of [`seq_chunk`]s.
+pub const SEQ_CHUNK: usize = 1024;
+
+/// A chunk whose bytes encode its sequence number, so that a reader can check order.
+pub fn seq_chunk(seq: u64) -> Bytes {
+    Bytes::from(seq.to_be_bytes().repeat(SEQ_CHUNK / 8))
+}
+
+/// Sends `seq_chunk(s)` for every `s` in `seqs` through `tx`, waiting for room each time,
+/// then ends the stream: the tail of a producer after a slow reader resumed.
+pub fn spawn_seq_producer(
+    tx: rat_engine::StreamSender,
+    seqs: std::ops::Range<u64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for s in seqs {
+            tx.send(seq_chunk(s))
+                .await
+                .expect("send after the reader resumed");
+        }
+        tx.end();
+    })
+}
