@@ -234,11 +234,7 @@ impl StreamSender {
                 "stream aborted: the client did not read and the producer ignored backpressure"
                     .into(),
             );
-            drop(st);
-            self.shared.notify_waiters();
-            if let Some(w) = waker {
-                w.wake();
-            }
+            self.wake_after_close(st, waker);
             return Err(Error::full(format!(
                 "stream buffer passed its hard limit of {} bytes; the stream was aborted",
                 self.shared.limits.max_buffered
@@ -246,6 +242,16 @@ impl StreamSender {
         }
         let below = self.push_locked(st, chunk);
         Ok(below)
+    }
+
+    /// After the stream closed under `st` (ended, failed, cut): releases the lock, then
+    /// wakes whoever waits for room or for the close, and the body.
+    fn wake_after_close(&self, st: std::sync::MutexGuard<'_, State>, body: Option<Waker>) {
+        drop(st);
+        self.shared.notify_waiters();
+        if let Some(w) = body {
+            w.wake();
+        }
     }
 
     /// Queues a chunk only if the queue is below its high-water mark.
@@ -306,11 +312,7 @@ impl StreamSender {
                 // the browser reconnects and resumes from history.
                 let waker =
                     st.fail("subscriber fell behind; connection closed so it can resume".into());
-                drop(st);
-                self.shared.notify_waiters();
-                if let Some(w) = waker {
-                    w.wake();
-                }
+                self.wake_after_close(st, waker);
                 return Pushed::ClosedFull;
             }
             let mut dropped = 0;
@@ -412,11 +414,7 @@ impl StreamSender {
         }
         st.ended = true;
         let waker = st.rx_waker.take();
-        drop(st);
-        self.shared.notify_waiters();
-        if let Some(w) = waker {
-            w.wake();
-        }
+        self.wake_after_close(st, waker);
     }
 
     /// Aborts the stream: queued bytes are discarded and the connection is cut, so the
@@ -427,11 +425,7 @@ impl StreamSender {
             return;
         }
         let waker = st.fail(reason.into());
-        drop(st);
-        self.shared.notify_waiters();
-        if let Some(w) = waker {
-            w.wake();
-        }
+        self.wake_after_close(st, waker);
     }
 
     pub(crate) fn metrics(&self) -> Option<&Arc<Metrics>> {
