@@ -489,3 +489,23 @@ async fn an_aborted_stream_cuts_the_connection_without_a_clean_end() {
     tx.abort("producer failed");
     assert_eq!(conn.read_chunk().await, Chunk::Eof);
 }
+
+#[tokio::test]
+async fn the_date_header_follows_the_clock() {
+    // The direct path formats `date` once a second per thread: it must still move on.
+    let f = start(ServerConfig::default()).await;
+    let mut conn = RawConn::connect(f.server.local_addr()).await;
+    let mut dates = Vec::new();
+    for _ in 0..2 {
+        let (head, _) = conn.roundtrip("GET", "/bad", &[], b"").await;
+        assert!(direct(&head));
+        let date = httpdate::parse_http_date(head.get("date").unwrap()).unwrap();
+        let off = date
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_else(|e| e.duration());
+        assert!(off < Duration::from_secs(2), "date {off:?} away from now");
+        dates.push(date);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    assert!(dates[1] > dates[0], "a second later, a later date: {dates:?}");
+}

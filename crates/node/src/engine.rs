@@ -119,7 +119,6 @@ impl Engine {
                 )))
             }
         };
-        let long_lived = matches!(kind, ResponseKind::Sse | ResponseKind::Chunked(_));
         let route = JsRoute {
             route_id,
             kind,
@@ -129,10 +128,12 @@ impl Engine {
         let mut options = options
             .map(|o| rat_engine::RouteOptions::from(&o))
             .unwrap_or_default();
-        // Stream routes (SSE, chunked, NDJSON) are served on the engine's lean HTTP/1.1 path:
-        // small per-connection state, and frames written straight to the socket (chunked
-        // 64 KiB writes: ~10-30% less CPU than through hyper).
-        options.long_lived = long_lived;
+        // Every JS route is served on the engine's lean HTTP/1.1 path (plain GETs without a
+        // body; hyper serves the rest): stream routes keep small per-connection state and
+        // write frames straight to the socket (chunked 64 KiB writes: ~10-30% less CPU than
+        // through hyper), and a plain GET answered from JS costs ~10% less CPU per request
+        // (A/B on /hello, docs/benchmarks.md).
+        options.long_lived = true;
         self.with_app(|app| {
             app.route_with(parse_method(&method)?, &path, Arc::new(route), options)
                 .map(|_| ())

@@ -63,6 +63,11 @@ thread_local! {
         std::cell::RefCell::new(Vec::with_capacity(SMALL_WRITE));
 }
 
+thread_local! {
+    /// The `date` header value and the second it was formatted for.
+    static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
+}
+
 /// The last chunk of a chunked body.
 const END: &[u8] = b"0\r\n\r\n";
 
@@ -644,7 +649,16 @@ fn encode_head(
     }
     if !headers.contains_key(header::DATE) {
         out.extend_from_slice(b"date: ");
-        out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+        DATE.with_borrow_mut(|(secs, text)| {
+            // Formatted once a second per thread, as hyper does.
+            let now = SystemTime::now();
+            let s = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            if *secs != s || text.is_empty() {
+                *secs = s;
+                *text = httpdate::fmt_http_date(now);
+            }
+            out.extend_from_slice(text.as_bytes());
+        });
         out.extend_from_slice(b"\r\n");
     }
     match framing {
