@@ -835,6 +835,6 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
-module.exports.Call = nativeBinding.Call
+module.exports.Calls = nativeBinding.Calls
 module.exports.Channel = nativeBinding.Channel
 module.exports.Engine = nativeBinding.Engine

@@ -2,7 +2,8 @@ import { Channel, type ChannelOptions } from './channel.js'
 import { ChunkedStream } from './chunked.js'
 import { fromNative, HttpError, native as call } from './errors.js'
 import { isIterable, type StreamSource } from './helpers.js'
-import { native, type Call, type EngineMetrics, type NativeEngine } from './native.js'
+import { Call } from './call.js'
+import { native, type Calls, type EngineMetrics, type NativeEngine } from './native.js'
 import { pump } from './pump.js'
 import { flatHeaders, toWire, type PlainStyle } from './reply.js'
 import { RatRequest } from './request.js'
@@ -115,16 +116,16 @@ export class App {
       ((err, req) => console.error(`rat-engine: ${req.method} ${req.path} failed:`, err))
     const { heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive } = options
     this.#engine = call(
-      () => new native.Engine({ heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive }, (calls, routeIds, closed, ready) => this.#dispatch(calls, routeIds, closed, ready)),
+      () => new native.Engine({ heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive }, (calls, routeIds, ids, closed, ready) => this.#dispatch(calls, routeIds, ids, closed, ready)),
     )
   }
 
   // The one entry from the engine: a batch of new requests, of streams whose queue has
   // room again, and of closed streams.
-  #dispatch(calls: Call[], routeIds: number[], closed: number[], ready: number[]): void {
+  #dispatch(calls: Calls | null, routeIds: number[], ids: number[], closed: number[], ready: number[]): void {
     for (let i = 0; i < ready.length; i++) this.#live.get(ready[i])?.stream._ready(true)
-    for (let i = 0; i < calls.length; i++) {
-      const c = calls[i]
+    for (let i = 0; i < routeIds.length; i++) {
+      const c = new Call(calls as Calls, i, ids[i])
       try {
         this.#routes[routeIds[i]](c)
       } catch (err) {

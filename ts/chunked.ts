@@ -1,4 +1,4 @@
-import type { Call } from './native.js'
+import type { Call } from './call.js'
 import type { RatRequest } from './request.js'
 import { BaseStream } from './stream.js'
 

@@ -1,4 +1,4 @@
-import type { Call } from './native.js'
+import type { Call } from './call.js'
 import { fromNative, HttpError, RatError } from './errors.js'
 
 /** The request a handler receives. Fields are read from the engine on first use. */

@@ -1,4 +1,4 @@
-import type { Call } from './native.js'
+import type { Call } from './call.js'
 import { native } from './errors.js'
 import type { Channel } from './channel.js'
 import type { RatRequest } from './request.js'

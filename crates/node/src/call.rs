@@ -12,9 +12,8 @@ use crate::channel::Channel;
 use crate::dispatch::{Dispatcher, Item};
 use crate::{build_event, to_js_error};
 
-/// A request and its response, handed to the JS dispatcher.
-#[napi]
-pub struct Call {
+/// A request and its response, on their way to JS in a [`Calls`] batch.
+pub(crate) struct Call {
     id: u32,
     route_id: u32,
     req: Request,
@@ -77,41 +76,34 @@ fn kind_name(k: ParamKind) -> &'static str {
     }
 }
 
-#[napi]
 impl Call {
     /// Id of this call, used in closed-stream notices.
-    #[napi(getter)]
-    pub fn id(&self) -> u32 {
+    pub(crate) fn id(&self) -> u32 {
         self.id
     }
 
     /// Id of the route the request matched.
-    #[napi(getter)]
-    pub fn route_id(&self) -> u32 {
+    pub(crate) fn route_id(&self) -> u32 {
         self.route_id
     }
 
     /// The method, upper-case.
-    #[napi(getter)]
-    pub fn method(&self) -> String {
+    pub(crate) fn method(&self) -> String {
         self.req.method().as_str().to_string()
     }
 
     /// The path as sent (percent-encoded), without the query.
-    #[napi(getter)]
-    pub fn path(&self) -> String {
+    pub(crate) fn path(&self) -> String {
         self.req.path().to_string()
     }
 
     /// The raw query string, or null.
-    #[napi(getter)]
-    pub fn query_string(&self) -> Option<String> {
+    pub(crate) fn query_string(&self) -> Option<String> {
         self.req.query_string().map(str::to_string)
     }
 
     /// Headers as a flat list `[name, value, name, value, ...]`, names lower-case.
-    #[napi(getter)]
-    pub fn raw_headers(&self) -> Vec<String> {
+    pub(crate) fn raw_headers(&self) -> Vec<String> {
         let mut out = Vec::with_capacity(self.req.headers().len() * 2);
         for (k, v) in self.req.headers() {
             out.push(k.as_str().to_string());
@@ -122,8 +114,7 @@ impl Call {
 
     /// Path parameters as a flat list `[name, value, kind, ...]` (kind: int, float, uuid,
     /// str, path); values are percent-decoded.
-    #[napi(getter)]
-    pub fn raw_params(&self) -> Vec<String> {
+    pub(crate) fn raw_params(&self) -> Vec<String> {
         let mut out = Vec::with_capacity(self.req.params().len() * 3);
         for p in self.req.params().iter() {
             out.push(p.name.clone());
@@ -134,21 +125,18 @@ impl Call {
     }
 
     /// The request body (a copy).
-    #[napi(getter)]
-    pub fn body(&self) -> Buffer {
+    pub(crate) fn body(&self) -> Buffer {
         Buffer::from(self.req.body().to_vec())
     }
 
     /// True when the route streams the request body (read it with `readChunk`).
-    #[napi(getter)]
-    pub fn body_streamed(&self) -> bool {
+    pub(crate) fn body_streamed(&self) -> bool {
         self.body_stream.is_some()
     }
 
     /// The next chunk of a streamed request body, or null at its end. Rejects with
     /// `ERR_BODY_TOO_LARGE` past the route's limit.
-    #[napi(ts_return_type = "Promise<Buffer | null>")]
-    pub fn read_chunk<'env>(
+    pub(crate) fn read_chunk<'env>(
         &self,
         env: &'env Env,
     ) -> napi::Result<PromiseRaw<'env, Option<Buffer>>> {
@@ -164,26 +152,22 @@ impl Call {
     }
 
     /// The peer's IP address.
-    #[napi(getter)]
-    pub fn remote_address(&self) -> Option<String> {
+    pub(crate) fn remote_address(&self) -> Option<String> {
         self.req.remote_addr().map(|a| a.ip().to_string())
     }
 
     /// The peer's port.
-    #[napi(getter)]
-    pub fn remote_port(&self) -> Option<u32> {
+    pub(crate) fn remote_port(&self) -> Option<u32> {
         self.req.remote_addr().map(|a| u32::from(a.port()))
     }
 
     /// `Last-Event-ID` header, or the `lastEventId` query parameter.
-    #[napi(getter)]
-    pub fn last_event_id(&self) -> Option<String> {
+    pub(crate) fn last_event_id(&self) -> Option<String> {
         self.req.last_event_id().map(|c| c.into_owned())
     }
 
     /// Sends a complete response. `headers` is a flat `[name, value, ...]` list.
-    #[napi]
-    pub fn respond(
+    pub(crate) fn respond(
         &self,
         status: u32,
         headers: Option<Vec<String>>,
@@ -198,8 +182,7 @@ impl Call {
     }
 
     /// Sends a complete response with a binary body.
-    #[napi]
-    pub fn respond_buffer(
+    pub(crate) fn respond_buffer(
         &self,
         status: u32,
         headers: Option<Vec<String>>,
@@ -229,37 +212,32 @@ impl Call {
     }
 
     /// Sets the status before the stream starts.
-    #[napi]
-    pub fn set_status(&self, status: u32) -> napi::Result<()> {
+    pub(crate) fn set_status(&self, status: u32) -> napi::Result<()> {
         self.responder
             .set_status(u16::try_from(status).unwrap_or(0))
             .map_err(to_js_error)
     }
 
     /// Appends a header before the stream starts.
-    #[napi]
-    pub fn append_header(&self, name: String, value: String) -> napi::Result<()> {
+    pub(crate) fn append_header(&self, name: String, value: String) -> napi::Result<()> {
         self.responder
             .append_header(&name, &value)
             .map_err(to_js_error)
     }
 
     /// Sends the head now (status and headers so far).
-    #[napi]
-    pub fn start(&self) {
+    pub(crate) fn start(&self) {
         self.responder.start();
     }
 
     /// Writes text to the stream. Returns false when the queue is at its high-water mark
     /// (wait for `ready()`), or when the stream is closed (see `closed`).
-    #[napi]
-    pub fn write_string(&self, chunk: String) -> napi::Result<bool> {
+    pub(crate) fn write_string(&self, chunk: String) -> napi::Result<bool> {
         self.write_bytes(Bytes::from(chunk.into_bytes()))
     }
 
     /// Writes bytes to the stream (copied). Same result as `writeString`.
-    #[napi]
-    pub fn write_buffer(&self, chunk: &[u8]) -> napi::Result<bool> {
+    pub(crate) fn write_buffer(&self, chunk: &[u8]) -> napi::Result<bool> {
         self.write_bytes(Bytes::copy_from_slice(chunk))
     }
 
@@ -268,8 +246,7 @@ impl Call {
     }
 
     /// Sends one SSE event. Returns like `writeString`; throws for an invalid id or name.
-    #[napi]
-    pub fn send_event(
+    pub(crate) fn send_event(
         &self,
         data: Option<String>,
         event: Option<String>,
@@ -282,8 +259,7 @@ impl Call {
 
     /// Sends one data-only SSE event per item, as one write: the TS stream collects the
     /// sends of a tick and crosses over once. Returns like `writeString`.
-    #[napi]
-    pub fn send_data_batch(&self, items: Vec<String>) -> napi::Result<bool> {
+    pub(crate) fn send_data_batch(&self, items: Vec<String>) -> napi::Result<bool> {
         written(
             self.responder
                 .send_data_batch(items.iter().map(String::as_str)),
@@ -292,45 +268,38 @@ impl Call {
 
     /// Same as `sendDataBatch(joined.split('\0'))`, with one string to convert instead of
     /// one per event (most data never holds NUL; the TS stream checks).
-    #[napi]
-    pub fn send_data_joined(&self, joined: String) -> napi::Result<bool> {
+    pub(crate) fn send_data_joined(&self, joined: String) -> napi::Result<bool> {
         written(self.responder.send_data_batch(joined.split('\0')))
     }
 
     /// Sends an SSE comment line.
-    #[napi]
-    pub fn comment(&self, text: String) -> napi::Result<bool> {
+    pub(crate) fn comment(&self, text: String) -> napi::Result<bool> {
         written(self.responder.comment(&text))
     }
 
     /// Ends the response after what is queued.
-    #[napi]
-    pub fn end(&self) {
+    pub(crate) fn end(&self) {
         self.responder.end();
     }
 
     /// Reports a handler failure: 500 JSON before the head; after it an `error` event and
     /// a clean end (SSE), or a cut connection (chunked).
-    #[napi]
-    pub fn fail(&self, message: String) {
+    pub(crate) fn fail(&self, message: String) {
         self.responder.fail(&message);
     }
 
     /// True once the head was sent.
-    #[napi(getter)]
-    pub fn started(&self) -> bool {
+    pub(crate) fn started(&self) -> bool {
         self.responder.is_started()
     }
 
     /// True once the client has gone or the stream ended.
-    #[napi(getter)]
-    pub fn closed(&self) -> bool {
+    pub(crate) fn closed(&self) -> bool {
         self.responder.is_closed()
     }
 
     /// Bytes queued and not yet sent.
-    #[napi(getter)]
-    pub fn buffered(&self) -> u32 {
+    pub(crate) fn buffered(&self) -> u32 {
         self.responder.stream().map_or(0, |s| s.buffered() as u32)
     }
 
@@ -338,8 +307,7 @@ impl Call {
     /// stream is closed, 2 = armed: this call's id arrives in a later dispatch's `ready`
     /// list (or in `closed`, if the stream closes first). One promise-free crossing per
     /// wait, batched with the rest of the engine's traffic.
-    #[napi]
-    pub fn arm_ready(&self) -> u32 {
+    pub(crate) fn arm_ready(&self) -> u32 {
         let d = self.dispatcher.clone();
         let id = self.id;
         match self.responder.on_ready(move || d.push(Item::Ready(id))) {
@@ -352,8 +320,7 @@ impl Call {
     /// Subscribes this SSE stream to a channel, replaying history after `lastEventId`.
     /// Returns the number of events replayed (-1 if some were missed: a `missed` event
     /// was sent first).
-    #[napi]
-    pub fn subscribe(&self, channel: &Channel, last_event_id: Option<String>) -> napi::Result<i32> {
+    pub(crate) fn subscribe(&self, channel: &Channel, last_event_id: Option<String>) -> napi::Result<i32> {
         let stream = match (self.responder.kind(), self.responder.stream()) {
             (ResponseKind::Sse, Some(s)) => s,
             _ => {
@@ -365,5 +332,263 @@ impl Call {
         self.responder.start();
         let s = channel.inner().subscribe(stream, last_event_id.as_deref());
         Ok(if s.missed { -1 } else { s.replayed as i32 })
+    }
+}
+
+/// The requests of one dispatch, as JS sees them: one native object per batch instead of
+/// one per request (a wrapped object with a finalizer costs ~1.5 µs of the JS thread per
+/// request). JS addresses a request by its index in the batch (`ts/call.ts` wraps the
+/// pair). A request's state lives as long as the batch object does.
+#[napi]
+pub struct Calls {
+    list: Vec<Call>,
+}
+
+impl Calls {
+    pub(crate) fn new(list: Vec<Call>) -> Self {
+        Calls { list }
+    }
+
+    fn at(&self, i: u32) -> napi::Result<&Call> {
+        self.list
+            .get(i as usize)
+            .ok_or_else(|| napi::Error::from_reason(format!("ERR_INVALID_ARGUMENT: no call {i} in this batch")))
+    }
+}
+
+#[napi]
+impl Calls {
+    /// Number of requests in the batch.
+    #[napi(getter)]
+    pub fn length(&self) -> u32 {
+        self.list.len() as u32
+    }
+
+    /// Id of request `i`, used in closed-stream and ready notices.
+    #[napi]
+    pub fn id(&self, i: u32) -> napi::Result<u32> {
+        Ok(self.at(i)?.id())
+    }
+
+    /// Id of the route request `i` matched.
+    #[napi]
+    pub fn route_id(&self, i: u32) -> napi::Result<u32> {
+        Ok(self.at(i)?.route_id())
+    }
+
+    /// The method, upper-case.
+    #[napi]
+    pub fn method(&self, i: u32) -> napi::Result<String> {
+        Ok(self.at(i)?.method())
+    }
+
+    /// The path as sent (percent-encoded), without the query.
+    #[napi]
+    pub fn path(&self, i: u32) -> napi::Result<String> {
+        Ok(self.at(i)?.path())
+    }
+
+    /// The raw query string, or null.
+    #[napi]
+    pub fn query_string(&self, i: u32) -> napi::Result<Option<String>> {
+        Ok(self.at(i)?.query_string())
+    }
+
+    /// Headers as a flat list `[name, value, name, value, ...]`, names lower-case.
+    #[napi]
+    pub fn raw_headers(&self, i: u32) -> napi::Result<Vec<String>> {
+        Ok(self.at(i)?.raw_headers())
+    }
+
+    /// Path parameters as a flat list `[name, value, kind, ...]` (kind: int, float, uuid,
+    /// str, path); values are percent-decoded.
+    #[napi]
+    pub fn raw_params(&self, i: u32) -> napi::Result<Vec<String>> {
+        Ok(self.at(i)?.raw_params())
+    }
+
+    /// The request body (a copy).
+    #[napi]
+    pub fn body(&self, i: u32) -> napi::Result<Buffer> {
+        Ok(self.at(i)?.body())
+    }
+
+    /// True when the route streams the request body (read it with `readChunk`).
+    #[napi]
+    pub fn body_streamed(&self, i: u32) -> napi::Result<bool> {
+        Ok(self.at(i)?.body_streamed())
+    }
+
+    /// The next chunk of a streamed request body, or null at its end. Rejects with
+    /// `ERR_BODY_TOO_LARGE` past the route's limit.
+    #[napi(ts_return_type = "Promise<Buffer | null>")]
+    pub fn read_chunk<'env>(
+        &self,
+        env: &'env Env,
+        i: u32,
+    ) -> napi::Result<PromiseRaw<'env, Option<Buffer>>> {
+        self.at(i)?.read_chunk(env)
+    }
+
+    /// The peer's IP address.
+    #[napi]
+    pub fn remote_address(&self, i: u32) -> napi::Result<Option<String>> {
+        Ok(self.at(i)?.remote_address())
+    }
+
+    /// The peer's port.
+    #[napi]
+    pub fn remote_port(&self, i: u32) -> napi::Result<Option<u32>> {
+        Ok(self.at(i)?.remote_port())
+    }
+
+    /// `Last-Event-ID` header, or the `lastEventId` query parameter.
+    #[napi]
+    pub fn last_event_id(&self, i: u32) -> napi::Result<Option<String>> {
+        Ok(self.at(i)?.last_event_id())
+    }
+
+    /// Sends a complete response. `headers` is a flat `[name, value, ...]` list.
+    #[napi]
+    pub fn respond(
+        &self,
+        i: u32,
+        status: u32,
+        headers: Option<Vec<String>>,
+        body: Option<String>,
+    ) -> napi::Result<()> {
+        self.at(i)?.respond(status, headers, body)
+    }
+
+    /// Sends a complete response with a binary body.
+    #[napi]
+    pub fn respond_buffer(
+        &self,
+        i: u32,
+        status: u32,
+        headers: Option<Vec<String>>,
+        body: &[u8],
+    ) -> napi::Result<()> {
+        self.at(i)?.respond_buffer(status, headers, body)
+    }
+
+    /// Sets the status before the stream starts.
+    #[napi]
+    pub fn set_status(&self, i: u32, status: u32) -> napi::Result<()> {
+        self.at(i)?.set_status(status)
+    }
+
+    /// Appends a header before the stream starts.
+    #[napi]
+    pub fn append_header(&self, i: u32, name: String, value: String) -> napi::Result<()> {
+        self.at(i)?.append_header(name, value)
+    }
+
+    /// Sends the head now (status and headers so far).
+    #[napi]
+    pub fn start(&self, i: u32) -> napi::Result<()> {
+        self.at(i)?.start();
+        Ok(())
+    }
+
+    /// Writes text to the stream. Returns false when the queue is at its high-water mark
+    /// (wait for `ready()`), or when the stream is closed (see `closed`).
+    #[napi]
+    pub fn write_string(&self, i: u32, chunk: String) -> napi::Result<bool> {
+        self.at(i)?.write_string(chunk)
+    }
+
+    /// Writes bytes to the stream (copied). Same result as `writeString`.
+    #[napi]
+    pub fn write_buffer(&self, i: u32, chunk: &[u8]) -> napi::Result<bool> {
+        self.at(i)?.write_buffer(chunk)
+    }
+
+    /// Sends one SSE event. Returns like `writeString`; throws for an invalid id or name.
+    #[napi]
+    pub fn send_event(
+        &self,
+        i: u32,
+        data: Option<String>,
+        event: Option<String>,
+        id: Option<String>,
+        retry: Option<u32>,
+    ) -> napi::Result<bool> {
+        self.at(i)?.send_event(data, event, id, retry)
+    }
+
+    /// Sends one data-only SSE event per item, as one write: the TS stream collects the
+    /// sends of a tick and crosses over once. Returns like `writeString`.
+    #[napi]
+    pub fn send_data_batch(&self, i: u32, items: Vec<String>) -> napi::Result<bool> {
+        self.at(i)?.send_data_batch(items)
+    }
+
+    /// Same as `sendDataBatch(joined.split('\0'))`, with one string to convert instead of
+    /// one per event (most data never holds NUL; the TS stream checks).
+    #[napi]
+    pub fn send_data_joined(&self, i: u32, joined: String) -> napi::Result<bool> {
+        self.at(i)?.send_data_joined(joined)
+    }
+
+    /// Sends an SSE comment line.
+    #[napi]
+    pub fn comment(&self, i: u32, text: String) -> napi::Result<bool> {
+        self.at(i)?.comment(text)
+    }
+
+    /// Ends the response after what is queued.
+    #[napi]
+    pub fn end(&self, i: u32) -> napi::Result<()> {
+        self.at(i)?.end();
+        Ok(())
+    }
+
+    /// Reports a handler failure: 500 JSON before the head; after it an `error` event and
+    /// a clean end (SSE), or a cut connection (chunked).
+    #[napi]
+    pub fn fail(&self, i: u32, message: String) -> napi::Result<()> {
+        self.at(i)?.fail(message);
+        Ok(())
+    }
+
+    /// True once the head was sent.
+    #[napi]
+    pub fn started(&self, i: u32) -> napi::Result<bool> {
+        Ok(self.at(i)?.started())
+    }
+
+    /// True once the client has gone or the stream ended.
+    #[napi]
+    pub fn closed(&self, i: u32) -> napi::Result<bool> {
+        Ok(self.at(i)?.closed())
+    }
+
+    /// Bytes queued and not yet sent.
+    #[napi]
+    pub fn buffered(&self, i: u32) -> napi::Result<u32> {
+        Ok(self.at(i)?.buffered())
+    }
+
+    /// Asks for a notice when the queue has room again: 1 = it has room now, 0 = the
+    /// stream is closed, 2 = armed: this call's id arrives in a later dispatch's `ready`
+    /// list (or in `closed`, if the stream closes first). One promise-free crossing per
+    /// wait, batched with the rest of the engine's traffic.
+    #[napi]
+    pub fn arm_ready(&self, i: u32) -> napi::Result<u32> {
+        Ok(self.at(i)?.arm_ready())
+    }
+
+    /// Subscribes this SSE stream to a channel, replaying history after `lastEventId`.
+    /// Returns the number of events replayed (-1 if some were missed: a `missed` event
+    /// was sent first).
+    #[napi]
+    pub fn subscribe(
+        &self,
+        i: u32,
+        channel: &Channel,
+        last_event_id: Option<String>,
+    ) -> napi::Result<i32> {
+        self.at(i)?.subscribe(channel, last_event_id)
     }
 }

@@ -10,7 +10,7 @@ use napi::Status;
 use rat_engine::batch::Batch;
 use rat_engine::stream::Prepared;
 
-use crate::call::Call;
+use crate::call::{Call, Calls};
 
 thread_local! {
     /// Responses made while a dispatch call runs on this (the JS) thread. Handing each to
@@ -54,10 +54,11 @@ pub(crate) enum Item {
     Ready(u32),
 }
 
-/// The JS dispatch function's signature: `(calls: Call[], routeIds: number[], closed:
-/// number[], ready: number[]) => void`; `routeIds[i]` is the route of `calls[i]` (a plain
-/// array, so JS does not make a native call per request to learn it).
-pub(crate) type DispatchArgs = FnArgs<(Vec<Call>, Vec<u32>, Vec<u32>, Vec<u32>)>;
+/// The JS dispatch function's signature: `(calls: Calls | null, routeIds: number[], ids:
+/// number[], closed: number[], ready: number[]) => void`; `routeIds[i]` and `ids[i]` are
+/// the route and the id of request `i` of `calls` (plain arrays, so JS does not make a
+/// native call per request to learn them).
+pub(crate) type DispatchArgs = FnArgs<(Option<Calls>, Vec<u32>, Vec<u32>, Vec<u32>, Vec<u32>)>;
 
 type Tsfn = ThreadsafeFunction<(), (), DispatchArgs, Status, false, false, 0>;
 
@@ -87,19 +88,22 @@ impl Dispatcher {
                 open_outbox();
                 let mut calls = Vec::new();
                 let mut routes = Vec::new();
+                let mut ids = Vec::new();
                 let mut closed = Vec::new();
                 let mut ready = Vec::new();
                 for item in batch.take() {
                     match item {
                         Item::Call(c) => {
                             routes.push(c.route());
+                            ids.push(c.id());
                             calls.push(*c);
                         }
                         Item::Closed(id) => closed.push(id),
                         Item::Ready(id) => ready.push(id),
                     }
                 }
-                Ok(FnArgs::from((calls, routes, closed, ready)))
+                let calls = (!calls.is_empty()).then(|| Calls::new(calls));
+                Ok(FnArgs::from((calls, routes, ids, closed, ready)))
             })?;
         *self.tsfn.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(tsfn));
         Ok(())

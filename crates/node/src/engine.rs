@@ -17,7 +17,7 @@ use crate::dispatch::{DispatchArgs, Dispatcher, Item};
 use crate::options::{Address, EngineMetrics, EngineOptions, RouteOptions};
 use crate::to_js_error;
 
-/// A route whose handler is in JS: each request becomes a `Call` in the next batch.
+/// A route whose handler is in JS: each request becomes a call in the next batch.
 struct JsRoute {
     route_id: u32,
     kind: ResponseKind,
@@ -72,13 +72,13 @@ fn not_twice() -> napi::Error {
 
 #[napi]
 impl Engine {
-    /// Creates an engine. `dispatch(calls, routeIds, closed, ready)` is called on the JS
-    /// thread with a batch of new requests, the route id of each, the ids of streams whose
-    /// client has gone, and the ids of streams whose queue has room again (see
-    /// `Call.armReady`).
+    /// Creates an engine. `dispatch(calls, routeIds, ids, closed, ready)` is called on the JS
+    /// thread with a batch of new requests (null when there is none), the route id and the
+    /// id of each, the ids of streams whose client has gone, and the ids of streams whose
+    /// queue has room again (see `Calls.armReady`).
     #[napi(
         constructor,
-        ts_args_type = "options: EngineOptions | undefined | null, dispatch: (calls: Call[], routeIds: number[], closed: number[], ready: number[]) => void"
+        ts_args_type = "options: EngineOptions | undefined | null, dispatch: (calls: Calls | null, routeIds: number[], ids: number[], closed: number[], ready: number[]) => void"
     )]
     pub fn new(
         options: Option<EngineOptions>,
