@@ -507,5 +507,48 @@ async fn the_date_header_follows_the_clock() {
         dates.push(date);
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
-    assert!(dates[1] > dates[0], "a second later, a later date: {dates:?}");
+    assert!(
+        dates[1] > dates[0],
+        "a second later, a later date: {dates:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_then_eof_is_answered_and_the_connection_closed() {
+    // The head read clears the socket's readiness after a short read (no EAGAIN read): an
+    // EOF that came with the request must still be seen once the response is written.
+    let f = start(ServerConfig::default()).await;
+    let mut stream = TcpStream::connect(f.server.local_addr()).await.unwrap();
+    stream
+        .write_all(b"GET /bad HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    let mut conn = RawConn::from_stream(stream);
+    let head = conn.read_head().await;
+    assert_eq!(head.status, 400);
+    assert_eq!(conn.read_body(&head).await, b"no such topic");
+    assert!(conn.closed_within(Duration::from_secs(2)).await);
+    eventually(Duration::from_secs(2), "the connection closed", || {
+        f.server.metrics().snapshot().active_connections == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_keep_alive_request_sent_in_pieces_is_read_in_full() {
+    // A short read of a partial head clears readiness too: the rest must wake the task.
+    let f = start(ServerConfig::default()).await;
+    let mut conn = RawConn::connect(f.server.local_addr()).await;
+    for _ in 0..2 {
+        conn.send_raw(b"GET /bad HT").await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        conn.send_raw(b"TP/1.1\r\nHost: x\r\n").await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        conn.send_raw(b"\r\n").await;
+        let head = within(Duration::from_secs(2), "the response", conn.read_head()).await;
+        assert_eq!(head.status, 400);
+        assert!(direct(&head));
+        assert_eq!(conn.read_body(&head).await, b"no such topic");
+    }
 }

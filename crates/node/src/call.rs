@@ -320,7 +320,11 @@ impl Call {
     /// Subscribes this SSE stream to a channel, replaying history after `lastEventId`.
     /// Returns the number of events replayed (-1 if some were missed: a `missed` event
     /// was sent first).
-    pub(crate) fn subscribe(&self, channel: &Channel, last_event_id: Option<String>) -> napi::Result<i32> {
+    pub(crate) fn subscribe(
+        &self,
+        channel: &Channel,
+        last_event_id: Option<String>,
+    ) -> napi::Result<i32> {
         let stream = match (self.responder.kind(), self.responder.stream()) {
             (ResponseKind::Sse, Some(s)) => s,
             _ => {
@@ -350,9 +354,9 @@ impl Calls {
     }
 
     fn at(&self, i: u32) -> napi::Result<&Call> {
-        self.list
-            .get(i as usize)
-            .ok_or_else(|| napi::Error::from_reason(format!("ERR_INVALID_ARGUMENT: no call {i} in this batch")))
+        self.list.get(i as usize).ok_or_else(|| {
+            napi::Error::from_reason(format!("ERR_INVALID_ARGUMENT: no call {i} in this batch"))
+        })
     }
 }
 
