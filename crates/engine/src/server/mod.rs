@@ -191,7 +191,7 @@ async fn accept_loop(
     tracker: TaskTracker,
 ) {
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -207,6 +207,6 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         Metrics::add(&shared.metrics.active_connections, 1);
         Metrics::add(&shared.metrics.total_connections, 1);
-        tracker.spawn(direct::connection(stream, shared.clone()));
+        tracker.spawn(direct::connection(stream, Box::new(peer), shared.clone()));
     }
 }
