@@ -13,11 +13,18 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
  * The requests of one dispatch, as JS sees them: one native object per batch instead of
  * one per request (a wrapped object with a finalizer costs ~1.5 µs of the JS thread per
  * request). JS addresses a request by its index in the batch (`ts/call.ts` wraps the
- * pair). A request's state lives as long as the batch object does.
+ * pair). A request's state lives as long as the batch object does, except a stream's:
+ * [`detach`](Calls::detach) moves it into a batch of its own, so a long-lived stream
+ * does not keep the other requests of its batch (their bodies) alive.
  */
 export declare class Calls {
   /** Number of requests in the batch. */
   get length(): number
+  /**
+   * Moves request `i` into a batch of its own (index 0), for a stream that may outlive
+   * the rest of this batch.
+   */
+  detach(i: number): Calls
   /** Id of request `i`, used in closed-stream and ready notices. */
   id(i: number): number
   /** Id of the route request `i` matched. */

@@ -83,6 +83,13 @@ const { port } = await startApp(
       stream.write('e')
       stream.end()
     })
+    app.post('/echo', (req) => ({ n: req.body.length, path: req.path }))
+    app.sse('/held', async (req, stream) => {
+      // Answers after the plain requests of its batch are done: it owns its request.
+      await sleep(50)
+      stream.send({ key: req.query.key, ua: req.header('x-key') })
+      stream.end()
+    })
     app.ndjson('/ndjson', (_req, stream) => {
       for (let i = 0; i < 3; i++) stream.write({ i })
       stream.end()
@@ -213,4 +220,20 @@ test('a stream waiting in ready() learns that the client left: ready resolves fa
   await waitFor('ready() to resolve', () => state.ready !== null, { timeoutMs: 3000 })
   expect(state.ready).toBe(false)
   expect(Date.now() - left).toBeLessThan(1000)
+})
+
+test('requests that arrive together: streams and plain requests each keep their own request', async () => {
+  // Sent at once, they cross to JS in few dispatch batches; each stream moves its request
+  // out of its batch (Calls.detach) and must still read it after the others finished.
+  const body = 'x'.repeat(10_000)
+  const plain = Array.from({ length: 20 }, (_, i) =>
+    fetch(`http://127.0.0.1:${port}/echo?i=${i}`, { method: 'POST', body: body.slice(i) }).then((r) => r.json()),
+  )
+  const streams = Array.from({ length: 10 }, (_, i) =>
+    fetch(`http://127.0.0.1:${port}/held?key=k${i}`, { headers: { 'x-key': `h${i}` } }).then((r) => r.text()),
+  )
+  const answers = await within(10_000, 'the plain answers', Promise.all(plain))
+  answers.forEach((a, i) => expect(a).toEqual({ n: 10_000 - i, path: '/echo' }))
+  const texts = await within(10_000, 'the streams', Promise.all(streams))
+  texts.forEach((t, i) => expect(parseSse(t).map((e) => JSON.parse(e.data))).toEqual([{ key: `k${i}`, ua: `h${i}` }]))
 })

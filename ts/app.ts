@@ -129,7 +129,11 @@ export class App {
       try {
         this.#routes[routeIds[i]](c)
       } catch (err) {
-        c.fail(String(err))
+        try {
+          c.fail(String(err))
+        } catch {
+          // Detached by its (stream) route, which answers it itself.
+        }
       }
     }
     for (let i = 0; i < closed.length; i++) this.#closed(closed[i])
@@ -208,9 +212,17 @@ export class App {
     handler: (req: never, stream: never) => unknown,
     write: (stream: BaseStream, item: unknown) => boolean,
   ): Run {
-    return (c) => {
-      const req = new RatRequest(c)
-      const stream = make(c, req)
+    return (batched) => {
+      // A stream may live for hours: it keeps its own request, not its whole batch.
+      const c = batched.detach()
+      let req: RatRequest<unknown>
+      let stream: BaseStream
+      try {
+        req = new RatRequest(c)
+        stream = make(c, req)
+      } catch (err) {
+        return c.fail(String(err))
+      }
       this.#live.set(c.id, { req, stream })
       // Never throws: it runs in a promise callback, where a throw would be an unhandled
       // rejection (fatal in Node).

@@ -13,6 +13,12 @@ export class Call {
     readonly id: number,
   ) {}
 
+  /** The same request in a native batch of its own: a stream holds only its own state. */
+  detach(): Call {
+    if (this.calls.length === 1) return this
+    return new Call(this.calls.detach(this.i), 0, this.id)
+  }
+
   get method(): string {
     return this.calls.method(this.i)
   }

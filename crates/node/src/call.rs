@@ -342,21 +342,31 @@ impl Call {
 /// The requests of one dispatch, as JS sees them: one native object per batch instead of
 /// one per request (a wrapped object with a finalizer costs ~1.5 µs of the JS thread per
 /// request). JS addresses a request by its index in the batch (`ts/call.ts` wraps the
-/// pair). A request's state lives as long as the batch object does.
+/// pair). A request's state lives as long as the batch object does, except a stream's:
+/// [`detach`](Calls::detach) moves it into a batch of its own, so a long-lived stream
+/// does not keep the other requests of its batch (their bodies) alive.
 #[napi]
 pub struct Calls {
-    list: Vec<Call>,
+    list: Vec<Option<Call>>,
 }
 
 impl Calls {
     pub(crate) fn new(list: Vec<Call>) -> Self {
-        Calls { list }
+        Calls {
+            list: list.into_iter().map(Some).collect(),
+        }
     }
 
     fn at(&self, i: u32) -> napi::Result<&Call> {
-        self.list.get(i as usize).ok_or_else(|| {
-            napi::Error::from_reason(format!("ERR_INVALID_ARGUMENT: no call {i} in this batch"))
-        })
+        match self.list.get(i as usize) {
+            Some(Some(c)) => Ok(c),
+            Some(None) => Err(napi::Error::from_reason(format!(
+                "ERR_INVALID_ARGUMENT: call {i} of this batch was detached"
+            ))),
+            None => Err(napi::Error::from_reason(format!(
+                "ERR_INVALID_ARGUMENT: no call {i} in this batch"
+            ))),
+        }
     }
 }
 
@@ -366,6 +376,15 @@ impl Calls {
     #[napi(getter)]
     pub fn length(&self) -> u32 {
         self.list.len() as u32
+    }
+
+    /// Moves request `i` into a batch of its own (index 0), for a stream that may outlive
+    /// the rest of this batch.
+    #[napi]
+    pub fn detach(&mut self, i: u32) -> napi::Result<Calls> {
+        self.at(i)?;
+        let call = self.list[i as usize].take();
+        Ok(Calls { list: vec![call] })
     }
 
     /// Id of request `i`, used in closed-stream and ready notices.
