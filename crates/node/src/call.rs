@@ -47,6 +47,10 @@ impl Call {
         self.route_id
     }
 
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+
     /// Answered by the engine when JS cannot be reached (shutting down).
     pub(crate) fn reject_unavailable(&self) {
         let body = Bytes::from_static(br#"{"error":"server is shutting down","status":503}"#);
@@ -73,269 +77,6 @@ fn kind_name(k: ParamKind) -> &'static str {
         ParamKind::Uuid => "uuid",
         ParamKind::Str => "str",
         ParamKind::Path => "path",
-    }
-}
-
-impl Call {
-    /// Id of this call, used in closed-stream notices.
-    pub(crate) fn id(&self) -> u32 {
-        self.id
-    }
-
-    /// Id of the route the request matched.
-    pub(crate) fn route_id(&self) -> u32 {
-        self.route_id
-    }
-
-    /// The method, upper-case.
-    pub(crate) fn method(&self) -> String {
-        self.req.method().as_str().to_string()
-    }
-
-    /// The path as sent (percent-encoded), without the query.
-    pub(crate) fn path(&self) -> String {
-        self.req.path().to_string()
-    }
-
-    /// The raw query string, or null.
-    pub(crate) fn query_string(&self) -> Option<String> {
-        self.req.query_string().map(str::to_string)
-    }
-
-    /// Headers as a flat list `[name, value, name, value, ...]`, names lower-case.
-    pub(crate) fn raw_headers(&self) -> Vec<String> {
-        let mut out = Vec::with_capacity(self.req.headers().len() * 2);
-        for (k, v) in self.req.headers() {
-            out.push(k.as_str().to_string());
-            out.push(String::from_utf8_lossy(v.as_bytes()).into_owned());
-        }
-        out
-    }
-
-    /// Path parameters as a flat list `[name, value, kind, ...]` (kind: int, float, uuid,
-    /// str, path); values are percent-decoded.
-    pub(crate) fn raw_params(&self) -> Vec<String> {
-        let mut out = Vec::with_capacity(self.req.params().len() * 3);
-        for p in self.req.params().iter() {
-            out.push(p.name.clone());
-            out.push(p.value.clone());
-            out.push(kind_name(p.kind).to_string());
-        }
-        out
-    }
-
-    /// The request body (a copy).
-    pub(crate) fn body(&self) -> Buffer {
-        Buffer::from(self.req.body().to_vec())
-    }
-
-    /// True when the route streams the request body (read it with `readChunk`).
-    pub(crate) fn body_streamed(&self) -> bool {
-        self.body_stream.is_some()
-    }
-
-    /// The next chunk of a streamed request body, or null at its end. Rejects with
-    /// `ERR_BODY_TOO_LARGE` past the route's limit.
-    pub(crate) fn read_chunk<'env>(
-        &self,
-        env: &'env Env,
-    ) -> napi::Result<PromiseRaw<'env, Option<Buffer>>> {
-        let Some(stream) = self.body_stream.clone() else {
-            return Err(napi::Error::from_reason(
-                "ERR_INVALID_ARGUMENT: this route reads the body in full; register it with streamBody: true to stream it",
-            ));
-        };
-        env.spawn_future(async move {
-            let chunk = stream.lock().await.chunk().await.map_err(to_js_error)?;
-            Ok(chunk.map(|b| Buffer::from(b.to_vec())))
-        })
-    }
-
-    /// The peer's IP address.
-    pub(crate) fn remote_address(&self) -> Option<String> {
-        self.req.remote_addr().map(|a| a.ip().to_string())
-    }
-
-    /// The peer's port.
-    pub(crate) fn remote_port(&self) -> Option<u32> {
-        self.req.remote_addr().map(|a| u32::from(a.port()))
-    }
-
-    /// `Last-Event-ID` header, or the `lastEventId` query parameter.
-    pub(crate) fn last_event_id(&self) -> Option<String> {
-        self.req.last_event_id().map(|c| c.into_owned())
-    }
-
-    /// Sends a complete response. `headers` is a flat `[name, value, ...]` list.
-    pub(crate) fn respond(
-        &self,
-        status: u32,
-        headers: Option<Vec<String>>,
-        body: Option<String>,
-    ) -> napi::Result<()> {
-        self.respond_bytes(
-            status,
-            headers,
-            body.map(|s| Bytes::from(s.into_bytes()))
-                .unwrap_or_default(),
-        )
-    }
-
-    /// Sends a complete response with a binary body.
-    pub(crate) fn respond_buffer(
-        &self,
-        status: u32,
-        headers: Option<Vec<String>>,
-        body: &[u8],
-    ) -> napi::Result<()> {
-        self.respond_bytes(status, headers, Bytes::copy_from_slice(body))
-    }
-
-    fn respond_bytes(
-        &self,
-        status: u32,
-        headers: Option<Vec<String>>,
-        body: Bytes,
-    ) -> napi::Result<()> {
-        let flat = headers.unwrap_or_default();
-        let pairs: Vec<(&str, &str)> = flat
-            .chunks_exact(2)
-            .map(|kv| (kv[0].as_str(), kv[1].as_str()))
-            .collect();
-        let status = u16::try_from(status).unwrap_or(0);
-        let prepared = self
-            .responder
-            .prepare(status, &pairs, body)
-            .map_err(to_js_error)?;
-        crate::dispatch::send_or_defer(prepared);
-        Ok(())
-    }
-
-    /// Sets the status before the stream starts.
-    pub(crate) fn set_status(&self, status: u32) -> napi::Result<()> {
-        self.responder
-            .set_status(u16::try_from(status).unwrap_or(0))
-            .map_err(to_js_error)
-    }
-
-    /// Appends a header before the stream starts.
-    pub(crate) fn append_header(&self, name: String, value: String) -> napi::Result<()> {
-        self.responder
-            .append_header(&name, &value)
-            .map_err(to_js_error)
-    }
-
-    /// Sends the head now (status and headers so far).
-    pub(crate) fn start(&self) {
-        self.responder.start();
-    }
-
-    /// Writes text to the stream. Returns false when the queue is at its high-water mark
-    /// (wait for `ready()`), or when the stream is closed (see `closed`).
-    pub(crate) fn write_string(&self, chunk: String) -> napi::Result<bool> {
-        self.write_bytes(Bytes::from(chunk.into_bytes()))
-    }
-
-    /// Writes bytes to the stream (copied). Same result as `writeString`.
-    pub(crate) fn write_buffer(&self, chunk: &[u8]) -> napi::Result<bool> {
-        self.write_bytes(Bytes::copy_from_slice(chunk))
-    }
-
-    fn write_bytes(&self, chunk: Bytes) -> napi::Result<bool> {
-        written(self.responder.write(chunk))
-    }
-
-    /// Sends one SSE event. Returns like `writeString`; throws for an invalid id or name.
-    pub(crate) fn send_event(
-        &self,
-        data: Option<String>,
-        event: Option<String>,
-        id: Option<String>,
-        retry: Option<u32>,
-    ) -> napi::Result<bool> {
-        let ev = build_event(data, event, id, retry)?;
-        written(self.responder.send_event(&ev))
-    }
-
-    /// Sends one data-only SSE event per item, as one write: the TS stream collects the
-    /// sends of a tick and crosses over once. Returns like `writeString`.
-    pub(crate) fn send_data_batch(&self, items: Vec<String>) -> napi::Result<bool> {
-        written(
-            self.responder
-                .send_data_batch(items.iter().map(String::as_str)),
-        )
-    }
-
-    /// Same as `sendDataBatch(joined.split('\0'))`, with one string to convert instead of
-    /// one per event (most data never holds NUL; the TS stream checks).
-    pub(crate) fn send_data_joined(&self, joined: String) -> napi::Result<bool> {
-        written(self.responder.send_data_batch(joined.split('\0')))
-    }
-
-    /// Sends an SSE comment line.
-    pub(crate) fn comment(&self, text: String) -> napi::Result<bool> {
-        written(self.responder.comment(&text))
-    }
-
-    /// Ends the response after what is queued.
-    pub(crate) fn end(&self) {
-        self.responder.end();
-    }
-
-    /// Reports a handler failure: 500 JSON before the head; after it an `error` event and
-    /// a clean end (SSE), or a cut connection (chunked).
-    pub(crate) fn fail(&self, message: String) {
-        self.responder.fail(&message);
-    }
-
-    /// True once the head was sent.
-    pub(crate) fn started(&self) -> bool {
-        self.responder.is_started()
-    }
-
-    /// True once the client has gone or the stream ended.
-    pub(crate) fn closed(&self) -> bool {
-        self.responder.is_closed()
-    }
-
-    /// Bytes queued and not yet sent.
-    pub(crate) fn buffered(&self) -> u32 {
-        self.responder.stream().map_or(0, |s| s.buffered() as u32)
-    }
-
-    /// Asks for a notice when the queue has room again: 1 = it has room now, 0 = the
-    /// stream is closed, 2 = armed: this call's id arrives in a later dispatch's `ready`
-    /// list (or in `closed`, if the stream closes first). One promise-free crossing per
-    /// wait, batched with the rest of the engine's traffic.
-    pub(crate) fn arm_ready(&self) -> u32 {
-        let d = self.dispatcher.clone();
-        let id = self.id;
-        match self.responder.on_ready(move || d.push(Item::Ready(id))) {
-            ReadyState::Closed => 0,
-            ReadyState::Ready => 1,
-            ReadyState::Armed => 2,
-        }
-    }
-
-    /// Subscribes this SSE stream to a channel, replaying history after `lastEventId`.
-    /// Returns the number of events replayed (-1 if some were missed: a `missed` event
-    /// was sent first).
-    pub(crate) fn subscribe(
-        &self,
-        channel: &Channel,
-        last_event_id: Option<String>,
-    ) -> napi::Result<i32> {
-        let stream = match (self.responder.kind(), self.responder.stream()) {
-            (ResponseKind::Sse, Some(s)) => s,
-            _ => {
-                return Err(napi::Error::from_reason(
-                    "ERR_INVALID_ARGUMENT: only SSE routes can subscribe to a channel",
-                ))
-            }
-        };
-        self.responder.start();
-        let s = channel.inner().subscribe(stream, last_event_id.as_deref());
-        Ok(if s.missed { -1 } else { s.replayed as i32 })
     }
 }
 
@@ -390,56 +131,69 @@ impl Calls {
     /// Id of request `i`, used in closed-stream and ready notices.
     #[napi]
     pub fn id(&self, i: u32) -> napi::Result<u32> {
-        Ok(self.at(i)?.id())
+        Ok(self.at(i)?.id)
     }
 
     /// Id of the route request `i` matched.
     #[napi]
     pub fn route_id(&self, i: u32) -> napi::Result<u32> {
-        Ok(self.at(i)?.route_id())
+        Ok(self.at(i)?.route_id)
     }
 
     /// The method, upper-case.
     #[napi]
     pub fn method(&self, i: u32) -> napi::Result<String> {
-        Ok(self.at(i)?.method())
+        Ok(self.at(i)?.req.method().as_str().to_string())
     }
 
     /// The path as sent (percent-encoded), without the query.
     #[napi]
     pub fn path(&self, i: u32) -> napi::Result<String> {
-        Ok(self.at(i)?.path())
+        Ok(self.at(i)?.req.path().to_string())
     }
 
     /// The raw query string, or null.
     #[napi]
     pub fn query_string(&self, i: u32) -> napi::Result<Option<String>> {
-        Ok(self.at(i)?.query_string())
+        Ok(self.at(i)?.req.query_string().map(str::to_string))
     }
 
     /// Headers as a flat list `[name, value, name, value, ...]`, names lower-case.
     #[napi]
     pub fn raw_headers(&self, i: u32) -> napi::Result<Vec<String>> {
-        Ok(self.at(i)?.raw_headers())
+        let headers = self.at(i)?.req.headers();
+        let mut out = Vec::with_capacity(headers.len() * 2);
+        for (k, v) in headers {
+            out.push(k.as_str().to_string());
+            out.push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+        }
+        Ok(out)
     }
 
     /// Path parameters as a flat list `[name, value, kind, ...]` (kind: int, float, uuid,
     /// str, path); values are percent-decoded.
     #[napi]
     pub fn raw_params(&self, i: u32) -> napi::Result<Vec<String>> {
-        Ok(self.at(i)?.raw_params())
+        let params = self.at(i)?.req.params();
+        let mut out = Vec::with_capacity(params.len() * 3);
+        for p in params.iter() {
+            out.push(p.name.clone());
+            out.push(p.value.clone());
+            out.push(kind_name(p.kind).to_string());
+        }
+        Ok(out)
     }
 
     /// The request body (a copy).
     #[napi]
     pub fn body(&self, i: u32) -> napi::Result<Buffer> {
-        Ok(self.at(i)?.body())
+        Ok(Buffer::from(self.at(i)?.req.body().to_vec()))
     }
 
     /// True when the route streams the request body (read it with `readChunk`).
     #[napi]
     pub fn body_streamed(&self, i: u32) -> napi::Result<bool> {
-        Ok(self.at(i)?.body_streamed())
+        Ok(self.at(i)?.body_stream.is_some())
     }
 
     /// The next chunk of a streamed request body, or null at its end. Rejects with
@@ -450,25 +204,33 @@ impl Calls {
         env: &'env Env,
         i: u32,
     ) -> napi::Result<PromiseRaw<'env, Option<Buffer>>> {
-        self.at(i)?.read_chunk(env)
+        let Some(stream) = self.at(i)?.body_stream.clone() else {
+            return Err(napi::Error::from_reason(
+                "ERR_INVALID_ARGUMENT: this route reads the body in full; register it with streamBody: true to stream it",
+            ));
+        };
+        env.spawn_future(async move {
+            let chunk = stream.lock().await.chunk().await.map_err(to_js_error)?;
+            Ok(chunk.map(|b| Buffer::from(b.to_vec())))
+        })
     }
 
     /// The peer's IP address.
     #[napi]
     pub fn remote_address(&self, i: u32) -> napi::Result<Option<String>> {
-        Ok(self.at(i)?.remote_address())
+        Ok(self.at(i)?.req.remote_addr().map(|a| a.ip().to_string()))
     }
 
     /// The peer's port.
     #[napi]
     pub fn remote_port(&self, i: u32) -> napi::Result<Option<u32>> {
-        Ok(self.at(i)?.remote_port())
+        Ok(self.at(i)?.req.remote_addr().map(|a| u32::from(a.port())))
     }
 
     /// `Last-Event-ID` header, or the `lastEventId` query parameter.
     #[napi]
     pub fn last_event_id(&self, i: u32) -> napi::Result<Option<String>> {
-        Ok(self.at(i)?.last_event_id())
+        Ok(self.at(i)?.req.last_event_id().map(|c| c.into_owned()))
     }
 
     /// Sends a complete response. `headers` is a flat `[name, value, ...]` list.
@@ -480,7 +242,8 @@ impl Calls {
         headers: Option<Vec<String>>,
         body: Option<String>,
     ) -> napi::Result<()> {
-        self.at(i)?.respond(status, headers, body)
+        let body = body.map(|s| Bytes::from(s.into_bytes()));
+        respond_bytes(self.at(i)?, status, headers, body.unwrap_or_default())
     }
 
     /// Sends a complete response with a binary body.
@@ -492,25 +255,31 @@ impl Calls {
         headers: Option<Vec<String>>,
         body: &[u8],
     ) -> napi::Result<()> {
-        self.at(i)?.respond_buffer(status, headers, body)
+        respond_bytes(self.at(i)?, status, headers, Bytes::copy_from_slice(body))
     }
 
     /// Sets the status before the stream starts.
     #[napi]
     pub fn set_status(&self, i: u32, status: u32) -> napi::Result<()> {
-        self.at(i)?.set_status(status)
+        self.at(i)?
+            .responder
+            .set_status(u16::try_from(status).unwrap_or(0))
+            .map_err(to_js_error)
     }
 
     /// Appends a header before the stream starts.
     #[napi]
     pub fn append_header(&self, i: u32, name: String, value: String) -> napi::Result<()> {
-        self.at(i)?.append_header(name, value)
+        self.at(i)?
+            .responder
+            .append_header(&name, &value)
+            .map_err(to_js_error)
     }
 
     /// Sends the head now (status and headers so far).
     #[napi]
     pub fn start(&self, i: u32) -> napi::Result<()> {
-        self.at(i)?.start();
+        self.at(i)?.responder.start();
         Ok(())
     }
 
@@ -518,13 +287,13 @@ impl Calls {
     /// (wait for `ready()`), or when the stream is closed (see `closed`).
     #[napi]
     pub fn write_string(&self, i: u32, chunk: String) -> napi::Result<bool> {
-        self.at(i)?.write_string(chunk)
+        written(self.at(i)?.responder.write(Bytes::from(chunk.into_bytes())))
     }
 
     /// Writes bytes to the stream (copied). Same result as `writeString`.
     #[napi]
     pub fn write_buffer(&self, i: u32, chunk: &[u8]) -> napi::Result<bool> {
-        self.at(i)?.write_buffer(chunk)
+        written(self.at(i)?.responder.write(Bytes::copy_from_slice(chunk)))
     }
 
     /// Sends one SSE event. Returns like `writeString`; throws for an invalid id or name.
@@ -537,33 +306,39 @@ impl Calls {
         id: Option<String>,
         retry: Option<u32>,
     ) -> napi::Result<bool> {
-        self.at(i)?.send_event(data, event, id, retry)
+        let c = self.at(i)?;
+        let ev = build_event(data, event, id, retry)?;
+        written(c.responder.send_event(&ev))
     }
 
     /// Sends one data-only SSE event per item, as one write: the TS stream collects the
     /// sends of a tick and crosses over once. Returns like `writeString`.
     #[napi]
     pub fn send_data_batch(&self, i: u32, items: Vec<String>) -> napi::Result<bool> {
-        self.at(i)?.send_data_batch(items)
+        written(
+            self.at(i)?
+                .responder
+                .send_data_batch(items.iter().map(String::as_str)),
+        )
     }
 
     /// Same as `sendDataBatch(joined.split('\0'))`, with one string to convert instead of
     /// one per event (most data never holds NUL; the TS stream checks).
     #[napi]
     pub fn send_data_joined(&self, i: u32, joined: String) -> napi::Result<bool> {
-        self.at(i)?.send_data_joined(joined)
+        written(self.at(i)?.responder.send_data_batch(joined.split('\0')))
     }
 
     /// Sends an SSE comment line.
     #[napi]
     pub fn comment(&self, i: u32, text: String) -> napi::Result<bool> {
-        self.at(i)?.comment(text)
+        written(self.at(i)?.responder.comment(&text))
     }
 
     /// Ends the response after what is queued.
     #[napi]
     pub fn end(&self, i: u32) -> napi::Result<()> {
-        self.at(i)?.end();
+        self.at(i)?.responder.end();
         Ok(())
     }
 
@@ -571,26 +346,27 @@ impl Calls {
     /// a clean end (SSE), or a cut connection (chunked).
     #[napi]
     pub fn fail(&self, i: u32, message: String) -> napi::Result<()> {
-        self.at(i)?.fail(message);
+        self.at(i)?.responder.fail(&message);
         Ok(())
     }
 
     /// True once the head was sent.
     #[napi]
     pub fn started(&self, i: u32) -> napi::Result<bool> {
-        Ok(self.at(i)?.started())
+        Ok(self.at(i)?.responder.is_started())
     }
 
     /// True once the client has gone or the stream ended.
     #[napi]
     pub fn closed(&self, i: u32) -> napi::Result<bool> {
-        Ok(self.at(i)?.closed())
+        Ok(self.at(i)?.responder.is_closed())
     }
 
     /// Bytes queued and not yet sent.
     #[napi]
     pub fn buffered(&self, i: u32) -> napi::Result<u32> {
-        Ok(self.at(i)?.buffered())
+        let stream = self.at(i)?.responder.stream();
+        Ok(stream.map_or(0, |s| s.buffered() as u32))
     }
 
     /// Asks for a notice when the queue has room again: 1 = it has room now, 0 = the
@@ -599,7 +375,16 @@ impl Calls {
     /// wait, batched with the rest of the engine's traffic.
     #[napi]
     pub fn arm_ready(&self, i: u32) -> napi::Result<u32> {
-        Ok(self.at(i)?.arm_ready())
+        let c = self.at(i)?;
+        let d = c.dispatcher.clone();
+        let id = c.id;
+        Ok(
+            match c.responder.on_ready(move || d.push(Item::Ready(id))) {
+                ReadyState::Closed => 0,
+                ReadyState::Ready => 1,
+                ReadyState::Armed => 2,
+            },
+        )
     }
 
     /// Subscribes this SSE stream to a channel, replaying history after `lastEventId`.
@@ -612,6 +397,39 @@ impl Calls {
         channel: &Channel,
         last_event_id: Option<String>,
     ) -> napi::Result<i32> {
-        self.at(i)?.subscribe(channel, last_event_id)
+        let c = self.at(i)?;
+        let stream = match (c.responder.kind(), c.responder.stream()) {
+            (ResponseKind::Sse, Some(s)) => s,
+            _ => {
+                return Err(napi::Error::from_reason(
+                    "ERR_INVALID_ARGUMENT: only SSE routes can subscribe to a channel",
+                ))
+            }
+        };
+        c.responder.start();
+        let s = channel.inner().subscribe(stream, last_event_id.as_deref());
+        Ok(if s.missed { -1 } else { s.replayed as i32 })
     }
+}
+
+/// Sends a complete response (`headers`: a flat `[name, value, ...]` list), now or with
+/// the others at the end of the dispatch call in progress.
+fn respond_bytes(
+    c: &Call,
+    status: u32,
+    headers: Option<Vec<String>>,
+    body: Bytes,
+) -> napi::Result<()> {
+    let flat = headers.unwrap_or_default();
+    let pairs: Vec<(&str, &str)> = flat
+        .chunks_exact(2)
+        .map(|kv| (kv[0].as_str(), kv[1].as_str()))
+        .collect();
+    let status = u16::try_from(status).unwrap_or(0);
+    let prepared = c
+        .responder
+        .prepare(status, &pairs, body)
+        .map_err(to_js_error)?;
+    crate::dispatch::send_or_defer(prepared);
+    Ok(())
 }
