@@ -72,9 +72,8 @@ thread_local! {
 const END: &[u8] = b"0\r\n\r\n";
 
 /// Serves one accepted connection until it closes, counting it out of the active ones.
-/// `peer` is the address accept gave (asking the socket costs a syscall per request);
-/// boxed, as 8 bytes in this task instead of 32 keep its cell at 512 bytes (see the size
-/// test).
+/// `peer` is the address accept gave (asking the socket costs a syscall per request),
+/// boxed: 8 bytes in this task instead of 32 (see the size test).
 ///
 /// This and the futures it awaits while streaming are `async move` blocks rather than
 /// `async fn`s: an `async fn` keeps its arguments twice (as captured and as locals), and
