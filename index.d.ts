@@ -25,10 +25,6 @@ export declare class Calls {
    * the rest of this batch.
    */
   detach(i: number): Calls
-  /** Id of request `i`, used in closed-stream and ready notices. */
-  id(i: number): number
-  /** Id of the route request `i` matched. */
-  routeId(i: number): number
   /** The method, upper-case. */
   method(i: number): string
   /** The path as sent (percent-encoded), without the query. */

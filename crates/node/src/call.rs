@@ -128,18 +128,6 @@ impl Calls {
         Ok(Calls { list: vec![call] })
     }
 
-    /// Id of request `i`, used in closed-stream and ready notices.
-    #[napi]
-    pub fn id(&self, i: u32) -> napi::Result<u32> {
-        Ok(self.at(i)?.id)
-    }
-
-    /// Id of the route request `i` matched.
-    #[napi]
-    pub fn route_id(&self, i: u32) -> napi::Result<u32> {
-        Ok(self.at(i)?.route_id)
-    }
-
     /// The method, upper-case.
     #[napi]
     pub fn method(&self, i: u32) -> napi::Result<String> {
