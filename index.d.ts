@@ -68,7 +68,10 @@ export declare class Calls {
    * (wait for `ready()`), or when the stream is closed (see `closed`).
    */
   writeString(i: number, chunk: string): boolean
-  /** Writes bytes to the stream (copied). Same result as `writeString`. */
+  /**
+   * Writes bytes to the stream: straight to the socket when it takes them at once, else
+   * copied. Same result as `writeString`.
+   */
   writeBuffer(i: number, chunk: Uint8Array): boolean
   /** Sends one SSE event. Returns like `writeString`; throws for an invalid id or name. */
   sendEvent(i: number, data?: string | undefined | null, event?: string | undefined | null, id?: string | undefined | null, retry?: number | undefined | null): boolean

@@ -39,7 +39,7 @@ export class ChunkedStream extends BaseStream {
    * stream is closed (see `closed`).
    *
    * Strings are collected and handed to the engine together (see `FLUSH_AT`); bytes go at
-   * once (copied), after what was collected.
+   * once (straight to the socket when it has room, else copied), after what was collected.
    */
   write(chunk: string | Uint8Array | unknown): boolean {
     if (chunk instanceof Uint8Array) {

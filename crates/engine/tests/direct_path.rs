@@ -474,6 +474,149 @@ async fn a_paused_reader_holds_the_producer_back_and_then_gets_everything_in_ord
     }
 }
 
+/// On a current-thread runtime the connection task cannot run while the test writes, so
+/// `buffered()` shows whether a write went to the socket (0) or to the queue.
+#[tokio::test]
+async fn writes_go_straight_to_the_socket_and_keep_their_order_once_it_fills() {
+    let high_water = 4 * CHUNK;
+    let limits = QueueLimits {
+        high_water_mark: high_water,
+        max_buffered: 4096 * CHUNK,
+    };
+    let (server, mut senders) = firehose(limits).await;
+    let mut conn = paused_reader(server.local_addr()).await;
+    let tx = within(Duration::from_secs(2), "the sender", senders.recv())
+        .await
+        .unwrap();
+    // Nothing queued or unwritten: the producer writes to the socket itself.
+    assert!(tx.write_slice(&seq_chunk(0)).unwrap());
+    assert_eq!(tx.buffered(), 0, "the write went straight to the socket");
+    // The reader is paused: the socket fills. The rest of the write it took in part is
+    // queued (already framed), and the producer is told to wait until the connection
+    // takes it, though the queue is below its mark.
+    let mut seq = 1u64;
+    while tx.write_slice(&seq_chunk(seq)).unwrap() {
+        seq += 1;
+        assert!(seq < 100_000, "the socket never filled");
+    }
+    seq += 1;
+    let rest = tx.buffered();
+    assert!(
+        rest > 0 && rest < high_water,
+        "the rest of one write: {rest}"
+    );
+    assert!(tx.try_send(seq_chunk(seq)).unwrap_err().is_full());
+    // Writes that ignore it are queued behind the rest (Node `write` style).
+    while tx.buffered() < high_water + 4 * CHUNK {
+        assert!(!tx.write(seq_chunk(seq)).unwrap());
+        seq += 1;
+    }
+    let producer = spawn_seq_producer(tx.clone(), seq..seq + 64);
+    let body = within(
+        Duration::from_secs(10),
+        "the body",
+        conn.read_chunked_body(),
+    )
+    .await;
+    producer.await.unwrap();
+    assert_eq!(body.len(), (seq as usize + 64) * CHUNK);
+    for (i, c) in body.chunks(CHUNK).enumerate() {
+        assert_eq!(c, &seq_chunk(i as u64)[..], "chunk {i}");
+    }
+    // Once the queue drained, writes go to the socket again (a new response: the sink
+    // went with the last one, which ended).
+    conn.send_request("GET", "/firehose", &[], b"").await;
+    assert!(direct(&conn.read_head().await));
+    let tx = within(Duration::from_secs(2), "the sender", senders.recv())
+        .await
+        .unwrap();
+    assert!(tx.write_slice(b"again").unwrap());
+    assert_eq!(tx.buffered(), 0);
+    tx.end();
+    assert_eq!(conn.read_chunked_body().await, b"again");
+}
+
+/// A stream that writes events of its own (through the socket) and also gets a channel's:
+/// when a publish finds its queue full, dropping the oldest events never drops the rest of
+/// a write that is half on the wire, so what arrives still parses as whole events.
+#[tokio::test]
+async fn dropping_the_oldest_events_keeps_a_write_that_is_half_on_the_wire() {
+    let channel = Channel::new(
+        "ch",
+        ChannelOptions {
+            history: 0,
+            slow_client: rat_engine::SlowClient::DropOldest,
+            queue: QueueLimits {
+                high_water_mark: 8 * 1024,
+                max_buffered: 64 * 1024,
+            },
+            ..ChannelOptions::default()
+        },
+    );
+    let (tx, mut senders) = mpsc::unbounded_channel();
+    let mut app = App::new();
+    let ch = channel.clone();
+    long_lived(&mut app, "/mixed", move |_req: Request| {
+        let (tx, ch) = (tx.clone(), ch.clone());
+        async move {
+            let sse = SseResponse::with_limits(ch.options().queue);
+            ch.subscribe(sse.sender().stream(), None);
+            let _ = tx.send(sse.sender());
+            sse
+        }
+    });
+    let server = serve_with(app, ServerConfig::default().heartbeat(None)).await;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut conn = RawConn::from_stream(socket.connect(server.local_addr()).await.unwrap());
+    conn.send_request("GET", "/mixed", &[("Accept", "text/event-stream")], b"")
+        .await;
+    assert!(direct(&conn.read_head().await));
+    let own = within(Duration::from_secs(2), "the sender", senders.recv())
+        .await
+        .unwrap();
+    // The stream's own events go through the socket until it takes one only in part.
+    let data = "x".repeat(200);
+    let mut n = 0u64;
+    while own.write(&Event::data_only(format!("{n} {data}"))).unwrap() {
+        n += 1;
+        assert!(n < 500_000, "the socket never filled");
+    }
+    n += 1;
+    assert!(own.stream().buffered() > 0, "the rest of a write is queued");
+    // The channel's events fill the queue behind it; the oldest are dropped.
+    let mut more = 100;
+    while more > 0 {
+        channel
+            .publish(Event::data_only(format!("{n} {data}")))
+            .unwrap();
+        n += 1;
+        if channel.metrics().dropped > 0 {
+            more -= 1;
+        }
+        assert!(n < 500_000, "the subscriber never fell behind");
+    }
+    channel
+        .publish(Event::new().event("last").data("end"))
+        .unwrap();
+    let mut reader = SseReader::new(conn);
+    let mut last = None::<u64>;
+    loop {
+        let a = within(Duration::from_secs(10), "an event", reader.next_event())
+            .await
+            .expect("the stream stays open");
+        if a.event.event_type == "last" {
+            break;
+        }
+        let (i, rest) = a.event.data.split_once(' ').expect("a whole event");
+        assert_eq!(rest, data, "event data intact");
+        let i: u64 = i.parse().unwrap();
+        assert!(last.is_none_or(|l| i > l), "in order: {i} after {last:?}");
+        last = Some(i);
+    }
+    assert_eq!(last, Some(n - 1), "the newest events arrive");
+}
+
 #[tokio::test]
 async fn an_aborted_stream_cuts_the_connection_without_a_clean_end() {
     let (server, mut senders) = firehose(QueueLimits::default()).await;

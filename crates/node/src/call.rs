@@ -278,10 +278,11 @@ impl Calls {
         written(self.at(i)?.responder.write(Bytes::from(chunk.into_bytes())))
     }
 
-    /// Writes bytes to the stream (copied). Same result as `writeString`.
+    /// Writes bytes to the stream: straight to the socket when it takes them at once, else
+    /// copied. Same result as `writeString`.
     #[napi]
     pub fn write_buffer(&self, i: u32, chunk: &[u8]) -> napi::Result<bool> {
-        written(self.at(i)?.responder.write(Bytes::copy_from_slice(chunk)))
+        written(self.at(i)?.responder.write_slice(chunk))
     }
 
     /// Sends one SSE event. Returns like `writeString`; throws for an invalid id or name.

@@ -80,20 +80,29 @@ const END: &[u8] = b"0\r\n\r\n";
 /// this task's size is paid by every idle subscriber.
 #[allow(clippy::manual_async_fn)] // not an `async fn`: see above
 pub(crate) fn connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: Box<SocketAddr>,
     shared: Arc<Shared>,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
+        // Shared with the producers of a streaming response, which write to it themselves
+        // while this task has nothing to write (see `Body::attach_sink`).
+        let stream = Arc::new(stream);
         let handover = tokio::select! {
             biased;
             _ = shared.force.cancelled() => None,
-            h = direct(&mut stream, peer, &shared) => h,
+            h = direct(&stream, peer, &shared) => h,
         };
         let metrics = shared.metrics.clone();
-        if let Some(prefix) = handover {
-            // Boxed: this task's own state stays small while it serves directly.
-            Box::pin(serve_hyper(stream, Bytes::from(prefix), shared)).await;
+        // Sinks go with their bodies, so this task holds the only reference now.
+        if let Ok(mut stream) = Arc::try_unwrap(stream) {
+            match handover {
+                // Boxed: this task's own state stays small while it serves directly.
+                Some(prefix) => Box::pin(serve_hyper(stream, Bytes::from(prefix), shared)).await,
+                None => {
+                    let _ = stream.shutdown().await;
+                }
+            }
         }
         Metrics::sub(&metrics.active_connections, 1);
     }
@@ -123,10 +132,10 @@ async fn serve_hyper(stream: TcpStream, prefix: Bytes, shared: Arc<Shared>) {
 }
 
 /// Serves requests directly while they qualify. Returns the bytes read but not served
-/// when the connection goes to hyper, `None` once it is closed.
+/// when the connection goes to hyper, `None` once it is done (the caller shuts it down).
 #[allow(clippy::manual_async_fn)] // see `connection`
 fn direct<'a>(
-    stream: &'a mut TcpStream,
+    stream: &'a Arc<TcpStream>,
     peer: Box<SocketAddr>,
     shared: &'a Shared,
 ) -> impl std::future::Future<Output = Option<Vec<u8>>> + Send + 'a {
@@ -145,7 +154,6 @@ fn direct<'a>(
                 break;
             }
         }
-        let _ = stream.shutdown().await;
         None
     }
 }
@@ -161,7 +169,7 @@ enum HeadRead {
 
 /// Reads a request head, starting with the `pending` bytes.
 async fn read_head(
-    stream: &mut TcpStream,
+    stream: &TcpStream,
     pending: &mut Vec<u8>,
     peer: SocketAddr,
     shared: &Shared,
@@ -333,7 +341,7 @@ enum Framing {
 /// Serves one request; true when the connection may carry another.
 #[allow(clippy::manual_async_fn)] // see `connection`
 fn serve<'a>(
-    stream: &'a mut TcpStream,
+    stream: &'a Arc<TcpStream>,
     shared: &'a Shared,
     req: Box<DirectRequest>,
     pending: &'a mut Vec<u8>,
@@ -352,9 +360,10 @@ fn serve<'a>(
                 return false;
             };
             // The closure owns the body and what is being written: the streaming state is this.
+            let mut sink = false;
             let respond = poll_fn(move |cx| {
                 poll_response(
-                    cx, stream, &mut body, framing, pending, &mut out, &mut ended,
+                    cx, stream, &mut body, framing, pending, &mut out, &mut ended, &mut sink,
                 )
             });
             (respond, keep_alive)
@@ -447,16 +456,20 @@ fn start(
 /// Writes what `out` holds, then the body's frames until it ends. While waiting it also
 /// reads the socket, so that a client that goes away is noticed at once (the caller then
 /// drops the body, which tells the producer); bytes of a pipelined request are kept in
-/// `pending`. `Err` when the body failed (the connection is cut, as hyper does) or the
-/// client went away.
+/// `pending`. Once the head is out, a streaming body's producers may write to the socket
+/// themselves while nothing is left here to write (`sink` records that this was offered).
+/// `Err` when the body failed (the connection is cut, as hyper does) or the client went
+/// away.
+#[allow(clippy::too_many_arguments)] // the streaming state, kept by the caller's closure
 fn poll_response(
     cx: &mut Context<'_>,
-    stream: &mut TcpStream,
+    stream: &Arc<TcpStream>,
     body: &mut Body,
     framing: Framing,
     pending: &mut Vec<u8>,
     out: &mut Out,
     ended: &mut bool,
+    sink: &mut bool,
 ) -> Poll<Result<(), ()>> {
     loop {
         if !out.is_empty() {
@@ -477,7 +490,13 @@ fn poll_response(
         if probe(cx, stream, pending).is_err() {
             return Poll::Ready(Err(()));
         }
-        match Pin::new(&mut *body).poll_frame(cx) {
+        if !*sink {
+            *sink = true;
+            if matches!(framing, Framing::Chunked | Framing::Close) {
+                body.attach_sink(stream, framing == Framing::Chunked);
+            }
+        }
+        match body.poll_wire(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(None) => {
                 *ended = true;
@@ -486,28 +505,28 @@ fn poll_response(
                 }
             }
             Poll::Ready(Some(Err(_))) => return Poll::Ready(Err(())),
-            Poll::Ready(Some(Ok(frame))) => {
-                // Trailers are not sent over HTTP/1.
-                if let Ok(data) = frame.into_data() {
-                    out.set_data(framing, data);
-                }
-            }
+            Poll::Ready(Some(Ok((data, false)))) => out.set_data(framing, data),
+            Poll::Ready(Some(Ok((data, true)))) => out.set_data(Framing::Close, data),
         }
     }
 }
 
 /// Reads what the client sent meanwhile into `pending` (up to a bound, then it is left in
 /// the socket). `Err` at EOF or on an error: the client is gone.
-fn probe(cx: &mut Context<'_>, stream: &mut TcpStream, pending: &mut Vec<u8>) -> Result<(), ()> {
+fn probe(cx: &mut Context<'_>, stream: &TcpStream, pending: &mut Vec<u8>) -> Result<(), ()> {
     while pending.len() < MAX_PIPELINED {
-        let mut buf = [0u8; PROBE];
-        let mut rb = ReadBuf::new(&mut buf);
-        match Pin::new(&mut *stream).poll_read(cx, &mut rb) {
+        match stream.poll_read_ready(cx) {
             Poll::Pending => break,
-            Poll::Ready(Ok(())) if !rb.filled().is_empty() => {
-                pending.extend_from_slice(rb.filled());
-            }
-            Poll::Ready(_) => return Err(()),
+            Poll::Ready(Err(_)) => return Err(()),
+            Poll::Ready(Ok(())) => {}
+        }
+        let mut buf = [0u8; PROBE];
+        match stream.try_read(&mut buf) {
+            Ok(0) => return Err(()),
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+            // Readiness was cleared: polling it again registers for the next.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return Err(()),
         }
     }
     Ok(())
@@ -597,8 +616,9 @@ impl Out {
     }
 
     /// Writes everything queued, with vectored writes; then frees it.
-    fn poll_write(&mut self, cx: &mut Context<'_>, stream: &mut TcpStream) -> Poll<io::Result<()>> {
+    fn poll_write(&mut self, cx: &mut Context<'_>, stream: &TcpStream) -> Poll<io::Result<()>> {
         loop {
+            std::task::ready!(stream.poll_write_ready(cx))?;
             let parts = self.parts();
             let mut slices = [IoSlice::new(&[]); 4];
             let mut used = 0;
@@ -625,12 +645,17 @@ impl Out {
                     for s in &slices[..used] {
                         buf.extend_from_slice(s);
                     }
-                    Pin::new(&mut *stream).poll_write(cx, buf)
+                    stream.try_write(buf)
                 })
             } else {
-                Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..used])
+                stream.try_write_vectored(&slices[..used])
             };
-            let n = std::task::ready!(n)?;
+            let n = match n {
+                Ok(n) => n,
+                // Readiness was cleared: polling it again registers for the next.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }

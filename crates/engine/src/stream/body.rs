@@ -171,6 +171,42 @@ impl Body {
     }
 }
 
+impl Body {
+    /// The next bytes for the wire, and whether they are already framed (the rest of a
+    /// write a producer made through the sink; see [`attach_sink`](Self::attach_sink)).
+    /// Polling again means the bytes returned before were written.
+    pub(crate) fn poll_wire(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<(Bytes, bool)>>> {
+        let polled = match &mut self.kind {
+            Kind::Empty => Poll::Ready(None),
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok((b, false)))),
+            Kind::Queue(q) => q.poll_next(cx),
+            Kind::Stream(s) => s
+                .as_mut()
+                .poll_next(cx)
+                .map(|c| c.map(|r| r.map(|b| (b, false)))),
+        };
+        if let Poll::Ready(Some(Ok((bytes, false)))) = &polled {
+            // Bytes written through the sink were counted by their producer.
+            self.count(bytes.len());
+        }
+        polled
+    }
+
+    /// Lets the producers of a stream body write straight to `io` whenever the connection
+    /// has nothing of theirs left to write (see [`QueueReceiver::attach_sink`]). Not for a
+    /// body with heartbeats, whose timer must see every write.
+    pub(crate) fn attach_sink(&self, io: &Arc<tokio::net::TcpStream>, chunked: bool) {
+        if let Kind::Queue(q) = &self.kind {
+            if matches!(q.heartbeat, Heartbeat::Off) {
+                q.rx.attach_sink(io, chunked);
+            }
+        }
+    }
+}
+
 impl Drop for Body {
     fn drop(&mut self) {
         if let Some(m) = &self.stream_metrics {
@@ -180,13 +216,15 @@ impl Drop for Body {
 }
 
 impl QueueBody {
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes>>> {
+    /// The next bytes, and whether they are already framed (see
+    /// [`QueueReceiver::poll_chunk`]).
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<(Bytes, bool)>>> {
         match self.rx.poll_chunk(cx) {
-            Poll::Ready(Some(Ok(bytes))) => {
+            Poll::Ready(Some(Ok(chunk))) => {
                 if let Heartbeat::On(hb) = &mut self.heartbeat {
                     hb.last_activity = Instant::now();
                 }
-                Poll::Ready(Some(Ok(bytes)))
+                Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(reason))) => Poll::Ready(Some(Err(Error::handler(reason)))),
             Poll::Ready(None) => Poll::Ready(None),
@@ -213,7 +251,7 @@ impl QueueBody {
                     }
                     *last_activity = now;
                     sleep.as_mut().reset(now + *interval);
-                    return Poll::Ready(Some(Ok(Bytes::from_static(HEARTBEAT))));
+                    return Poll::Ready(Some(Ok((Bytes::from_static(HEARTBEAT), false))));
                 }
             }
         }
@@ -230,22 +268,9 @@ impl http_body::Body for Body {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        let this = &mut *self;
-        let polled = match &mut this.kind {
-            Kind::Empty => Poll::Ready(None),
-            Kind::Full(b) => Poll::Ready(b.take().map(Ok)),
-            Kind::Queue(q) => q.poll_next(cx),
-            Kind::Stream(s) => s.as_mut().poll_next(cx),
-        };
-        match polled {
-            Poll::Ready(Some(Ok(bytes))) => {
-                this.count(bytes.len());
-                Poll::Ready(Some(Ok(Frame::data(bytes))))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
+        // No sink is attached on this path (hyper's), so nothing comes framed.
+        self.poll_wire(cx)
+            .map(|chunk| chunk.map(|r| r.map(|(bytes, _)| Frame::data(bytes))))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -304,6 +304,17 @@ impl Responder {
         s.write(chunk)
     }
 
+    /// [`write`](Self::write) for borrowed bytes, copied only if they cannot go straight
+    /// to the socket.
+    ///
+    /// # Errors
+    /// As [`write`](Self::write).
+    pub fn write_slice(&self, chunk: &[u8]) -> Result<bool> {
+        let s = self.stream_or_err()?;
+        self.start();
+        s.write_slice(chunk)
+    }
+
     /// Starts the stream if needed and writes one SSE event.
     ///
     /// # Errors
