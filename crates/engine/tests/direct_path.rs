@@ -617,6 +617,52 @@ async fn dropping_the_oldest_events_keeps_a_write_that_is_half_on_the_wire() {
     assert_eq!(last, Some(n - 1), "the newest events arrive");
 }
 
+/// Events written through the socket count as activity for the heartbeat timer, which
+/// the connection cannot see: no comments while they flow, comments once they stop, and
+/// the comments never split an event (they claim the wire first). On a current-thread
+/// runtime, so that `buffered()` shows where a write went (see above).
+#[tokio::test]
+async fn heartbeats_wait_while_writes_go_straight_to_the_socket() {
+    let mut f = start(ServerConfig::default().heartbeat(Some(Duration::from_millis(200)))).await;
+    let (conn, head) = open_sse(f.server.local_addr(), "/events").await;
+    assert!(direct(&head));
+    let tx = next_sender(&mut f).await;
+    let mut reader = SseReader::new(conn);
+    assert_eq!(reader.next_event().await.unwrap().event.data, "first");
+    // Events every 50 ms for ~1 s: each goes straight to the socket.
+    for i in 0..20 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(tx.send_data(&format!("n{i}")).unwrap());
+        assert_eq!(tx.stream().buffered(), 0, "written through");
+        let a = within(Duration::from_secs(2), "an event", reader.next_event()).await;
+        assert_eq!(a.unwrap().event.data, format!("n{i}"));
+    }
+    assert!(
+        reader.parser.comments.is_empty(),
+        "heartbeats on a busy stream: {:?}",
+        reader.parser.comments
+    );
+    // Then silence: heartbeats come (within two intervals of the last event).
+    let quiet = std::time::Instant::now();
+    while reader.parser.comments.len() < 2 {
+        let more = within(
+            Duration::from_secs(3),
+            "a heartbeat",
+            reader.conn.read_chunk(),
+        )
+        .await;
+        let Chunk::Data(d) = more else {
+            panic!("stream ended: {more:?}")
+        };
+        assert!(reader.parser.feed(&d).is_empty(), "only comments");
+    }
+    assert!(quiet.elapsed() >= Duration::from_millis(200));
+    // An event after the heartbeats still arrives whole.
+    assert!(tx.send_data("after").unwrap());
+    let a = within(Duration::from_secs(2), "an event", reader.next_event()).await;
+    assert_eq!(a.unwrap().event.data, "after");
+}
+
 #[tokio::test]
 async fn an_aborted_stream_cuts_the_connection_without_a_clean_end() {
     let (server, mut senders) = firehose(QueueLimits::default()).await;

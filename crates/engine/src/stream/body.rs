@@ -11,7 +11,7 @@ use futures_util::Stream;
 use http_body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use super::queue::QueueReceiver;
+use super::queue::{Heartbeat as Claim, QueueReceiver};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
@@ -196,13 +196,12 @@ impl Body {
     }
 
     /// Lets the producers of a stream body write straight to `io` whenever the connection
-    /// has nothing of theirs left to write (see [`QueueReceiver::attach_sink`]). Not for a
-    /// body with heartbeats, whose timer must see every write.
+    /// has nothing of theirs left to write (see [`QueueReceiver::attach_sink`]).
+    /// Heartbeats claim the wire before they are written (see
+    /// [`QueueReceiver::claim_heartbeat`]).
     pub(crate) fn attach_sink(&self, io: &Arc<tokio::net::TcpStream>, chunked: bool) {
         if let Kind::Queue(q) = &self.kind {
-            if matches!(q.heartbeat, Heartbeat::Off) {
-                q.rx.attach_sink(io, chunked);
-            }
+            q.rx.attach_sink(io, chunked);
         }
     }
 }
@@ -251,7 +250,15 @@ impl QueueBody {
                     }
                     *last_activity = now;
                     sleep.as_mut().reset(now + *interval);
-                    return Poll::Ready(Some(Ok((Bytes::from_static(HEARTBEAT), false))));
+                    match self.rx.claim_heartbeat() {
+                        Claim::Send => {
+                            return Poll::Ready(Some(Ok((Bytes::from_static(HEARTBEAT), false))))
+                        }
+                        // Bytes went out meanwhile: the timer starts over.
+                        Claim::Active => continue,
+                        // The queue's push woke this task already.
+                        Claim::Busy => return Poll::Pending,
+                    }
                 }
             }
         }

@@ -109,6 +109,9 @@ struct State {
     in_flight: bool,
     /// The front chunk is the rest of a write made through the sink: already framed.
     front_framed: bool,
+    /// Bytes went through the sink since the consumer last asked (see
+    /// [`QueueReceiver::claim_heartbeat`]).
+    wrote_through: bool,
     /// The first close callback (a channel subscription); more go to [`Rare`].
     on_close: Option<Callback>,
     rare: Option<Box<Rare>>,
@@ -171,6 +174,17 @@ impl Shared {
     fn changed(&self) -> &Notify {
         self.changed.get_or_init(|| Box::new(Notify::new()))
     }
+}
+
+/// The answer of [`QueueReceiver::claim_heartbeat`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Heartbeat {
+    /// Send it now.
+    Send,
+    /// Not needed: bytes went out through the sink since the last one was due.
+    Active,
+    /// Not now: bytes are queued.
+    Busy,
 }
 
 /// The answer of [`StreamSender::on_ready`].
@@ -339,6 +353,7 @@ impl StreamSender {
         if written == 0 {
             return None;
         }
+        st.wrote_through = true;
         if let Some(m) = self.shared.metrics.get() {
             Metrics::add(&m.bytes_sent, data.len() as u64);
         }
@@ -633,6 +648,25 @@ impl QueueReceiver {
         if !st.is_closed() && st.sink.is_none() {
             st.sink = Some(io.clone());
             st.sink_chunked = chunked;
+        }
+    }
+
+    /// Asked when a heartbeat is due, right after [`poll_chunk`](Self::poll_chunk) found
+    /// nothing to write. [`Heartbeat::Send`]: nothing went through the sink since the last
+    /// ask, and the wire is now the consumer's until it polls again (no producer writes
+    /// past a half-written comment). [`Heartbeat::Active`]: bytes went through the sink,
+    /// so the connection is not idle (a stream written only that way gets a comment at
+    /// most every second interval). [`Heartbeat::Busy`]: something was queued meanwhile
+    /// (the consumer was woken for it).
+    pub(crate) fn claim_heartbeat(&self) -> Heartbeat {
+        let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !st.chunks.is_empty() || st.is_closed() {
+            Heartbeat::Busy
+        } else if std::mem::take(&mut st.wrote_through) {
+            Heartbeat::Active
+        } else {
+            st.in_flight = true;
+            Heartbeat::Send
         }
     }
 
