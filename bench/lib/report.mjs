@@ -153,8 +153,8 @@ function method(results) {
 - The machine is shared: before each run the runner waits (up to ${Math.round((o.quietWaitMs ?? 0) / 1000)} s) for both
   CPUs to be nearly idle, and "other load" is the CPU other processes used on the two CPUs
   during the window (in cores). Rows with a high other load are noisy; a run with more
-  than 0.5 cores of other load is set aside (kept under \`discarded\` in the JSON) and run
-  again, up to twice${results.discarded?.length ? ` (this run set aside ${results.discarded.length})` : ''}.${o.nice ? ` Servers and client ran at nice ${o.nice}.` : ''}
+  than ${o.maxOtherLoad ?? 0.5} cores of other load is set aside (kept under \`discarded\` in the JSON) and run
+  again, up to ${o.reruns ?? 2} times${results.discarded?.length ? ` (this run set aside ${results.discarded.length})` : ''}.${o.nice ? ` Servers and client ran at nice ${o.nice}.` : ''}
 - Subscribers connect at most 256 at a time (a ramp, not a SYN flood) with a
   ${o.connectTimeout} s limit; "connect s" is until the last response head arrived.
   RSS per connection is (RSS after connecting and holding − RSS before) ÷ connections.
