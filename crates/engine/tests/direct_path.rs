@@ -437,18 +437,55 @@ async fn paused_reader(addr: std::net::SocketAddr) -> RawConn {
     conn
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_reader_holds_the_producer_back_and_then_gets_everything_in_order() {
-    let high_water = 16 * CHUNK;
-    let limits = QueueLimits {
-        high_water_mark: high_water,
-        max_buffered: 64 * high_water,
-    };
-    let (server, mut senders) = firehose(limits).await;
-    let mut conn = paused_reader(server.local_addr()).await;
+/// A `/firehose` stream with these limits, its paused reader and its producer's sender.
+struct PausedFirehose {
+    server: rat_engine::ServerHandle,
+    senders: mpsc::UnboundedReceiver<StreamSender>,
+    conn: RawConn,
+    tx: StreamSender,
+}
+
+async fn paused_firehose(high_water_mark: usize, max_buffered: usize) -> PausedFirehose {
+    let (server, mut senders) = firehose(QueueLimits {
+        high_water_mark,
+        max_buffered,
+    })
+    .await;
+    let conn = paused_reader(server.local_addr()).await;
     let tx = within(Duration::from_secs(2), "the sender", senders.recv())
         .await
         .unwrap();
+    PausedFirehose {
+        server,
+        senders,
+        conn,
+        tx,
+    }
+}
+
+/// Reads the whole body and checks that it is `seq_chunk(0..n)` in order.
+async fn expect_seq_body(conn: &mut RawConn, n: u64) {
+    let body = within(
+        Duration::from_secs(10),
+        "the body",
+        conn.read_chunked_body(),
+    )
+    .await;
+    assert_eq!(body.len(), n as usize * CHUNK);
+    for (i, c) in body.chunks(CHUNK).enumerate() {
+        assert_eq!(c, &seq_chunk(i as u64)[..], "chunk {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_reader_holds_the_producer_back_and_then_gets_everything_in_order() {
+    let high_water = 16 * CHUNK;
+    let PausedFirehose {
+        server: _server,
+        mut conn,
+        tx,
+        ..
+    } = paused_firehose(high_water, 64 * high_water).await;
     let mut seq = 0u64;
     let blocked_at = loop {
         assert!(seq < 32 * 1024, "the producer was never held back");
@@ -461,17 +498,8 @@ async fn a_paused_reader_holds_the_producer_back_and_then_gets_everything_in_ord
     assert!(tx.buffered() <= high_water);
     assert!(!tx.is_closed(), "a slow reader is not a disconnect");
     let producer = spawn_seq_producer(tx.clone(), blocked_at..blocked_at + 64);
-    let body = within(
-        Duration::from_secs(10),
-        "the body",
-        conn.read_chunked_body(),
-    )
-    .await;
+    expect_seq_body(&mut conn, blocked_at + 64).await;
     producer.await.unwrap();
-    assert_eq!(body.len(), (blocked_at as usize + 64) * CHUNK);
-    for (i, c) in body.chunks(CHUNK).enumerate() {
-        assert_eq!(c, &seq_chunk(i as u64)[..], "chunk {i}");
-    }
 }
 
 /// On a current-thread runtime the connection task cannot run while the test writes, so
@@ -479,15 +507,12 @@ async fn a_paused_reader_holds_the_producer_back_and_then_gets_everything_in_ord
 #[tokio::test]
 async fn writes_go_straight_to_the_socket_and_keep_their_order_once_it_fills() {
     let high_water = 4 * CHUNK;
-    let limits = QueueLimits {
-        high_water_mark: high_water,
-        max_buffered: 4096 * CHUNK,
-    };
-    let (server, mut senders) = firehose(limits).await;
-    let mut conn = paused_reader(server.local_addr()).await;
-    let tx = within(Duration::from_secs(2), "the sender", senders.recv())
-        .await
-        .unwrap();
+    let PausedFirehose {
+        server: _server,
+        mut senders,
+        mut conn,
+        tx,
+    } = paused_firehose(high_water, 4096 * CHUNK).await;
     // Nothing queued or unwritten: the producer writes to the socket itself.
     assert!(tx.write_slice(&seq_chunk(0)).unwrap());
     assert_eq!(tx.buffered(), 0, "the write went straight to the socket");
@@ -512,17 +537,8 @@ async fn writes_go_straight_to_the_socket_and_keep_their_order_once_it_fills() {
         seq += 1;
     }
     let producer = spawn_seq_producer(tx.clone(), seq..seq + 64);
-    let body = within(
-        Duration::from_secs(10),
-        "the body",
-        conn.read_chunked_body(),
-    )
-    .await;
+    expect_seq_body(&mut conn, seq + 64).await;
     producer.await.unwrap();
-    assert_eq!(body.len(), (seq as usize + 64) * CHUNK);
-    for (i, c) in body.chunks(CHUNK).enumerate() {
-        assert_eq!(c, &seq_chunk(i as u64)[..], "chunk {i}");
-    }
     // Once the queue drained, writes go to the socket again (a new response: the sink
     // went with the last one, which ended).
     conn.send_request("GET", "/firehose", &[], b"").await;
