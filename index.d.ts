@@ -230,7 +230,7 @@ export interface NativeChannelMetrics {
   subscribers: number
   /** Events published. */
   published: number
-  /** Event copies queued to subscribers. */
+  /** Event copies handed to subscribers (written or queued), shortly after each publish. */
   delivered: number
   /** Event copies dropped by the drop-oldest policy. */
   dropped: number

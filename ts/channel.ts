@@ -23,7 +23,10 @@ export interface ChannelOptions {
 
 /**
  * A broadcast channel. `publish` is one call into the engine whatever the number of
- * subscribers: the event is encoded once and its bytes shared by every subscriber's queue.
+ * subscribers: the event is encoded once, and the engine's fan-out task (on its own
+ * thread) hands the same bytes to every subscriber, in publish order, writing them straight
+ * to the socket when nothing waits there. `publish` returns before that is done:
+ * `metrics().delivered` follows shortly after.
  */
 export class Channel {
   /** @internal */

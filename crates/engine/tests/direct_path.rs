@@ -633,6 +633,103 @@ async fn dropping_the_oldest_events_keeps_a_write_that_is_half_on_the_wire() {
     assert_eq!(last, Some(n - 1), "the newest events arrive");
 }
 
+/// A channel's fan-out task writes each publish straight to the subscribers' sockets. One
+/// subscriber does not read, so its socket soon takes a write only in part: the rest is
+/// queued and later events wait behind it. Every subscriber, that one included once it
+/// reads, gets every event whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_writes_to_sockets_and_a_write_taken_in_part_still_arrives_whole() {
+    let channel = Channel::new(
+        "ch",
+        ChannelOptions {
+            history: 0,
+            queue: QueueLimits {
+                high_water_mark: 1 << 20,
+                max_buffered: 4 << 20,
+            },
+            ..ChannelOptions::default()
+        },
+    );
+    let (tx, mut senders) = mpsc::unbounded_channel();
+    let mut app = App::new();
+    let ch = channel.clone();
+    long_lived(&mut app, "/ch", move |_req: Request| {
+        let (tx, ch) = (tx.clone(), ch.clone());
+        async move {
+            let sse = SseResponse::with_limits(ch.options().queue);
+            ch.subscribe(sse.sender().stream(), None);
+            let _ = tx.send(sse.sender());
+            sse
+        }
+    });
+    let server = serve_with(app, ServerConfig::default().heartbeat(None)).await;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = RawConn::from_stream(socket.connect(server.local_addr()).await.unwrap());
+    slow.send_request("GET", "/ch", &[("Accept", "text/event-stream")], b"")
+        .await;
+    assert!(direct(&slow.read_head().await));
+    let slow_tx = within(Duration::from_secs(2), "the sender", senders.recv())
+        .await
+        .unwrap();
+    let mut readers = Vec::new();
+    for _ in 0..20 {
+        let (conn, head) = open_sse(server.local_addr(), "/ch").await;
+        assert!(direct(&head));
+        let mut reader = SseReader::new(conn);
+        readers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(a) = reader.next_event().await {
+                if a.event.event_type == "last" {
+                    break;
+                }
+                got.push(a.event.data);
+            }
+            got
+        }));
+    }
+    eventually(Duration::from_secs(5), "21 subscribers", || {
+        channel.subscribers() == 21
+    })
+    .await;
+    let data = "x".repeat(16 * 1024);
+    let mut n = 0u64;
+    // Until the slow socket is full and something waits in its queue.
+    while slow_tx.stream().buffered() == 0 {
+        channel
+            .publish(Event::data_only(format!("{n} {data}")))
+            .unwrap();
+        n += 1;
+        assert!(n < 1000, "the slow socket never filled");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for _ in 0..20 {
+        channel
+            .publish(Event::data_only(format!("{n} {data}")))
+            .unwrap();
+        n += 1;
+    }
+    channel
+        .publish(Event::new().event("last").data("end"))
+        .unwrap();
+    let want: Vec<String> = (0..n).map(|i| format!("{i} {data}")).collect();
+    for r in readers {
+        let got = within(Duration::from_secs(10), "a reader", r).await.unwrap();
+        assert!(got == want, "a reader got {} of {n} events, or not in order", got.len());
+    }
+    let mut reader = SseReader::new(slow);
+    for (i, w) in want.iter().enumerate() {
+        let a = within(Duration::from_secs(10), "an event", reader.next_event())
+            .await
+            .expect("the stream stays open");
+        assert!(&a.event.data == w, "the slow reader's event {i} is not whole or in order");
+    }
+    let last = within(Duration::from_secs(10), "the last event", reader.next_event())
+        .await
+        .unwrap();
+    assert_eq!(last.event.event_type, "last");
+}
+
 /// Events written through the socket count as activity for the heartbeat timer, which
 /// the connection cannot see: no comments while they flow, comments once they stop, and
 /// the comments never split an event (they claim the wire first). On a current-thread

@@ -176,7 +176,7 @@ pub struct NativeChannelMetrics {
     pub subscribers: i64,
     /// Events published.
     pub published: i64,
-    /// Event copies queued to subscribers.
+    /// Event copies handed to subscribers (written or queued), shortly after each publish.
     pub delivered: i64,
     /// Event copies dropped by the drop-oldest policy.
     pub dropped: i64,

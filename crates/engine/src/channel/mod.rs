@@ -18,11 +18,23 @@
 //! default) ends that connection, so the browser reconnects and resumes from history;
 //! `DropOldest` discards the oldest queued events to make room and counts them in
 //! [`ChannelMetrics::dropped`]. Either way the others are not slowed and memory stays bounded.
+//!
+//! **Fan-out.** Once a subscriber came from a tokio runtime (a channel-served route), a
+//! publish only logs the event for the channel's fan-out task on that runtime and returns.
+//! The task sweeps the subscribers one after another, handing each everything published
+//! since its last turn in one piece: to a subscriber with nothing waiting it writes the
+//! bytes straight to the socket (one `send`, no wake-up of its connection), otherwise it
+//! queues them as above. When publishes outrun a sweep, each subscriber still gets one
+//! write per sweep, however many events it carries. A subscriber receives only events
+//! published after it subscribed (earlier ones come from history, or not at all). Without
+//! a runtime (a channel used on its own) a publish queues for every subscriber itself, as
+//! it also does when more than [`PENDING_LIMIT`] bytes are logged; [`Channel::close`]
+//! first hands out everything published.
 
 mod history;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,6 +45,15 @@ use crate::request::Request;
 use crate::response::{IntoResponse, Response};
 use crate::stream::{Event, Pushed, QueueLimits, SseResponse, StreamSender};
 use history::{History, Resume};
+
+/// Bytes published and not yet handed out by the fan-out task past which the publisher
+/// hands them out itself (as a channel without a runtime does): a publisher that outruns
+/// the task is slowed down instead of growing memory.
+pub const PENDING_LIMIT: usize = 64 * 1024;
+
+/// Subscribers served by the fan-out task while it holds the channel's lock: a publish
+/// waits for at most that many `send`s.
+const SWEEP_STEP: usize = 128;
 
 /// What to do with a subscriber whose queue is full when an event is published.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -78,7 +99,8 @@ pub struct ChannelMetrics {
     pub subscribers: u64,
     /// Events published.
     pub published: u64,
-    /// Event copies queued for subscribers by `publish` (replays count in `replayed`).
+    /// Event copies handed to subscribers, written to their sockets or queued (replays
+    /// count in `replayed`): by `publish` itself, or by the fan-out task shortly after.
     pub delivered: u64,
     /// Event copies dropped by the `DropOldest` policy.
     pub dropped: u64,
@@ -97,25 +119,33 @@ struct Counters {
     closed_slow: AtomicU64,
 }
 
-/// The subscribers in slots (a pointer each), a subscriber's key being its slot; freed
+/// A subscriber: its stream, and the sequence number of the last frame it was given
+/// (when it subscribed: the last one published).
+struct Sub {
+    stream: StreamSender,
+    sent: u64,
+}
+
+/// The subscribers in slots (two words each), a subscriber's key being its slot; freed
 /// slots are reused.
 #[derive(Default)]
 struct Subscribers {
-    slots: Vec<Option<StreamSender>>,
+    slots: Vec<Option<Sub>>,
     free: Vec<usize>,
     len: usize,
 }
 
 impl Subscribers {
-    fn insert(&mut self, stream: StreamSender) -> usize {
+    fn insert(&mut self, stream: StreamSender, sent: u64) -> usize {
         self.len += 1;
+        let sub = Some(Sub { stream, sent });
         match self.free.pop() {
             Some(slot) => {
-                self.slots[slot] = Some(stream);
+                self.slots[slot] = sub;
                 slot
             }
             None => {
-                self.slots.push(Some(stream));
+                self.slots.push(sub);
                 self.slots.len() - 1
             }
         }
@@ -128,7 +158,7 @@ impl Subscribers {
             return;
         };
         match (&*entry, queue) {
-            (Some(s), Some(q)) if s.queue_addr() != q => return,
+            (Some(s), Some(q)) if s.stream.queue_addr() != q => return,
             (None, _) => return,
             _ => {}
         }
@@ -143,6 +173,7 @@ impl Subscribers {
         std::mem::take(&mut self.slots)
             .into_iter()
             .flatten()
+            .map(|s| s.stream)
             .collect()
     }
 }
@@ -152,6 +183,113 @@ struct State {
     history: History,
     subs: Subscribers,
     closed: bool,
+    /// Frames published so far (events and raw frames): the last one's sequence number.
+    seq: u64,
+    fan: Fan,
+}
+
+/// The fan-out task's side of the state.
+#[derive(Default)]
+struct Fan {
+    /// Where the task runs: the runtime of the first subscriber that came from one.
+    runtime: Option<tokio::runtime::Handle>,
+    /// The frames some subscriber may not have been given yet, in order.
+    log: Vec<Frame>,
+    log_bytes: usize,
+    /// The log's frames in one buffer (rebuilt when the log changes).
+    joined: Option<Joined>,
+    /// The next subscriber slot the sweep serves.
+    cursor: usize,
+    /// Every subscriber was given every frame up to this one (once the sweep in progress
+    /// ends: it started after that frame was published).
+    swept: u64,
+    /// A task is scheduled or running; it clears this when nothing is left.
+    running: bool,
+}
+
+struct Frame {
+    seq: u64,
+    bytes: Bytes,
+    is_event: bool,
+}
+
+/// Frames in one buffer, so that a subscriber owed several gets them in one write.
+struct Joined {
+    bytes: Bytes,
+    marks: Vec<Mark>,
+}
+
+struct Mark {
+    seq: u64,
+    start: usize,
+    end: usize,
+    is_event: bool,
+    /// Events from this frame to the end.
+    events_from: u64,
+}
+
+impl Joined {
+    fn new(frames: &[Frame]) -> Joined {
+        let bytes = match frames {
+            [one] => one.bytes.clone(),
+            _ => {
+                let mut all =
+                    bytes::BytesMut::with_capacity(frames.iter().map(|f| f.bytes.len()).sum());
+                for f in frames {
+                    all.extend_from_slice(&f.bytes);
+                }
+                all.freeze()
+            }
+        };
+        let mut marks = Vec::with_capacity(frames.len());
+        let mut at = 0;
+        for f in frames {
+            marks.push(Mark {
+                seq: f.seq,
+                start: at,
+                end: at + f.bytes.len(),
+                is_event: f.is_event,
+                events_from: 0,
+            });
+            at += f.bytes.len();
+        }
+        let mut events = 0;
+        for m in marks.iter_mut().rev() {
+            events += u64::from(m.is_event);
+            m.events_from = events;
+        }
+        Joined { bytes, marks }
+    }
+}
+
+impl Fan {
+    /// The log in one buffer, rebuilt if frames were logged since.
+    fn joined(&mut self) -> &Joined {
+        if self
+            .joined
+            .as_ref()
+            .is_some_and(|j| j.marks.len() != self.log.len())
+        {
+            self.joined = None;
+        }
+        self.joined.get_or_insert_with(|| Joined::new(&self.log))
+    }
+
+    fn clear_log(&mut self, seq: u64) {
+        self.log.clear();
+        self.log_bytes = 0;
+        self.joined = None;
+        self.swept = seq;
+    }
+}
+
+/// What handing out frames did, for the counters.
+#[derive(Default)]
+struct Tally {
+    delivered: u64,
+    dropped: u64,
+    closed_slow: u64,
+    metrics: Option<Arc<Metrics>>,
 }
 
 struct Inner {
@@ -209,6 +347,8 @@ impl Channel {
                     history,
                     subs: Subscribers::default(),
                     closed: false,
+                    seq: 0,
+                    fan: Fan::default(),
                 }),
                 counters: Counters::default(),
             }),
@@ -230,7 +370,8 @@ impl Channel {
     }
 
     /// Publishes an event to every subscriber and into history; returns its id (the
-    /// event's own, or the next number in sequence).
+    /// event's own, or the next number in sequence). Subscribers receive it in the order
+    /// of publishing, at once or from the channel's fan-out task (see the module's doc).
     ///
     /// # Errors
     /// [`Error::is_closed`] after [`close`](Self::close).
@@ -251,8 +392,8 @@ impl Channel {
         let frame = event.encode();
         st.history.expire();
         st.history.push(id.clone(), frame.clone());
-        self.fan_out(&mut st, &frame, true);
         self.inner.counters.published.fetch_add(1, Relaxed);
+        self.hand_out(st, frame, true);
         Ok(id)
     }
 
@@ -262,50 +403,72 @@ impl Channel {
     /// # Errors
     /// [`Error::is_closed`] after [`close`](Self::close).
     pub fn broadcast_raw(&self, frame: Bytes) -> Result<()> {
-        let mut st = self.lock();
+        let st = self.lock();
         if st.closed {
             return Err(Error::closed());
         }
-        self.fan_out(&mut st, &frame, false);
+        self.hand_out(st, frame, false);
         Ok(())
     }
 
-    /// Queues `frame` for every subscriber. `is_event` says whether it counts as an event
-    /// in `delivered` and the server's `events_sent` (a comment does not).
-    fn fan_out(&self, st: &mut State, frame: &Bytes, is_event: bool) {
-        let drop_oldest = self.inner.options.slow_client == SlowClient::DropOldest;
-        let (mut delivered, mut dropped, mut closed_slow) = (0u64, 0u64, 0u64);
-        let mut gone: Vec<usize> = Vec::new();
-        let mut metrics: Option<Arc<Metrics>> = None;
-        for (key, sub) in st.subs.slots.iter().enumerate() {
-            let Some(sub) = sub else { continue };
-            match sub.push_with_policy(frame.clone(), drop_oldest) {
-                Pushed::Queued => delivered += 1,
-                Pushed::DroppedOldest(n) => {
-                    delivered += 1;
-                    dropped += n;
-                }
-                Pushed::ClosedFull => {
-                    closed_slow += 1;
-                    gone.push(key);
-                }
-                Pushed::Closed => gone.push(key),
+    /// Gives a published frame its sequence number and logs it for the fan-out task, or
+    /// hands it out at once (no runtime, or too much logged). `is_event` says whether it
+    /// counts as an event in `delivered` and the server's `events_sent` (a comment does
+    /// not).
+    fn hand_out(&self, mut st: MutexGuard<'_, State>, bytes: Bytes, is_event: bool) {
+        st.seq += 1;
+        let seq = st.seq;
+        st.fan.log_bytes += bytes.len();
+        st.fan.log.push(Frame {
+            seq,
+            bytes,
+            is_event,
+        });
+        let runtime = match &st.fan.runtime {
+            Some(rt) if st.fan.log_bytes <= PENDING_LIMIT => rt.clone(),
+            _ => {
+                let tally = self.drain(&mut st);
+                drop(st);
+                self.count(tally);
+                return;
             }
-            if metrics.is_none() {
-                metrics = sub.metrics().cloned();
-            }
+        };
+        if !st.fan.running {
+            st.fan.running = true;
+            // The task starts a sweep at once.
+            st.fan.cursor = usize::MAX;
+            drop(st);
+            let task = FanOut {
+                inner: self.inner.clone(),
+                done: false,
+            };
+            runtime.spawn(task.run());
         }
-        for key in gone {
-            st.subs.remove(key, None);
+    }
+
+    fn drop_oldest(&self) -> bool {
+        self.inner.options.slow_client == SlowClient::DropOldest
+    }
+
+    /// Hands out, here and now and without writing to sockets, whatever a subscriber was
+    /// not given yet.
+    fn drain(&self, st: &mut State) -> Tally {
+        let mut tally = Tally::default();
+        if !st.fan.log.is_empty() {
+            let joined = st.fan.joined();
+            serve(&mut st.subs, joined, 0..usize::MAX, false, self.drop_oldest(), &mut tally);
+            st.fan.clear_log(st.seq);
         }
+        tally
+    }
+
+    fn count(&self, t: Tally) {
         let c = &self.inner.counters;
-        c.dropped.fetch_add(dropped, Relaxed);
-        c.closed_slow.fetch_add(closed_slow, Relaxed);
-        if is_event {
-            c.delivered.fetch_add(delivered, Relaxed);
-            if let Some(m) = metrics {
-                Metrics::add(&m.events_sent, delivered);
-            }
+        c.dropped.fetch_add(t.dropped, Relaxed);
+        c.closed_slow.fetch_add(t.closed_slow, Relaxed);
+        c.delivered.fetch_add(t.delivered, Relaxed);
+        if let Some(m) = t.metrics {
+            Metrics::add(&m.events_sent, t.delivered);
         }
     }
 
@@ -359,7 +522,11 @@ impl Channel {
                 .fetch_add(out.replayed as u64, Relaxed);
             stream.count_events(out.replayed as u64);
         }
-        let key = st.subs.insert(stream.clone());
+        if st.fan.runtime.is_none() {
+            st.fan.runtime = tokio::runtime::Handle::try_current().ok();
+        }
+        let sent = st.seq;
+        let key = st.subs.insert(stream.clone(), sent);
         let queue = stream.queue_addr();
         drop(st);
         // Registered after the lock is released: if the client is already gone this runs
@@ -410,15 +577,149 @@ impl Channel {
     /// Closes the channel: every subscriber's stream ends after what it has queued,
     /// history is cleared, and later publishes fail.
     pub fn close(&self) {
-        let subs = {
+        let (subs, tally) = {
             let mut st = self.lock();
             st.closed = true;
             st.history.clear();
-            st.subs.take_all()
+            // What was published before still reaches everyone.
+            let tally = self.drain(&mut st);
+            (st.subs.take_all(), tally)
         };
+        self.count(tally);
         for s in subs {
             s.end();
         }
+    }
+}
+
+/// Gives the subscribers in `slots` what they were not given yet of `joined`: straight to
+/// the socket when `through` and nothing waits in the subscriber's queue, else queued frame
+/// by frame under the slow-client policy. Removes subscribers found closed.
+fn serve(
+    subs: &mut Subscribers,
+    joined: &Joined,
+    slots: std::ops::Range<usize>,
+    through: bool,
+    drop_oldest: bool,
+    tally: &mut Tally,
+) {
+    let Some(last) = joined.marks.last().map(|m| m.seq) else {
+        return;
+    };
+    let end = subs.slots.len().min(slots.end);
+    for key in slots.start..end {
+        let Some(sub) = &mut subs.slots[key] else {
+            continue;
+        };
+        if sub.sent >= last {
+            continue;
+        }
+        let first = joined.marks.partition_point(|m| m.seq <= sub.sent);
+        sub.sent = last;
+        if tally.metrics.is_none() {
+            tally.metrics = sub.stream.metrics().cloned();
+        }
+        let mut gone = false;
+        let direct = if through {
+            sub.stream
+                .push_through(&joined.bytes[joined.marks[first].start..])
+        } else {
+            None
+        };
+        match direct {
+            Some(Pushed::Closed | Pushed::ClosedFull) => gone = true,
+            Some(_) => tally.delivered += joined.marks[first].events_from,
+            None => {
+                for m in &joined.marks[first..] {
+                    let bytes = joined.bytes.slice(m.start..m.end);
+                    match sub.stream.push_with_policy(bytes, drop_oldest) {
+                        Pushed::Queued => tally.delivered += u64::from(m.is_event),
+                        Pushed::DroppedOldest(n) => {
+                            tally.delivered += u64::from(m.is_event);
+                            tally.dropped += n;
+                        }
+                        Pushed::ClosedFull => {
+                            tally.closed_slow += 1;
+                            gone = true;
+                            break;
+                        }
+                        Pushed::Closed => {
+                            gone = true;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if gone {
+            subs.remove(key, None);
+        }
+    }
+}
+
+/// The fan-out task of a channel: sweeps the subscribers until a sweep finds nothing new
+/// was published while it ran. If it is dropped unfinished (its runtime shut down), its
+/// drop hands out what is left, so nothing published is lost.
+struct FanOut {
+    inner: Arc<Inner>,
+    done: bool,
+}
+
+impl FanOut {
+    async fn run(mut self) {
+        let ch = Channel {
+            inner: self.inner.clone(),
+        };
+        let drop_oldest = ch.drop_oldest();
+        loop {
+            let mut tally = Tally::default();
+            {
+                let mut st = ch.lock();
+                let st = &mut *st;
+                let fan = &mut st.fan;
+                if fan.cursor >= st.subs.slots.len() {
+                    // A sweep ended (or none ran): everyone has everything up to `swept`.
+                    let swept = fan.swept;
+                    let kept = fan.log.partition_point(|f| f.seq <= swept);
+                    if kept > 0 {
+                        fan.log_bytes -= fan.log[..kept].iter().map(|f| f.bytes.len()).sum::<usize>();
+                        fan.log.drain(..kept);
+                        fan.joined = None;
+                    }
+                    if fan.log.is_empty() {
+                        fan.running = false;
+                        self.done = true;
+                        return;
+                    }
+                    fan.swept = st.seq;
+                    fan.cursor = 0;
+                }
+                let from = fan.cursor;
+                fan.cursor = from.saturating_add(SWEEP_STEP);
+                let joined = fan.joined();
+                serve(&mut st.subs, joined, from..from + SWEEP_STEP, true, drop_oldest, &mut tally);
+            }
+            ch.count(tally);
+            // Lets the runtime's other tasks (and its I/O) in between steps.
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+impl Drop for FanOut {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let ch = Channel {
+            inner: self.inner.clone(),
+        };
+        let tally = {
+            let mut st = ch.lock();
+            st.fan.running = false;
+            ch.drain(&mut st)
+        };
+        ch.count(tally);
     }
 }
 

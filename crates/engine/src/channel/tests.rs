@@ -302,3 +302,146 @@ fn comments_reach_subscribers_but_are_not_counted_as_events() {
     let m = ch.metrics();
     assert_eq!((m.published, m.delivered), (1, 1));
 }
+
+// With a runtime: the fan-out task. These run on a current-thread runtime, so the task
+// runs only when the test yields, and what a publish did by itself is visible.
+
+/// Yields until the channel's fan-out task has nothing left to do.
+async fn settle(ch: &Channel) {
+    for _ in 0..10_000 {
+        tokio::task::yield_now().await;
+        if !ch.lock().fan.running {
+            return;
+        }
+    }
+    panic!("the fan-out task never finished");
+}
+
+#[tokio::test]
+async fn a_subscriber_from_a_runtime_gets_events_from_the_fan_out_task_in_order() {
+    let ch = Channel::new("t", ChannelOptions::default());
+    let mut subs: Vec<_> = (0..3)
+        .map(|_| subscriber(QueueLimits::default()))
+        .collect();
+    for (tx, _) in &subs {
+        ch.subscribe(tx, None);
+    }
+    publish_n(&ch, 0..20);
+    // The publisher only logged them.
+    assert_eq!(drain(&mut subs[0].1), "");
+    assert_eq!(ch.metrics().delivered, 0);
+    settle(&ch).await;
+    let want: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
+    for (_, body) in &mut subs {
+        assert_eq!(ids(&drain(body)), want);
+    }
+    let m = ch.metrics();
+    assert_eq!((m.published, m.delivered), (20, 60));
+    assert!(ch.lock().fan.log.is_empty(), "the log is emptied once swept");
+}
+
+#[tokio::test]
+async fn subscribers_joining_before_the_sweep_get_neither_gaps_nor_duplicates() {
+    let ch = Channel::new("t", ChannelOptions::default());
+    let (a, mut body_a) = subscriber(QueueLimits::default());
+    ch.subscribe(&a, None);
+    publish_n(&ch, 0..2); // 1, 2: logged, not yet handed out
+    // Joins live: only what is published from now on.
+    let (b, mut body_b) = subscriber(QueueLimits::default());
+    ch.subscribe(&b, None);
+    // Resumes after 1: history replays 2, and the sweep must not give it 2 again.
+    let (c, mut body_c) = subscriber(QueueLimits::default());
+    assert_eq!(ch.subscribe(&c, Some("1")).replayed, 1);
+    publish_n(&ch, 2..3); // 3
+    settle(&ch).await;
+    assert_eq!(ids(&drain(&mut body_a)), ["1", "2", "3"]);
+    assert_eq!(ids(&drain(&mut body_b)), ["3"]);
+    assert_eq!(ids(&drain(&mut body_c)), ["2", "3"]);
+}
+
+#[tokio::test]
+async fn a_sweep_over_many_subscribers_takes_in_what_is_published_meanwhile() {
+    let ch = Channel::new("t", ChannelOptions::default());
+    let n = 3 * super::SWEEP_STEP + 7;
+    let mut subs: Vec<_> = (0..n).map(|_| subscriber(QueueLimits::default())).collect();
+    for (tx, _) in &subs {
+        ch.subscribe(tx, None);
+    }
+    let mut late = Vec::new();
+    for i in 0..6u32 {
+        publish_n(&ch, i..i + 1);
+        // One step of the sweep at most, then more published behind it, and a subscriber
+        // that joins somewhere in the middle.
+        tokio::task::yield_now().await;
+        let (tx, body) = subscriber(QueueLimits::default());
+        ch.subscribe(&tx, None);
+        late.push((i + 1, tx, body));
+    }
+    settle(&ch).await;
+    let want: Vec<String> = (1..=6).map(|i| i.to_string()).collect();
+    for (_, body) in &mut subs {
+        assert_eq!(ids(&drain(body)), want);
+    }
+    for (joined_after, _, body) in &mut late {
+        let want: Vec<String> = (*joined_after + 1..=6).map(|i| i.to_string()).collect();
+        assert_eq!(ids(&drain(body)), want, "joined after {joined_after}");
+    }
+    assert_eq!(ch.metrics().delivered, (n * 6 + 5 + 4 + 3 + 2 + 1) as u64);
+}
+
+#[tokio::test]
+async fn a_publisher_that_outruns_the_task_hands_out_the_log_itself() {
+    let ch = Channel::new("t", ChannelOptions::default());
+    let big = QueueLimits {
+        high_water_mark: 1 << 24,
+        max_buffered: 1 << 25,
+    };
+    let (tx, mut body) = subscriber(big);
+    ch.subscribe(&tx, None);
+    let data = "x".repeat(1000);
+    let count = 2 * super::PENDING_LIMIT / 1000;
+    for _ in 0..count {
+        ch.publish(Event::data_only(data.clone())).unwrap();
+    }
+    // No yield yet: the publisher queued them once the log passed the limit.
+    assert!(ch.metrics().delivered >= (super::PENDING_LIMIT / 1100) as u64);
+    assert!(ch.lock().fan.log_bytes <= super::PENDING_LIMIT);
+    settle(&ch).await;
+    let want: Vec<String> = (1..=count).map(|i| i.to_string()).collect();
+    assert_eq!(ids(&drain(&mut body)), want);
+    assert_eq!(ch.metrics().delivered, count as u64);
+}
+
+#[tokio::test]
+async fn close_first_hands_out_what_was_published() {
+    let ch = Channel::new("t", ChannelOptions::default());
+    let (tx, mut body) = subscriber(QueueLimits::default());
+    ch.subscribe(&tx, None);
+    publish_n(&ch, 0..3);
+    ch.close();
+    assert_eq!(ids(&drain(&mut body)), ["1", "2", "3"]);
+    let mut cx = Context::from_waker(noop_waker_ref());
+    assert!(matches!(
+        std::pin::Pin::new(&mut body).poll_frame(&mut cx),
+        Poll::Ready(None)
+    ));
+    settle(&ch).await;
+}
+
+#[test]
+fn a_fan_out_task_dropped_with_its_runtime_still_delivers() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let ch = Channel::new("t", ChannelOptions::default());
+    let (tx, mut body) = subscriber(QueueLimits::default());
+    rt.block_on(async { ch.subscribe(&tx, None) });
+    publish_n(&ch, 0..2); // spawned onto a runtime that is not running
+    assert_eq!(drain(&mut body), "");
+    drop(rt);
+    assert_eq!(ids(&drain(&mut body)), ["1", "2"]);
+    // Later publishes find no runtime to run on and are handed out at once.
+    publish_n(&ch, 2..3);
+    assert_eq!(ids(&drain(&mut body)), ["3"]);
+    assert!(!ch.lock().fan.running);
+}

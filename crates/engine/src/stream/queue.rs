@@ -431,13 +431,26 @@ impl StreamSender {
         Ok(())
     }
 
+    /// Writes `chunk` for a broadcast subscriber straight to its socket when nothing waits
+    /// ahead of it (what the socket does not take is queued, as for [`write`](Self::write)).
+    /// `None` when it could not: the caller queues it with
+    /// [`push_with_policy`](Self::push_with_policy).
+    pub(crate) fn push_through(&self, chunk: &[u8]) -> Option<Pushed> {
+        let mut st = self.lock();
+        if st.is_closed() {
+            return Some(Pushed::Closed);
+        }
+        if let Some(rest) = self.write_through(&mut st, chunk)? {
+            self.push_locked(st, rest);
+        }
+        Some(Pushed::Queued)
+    }
+
     /// Queues `chunk` for a broadcast subscriber: when the queue is at its high-water mark,
     /// either drop the oldest queued chunks to make room or close the stream.
     ///
-    /// Never written through the sink: the publisher would do every subscriber's `send`
-    /// itself (a JS thread blocked ~70 ms per publish to 10,000), and a subscriber's
-    /// queued events would no longer be coalesced into one write when publishes outrun
-    /// the socket (10,000 subscribers at 10 ms: 99k instead of 907k events/s).
+    /// Never written through the sink: a channel writes through only from its fan-out
+    /// task ([`push_through`](Self::push_through)), never from the publisher's thread.
     pub(crate) fn push_with_policy(&self, chunk: Bytes, drop_oldest: bool) -> Pushed {
         let mut st = self.lock();
         if st.is_closed() {
