@@ -222,6 +222,12 @@ export interface EngineOptions {
    * @default true
    */
   keepAlive?: boolean
+  /**
+   * Connections the kernel holds until they are accepted (capped by
+   * `net.core.somaxconn`).
+   * @default 1024
+   */
+  backlog?: number
 }
 
 /** Channel counters. */

@@ -31,6 +31,8 @@ export interface AppOptions {
   maxBodyBytes?: number
   /** HTTP/1.1 keep-alive. @default true */
   keepAlive?: boolean
+  /** Connections the kernel holds until they are accepted (capped by `net.core.somaxconn`). @default 1024 */
+  backlog?: number
   /**
    * Put a thrown error's message in the 500 body / `error` event. When false, clients get
    * "Internal Server Error". @default process.env.NODE_ENV !== 'production'
@@ -114,9 +116,9 @@ export class App {
     this.#onError =
       options.onError ??
       ((err, req) => console.error(`rat-engine: ${req.method} ${req.path} failed:`, err))
-    const { heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive } = options
+    const { heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog } = options
     this.#engine = call(
-      () => new native.Engine({ heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive }, (calls, routeIds, ids, closed, ready) => this.#dispatch(calls, routeIds, ids, closed, ready)),
+      () => new native.Engine({ heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog }, (calls, routeIds, ids, closed, ready) => this.#dispatch(calls, routeIds, ids, closed, ready)),
     )
   }
 

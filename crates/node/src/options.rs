@@ -25,6 +25,10 @@ pub struct EngineOptions {
     /// HTTP/1.1 keep-alive.
     /// @default true
     pub keep_alive: Option<bool>,
+    /// Connections the kernel holds until they are accepted (capped by
+    /// `net.core.somaxconn`).
+    /// @default 1024
+    pub backlog: Option<u32>,
 }
 
 impl From<&EngineOptions> for ServerConfig {
@@ -44,6 +48,9 @@ impl From<&EngineOptions> for ServerConfig {
         }
         if let Some(k) = o.keep_alive {
             c = c.keep_alive(k);
+        }
+        if let Some(b) = o.backlog {
+            c = c.backlog(b);
         }
         c
     }

@@ -31,6 +31,11 @@ pub struct ServerConfig {
     /// (hyper's own default is ~400 KiB); at 64 KiB every 64 KiB chunk was flushed on its
     /// own and `/chunked` ran at about half the speed.
     pub http1_max_buf_size: usize,
+    /// Connections the kernel holds for [`Server::bind`](super::Server::bind) until they
+    /// are accepted (the kernel caps it at `net.core.somaxconn`). Default: 1024, as
+    /// tokio's `TcpSocket` examples; Rust's std listens with 128, which a burst of a few
+    /// hundred connects overflows: the dropped SYNs are retried after a second.
+    pub backlog: u32,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +47,7 @@ impl Default for ServerConfig {
             byte_queue: QueueLimits::with_high_water_mark(DEFAULT_BYTE_STREAM_HIGH_WATER_MARK),
             keep_alive: true,
             http1_max_buf_size: 512 * 1024,
+            backlog: 1024,
         }
     }
 }
@@ -54,6 +60,11 @@ impl ServerConfig {
     /// Sets [`heartbeat`](Self::heartbeat).
     pub fn heartbeat(mut self, interval: Option<Duration>) -> Self {
         self.heartbeat = interval;
+        self
+    }
+    /// Sets [`backlog`](Self::backlog).
+    pub fn backlog(mut self, connections: u32) -> Self {
+        self.backlog = connections.max(1);
         self
     }
     /// Sets [`max_body_bytes`](Self::max_body_bytes).

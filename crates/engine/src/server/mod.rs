@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::net::{TcpListener, TcpSocket, ToSocketAddrs};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -89,8 +89,9 @@ impl Shared {
 }
 
 impl Server {
-    /// Binds `addr` (port 0 picks a free port) and starts serving `app` on the current
-    /// tokio runtime.
+    /// Binds `addr` (port 0 picks a free port; the first of its addresses that can be
+    /// bound is used) with the config's [`backlog`](ServerConfig::backlog) and starts
+    /// serving `app` on the current tokio runtime.
     ///
     /// # Errors
     /// [`Error::is_io`] when the address cannot be bound (in use, not permitted...).
@@ -99,7 +100,7 @@ impl Server {
         app: App,
         config: ServerConfig,
     ) -> Result<ServerHandle> {
-        let listener = TcpListener::bind(addr)
+        let listener = listen(addr, config.backlog)
             .await
             .map_err(|e| Error::io("cannot listen (is the port already in use?)", e))?;
         Self::serve(listener, app, config)
@@ -184,6 +185,31 @@ impl ServerHandle {
     }
 }
 
+/// Binds and listens as `TcpListener::bind` does (address reuse on Unix, each resolved
+/// address in turn), with `backlog`.
+async fn listen(addr: impl ToSocketAddrs, backlog: u32) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|()| socket.listen(backlog)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolved to nothing",
+        )
+    }))
+}
+
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -208,5 +234,25 @@ async fn accept_loop(
         Metrics::add(&shared.metrics.active_connections, 1);
         Metrics::add(&shared.metrics.total_connections, 1);
         tracker.spawn(direct::connection(stream, Box::new(peer), shared.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// A burst of connects larger than std's backlog of 128 completes at once while
+    /// nothing accepts: none waits for a SYN retry.
+    #[tokio::test]
+    async fn the_listen_backlog_holds_a_burst_of_connects() {
+        let listener = super::listen("127.0.0.1:0", 1024).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connects = (0..300).map(|_| {
+            tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(addr))
+        });
+        let results = futures_util::future::join_all(connects).await;
+        let done = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+        assert_eq!(done, 300, "connects completed without being accepted");
+        drop(listener);
     }
 }
