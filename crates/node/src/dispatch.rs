@@ -1,8 +1,10 @@
 //! The one door into JS: a batch of new requests and closed-stream notices, carried by a
 //! single threadsafe function per engine. Under load one JS call carries many requests.
 
-use std::cell::RefCell;
-use std::sync::{Arc, RwLock};
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use napi::bindgen_prelude::{FnArgs, Function};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -46,6 +48,43 @@ fn flush_outbox() {
     }
 }
 
+thread_local! {
+    /// Set on the workers of the runtime built in `init`, whose park hook runs `on_park`.
+    static HOOKED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Dispatchers with requests waiting for a worker to park.
+static AT_PARK: Mutex<Vec<Arc<Dispatcher>>> = Mutex::new(Vec::new());
+/// `AT_PARK` is not empty (checked at every park without the lock).
+static ANY_AT_PARK: AtomicBool = AtomicBool::new(false);
+
+/// The tick of the watch that calls JS for requests still waiting for a park (a worker busy
+/// for long, e.g. with a channel's sweep over thousands of sockets, does not park: without
+/// the watch its requests would wait for the sweep). It runs while requests come, and stops
+/// two ticks after.
+const PARK_WATCH: Duration = Duration::from_millis(1);
+
+/// The runtime's `on_thread_start` hook.
+pub(crate) fn mark_worker() {
+    HOOKED.with(|h| h.set(true));
+}
+
+/// The runtime's `on_thread_park` hook: a worker has nothing left to do, so JS gets the
+/// requests it gathered.
+pub(crate) fn on_park() {
+    if !ANY_AT_PARK.load(Ordering::Acquire) {
+        return;
+    }
+    let waiting = {
+        let mut list = AT_PARK.lock().unwrap_or_else(|p| p.into_inner());
+        ANY_AT_PARK.store(false, Ordering::Release);
+        std::mem::take(&mut *list)
+    };
+    for d in waiting {
+        d.notify_if_waiting();
+    }
+}
+
 /// What JS receives: new calls, ids of streams whose client has gone, and ids of streams
 /// whose queue has room again after a write reported it full.
 pub(crate) enum Item {
@@ -69,6 +108,10 @@ pub(crate) struct Dispatcher {
     /// `net.Server`; dropping it at close lets Node exit.
     tsfn: RwLock<Option<Arc<Tsfn>>>,
     next_id: std::sync::atomic::AtomicU32,
+    /// Requests wait for a worker to park before JS is called.
+    waiting: AtomicBool,
+    /// The watch task runs.
+    watching: AtomicBool,
 }
 
 impl Dispatcher {
@@ -117,21 +160,71 @@ impl Dispatcher {
 
     /// Hands an item to JS. Only the push that finds the batch idle schedules a JS call.
     ///
-    /// On a runtime thread that call waits for the end of the worker's round (a task that
-    /// yields once runs after the worker's other ready tasks and its next I/O poll): waking
-    /// the JS thread at the first request would let it preempt the worker on a shared core
-    /// and take a batch of one, with two context switches per request.
+    /// On a runtime thread that call waits: waking the JS thread at the first request would
+    /// let it preempt the worker on a shared core and take a batch of one, with two context
+    /// switches per request. On the engine's own workers it waits until the worker is about
+    /// to park, having read every request that was there (`on_park`), or for the next tick
+    /// of the watch (`PARK_WATCH`): 0.09 context switches per `/hello` request instead of
+    /// 0.13, ~4% less server CPU, against waiting for the end of the worker's round, which
+    /// is what it does on other runtime threads (a task that yields once runs after the
+    /// worker's other ready tasks and its next I/O poll). A worker that stays busy (a
+    /// channel sweeping 10,000 subscribers every 10 ms) answers as before: `/hello` p50
+    /// 2.8 ms there, 2.5 ms when each round dispatched, and nothing at all without the
+    /// watch.
     pub(crate) fn push(self: &Arc<Self>, item: Item) {
         if !self.batch.push(item) {
             return;
         }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let me = self.clone();
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.notify();
+            return;
+        };
+        let me = self.clone();
+        if HOOKED.with(Cell::get) {
+            self.waiting.store(true, Ordering::Release);
+            AT_PARK
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(self.clone());
+            ANY_AT_PARK.store(true, Ordering::Release);
+            if !self.watching.swap(true, Ordering::AcqRel) {
+                rt.spawn(me.watch());
+            }
+        } else {
             rt.spawn(async move {
                 tokio::task::yield_now().await;
                 me.notify();
             });
-        } else {
+        }
+    }
+
+    /// Calls JS at each tick for requests still waiting for a park; ends after two ticks
+    /// without requests.
+    async fn watch(self: Arc<Self>) {
+        let mut quiet = 0;
+        loop {
+            tokio::time::sleep(PARK_WATCH).await;
+            if self.waiting.load(Ordering::Acquire) {
+                quiet = 0;
+                self.notify_if_waiting();
+                continue;
+            }
+            quiet += 1;
+            if quiet >= 2 {
+                self.watching.store(false, Ordering::Release);
+                // Requests that began to wait meanwhile found the watch still running.
+                if !self.waiting.load(Ordering::Acquire)
+                    || self.watching.swap(true, Ordering::AcqRel)
+                {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Calls JS unless that was done since the requests began to wait.
+    fn notify_if_waiting(&self) {
+        if self.waiting.swap(false, Ordering::AcqRel) {
             self.notify();
         }
     }

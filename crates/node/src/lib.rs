@@ -10,6 +10,23 @@ mod dispatch;
 mod engine;
 mod options;
 
+/// The tokio runtime napi-rs runs the engine on: its default (a multi-thread runtime with
+/// all drivers), plus the hooks that let a worker hand JS its batch of requests when it is
+/// about to park (see `dispatch::Dispatcher::push`).
+#[napi_derive::module_init]
+fn init() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_start(dispatch::mark_worker)
+        .on_thread_park(dispatch::on_park)
+        .build()
+    {
+        Ok(rt) => napi::bindgen_prelude::create_custom_tokio_runtime(rt),
+        // napi-rs then builds its default runtime, and dispatch does without the hook.
+        Err(e) => eprintln!("rat-engine: cannot build the tokio runtime with hooks: {e}"),
+    }
+}
+
 /// Converts an engine error into a JS error whose message starts with its stable code
 /// (`ERR_ROUTE: ...`); the TypeScript layer turns that into a `RatError` with `.code`.
 pub(crate) fn to_js_error(e: rat_engine::Error) -> napi::Error {
