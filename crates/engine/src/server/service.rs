@@ -94,10 +94,14 @@ pub(crate) fn route<'a>(
     }
 }
 
-/// Calls the route's handler and readies its response: no body for HEAD, and a streaming
-/// body counted, given its heartbeat and tracked for shutdown.
+/// Calls the route's handler (now) and readies its response: no body for HEAD, and a
+/// streaming body counted, given its heartbeat and tracked for shutdown.
+///
+/// Not an `async fn`: that would keep the request's parts in the future next to the
+/// request made of them (~1 KiB, a large allocation per request where it is boxed); the
+/// future returned holds only the handler's.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn respond(
+pub(crate) fn respond(
     shared: &Shared,
     peer: Option<SocketAddr>,
     handler: Arc<dyn Handler>,
@@ -106,25 +110,27 @@ pub(crate) async fn respond(
     head: http::request::Parts,
     body: Bytes,
     stream: Option<BodyStream>,
-) -> Response {
-    let metrics = &shared.metrics;
+) -> impl Future<Output = Response> + Send + '_ {
     let is_head = head_as_get || head.method == Method::HEAD;
-    let mut request = Request::new(head, params, peer, body, metrics.clone());
+    let mut request = Request::new(head, params, peer, body, shared.metrics.clone());
     request.set_body_stream(stream);
-    let mut res = handler.call(request).await;
-    if is_head {
-        // Same headers as GET, no body; dropping a stream body tells its producer.
-        *res.body_mut() = Body::empty();
-        return res;
-    }
-    if res.body().is_streaming() {
-        let heartbeat = shared.config.heartbeat;
-        res.body_mut().attach(metrics, heartbeat);
-        if let Some(stream) = res.body().queue_sender() {
-            shared.streams.track(&stream);
+    let call = handler.call(request);
+    async move {
+        let mut res = call.await;
+        if is_head {
+            // Same headers as GET, no body; dropping a stream body tells its producer.
+            *res.body_mut() = Body::empty();
+            return res;
         }
+        if res.body().is_streaming() {
+            let heartbeat = shared.config.heartbeat;
+            res.body_mut().attach(&shared.metrics, heartbeat);
+            if let Some(stream) = res.body().queue_sender() {
+                shared.streams.track(&stream);
+            }
+        }
+        res
     }
-    res
 }
 
 async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: hyper::Request<Incoming>) -> Response {
