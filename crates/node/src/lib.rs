@@ -12,9 +12,15 @@ mod options;
 
 /// The tokio runtime napi-rs runs the engine on: its default (a multi-thread runtime with
 /// all drivers), plus the hooks that let a worker hand JS its batch of requests when it is
-/// about to park (see `dispatch::Dispatcher::push`).
+/// about to park (see `dispatch::Dispatcher::push`). Built once per process: napi-rs keeps
+/// one runtime for all the process's environments (worker threads load the addon again).
 #[napi_derive::module_init]
 fn init() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(build_runtime);
+}
+
+fn build_runtime() {
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_start(dispatch::mark_worker)
