@@ -396,7 +396,11 @@ impl Calls {
             }
         };
         c.responder.start();
-        let s = channel.inner().subscribe(stream, last_event_id.as_deref());
+        // Inside the engine's runtime, so that the channel runs its fan-out task there, as
+        // it does for subscribers of a channel-served route.
+        let s = napi::bindgen_prelude::within_runtime_if_available(|| {
+            channel.inner().subscribe(stream, last_event_id.as_deref())
+        });
         Ok(if s.missed { -1 } else { s.replayed as i32 })
     }
 }
