@@ -552,27 +552,17 @@ async fn writes_go_straight_to_the_socket_and_keep_their_order_once_it_fills() {
     assert_eq!(conn.read_chunked_body().await, b"again");
 }
 
-/// A stream that writes events of its own (through the socket) and also gets a channel's:
-/// when a publish finds its queue full, dropping the oldest events never drops the rest of
-/// a write that is half on the wire, so what arrives still parses as whole events.
-#[tokio::test]
-async fn dropping_the_oldest_events_keeps_a_write_that_is_half_on_the_wire() {
-    let channel = Channel::new(
-        "ch",
-        ChannelOptions {
-            history: 0,
-            slow_client: rat_engine::SlowClient::DropOldest,
-            queue: QueueLimits {
-                high_water_mark: 8 * 1024,
-                max_buffered: 64 * 1024,
-            },
-            ..ChannelOptions::default()
-        },
-    );
+/// A server whose `/ch` subscribes each request to a channel with these options, and one
+/// subscriber whose socket has a 4 KiB receive buffer and which has read only the head:
+/// the channel, the server, that connection and its stream's sender.
+async fn channel_and_a_paused_subscriber(
+    options: ChannelOptions,
+) -> (Channel, rat_engine::ServerHandle, RawConn, SseSender) {
+    let channel = Channel::new("ch", options);
     let (tx, mut senders) = mpsc::unbounded_channel();
     let mut app = App::new();
     let ch = channel.clone();
-    long_lived(&mut app, "/mixed", move |_req: Request| {
+    long_lived(&mut app, "/ch", move |_req: Request| {
         let (tx, ch) = (tx.clone(), ch.clone());
         async move {
             let sse = SseResponse::with_limits(ch.options().queue);
@@ -585,12 +575,30 @@ async fn dropping_the_oldest_events_keeps_a_write_that_is_half_on_the_wire() {
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut conn = RawConn::from_stream(socket.connect(server.local_addr()).await.unwrap());
-    conn.send_request("GET", "/mixed", &[("Accept", "text/event-stream")], b"")
+    conn.send_request("GET", "/ch", &[("Accept", "text/event-stream")], b"")
         .await;
     assert!(direct(&conn.read_head().await));
-    let own = within(Duration::from_secs(2), "the sender", senders.recv())
+    let sender = within(Duration::from_secs(2), "the sender", senders.recv())
         .await
         .unwrap();
+    (channel, server, conn, sender)
+}
+
+/// A stream that writes events of its own (through the socket) and also gets a channel's:
+/// when a publish finds its queue full, dropping the oldest events never drops the rest of
+/// a write that is half on the wire, so what arrives still parses as whole events.
+#[tokio::test]
+async fn dropping_the_oldest_events_keeps_a_write_that_is_half_on_the_wire() {
+    let (channel, _server, conn, own) = channel_and_a_paused_subscriber(ChannelOptions {
+        history: 0,
+        slow_client: rat_engine::SlowClient::DropOldest,
+        queue: QueueLimits {
+            high_water_mark: 8 * 1024,
+            max_buffered: 64 * 1024,
+        },
+        ..ChannelOptions::default()
+    })
+    .await;
     // The stream's own events go through the socket until it takes one only in part.
     let data = "x".repeat(200);
     let mut n = 0u64;
@@ -639,39 +647,15 @@ async fn dropping_the_oldest_events_keeps_a_write_that_is_half_on_the_wire() {
 /// reads, gets every event whole and in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_writes_to_sockets_and_a_write_taken_in_part_still_arrives_whole() {
-    let channel = Channel::new(
-        "ch",
-        ChannelOptions {
-            history: 0,
-            queue: QueueLimits {
-                high_water_mark: 1 << 20,
-                max_buffered: 4 << 20,
-            },
-            ..ChannelOptions::default()
+    let (channel, server, slow, slow_tx) = channel_and_a_paused_subscriber(ChannelOptions {
+        history: 0,
+        queue: QueueLimits {
+            high_water_mark: 1 << 20,
+            max_buffered: 4 << 20,
         },
-    );
-    let (tx, mut senders) = mpsc::unbounded_channel();
-    let mut app = App::new();
-    let ch = channel.clone();
-    long_lived(&mut app, "/ch", move |_req: Request| {
-        let (tx, ch) = (tx.clone(), ch.clone());
-        async move {
-            let sse = SseResponse::with_limits(ch.options().queue);
-            ch.subscribe(sse.sender().stream(), None);
-            let _ = tx.send(sse.sender());
-            sse
-        }
-    });
-    let server = serve_with(app, ServerConfig::default().heartbeat(None)).await;
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut slow = RawConn::from_stream(socket.connect(server.local_addr()).await.unwrap());
-    slow.send_request("GET", "/ch", &[("Accept", "text/event-stream")], b"")
-        .await;
-    assert!(direct(&slow.read_head().await));
-    let slow_tx = within(Duration::from_secs(2), "the sender", senders.recv())
-        .await
-        .unwrap();
+        ..ChannelOptions::default()
+    })
+    .await;
     let mut readers = Vec::new();
     for _ in 0..20 {
         let (conn, head) = open_sse(server.local_addr(), "/ch").await;
