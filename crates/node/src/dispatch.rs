@@ -81,6 +81,7 @@ pub(crate) fn on_park() {
         std::mem::take(&mut *list)
     };
     for d in waiting {
+        d.listed.store(false, Ordering::Release);
         d.notify_if_waiting();
     }
 }
@@ -110,6 +111,9 @@ pub(crate) struct Dispatcher {
     next_id: std::sync::atomic::AtomicU32,
     /// Requests wait for a worker to park before JS is called.
     waiting: AtomicBool,
+    /// In `AT_PARK` (listed once: a worker that stays busy never empties the list, while
+    /// the watch calls JS for batch after batch).
+    listed: AtomicBool,
     /// The watch task runs.
     watching: AtomicBool,
 }
@@ -182,11 +186,13 @@ impl Dispatcher {
         let me = self.clone();
         if HOOKED.with(Cell::get) {
             self.waiting.store(true, Ordering::Release);
-            AT_PARK
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(self.clone());
-            ANY_AT_PARK.store(true, Ordering::Release);
+            if !self.listed.swap(true, Ordering::AcqRel) {
+                AT_PARK
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(self.clone());
+                ANY_AT_PARK.store(true, Ordering::Release);
+            }
             if !self.watching.swap(true, Ordering::AcqRel) {
                 rt.spawn(me.watch());
             }
