@@ -439,7 +439,7 @@ impl Channel {
             st.fan.cursor = usize::MAX;
             drop(st);
             let task = FanOut {
-                inner: self.inner.clone(),
+                ch: self.clone(),
                 done: false,
             };
             runtime.spawn(task.run());
@@ -661,15 +661,13 @@ fn serve(
 /// was published while it ran. If it is dropped unfinished (its runtime shut down), its
 /// drop hands out what is left, so nothing published is lost.
 struct FanOut {
-    inner: Arc<Inner>,
+    ch: Channel,
     done: bool,
 }
 
 impl FanOut {
     async fn run(mut self) {
-        let ch = Channel {
-            inner: self.inner.clone(),
-        };
+        let ch = &self.ch;
         let drop_oldest = ch.drop_oldest();
         loop {
             let mut tally = Tally::default();
@@ -711,9 +709,7 @@ impl Drop for FanOut {
         if self.done {
             return;
         }
-        let ch = Channel {
-            inner: self.inner.clone(),
-        };
+        let ch = &self.ch;
         let tally = {
             let mut st = ch.lock();
             st.fan.running = false;
