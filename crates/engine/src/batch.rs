@@ -10,12 +10,19 @@ use std::sync::Mutex;
 #[derive(Debug)]
 pub struct Batch<T> {
     state: Mutex<(Vec<T>, bool)>,
+    /// The consumer's vector, swapped with the producers' at each take: both keep their
+    /// capacity, so a steady load pushes without growing a vector batch after batch.
+    spare: Mutex<Vec<T>>,
 }
+
+/// The most items a vector keeps room for between batches.
+const KEPT_CAPACITY: usize = 1024;
 
 impl<T> Default for Batch<T> {
     fn default() -> Self {
         Batch {
             state: Mutex::new((Vec::new(), false)),
+            spare: Mutex::new(Vec::new()),
         }
     }
 }
@@ -45,6 +52,21 @@ impl<T> Batch<T> {
         std::mem::take(&mut st.0)
     }
 
+    /// Hands every queued item to `f` and marks the consumer idle, so the next push wakes
+    /// it. Unlike [`take`](Self::take), allocates nothing in a steady state.
+    pub fn drain_with<R>(&self, f: impl FnOnce(std::vec::Drain<'_, T>) -> R) -> R {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.capacity() > KEPT_CAPACITY {
+            *spare = Vec::new();
+        }
+        {
+            let mut st = self.lock();
+            st.1 = false;
+            std::mem::swap(&mut st.0, &mut *spare);
+        }
+        f(spare.drain(..))
+    }
+
     /// Marks the pending wake-up as failed (the consumer is gone) and returns the items,
     /// so the caller can answer them.
     pub fn cancel(&self) -> Vec<T> {
@@ -66,6 +88,21 @@ mod tests {
         assert!(b.push(4));
         assert_eq!(b.cancel(), vec![4]);
         assert!(b.take().is_empty());
+    }
+
+    #[test]
+    fn drain_with_hands_out_in_order_and_keeps_the_vectors() {
+        let b = Batch::new();
+        assert_eq!(b.drain_with(|d| d.count()), 0);
+        for round in 0..3 {
+            assert!(b.push(round * 10));
+            assert!(!b.push(round * 10 + 1));
+            let got = b.drain_with(|d| d.collect::<Vec<_>>());
+            assert_eq!(got, vec![round * 10, round * 10 + 1]);
+        }
+        // From the second batch on, both vectors have room: pushes no longer grow one.
+        assert!(b.lock().0.capacity() >= 2);
+        assert!(b.spare.lock().unwrap().capacity() >= 2);
     }
 
     #[test]

@@ -92,10 +92,8 @@ pub struct Calls {
 }
 
 impl Calls {
-    pub(crate) fn new(list: Vec<Call>) -> Self {
-        Calls {
-            list: list.into_iter().map(Some).collect(),
-        }
+    pub(crate) fn new(list: Vec<Option<Call>>) -> Self {
+        Calls { list }
     }
 
     fn at(&self, i: u32) -> napi::Result<&Call> {

@@ -138,17 +138,23 @@ impl Dispatcher {
                 let mut ids = Vec::new();
                 let mut closed = Vec::new();
                 let mut ready = Vec::new();
-                for item in batch.take() {
-                    match item {
-                        Item::Call(c) => {
-                            routes.push(c.route());
-                            ids.push(c.id());
-                            calls.push(*c);
+                batch.drain_with(|items| {
+                    // Sized once: a request is ~400 bytes, and growing the vector by
+                    // doubling copied each one several times (and made glibc consolidate
+                    // its free lists at each allocation past 1 KiB).
+                    calls.reserve_exact(items.len());
+                    for item in items {
+                        match item {
+                            Item::Call(c) => {
+                                routes.push(c.route());
+                                ids.push(c.id());
+                                calls.push(Some(*c));
+                            }
+                            Item::Closed(id) => closed.push(id),
+                            Item::Ready(id) => ready.push(id),
                         }
-                        Item::Closed(id) => closed.push(id),
-                        Item::Ready(id) => ready.push(id),
                     }
-                }
+                });
                 let calls = (!calls.is_empty()).then(|| Calls::new(calls));
                 Ok(FnArgs::from((calls, routes, ids, closed, ready)))
             })?;
