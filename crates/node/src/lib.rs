@@ -4,6 +4,7 @@
 
 #![deny(clippy::all)]
 
+mod alloc;
 mod call;
 mod channel;
 mod dispatch;
@@ -17,7 +18,10 @@ mod options;
 #[napi_derive::module_init]
 fn init() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(build_runtime);
+    ONCE.call_once(|| {
+        alloc::configure();
+        build_runtime();
+    });
 }
 
 fn build_runtime() {
