@@ -698,19 +698,32 @@ async fn a_channel_writes_to_sockets_and_a_write_taken_in_part_still_arrives_who
         .unwrap();
     let want: Vec<String> = (0..n).map(|i| format!("{i} {data}")).collect();
     for r in readers {
-        let got = within(Duration::from_secs(10), "a reader", r).await.unwrap();
-        assert!(got == want, "a reader got {} of {n} events, or not in order", got.len());
+        let got = within(Duration::from_secs(10), "a reader", r)
+            .await
+            .unwrap();
+        assert!(
+            got == want,
+            "a reader got {} of {n} events, or not in order",
+            got.len()
+        );
     }
     let mut reader = SseReader::new(slow);
     for (i, w) in want.iter().enumerate() {
         let a = within(Duration::from_secs(10), "an event", reader.next_event())
             .await
             .expect("the stream stays open");
-        assert!(&a.event.data == w, "the slow reader's event {i} is not whole or in order");
+        assert!(
+            &a.event.data == w,
+            "the slow reader's event {i} is not whole or in order"
+        );
     }
-    let last = within(Duration::from_secs(10), "the last event", reader.next_event())
-        .await
-        .unwrap();
+    let last = within(
+        Duration::from_secs(10),
+        "the last event",
+        reader.next_event(),
+    )
+    .await
+    .unwrap();
     assert_eq!(last.event.event_type, "last");
 }
 

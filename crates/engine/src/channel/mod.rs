@@ -456,7 +456,14 @@ impl Channel {
         let mut tally = Tally::default();
         if !st.fan.log.is_empty() {
             let joined = st.fan.joined();
-            serve(&mut st.subs, joined, 0..usize::MAX, false, self.drop_oldest(), &mut tally);
+            serve(
+                &mut st.subs,
+                joined,
+                0..usize::MAX,
+                false,
+                self.drop_oldest(),
+                &mut tally,
+            );
             st.fan.clear_log(st.seq);
         }
         tally
@@ -680,7 +687,8 @@ impl FanOut {
                     let swept = fan.swept;
                     let kept = fan.log.partition_point(|f| f.seq <= swept);
                     if kept > 0 {
-                        fan.log_bytes -= fan.log[..kept].iter().map(|f| f.bytes.len()).sum::<usize>();
+                        fan.log_bytes -=
+                            fan.log[..kept].iter().map(|f| f.bytes.len()).sum::<usize>();
                         fan.log.drain(..kept);
                         fan.joined = None;
                     }
@@ -695,7 +703,14 @@ impl FanOut {
                 let from = fan.cursor;
                 fan.cursor = from.saturating_add(SWEEP_STEP);
                 let joined = fan.joined();
-                serve(&mut st.subs, joined, from..from + SWEEP_STEP, true, drop_oldest, &mut tally);
+                serve(
+                    &mut st.subs,
+                    joined,
+                    from..from + SWEEP_STEP,
+                    true,
+                    drop_oldest,
+                    &mut tally,
+                );
             }
             ch.count(tally);
             // Lets the runtime's other tasks (and its I/O) in between steps.

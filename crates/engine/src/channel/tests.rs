@@ -320,9 +320,7 @@ async fn settle(ch: &Channel) {
 #[tokio::test]
 async fn a_subscriber_from_a_runtime_gets_events_from_the_fan_out_task_in_order() {
     let ch = Channel::new("t", ChannelOptions::default());
-    let mut subs: Vec<_> = (0..3)
-        .map(|_| subscriber(QueueLimits::default()))
-        .collect();
+    let mut subs: Vec<_> = (0..3).map(|_| subscriber(QueueLimits::default())).collect();
     for (tx, _) in &subs {
         ch.subscribe(tx, None);
     }
@@ -337,7 +335,10 @@ async fn a_subscriber_from_a_runtime_gets_events_from_the_fan_out_task_in_order(
     }
     let m = ch.metrics();
     assert_eq!((m.published, m.delivered), (20, 60));
-    assert!(ch.lock().fan.log.is_empty(), "the log is emptied once swept");
+    assert!(
+        ch.lock().fan.log.is_empty(),
+        "the log is emptied once swept"
+    );
 }
 
 #[tokio::test]
@@ -346,7 +347,7 @@ async fn subscribers_joining_before_the_sweep_get_neither_gaps_nor_duplicates() 
     let (a, mut body_a) = subscriber(QueueLimits::default());
     ch.subscribe(&a, None);
     publish_n(&ch, 0..2); // 1, 2: logged, not yet handed out
-    // Joins live: only what is published from now on.
+                          // Joins live: only what is published from now on.
     let (b, mut body_b) = subscriber(QueueLimits::default());
     ch.subscribe(&b, None);
     // Resumes after 1: history replays 2, and the sweep must not give it 2 again.

@@ -248,7 +248,10 @@ mod tests {
         let listener = super::listen("127.0.0.1:0", 1024).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connects = (0..300).map(|_| {
-            tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(addr))
+            tokio::time::timeout(
+                Duration::from_millis(500),
+                tokio::net::TcpStream::connect(addr),
+            )
         });
         let results = futures_util::future::join_all(connects).await;
         let done = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
