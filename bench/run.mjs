@@ -204,7 +204,7 @@ async function main() {
     machine: machineInfo(),
     options: opts,
     servers: servers.map(({ name, label, ours, floor }) => ({ name, label, ours: !!ours, floor: !!floor })),
-    scenarios: scenarios.map(({ name, title, metric, unit, per, lowerIsBetter, subscribers }) => ({ name, title, metric, unit, per, lowerIsBetter, subscribers })),
+    scenarios: scenarios.map(({ name, title, metric, unit, per, lowerIsBetter, subscribers, warmup }) => ({ name, title, metric, unit, per, lowerIsBetter, subscribers, warmup })),
     skipped,
     runs: [],
     discarded: [],

@@ -61,7 +61,7 @@ export function servers({ root, targetDir }) {
 }
 
 /** Events a subscriber has received before a broadcast's window starts (see `scenarios`). */
-const YOUNG_EVENTS = 20
+export const YOUNG_EVENTS = 20
 
 /**
  * The scenarios. `metric` is the headline (higher is better) that ratios compare; `per`
@@ -78,11 +78,11 @@ export function scenarios(opts) {
   // pinned down further. With a fixed 1 s warmup it reached into the window of a server that
   // connects everyone at once, and not of one that accepts slowly (whose subscribers age
   // while the rest connect).
-  const broadcastWindow = (pubMs) => [
-    '--warmup', Math.max(opts.warmup, (YOUNG_EVENTS * pubMs) / 1000),
-    '--duration', opts.duration,
+  const broadcastWarmup = (pubMs) => Math.max(opts.warmup, (YOUNG_EVENTS * pubMs) / 1000)
+  const subscribe = (n, pubMs) => [
+    '--connections', n, '--connect-timeout', opts.connectTimeout,
+    '--warmup', broadcastWarmup(pubMs), '--duration', opts.duration,
   ]
-  const subscribe = (n, pubMs) => ['--connections', n, '--connect-timeout', opts.connectTimeout, ...broadcastWindow(pubMs)]
   return [
     {
       name: 'hello',
@@ -97,6 +97,7 @@ export function scenarios(opts) {
       name: 'broadcast-1k-100ms',
       title: '/sse/broadcast, 1,000 subscribers, publish every 100 ms',
       pubMs: 100,
+      warmup: broadcastWarmup(100),
       args: ['broadcast', ...subscribe(1000, 100)],
       metric: 'events_per_s',
       unit: 'events/s',
@@ -107,6 +108,7 @@ export function scenarios(opts) {
       name: 'broadcast-10k-100ms',
       title: '/sse/broadcast, 10,000 subscribers, publish every 100 ms',
       pubMs: 100,
+      warmup: broadcastWarmup(100),
       args: ['broadcast', ...subscribe(10_000, 100)],
       metric: 'events_per_s',
       unit: 'events/s',
@@ -117,6 +119,7 @@ export function scenarios(opts) {
       name: 'broadcast-10k-10ms',
       title: '/sse/broadcast, 10,000 subscribers, publish every 10 ms',
       pubMs: 10,
+      warmup: broadcastWarmup(10),
       args: ['broadcast', ...subscribe(10_000, 10)],
       metric: 'events_per_s',
       unit: 'events/s',

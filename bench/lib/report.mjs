@@ -5,6 +5,7 @@
 
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { YOUNG_EVENTS } from './catalog.mjs'
 import { barChart } from './chart.mjs'
 import { targetRows } from './targets.mjs'
 
@@ -137,13 +138,21 @@ function chart(results, stats, servers) {
   return barChart(panels, `rat-engine vs peers, medians of ${results.options.rounds} round(s), ${results.machine.nproc} cores (${results.machine.cpuModel})`)
 }
 
+/** The scenarios whose warm-up is longer than the run's, as a parenthesis (or nothing). */
+function longerWarmups(results) {
+  const longer = results.scenarios.filter((s) => s.warmup > results.options.warmup)
+  if (!longer.length) return ''
+  const list = longer.map((s) => `${s.warmup} s for ${s.name}`).join(', ')
+  return ` (a broadcast's window starts after its subscribers' first ${YOUNG_EVENTS} events, see bench/lib/catalog.mjs: ${list})`
+}
+
 function method(results) {
   const o = results.options
   return `- Each server runs alone, pinned with \`taskset -c 0\` (our engine's tokio threads and its JS
   thread share that one core); the load client \`rat-bench\` (crates/bench, Rust, one thread,
   raw TCP with its own HTTP/SSE reader) runs on \`taskset -c 1\`. Every scenario runs every
   server in turn; that is repeated for ${o.rounds} round(s), and the tables give medians.
-- Windows: ${o.warmup} s warm-up, then ${o.duration} s measured (the client prints markers; the
+- Windows: ${o.warmup} s warm-up${longerWarmups(results)}, then ${o.duration} s measured (the client prints markers; the
   runner reads the server's user+system CPU time and RSS from \`/proc\` at each, summed over
   the server's process tree). /chunked is a fixed amount of work, timed to the last byte.
 - SSE events are counted per the EventSource spec. Latency is publish-to-receive on
