@@ -79,10 +79,20 @@ export function scenarios(opts) {
   // connects everyone at once, and not of one that accepts slowly (whose subscribers age
   // while the rest connect).
   const broadcastWarmup = (pubMs) => Math.max(opts.warmup, (YOUNG_EVENTS * pubMs) / 1000)
-  const subscribe = (n, pubMs) => [
-    '--connections', n, '--connect-timeout', opts.connectTimeout,
-    '--warmup', broadcastWarmup(pubMs), '--duration', opts.duration,
-  ]
+  const broadcast = (n, pubMs) => ({
+    name: `broadcast-${n / 1000}k-${pubMs}ms`,
+    title: `/sse/broadcast, ${n.toLocaleString('en-US')} subscribers, publish every ${pubMs} ms`,
+    pubMs,
+    warmup: broadcastWarmup(pubMs),
+    args: [
+      'broadcast', '--connections', n, '--connect-timeout', opts.connectTimeout,
+      '--warmup', broadcastWarmup(pubMs), '--duration', opts.duration,
+    ],
+    metric: 'events_per_s',
+    unit: 'events/s',
+    per: 'events',
+    subscribers: n,
+  })
   return [
     {
       name: 'hello',
@@ -93,39 +103,9 @@ export function scenarios(opts) {
       unit: 'req/s',
       per: 'requests',
     },
-    {
-      name: 'broadcast-1k-100ms',
-      title: '/sse/broadcast, 1,000 subscribers, publish every 100 ms',
-      pubMs: 100,
-      warmup: broadcastWarmup(100),
-      args: ['broadcast', ...subscribe(1000, 100)],
-      metric: 'events_per_s',
-      unit: 'events/s',
-      per: 'events',
-      subscribers: 1000,
-    },
-    {
-      name: 'broadcast-10k-100ms',
-      title: '/sse/broadcast, 10,000 subscribers, publish every 100 ms',
-      pubMs: 100,
-      warmup: broadcastWarmup(100),
-      args: ['broadcast', ...subscribe(10_000, 100)],
-      metric: 'events_per_s',
-      unit: 'events/s',
-      per: 'events',
-      subscribers: 10_000,
-    },
-    {
-      name: 'broadcast-10k-10ms',
-      title: '/sse/broadcast, 10,000 subscribers, publish every 10 ms',
-      pubMs: 10,
-      warmup: broadcastWarmup(10),
-      args: ['broadcast', ...subscribe(10_000, 10)],
-      metric: 'events_per_s',
-      unit: 'events/s',
-      per: 'events',
-      subscribers: 10_000,
-    },
+    broadcast(1000, 100),
+    broadcast(10_000, 100),
+    broadcast(10_000, 10),
     {
       name: 'count',
       title: '/sse/count?n=100, 50 connections',
