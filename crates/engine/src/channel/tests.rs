@@ -346,8 +346,9 @@ async fn subscribers_joining_before_the_sweep_get_neither_gaps_nor_duplicates() 
     let ch = Channel::new("t", ChannelOptions::default());
     let (a, mut body_a) = subscriber(QueueLimits::default());
     ch.subscribe(&a, None);
-    publish_n(&ch, 0..2); // 1, 2: logged, not yet handed out
-                          // Joins live: only what is published from now on.
+    // 1, 2: logged, not yet handed out.
+    publish_n(&ch, 0..2);
+    // Joins live: only what is published from now on.
     let (b, mut body_b) = subscriber(QueueLimits::default());
     ch.subscribe(&b, None);
     // Resumes after 1: history replays 2, and the sweep must not give it 2 again.
