@@ -176,6 +176,47 @@ async fn a_client_that_goes_away_drops_the_stream_at_once() {
 }
 
 #[tokio::test]
+async fn a_channel_counts_the_events_and_bytes_its_sweep_writes() {
+    let f = start(ServerConfig::default()).await;
+    let addr = f.server.local_addr();
+    let (a, head) = open_sse(addr, "/ch").await;
+    assert!(direct(&head));
+    let (b, _) = open_sse(addr, "/ch").await;
+    eventually(Duration::from_secs(1), "two subscribers", || {
+        f.channel.subscribers() == 2
+    })
+    .await;
+    let before = f.server.metrics().snapshot();
+    for i in 0..3 {
+        f.channel
+            .publish(Event::data_only(format!("e{i}")))
+            .unwrap();
+    }
+    // Swept (straight to the sockets, which have room), then closed: that ends both
+    // streams, so each body can be read to its end.
+    eventually(Duration::from_secs(2), "the sweep", || {
+        f.server.metrics().snapshot().events_sent - before.events_sent == 6
+    })
+    .await;
+    f.channel.close();
+    let mut wire = 0;
+    for mut conn in [a, b] {
+        let body = within(Duration::from_secs(2), "the body", conn.read_chunked_body()).await;
+        let (events, _) = support::sse::Parser::parse_all(&body);
+        let data: Vec<_> = events.iter().map(|e| e.data.as_str()).collect();
+        assert_eq!(data, ["e0", "e1", "e2"]);
+        wire += body.len() as u64;
+    }
+    let m = f.server.metrics().snapshot();
+    assert_eq!(m.events_sent - before.events_sent, 6, "{m:?}");
+    assert_eq!(
+        m.bytes_sent - before.bytes_sent,
+        wire,
+        "every body byte is counted once, written through or queued: {m:?}"
+    );
+}
+
+#[tokio::test]
 async fn keep_alive_and_pipelining_cross_over_to_hyper() {
     let mut f = start(ServerConfig::default()).await;
     let (mut conn, _) = open_sse(f.server.local_addr(), "/events").await;

@@ -287,6 +287,9 @@ impl Fan {
 #[derive(Default)]
 struct Tally {
     delivered: u64,
+    /// Bytes written straight to subscribers' sockets (queued bytes are counted by each
+    /// connection when it writes them).
+    bytes_through: u64,
     dropped: u64,
     closed_slow: u64,
     metrics: Option<Arc<Metrics>>,
@@ -476,6 +479,7 @@ impl Channel {
         c.delivered.fetch_add(t.delivered, Relaxed);
         if let Some(m) = t.metrics {
             Metrics::add(&m.events_sent, t.delivered);
+            Metrics::add(&m.bytes_sent, t.bytes_through);
         }
     }
 
@@ -627,15 +631,18 @@ fn serve(
             tally.metrics = sub.stream.metrics().cloned();
         }
         let mut gone = false;
+        let owed = &joined.bytes[joined.marks[first].start..];
         let direct = if through {
-            sub.stream
-                .push_through(&joined.bytes[joined.marks[first].start..])
+            sub.stream.push_through(owed)
         } else {
             None
         };
         match direct {
             Some(Pushed::Closed | Pushed::ClosedFull) => gone = true,
-            Some(_) => tally.delivered += joined.marks[first].events_from,
+            Some(_) => {
+                tally.delivered += joined.marks[first].events_from;
+                tally.bytes_through += owed.len() as u64;
+            }
             None => {
                 for m in &joined.marks[first..] {
                     let bytes = joined.bytes.slice(m.start..m.end);
