@@ -30,8 +30,9 @@ pub(crate) fn send_or_defer(response: Prepared) {
     })
 }
 
-fn open_outbox() {
-    OUTBOX.with(|o| *o.borrow_mut() = Some(Vec::new()));
+/// Opens the outbox for a dispatch call of `requests` new requests (most answer at once).
+fn open_outbox(requests: usize) {
+    OUTBOX.with(|o| *o.borrow_mut() = Some(Vec::with_capacity(requests)));
 }
 
 fn flush_outbox() {
@@ -132,29 +133,27 @@ impl Dispatcher {
             .callee_handled::<false>()
             .weak::<false>()
             .build_callback(move |_ctx| {
-                open_outbox();
                 let mut calls = Vec::new();
                 let mut routes = Vec::new();
                 let mut ids = Vec::new();
                 let mut closed = Vec::new();
                 let mut ready = Vec::new();
                 batch.drain_with(|items| {
-                    // Sized once: a request is ~400 bytes, and growing the vector by
-                    // doubling copied each one several times (and made glibc consolidate
-                    // its free lists at each allocation past 1 KiB).
+                    // Sized once, as growing a vector by doubling copies what it holds.
                     calls.reserve_exact(items.len());
                     for item in items {
                         match item {
                             Item::Call(c) => {
                                 routes.push(c.route());
                                 ids.push(c.id());
-                                calls.push(Some(*c));
+                                calls.push(Some(c));
                             }
                             Item::Closed(id) => closed.push(id),
                             Item::Ready(id) => ready.push(id),
                         }
                     }
                 });
+                open_outbox(calls.len());
                 let calls = (!calls.is_empty()).then(|| Calls::new(calls));
                 Ok(FnArgs::from((calls, routes, ids, closed, ready)))
             })?;
