@@ -78,15 +78,14 @@ export function scenarios(opts) {
   // pinned down further. With a fixed 1 s warmup it reached into the window of a server that
   // connects everyone at once, and not of one that accepts slowly (whose subscribers age
   // while the rest connect).
-  const broadcastWarmup = (pubMs) => Math.max(opts.warmup, (YOUNG_EVENTS * pubMs) / 1000)
-  const broadcast = (n, pubMs) => ({
+  const broadcast = (n, pubMs, warmup = Math.max(opts.warmup, (YOUNG_EVENTS * pubMs) / 1000)) => ({
     name: `broadcast-${n / 1000}k-${pubMs}ms`,
     title: `/sse/broadcast, ${n.toLocaleString('en-US')} subscribers, publish every ${pubMs} ms`,
     pubMs,
-    warmup: broadcastWarmup(pubMs),
+    warmup,
     args: [
       'broadcast', '--connections', n, '--connect-timeout', opts.connectTimeout,
-      '--warmup', broadcastWarmup(pubMs), '--duration', opts.duration,
+      '--warmup', warmup, '--duration', opts.duration,
     ],
     metric: 'events_per_s',
     unit: 'events/s',
