@@ -138,12 +138,13 @@ export declare class Channel {
 /** The native engine: register routes, listen, close. The TypeScript `createApp()` wraps it. */
 export declare class Engine {
   /**
-   * Creates an engine. `dispatch(calls, routeIds, ids, closed, ready)` is called on the JS
-   * thread with a batch of new requests (null when there is none), the route id and the
-   * id of each, the ids of streams whose client has gone, and the ids of streams whose
-   * queue has room again (see `Calls.armReady`).
+   * Creates an engine. `dispatch(seq, routeIds, ids, closed, ready)` is called on the JS
+   * thread with the number of a batch of new requests (read and answered through the
+   * `batch*` functions while the call runs, kept with `keepBatch`/`takeCall`), the route
+   * id and the id of each, the ids of streams whose client has gone, and the ids of
+   * streams whose queue has room again (see `Calls.armReady`).
    */
-  constructor(options: EngineOptions | undefined | null, dispatch: (calls: Calls | null, routeIds: number[], ids: number[], closed: number[], ready: number[]) => void)
+  constructor(options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[]) => void)
   /**
    * Adds a route served by JS. `kind` is `plain`, `sse` or `chunked`; `contentType` is
    * the chunked default.
@@ -171,6 +172,33 @@ export interface Address {
   /** The port (the real one when 0 was asked). */
   port: number
 }
+
+/** `Calls.body` for request `i` of batch `seq`. */
+export declare function batchBody(seq: number, i: number): Buffer
+
+/** `Calls.bodyStreamed` for request `i` of batch `seq`. */
+export declare function batchBodyStreamed(seq: number, i: number): boolean
+
+/** `Calls.method` for request `i` of batch `seq`. */
+export declare function batchMethod(seq: number, i: number): string
+
+/** `Calls.path` for request `i` of batch `seq`. */
+export declare function batchPath(seq: number, i: number): string
+
+/** `Calls.queryString` for request `i` of batch `seq`. */
+export declare function batchQueryString(seq: number, i: number): string | null
+
+/** `Calls.rawHeaders` for request `i` of batch `seq`. */
+export declare function batchRawHeaders(seq: number, i: number): Array<string>
+
+/** `Calls.rawParams` for request `i` of batch `seq`. */
+export declare function batchRawParams(seq: number, i: number): Array<string>
+
+/** `Calls.respond` for request `i` of batch `seq`. */
+export declare function batchRespond(seq: number, i: number, status: number, headers?: Array<string> | undefined | null, body?: string | undefined | null): void
+
+/** `Calls.respondBuffer` for request `i` of batch `seq`. */
+export declare function batchRespondBuffer(seq: number, i: number, status: number, headers: Array<string> | undefined | null, body: Uint8Array): void
 
 /** Server counters. */
 export interface EngineMetrics {
@@ -230,6 +258,9 @@ export interface EngineOptions {
   backlog?: number
 }
 
+/** Keeps what is left of batch `seq` past its dispatch call, as one `Calls` (same indices). */
+export declare function keepBatch(seq: number): Calls
+
 /** Channel counters. */
 export interface NativeChannelMetrics {
   /** Subscribers now. */
@@ -283,3 +314,6 @@ export interface RouteOptions {
   /** This route's body limit in bytes (instead of the engine's `maxBodyBytes`). */
   bodyLimit?: number
 }
+
+/** Moves request `i` of batch `seq` into a `Calls` of its own (index 0). */
+export declare function takeCall(seq: number, i: number): Calls

@@ -2,8 +2,8 @@ import { Channel, type ChannelOptions } from './channel.js'
 import { ChunkedStream } from './chunked.js'
 import { fromNative, HttpError, native as call } from './errors.js'
 import { isIterable, type StreamSource } from './helpers.js'
-import { Call } from './call.js'
-import { native, type Calls, type EngineMetrics, type NativeEngine } from './native.js'
+import { Batch, Call } from './call.js'
+import { native, type EngineMetrics, type NativeEngine } from './native.js'
 import { pump } from './pump.js'
 import { flatHeaders, toWire, type PlainStyle } from './reply.js'
 import { RatRequest } from './request.js'
@@ -118,16 +118,18 @@ export class App {
       ((err, req) => console.error(`rat-engine: ${req.method} ${req.path} failed:`, err))
     const { heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog } = options
     this.#engine = call(
-      () => new native.Engine({ heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog }, (calls, routeIds, ids, closed, ready) => this.#dispatch(calls, routeIds, ids, closed, ready)),
+      () => new native.Engine({ heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog }, (seq, routeIds, ids, closed, ready) => this.#dispatch(seq, routeIds, ids, closed, ready)),
     )
   }
 
   // The one entry from the engine: a batch of new requests, of streams whose queue has
-  // room again, and of closed streams.
-  #dispatch(calls: Calls | null, routeIds: number[], ids: number[], closed: number[], ready: number[]): void {
+  // room again, and of closed streams. The engine releases the requests that no handler
+  // kept (see `Batch`) when this returns.
+  #dispatch(seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[]): void {
     for (let i = 0; i < ready.length; i++) this.#live.get(ready[i])?.stream._ready(true)
+    const batch = routeIds.length > 0 ? new Batch(seq) : null
     for (let i = 0; i < routeIds.length; i++) {
-      const c = new Call(calls as Calls, i, ids[i])
+      const c = new Call(batch as Batch, i, ids[i])
       try {
         this.#routes[routeIds[i]](c)
       } catch (err) {
@@ -204,8 +206,11 @@ export class App {
       } catch (err) {
         return this.#fail(c, req, err)
       }
-      if (isThenable(out)) out.then((v) => respond(c, req, v), (err) => this.#fail(c, req, err))
-      else respond(c, req, out)
+      if (isThenable(out)) {
+        // Answered later: the request must outlive this dispatch call.
+        c.keep()
+        out.then((v) => respond(c, req, v), (err) => this.#fail(c, req, err))
+      } else respond(c, req, out)
     }
   }
 

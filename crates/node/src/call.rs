@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rat_engine::{BodyStream, ParamKind, ReadyState, Request, Responder, ResponseKind};
 
 use crate::channel::Channel;
-use crate::dispatch::{Dispatcher, Item};
+use crate::dispatch::{self, Dispatcher, Item};
 use crate::{build_event, to_js_error};
 
 /// A request and its response, on their way to JS in a [`Calls`] batch.
@@ -49,6 +49,75 @@ impl Call {
 
     pub(crate) fn id(&self) -> u32 {
         self.id
+    }
+
+    fn method(&self) -> String {
+        self.req.method().as_str().to_string()
+    }
+
+    fn path(&self) -> String {
+        self.req.path().to_string()
+    }
+
+    fn query_string(&self) -> Option<String> {
+        self.req.query_string().map(str::to_string)
+    }
+
+    fn raw_headers(&self) -> Vec<String> {
+        let headers = self.req.headers();
+        let mut out = Vec::with_capacity(headers.len() * 2);
+        for (k, v) in headers {
+            out.push(k.as_str().to_string());
+            out.push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+        }
+        out
+    }
+
+    fn raw_params(&self) -> Vec<String> {
+        let params = self.req.params();
+        let mut out = Vec::with_capacity(params.len() * 3);
+        for p in params.iter() {
+            out.push(p.name.clone());
+            out.push(p.value.clone());
+            out.push(kind_name(p.kind).to_string());
+        }
+        out
+    }
+
+    fn body(&self) -> Buffer {
+        Buffer::from(self.req.body().to_vec())
+    }
+
+    fn respond(
+        &self,
+        status: u32,
+        headers: Option<Vec<String>>,
+        body: Option<String>,
+    ) -> napi::Result<()> {
+        let body = body.map(|s| Bytes::from(s.into_bytes()));
+        self.respond_bytes(status, headers, body.unwrap_or_default())
+    }
+
+    /// Sends a complete response (`headers`: a flat `[name, value, ...]` list), now or with
+    /// the others at the end of the dispatch call in progress.
+    fn respond_bytes(
+        &self,
+        status: u32,
+        headers: Option<Vec<String>>,
+        body: Bytes,
+    ) -> napi::Result<()> {
+        let flat = headers.unwrap_or_default();
+        let pairs: Vec<(&str, &str)> = flat
+            .chunks_exact(2)
+            .map(|kv| (kv[0].as_str(), kv[1].as_str()))
+            .collect();
+        let status = u16::try_from(status).unwrap_or(0);
+        let prepared = self
+            .responder
+            .prepare(status, &pairs, body)
+            .map_err(to_js_error)?;
+        crate::dispatch::send_or_defer(prepared);
+        Ok(())
     }
 
     /// Answered by the engine when JS cannot be reached (shutting down).
@@ -131,51 +200,38 @@ impl Calls {
     /// The method, upper-case.
     #[napi]
     pub fn method(&self, i: u32) -> napi::Result<String> {
-        Ok(self.at(i)?.req.method().as_str().to_string())
+        Ok(self.at(i)?.method())
     }
 
     /// The path as sent (percent-encoded), without the query.
     #[napi]
     pub fn path(&self, i: u32) -> napi::Result<String> {
-        Ok(self.at(i)?.req.path().to_string())
+        Ok(self.at(i)?.path())
     }
 
     /// The raw query string, or null.
     #[napi]
     pub fn query_string(&self, i: u32) -> napi::Result<Option<String>> {
-        Ok(self.at(i)?.req.query_string().map(str::to_string))
+        Ok(self.at(i)?.query_string())
     }
 
     /// Headers as a flat list `[name, value, name, value, ...]`, names lower-case.
     #[napi]
     pub fn raw_headers(&self, i: u32) -> napi::Result<Vec<String>> {
-        let headers = self.at(i)?.req.headers();
-        let mut out = Vec::with_capacity(headers.len() * 2);
-        for (k, v) in headers {
-            out.push(k.as_str().to_string());
-            out.push(String::from_utf8_lossy(v.as_bytes()).into_owned());
-        }
-        Ok(out)
+        Ok(self.at(i)?.raw_headers())
     }
 
     /// Path parameters as a flat list `[name, value, kind, ...]` (kind: int, float, uuid,
     /// str, path); values are percent-decoded.
     #[napi]
     pub fn raw_params(&self, i: u32) -> napi::Result<Vec<String>> {
-        let params = self.at(i)?.req.params();
-        let mut out = Vec::with_capacity(params.len() * 3);
-        for p in params.iter() {
-            out.push(p.name.clone());
-            out.push(p.value.clone());
-            out.push(kind_name(p.kind).to_string());
-        }
-        Ok(out)
+        Ok(self.at(i)?.raw_params())
     }
 
     /// The request body (a copy).
     #[napi]
     pub fn body(&self, i: u32) -> napi::Result<Buffer> {
-        Ok(Buffer::from(self.at(i)?.req.body().to_vec()))
+        Ok(self.at(i)?.body())
     }
 
     /// True when the route streams the request body (read it with `readChunk`).
@@ -230,8 +286,7 @@ impl Calls {
         headers: Option<Vec<String>>,
         body: Option<String>,
     ) -> napi::Result<()> {
-        let body = body.map(|s| Bytes::from(s.into_bytes()));
-        respond_bytes(self.at(i)?, status, headers, body.unwrap_or_default())
+        self.at(i)?.respond(status, headers, body)
     }
 
     /// Sends a complete response with a binary body.
@@ -243,7 +298,8 @@ impl Calls {
         headers: Option<Vec<String>>,
         body: &[u8],
     ) -> napi::Result<()> {
-        respond_bytes(self.at(i)?, status, headers, Bytes::copy_from_slice(body))
+        self.at(i)?
+            .respond_bytes(status, headers, Bytes::copy_from_slice(body))
     }
 
     /// Sets the status before the stream starts.
@@ -405,24 +461,85 @@ impl Calls {
     }
 }
 
-/// Sends a complete response (`headers`: a flat `[name, value, ...]` list), now or with
-/// the others at the end of the dispatch call in progress.
-fn respond_bytes(
-    c: &Call,
+// The requests of the dispatch call in progress, addressed as `(seq, i)` (see
+// `dispatch::BATCH`): what a handler answering at once needs, without a native object.
+
+/// Keeps what is left of batch `seq` past its dispatch call, as one `Calls` (same indices).
+#[napi]
+pub fn keep_batch(seq: u32) -> napi::Result<Calls> {
+    dispatch::keep_batch(seq)
+}
+
+/// Moves request `i` of batch `seq` into a `Calls` of its own (index 0).
+#[napi]
+pub fn take_call(seq: u32, i: u32) -> napi::Result<Calls> {
+    dispatch::take_batched(seq, i)
+}
+
+/// `Calls.method` for request `i` of batch `seq`.
+#[napi]
+pub fn batch_method(seq: u32, i: u32) -> napi::Result<String> {
+    dispatch::with_batched(seq, i, |c| Ok(c.method()))
+}
+
+/// `Calls.path` for request `i` of batch `seq`.
+#[napi]
+pub fn batch_path(seq: u32, i: u32) -> napi::Result<String> {
+    dispatch::with_batched(seq, i, |c| Ok(c.path()))
+}
+
+/// `Calls.queryString` for request `i` of batch `seq`.
+#[napi]
+pub fn batch_query_string(seq: u32, i: u32) -> napi::Result<Option<String>> {
+    dispatch::with_batched(seq, i, |c| Ok(c.query_string()))
+}
+
+/// `Calls.rawHeaders` for request `i` of batch `seq`.
+#[napi]
+pub fn batch_raw_headers(seq: u32, i: u32) -> napi::Result<Vec<String>> {
+    dispatch::with_batched(seq, i, |c| Ok(c.raw_headers()))
+}
+
+/// `Calls.rawParams` for request `i` of batch `seq`.
+#[napi]
+pub fn batch_raw_params(seq: u32, i: u32) -> napi::Result<Vec<String>> {
+    dispatch::with_batched(seq, i, |c| Ok(c.raw_params()))
+}
+
+/// `Calls.body` for request `i` of batch `seq`.
+#[napi]
+pub fn batch_body(seq: u32, i: u32) -> napi::Result<Buffer> {
+    dispatch::with_batched(seq, i, |c| Ok(c.body()))
+}
+
+/// `Calls.bodyStreamed` for request `i` of batch `seq`.
+#[napi]
+pub fn batch_body_streamed(seq: u32, i: u32) -> napi::Result<bool> {
+    dispatch::with_batched(seq, i, |c| Ok(c.body_stream.is_some()))
+}
+
+/// `Calls.respond` for request `i` of batch `seq`.
+#[napi]
+pub fn batch_respond(
+    seq: u32,
+    i: u32,
     status: u32,
     headers: Option<Vec<String>>,
-    body: Bytes,
+    body: Option<String>,
 ) -> napi::Result<()> {
-    let flat = headers.unwrap_or_default();
-    let pairs: Vec<(&str, &str)> = flat
-        .chunks_exact(2)
-        .map(|kv| (kv[0].as_str(), kv[1].as_str()))
-        .collect();
-    let status = u16::try_from(status).unwrap_or(0);
-    let prepared = c
-        .responder
-        .prepare(status, &pairs, body)
-        .map_err(to_js_error)?;
-    crate::dispatch::send_or_defer(prepared);
-    Ok(())
+    dispatch::with_batched(seq, i, |c| c.respond(status, headers, body))
+}
+
+/// `Calls.respondBuffer` for request `i` of batch `seq`.
+#[napi]
+pub fn batch_respond_buffer(
+    seq: u32,
+    i: u32,
+    status: u32,
+    headers: Option<Vec<String>>,
+    body: &[u8],
+) -> napi::Result<()> {
+    dispatch::with_batched(seq, i, |c| {
+        c.respond_bytes(status, headers, Bytes::copy_from_slice(body))
+    })
 }

@@ -72,13 +72,14 @@ fn not_twice() -> napi::Error {
 
 #[napi]
 impl Engine {
-    /// Creates an engine. `dispatch(calls, routeIds, ids, closed, ready)` is called on the JS
-    /// thread with a batch of new requests (null when there is none), the route id and the
-    /// id of each, the ids of streams whose client has gone, and the ids of streams whose
-    /// queue has room again (see `Calls.armReady`).
+    /// Creates an engine. `dispatch(seq, routeIds, ids, closed, ready)` is called on the JS
+    /// thread with the number of a batch of new requests (read and answered through the
+    /// `batch*` functions while the call runs, kept with `keepBatch`/`takeCall`), the route
+    /// id and the id of each, the ids of streams whose client has gone, and the ids of
+    /// streams whose queue has room again (see `Calls.armReady`).
     #[napi(
         constructor,
-        ts_args_type = "options: EngineOptions | undefined | null, dispatch: (calls: Calls | null, routeIds: number[], ids: number[], closed: number[], ready: number[]) => void"
+        ts_args_type = "options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[]) => void"
     )]
     pub fn new(
         options: Option<EngineOptions>,

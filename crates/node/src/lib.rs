@@ -11,6 +11,14 @@ mod dispatch;
 mod engine;
 mod options;
 
+// The batch functions JS calls (napi registers them); public so that a test build, which
+// does not register them, does not count them as dead code.
+pub use call::{
+    batch_body, batch_body_streamed, batch_method, batch_path, batch_query_string,
+    batch_raw_headers, batch_raw_params, batch_respond, batch_respond_buffer, keep_batch,
+    take_call,
+};
+
 /// The tokio runtime napi-rs runs the engine on: its default (a multi-thread runtime with
 /// all drivers), plus the hooks that let a worker hand JS its batch of requests when it is
 /// about to park (see `dispatch::Dispatcher::push`). Built once per process: napi-rs keeps
