@@ -179,6 +179,7 @@ async function main() {
   opts.nice = Number(flags.nice ?? 0)
   opts.maxOtherLoad = MAX_OTHER_LOAD
   opts.reruns = RERUNS
+  opts.rotate = true // see the round loop below
   if (!flags['no-build']) build()
 
   const only = list(flags.only)
@@ -212,8 +213,11 @@ async function main() {
   // A fresh port per run: no run meets the previous server's TIME_WAIT sockets.
   let port = 4100 + Math.floor(Math.random() * 1000)
   for (let round = 1; round <= opts.rounds; round++) {
+    // Each round starts one server later: the machine's drift (it is shared) does not
+    // always fall on the same place in the order.
+    const order = ready.map((_, k) => ready[(k + round - 1) % ready.length])
     for (const scenario of scenarios) {
-      for (const server of ready) {
+      for (const server of order) {
         // A run during which other processes took more than MAX_OTHER_LOAD of the two CPUs
         // measured the neighbours as much as the server: it is kept in `discarded` and run
         // again (at most RERUNS times; the last one counts whatever its load).

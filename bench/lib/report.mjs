@@ -151,7 +151,7 @@ function method(results) {
   return `- Each server runs alone, pinned with \`taskset -c 0\` (our engine's tokio threads and its JS
   thread share that one core); the load client \`rat-bench\` (crates/bench, Rust, one thread,
   raw TCP with its own HTTP/SSE reader) runs on \`taskset -c 1\`. Every scenario runs every
-  server in turn; that is repeated for ${o.rounds} round(s), and the tables give medians.
+  server in turn; that is repeated for ${o.rounds} round(s)${o.rotate ? ', each round starting one server later than the one before' : ''}, and the tables give medians.
 - Windows: ${o.warmup} s warm-up${longerWarmups(results)}, then ${o.duration} s measured (the client prints markers; the
   runner reads the server's user+system CPU time and RSS from \`/proc\` at each, summed over
   the server's process tree). /chunked is a fixed amount of work, timed to the last byte.
