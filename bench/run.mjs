@@ -16,7 +16,7 @@ import os from 'node:os'
 import { parseArgs } from 'node:util'
 import { runOptions, scenarios as allScenarios, servers as allServers } from './lib/catalog.mjs'
 import { machineBusyS, machineInfo, runClient, sampleTree, setNiceness, startServer, waitForQuiet } from './lib/proc.mjs'
-import { writeReport } from './lib/report.mjs'
+import { median, writeReport } from './lib/report.mjs'
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const MiB = 1 << 20
@@ -146,6 +146,108 @@ async function runOne(server, scenario, round, port, opts) {
   return record
 }
 
+/**
+ * A fixed-work scenario with `interleave: N` slices: every server is started at once (an
+ * idle one costs nothing) and the client goes round them N times, one slice of the work
+ * each, each pass starting one server later. Gives one record per server, like `runOne`:
+ * the rate is the median of its slices, CPU and RSS are read from /proc before and after
+ * each slice (the other servers are idle meanwhile), and the slices are kept in `slices`.
+ */
+async function runInterleaved(servers, scenario, round, firstPort, opts) {
+  const records = servers.map((server, k) => ({ server: server.name, scenario: scenario.name, round, port: firstPort + k }))
+  const handles = []
+  const busyBefore = await waitForQuiet(BENCH_CPUS, { maxMs: opts.quietWaitMs })
+  try {
+    for (const [k, server] of servers.entries()) {
+      records[k].busyBefore = busyBefore
+      try {
+        handles[k] = await startServer(server, { cpu: SERVER_CPU, port: records[k].port, pubMs: scenario.pubMs })
+      } catch (err) {
+        records[k].error = String(err.message ?? err).slice(0, 2000)
+      }
+    }
+    await sleep(500)
+    const live = [...servers.keys()].filter((k) => handles[k])
+    const base = live.map((k) => sampleTree(handles[k].pid))
+    const slices = live.map(() => [])
+    const timeoutMs = (Math.max(opts.duration, 120) + 60) * 1000
+    const cmd = (k) => [join(targetDir, 'release', 'rat-bench'), ...scenario.args.map(String), '--addr', `127.0.0.1:${records[k].port}`]
+    const client = (k, onPhase = () => {}) => runClient(cmd(k), { cpu: CLIENT_CPU, cwd: root, timeoutMs, onPhase })
+    // One unmeasured slice each first: JIT warm-up and the first buffers.
+    for (const [j, k] of live.entries()) {
+      try {
+        await client(k)
+      } catch (err) {
+        records[k].error = String(err.message ?? err).slice(0, 2000)
+        live[j] = -1
+      }
+    }
+    for (let pass = 0; pass < scenario.interleave; pass++) {
+      for (let step = 0; step < live.length; step++) {
+        const j = (step + pass) % live.length
+        const k = live[j]
+        if (k < 0 || records[k].error) continue
+        // The server is sampled before the client starts and after it exits (it is idle
+        // otherwise), the client at its window markers.
+        const s0 = sampleTree(handles[k].pid)
+        const m0 = machineBusyS(BENCH_CPUS)
+        const marks = {}
+        try {
+          const c = await client(k, (name, pid) => (marks[name] = sampleTree(pid)))
+          const s1 = sampleTree(handles[k].pid)
+          const window = (s1.at - s0.at) / 1000
+          const serverS = s1.cpuS - s0.cpuS
+          const { 'measure-start': c0, 'measure-end': c1 } = marks
+          // A marker read after the client exited finds no process: no client figure then.
+          const clientS = c0 && c1 && c1.cpuS >= c0.cpuS && c1.at > c0.at ? c1.cpuS - c0.cpuS : undefined
+          slices[j].push({
+            ...c,
+            server_cpu_s: serverS,
+            client_cpu_util: clientS === undefined ? undefined : clientS / ((c1.at - c0.at) / 1000),
+            other_cpu_util: Math.max(0, (machineBusyS(BENCH_CPUS) - m0 - serverS - (clientS ?? 0)) / window),
+            rss: s1.rss,
+          })
+        } catch (err) {
+          records[k].error = String(err.message ?? err).slice(0, 2000)
+        }
+      }
+    }
+    for (const [j, k] of live.entries()) {
+      if (k < 0 || records[k].error) continue
+      const done = slices[j]
+      if (!done.length) {
+        records[k].error = 'no slice ran'
+        continue
+      }
+      const sum = (f) => done.reduce((a, x) => a + f(x), 0)
+      const mid = (f) => {
+        const xs = done.map(f).filter((x) => typeof x === 'number')
+        return xs.length ? median(xs) : undefined
+      }
+      const bytes = sum((x) => x.bytes)
+      const seconds = sum((x) => x.duration_s)
+      records[k].client = { slices: done.length, bytes, duration_s: seconds, errors: sum((x) => x.errors ?? 0) }
+      records[k].slices = done.map((x) => ({ [scenario.metric]: x[scenario.metric], duration_s: x.duration_s, server_cpu_s: x.server_cpu_s, client_cpu_util: x.client_cpu_util, other_cpu_util: x.other_cpu_util }))
+      records[k].metrics = {
+        [scenario.metric]: mid((x) => x[scenario.metric]),
+        gib_per_s: mid((x) => x.gib_per_s),
+        errors: records[k].client.errors,
+        server_cpu_util: sum((x) => x.server_cpu_s) / seconds,
+        client_cpu_util: mid((x) => x.client_cpu_util),
+        other_cpu_util: mid((x) => x.other_cpu_util),
+        server_cpu_us_per_unit: (sum((x) => x.server_cpu_s) * 1e6) / (bytes / MiB),
+        rss_base_mib: base[j].rss / MiB,
+        rss_end_mib: done.at(-1).rss / MiB,
+        rss_peak_mib: Math.max(base[j].rss, ...done.map((x) => x.rss)) / MiB,
+      }
+      if (done.some((x) => x.finished === false)) records[k].metrics.unfinished = true
+    }
+  } finally {
+    await Promise.all(handles.map((h) => h?.stop()))
+  }
+  return records
+}
+
 function summary(r, scenario) {
   if (r.error) return `ERROR ${r.error.split('\n')[0]}`
   const m = r.metrics
@@ -205,7 +307,7 @@ async function main() {
     machine: machineInfo(),
     options: opts,
     servers: servers.map(({ name, label, ours, floor }) => ({ name, label, ours: !!ours, floor: !!floor })),
-    scenarios: scenarios.map(({ name, title, metric, unit, per, lowerIsBetter, subscribers, warmup }) => ({ name, title, metric, unit, per, lowerIsBetter, subscribers, warmup })),
+    scenarios: scenarios.map(({ name, title, metric, unit, per, lowerIsBetter, subscribers, warmup, interleave }) => ({ name, title, metric, unit, per, lowerIsBetter, subscribers, warmup, interleave })),
     skipped,
     runs: [],
     discarded: [],
@@ -217,6 +319,15 @@ async function main() {
     // always fall on the same place in the order.
     const order = ready.map((_, k) => ready[(k + round - 1) % ready.length])
     for (const scenario of scenarios) {
+      if (scenario.interleave) {
+        for (const r of await runInterleaved(order, scenario, round, port, opts)) {
+          results.runs.push(r)
+          console.log(`[${round}/${opts.rounds}] ${scenario.name.padEnd(20)} ${r.server.padEnd(11)} ${summary(r, scenario)} (median of ${r.slices?.length ?? 0} slices)`)
+        }
+        port += order.length
+        writeFileSync(file, JSON.stringify(results, null, 1))
+        continue
+      }
       for (const server of order) {
         // A run during which other processes took more than MAX_OTHER_LOAD of the two CPUs
         // measured the neighbours as much as the server: it is kept in `discarded` and run

@@ -12,7 +12,7 @@ import { targetRows } from './targets.mjs'
 const NOTES_START = '<!-- notes:start (kept when the report is regenerated) -->'
 const NOTES_END = '<!-- notes:end -->'
 
-function median(xs) {
+export function median(xs) {
   const s = [...xs].sort((a, b) => a - b)
   const mid = s.length >> 1
   return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2
@@ -146,6 +146,19 @@ function longerWarmups(results) {
   return ` (a broadcast's window starts after its subscribers' first ${YOUNG_EVENTS} events, see bench/lib/catalog.mjs: ${list})`
 }
 
+/** How the interleaved scenarios ran, as a sentence (or nothing: older result files). */
+function interleaved(results) {
+  const names = results.scenarios.filter((s) => s.interleave).map((s) => `${s.name} (${s.interleave} slices)`)
+  if (!names.length) return ''
+  return `
+  ${names.join(', ')}: every server is started at once (the others idle) and the client goes
+  round them one slice at a time, each pass starting one server later; a round's figure is
+  the median of its slices, and the server's CPU is read before and after each slice. The
+  host's memory bandwidth, which such a run measures as much as the server, drifts within
+  a second here, so slices a fraction of a second apart compare the servers under the same
+  conditions.`
+}
+
 function method(results) {
   const o = results.options
   return `- Each server runs alone, pinned with \`taskset -c 0\` (our engine's tokio threads and its JS
@@ -154,7 +167,7 @@ function method(results) {
   server in turn; that is repeated for ${o.rounds} round(s)${o.rotate ? ', each round starting one server later than the one before' : ''}, and the tables give medians.
 - Windows: ${o.warmup} s warm-up${longerWarmups(results)}, then ${o.duration} s measured (the client prints markers; the
   runner reads the server's user+system CPU time and RSS from \`/proc\` at each, summed over
-  the server's process tree). /chunked is a fixed amount of work, timed to the last byte.
+  the server's process tree). /chunked is a fixed amount of work, timed to the last byte.${interleaved(results)}
 - SSE events are counted per the EventSource spec. Latency is publish-to-receive on
   CLOCK_MONOTONIC: the server stamps \`t\` at publish (\`process.hrtime.bigint()\`; Bun's
   hrtime is offset to the same clock), the client reads the clock once per \`read()\`.
