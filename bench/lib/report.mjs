@@ -161,7 +161,7 @@ function interleaved(results) {
 
 function method(results) {
   const o = results.options
-  return `- Each server runs alone, pinned with \`taskset -c 0\` (our engine's tokio threads and its JS
+  return `- Each server runs alone${results.scenarios.some((s) => s.interleave) ? ' (but see /chunked below)' : ''}, pinned with \`taskset -c 0\` (our engine's tokio threads and its JS
   thread share that one core); the load client \`rat-bench\` (crates/bench, Rust, one thread,
   raw TCP with its own HTTP/SSE reader) runs on \`taskset -c 1\`. Every scenario runs every
   server in turn; that is repeated for ${o.rounds} round(s)${o.rotate ? ', each round starting one server later than the one before' : ''}, and the tables give medians.
