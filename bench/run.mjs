@@ -110,6 +110,9 @@ function metrics(scenario, client, samples, peakRss) {
   return m
 }
 
+/** What a failed run records: the error's message, cut to a readable length. */
+const errorText = (err) => String(err.message ?? err).slice(0, 2000)
+
 async function runOne(server, scenario, round, port, opts) {
   const record = { server: server.name, scenario: scenario.name, round, port }
   let handle
@@ -139,7 +142,7 @@ async function runOne(server, scenario, round, port, opts) {
       clearInterval(ticker)
     }
   } catch (err) {
-    record.error = String(err.message ?? err).slice(0, 2000)
+    record.error = errorText(err)
   } finally {
     await handle?.stop()
   }
@@ -163,7 +166,7 @@ async function runInterleaved(servers, scenario, round, firstPort, opts) {
       try {
         handles[k] = await startServer(server, { cpu: SERVER_CPU, port: records[k].port, pubMs: scenario.pubMs })
       } catch (err) {
-        records[k].error = String(err.message ?? err).slice(0, 2000)
+        records[k].error = errorText(err)
       }
     }
     await sleep(500)
@@ -174,19 +177,18 @@ async function runInterleaved(servers, scenario, round, firstPort, opts) {
     const cmd = (k) => [join(targetDir, 'release', 'rat-bench'), ...scenario.args.map(String), '--addr', `127.0.0.1:${records[k].port}`]
     const client = (k, onPhase = () => {}) => runClient(cmd(k), { cpu: CLIENT_CPU, cwd: root, timeoutMs, onPhase })
     // One unmeasured slice each first: JIT warm-up and the first buffers.
-    for (const [j, k] of live.entries()) {
+    for (const k of live) {
       try {
         await client(k)
       } catch (err) {
-        records[k].error = String(err.message ?? err).slice(0, 2000)
-        live[j] = -1
+        records[k].error = errorText(err)
       }
     }
     for (let pass = 0; pass < scenario.interleave; pass++) {
       for (let step = 0; step < live.length; step++) {
         const j = (step + pass) % live.length
         const k = live[j]
-        if (k < 0 || records[k].error) continue
+        if (records[k].error) continue
         // The server is sampled before the client starts and after it exits (it is idle
         // otherwise), the client at its window markers.
         const s0 = sampleTree(handles[k].pid)
@@ -208,12 +210,12 @@ async function runInterleaved(servers, scenario, round, firstPort, opts) {
             rss: s1.rss,
           })
         } catch (err) {
-          records[k].error = String(err.message ?? err).slice(0, 2000)
+          records[k].error = errorText(err)
         }
       }
     }
     for (const [j, k] of live.entries()) {
-      if (k < 0 || records[k].error) continue
+      if (records[k].error) continue
       const done = slices[j]
       if (!done.length) {
         records[k].error = 'no slice ran'
@@ -226,16 +228,17 @@ async function runInterleaved(servers, scenario, round, firstPort, opts) {
       }
       const bytes = sum((x) => x.bytes)
       const seconds = sum((x) => x.duration_s)
+      const cpuS = sum((x) => x.server_cpu_s)
       records[k].client = { slices: done.length, bytes, duration_s: seconds, errors: sum((x) => x.errors ?? 0) }
       records[k].slices = done.map((x) => ({ [scenario.metric]: x[scenario.metric], duration_s: x.duration_s, server_cpu_s: x.server_cpu_s, client_cpu_util: x.client_cpu_util, other_cpu_util: x.other_cpu_util }))
       records[k].metrics = {
         [scenario.metric]: mid((x) => x[scenario.metric]),
         gib_per_s: mid((x) => x.gib_per_s),
         errors: records[k].client.errors,
-        server_cpu_util: sum((x) => x.server_cpu_s) / seconds,
+        server_cpu_util: cpuS / seconds,
         client_cpu_util: mid((x) => x.client_cpu_util),
         other_cpu_util: mid((x) => x.other_cpu_util),
-        server_cpu_us_per_unit: (sum((x) => x.server_cpu_s) * 1e6) / (bytes / MiB),
+        server_cpu_us_per_unit: (cpuS * 1e6) / (bytes / MiB),
         rss_base_mib: base[j].rss / MiB,
         rss_end_mib: done.at(-1).rss / MiB,
         rss_peak_mib: Math.max(base[j].rss, ...done.map((x) => x.rss)) / MiB,
