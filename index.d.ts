@@ -73,6 +73,12 @@ export declare class Calls {
    * copied. Same result as `writeString`.
    */
   writeBuffer(i: number, chunk: Uint8Array): boolean
+  /**
+   * Writes several buffers as one: straight to the socket in one vectored send when it
+   * has room, else copied. The TS stream collects the byte writes of a turn and crosses
+   * over once. Same result as `writeString`.
+   */
+  writeBuffers(i: number, chunks: Array<Uint8Array>): boolean
   /** Sends one SSE event. Returns like `writeString`; throws for an invalid id or name. */
   sendEvent(i: number, data?: string | undefined | null, event?: string | undefined | null, id?: string | undefined | null, retry?: number | undefined | null): boolean
   /**

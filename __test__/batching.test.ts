@@ -4,6 +4,7 @@
 // the end or after the client left.
 import { spawn } from 'node:child_process'
 import { expect, onTestFinished, test } from 'vitest'
+import { BYTES_FLUSH_AT } from '../ts/chunked.js'
 import { FLUSH_AT } from '../ts/stream.js'
 import { startApp } from './support/app.js'
 import { rawRequest } from './support/raw.js'
@@ -26,6 +27,19 @@ const sentAt = new Map<string, number>()
 let paced = { produced: 0, finished: false, readyFalse: 0 }
 let afterEnd: { sse: boolean; chunked: boolean } | null = null
 let waitOutcome: { rounds: number; ready: boolean | null } | null = null
+let stalled: { writes: number; waiting: boolean; stream: { buffered: number } } | null = null
+const STALL_WRITES = 512 // 32 MiB in 64 KiB writes
+
+/** `len` bytes counting up from `from` (mod 256): a wrong order or a lost byte shows. */
+function pattern(from: number, len: number): Buffer {
+  const b = Buffer.allocUnsafe(len)
+  for (let i = 0; i < len; i++) b[i] = (from + i) & 255
+  return b
+}
+
+/** Sizes written by /bytes-turn: empty, tiny, around a write's frame, one past the collect
+ * limit on its own, and 300 small ones (more buffers than one send takes). */
+const TURN_SIZES = [0, 1, 100, 1023, 1024, 5000, 65_536, 200_000, 0, 700_000, ...Array(300).fill(37), 65_536 * 9]
 
 const { port } = await startApp(
   (app) => {
@@ -81,6 +95,44 @@ const { port } = await startApp(
       stream.write('c')
       stream.write(new Uint8Array([68])) // 'D'
       stream.write('e')
+      stream.end()
+    })
+    app.chunked('/bytes-turn', (_req, stream) => {
+      let at = 0
+      TURN_SIZES.forEach((n, i) => {
+        stream.write(pattern(at, n))
+        at += n
+        if (i % 50 === 3) {
+          stream.write(`<${i}>`)
+          at = 0
+        }
+      })
+      stream.end()
+    })
+    // Async, and still running after the write: only the end-of-turn flush can send it.
+    app.chunked('/lone-bytes', async (req, stream) => {
+      stream.write(Buffer.from('only'))
+      sentAt.set(req.query.key as string, Date.now())
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 10_000)
+        stream.onClose(() => (clearTimeout(timer), resolve()))
+      })
+      stream.end()
+    })
+    // Writes 64 KiB blocks as long as write() says yes, then waits in ready(); 32 MiB.
+    app.chunked('/stall-bytes', async (_req, stream) => {
+      const state = { writes: 0, waiting: false, stream }
+      stalled = state
+      const block = Buffer.alloc(64 * 1024, 'q')
+      while (state.writes < STALL_WRITES) {
+        while (state.writes < STALL_WRITES && stream.write(block)) state.writes++
+        if (state.writes === STALL_WRITES) break
+        state.writes++ // the write that said "wait" was taken too
+        state.waiting = true
+        const ok = await stream.ready()
+        state.waiting = false
+        if (!ok) return
+      }
       stream.end()
     })
     app.post('/echo', (req) => ({ n: req.body.length, path: req.path }))
@@ -171,6 +223,51 @@ test('a chunked stream keeps the order of strings and bytes', async () => {
   expect(await res.text()).toBe('aBcDe')
   const nd = await fetch(`http://127.0.0.1:${port}/ndjson`)
   expect(await nd.text()).toBe('{"i":0}\n{"i":1}\n{"i":2}\n')
+})
+
+test('bytes written in one turn keep their order and every byte, whatever their sizes', async () => {
+  let expected = Buffer.alloc(0)
+  let at = 0
+  TURN_SIZES.forEach((n, i) => {
+    expected = Buffer.concat([expected, pattern(at, n)])
+    at += n
+    if (i % 50 === 3) {
+      expected = Buffer.concat([expected, Buffer.from(`<${i}>`)])
+      at = 0
+    }
+  })
+  const res = await fetch(`http://127.0.0.1:${port}/bytes-turn`)
+  const body = Buffer.from(await res.arrayBuffer())
+  expect(body.length).toBe(expected.length)
+  expect(body.equals(expected)).toBe(true)
+})
+
+test('a lone buffer goes out in the same turn, without waiting for more writes', async () => {
+  const client = rawRequest(port, '/lone-bytes?key=lone-bytes')
+  await client.head
+  await waitFor('the bytes', () => client.body().includes('only'), { timeoutMs: 3000 })
+  expect(Date.now() - sentAt.get('lone-bytes')!).toBeLessThan(1000)
+  client.destroy()
+})
+
+test('collected bytes add at most one batch to the queue when the client does not read', async () => {
+  const client = rawRequest(port, '/stall-bytes', { pauseAfterHead: true })
+  await client.head
+  const state = await waitFor('the writer to start', () => stalled, { timeoutMs: 10_000 })
+  await plateau('the writer to stall', () => state.writes, { quietMs: 300 })
+  expect(state.waiting).toBe(true)
+  expect(state.writes).toBeLessThan(STALL_WRITES)
+  // What the kernel did not take: past the mark by at most one collected batch (and the
+  // chunk header and CRLF of the batch that found the socket full).
+  const queued = state.stream.buffered
+  expect(queued).toBeGreaterThan(0)
+  expect(queued).toBeLessThanOrEqual(HWM + BYTES_FLUSH_AT + 16)
+  client.resume()
+  expect(await within(15_000, 'the whole stream', client.ended)).toBe('complete')
+  const body = client.body()
+  expect(body.length).toBe(STALL_WRITES * 64 * 1024)
+  expect(body.every((b) => b === 113)).toBe(true) // 'q'
+  client.destroy()
 })
 
 test('a lone event goes out in the same turn, without waiting for more writes', async () => {

@@ -174,6 +174,9 @@ export class Call {
   writeBuffer(chunk: Uint8Array): boolean {
     return this.#kept().writeBuffer(this.i, chunk)
   }
+  writeBuffers(chunks: Uint8Array[]): boolean {
+    return this.#kept().writeBuffers(this.i, chunks)
+  }
   sendEvent(data?: string | null, event?: string | null, id?: string | null, retry?: number | null): boolean {
     return this.#kept().sendEvent(this.i, data, event, id, retry)
   }

@@ -593,6 +593,51 @@ async fn writes_go_straight_to_the_socket_and_keep_their_order_once_it_fills() {
     assert_eq!(conn.read_chunked_body().await, b"again");
 }
 
+/// `write_slices` is the TS stream's path for the byte writes of one turn: one vectored
+/// send per group of buffers while the socket has room; once it fills, the rest of the
+/// group and every later buffer are queued behind it (already framed), and the reader
+/// gets every byte in order, the chunk framing intact.
+#[tokio::test]
+async fn write_slices_send_groups_straight_to_the_socket_and_queue_the_rest_in_order() {
+    let high_water = 4 * CHUNK;
+    let PausedFirehose {
+        server: _server,
+        mut conn,
+        tx,
+        ..
+    } = paused_firehose(high_water, 4096 * CHUNK).await;
+    let slices = |from: u64, n: u64| (from..from + n).map(seq_chunk).collect::<Vec<_>>();
+    let first = slices(0, 3);
+    assert!(tx
+        .write_slices(&first.iter().map(|c| &c[..]).collect::<Vec<_>>())
+        .unwrap());
+    assert_eq!(tx.buffered(), 0, "the three went straight to the socket");
+    // More buffers per call than one send takes (MAX_VECTORED), until the socket fills.
+    let per_call = rat_engine::stream::MAX_VECTORED as u64 + 36;
+    let mut seq = 3u64;
+    loop {
+        let batch = slices(seq, per_call);
+        seq += per_call;
+        let below = tx
+            .write_slices(&batch.iter().map(|c| &c[..]).collect::<Vec<_>>())
+            .unwrap();
+        if !below {
+            break;
+        }
+        assert!(seq < 100_000, "the socket never filled");
+    }
+    let queued = tx.buffered();
+    assert!(queued > 0);
+    // At most one call's bytes (and their framing) past the mark.
+    assert!(
+        queued <= high_water + per_call as usize * CHUNK + 32,
+        "queued {queued}"
+    );
+    let producer = spawn_seq_producer(tx.clone(), seq..seq + 64);
+    expect_seq_body(&mut conn, seq + 64).await;
+    producer.await.unwrap();
+}
+
 /// A server whose `/ch` subscribes each request to a channel with these options, and one
 /// subscriber whose socket has a 4 KiB receive buffer and which has read only the head:
 /// the channel, the server, that connection and its stream's sender.

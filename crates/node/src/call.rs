@@ -341,6 +341,14 @@ impl Calls {
         written(self.at(i)?.responder.write_slice(chunk))
     }
 
+    /// Writes several buffers as one: straight to the socket in one vectored send when it
+    /// has room, else copied. The TS stream collects the byte writes of a turn and crosses
+    /// over once. Same result as `writeString`.
+    #[napi]
+    pub fn write_buffers(&self, i: u32, chunks: Vec<&[u8]>) -> napi::Result<bool> {
+        written(self.at(i)?.responder.write_slices(&chunks))
+    }
+
     /// Sends one SSE event. Returns like `writeString`; throws for an invalid id or name.
     #[napi]
     pub fn send_event(

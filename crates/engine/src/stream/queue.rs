@@ -35,6 +35,35 @@ const MAX_COALESCE: usize = 64 * 1024;
 /// Frames up to this size written through the sink are copied into one buffer first.
 const SMALL_FRAME: usize = 1024;
 
+/// The most buffers [`StreamSender::write_slices`] sends in one vectored `send`.
+pub const MAX_VECTORED: usize = 64;
+
+/// The length of `chunks` written as one chunk, framed as HTTP/1.1 chunked if `chunked`.
+fn framed_len(chunks: &[&[u8]], chunked: bool) -> usize {
+    let len: usize = chunks.iter().map(|c| c.len()).sum();
+    match (len, chunked) {
+        (0, _) | (_, false) => len,
+        // Hex digits, two CRLFs.
+        _ => len + (usize::BITS - len.leading_zeros()).div_ceil(4) as usize + 4,
+    }
+}
+
+/// Appends `chunks` as one chunk, framed as HTTP/1.1 chunked if `chunked` (nothing for
+/// no bytes: an empty chunk would end the body).
+fn frame_into(buf: &mut BytesMut, chunks: &[&[u8]], chunked: bool) {
+    let len: usize = chunks.iter().map(|c| c.len()).sum();
+    if len == 0 {
+        return;
+    }
+    if chunked {
+        let _ = std::fmt::Write::write_fmt(buf, format_args!("{len:x}\r\n"));
+    }
+    chunks.iter().for_each(|c| buf.extend_from_slice(c));
+    if chunked {
+        buf.extend_from_slice(b"\r\n");
+    }
+}
+
 /// Limits of a stream queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueLimits {
@@ -286,15 +315,76 @@ impl StreamSender {
             return Err(Error::closed());
         }
         let len = chunk.as_ref().len();
-        if let Some(rest) = self.write_through(&mut st, chunk.as_ref()) {
-            if let Some(m) = self.shared.metrics.get() {
-                Metrics::add(&m.bytes_sent, len as u64);
-            }
+        if let Some(rest) = self.write_through(&mut st, &[chunk.as_ref()]) {
+            self.count_sent(len);
             return Ok(match rest {
                 None => true,
                 Some(rest) => self.push_locked(st, rest),
             });
         }
+        let st = self.check_hard_limit(st, len)?;
+        Ok(self.push_locked(st, own(chunk)))
+    }
+
+    /// Writes several buffers as one chunk of the stream, Node `writev` style: through the
+    /// sink in one vectored `send` per [`MAX_VECTORED`] buffers when it has room (no copy),
+    /// otherwise copied into the queue. Returns like [`write`](Self::write).
+    ///
+    /// A front end that collects the writes of one turn of its event loop hands them over
+    /// here: on loopback, 8 writes of 64 KiB sent as one cost the kernel 9 segments
+    /// instead of 16, and one syscall instead of 8.
+    ///
+    /// # Errors
+    /// As [`write`](Self::write).
+    pub fn write_slices(&self, chunks: &[&[u8]]) -> Result<bool> {
+        let mut st = self.lock();
+        if st.is_closed() {
+            return Err(Error::closed());
+        }
+        let mut from = 0;
+        while from < chunks.len() {
+            let group = &chunks[from..chunks.len().min(from + MAX_VECTORED)];
+            let Some(rest) = self.write_through(&mut st, group) else {
+                break;
+            };
+            self.count_sent(group.iter().map(|c| c.len()).sum());
+            from += group.len();
+            if let Some(rest) = rest {
+                // The socket is full. The rest is the front chunk, already framed: what
+                // follows it joins it, framed the same way (one copy either way).
+                let later = &chunks[from..];
+                let mut buf = BytesMut::with_capacity(rest.len() + framed_len(later, true));
+                buf.extend_from_slice(&rest);
+                frame_into(&mut buf, later, st.sink_chunked);
+                return Ok(self.push_locked(st, buf.freeze()));
+            }
+        }
+        let later = &chunks[from..];
+        let len: usize = later.iter().map(|c| c.len()).sum();
+        if len == 0 {
+            return Ok(self.shared.has_room(&st));
+        }
+        let st = self.check_hard_limit(st, len)?;
+        let mut buf = BytesMut::with_capacity(len);
+        later.iter().for_each(|c| buf.extend_from_slice(c));
+        Ok(self.push_locked(st, buf.freeze()))
+    }
+
+    /// Counts bytes written through the sink in the metrics' `bytes_sent`.
+    fn count_sent(&self, len: usize) {
+        if let Some(m) = self.shared.metrics.get() {
+            Metrics::add(&m.bytes_sent, len as u64);
+        }
+    }
+
+    /// Queuing `len` more bytes would pass the hard limit (and something is queued
+    /// already, so one large write on its own is accepted): the stream is aborted and the
+    /// write fails. Otherwise hands the lock back.
+    fn check_hard_limit<'a>(
+        &self,
+        mut st: std::sync::MutexGuard<'a, State>,
+        len: usize,
+    ) -> Result<std::sync::MutexGuard<'a, State>> {
         if st.queued + len > self.shared.limits.max_buffered && st.queued > 0 {
             let waker = st.fail(
                 "stream aborted: the client did not read and the producer ignored backpressure"
@@ -306,35 +396,41 @@ impl StreamSender {
                 self.shared.limits.max_buffered
             )));
         }
-        let below = self.push_locked(st, own(chunk));
-        Ok(below)
+        Ok(st)
     }
 
-    /// Writes `data` straight to the socket when the consumer allows it (a sink is
-    /// attached) and the order of bytes is kept (nothing queued, nothing taken and
-    /// unwritten): no copy, no hand-over to the connection's task, no wake-up. `None` when
-    /// nothing was written (the caller queues `data`); `Some(None)` when all of it was;
-    /// `Some(Some(rest))` when the socket took part of it: `rest`, already framed, is then
-    /// marked as the front chunk and must be queued by the caller (which wakes the
-    /// consumer to write it once the socket has room). The caller counts `data` in the
-    /// metrics' `bytes_sent` when it was written: a channel's sweep counts once for all its
-    /// subscribers, as reading each queue's metrics after the `send` was a cache miss per
-    /// subscriber (~2% of a sweep's CPU).
-    fn write_through(&self, st: &mut State, data: &[u8]) -> Option<Option<Bytes>> {
-        if data.is_empty() || st.in_flight || !st.chunks.is_empty() {
+    /// Writes `data` (at most [`MAX_VECTORED`] buffers, sent as one chunk) straight to the
+    /// socket when the consumer allows it (a sink is attached) and the order of bytes is
+    /// kept (nothing queued, nothing taken and unwritten): no copy, no hand-over to the
+    /// connection's task, no wake-up. `None` when nothing was written (the caller queues
+    /// `data`); `Some(None)` when all of it was; `Some(Some(rest))` when the socket took
+    /// part of it: `rest`, already framed, is then marked as the front chunk and must be
+    /// queued by the caller (which wakes the consumer to write it once the socket has
+    /// room). The caller counts `data` in the metrics' `bytes_sent` when it was written: a
+    /// channel's sweep counts once for all its subscribers, as reading each queue's
+    /// metrics after the `send` was a cache miss per subscriber (~2% of a sweep's CPU).
+    fn write_through(&self, st: &mut State, data: &[&[u8]]) -> Option<Option<Bytes>> {
+        debug_assert!(data.len() <= MAX_VECTORED);
+        let len: usize = data.iter().map(|d| d.len()).sum();
+        if len == 0 || st.in_flight || !st.chunks.is_empty() {
             return None;
         }
         let io = st.sink.as_ref()?;
         let mut size = [0u8; 18];
-        let mut parts: [&[u8]; 3] = [b"", data, b""];
-        if st.sink_chunked {
+        let (head, tail): (&[u8], &[u8]) = if st.sink_chunked {
             let mut w = &mut size[..];
-            let _ = write!(w, "{:x}\r\n", data.len());
+            let _ = write!(w, "{len:x}\r\n");
             let left = w.len();
-            parts[0] = &size[..size.len() - left];
-            parts[2] = b"\r\n";
-        }
-        let total: usize = parts.iter().map(|p| p.len()).sum();
+            (&size[..size.len() - left], b"\r\n")
+        } else {
+            (b"", b"")
+        };
+        let total = head.len() + len + tail.len();
+        let parts = || {
+            std::iter::once(head)
+                .chain(data.iter().copied())
+                .chain([tail])
+        };
         // A plain non-blocking `send`, bypassing tokio's readiness bookkeeping: reading it
         // is a cache miss per socket when a channel writes to thousands in turn (~5% of a
         // sweep). A stale "writable" left behind only costs the connection's own next write
@@ -344,13 +440,19 @@ impl StreamSender {
             // An event: one buffer and one `write`, cheaper in the kernel than `writev`.
             let mut buf = [0u8; SMALL_FRAME];
             let mut at = 0;
-            for p in parts {
+            for p in parts() {
                 buf[at..at + p.len()].copy_from_slice(p);
                 at += p.len();
             }
             socket.send(&buf[..total])
         } else {
-            socket.send_vectored(&parts.map(IoSlice::new))
+            let mut slices = [IoSlice::new(&[]); MAX_VECTORED + 2];
+            let mut n = 0;
+            for p in parts().filter(|p| !p.is_empty()) {
+                slices[n] = IoSlice::new(p);
+                n += 1;
+            }
+            socket.send_vectored(&slices[..n])
         };
         let written = match res {
             Ok(n) => n,
@@ -372,7 +474,7 @@ impl StreamSender {
         // wait (see `Shared::has_room`).
         let mut rest = BytesMut::with_capacity(total - written);
         let mut skip = written;
-        for p in parts {
+        for p in parts() {
             if skip >= p.len() {
                 skip -= p.len();
                 continue;
@@ -449,7 +551,7 @@ impl StreamSender {
         if st.is_closed() {
             return Some(Pushed::Closed);
         }
-        if let Some(rest) = self.write_through(&mut st, chunk)? {
+        if let Some(rest) = self.write_through(&mut st, &[chunk])? {
             self.push_locked(st, rest);
         }
         Some(Pushed::Queued)
@@ -860,6 +962,50 @@ mod tests {
         assert!(err.is_full());
         assert!(tx.is_closed());
         assert!(matches!(poll(&mut rx), Poll::Ready(Some(Err(_)))));
+    }
+
+    #[test]
+    fn write_slices_without_a_sink_queues_one_copy_and_keeps_the_limits() {
+        let (tx, mut rx) = queue(QueueLimits {
+            high_water_mark: 6,
+            max_buffered: 10,
+        });
+        assert!(tx.write_slices(&[b"ab", b"", b"c"]).unwrap());
+        assert!(
+            tx.write_slices(&[]).unwrap(),
+            "nothing written, still below"
+        );
+        assert!(!tx.write_slices(&[b"de", b"f"]).unwrap(), "at the mark");
+        assert_eq!(tx.buffered(), 6);
+        assert_eq!(
+            poll(&mut rx),
+            Poll::Ready(Some(Ok(Bytes::from_static(b"abcdef"))))
+        );
+        tx.write_slices(&[b"0123456789"]).unwrap();
+        // Past the hard limit with something queued: the stream is aborted.
+        assert!(tx.write_slices(&[b"x"]).unwrap_err().is_full());
+        assert!(tx.write_slices(&[b"y"]).unwrap_err().is_closed());
+        assert!(matches!(poll(&mut rx), Poll::Ready(Some(Err(_)))));
+    }
+
+    #[test]
+    fn framed_len_counts_the_chunk_header_and_crlf() {
+        for parts in [
+            &[][..],
+            &[&b"a"[..]],
+            &[&[7u8; 15][..], &[1u8; 1]],
+            &[&[0u8; 70_000][..]],
+        ] {
+            let mut buf = BytesMut::new();
+            frame_into(&mut buf, parts, true);
+            assert_eq!(buf.len(), framed_len(parts, true));
+            let mut raw = BytesMut::new();
+            frame_into(&mut raw, parts, false);
+            assert_eq!(raw.len(), framed_len(parts, false));
+        }
+        let mut buf = BytesMut::new();
+        frame_into(&mut buf, &[b"ab", b"cde"], true);
+        assert_eq!(&buf[..], b"5\r\nabcde\r\n");
     }
 
     #[test]

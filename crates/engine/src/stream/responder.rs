@@ -315,6 +315,17 @@ impl Responder {
         s.write_slice(chunk)
     }
 
+    /// Several buffers written as one, straight to the socket in one vectored `send` when
+    /// it has room, else copied (see [`StreamSender::write_slices`]).
+    ///
+    /// # Errors
+    /// As [`write`](Self::write).
+    pub fn write_slices(&self, chunks: &[&[u8]]) -> Result<bool> {
+        let s = self.stream_or_err()?;
+        self.start();
+        s.write_slices(chunks)
+    }
+
     /// Starts the stream if needed and writes one SSE event.
     ///
     /// # Errors
