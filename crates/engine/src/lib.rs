@@ -38,6 +38,7 @@ pub mod response;
 pub mod router;
 mod server;
 pub mod stream;
+mod sys;
 
 pub use app::{App, Handler, RouteOptions};
 pub use channel::{Channel, ChannelMetrics, ChannelOptions, SlowClient};

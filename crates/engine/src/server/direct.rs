@@ -599,10 +599,10 @@ impl Out {
             return; // an empty chunk would read as the end of the body
         }
         if framing == Framing::Chunked {
-            let mut w = &mut self.size[..];
-            let _ = write!(w, "{:x}\r\n", data.len());
-            let left = w.len();
-            self.size_len = (self.size.len() - left) as u8;
+            let mut line = [0; 18];
+            let line = crate::stream::chunk_size_line(data.len(), &mut line);
+            self.size[..line.len()].copy_from_slice(line);
+            self.size_len = line.len() as u8;
             self.tail = Tail::Crlf;
         }
         self.data = data;

@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, IoSlice, Write as _};
+use std::io::{self, IoSlice};
 use std::pin::pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
@@ -38,6 +38,24 @@ const SMALL_FRAME: usize = 1024;
 /// The most buffers [`StreamSender::write_slices`] sends in one vectored `send`.
 pub const MAX_VECTORED: usize = 64;
 
+/// The size line of an HTTP/1.1 chunk of `len` bytes (`{len:x}\r\n`), written into `out`
+/// without `core::fmt` (a few % of a small write's user time).
+pub(crate) fn chunk_size_line(len: usize, out: &mut [u8; 18]) -> &[u8] {
+    let mut at = 16;
+    let mut n = len;
+    loop {
+        at -= 1;
+        out[at] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out[16] = b'\r';
+    out[17] = b'\n';
+    &out[at..]
+}
+
 /// The length of `chunks` written as one chunk, framed as HTTP/1.1 chunked if `chunked`.
 fn framed_len(chunks: &[&[u8]], chunked: bool) -> usize {
     let len: usize = chunks.iter().map(|c| c.len()).sum();
@@ -56,7 +74,7 @@ fn frame_into(buf: &mut BytesMut, chunks: &[&[u8]], chunked: bool) {
         return;
     }
     if chunked {
-        let _ = std::fmt::Write::write_fmt(buf, format_args!("{len:x}\r\n"));
+        buf.extend_from_slice(chunk_size_line(len, &mut [0; 18]));
     }
     chunks.iter().for_each(|c| buf.extend_from_slice(c));
     if chunked {
@@ -130,7 +148,7 @@ struct State {
     rx_waker: Option<Waker>,
     /// The connection's socket, while the consumer lets producers write to it themselves
     /// (see [`QueueReceiver::attach_sink`]).
-    sink: Option<Arc<TcpStream>>,
+    sink: Option<crate::sys::Sink>,
     /// The sink's bytes are framed as HTTP/1.1 chunks.
     sink_chunked: bool,
     /// The consumer took bytes it may not have written yet: until it comes back for more,
@@ -267,6 +285,15 @@ impl StreamSender {
         // A panic while holding this lock cannot leave the state inconsistent (each
         // critical section is a few field updates), so a poisoned lock is still usable.
         self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts loading this queue's lock and state into the cache: for a channel's sweep,
+    /// a few subscribers ahead of the one it is writing to (see [`crate::sys`]).
+    #[inline]
+    pub(crate) fn prefetch(&self) {
+        let state: *const Mutex<State> = &self.shared.state;
+        crate::sys::prefetch(state);
+        crate::sys::prefetch(state.cast::<u8>().wrapping_add(64));
     }
 
     /// The queue's limits.
@@ -418,10 +445,7 @@ impl StreamSender {
         let io = st.sink.as_ref()?;
         let mut size = [0u8; 18];
         let (head, tail): (&[u8], &[u8]) = if st.sink_chunked {
-            let mut w = &mut size[..];
-            let _ = write!(w, "{len:x}\r\n");
-            let left = w.len();
-            (&size[..size.len() - left], b"\r\n")
+            (chunk_size_line(len, &mut size), b"\r\n")
         } else {
             (b"", b"")
         };
@@ -435,7 +459,7 @@ impl StreamSender {
         // is a cache miss per socket when a channel writes to thousands in turn (~5% of a
         // sweep). A stale "writable" left behind only costs the connection's own next write
         // one `EAGAIN`.
-        let socket = socket2::SockRef::from(&**io);
+        let socket = io.socket();
         let res = if total <= SMALL_FRAME {
             // An event: one buffer and one `write`, cheaper in the kernel than `writev`.
             let mut buf = [0u8; SMALL_FRAME];
@@ -770,7 +794,7 @@ impl QueueReceiver {
     pub(crate) fn attach_sink(&self, io: &Arc<TcpStream>, chunked: bool) {
         let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
         if !st.is_closed() && st.sink.is_none() {
-            st.sink = Some(io.clone());
+            st.sink = Some(crate::sys::Sink::new(io.clone()));
             st.sink_chunked = chunked;
         }
     }
@@ -989,6 +1013,16 @@ mod tests {
     }
 
     #[test]
+    fn chunk_size_lines_are_lowercase_hex() {
+        for len in [0usize, 1, 9, 10, 15, 16, 255, 65_536, 65_546, usize::MAX] {
+            assert_eq!(
+                chunk_size_line(len, &mut [0; 18]),
+                format!("{len:x}\r\n").as_bytes()
+            );
+        }
+    }
+
+    #[test]
     fn framed_len_counts_the_chunk_header_and_crlf() {
         for parts in [
             &[][..],
@@ -1122,9 +1156,11 @@ mod size_tests {
             "queue Shared: {size} bytes (State: {})",
             std::mem::size_of::<State>()
         );
-        // 152 bytes with Rust 1.95 (216 with the rare parts inline), 8 of them the sink;
-        // the Arc adds 16. glibc gives 168 bytes the same 176-byte chunk as 160.
-        assert!(size <= 152, "the queue's shared state is {size} bytes");
+        // 160 bytes with Rust 1.95 (216 with the rare parts inline), 16 of them the sink
+        // (its handle and its descriptor, see `sys::Sink`); the Arc adds 16. mimalloc (the
+        // addon's allocator) serves 168 and 176 bytes from the same 192-byte bin; glibc
+        // gives 176 a 192-byte chunk, 16 more than 168 got.
+        assert!(size <= 160, "the queue's shared state is {size} bytes");
         let (tx, rx) = queue(QueueLimits::default());
         tx.on_close(|| {});
         assert!(tx.lock().rare.is_none(), "one close callback needs no Rare");
