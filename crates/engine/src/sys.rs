@@ -1,5 +1,5 @@
-//! The engine's only unsafe code, for two things std has no safe way to say. The rest of
-//! the crate forbids unsafe code (`unsafe_code = "deny"`; this module alone opts in).
+//! The engine's only unsafe code, for two things std has no safe way to say. The crate
+//! denies unsafe code (`unsafe_code = "deny"`); this module alone allows it.
 //!
 //! Both serve a channel's sweep, which writes one event to thousands of sockets in turn and
 //! spends ~93% of its time in the kernel's send path. Of the rest, two cache misses per

@@ -380,7 +380,8 @@ impl StreamSender {
                 // The socket is full. The rest is the front chunk, already framed: what
                 // follows it joins it, framed the same way (one copy either way).
                 let later = &chunks[from..];
-                let mut buf = BytesMut::with_capacity(rest.len() + framed_len(later, true));
+                let mut buf =
+                    BytesMut::with_capacity(rest.len() + framed_len(later, st.sink_chunked));
                 buf.extend_from_slice(&rest);
                 frame_into(&mut buf, later, st.sink_chunked);
                 return Ok(self.push_locked(st, buf.freeze()));
@@ -442,7 +443,7 @@ impl StreamSender {
         if len == 0 || st.in_flight || !st.chunks.is_empty() {
             return None;
         }
-        let io = st.sink.as_ref()?;
+        let sink = st.sink.as_ref()?;
         let mut size = [0u8; 18];
         let (head, tail): (&[u8], &[u8]) = if st.sink_chunked {
             (chunk_size_line(len, &mut size), b"\r\n")
@@ -459,7 +460,7 @@ impl StreamSender {
         // is a cache miss per socket when a channel writes to thousands in turn (~5% of a
         // sweep). A stale "writable" left behind only costs the connection's own next write
         // one `EAGAIN`.
-        let socket = io.socket();
+        let socket = sink.socket();
         let res = if total <= SMALL_FRAME {
             // An event: one buffer and one `write`, cheaper in the kernel than `writev`.
             let mut buf = [0u8; SMALL_FRAME];
