@@ -56,16 +56,6 @@ pub(crate) fn chunk_size_line(len: usize, out: &mut [u8; 18]) -> &[u8] {
     &out[at..]
 }
 
-/// The length of `chunks` written as one chunk, framed as HTTP/1.1 chunked if `chunked`.
-fn framed_len(chunks: &[&[u8]], chunked: bool) -> usize {
-    let len: usize = chunks.iter().map(|c| c.len()).sum();
-    match (len, chunked) {
-        (0, _) | (_, false) => len,
-        // Hex digits, two CRLFs.
-        _ => len + (usize::BITS - len.leading_zeros()).div_ceil(4) as usize + 4,
-    }
-}
-
 /// Appends `chunks` as one chunk, framed as HTTP/1.1 chunked if `chunked` (nothing for
 /// no bytes: an empty chunk would end the body).
 fn frame_into(buf: &mut BytesMut, chunks: &[&[u8]], chunked: bool) {
@@ -73,6 +63,8 @@ fn frame_into(buf: &mut BytesMut, chunks: &[&[u8]], chunked: bool) {
     if len == 0 {
         return;
     }
+    // The size line (at most 18 bytes) and the CRLF.
+    buf.reserve(len + if chunked { 20 } else { 0 });
     if chunked {
         buf.extend_from_slice(chunk_size_line(len, &mut [0; 18]));
     }
@@ -379,11 +371,8 @@ impl StreamSender {
             if let Some(rest) = rest {
                 // The socket is full. The rest is the front chunk, already framed: what
                 // follows it joins it, framed the same way (one copy either way).
-                let later = &chunks[from..];
-                let mut buf =
-                    BytesMut::with_capacity(rest.len() + framed_len(later, st.sink_chunked));
-                buf.extend_from_slice(&rest);
-                frame_into(&mut buf, later, st.sink_chunked);
+                let mut buf = BytesMut::from(&rest[..]);
+                frame_into(&mut buf, &chunks[from..], st.sink_chunked);
                 return Ok(self.push_locked(st, buf.freeze()));
             }
         }
@@ -393,8 +382,9 @@ impl StreamSender {
             return Ok(self.shared.has_room(&st));
         }
         let st = self.check_hard_limit(st, len)?;
-        let mut buf = BytesMut::with_capacity(len);
-        later.iter().for_each(|c| buf.extend_from_slice(c));
+        // Unframed: the body frames what it takes from the queue.
+        let mut buf = BytesMut::new();
+        frame_into(&mut buf, later, false);
         Ok(self.push_locked(st, buf.freeze()))
     }
 
@@ -1024,20 +1014,21 @@ mod tests {
     }
 
     #[test]
-    fn framed_len_counts_the_chunk_header_and_crlf() {
-        for parts in [
-            &[][..],
-            &[&b"a"[..]],
-            &[&[7u8; 15][..], &[1u8; 1]],
-            &[&[0u8; 70_000][..]],
-        ] {
-            let mut buf = BytesMut::new();
-            frame_into(&mut buf, parts, true);
-            assert_eq!(buf.len(), framed_len(parts, true));
-            let mut raw = BytesMut::new();
-            frame_into(&mut raw, parts, false);
-            assert_eq!(raw.len(), framed_len(parts, false));
-        }
+    fn frame_into_writes_one_chunk_or_the_raw_bytes() {
+        let mut buf = BytesMut::new();
+        frame_into(&mut buf, &[b"", b""], true);
+        assert!(
+            buf.is_empty(),
+            "no bytes, no chunk: an empty one would end the body"
+        );
+        frame_into(&mut buf, &[b"ab", b"cde"], false);
+        assert_eq!(&buf[..], b"abcde");
+        let big = [7u8; 70_000];
+        let mut buf = BytesMut::new();
+        frame_into(&mut buf, &[&big[..], b"x"], true);
+        assert_eq!(&buf[..7], b"11171\r\n");
+        assert_eq!(buf.len(), 7 + 70_001 + 2);
+        assert!(buf.ends_with(b"x\r\n"));
         let mut buf = BytesMut::new();
         frame_into(&mut buf, &[b"ab", b"cde"], true);
         assert_eq!(&buf[..], b"5\r\nabcde\r\n");
