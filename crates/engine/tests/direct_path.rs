@@ -937,3 +937,39 @@ async fn a_keep_alive_request_sent_in_pieces_is_read_in_full() {
         assert_eq!(conn.read_body(&head).await, b"no such topic");
     }
 }
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, or with two, is a 400 on either
+/// path, and the connection closes; HTTP/1.0 may omit it.
+#[tokio::test]
+async fn a_request_without_one_host_is_a_400_on_both_paths() {
+    let f = start(ServerConfig::default()).await;
+    let addr = f.server.local_addr();
+    let answer = |head: String| async move {
+        let mut conn = RawConn::connect(addr).await;
+        conn.send_raw(head.as_bytes()).await;
+        assert!(
+            conn.closed_within(Duration::from_secs(2)).await,
+            "closed after {head:?}"
+        );
+        String::from_utf8_lossy(conn.pending()).into_owned()
+    };
+    for path in ["/count", "/hello"] {
+        for (version, hosts) in [
+            ("1.1", ""),
+            ("1.1", "Host: a\r\nHost: b\r\n"),
+            ("1.0", "Host: a\r\nHost: b\r\n"),
+        ] {
+            let res = answer(format!("GET {path} HTTP/{version}\r\n{hosts}\r\n")).await;
+            assert!(
+                res.starts_with(&format!("HTTP/{version} 400 ")),
+                "{path} {hosts:?}: {res}"
+            );
+            assert!(res.contains("Host header"), "{res}");
+        }
+        let res = answer(format!("GET {path} HTTP/1.0\r\n\r\n")).await;
+        assert!(
+            res.starts_with("HTTP/1.0 200 "),
+            "HTTP/1.0 without Host: {res}"
+        );
+    }
+}

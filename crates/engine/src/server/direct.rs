@@ -280,12 +280,15 @@ fn parse(buf: &[u8], peer: SocketAddr, shared: &Shared) -> Parse {
         return Parse::Handover;
     };
     let mut keep_alive = version == Version::HTTP_11;
+    let mut hosts = 0;
     let mut map = HeaderMap::with_capacity(req.headers.len());
     for h in req.headers.iter() {
         let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
             return Parse::Handover;
         };
-        if name == header::CONTENT_LENGTH {
+        if name == header::HOST {
+            hosts += 1;
+        } else if name == header::CONTENT_LENGTH {
             if h.value.trim_ascii() != b"0" {
                 return Parse::Handover;
             }
@@ -308,6 +311,9 @@ fn parse(buf: &[u8], peer: SocketAddr, shared: &Shared) -> Parse {
             return Parse::Handover;
         };
         map.append(name, value);
+    }
+    if !service::host_ok(version, hosts) {
+        return Parse::Handover; // hyper's path answers it with 400
     }
     let (handler, params) = match shared.app.router.at(&Method::GET, uri.path()) {
         RouteMatch::Found(m) if m.value.options.long_lived => (m.value.handler.clone(), m.params),

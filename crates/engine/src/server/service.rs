@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, StatusCode};
+use http::{header, HeaderValue, Method, StatusCode, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
@@ -133,8 +133,33 @@ pub(crate) fn respond(
     }
 }
 
+/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host`, an HTTP/1.0 one at most
+/// one. (HTTP/2 names the authority in `:authority`.)
+pub(crate) fn host_ok(version: Version, hosts: usize) -> bool {
+    match version {
+        Version::HTTP_11 => hosts == 1,
+        Version::HTTP_10 | Version::HTTP_09 => hosts <= 1,
+        _ => true,
+    }
+}
+
 async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: hyper::Request<Incoming>) -> Response {
     let metrics = &shared.metrics;
+    if !host_ok(
+        req.version(),
+        req.headers().get_all(header::HOST).iter().count(),
+    ) {
+        Metrics::add(&metrics.total_requests, 1);
+        let msg = if req.version() == Version::HTTP_11 {
+            "an HTTP/1.1 request needs exactly one Host header"
+        } else {
+            "a request may carry one Host header at most"
+        };
+        let mut res = rejected(metrics, StatusCode::BAD_REQUEST, msg);
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return res;
+    }
     let (route, params, head_as_get) = match route(&shared, req.method(), req.uri().path()) {
         Ok(found) => found,
         Err(res) => return res,
