@@ -42,7 +42,11 @@ const { app, port, url } = await startApp((app) => {
   app.sse('/closing', closing)
 })
 
-const ids = (events: SseMessage[]) => events.map((e) => e.id)
+// A channel's ids are `<epoch>-<n>`: the epoch names the channel's life, n counts from 1.
+const epochOf = (id: string) => id.slice(0, id.lastIndexOf('-'))
+const seq = (id: string) => Number(id.slice(id.lastIndexOf('-') + 1))
+/** The events' ids by their number alone. */
+const ids = (events: SseMessage[]) => events.map((e) => String(seq(e.id)))
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => String(from + i))
 
 describe('the channel API', () => {
@@ -56,12 +60,14 @@ describe('the channel API', () => {
     const client = new RawSseClient(port, '/misc')
     await client.head
     await waitFor('subscriber', () => misc.subscribers === 1)
-    expect(misc.publish('text')).toBe('1')
-    expect(misc.publish({ event: 'row', data: { a: 1 } })).toBe('2')
-    expect(misc.publish(42)).toBe('3')
+    const first = misc.publish('text')
+    expect(first).toMatch(/^[0-9a-z]{11}-1$/)
+    const id = (n: number) => `${epochOf(first)}-${n}`
+    expect(misc.publish({ event: 'row', data: { a: 1 } })).toBe(id(2))
+    expect(misc.publish(42)).toBe(id(3))
     expect(misc.publish({ data: 'own id', id: 'x-9' })).toBe('x-9')
-    expect(misc.publish(['array'])).toBe('4')
-    expect(misc.publish({ event: 'ping' })).toBe('5')
+    expect(misc.publish(['array'])).toBe(id(4))
+    expect(misc.publish({ event: 'ping' })).toBe(id(5))
     expect(() => misc.publish(undefined)).toThrow(RatError)
     // Published at once; handed to the subscriber by the channel's fan-out task.
     expect(misc.metrics()).toMatchObject({ subscribers: 1, published: 6 })
@@ -69,12 +75,12 @@ describe('the channel API', () => {
     const got = await client.waitForEvents(6)
     expect(misc.metrics()).toMatchObject({ subscribers: 1, published: 6, delivered: 6, dropped: 0, closedSlow: 0 })
     expect(got.map((e) => [e.event, e.data, e.id])).toEqual([
-      ['message', 'text', '1'],
-      ['row', '{"a":1}', '2'],
-      ['message', '42', '3'],
+      ['message', 'text', id(1)],
+      ['row', '{"a":1}', id(2)],
+      ['message', '42', id(3)],
       ['message', 'own id', 'x-9'],
-      ['message', '["array"]', '4'],
-      ['ping', '', '5'],
+      ['message', '["array"]', id(4)],
+      ['ping', '', id(5)],
     ])
     await waitFor('the comment', () => client.parser.comments.includes('just a comment'))
     client.destroy()
@@ -126,10 +132,12 @@ test('1,000 clients all receive every published event, in order', async () => {
 
 describe('resuming with Last-Event-ID', () => {
   test('a client that reconnects with the header receives exactly the missed events', async () => {
-    const base = Number(replay.publish('r')) // ids continue from here
+    const baseId = replay.publish('r') // ids continue from here
+    const base = seq(baseId)
+    const id = (n: number) => `${epochOf(baseId)}-${n}`
     for (let i = 1; i <= 9; i++) replay.publish(`r${i}`)
     const replayedBefore = replay.metrics().replayed
-    const client = new RawSseClient(port, '/replay', { headers: { 'last-event-id': String(base + 4) } })
+    const client = new RawSseClient(port, '/replay', { headers: { 'last-event-id': id(base + 4) } })
     await client.waitForEvents(5)
     expect(ids(client.events)).toEqual(range(base + 5, base + 9))
     expect(replay.metrics().replayed - replayedBefore).toBe(5)
@@ -142,7 +150,7 @@ describe('resuming with Last-Event-ID', () => {
   })
 
   test('the lastEventId query parameter works the same way', async () => {
-    const last = Number(replay.publish('q0'))
+    const last = replay.publish('q0')
     replay.publish('q1')
     replay.publish('q2')
     const client = new RawSseClient(port, `/replay?lastEventId=${last}`)
@@ -165,14 +173,36 @@ describe('resuming with Last-Event-ID', () => {
   })
 
   test('an id older than history gets a missed event, then what history holds', async () => {
-    const first = Number(short.publish('s'))
+    const firstId = short.publish('s')
+    const first = seq(firstId)
+    const id = (n: number) => `${epochOf(firstId)}-${n}`
     for (let i = 1; i < 20; i++) short.publish(`s${i}`)
     const newest = first + 19
-    const client = new RawSseClient(port, '/short', { headers: { 'last-event-id': String(first + 2) } })
+    const client = new RawSseClient(port, '/short', { headers: { 'last-event-id': id(first + 2) } })
     await client.waitForEvents(6)
     expect(client.events[0].event).toBe('missed')
-    expect(JSON.parse(client.events[0].data)).toEqual({ lastEventId: String(first + 2), firstAvailableId: String(newest - 4) })
+    expect(JSON.parse(client.events[0].data)).toEqual({ lastEventId: id(first + 2), firstAvailableId: id(newest - 4) })
     expect(ids(client.events.slice(1))).toEqual(range(newest - 4, newest))
+    client.destroy()
+  })
+
+  test('an id from before a restart gets the missed event, not the events that share its number', async () => {
+    // The first life: five events, the client saw the fifth.
+    const before = await startApp((a) => a.sse('/life', a.channel('life')))
+    const ch1 = before.app.channel('life')
+    let seen = ''
+    for (let i = 1; i <= 5; i++) seen = ch1.publish(`old ${i}`)
+    await before.app.close(100)
+    // The second life published eight before the client comes back.
+    const after = await startApp((a) => a.sse('/life', a.channel('life')))
+    const ch2 = after.app.channel('life')
+    for (let i = 1; i <= 8; i++) ch2.publish(`new ${i}`)
+    const client = new RawSseClient(after.port, '/life', { headers: { 'last-event-id': seen } })
+    await client.waitForEvents(9)
+    expect(client.events[0].event).toBe('missed')
+    expect(JSON.parse(client.events[0].data)).toMatchObject({ lastEventId: seen })
+    expect(client.events.slice(1).map((e) => e.data)).toEqual(range(1, 8).map((n) => `new ${n}`))
+    expect(epochOf(client.events[1].id)).not.toBe(epochOf(seen))
     client.destroy()
   })
 
@@ -194,9 +224,9 @@ describe('resuming with Last-Event-ID', () => {
     expect(subscribeResults).toEqual([-1])
     client.destroy()
 
-    const last = Number(replay.publish('i0'))
+    const last = replay.publish('i0')
     replay.publish('i1')
-    const c2 = new RawSseClient(port, '/with-init/replay', { headers: { 'last-event-id': String(last) } })
+    const c2 = new RawSseClient(port, '/with-init/replay', { headers: { 'last-event-id': last } })
     await c2.waitForEvents(2)
     expect(c2.events.map((e) => [e.event, e.data])).toEqual([
       ['init', '{"room":"replay"}'],
@@ -214,7 +244,8 @@ describe('resuming with Last-Event-ID', () => {
       await collect(es, { types: ['init'], count: 1 })
       const all = collect(es, { count: 6, timeoutMs: 8000 })
       const firstThree = collect(es, { count: 3 })
-      const first = Number(replay.publish('e1'))
+      const firstId = replay.publish('e1')
+      const first = seq(firstId)
       replay.publish('e2')
       replay.publish('e3')
       // Once the client has the first three, end its stream from the server.
@@ -228,8 +259,8 @@ describe('resuming with Last-Event-ID', () => {
       replay.publish('e6')
       const got = await all
       expect(got.map((e) => e.data)).toEqual(['e1', 'e2', 'e3', 'e4', 'e5', 'e6'])
-      expect(got.map((e) => e.lastEventId)).toEqual(range(first, first + 5))
-      expect(lastIds).toEqual([null, String(first + 2)])
+      expect(got.map((e) => e.lastEventId)).toEqual(range(first, first + 5).map((n) => `${epochOf(firstId)}-${n}`))
+      expect(lastIds).toEqual([null, `${epochOf(firstId)}-${first + 2}`])
     } finally {
       es.close()
     }

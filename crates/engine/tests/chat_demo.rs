@@ -102,17 +102,28 @@ async fn messages_reach_the_room_and_resume_after_a_reconnect() {
         "{first}"
     );
 
-    // Alice leaves after id 1; two messages are said while she is away.
+    // Alice leaves after the first message; two are said while she is away.
+    let seen = first
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .expect("an id")
+        .to_string();
     drop(alice);
     post(addr, "lobby", r#"{"name":"bob","text":"two"}"#).await;
     post(addr, "lobby", r#"{"name":"bob","text":"three"}"#).await;
-    let mut back = subscribe(addr, "lobby", Some("1")).await;
+    let mut back = subscribe(addr, "lobby", Some(&seen)).await;
     let replay = read_events(&mut back, 2).await;
     let ids: Vec<&str> = replay
         .lines()
         .filter_map(|l| l.strip_prefix("id: "))
         .collect();
-    assert_eq!(ids, vec!["2", "3"], "exactly the missed messages: {replay}");
+    let epoch = seen.strip_suffix("-1").expect("the room's first id");
+    assert_eq!(
+        ids,
+        [format!("{epoch}-2"), format!("{epoch}-3")],
+        "exactly the missed messages: {replay}"
+    );
+    assert!(!replay.contains("event: missed"), "{replay}");
 
     // The other room heard nothing: a message there is its first event.
     post(addr, "kitchen", r#"{"name":"cook","text":"soup"}"#).await;

@@ -8,6 +8,12 @@
 //! missed, then live events, with no gap and no duplicate: replay and registration happen
 //! under the same lock as publishing.
 //!
+//! **Ids.** An event published without an id gets `<epoch>-<n>`: `n` counts from 1, and
+//! the epoch names this channel's life (its creation time in ms and random digits, in base
+//! 36). A client that resumes with an id from another life of the channel (the process
+//! restarted, or the channel was deleted and made again) finds no match and gets the
+//! `missed` event below, never events that merely share a number with the ones it saw.
+//!
 //! **Missed events.** When the last event id is not in history (older than what history
 //! keeps, or unknown), the subscriber first receives an event named `missed` whose data is
 //! `{"lastEventId": <its id>, "firstAvailableId": <oldest id kept or null>}`, then all of
@@ -182,6 +188,8 @@ impl Subscribers {
 }
 
 struct State {
+    /// This channel's life, the prefix of the ids it gives (see the module doc).
+    epoch: Box<str>,
     next_id: u64,
     history: History,
     subs: Subscribers,
@@ -312,7 +320,7 @@ struct Inner {
 /// use rat_engine::Event;
 /// let ch = Channel::new("table", ChannelOptions::default());
 /// let id = ch.publish(Event::new().event("update").data("{\"row\":1}")).unwrap();
-/// assert_eq!(id, "1");
+/// assert!(id.ends_with("-1"), "{id}: this channel's epoch, then its first number");
 /// ```
 #[derive(Clone)]
 pub struct Channel {
@@ -349,6 +357,7 @@ impl Channel {
                 name: name.into(),
                 options,
                 state: Mutex::new(State {
+                    epoch: epoch().into_boxed_str(),
                     next_id: 1,
                     history,
                     subs: Subscribers::default(),
@@ -389,7 +398,7 @@ impl Channel {
         let (id, event) = match event.get_id() {
             Some(id) => (id.to_string(), event),
             None => {
-                let id = st.next_id.to_string();
+                let id = format!("{}-{}", st.epoch, st.next_id);
                 st.next_id += 1;
                 let ev = event.id(id.clone())?;
                 (id, ev)
@@ -604,6 +613,37 @@ impl Channel {
             s.end();
         }
     }
+}
+
+/// A new channel's epoch: its creation time in milliseconds and three random digits, in
+/// base 36 (11 characters until the year 5188).
+fn epoch() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    // std's per-process random hasher keys: a fresh pair for every `RandomState`.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+        % 36u64.pow(3);
+    let mut out = base36(ms);
+    let tail = base36(random);
+    out.extend(std::iter::repeat_n('0', 3 - tail.len()));
+    out.push_str(&tail);
+    out
+}
+
+fn base36(mut n: u64) -> String {
+    let mut digits = Vec::new();
+    loop {
+        digits.push(char::from_digit((n % 36) as u32, 36).unwrap_or('0'));
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.iter().rev().collect()
 }
 
 /// Gives the subscribers in `slots` what they were not given yet of `joined`: straight to

@@ -22,12 +22,18 @@ fn drain(body: &mut Body) -> String {
     String::from_utf8(out).unwrap()
 }
 
-/// Ids of the events in an SSE text, in order.
+/// Ids of the events in an SSE text, in order; an id the channel gave is shown by its
+/// number alone (without its epoch).
 fn ids(text: &str) -> Vec<String> {
     text.lines()
         .filter_map(|l| l.strip_prefix("id: "))
-        .map(str::to_string)
+        .map(|id| id.rsplit('-').next().unwrap_or(id).to_string())
         .collect()
+}
+
+/// The id `ch` gives its `n`th event.
+fn id(ch: &Channel, n: u64) -> String {
+    format!("{}-{n}", ch.lock().epoch)
 }
 
 fn publish_n(ch: &Channel, range: std::ops::Range<u32>) {
@@ -57,11 +63,11 @@ fn every_subscriber_gets_every_event_in_order() {
 #[test]
 fn events_keep_their_own_ids() {
     let ch = Channel::new("t", ChannelOptions::default());
-    let id = ch
+    let own = ch
         .publish(Event::data_only("x").id("abc").unwrap())
         .unwrap();
-    assert_eq!(id, "abc");
-    assert_eq!(ch.publish(Event::data_only("y")).unwrap(), "1");
+    assert_eq!(own, "abc");
+    assert_eq!(ch.publish(Event::data_only("y")).unwrap(), id(&ch, 1));
 }
 
 #[test]
@@ -70,7 +76,7 @@ fn resume_replays_exactly_what_was_missed() {
     publish_n(&ch, 0..10);
     // Just before the switch: last seen is the newest → nothing replayed, then live.
     let (tx, mut body) = subscriber(QueueLimits::default());
-    let s = ch.subscribe(&tx, Some("10"));
+    let s = ch.subscribe(&tx, Some(&id(&ch, 10)));
     assert_eq!(
         s,
         Subscribed {
@@ -82,7 +88,7 @@ fn resume_replays_exactly_what_was_missed() {
     assert_eq!(ids(&drain(&mut body)), vec!["11", "12"]);
     // Behind by a few: replay 8..=12 then live 13.
     let (tx, mut body) = subscriber(QueueLimits::default());
-    assert_eq!(ch.subscribe(&tx, Some("7")).replayed, 5);
+    assert_eq!(ch.subscribe(&tx, Some(&id(&ch, 7))).replayed, 5);
     publish_n(&ch, 12..13);
     assert_eq!(
         ids(&drain(&mut body)),
@@ -102,7 +108,7 @@ fn an_id_older_than_history_gets_a_missed_event_then_all_history() {
     );
     publish_n(&ch, 0..10);
     let (tx, mut body) = subscriber(QueueLimits::default());
-    let s = ch.subscribe(&tx, Some("2"));
+    let s = ch.subscribe(&tx, Some(&id(&ch, 2)));
     assert_eq!(
         s,
         Subscribed {
@@ -112,8 +118,10 @@ fn an_id_older_than_history_gets_a_missed_event_then_all_history() {
     );
     let text = drain(&mut body);
     assert!(text.starts_with("event: missed\ndata: {"), "{text}");
-    assert!(text.contains(r#""firstAvailableId":"8""#), "{text}");
-    assert!(text.contains(r#""lastEventId":"2""#), "{text}");
+    let first = format!(r#""firstAvailableId":"{}""#, id(&ch, 8));
+    assert!(text.contains(&first), "{text}");
+    let last = format!(r#""lastEventId":"{}""#, id(&ch, 2));
+    assert!(text.contains(&last), "{text}");
     assert_eq!(ids(&text), vec!["8", "9", "10"]);
 }
 
@@ -124,6 +132,38 @@ fn an_unknown_id_is_treated_as_missed() {
     let (tx, mut body) = subscriber(QueueLimits::default());
     assert!(ch.subscribe(&tx, Some("from-another-server")).missed);
     assert_eq!(ids(&drain(&mut body)), vec!["1", "2"]);
+}
+
+#[test]
+fn an_id_from_another_life_of_the_channel_is_missed_not_matched() {
+    let before = Channel::new("t", ChannelOptions::default());
+    publish_n(&before, 0..5);
+    let old = id(&before, 2);
+    // The same channel after a restart: it published as many events again.
+    let ch = Channel::new("t", ChannelOptions::default());
+    publish_n(&ch, 0..5);
+    assert_ne!(old, id(&ch, 2));
+    let (tx, mut body) = subscriber(QueueLimits::default());
+    assert!(ch.subscribe(&tx, Some(&old)).missed);
+    let text = drain(&mut body);
+    assert!(text.starts_with("event: missed\n"), "{text}");
+    assert_eq!(ids(&text), ["1", "2", "3", "4", "5"]);
+    // A bare number (an id of the format before epochs) is missed too.
+    let (tx, _body) = subscriber(QueueLimits::default());
+    assert!(ch.subscribe(&tx, Some("2")).missed);
+}
+
+#[test]
+fn epochs_differ_between_channels_made_in_the_same_millisecond() {
+    let epochs: std::collections::HashSet<String> = (0..50)
+        .map(|_| {
+            Channel::new("t", ChannelOptions::default())
+                .lock()
+                .epoch
+                .to_string()
+        })
+        .collect();
+    assert!(epochs.len() >= 49, "{epochs:?}");
 }
 
 #[test]
@@ -285,7 +325,7 @@ fn replay_is_not_cut_by_the_hard_buffer_limit() {
         max_buffered: 4000,
     };
     let (tx, mut body) = subscriber(small);
-    assert_eq!(ch.subscribe(&tx, Some("1")).replayed, 99);
+    assert_eq!(ch.subscribe(&tx, Some(&id(&ch, 1))).replayed, 99);
     assert_eq!(ids(&drain(&mut body)).len(), 99);
     let _ = Bytes::new();
 }
@@ -298,7 +338,8 @@ fn comments_reach_subscribers_but_are_not_counted_as_events() {
     ch.broadcast_raw(crate::stream::sse::comment_frame("keep-alive"))
         .unwrap();
     ch.publish(Event::data_only("x")).unwrap();
-    assert_eq!(drain(&mut body), ": keep-alive\n\nid: 1\ndata: x\n\n");
+    let want = format!(": keep-alive\n\nid: {}\ndata: x\n\n", id(&ch, 1));
+    assert_eq!(drain(&mut body), want);
     let m = ch.metrics();
     assert_eq!((m.published, m.delivered), (1, 1));
 }
@@ -353,7 +394,7 @@ async fn subscribers_joining_before_the_sweep_get_neither_gaps_nor_duplicates() 
     ch.subscribe(&b, None);
     // Resumes after 1: history replays 2, and the sweep must not give it 2 again.
     let (c, mut body_c) = subscriber(QueueLimits::default());
-    assert_eq!(ch.subscribe(&c, Some("1")).replayed, 1);
+    assert_eq!(ch.subscribe(&c, Some(&id(&ch, 1))).replayed, 1);
     publish_n(&ch, 2..3); // 3
     settle(&ch).await;
     assert_eq!(ids(&drain(&mut body_a)), ["1", "2", "3"]);
