@@ -1,11 +1,18 @@
 //! Graceful shutdown with live connections: an endless SSE stream, an idle keep-alive
-//! connection and a finite response in flight.
+//! connection, a finite response in flight, and an endless byte stream (cut, so that its
+//! client sees it incomplete).
 
 mod support;
 
 use std::time::Duration;
 
-use rat_engine::{App, ChunkedResponse, Event, SseResponse};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Method;
+use rat_engine::{
+    App, ChunkedResponse, Event, QueueLimits, Request, RouteOptions, SseResponse, StreamingResponse,
+};
 use support::{open_sse, serve, within, Chunk, RawConn, SseReader};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -27,6 +34,31 @@ fn app() -> App {
         });
         sse
     })
+    .unwrap();
+    let bytes_forever = |_req: Request| async {
+        let (res, tx) = StreamingResponse::channel("text/plain", QueueLimits::default());
+        tokio::spawn(async move {
+            // Bounded: at most 60 s of chunks, and it stops when the stream closes.
+            for i in 0..600 {
+                if tx.send(Bytes::from(format!("line {i}\n"))).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        res
+    };
+    app.get("/bytes-forever", bytes_forever).unwrap();
+    let long = RouteOptions {
+        long_lived: true,
+        ..Default::default()
+    };
+    app.route_with(
+        Method::GET,
+        "/bytes-forever-direct",
+        Arc::new(bytes_forever),
+        long,
+    )
     .unwrap();
     app.get("/slow", |_req| async {
         ChunkedResponse::new()
@@ -168,4 +200,45 @@ async fn serve_until_shuts_down_when_the_signal_fires() {
         TcpStream::connect(addr).await.is_err(),
         "still accepting after the signal"
     );
+}
+
+/// A byte stream still open when the grace period ends gets what it queued and is then cut
+/// without the last chunk: a client cannot take it for a complete response. (An SSE stream
+/// ends cleanly instead: see the first test.) On hyper's path and the direct one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_stream_cut_by_the_grace_period_ends_without_the_last_chunk() {
+    for path in ["/bytes-forever", "/bytes-forever-direct"] {
+        let server = serve(app()).await;
+        let mut conn = RawConn::connect(server.local_addr()).await;
+        conn.send_request("GET", path, &[], b"").await;
+        let head = conn.read_head().await;
+        assert!(head.is_chunked(), "{path}: {head:?}");
+        assert_eq!(conn.read_chunk().await, Chunk::Data(b"line 0\n".to_vec()));
+        let shutdown = tokio::spawn(server.shutdown(Duration::from_millis(300)));
+        let mut lines = 1;
+        let last = within(Duration::from_secs(5), "the stream's end", async {
+            loop {
+                match conn.read_chunk().await {
+                    Chunk::Data(d) => {
+                        assert_eq!(d, format!("line {lines}\n").into_bytes(), "{path}");
+                        lines += 1;
+                    }
+                    other => return other,
+                }
+            }
+        })
+        .await;
+        assert_eq!(
+            last,
+            Chunk::Eof,
+            "{path}: cut, not ended, after {lines} lines"
+        );
+        assert!(
+            lines >= 2,
+            "{path}: the stream went on during the grace period"
+        );
+        within(Duration::from_secs(3), "shutdown", shutdown)
+            .await
+            .unwrap();
+    }
 }

@@ -153,8 +153,10 @@ impl ServerHandle {
 
     /// Stops accepting and asks every connection to finish: idle keep-alive connections
     /// close at once, responses in flight (streams included) may go on for `grace`. Streams
-    /// still open then are ended cleanly (what they queued is delivered, then the end of the
-    /// body); connections that cannot take even that within a short flush window are closed.
+    /// still open then get what they queued, then SSE streams end cleanly (the browser
+    /// reconnects and resumes) and byte streams are cut without their last chunk (their
+    /// client must not take them for complete); connections that cannot take even that
+    /// within a short flush window are closed.
     /// Resolves when every connection is gone.
     pub async fn shutdown(self, grace: Duration) {
         self.stop_accepting.cancel();

@@ -1,14 +1,23 @@
-//! The streams a server has open, so that shutdown can end them cleanly.
+//! The streams a server has open, so that shutdown can end them: SSE streams cleanly (the
+//! browser reconnects and resumes), byte streams as cut short (see
+//! [`StreamSender::end_truncated`]), since their client cannot tell a cut from a
+//! complete response otherwise.
 
 use std::sync::Mutex;
 
 use crate::stream::{StreamSender, WeakSender};
 
 /// Weak handles, so that tracking costs a stream one pointer and no close callback; the
-/// handles of streams that are over are dropped when the list would grow.
+/// handles of streams that are over are dropped when a list would grow.
 #[derive(Default)]
 pub(crate) struct StreamRegistry {
-    open: Mutex<Vec<WeakSender>>,
+    open: Mutex<Lists>,
+}
+
+#[derive(Default)]
+struct Lists {
+    sse: Vec<WeakSender>,
+    bytes: Vec<WeakSender>,
 }
 
 impl std::fmt::Debug for StreamRegistry {
@@ -17,34 +26,54 @@ impl std::fmt::Debug for StreamRegistry {
     }
 }
 
+fn live(w: &WeakSender) -> bool {
+    w.upgrade().is_some_and(|s| !s.is_disconnected())
+}
+
 impl StreamRegistry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<WeakSender>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lists> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Tracks `stream` until its body is dropped.
-    pub(crate) fn track(&self, stream: &StreamSender) {
-        let mut open = self.lock();
+    /// Tracks `stream` until its body is dropped; `sse` says how shutdown ends it.
+    pub(crate) fn track(&self, stream: &StreamSender, sse: bool) {
+        let mut lists = self.lock();
+        let open = if sse {
+            &mut lists.sse
+        } else {
+            &mut lists.bytes
+        };
         if open.len() == open.capacity() {
             // Amortised: at most one sweep per doubling of the live streams.
-            open.retain(|w| w.upgrade().is_some_and(|s| !s.is_disconnected()));
+            open.retain(live);
         }
         open.push(stream.downgrade());
     }
 
-    /// Ends every open stream after what it has queued.
+    /// Ends every open stream after what it has queued: SSE streams cleanly, byte streams
+    /// as truncated.
     pub(crate) fn end_all(&self) {
-        let open: Vec<StreamSender> = self.lock().iter().filter_map(WeakSender::upgrade).collect();
-        for s in open {
+        let (sse, bytes): (Vec<StreamSender>, Vec<StreamSender>) = {
+            let lists = self.lock();
+            let up = |l: &Vec<WeakSender>| l.iter().filter_map(WeakSender::upgrade).collect();
+            (up(&lists.sse), up(&lists.bytes))
+        };
+        for s in sse {
             s.end();
+        }
+        for s in bytes {
+            s.end_truncated("the server shut down before the response was complete");
         }
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.lock()
+        let lists = self.lock();
+        lists
+            .sse
             .iter()
-            .filter(|w| w.upgrade().is_some_and(|s| !s.is_disconnected()))
+            .chain(&lists.bytes)
+            .filter(|w| live(w))
             .count()
     }
 }
@@ -54,24 +83,43 @@ mod tests {
     use super::*;
     use crate::stream::{QueueLimits, StreamingResponse};
     use crate::IntoResponse;
+    use http_body_util::BodyExt;
 
-    #[test]
-    fn tracks_until_the_body_is_dropped_and_ends_what_is_open() {
+    #[tokio::test]
+    async fn tracks_until_the_body_is_dropped_and_ends_sse_cleanly_and_bytes_truncated() {
         let reg = StreamRegistry::default();
         let (a, tx_a) = StreamingResponse::channel("text/plain", QueueLimits::default());
-        let (b, tx_b) = StreamingResponse::channel("text/plain", QueueLimits::default());
-        let (body_a, body_b) = (a.into_response().into_body(), b.into_response().into_body());
-        reg.track(&tx_a);
-        reg.track(&tx_b);
-        assert_eq!(reg.len(), 2);
+        let (b, tx_b) = StreamingResponse::channel("text/event-stream", QueueLimits::default());
+        let (c, tx_c) = StreamingResponse::channel("text/plain", QueueLimits::default());
+        let body_a = a.into_response().into_body();
+        let (body_b, body_c) = (b.into_response().into_body(), c.into_response().into_body());
+        reg.track(&tx_a, false);
+        reg.track(&tx_b, true);
+        reg.track(&tx_c, false);
+        assert_eq!(reg.len(), 3);
         drop(body_a);
-        assert_eq!(reg.len(), 1);
+        assert_eq!(reg.len(), 2);
+        tx_b.write(bytes::Bytes::from_static(b"data: x\n\n"))
+            .unwrap();
+        tx_c.write(bytes::Bytes::from_static(b"queued")).unwrap();
         reg.end_all();
         assert!(
             tx_b.is_closed() && !tx_b.is_disconnected(),
             "ended, not cut"
         );
-        drop(body_b);
+        assert_eq!(
+            &body_b.collect().await.unwrap().to_bytes()[..],
+            b"data: x\n\n"
+        );
+        // What was queued is delivered, then the body fails.
+        let mut body_c = body_c;
+        let first = body_c.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"queued");
+        assert!(
+            body_c.frame().await.unwrap().is_err(),
+            "cut after what it queued"
+        );
+        drop(body_c);
         assert_eq!(reg.len(), 0);
     }
 }

@@ -126,7 +126,11 @@ pub(crate) fn respond(
             let heartbeat = shared.config.heartbeat;
             res.body_mut().attach(&shared.metrics, heartbeat);
             if let Some(stream) = res.body().queue_sender() {
-                shared.streams.track(&stream);
+                let sse = res
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
+                shared.streams.track(&stream, sse);
             }
         }
         res

@@ -165,8 +165,11 @@ struct State {
 /// The parts of a queue's state that most streams never use.
 #[derive(Default)]
 struct Rare {
-    /// Why the producer failed.
+    /// Why the producer failed, or why an ended stream is cut after what it queued.
     error: String,
+    /// Ended by [`StreamSender::end_truncated`]: once what is queued is written the body
+    /// yields `error` instead of its end.
+    truncated: bool,
     /// Close callbacks after the first.
     on_close: Vec<Callback>,
     /// Run (once) when the queue falls below its high-water mark: see
@@ -695,6 +698,24 @@ impl StreamSender {
         self.wake_after_close(st, waker);
     }
 
+    /// Ends the stream as cut short: what is queued is still delivered, then the body
+    /// fails with `reason` instead of ending (the connection is cut without the last
+    /// chunk on HTTP/1.1, the stream reset on HTTP/2), so the client sees a truncated
+    /// response, not a complete one. Server shutdown does this to byte streams still
+    /// open when the grace period ends.
+    pub fn end_truncated(&self, reason: impl Into<String>) {
+        let mut st = self.lock();
+        if st.is_closed() {
+            return;
+        }
+        st.ended = true;
+        let rare = st.rare();
+        rare.truncated = true;
+        rare.error = reason.into();
+        let waker = st.rx_waker.take();
+        self.wake_after_close(st, waker);
+    }
+
     /// Aborts the stream: queued bytes are discarded and the connection is cut, so the
     /// client sees an incomplete response rather than a clean end.
     pub fn abort(&self, reason: impl Into<String>) {
@@ -828,7 +849,10 @@ impl QueueReceiver {
         }
         let Some(first) = st.chunks.pop_front() else {
             if st.ended {
-                return Poll::Ready(None);
+                return Poll::Ready(match st.rare.as_ref() {
+                    Some(r) if r.truncated => Some(Err(r.error.clone())),
+                    _ => None,
+                });
             }
             match &st.rx_waker {
                 Some(w) if w.will_wake(cx.waker()) => {}
