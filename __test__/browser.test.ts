@@ -1,7 +1,7 @@
-// The demo pages in a real browser: Debian's chromium driven by playwright-core.
+// The demo pages in a real browser (found by support/browser.ts) driven by playwright-core.
 // Screenshots land in test-output/screenshots/ (gitignored).
 import { createHash } from 'node:crypto'
-import { existsSync, mkdirSync } from 'node:fs'
+import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { chromium, type Browser, type Page } from 'playwright-core'
 import { afterAll, afterEach, beforeAll, expect, test } from 'vitest'
@@ -10,8 +10,8 @@ import { createLogTail } from '../examples/log-tail.js'
 import { createStreamingDemo } from '../examples/streaming-demo.js'
 import { createUploadProgress } from '../examples/upload-progress.js'
 import type { App } from '../ts/index.js'
+import { findBrowser } from './support/browser.js'
 
-const CHROMIUM = '/usr/bin/chromium'
 const SHOTS = join(__dirname, '..', 'test-output', 'screenshots')
 
 const apps: App[] = []
@@ -31,13 +31,13 @@ async function newPage(): Promise<Page> {
 }
 
 beforeAll(async () => {
-  // No silent skip: CI installs chromium (`.ci/run`), so a missing one is an error to fix.
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`${CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium) to run the browser tests`)
-  }
+  // No silent skip: findBrowser throws, saying how to get a browser, when it finds none.
+  const { executablePath, source, env } = await findBrowser()
+  console.log(`browser tests: ${executablePath} (${source})`)
   mkdirSync(SHOTS, { recursive: true })
   browser = await chromium.launch({
-    executablePath: CHROMIUM,
+    executablePath,
+    env,
     headless: true,
     args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run'],
   })
