@@ -973,3 +973,82 @@ async fn a_request_without_one_host_is_a_400_on_both_paths() {
         );
     }
 }
+
+/// Drops a flag's sender when the handler's future is dropped.
+struct DropSignal(Option<tokio::sync::oneshot::Sender<()>>);
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Clients that give up on a handler that has not answered are noticed at once, on both
+/// paths: the handler's future is dropped (a front end aborts its request's signal) and
+/// the connection is counted out and closed, not left in CLOSE-WAIT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_a_pending_handler_is_noticed_on_both_paths() {
+    let (dropped_tx, mut dropped) = mpsc::unbounded_channel::<&'static str>();
+    let mut app = App::new();
+    let never = |name: &'static str, tx: mpsc::UnboundedSender<&'static str>| {
+        move |_req: Request| {
+            let tx = tx.clone();
+            async move {
+                let (flag, gone) = tokio::sync::oneshot::channel();
+                let _guard = DropSignal(Some(flag));
+                tokio::spawn(async move {
+                    if gone.await.is_ok() {
+                        let _ = tx.send(name);
+                    }
+                });
+                std::future::pending::<&'static str>().await
+            }
+        }
+    };
+    long_lived(&mut app, "/direct", never("direct", dropped_tx.clone()));
+    app.get("/hyper", never("hyper", dropped_tx.clone()))
+        .unwrap();
+    app.post("/hyper", never("hyper-post", dropped_tx.clone()))
+        .unwrap();
+    let server = serve_with(app, ServerConfig::default()).await;
+    let addr = server.local_addr();
+    for (method, path, name) in [
+        ("GET", "/direct", "direct"),
+        ("GET", "/hyper", "hyper"),
+        ("POST", "/hyper", "hyper-post"),
+    ] {
+        let mut conns = Vec::new();
+        for _ in 0..10 {
+            let mut conn = RawConn::connect(addr).await;
+            conn.send_request(
+                method,
+                path,
+                &[],
+                if method == "POST" { b"body" } else { b"" },
+            )
+            .await;
+            conns.push(conn);
+        }
+        eventually(Duration::from_secs(2), "ten connections", || {
+            server.metrics().snapshot().active_connections == 10
+        })
+        .await;
+        drop(conns);
+        for _ in 0..10 {
+            let got = within(
+                Duration::from_secs(2),
+                "the handler dropped",
+                dropped.recv(),
+            )
+            .await;
+            assert_eq!(got, Some(name));
+        }
+        eventually(
+            Duration::from_secs(2),
+            "the connections counted out",
+            || server.metrics().snapshot().active_connections == 0,
+        )
+        .await;
+    }
+}

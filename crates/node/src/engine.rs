@@ -31,12 +31,14 @@ impl Handler for JsRoute {
             ResponseKind::Chunked(_) => self.config.byte_queue,
             _ => self.config.queue,
         };
-        let (responder, pending) = Responder::new(self.kind.clone(), limits, req.metrics().clone());
+        let (responder, mut pending) =
+            Responder::new(self.kind.clone(), limits, req.metrics().clone());
         let id = self.dispatcher.next_id();
-        if let Some(stream) = responder.stream() {
-            // The client leaving reaches JS as a notice in a later batch (req.signal).
-            let d = self.dispatcher.clone();
-            stream.on_close(move || d.push(Item::Closed(id)));
+        // The client leaving reaches JS as a notice in a later batch (req.signal).
+        let d = self.dispatcher.clone();
+        match responder.stream() {
+            Some(stream) => stream.on_close(move || d.push(Item::Closed(id))),
+            None => pending.on_abandon(move || d.push(Item::Closed(id))),
         }
         self.dispatcher.push(Item::Call(Box::new(Call::new(
             id,

@@ -627,11 +627,7 @@ fn epoch() -> String {
         .build_hasher()
         .finish()
         % 36u64.pow(3);
-    let mut out = base36(ms);
-    let tail = base36(random);
-    out.extend(std::iter::repeat_n('0', 3 - tail.len()));
-    out.push_str(&tail);
-    out
+    format!("{}{:0>3}", base36(ms), base36(random))
 }
 
 fn base36(mut n: u64) -> String {

@@ -361,7 +361,9 @@ fn serve<'a>(
         // kept next to the closure while it streams.
         let (respond, keep_alive) = {
             let (version, keep_alive) = (req.parts.version, req.keep_alive);
-            let res = call(shared, req).await;
+            let Some(res) = until_gone(stream, pending, call(shared, req)).await else {
+                return false;
+            };
             let Some((mut body, framing, keep_alive, mut out, mut ended)) =
                 start(shared, res, version, keep_alive)
             else {
@@ -378,6 +380,26 @@ fn serve<'a>(
         };
         respond.await.is_ok() && keep_alive
     }
+}
+
+/// Awaits `res` while reading the socket (pipelined bytes go to `pending`), so that a
+/// client that leaves before its response is ready is noticed at once: `None` then, and
+/// `res` is dropped, which tells its handler (a front end aborts the request's signal).
+async fn until_gone<F: std::future::Future + Unpin>(
+    stream: &TcpStream,
+    pending: &mut Vec<u8>,
+    mut res: F,
+) -> Option<F::Output> {
+    poll_fn(|cx| {
+        if let Poll::Ready(r) = Pin::new(&mut res).poll(cx) {
+            return Poll::Ready(Some(r));
+        }
+        match probe(cx, stream, pending) {
+            Ok(()) => Poll::Pending,
+            Err(()) => Poll::Ready(None),
+        }
+    })
+    .await
 }
 
 /// Counts the request and calls its handler (see [`service::respond`]).

@@ -91,10 +91,30 @@ impl Prepared {
 }
 
 /// The waiting side: a future of the response, held by the connection task. Dropping it
-/// (the client left before the response started) closes the stream, which producers see.
+/// (the client left before the response started) closes the stream, which producers see,
+/// and runs the [`on_abandon`](Self::on_abandon) callback.
 pub struct PendingResponse {
     rx: oneshot::Receiver<Head>,
     body: Option<Body>,
+    on_abandon: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl PendingResponse {
+    /// Runs `f` if this is dropped before it yields the response: the client left (or the
+    /// server shut down) while the handler had not answered. A front end aborts the
+    /// handler's work with it (a stream route learns the same from its queue's
+    /// [`on_close`](StreamSender::on_close)).
+    pub fn on_abandon(&mut self, f: impl FnOnce() + Send + 'static) {
+        self.on_abandon = Some(Box::new(f));
+    }
+}
+
+impl Drop for PendingResponse {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_abandon.take() {
+            f();
+        }
+    }
 }
 
 impl Responder {
@@ -133,7 +153,11 @@ impl Responder {
             Responder {
                 inner: Arc::new(inner),
             },
-            PendingResponse { rx, body },
+            PendingResponse {
+                rx,
+                body,
+                on_abandon: None,
+            },
         )
     }
 
@@ -156,11 +180,15 @@ impl Responder {
         self.lock().tx.is_none()
     }
 
-    /// True when the client has gone, or the stream was ended.
+    /// True when the client has gone, or the stream was ended (a plain route: once it was
+    /// answered, or its client left first).
     pub fn is_closed(&self) -> bool {
         match &self.inner.stream {
             Some(s) => s.is_closed(),
-            None => self.is_started(),
+            None => match &self.lock().tx {
+                Some(tx) => tx.is_closed(),
+                None => true,
+            },
         }
     }
 
@@ -443,7 +471,11 @@ impl Future for PendingResponse {
     type Output = Response;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
-        match Pin::new(&mut self.rx).poll(cx) {
+        let polled = Pin::new(&mut self.rx).poll(cx);
+        if polled.is_ready() {
+            self.on_abandon = None;
+        }
+        match polled {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(Head::Full(r))) => Poll::Ready(r),
             Poll::Ready(Ok(Head::Stream(status, headers))) => {
@@ -575,6 +607,30 @@ mod tests {
             .append_header("bad name", "1")
             .unwrap_err()
             .is_invalid_argument());
+    }
+
+    #[tokio::test]
+    async fn a_pending_response_dropped_unanswered_runs_on_abandon_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counter = |runs: &Arc<AtomicUsize>| {
+            let runs = runs.clone();
+            move || {
+                runs.fetch_add(1, Ordering::SeqCst);
+            }
+        };
+        let (r, mut p) = new(ResponseKind::Plain);
+        p.on_abandon(counter(&runs));
+        assert!(!r.is_closed());
+        drop(p);
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert!(r.is_closed(), "its client has gone");
+        // Answered first: the callback does not run.
+        let (r, mut p) = new(ResponseKind::Plain);
+        p.on_abandon(counter(&runs));
+        r.respond(200, &[], Bytes::from("ok")).unwrap();
+        assert_eq!(text(p.await).await, "ok");
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
