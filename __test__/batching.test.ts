@@ -49,7 +49,7 @@ const { port } = await startApp(
       stream.send({ event: 'named', data: 'b', id: '7' })
       stream.comment('c')
       stream.send('d\ne')
-      stream.send('event: raw\ndata: f\n\n')
+      stream.writeRaw('event: raw\ndata: f\n\n')
       stream.send('g')
       stream.end()
     })

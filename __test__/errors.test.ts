@@ -1,16 +1,48 @@
 // Failures: handlers that throw or reject (500 before the head, `event: error` after it),
-// HttpError statuses, and RatError for misuse (routes, listen, SSE fields).
+// results and stream items JSON cannot encode, HttpError statuses, and RatError for misuse
+// (routes, listen, SSE fields).
 import net from 'node:net'
 import { EventSource } from 'eventsource'
 import { fetch } from 'undici'
 import { describe, expect, test } from 'vitest'
 import { createApp, HttpError, RatError, reply, type App } from '../ts/index.js'
 import { startApp } from './support/app.js'
+import { runFixture } from './support/child.js'
 import { parseSse } from './support/sse.js'
-import { within } from './support/wait.js'
+import { sleep, within } from './support/wait.js'
 
 const hookErrors: Array<{ message: string; path: string }> = []
+/** The values onError received, in order. */
+const hookValues: unknown[] = []
 const fieldErrors: unknown[] = []
+
+function circular(): unknown {
+  const o: Record<string, unknown> = { a: 1 }
+  o.self = o
+  return o
+}
+
+/** Handler results JSON cannot encode: JSON.stringify throws, or gives no text at all. */
+const UNSENDABLE: Array<[name: string, make: () => unknown, message: RegExp]> = [
+  ['bigint', () => ({ n: 10n }), /BigInt/],
+  ['circular', circular, /circular/i],
+  ['symbol', () => Symbol('s'), /JSON-serializable, not symbol/],
+  ['function', () => () => 1, /JSON-serializable, not function/],
+]
+
+/** `/unsendable/sync/<name>` returns the value, `/unsendable/async/<name>` resolves to it. */
+function addUnsendable(app: App): void {
+  for (const [name, make] of UNSENDABLE) {
+    app.get(`/unsendable/sync/${name}`, () => make())
+    app.get(`/unsendable/async/${name}`, async () => {
+      await sleep(5)
+      return make()
+    })
+  }
+}
+const UNSENDABLE_CASES = UNSENDABLE.flatMap(([name, , message]) =>
+  (['sync', 'async'] as const).map((mode) => [`/unsendable/${mode}/${name}`, message] as const),
+)
 
 const { url, app } = await startApp(
   (app) => {
@@ -68,8 +100,37 @@ const { url, app } = await startApp(
       await new Promise((r) => setTimeout(r, 10))
       throw new Error('chunked boom')
     })
+    addUnsendable(app)
+    app.ndjson('/ndjson-yields-bigint', async function* () {
+      yield { ok: 1 }
+      await sleep(10)
+      yield { n: 10n }
+    })
+    app.ndjson('/ndjson-yields-function', async function* () {
+      yield { ok: 1 }
+      await sleep(10)
+      yield () => 1
+    })
+    app.sse('/sse-yields-bigint', async function* () {
+      yield 'before'
+      yield { n: 10n }
+    })
+    app.sse('/sse-yields-symbol', async function* () {
+      yield 'before'
+      yield Symbol('s')
+    })
+    app.sse('/sse-sends-bigint', async (_req, stream) => {
+      stream.send('before')
+      await sleep(10)
+      stream.send({ data: { n: 10n } })
+    })
   },
-  { onError: (err, req) => hookErrors.push({ message: err instanceof Error ? err.message : String(err), path: req.path }) },
+  {
+    onError: (err, req) => {
+      hookValues.push(err)
+      hookErrors.push({ message: err instanceof Error ? err.message : String(err), path: req.path })
+    },
+  },
 )
 
 async function expectServing() {
@@ -154,6 +215,103 @@ describe('handler failures before the response starts', () => {
     )
     expect((await fetch(s.url('/x'))).status).toBe(500)
     expect(await (await fetch(s.url('/ok'))).text()).toBe('ok')
+  })
+
+  test('a rejection with a value String() cannot convert still gets a 500', async () => {
+    const seen: unknown[] = []
+    const s = await startApp(
+      (a) => {
+        a.get('/odd', async () => {
+          await sleep(5)
+          throw Object.create(null)
+        })
+        a.get('/ok', () => 'ok')
+      },
+      { onError: (err) => seen.push(err) },
+    )
+    const res = await within(3000, 'the answer to /odd', fetch(s.url('/odd')))
+    expect([res.status, await res.json()]).toEqual([500, { error: 'Internal Server Error', status: 500 }])
+    expect(seen).toHaveLength(1)
+    expect(await (await fetch(s.url('/ok'))).text()).toBe('ok')
+  })
+})
+
+describe('results JSON cannot encode', () => {
+  test.each(UNSENDABLE_CASES)('%s → 500 through onError, and the server keeps serving', async (path, message) => {
+    const reported = hookValues.length
+    const res = await within(3000, `the answer to ${path}`, fetch(url(path)))
+    expect(res.status).toBe(500)
+    expect(res.headers.get('content-type')).toBe('application/json')
+    const body = (await res.json()) as { error: string; status: number }
+    expect(body.status).toBe(500)
+    expect(body.error).toMatch(message)
+    expect(hookValues.length).toBe(reported + 1)
+    expect(hookValues.at(-1)).toBeInstanceOf(TypeError)
+    expect((hookValues.at(-1) as TypeError).message).toBe(body.error)
+    await expectServing()
+  })
+
+  test('with exposeErrors: false the client sees a generic message and onError the error', async () => {
+    const seen: unknown[] = []
+    const quiet = await startApp(
+      (a) => {
+        addUnsendable(a)
+        a.get('/ok', () => 'ok')
+      },
+      { exposeErrors: false, onError: (err) => seen.push(err) },
+    )
+    for (const [path, message] of UNSENDABLE_CASES) {
+      const res = await within(3000, `the answer to ${path}`, fetch(quiet.url(path)))
+      expect([path, res.status, await res.json()]).toEqual([path, 500, { error: 'Internal Server Error', status: 500 }])
+      expect(seen).toHaveLength(1)
+      expect(seen[0]).toBeInstanceOf(TypeError)
+      expect((seen[0] as TypeError).message).toMatch(message)
+      seen.length = 0
+    }
+    expect(await (await fetch(quiet.url('/ok'))).text()).toBe('ok')
+  })
+
+  test('an async result JSON cannot encode leaves a process of its own up', async () => {
+    // Node ends a process on an unhandled rejection; this one has no handler for them.
+    const child = runFixture('unsendable.mts')
+    await child.printed('listening')
+    const base = `http://127.0.0.1:${/listening (\d+)/.exec(child.stdout())![1]}`
+    const res = await within(3000, 'the answer to /bigint', fetch(`${base}/bigint`))
+    expect([res.status, await res.json()]).toEqual([500, { error: 'Internal Server Error', status: 500 }])
+    await sleep(200)
+    expect(child.proc.exitCode).toBeNull()
+    expect(await (await fetch(`${base}/ok`)).text()).toBe('ok')
+    expect(child.stdout()).toContain('onError TypeError')
+  }, 25_000)
+
+  test.each([
+    ['/ndjson-yields-bigint', /BigInt/],
+    ['/ndjson-yields-function', /JSON-serializable, not function/],
+  ])('an NDJSON item JSON cannot encode (%s) cuts the stream', async (path, message) => {
+    const reported = hookValues.length
+    const res = await fetch(url(path))
+    expect(res.status).toBe(200)
+    await expect(within(3000, 'body error', res.text())).rejects.toThrow()
+    expect(hookValues.length).toBe(reported + 1)
+    expect(hookValues.at(-1)).toBeInstanceOf(TypeError)
+    expect((hookValues.at(-1) as TypeError).message).toMatch(message)
+    await expectServing()
+  })
+
+  test.each([
+    ['/sse-yields-bigint', /BigInt/],
+    ['/sse-yields-symbol', /JSON-serializable, not symbol/],
+    ['/sse-sends-bigint', /BigInt/],
+  ])('an SSE event JSON cannot encode (%s) ends the stream with an error event', async (path, message) => {
+    const res = await fetch(url(path))
+    expect(res.status).toBe(200)
+    const events = parseSse(await within(3000, 'clean end of the stream', res.text()))
+    expect(events.map((e) => [e.event, e.data])).toEqual([
+      ['message', 'before'],
+      ['error', expect.stringMatching(message)],
+    ])
+    expect(hookValues.at(-1)).toBeInstanceOf(TypeError)
+    await expectServing()
   })
 })
 
@@ -302,6 +460,14 @@ describe('RatError for misuse', () => {
     const events = parseSse(await res.text())
     expect(events.map((e) => e.event)).toEqual(['message', 'error'])
     expect(events[1].data).toMatch(/id/)
+  })
+
+  test('a channel publish of a value JSON cannot encode throws a TypeError', () => {
+    const ch = fresh().channel('unsendable')
+    expect(() => ch.publish({ n: 10n })).toThrow(TypeError)
+    expect(() => ch.publish(() => 1)).toThrow(/JSON-serializable, not function/)
+    expect(() => ch.publish({ event: 'e', data: Symbol('s') })).toThrow(/JSON-serializable, not symbol/)
+    expect(ch.metrics().published).toBe(0)
   })
 
   test('a channel publish with an invalid id throws ERR_INVALID_FIELD', () => {

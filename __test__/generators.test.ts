@@ -20,10 +20,10 @@ const { url, port } = await startApp((app) => {
     yield 'hello'
     yield 'two\nlines'
   })
-  app.sse('/frame', async function* () {
+  app.sse('/frame-shaped', async function* () {
     yield 'event: custom\ndata: raw frame\nid: r1\n\n'
     yield ': a comment frame\n\n'
-    yield 'data: not a frame without the blank line'
+    yield 'data: no blank line'
   })
   app.sse('/objects', async function* () {
     yield { a: 1, b: [true, null] }
@@ -98,13 +98,19 @@ describe('what a yield becomes', () => {
     expect(await body('/string')).toBe('data: hello\n\ndata: two\ndata: lines\n\n')
   })
 
-  test('a string that is already a full SSE frame is written as is', async () => {
-    const text = await body('/frame')
-    expect(text.startsWith('event: custom\ndata: raw frame\nid: r1\n\n: a comment frame\n\n')).toBe(true)
-    const events = parseSse(text)
-    expect(events[0]).toEqual({ event: 'custom', data: 'raw frame', id: 'r1', retry: undefined })
-    // Not a complete frame: wrapped as data, so the client sees the text itself.
-    expect(events[1].data).toBe('data: not a frame without the blank line')
+  test('a string shaped like SSE frames is data too: the client gets the text itself', async () => {
+    const text = await body('/frame-shaped')
+    // Every line a data line, the empty ones too (a value-less `data:`).
+    expect(text).toBe(
+      'data: event: custom\ndata: data: raw frame\ndata: id: r1\ndata:\ndata:\n\n' +
+        'data: : a comment frame\ndata:\ndata:\n\n' +
+        'data: data: no blank line\n\n',
+    )
+    expect(parseSse(text)).toEqual([
+      { event: 'message', data: 'event: custom\ndata: raw frame\nid: r1\n\n', id: '', retry: undefined },
+      { event: 'message', data: ': a comment frame\n\n', id: '', retry: undefined },
+      { event: 'message', data: 'data: no blank line', id: '', retry: undefined },
+    ])
   })
 
   test('other values are sent as JSON data', async () => {

@@ -110,3 +110,39 @@ describe('process lifetime', () => {
     expect(await within(5000, 'the child to die', child.exited)).toBe('SIGTERM')
   }, 25_000)
 })
+
+describe('clients that leave before an async handler answers', () => {
+  test.each(['GET', 'POST'])('%s: req.signal aborts and the connections are counted out and closed', async (method) => {
+    const N = 50
+    let started = 0
+    let aborted = 0
+    const { app, port } = await startApp((a) =>
+      a.route(method, '/pending', (req) => {
+        started++
+        return new Promise((resolve) => {
+          req.signal.addEventListener('abort', () => {
+            aborted++
+            resolve('too late')
+          })
+        })
+      }),
+    )
+    const before = app.metrics().activeConnections
+    const sockets = Array.from({ length: N }, () => {
+      const s = net.connect({ host: '127.0.0.1', port })
+      s.on('error', () => {})
+      const body = method === 'POST' ? 'x' : ''
+      s.write(`${method} /pending HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`)
+      return s
+    })
+    await waitFor('every handler to run', () => started === N, { timeoutMs: 5000 })
+    expect(app.metrics().activeConnections).toBe(before + N)
+    for (const s of sockets) s.destroy()
+    await waitFor(`${N} signals to abort (have ${aborted})`, () => aborted === N, { timeoutMs: 5000 })
+    await waitFor('the connections to be counted out', () => app.metrics().activeConnections === before, { timeoutMs: 5000 })
+    // The server still answers.
+    const ok = await fetch(`http://127.0.0.1:${port}/pending`, { method, body: method === 'POST' ? 'y' : undefined, signal: AbortSignal.timeout(300) }).catch((e: Error) => e.name)
+    expect(ok).toBe('TimeoutError')
+    await waitFor('the last one aborted too', () => aborted === N + 1, { timeoutMs: 5000 })
+  })
+})

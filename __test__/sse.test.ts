@@ -1,8 +1,10 @@
 // SSE routes through the `eventsource` package: named events, multi-line data, ids,
-// retry, JSON, and reconnection carrying Last-Event-ID back to the handler.
+// retry, JSON, strings shaped like SSE fields staying data, and reconnection carrying
+// Last-Event-ID back to the handler.
 import { EventSource } from 'eventsource'
 import { fetch } from 'undici'
 import { afterEach, describe, expect, test } from 'vitest'
+import type { Channel } from '../ts/index.js'
 import { startApp } from './support/app.js'
 import { collect, parseSse, RawSseClient } from './support/sse.js'
 import { waitFor } from './support/wait.js'
@@ -16,6 +18,10 @@ function open(url: string): EventSource {
 afterEach(() => {
   for (const es of opened.splice(0)) es.close()
 })
+
+/** Text shaped like SSE fields, as a client could get it into data: it must stay data. */
+const INJECTION = 'event: admin\ndata: evil\nid: 666\n\n'
+let injection!: Channel
 
 const lastIds: Array<string | null> = []
 const { url } = await startApp((app) => {
@@ -53,6 +59,16 @@ const { url } = await startApp((app) => {
     yield { retry: 50, data: 'hello' }
     for (let i = start + 1; i <= start + 3; i++) yield { id: i, data: `n${i}` }
   })
+  app.sse('/injection/yield', async function* () {
+    yield INJECTION
+    yield { event: 'done' }
+  })
+  app.sse('/injection/send', (_req, stream) => {
+    stream.send(INJECTION)
+    stream.send({ event: 'done' })
+  })
+  injection = app.channel('injection')
+  app.sse('/injection/channel', injection)
 })
 
 describe('events through EventSource', () => {
@@ -98,6 +114,25 @@ describe('events through EventSource', () => {
     expect(JSON.parse(got[1].data)).toEqual([1, 2, 3])
   })
 })
+
+test.each(['/injection/yield', '/injection/send', '/injection/channel'])(
+  '%s: a string shaped like SSE fields reaches EventSource as one message event holding it',
+  async (path) => {
+    const es = open(url(path))
+    const got = collect(es, { types: ['message', 'admin', 'done'], count: 2 })
+    let ids = ['', '']
+    if (path === '/injection/channel') {
+      await waitFor('the subscriber', () => injection.subscribers === 1)
+      ids = [injection.publish(INJECTION), injection.publish({ event: 'done' })]
+    }
+    // No `admin` event, no id 666: the data is the string, newlines and all (the parser
+    // drops only the LF it adds after the last data line).
+    expect(await got).toEqual([
+      { type: 'message', data: INJECTION, lastEventId: ids[0] },
+      { type: 'done', data: '', lastEventId: ids[1] },
+    ])
+  },
+)
 
 test('an event without id sends no id line, so a client keeps the previous id', async () => {
   const body = await (await fetch(url('/ids'))).text()

@@ -106,6 +106,8 @@ export class App {
   readonly #engine: NativeEngine
   readonly #routes: Run[] = []
   readonly #live = new Map<number, Live>()
+  /** Plain requests whose handler returned a promise that has not settled: their client may leave. */
+  readonly #waiting = new Map<number, RatRequest<unknown>>()
   readonly #channels = new Map<string, Channel>()
   readonly #exposeErrors: boolean
   readonly #onError: (err: unknown, req: RatRequest<unknown>) => void
@@ -133,17 +135,20 @@ export class App {
       try {
         this.#routes[routeIds[i]](c)
       } catch (err) {
-        try {
-          c.fail(String(err))
-        } catch {
-          // Detached by its (stream) route, which answers it itself.
-        }
+        // A route throws only before it has a request object (a stream route detaching).
+        this.#fail(c, null, err)
       }
     }
     for (let i = 0; i < closed.length; i++) this.#closed(closed[i])
   }
 
   #closed(id: number): void {
+    const waiting = this.#waiting.get(id)
+    if (waiting) {
+      this.#waiting.delete(id)
+      waiting._abort()
+      return
+    }
     const live = this.#live.get(id)
     if (!live) return
     this.#live.delete(id)
@@ -160,37 +165,61 @@ export class App {
     return this
   }
 
-  #fail(c: Call, req: RatRequest<unknown>, err: unknown): void {
-    // What the stream collected goes out before the error.
-    this.#live.get(c.id)?.stream._flush()
-    const e = fromNative(err)
-    if (e instanceof HttpError && !c.started) {
-      const headers = ['content-type', 'application/json', ...flatHeaders(e.headers)]
-      try {
-        c.respond(e.status, headers, JSON.stringify({ error: e.message, status: e.status }))
-        return
-      } catch {
-        // e.g. an invalid header in the HttpError: fall through to a plain failure.
-      }
+  /**
+   * Answers a failed request: an `HttpError` with its status and message (before the head),
+   * anything else through `onError` (when there is a request to give it) and a 500,
+   * `event: error` or cut stream whose message `exposeErrors` decides. Never throws: it runs
+   * in promise callbacks, where a throw would be an unhandled rejection (fatal in Node).
+   */
+  #fail(c: Call, req: RatRequest<unknown> | null, err: unknown): void {
+    try {
+      // What the stream collected goes out before the error.
+      this.#live.get(c.id)?.stream._flush()
+    } catch {
+      // The stream fails anyway, with `err`.
     }
-    if (!(e instanceof HttpError)) {
-      try {
-        this.#onError(e, req)
-      } catch {
-        // An error hook that throws must not take the server down.
+    let message = 'Internal Server Error'
+    try {
+      const e = fromNative(err)
+      if (e instanceof HttpError) {
+        if (!c.started) {
+          try {
+            const headers = ['content-type', 'application/json', ...flatHeaders(e.headers)]
+            c.respond(e.status, headers, JSON.stringify({ error: e.message, status: e.status }))
+            return
+          } catch {
+            // e.g. an invalid header in the HttpError: a plain failure instead.
+          }
+        }
+        message = String(e.message)
+      } else {
+        if (req) {
+          try {
+            this.#onError(e, req)
+          } catch {
+            // An error hook that throws must not take the server down.
+          }
+        }
+        if (this.#exposeErrors) message = e instanceof Error ? String(e.message) : String(e)
       }
+    } catch {
+      // A thrown value that cannot be read (a throwing getter, no toString): the generic message.
     }
-    const message = this.#exposeErrors || e instanceof HttpError ? (e instanceof Error ? e.message : String(e)) : 'Internal Server Error'
-    c.fail(message)
+    try {
+      c.fail(message)
+    } catch {
+      // Already answered, or the client has gone.
+    }
   }
 
   #plain(style: PlainStyle, handler: Handler<string> | string): Run {
+    // Never throws (it runs in promise callbacks): a value that cannot be sent fails the request.
     const respond = (c: Call, req: RatRequest<unknown>, value: unknown) => {
-      if (isIterable(value) && !Array.isArray(value)) {
-        return this.#fail(c, req, new TypeError('a plain route returned a stream; register it with app.chunked(), app.ndjson() or app.sse()'))
-      }
-      const [status, headers, body] = toWire(value, style)
       try {
+        if (isIterable(value) && !Array.isArray(value)) {
+          throw new TypeError('a plain route returned a stream; register it with app.chunked(), app.ndjson() or app.sse()')
+        }
+        const [status, headers, body] = toWire(value, style)
         if (body instanceof Uint8Array) c.respondBuffer(status, headers, body)
         else c.respond(status, headers, body)
       } catch (err) {
@@ -203,14 +232,27 @@ export class App {
       let out: unknown
       try {
         out = handler(req as never)
+        if (isThenable(out)) {
+          // Answered later: the request must outlive this dispatch call, and its signal
+          // aborts if the client leaves first.
+          c.keep()
+          this.#waiting.set(c.id, req)
+          out.then(
+            (v) => {
+              this.#waiting.delete(c.id)
+              respond(c, req, v)
+            },
+            (err) => {
+              this.#waiting.delete(c.id)
+              this.#fail(c, req, err)
+            },
+          )
+          return
+        }
       } catch (err) {
         return this.#fail(c, req, err)
       }
-      if (isThenable(out)) {
-        // Answered later: the request must outlive this dispatch call.
-        c.keep()
-        out.then((v) => respond(c, req, v), (err) => this.#fail(c, req, err))
-      } else respond(c, req, out)
+      respond(c, req, out)
     }
   }
 
@@ -222,13 +264,12 @@ export class App {
     return (batched) => {
       // A stream may live for hours: it keeps its own request, not its whole batch.
       const c = batched.detach()
-      let req: RatRequest<unknown>
+      const req = new RatRequest(c)
       let stream: BaseStream
       try {
-        req = new RatRequest(c)
         stream = make(c, req)
       } catch (err) {
-        return c.fail(String(err))
+        return this.#fail(c, req, err)
       }
       this.#live.set(c.id, { req, stream })
       // Never throws: it runs in a promise callback, where a throw would be an unhandled
@@ -239,10 +280,9 @@ export class App {
           if (isIterable(value)) {
             const type = (value as Partial<StreamSource<unknown>>).contentType
             if (typeof type === 'string' && !c.started) c.appendHeader('content-type', type)
-            pump(value, stream, (item) => write(stream, item)).then(
-              () => stream.end(),
-              (err) => this.#fail(c, req, err),
-            )
+            pump(value, stream, (item) => write(stream, item))
+              .then(() => stream.end())
+              .catch((err: unknown) => this.#fail(c, req, err))
           } else if (!c.closed) {
             stream.start()
           }
@@ -253,11 +293,14 @@ export class App {
       let out: unknown
       try {
         out = handler(req as never, stream as never)
+        if (isThenable(out)) {
+          out.then(settle, (err) => this.#fail(c, req, err))
+          return
+        }
       } catch (err) {
         return this.#fail(c, req, err)
       }
-      if (isThenable(out)) out.then(settle, (err) => this.#fail(c, req, err))
-      else settle(out)
+      settle(out)
     }
   }
 
@@ -388,7 +431,7 @@ export class App {
    */
   async close(graceMs = 5000): Promise<void> {
     await this.#engine.close(graceMs)
-    for (const id of [...this.#live.keys()]) this.#closed(id)
+    for (const id of [...this.#live.keys(), ...this.#waiting.keys()]) this.#closed(id)
     this.#address = null
   }
 

@@ -1,5 +1,6 @@
 import { native as call, RatError } from './errors.js'
 import { native, type NativeChannel, type NativeChannelMetrics } from './native.js'
+import { jsonText } from './reply.js'
 import { eventArgs, isSseEvent } from './sse.js'
 import type { SseEvent } from './types.js'
 
@@ -42,20 +43,26 @@ export class Channel {
   }
 
   /**
-   * Publishes an event and returns its id. The same values as `SseStream.send`: an event
+   * Publishes an event and returns its id: the event's own, or `<epoch>-<n>` where the
+   * epoch names this life of the channel (see the README's Channels section). The same values as `SseStream.send`: an event
    * object `{ data?, event?, id?, retry?, comment? }` (a `comment` goes out first and is not
-   * kept in history), a string as data, or any other value as JSON data. An object with only
-   * a `comment` is sent as a comment and returns `''` (it has no id).
+   * kept in history), a string as data (whatever it holds), or any other value as JSON data.
+   * An object with only a `comment` is sent as a comment and returns `''` (it has no id).
+   *
+   * @throws TypeError for data JSON cannot encode (a BigInt, a circular object, a function,
+   * a symbol).
    */
   publish(event: SseEvent | string | unknown): string {
     if (typeof event === 'string') return call(() => this.native.publish(event))
     if (isSseEvent(event)) {
+      const args = eventArgs(event)
       if (event.comment !== undefined) this.comment(event.comment)
       if (event.data === undefined && event.event === undefined && event.id === undefined) return ''
-      return call(() => this.native.publish(...eventArgs(event)))
+      return call(() => this.native.publish(...args))
     }
     if (event === undefined) throw new RatError('ERR_INVALID_ARGUMENT', 'publish needs an event, a string or a JSON value')
-    return call(() => this.native.publish(JSON.stringify(event)))
+    const data = jsonText(event, "an SSE event's data")
+    return call(() => this.native.publish(data))
   }
 
   /** Sends a comment line to every subscriber (not kept in history). */

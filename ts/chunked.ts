@@ -1,4 +1,5 @@
 import type { Call } from './call.js'
+import { jsonText } from './reply.js'
 import type { RatRequest } from './request.js'
 import { BaseStream } from './stream.js'
 
@@ -78,11 +79,14 @@ export class ChunkedStream extends BaseStream {
    * the end of the current event-loop turn. Bytes are held by reference until then, as a
    * Node socket holds them until written: do not modify a buffer after writing it (write
    * a copy if you reuse one). Collected bytes go to the socket in one vectored send.
+   *
+   * @throws TypeError for a value JSON cannot encode (a BigInt, a circular object, a
+   * function, a symbol, undefined).
    */
   write(chunk: string | Uint8Array | unknown): boolean {
     if (chunk instanceof Uint8Array) return this.#queueBytes(chunk)
-    if (this.#ndjson) return this.#queueText(JSON.stringify(chunk) + '\n')
+    if (this.#ndjson) return this.#queueText(jsonText(chunk, 'an NDJSON value') + '\n')
     if (typeof chunk === 'string') return this.#queueText(chunk)
-    return this.#queueText(JSON.stringify(chunk))
+    return this.#queueText(jsonText(chunk, 'a chunk'))
   }
 }

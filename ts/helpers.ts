@@ -1,5 +1,6 @@
 // Stream helpers from the seeds' API, done as real streams: each item is produced and
 // written when its turn comes, paced by the client (nothing is collected first).
+import { jsonText } from './reply.js'
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 
@@ -70,7 +71,7 @@ function source<T, U>(items: Source<T>, contentType: string, map: (item: T) => U
 
 /** NDJSON (`application/x-ndjson`): one JSON value per line. */
 export function jsonStream(values: Source<unknown>): StreamSource<string> {
-  return source(values, 'application/x-ndjson', (v) => JSON.stringify(v) + '\n')
+  return source(values, 'application/x-ndjson', (v) => jsonText(v, 'an NDJSON value') + '\n')
 }
 
 /** Lines of text (`text/plain`), each followed by a newline. */

@@ -153,7 +153,10 @@ export class RatRequest<P = Record<string, string | number>> {
     }
   }
 
-  /** Aborts when the client disconnects (streams) or the server closes. */
+  /**
+   * Aborts when the client disconnects before its response is complete (a stream's client,
+   * or one that gave up on a handler that returned a promise) or the server closes.
+   */
   get signal(): AbortSignal {
     if (!this.#controller) {
       this.#controller = new AbortController()

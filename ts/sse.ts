@@ -1,6 +1,7 @@
 import type { Call } from './call.js'
 import { native } from './errors.js'
 import type { Channel } from './channel.js'
+import { jsonText } from './reply.js'
 import type { RatRequest } from './request.js'
 import { BaseStream } from './stream.js'
 import type { SseEvent } from './types.js'
@@ -14,15 +15,6 @@ export function isSseEvent(v: unknown): v is SseEvent {
   return keys.length > 0 && keys.every((k) => EVENT_KEYS.has(k)) && ('data' in v || 'event' in v || 'comment' in v)
 }
 
-/** True for a string that is already one or more complete SSE frames. */
-export function isSseFrame(s: string): boolean {
-  if (!s.endsWith('\n\n')) return false
-  return s
-    .slice(0, -2)
-    .split(/\r\n|\r|\n/)
-    .every((line) => line === '' || line.startsWith(':') || /^(data|event|id|retry)(:|$)/.test(line))
-}
-
 /**
  * The native `sendEvent`/`publish` arguments of an event: data as a string (JSON unless
  * it is one), id as a string. A named event without data gets empty data, because
@@ -30,14 +22,14 @@ export function isSseFrame(s: string): boolean {
  */
 export function eventArgs(e: SseEvent): [string | undefined, string | undefined, string | undefined, number | undefined] {
   let data: string | undefined
-  if (e.data !== undefined) data = typeof e.data === 'string' ? e.data : JSON.stringify(e.data)
+  if (e.data !== undefined) data = typeof e.data === 'string' ? e.data : jsonText(e.data, "an SSE event's data")
   else if (e.event !== undefined) data = ''
   return [data, e.event, e.id === undefined ? undefined : String(e.id), e.retry]
 }
 
 /**
  * An SSE response stream. `send` accepts an event object, a string (sent as `data`, one
- * `data:` line per line), or any other value (sent as JSON data).
+ * `data:` line per line, whatever it holds), or any other value (sent as JSON data).
  */
 export class SseStream extends BaseStream {
   /** Data of data-only events collected this turn (see `FLUSH_AT`). */
@@ -84,23 +76,32 @@ export class SseStream extends BaseStream {
    * Data-only events are collected and handed to the engine together (see `FLUSH_AT`);
    * their order with every other write is kept.
    *
+   * A string is data, always: text that looks like SSE fields (`event: x\nid: 1\n\n`)
+   * reaches the client as that text in one `message` event.
+   *
    * @throws RatError `ERR_INVALID_FIELD` for an `event` or `id` with CR/LF (or NUL in id).
+   * @throws TypeError for data JSON cannot encode (a BigInt, a circular object, a function,
+   * a symbol, undefined).
    */
   send(event: SseEvent | string | unknown): boolean {
-    if (typeof event === 'string') {
-      if (!isSseFrame(event)) return this.#data(event)
-      this._flush()
-      return this.wrote(this.call.writeString(event))
-    }
+    if (typeof event === 'string') return this.#data(event)
     if (isSseEvent(event)) {
+      const args = eventArgs(event)
       this._flush()
       if (event.comment !== undefined) this.call.comment(event.comment)
       if (event.data === undefined && event.event === undefined && event.id === undefined) return !this.closed
-      return this.wrote(native(() => this.call.sendEvent(...eventArgs(event))))
+      return this.wrote(native(() => this.call.sendEvent(...args)))
     }
-    const json: string | undefined = JSON.stringify(event)
-    if (json === undefined) throw new TypeError(`an SSE event's data must be JSON-serializable, not ${typeof event}`)
-    return this.#data(json)
+    return this.#data(jsonText(event, "an SSE event's data"))
+  }
+
+  /**
+   * Writes already-encoded SSE text as is: complete frames, each ending with a blank line.
+   * Never pass client-controlled text: it can set any field, `event` and `id` included.
+   */
+  writeRaw(frame: string): boolean {
+    this._flush()
+    return this.wrote(this.call.writeString(frame))
   }
 
   /** Sends `event: name` with `data`. */

@@ -72,7 +72,11 @@ export abstract class BaseStream {
       this._flush()
     } catch (err) {
       this.#done = true
-      this.call.fail(err instanceof Error ? err.message : String(err))
+      try {
+        this.call.fail(err instanceof Error ? err.message : String(err))
+      } catch {
+        // Already answered, or the client has gone.
+      }
     }
   }
 
