@@ -14,11 +14,18 @@ const HWM = 256 * 1024
 
 let closePolicy!: Channel
 let dropPolicy!: Channel
+let burstClose!: Channel
+let burstDrop!: Channel
 const { port } = await startApp((app) => {
   closePolicy = app.channel('slow-close', { history: 100, slowClient: 'close', highWaterMark: HWM })
   dropPolicy = app.channel('slow-drop', { history: 100, slowClient: 'drop-oldest', highWaterMark: HWM })
   app.sse('/close', closePolicy)
   app.sse('/drop', dropPolicy)
+  // Default channels (64 KiB mark), for bursts.
+  burstClose = app.channel('burst-close')
+  burstDrop = app.channel('burst-drop', { slowClient: 'drop-oldest' })
+  app.sse('/burst-close', burstClose)
+  app.sse('/burst-drop', burstDrop)
 })
 
 const payload = 'x'.repeat(EVENT_BYTES)
@@ -124,4 +131,35 @@ describe.each([
     steady.client.destroy()
     await waitFor('no subscribers', () => ch.subscribers === 0, { timeoutMs: 2000 })
   }, 60_000)
+})
+
+describe.each([
+  ['close', '/burst-close'],
+  ['drop-oldest', '/burst-drop'],
+] as const)("slowClient '%s' and bursts", (policy, path) => {
+  test('readers that keep up are never cut or dropped for a burst larger than the mark', async () => {
+    const ch = policy === 'close' ? burstClose : burstDrop
+    const firstId = ch.metrics().published + 1
+    const readers = Array.from({ length: 3 }, () => steadyReader(path, firstId))
+    await Promise.all(readers.map((r) => r.client.head))
+    await waitFor('three subscribers', () => ch.subscribers === 3)
+    const payload10k = 'y'.repeat(10 * 1024)
+    let published = 0
+    const allHave = (n: number) => waitFor(`every reader to have ${n}`, () => readers.every((r) => r.out.count >= n), { timeoutMs: 5000 })
+    // Ten 10 KB events in one turn, seven times.
+    for (let trial = 0; trial < 7; trial++) {
+      for (let i = 0; i < 10; i++, published++) ch.publish(payload10k)
+      await allHave(published)
+    }
+    // 100 KB bursts at 1 MB/s for a second.
+    for (let round = 0; round < 10; round++) {
+      for (let i = 0; i < 10; i++, published++) ch.publish(payload10k)
+      await sleep(100)
+    }
+    await allHave(published)
+    for (const r of readers) expect(r.out).toEqual({ count: published, outOfOrder: 0, last: firstId + published - 1 })
+    expect(ch.metrics()).toMatchObject({ subscribers: 3, closedSlow: 0, dropped: 0, delivered: 3 * published })
+    for (const r of readers) r.client.destroy()
+    await waitFor('no subscribers', () => ch.subscribers === 0, { timeoutMs: 2000 })
+  }, 30_000)
 })

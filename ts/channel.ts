@@ -18,7 +18,10 @@ export interface ChannelOptions {
    * events and counts them. @default 'close'
    */
   slowClient?: 'close' | 'drop-oldest'
-  /** Bytes queued per subscriber before the policy applies. @default 65536 */
+  /**
+   * Bytes queued for a subscriber whose socket is full before the policy applies (a
+   * subscriber that reads is not judged by the size of a burst). @default 65536
+   */
   highWaterMark?: number
 }
 

@@ -990,11 +990,15 @@ impl Drop for DropSignal {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_a_pending_handler_is_noticed_on_both_paths() {
     let (dropped_tx, mut dropped) = mpsc::unbounded_channel::<&'static str>();
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut app = App::new();
     let never = |name: &'static str, tx: mpsc::UnboundedSender<&'static str>| {
+        let started = started.clone();
         move |_req: Request| {
             let tx = tx.clone();
+            let started = started.clone();
             async move {
+                started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let (flag, gone) = tokio::sync::oneshot::channel();
                 let _guard = DropSignal(Some(flag));
                 tokio::spawn(async move {
@@ -1030,10 +1034,12 @@ async fn a_client_that_leaves_a_pending_handler_is_noticed_on_both_paths() {
             .await;
             conns.push(conn);
         }
-        eventually(Duration::from_secs(2), "ten connections", || {
-            server.metrics().snapshot().active_connections == 10
+        eventually(Duration::from_secs(2), "ten handlers running", || {
+            started.load(std::sync::atomic::Ordering::SeqCst) == 10
         })
         .await;
+        started.store(0, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(server.metrics().snapshot().active_connections, 10);
         drop(conns);
         for _ in 0..10 {
             let got = within(

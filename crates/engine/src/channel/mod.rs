@@ -19,11 +19,17 @@
 //! `{"lastEventId": <its id>, "firstAvailableId": <oldest id kept or null>}`, then all of
 //! history, then live events.
 //!
-//! **Slow subscribers.** Each subscriber's queue is bounded by the channel's high-water mark.
-//! When a publish finds it full, the channel's [`SlowClient`] policy applies: `Close` (the
-//! default) ends that connection, so the browser reconnects and resumes from history;
-//! `DropOldest` discards the oldest queued events to make room and counts them in
-//! [`ChannelMetrics::dropped`]. Either way the others are not slowed and memory stays bounded.
+//! **Slow subscribers.** A subscriber is behind when its socket is full (the kernel refused
+//! bytes and its connection has not written them since) and its queue holds the channel's
+//! high-water mark or more, or when its queue would pass the hard limit
+//! ([`QueueLimits::max_buffered`]) whatever its socket does. A subscriber that reads is not
+//! judged by the size of a burst: what one publish or one turn of publishes queues for it
+//! is written out as fast as it reads. (On hyper's connections, which do not report their
+//! socket, a queue at the mark counts as behind.) When a publish finds a subscriber behind,
+//! the channel's [`SlowClient`] policy applies: `Close` (the default) ends that connection,
+//! so the browser reconnects and resumes from history; `DropOldest` discards the oldest
+//! queued events to make room and counts them in [`ChannelMetrics::dropped`]. Either way
+//! the others are not slowed and memory stays bounded.
 //!
 //! **Fan-out.** Once a subscriber came from a tokio runtime (a channel-served route), a
 //! publish only logs the event for the channel's fan-out task on that runtime and returns.

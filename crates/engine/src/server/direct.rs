@@ -443,6 +443,7 @@ fn start(
         status = StatusCode::INTERNAL_SERVER_ERROR;
         body = Body::empty();
     }
+    body.report_stalls();
     let framing = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         body = Body::empty();
         Framing::None
@@ -507,6 +508,7 @@ fn poll_response(
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
                 Poll::Pending => {
+                    body.set_stalled();
                     if probe(cx, stream, pending).is_err() {
                         return Poll::Ready(Err(()));
                     }

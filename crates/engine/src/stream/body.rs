@@ -195,6 +195,21 @@ impl Body {
         polled
     }
 
+    /// The connection will report when its socket refuses bytes (see
+    /// [`QueueReceiver::report_stalls`]).
+    pub(crate) fn report_stalls(&self) {
+        if let Kind::Queue(q) = &self.kind {
+            q.rx.report_stalls();
+        }
+    }
+
+    /// The connection's write would block (see [`QueueReceiver::set_stalled`]).
+    pub(crate) fn set_stalled(&self) {
+        if let Kind::Queue(q) = &self.kind {
+            q.rx.set_stalled();
+        }
+    }
+
     /// Lets the producers of a stream body write straight to `io` whenever the connection
     /// has nothing of theirs left to write (see [`QueueReceiver::attach_sink`]).
     /// Heartbeats claim the wire before they are written (see

@@ -151,6 +151,8 @@ struct State {
     /// Bytes went through the sink since the consumer last asked (see
     /// [`QueueReceiver::claim_heartbeat`]).
     wrote_through: bool,
+    /// Whether the client takes what it is given (see [`Stall`]).
+    stall: Stall,
     /// The first close callback (a channel subscription); more go to [`Rare`].
     on_close: Option<Callback>,
     rare: Option<Box<Rare>>,
@@ -160,6 +162,22 @@ struct State {
     failed: bool,
     /// The body was dropped: the client has gone or the response was discarded.
     receiver_gone: bool,
+}
+
+/// Whether a subscriber's socket takes bytes, for [`StreamSender::push_with_policy`].
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Stall {
+    /// The consumer does not report its socket's stalls (hyper's connections): taken as
+    /// stalled whenever bytes are queued.
+    #[default]
+    Unreported,
+    /// The consumer reports stalls ([`QueueReceiver::report_stalls`]), and the socket took
+    /// the last bytes offered.
+    Flowing,
+    /// The socket refused bytes (a write through the sink, or the consumer's own write,
+    /// would block) and the consumer has not come back for more since: the client is not
+    /// reading what it was given.
+    Stalled,
 }
 
 /// The parts of a queue's state that most streams never use.
@@ -180,6 +198,17 @@ struct Rare {
 }
 
 impl State {
+    /// Records whether the socket refused bytes, for a consumer that reports stalls.
+    fn set_stalled(&mut self, stalled: bool) {
+        if self.stall != Stall::Unreported {
+            self.stall = if stalled {
+                Stall::Stalled
+            } else {
+                Stall::Flowing
+            };
+        }
+    }
+
     fn is_closed(&self) -> bool {
         self.receiver_gone || self.ended || self.failed
     }
@@ -474,7 +503,10 @@ impl StreamSender {
         };
         let written = match res {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                st.set_stalled(true);
+                return None;
+            }
             Err(_) => {
                 // The consumer's own write meets the error and ends the response.
                 st.sink = None;
@@ -485,6 +517,7 @@ impl StreamSender {
             return None;
         }
         st.wrote_through = true;
+        st.set_stalled(written < total);
         if written == total {
             return Some(None);
         }
@@ -575,8 +608,13 @@ impl StreamSender {
         Some(Pushed::Queued)
     }
 
-    /// Queues `chunk` for a broadcast subscriber: when the queue is at its high-water mark,
-    /// either drop the oldest queued chunks to make room or close the stream.
+    /// Queues `chunk` for a broadcast subscriber. A subscriber is behind when its socket
+    /// is full (it refused bytes and the consumer has not written them since) and its queue
+    /// holds the high-water mark or more, or when the queue would pass the hard limit
+    /// whatever the socket does. Then the oldest queued chunks are dropped to make room,
+    /// or the stream is closed. A subscriber that reads is not judged by the size of a
+    /// burst: what a burst queues at once while its socket takes bytes is written out as
+    /// fast as the client reads.
     ///
     /// Never written through the sink: a channel writes through only from its fan-out
     /// task ([`push_through`](Self::push_through)), never from the publisher's thread.
@@ -585,7 +623,9 @@ impl StreamSender {
         if st.is_closed() {
             return Pushed::Closed;
         }
-        if st.queued >= self.shared.limits.high_water_mark {
+        let limits = &self.shared.limits;
+        let behind = st.queued >= limits.high_water_mark && st.stall != Stall::Flowing;
+        if behind || st.queued + chunk.len() > limits.max_buffered {
             if !drop_oldest {
                 // Cut rather than end: a stuck client's socket is released at once, and
                 // the browser reconnects and resumes from history.
@@ -811,6 +851,22 @@ impl QueueReceiver {
         }
     }
 
+    /// The consumer will report its socket's stalls ([`set_stalled`](Self::set_stalled)), so a
+    /// broadcast judges this subscriber by them (see [`StreamSender::push_with_policy`]).
+    pub(crate) fn report_stalls(&self) {
+        let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.stall == Stall::Unreported {
+            st.stall = Stall::Flowing;
+        }
+    }
+
+    /// The consumer's write would block: the client is not reading. Cleared when the
+    /// consumer comes back for more (its bytes were written).
+    pub(crate) fn set_stalled(&self) {
+        let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.set_stalled(true);
+    }
+
     /// Asked when a heartbeat is due, right after [`poll_chunk`](Self::poll_chunk) found
     /// nothing to write. [`Heartbeat::Send`]: nothing went through the sink since the last
     /// ask, and the wire is now the consumer's until it polls again (no producer writes
@@ -839,6 +895,7 @@ impl QueueReceiver {
     ) -> Poll<Option<Result<(Bytes, bool), String>>> {
         let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
         st.in_flight = false;
+        st.set_stalled(false);
         if st.failed {
             let err = st
                 .rare
