@@ -242,3 +242,40 @@ async fn a_byte_stream_cut_by_the_grace_period_ends_without_the_last_chunk() {
             .unwrap();
     }
 }
+
+/// Over HTTP/2 the same stream is reset (RST_STREAM) after what it queued: the client's
+/// body ends in an error, not a clean end of stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_h2_a_byte_stream_cut_by_the_grace_period_is_reset() {
+    use http_body_util::BodyExt;
+    let server = serve(app()).await;
+    let mut h2 = support::h2_connect(server.local_addr()).await;
+    let req = http::Request::get("/bytes-forever")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let res = within(Duration::from_secs(5), "h2 head", h2.send_request(req))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut body = res.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b"line 0\n");
+    let shutdown = tokio::spawn(server.shutdown(Duration::from_millis(300)));
+    let end = within(Duration::from_secs(5), "the body's end", async {
+        loop {
+            match body.frame().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            }
+        }
+    })
+    .await;
+    assert!(
+        end.is_err(),
+        "the stream was ended cleanly instead of reset"
+    );
+    within(Duration::from_secs(3), "shutdown", shutdown)
+        .await
+        .unwrap();
+}
