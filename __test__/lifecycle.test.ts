@@ -6,6 +6,7 @@ import { describe, expect, test } from 'vitest'
 import { createApp } from '../ts/index.js'
 import { startApp } from './support/app.js'
 import { runFixture } from './support/child.js'
+import { RawClient } from './support/raw.js'
 import { RawSseClient } from './support/sse.js'
 import { sleep, waitFor, within } from './support/wait.js'
 
@@ -50,6 +51,28 @@ describe('close()', () => {
     expect(await within(2000, 'the client to see the end', client.ended)).toBeDefined()
     await waitFor('req.signal abort', () => aborted, { timeoutMs: 1000 })
     client.destroy()
+  })
+
+  test('a chunked stream still open after the grace is cut, not completed; SSE ends cleanly', async () => {
+    const { app, port } = await startApp((a) => {
+      a.chunked('/bytes', (_req, stream) => {
+        const t = setInterval(() => stream.write('tick\n'), 50)
+        stream.signal.addEventListener('abort', () => clearInterval(t))
+      })
+      a.sse('/events', (_req, stream) => {
+        const t = setInterval(() => stream.send('tick'), 50)
+        stream.signal.addEventListener('abort', () => clearInterval(t))
+      })
+    })
+    const bytes = new RawClient(port, '/bytes')
+    const sse = new RawSseClient(port, '/events')
+    await Promise.all([bytes.head, sse.waitForEvents(1)])
+    await within(5000, 'close()', app.close(300))
+    expect(await within(2000, 'the byte stream to end', bytes.ended)).toBe('closed')
+    expect(bytes.bodyBytes).toBeGreaterThan(0)
+    expect(await within(2000, 'the SSE stream to end', sse.ended)).toBe('complete')
+    bytes.destroy()
+    sse.destroy()
   })
 
   test('lets a stream that finishes within the grace finish', async () => {
