@@ -36,6 +36,8 @@ enum Kind {
     Handler,
     /// HTTP protocol error while serving a connection.
     Http,
+    /// A TLS certificate or key that cannot be used.
+    Tls,
 }
 
 impl Error {
@@ -80,6 +82,10 @@ impl Error {
 
     pub(crate) fn body_read(err: hyper::Error) -> Self {
         Self::new(Kind::Io, format!("could not read the request body: {err}")).with_source(err)
+    }
+
+    pub(crate) fn tls(message: impl Into<String>) -> Self {
+        Self::new(Kind::Tls, message)
     }
 
     /// An invalid argument given to an engine API, with a message saying what is valid.
@@ -132,6 +138,10 @@ impl Error {
     pub fn is_http(&self) -> bool {
         self.kind == Kind::Http
     }
+    /// A TLS certificate or key could not be read or used.
+    pub fn is_tls(&self) -> bool {
+        self.kind == Kind::Tls
+    }
 
     /// A short stable name of the kind, for front ends that expose it as an error code.
     pub fn code(&self) -> &'static str {
@@ -145,6 +155,7 @@ impl Error {
             Kind::InvalidArgument => "ERR_INVALID_ARGUMENT",
             Kind::Handler => "ERR_HANDLER",
             Kind::Http => "ERR_HTTP",
+            Kind::Tls => "ERR_TLS",
         }
     }
 }

@@ -39,6 +39,7 @@ pub mod router;
 mod server;
 pub mod stream;
 mod sys;
+pub mod tls;
 
 pub use app::{App, Handler, RouteOptions};
 pub use channel::{Channel, ChannelMetrics, ChannelOptions, SlowClient};
@@ -52,6 +53,7 @@ pub use stream::{
     binary_stream, json_stream, text_stream, Body, ChunkedResponse, Event, QueueLimits, ReadyState,
     Responder, ResponseKind, SseResponse, SseSender, StreamSender, StreamingResponse,
 };
+pub use tls::TlsConfig;
 
 pub use bytes::Bytes;
 pub use futures_util::future::BoxFuture;

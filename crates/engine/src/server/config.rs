@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::stream::QueueLimits;
+use crate::tls::TlsConfig;
 
 /// Default high-water mark of byte streams (see [`ServerConfig::byte_queue`]).
 const DEFAULT_BYTE_STREAM_HIGH_WATER_MARK: usize = 256 * 1024;
@@ -36,6 +37,9 @@ pub struct ServerConfig {
     /// tokio's `TcpSocket` examples; Rust's std listens with 128, which a burst of a few
     /// hundred connects overflows: the dropped SYNs are retried after a second.
     pub backlog: u32,
+    /// Serve HTTPS with this certificate (HTTP/2 and HTTP/1.1 by ALPN) instead of plain
+    /// HTTP. Default: none.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +52,7 @@ impl Default for ServerConfig {
             keep_alive: true,
             http1_max_buf_size: 512 * 1024,
             backlog: 1024,
+            tls: None,
         }
     }
 }
@@ -84,6 +89,11 @@ impl ServerConfig {
     pub fn max_buffered(mut self, bytes: usize) -> Self {
         self.queue.max_buffered = bytes.max(self.queue.high_water_mark);
         self.byte_queue.max_buffered = bytes.max(self.byte_queue.high_water_mark);
+        self
+    }
+    /// Sets [`tls`](Self::tls).
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
         self
     }
     /// Sets [`keep_alive`](Self::keep_alive).

@@ -23,7 +23,7 @@ use futures_util::FutureExt;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
@@ -117,20 +117,7 @@ async fn serve_hyper(stream: TcpStream, prefix: Bytes, shared: Arc<Shared>) {
     let Ok(peer) = stream.peer_addr() else {
         return;
     };
-    let svc = service::EngineService::new(shared.clone(), peer);
-    let (builder, graceful, force) = (&shared.builder, &shared.graceful, &shared.force);
-    let conn = builder.serve_connection(TokioIo::new(Prefixed::new(prefix, stream)), svc);
-    let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        res = conn.as_mut() => { let _ = res; }
-        _ = graceful.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = force.cancelled() => {}
-            }
-        }
-    }
+    super::serve_io(Prefixed::new(prefix, stream), peer, &shared).await;
 }
 
 /// Serves requests directly while they qualify. Returns the bytes read but not served

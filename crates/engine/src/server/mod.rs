@@ -29,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::ServerConfig;
+
+use crate::tls::TlsConfig;
 use registry::StreamRegistry;
 
 use crate::app::App;
@@ -65,6 +67,8 @@ pub(crate) struct Shared {
     pub(crate) graceful: CancellationToken,
     /// Drops the connections still open when the grace period is over.
     pub(crate) force: CancellationToken,
+    /// Accepts TLS connections, when the server serves HTTPS.
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Shared {
@@ -76,7 +80,9 @@ impl Shared {
             .keep_alive(config.keep_alive)
             .max_buf_size(config.http1_max_buf_size.max(8192));
         builder.http2().timer(TokioTimer::new());
+        let tls = config.tls.as_ref().map(TlsConfig::acceptor);
         Shared {
+            tls,
             app,
             config,
             metrics: Arc::new(Metrics::new()),
@@ -235,7 +241,61 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         Metrics::add(&shared.metrics.active_connections, 1);
         Metrics::add(&shared.metrics.total_connections, 1);
-        tracker.spawn(direct::connection(stream, Box::new(peer), shared.clone()));
+        match &shared.tls {
+            Some(acceptor) => tracker.spawn(tls_connection(
+                stream,
+                peer,
+                acceptor.clone(),
+                shared.clone(),
+            )),
+            None => tracker.spawn(direct::connection(stream, Box::new(peer), shared.clone())),
+        };
+    }
+}
+
+/// A TLS handshake not finished within this time closes its connection.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one TLS connection: the handshake (bounded in time), then hyper, which speaks
+/// HTTP/2 or HTTP/1.1 as ALPN chose. A client that does not complete the handshake (plain
+/// HTTP, garbage, or nothing) loses only its own connection.
+async fn tls_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+) {
+    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+    let accepted = tokio::select! {
+        biased;
+        _ = shared.graceful.cancelled() => None,
+        r = handshake => r.ok().and_then(|r| r.map_err(|e| tracing::debug!("TLS handshake with {peer} failed: {e}")).ok()),
+    };
+    if let Some(tls) = accepted {
+        serve_io(tls, peer, &shared).await;
+    }
+    Metrics::sub(&shared.metrics.active_connections, 1);
+}
+
+/// hyper serves a connection (HTTP/1.1 or HTTP/2) until it closes, finishing it gracefully
+/// at shutdown and dropping it when the grace period is over.
+pub(crate) async fn serve_io<I>(io: I, peer: SocketAddr, shared: &Arc<Shared>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service::EngineService::new(shared.clone(), peer);
+    let (builder, graceful, force) = (&shared.builder, &shared.graceful, &shared.force);
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), svc);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => { let _ = res; }
+        _ = graceful.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = force.cancelled() => {}
+            }
+        }
     }
 }
 
