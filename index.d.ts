@@ -158,13 +158,18 @@ export declare class Engine {
   addRoute(kind: string, method: string, path: string, routeId: number, contentType?: string | undefined | null, options?: RouteOptions | undefined | null): void
   /** Adds an SSE route served entirely by a channel: no JS runs per request or event. */
   addChannelRoute(method: string, path: string, channel: Channel): void
-  /** Binds `host:port` (port 0 picks a free one) and serves. Resolves to the address. */
-  listen(host: string, port: number): Promise<Address>
+  /**
+   * Binds `host:port` (port 0 picks a free one) and serves, over TLS (HTTP/2 and
+   * HTTP/1.1 by ALPN) when `tls` is given. Resolves to the address.
+   */
+  listen(host: string, port: number, tls?: TlsOptions | undefined | null): Promise<Address>
   /**
    * Stops accepting, lets streams finish for up to `graceMs` (default 5000), closes the
    * rest, and releases the event loop so that Node can exit.
    */
   close(graceMs?: number | undefined | null): Promise<void>
+  /** Replaces the TLS certificate and key for connections made from now on. */
+  setCertificate(tls: TlsOptions): void
   /** Server counters (zeros before listen). */
   metrics(): EngineMetrics
   /** Records a handler error that JS handled itself (counted in metrics). */
@@ -323,3 +328,13 @@ export interface RouteOptions {
 
 /** Moves request `i` of batch `seq` into a `Calls` of its own (index 0). */
 export declare function takeCall(seq: number, i: number): Calls
+
+/** TLS of a listening engine: PEM text as bytes. */
+export interface TlsOptions {
+  /** The certificate chain: the server's certificate first, then intermediates. */
+  cert: Buffer
+  /** The private key (PKCS#8, PKCS#1 RSA or SEC1 EC; encrypted PKCS#8 with `passphrase`). */
+  key: Buffer
+  /** The passphrase of an encrypted key. */
+  passphrase?: string
+}

@@ -9,7 +9,8 @@ import { createLiveTable } from '../examples/live-table.js'
 import { createLogTail } from '../examples/log-tail.js'
 import { createStreamingDemo } from '../examples/streaming-demo.js'
 import { createUploadProgress } from '../examples/upload-progress.js'
-import type { App } from '../ts/index.js'
+import selfsigned from 'selfsigned'
+import { createApp, type App } from '../ts/index.js'
 import { findBrowser } from './support/browser.js'
 
 const SHOTS = join(__dirname, '..', 'test-output', 'screenshots')
@@ -165,4 +166,37 @@ test('log tail: lines appear live', async () => {
   await page.click('#toggle')
   await expect.poll(() => app.activeTails()).toBe(0)
   await page.close()
+})
+
+test('over HTTPS a page holds 20 EventSources on one HTTP/2 connection, all receiving', async () => {
+  const pems = await selfsigned.generate([{ name: 'commonName', value: 'localhost' }], { keyType: 'ec', algorithm: 'sha256' })
+  const app = createApp({ heartbeatMs: 0 })
+  const ticks = app.channel('ticks')
+  app.sse('/ticks', ticks)
+  app.html(
+    '/',
+    `<!doctype html><body><script>
+      window.counts = Array(20).fill(0)
+      for (let i = 0; i < 20; i++) new EventSource('/ticks').onmessage = () => window.counts[i]++
+    </script></body>`,
+  )
+  apps.push(app)
+  const { port } = await app.listen({ port: 0, tls: { cert: pems.cert, key: pems.private } })
+  const timer = setInterval(() => ticks.publish({ data: Date.now() }), 100)
+  const context = await browser!.newContext({ ignoreHTTPSErrors: true })
+  try {
+    const page = await context.newPage()
+    page.on('pageerror', (err) => pageErrors.push(`${page.url()}: ${err.message}`))
+    await page.goto(`https://127.0.0.1:${port}/`)
+    await expect
+      .poll(() => page.evaluate(() => (window as any).counts.filter((n: number) => n >= 2).length), { timeout: 10_000 })
+      .toBe(20)
+    expect(await page.evaluate(() => (performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming).nextHopProtocol)).toBe('h2')
+    expect(ticks.subscribers).toBe(20)
+    // HTTP/1.1 would need 20 connections (and a browser allows 6 per origin).
+    expect(app.metrics().activeConnections).toBeLessThanOrEqual(2)
+  } finally {
+    clearInterval(timer)
+    await context.close()
+  }
 })

@@ -48,6 +48,30 @@ export interface ListenOptions {
   port?: number
   /** @default '127.0.0.1' */
   host?: string
+  /**
+   * Serve HTTPS: HTTP/2 and HTTP/1.1 by ALPN, so a browser shares one connection between
+   * all its streams to this origin (HTTP/1.1 allows it six). Node's `https` names.
+   */
+  tls?: TlsOptions
+}
+
+/** A certificate and its key, in PEM (Node's `https` names). */
+export interface TlsOptions {
+  /** The server's certificate, optionally followed by intermediate certificates. */
+  cert: string | Buffer
+  /** Its private key: PKCS#8, PKCS#1 RSA or SEC1 EC; encrypted PKCS#8 with `passphrase`. */
+  key: string | Buffer
+  /** The passphrase of an encrypted key. */
+  passphrase?: string
+  /** Intermediate certificates sent after `cert` (one PEM string or several). */
+  ca?: string | Buffer | Array<string | Buffer>
+}
+
+function nativeTls(tls: TlsOptions) {
+  const ca = tls.ca === undefined ? [] : Array.isArray(tls.ca) ? tls.ca : [tls.ca]
+  const pem = (v: string | Buffer) => (typeof v === 'string' ? v : v.toString('latin1'))
+  const cert = [tls.cert, ...ca].map((c) => pem(c).trim()).join('\n') + '\n'
+  return { cert: Buffer.from(cert, 'latin1'), key: Buffer.from(pem(tls.key), 'latin1'), passphrase: tls.passphrase }
 }
 
 /** The bound address. */
@@ -413,11 +437,21 @@ export class App {
     const host = options.host ?? '127.0.0.1'
     const port = options.port ?? 8080
     try {
-      this.#address = await this.#engine.listen(host, port)
+      this.#address = await this.#engine.listen(host, port, options.tls === undefined ? undefined : nativeTls(options.tls))
     } catch (err) {
       throw fromNative(err)
     }
     return this.#address
+  }
+
+  /**
+   * Replaces the TLS certificate and key for connections made from now on (open ones keep
+   * theirs), without a restart.
+   * @throws RatError `ERR_TLS` when the pair cannot be used (the message says why; the
+   * certificate in use is kept) or the app is not listening with TLS.
+   */
+  setCertificate(tls: TlsOptions): void {
+    call(() => this.#engine.setCertificate(nativeTls(tls)))
   }
 
   /** The bound address, or null before `listen`. */

@@ -1,6 +1,6 @@
 // Starts an app on 127.0.0.1:0 and closes it when the file (or the current test) is done.
 import { afterAll, expect, onTestFinished } from 'vitest'
-import { createApp, type App, type AppOptions } from '../../ts/index.js'
+import { createApp, type App, type AppOptions, type TlsOptions } from '../../ts/index.js'
 
 export interface Started {
   app: App
@@ -15,6 +15,8 @@ export interface Started {
 export interface StartOptions extends AppOptions {
   /** Grace given to `app.close()` at cleanup. @default 200 */
   closeGraceMs?: number
+  /** Listen with TLS (then `base` is `https://`). */
+  tls?: TlsOptions
 }
 
 /**
@@ -23,13 +25,13 @@ export interface StartOptions extends AppOptions {
  * Heartbeats are off unless asked for, so that raw-byte assertions see only what was sent.
  */
 export async function startApp(setup: (app: App) => void, options: StartOptions = {}): Promise<Started> {
-  const { closeGraceMs = 200, ...appOptions } = options
+  const { closeGraceMs = 200, tls, ...appOptions } = options
   const app = createApp({ heartbeatMs: 0, onError: () => {}, ...appOptions })
   setup(app)
-  const { port } = await app.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = await app.listen({ host: '127.0.0.1', port: 0, tls })
   const close = () => app.close(closeGraceMs)
   if (expect.getState().currentTestName === undefined) afterAll(close)
   else onTestFinished(close)
-  const base = `http://127.0.0.1:${port}`
+  const base = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`
   return { app, port, base, url: (path) => base + path }
 }

@@ -14,7 +14,7 @@ use rat_engine::{
 use crate::call::Call;
 use crate::channel::Channel;
 use crate::dispatch::{DispatchArgs, Dispatcher, Item};
-use crate::options::{Address, EngineMetrics, EngineOptions, RouteOptions};
+use crate::options::{Address, EngineMetrics, EngineOptions, RouteOptions, TlsOptions};
 use crate::to_js_error;
 
 /// A route whose handler is in JS: each request becomes a call in the next batch.
@@ -64,6 +64,8 @@ pub struct Engine {
     dispatcher: Arc<Dispatcher>,
     running: Arc<Mutex<Option<Running>>>,
     metrics: Arc<Mutex<Option<Arc<Metrics>>>>,
+    /// The TLS settings of a server listening with TLS (their certificate can be swapped).
+    tls: Mutex<Option<rat_engine::TlsConfig>>,
 }
 
 fn not_twice() -> napi::Error {
@@ -95,6 +97,7 @@ impl Engine {
             dispatcher: Arc::new(Dispatcher::default()),
             running: Arc::new(Mutex::new(None)),
             metrics: Arc::new(Mutex::new(None)),
+            tls: Mutex::new(None),
         })
     }
 
@@ -168,14 +171,20 @@ impl Engine {
         f(app).map_err(to_js_error)
     }
 
-    /// Binds `host:port` (port 0 picks a free one) and serves. Resolves to the address.
+    /// Binds `host:port` (port 0 picks a free one) and serves, over TLS (HTTP/2 and
+    /// HTTP/1.1 by ALPN) when `tls` is given. Resolves to the address.
     #[napi(ts_return_type = "Promise<Address>")]
     pub fn listen<'env>(
         &self,
         env: &'env Env,
         host: String,
         port: u32,
+        tls: Option<TlsOptions>,
     ) -> napi::Result<PromiseRaw<'env, Address>> {
+        let tls = tls
+            .map(|t| t.to_config())
+            .transpose()
+            .map_err(to_js_error)?;
         let app = self
             .app
             .lock()
@@ -183,7 +192,9 @@ impl Engine {
             .take()
             .ok_or_else(not_twice)?;
         self.dispatcher.connect(&self.dispatch.borrow_back(env)?)?;
-        let config = self.config.clone();
+        let mut config = self.config.clone();
+        config.tls.clone_from(&tls);
+        *self.tls.lock().unwrap_or_else(|p| p.into_inner()) = tls;
         let running = self.running.clone();
         let metrics = self.metrics.clone();
         let dispatcher = self.dispatcher.clone();
@@ -238,6 +249,20 @@ impl Engine {
             dispatcher.disconnect();
             Ok(())
         })
+    }
+
+    /// Replaces the TLS certificate and key for connections made from now on.
+    #[napi]
+    pub fn set_certificate(&self, tls: TlsOptions) -> napi::Result<()> {
+        let guard = self.tls.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(current) = guard.as_ref() else {
+            return Err(napi::Error::from_reason(
+                "ERR_TLS: this app is not listening with TLS: pass `tls` to listen() first",
+            ));
+        };
+        current
+            .set_certificate(&tls.cert, &tls.key, tls.passphrase.as_deref())
+            .map_err(to_js_error)
     }
 
     /// Server counters (zeros before listen).

@@ -56,6 +56,23 @@ impl From<&EngineOptions> for ServerConfig {
     }
 }
 
+/// TLS of a listening engine: PEM text as bytes.
+#[napi(object)]
+pub struct TlsOptions {
+    /// The certificate chain: the server's certificate first, then intermediates.
+    pub cert: napi::bindgen_prelude::Buffer,
+    /// The private key (PKCS#8, PKCS#1 RSA or SEC1 EC; encrypted PKCS#8 with `passphrase`).
+    pub key: napi::bindgen_prelude::Buffer,
+    /// The passphrase of an encrypted key.
+    pub passphrase: Option<String>,
+}
+
+impl TlsOptions {
+    pub(crate) fn to_config(&self) -> rat_engine::Result<rat_engine::TlsConfig> {
+        rat_engine::TlsConfig::from_pem(&self.cert, &self.key, self.passphrase.as_deref())
+    }
+}
+
 /// Options of one route.
 #[napi(object)]
 #[derive(Default)]
