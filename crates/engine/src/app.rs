@@ -47,11 +47,20 @@ pub struct RouteOptions {
     /// handler replies later (from another thread): the Node binding sets it on every
     /// route. Default: false.
     pub long_lived: bool,
+    /// The route answers with streams: exempt from the server's
+    /// [`handler_timeout`](crate::ServerConfig::handler_timeout), and counted against
+    /// [`max_streams_per_ip`](crate::ServerConfig::max_streams_per_ip) and
+    /// [`max_streams`](Self::max_streams). Default: false.
+    pub stream: bool,
+    /// Streams of this (stream) route open at once; past it a 429. Default: no limit.
+    pub max_streams: Option<usize>,
 }
 
 pub(crate) struct Route {
     pub(crate) handler: Arc<dyn Handler>,
     pub(crate) options: RouteOptions,
+    /// This route's streams open now (counted only with a limit to apply).
+    pub(crate) open_streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The routes of a server.
@@ -111,8 +120,15 @@ impl App {
         handler: Arc<dyn Handler>,
         options: RouteOptions,
     ) -> Result<&mut Self> {
-        self.router
-            .insert(method, path, Route { handler, options })?;
+        self.router.insert(
+            method,
+            path,
+            Route {
+                handler,
+                options,
+                open_streams: Arc::default(),
+            },
+        )?;
         Ok(self)
     }
 

@@ -80,6 +80,16 @@ impl Error {
         )
     }
 
+    pub(crate) fn body_stalled(wait: std::time::Duration) -> Self {
+        Self::new(
+            Kind::Io,
+            format!(
+                "the request body stalled: nothing arrived for {} ms",
+                wait.as_millis()
+            ),
+        )
+    }
+
     pub(crate) fn body_read(err: hyper::Error) -> Self {
         Self::new(Kind::Io, format!("could not read the request body: {err}")).with_source(err)
     }

@@ -15,6 +15,11 @@ pub struct Metrics {
     pub(crate) bytes_sent: AtomicU64,
     pub(crate) handler_errors: AtomicU64,
     pub(crate) rejected_requests: AtomicU64,
+    pub(crate) refused_connections: AtomicU64,
+    pub(crate) refused_streams: AtomicU64,
+    pub(crate) header_timeouts: AtomicU64,
+    pub(crate) body_timeouts: AtomicU64,
+    pub(crate) handler_timeouts: AtomicU64,
 }
 
 /// A point-in-time copy of [`Metrics`].
@@ -36,8 +41,19 @@ pub struct MetricsSnapshot {
     pub bytes_sent: u64,
     /// Handlers that failed (500 or an `error` event).
     pub handler_errors: u64,
-    /// Requests answered with a 4xx/5xx by the engine itself (404, 405, 413, 503...).
+    /// Requests answered with a 4xx/5xx by the engine itself (404, 405, 413, 414, 429,
+    /// 431, 408, 504...).
     pub rejected_requests: u64,
+    /// Connections refused with a 503 at `max_connections`.
+    pub refused_connections: u64,
+    /// Streams refused with a 429 at `max_streams_per_ip` or a route's `max_streams`.
+    pub refused_streams: u64,
+    /// Connections closed because a request head did not arrive in time.
+    pub header_timeouts: u64,
+    /// Requests answered 408 because their body stalled.
+    pub body_timeouts: u64,
+    /// Requests answered 504 because their handler did not answer in time.
+    pub handler_timeouts: u64,
 }
 
 impl Metrics {
@@ -58,6 +74,11 @@ impl Metrics {
             bytes_sent: self.bytes_sent.load(Relaxed),
             handler_errors: self.handler_errors.load(Relaxed),
             rejected_requests: self.rejected_requests.load(Relaxed),
+            refused_connections: self.refused_connections.load(Relaxed),
+            refused_streams: self.refused_streams.load(Relaxed),
+            header_timeouts: self.header_timeouts.load(Relaxed),
+            body_timeouts: self.body_timeouts.load(Relaxed),
+            handler_timeouts: self.handler_timeouts.load(Relaxed),
         }
     }
 

@@ -30,6 +30,8 @@ pub struct BodyStream {
     incoming: Incoming,
     limit: u64,
     read: u64,
+    /// Time allowed between two reads.
+    timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for BodyStream {
@@ -42,11 +44,12 @@ impl std::fmt::Debug for BodyStream {
 }
 
 impl BodyStream {
-    pub(crate) fn new(incoming: Incoming, limit: u64) -> Self {
+    pub(crate) fn new(incoming: Incoming, limit: u64, timeout: std::time::Duration) -> Self {
         BodyStream {
             incoming,
             limit,
             read: 0,
+            timeout,
         }
     }
 
@@ -54,11 +57,15 @@ impl BodyStream {
     ///
     /// # Errors
     /// [`Error::is_body_too_large`] past the route's limit; [`Error::is_io`] when the
-    /// client breaks off.
+    /// client breaks off, or sends nothing for the server's body timeout.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>> {
         use http_body_util::BodyExt;
         loop {
-            match self.incoming.frame().await {
+            let next = tokio::time::timeout(self.timeout, self.incoming.frame()).await;
+            let Ok(next) = next else {
+                return Err(Error::body_stalled(self.timeout));
+            };
+            match next {
                 None => return Ok(None),
                 Some(Err(e)) => return Err(Error::body_read(e)),
                 Some(Ok(frame)) => {

@@ -31,6 +31,8 @@ const LONG: RouteOptions = RouteOptions {
     stream_body: false,
     body_limit: None,
     long_lived: true,
+    stream: false,
+    max_streams: None,
 };
 
 fn long_lived(app: &mut App, path: &str, handler: impl Handler) {

@@ -40,6 +40,34 @@ pub struct ServerConfig {
     /// Serve HTTPS with this certificate (HTTP/2 and HTTP/1.1 by ALPN) instead of plain
     /// HTTP. Default: none.
     pub tls: Option<TlsConfig>,
+    /// Connections open at once; past it a new connection gets a 503 and is closed.
+    /// Default: no limit.
+    pub max_connections: Option<usize>,
+    /// Streams (responses of [stream routes](crate::RouteOptions::stream)) open at once
+    /// per client IP; past it a 429 with `retry-after`. Default: no limit (behind a proxy
+    /// every client shares its address, and load tests come from one).
+    pub max_streams_per_ip: Option<usize>,
+    /// Take the client IP for [`max_streams_per_ip`](Self::max_streams_per_ip) from the
+    /// last address of `X-Forwarded-For` (the one the nearest proxy added) instead of the
+    /// socket. Only behind a proxy that sets it. Default: false.
+    pub trust_proxy: bool,
+    /// Time allowed for a request head from its first byte (from the connection's start
+    /// for its first request); past it the connection is closed (slowloris). Default: 10 s.
+    pub header_timeout: Duration,
+    /// Time allowed between two reads of a request body; past it a 408. Default: 30 s.
+    pub body_timeout: Duration,
+    /// Time an HTTP/1.1 keep-alive connection may wait for its next request. Default: 60 s.
+    pub idle_timeout: Duration,
+    /// Time a handler of a route that is not a [stream route](crate::RouteOptions::stream)
+    /// has to answer; past it a 504, and the handler's future is dropped (a front end
+    /// aborts its request). Default: 30 s.
+    pub handler_timeout: Option<Duration>,
+    /// Largest request head in bytes; past it a 431. Default: 16 KiB. (On a connection
+    /// handed to hyper, later heads are bounded by
+    /// [`http1_max_buf_size`](Self::http1_max_buf_size).)
+    pub max_header_bytes: usize,
+    /// Longest request target (path and query) in bytes; past it a 414. Default: 8 KiB.
+    pub max_url_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +81,15 @@ impl Default for ServerConfig {
             http1_max_buf_size: 512 * 1024,
             backlog: 1024,
             tls: None,
+            max_connections: None,
+            max_streams_per_ip: None,
+            trust_proxy: false,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            handler_timeout: Some(Duration::from_secs(30)),
+            max_header_bytes: 16 * 1024,
+            max_url_bytes: 8 * 1024,
         }
     }
 }

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::{Buf, Bytes};
 use futures_util::FutureExt;
@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::{service, Shared};
-use crate::app::Handler;
+use crate::app::Route;
 use crate::metrics::Metrics;
 use crate::router::{Params, RouteMatch};
 use crate::stream::Body;
@@ -50,8 +50,6 @@ const MAX_HEADERS: usize = 64;
 /// Bytes of pipelined requests kept while a response streams; past it the socket is not
 /// read until the response is done.
 const MAX_PIPELINED: usize = MAX_HEAD;
-/// Time allowed for a request head (hyper's default `header_read_timeout`).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes read at once, on the stack, while a response streams (pipelined requests, or the
 /// EOF of a client that went away).
 const PROBE: usize = 1024;
@@ -131,14 +129,16 @@ fn direct<'a>(
     async move {
         // Bytes read after the last head (a pipelined request).
         let mut pending = Vec::new();
+        let mut first = true;
         loop {
             // Boxed, as the handler call in `serve`: this task's size is that of its largest
             // state, which should be the one it idles in (streaming).
-            let req = match Box::pin(read_head(stream, &mut pending, *peer, shared)).await {
+            let req = match Box::pin(read_head(stream, &mut pending, *peer, shared, first)).await {
                 HeadRead::Direct(req) => req,
                 HeadRead::Handover(buf) => return Some(buf),
                 HeadRead::Closed => break,
             };
+            first = false;
             if !serve(stream, shared, req, &mut pending).await || shared.graceful.is_cancelled() {
                 break;
             }
@@ -147,29 +147,48 @@ fn direct<'a>(
     }
 }
 
-enum HeadRead {
+enum HeadRead<'a> {
     /// A qualifying request (what followed its head is left in `pending`).
-    Direct(Box<DirectRequest>),
+    Direct(Box<DirectRequest<'a>>),
     /// Everything else: the bytes read so far.
     Handover(Vec<u8>),
-    /// EOF, an error, the header timeout or shutdown before a complete head.
+    /// EOF, an error, the header timeout or shutdown before a complete head, or a head
+    /// past a limit (answered before this returns).
     Closed,
 }
 
-/// Reads a request head, starting with the `pending` bytes.
-async fn read_head(
-    stream: &TcpStream,
+/// Reads a request head, starting with the `pending` bytes. A connection's `first` head
+/// has the header timeout from the start; a later one waits for its first byte up to the
+/// idle timeout (keep-alive), then has the header timeout.
+async fn read_head<'a>(
+    stream: &Arc<TcpStream>,
     pending: &mut Vec<u8>,
     peer: SocketAddr,
-    shared: &Shared,
-) -> HeadRead {
-    let deadline = Instant::now() + HEADER_READ_TIMEOUT;
+    shared: &'a Shared,
+    first: bool,
+) -> HeadRead<'a> {
+    let config = &shared.config;
     let mut buf = std::mem::take(pending);
+    let mut idle = !first && buf.is_empty();
+    let mut deadline = Instant::now()
+        + if idle {
+            config.idle_timeout
+        } else {
+            config.header_timeout
+        };
     loop {
+        if idle && !buf.is_empty() {
+            idle = false;
+            deadline = Instant::now() + config.header_timeout;
+        }
         if !buf.is_empty() {
             match parse(&buf, peer, shared) {
                 Parse::Partial => {}
                 Parse::Handover => return HeadRead::Handover(buf),
+                Parse::Refuse(status, msg) => {
+                    refuse(stream, shared, status, &msg, pending).await;
+                    return HeadRead::Closed;
+                }
                 Parse::Direct(req) => {
                     // Keep only what follows the head, else free the buffer.
                     if buf.len() > req.head_len {
@@ -184,7 +203,12 @@ async fn read_head(
             biased;
             _ = shared.graceful.cancelled() => return HeadRead::Closed,
             r = stream.readable() => if r.is_err() { return HeadRead::Closed },
-            _ = tokio::time::sleep_until(deadline) => return HeadRead::Closed,
+            _ = tokio::time::sleep_until(deadline) => {
+                if !idle {
+                    Metrics::add(&shared.metrics.header_timeouts, 1);
+                }
+                return HeadRead::Closed;
+            }
         }
         if buf.len() == buf.capacity() {
             let more = if buf.is_empty() {
@@ -226,32 +250,42 @@ fn read_some(stream: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
 }
 
 /// A request served directly.
-struct DirectRequest {
+struct DirectRequest<'a> {
     head_len: usize,
     peer: SocketAddr,
     parts: http::request::Parts,
-    handler: Arc<dyn Handler>,
+    route: &'a Route,
     params: Params,
     /// The client allows the connection to be reused (HTTP/1.1 without `close`).
     keep_alive: bool,
 }
 
-enum Parse {
+enum Parse<'a> {
     Partial,
     Handover,
-    Direct(Box<DirectRequest>),
+    Refuse(StatusCode, String),
+    Direct(Box<DirectRequest<'a>>),
 }
 
 /// Parses a head and decides whether it is served here: a complete HTTP/1.x `GET` in
-/// origin form, without a body, upgrade or expectation, for a long-lived route.
-fn parse(buf: &[u8], peer: SocketAddr, shared: &Shared) -> Parse {
+/// origin form, without a body, upgrade or expectation, for a long-lived route. A head or
+/// target past the server's limits is refused (431, 414), whatever serves it.
+fn parse<'a>(buf: &[u8], peer: SocketAddr, shared: &'a Shared) -> Parse<'a> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
+    let max_head = shared.config.max_header_bytes;
     let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n > max_head => return head_too_large(max_head),
         Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= max_head => return head_too_large(max_head),
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Parse::Partial,
         _ => return Parse::Handover,
     };
+    if let Some(path) = req.path.filter(|p| p.len() > shared.config.max_url_bytes) {
+        let max = shared.config.max_url_bytes;
+        let msg = format!("the request target is {} bytes; {max} at most", path.len());
+        return Parse::Refuse(StatusCode::URI_TOO_LONG, msg);
+    }
     if req.method != Some("GET") {
         return Parse::Handover;
     }
@@ -302,8 +336,8 @@ fn parse(buf: &[u8], peer: SocketAddr, shared: &Shared) -> Parse {
     if !service::host_ok(version, hosts) {
         return Parse::Handover; // hyper's path answers it with 400
     }
-    let (handler, params) = match shared.app.router.at(&Method::GET, uri.path()) {
-        RouteMatch::Found(m) if m.value.options.long_lived => (m.value.handler.clone(), m.params),
+    let (route, params) = match shared.app.router.at(&Method::GET, uri.path()) {
+        RouteMatch::Found(m) if m.value.options.long_lived => (m.value, m.params),
         _ => return Parse::Handover,
     };
     let (mut parts, ()) = http::Request::new(()).into_parts();
@@ -315,10 +349,40 @@ fn parse(buf: &[u8], peer: SocketAddr, shared: &Shared) -> Parse {
         head_len,
         peer,
         parts,
-        handler,
+        route,
         params,
         keep_alive,
     }))
+}
+
+fn head_too_large<'a>(max: usize) -> Parse<'a> {
+    let msg = format!("the request head is larger than {max} bytes");
+    Parse::Refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, msg)
+}
+
+/// Answers a request refused before it was parsed in full (`status`, a JSON body) and
+/// ends the connection.
+async fn refuse(
+    stream: &Arc<TcpStream>,
+    shared: &Shared,
+    status: StatusCode,
+    msg: &str,
+    pending: &mut Vec<u8>,
+) {
+    Metrics::add(&shared.metrics.total_requests, 1);
+    let res = service::closing(service::rejected(&shared.metrics, status, msg));
+    let Some((mut body, framing, _, mut out, mut ended)) =
+        start(shared, res, Version::HTTP_11, false)
+    else {
+        return;
+    };
+    let mut sink = false;
+    let _ = poll_fn(|cx| {
+        poll_response(
+            cx, stream, &mut body, framing, pending, &mut out, &mut ended, &mut sink,
+        )
+    })
+    .await;
 }
 
 /// How a response body is delimited on the wire.
@@ -338,7 +402,7 @@ enum Framing {
 fn serve<'a>(
     stream: &'a Arc<TcpStream>,
     shared: &'a Shared,
-    req: Box<DirectRequest>,
+    req: Box<DirectRequest<'a>>,
     pending: &'a mut Vec<u8>,
 ) -> impl std::future::Future<Output = bool> + Send + 'a {
     async move {
@@ -390,14 +454,14 @@ async fn until_gone<F: std::future::Future + Unpin>(
 }
 
 /// Counts the request and calls its handler (see [`service::respond`]).
-fn call(
-    shared: &Shared,
-    req: Box<DirectRequest>,
-) -> Pin<Box<impl std::future::Future<Output = crate::Response> + Send + '_>> {
+fn call<'a>(
+    shared: &'a Shared,
+    req: Box<DirectRequest<'a>>,
+) -> Pin<Box<impl std::future::Future<Output = crate::Response> + Send + 'a>> {
     Metrics::add(&shared.metrics.total_requests, 1);
     let DirectRequest {
         parts,
-        handler,
+        route,
         params,
         peer,
         ..
@@ -405,7 +469,7 @@ fn call(
     Box::pin(service::respond(
         shared,
         Some(peer),
-        handler,
+        route,
         params,
         false,
         parts,

@@ -19,6 +19,7 @@ mod registry;
 mod service;
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +70,8 @@ pub(crate) struct Shared {
     pub(crate) force: CancellationToken,
     /// Accepts TLS connections, when the server serves HTTPS.
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Streams open per client IP, with `max_streams_per_ip`.
+    pub(crate) streams_per_ip: service::StreamsPerIp,
 }
 
 impl Shared {
@@ -78,11 +81,13 @@ impl Shared {
             .http1()
             .timer(TokioTimer::new())
             .keep_alive(config.keep_alive)
+            .header_read_timeout(config.header_timeout)
             .max_buf_size(config.http1_max_buf_size.max(8192));
         builder.http2().timer(TokioTimer::new());
         let tls = config.tls.as_ref().map(TlsConfig::acceptor);
         Shared {
             tls,
+            streams_per_ip: Arc::default(),
             app,
             config,
             metrics: Arc::new(Metrics::new()),
@@ -239,6 +244,18 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
+        let open = shared.metrics.active_connections.load(Ordering::Relaxed);
+        if shared
+            .config
+            .max_connections
+            .is_some_and(|max| open >= max as u64)
+        {
+            Metrics::add(&shared.metrics.refused_connections, 1);
+            if shared.tls.is_none() {
+                tokio::spawn(refuse_connection(stream));
+            }
+            continue;
+        }
         Metrics::add(&shared.metrics.active_connections, 1);
         Metrics::add(&shared.metrics.total_connections, 1);
         match &shared.tls {
@@ -251,6 +268,23 @@ async fn accept_loop(
             None => tracker.spawn(direct::connection(stream, Box::new(peer), shared.clone())),
         };
     }
+}
+
+/// A plain HTTP connection past `max_connections`: a 503 and the end. (On a TLS port the
+/// connection is closed at once.)
+async fn refuse_connection(stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const BODY: &str = r#"{"error":"the server is at its connection limit","status":503}"#;
+    let res = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let mut stream = stream;
+    let write = async {
+        let _ = stream.write_all(res.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
 }
 
 /// A TLS handshake not finished within this time closes its connection.

@@ -1,19 +1,21 @@
 //! Request handling shared by hyper and the direct path: routing, body limits, engine-made
 //! error responses, the handler call.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, StatusCode, Version};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::Shared;
-use crate::app::{Handler, Route};
+use crate::app::Route;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::request::{BodyStream, Request};
@@ -45,7 +47,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for EngineService {
     }
 }
 
-fn rejected(metrics: &Metrics, status: StatusCode, message: &str) -> Response {
+pub(crate) fn rejected(metrics: &Metrics, status: StatusCode, message: &str) -> Response {
     Metrics::add(&metrics.rejected_requests, 1);
     response::error(status, message)
 }
@@ -95,28 +97,55 @@ pub(crate) fn route<'a>(
 }
 
 /// Calls the route's handler (now) and readies its response: no body for HEAD, and a
-/// streaming body counted, given its heartbeat and tracked for shutdown.
+/// streaming body counted, given its heartbeat and tracked for shutdown. A stream route
+/// past its stream limits gets a 429 without its handler running; a handler of another
+/// route that does not answer within the handler timeout gets a 504 (its future is
+/// dropped, which a front end sees).
 ///
 /// Not an `async fn`: that would keep the request's parts in the future next to the
 /// request made of them (~1 KiB, a large allocation per request where it is boxed); the
 /// future returned holds only the handler's.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn respond(
-    shared: &Shared,
+pub(crate) fn respond<'a>(
+    shared: &'a Shared,
     peer: Option<SocketAddr>,
-    handler: Arc<dyn Handler>,
+    route: &Route,
     params: Params,
     head_as_get: bool,
     head: http::request::Parts,
     body: Bytes,
     stream: Option<BodyStream>,
-) -> impl Future<Output = Response> + Send + '_ {
+) -> impl Future<Output = Response> + Send + 'a {
     let is_head = head_as_get || head.method == Method::HEAD;
-    let mut request = Request::new(head, params, peer, body, shared.metrics.clone());
-    request.set_body_stream(stream);
-    let call = handler.call(request);
+    let timeout = if route.options.stream {
+        None
+    } else {
+        shared.config.handler_timeout
+    };
+    let call = match StreamSlot::take(shared, route, peer, &head.headers) {
+        Ok(slot) => {
+            let mut request = Request::new(head, params, peer, body, shared.metrics.clone());
+            request.set_body_stream(stream);
+            Ok((route.handler.call(request), slot))
+        }
+        Err(refused) => Err(refused),
+    };
     async move {
-        let mut res = call.await;
+        let (call, slot) = match call {
+            Ok(c) => c,
+            Err(refused) => return refused,
+        };
+        let mut res = match timeout {
+            None => call.await,
+            Some(limit) => match tokio::time::timeout(limit, call).await {
+                Ok(res) => res,
+                Err(_) => {
+                    Metrics::add(&shared.metrics.handler_timeouts, 1);
+                    let msg = format!("the handler did not answer within {} ms", limit.as_millis());
+                    return rejected(&shared.metrics, StatusCode::GATEWAY_TIMEOUT, &msg);
+                }
+            },
+        };
         if is_head {
             // Same headers as GET, no body; dropping a stream body tells its producer.
             *res.body_mut() = Body::empty();
@@ -131,10 +160,174 @@ pub(crate) fn respond(
                     .get(header::CONTENT_TYPE)
                     .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
                 shared.streams.track(&stream, sse);
+                if let Some(slot) = slot {
+                    // Held until the body is dropped (the stream is over).
+                    stream.on_close(move || drop(slot));
+                }
             }
         }
         res
     }
+}
+
+/// Reads a whole request body of at most `limit` bytes, each read within the body timeout.
+#[allow(clippy::result_large_err)] // the error is the answer, returned at once
+async fn read_body(shared: &Shared, mut body: Incoming, limit: u64) -> Result<Bytes, Response> {
+    let metrics = &shared.metrics;
+    let wait = shared.config.body_timeout;
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(wait, body.frame()).await {
+            Err(_) => {
+                Metrics::add(&metrics.body_timeouts, 1);
+                let msg = format!(
+                    "the request body stalled: nothing arrived for {} ms",
+                    wait.as_millis()
+                );
+                return Err(closing(rejected(
+                    metrics,
+                    StatusCode::REQUEST_TIMEOUT,
+                    &msg,
+                )));
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(e))) => {
+                let msg = format!("could not read the request body: {e}");
+                return Err(rejected(metrics, StatusCode::BAD_REQUEST, &msg));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if (buf.len() + data.len()) as u64 > limit {
+                let msg = Error::body_too_large(limit);
+                return Err(rejected(
+                    metrics,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    msg.message(),
+                ));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+}
+
+/// `res` with `connection: close`: the connection ends after it.
+pub(crate) fn closing(mut res: Response) -> Response {
+    res.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    res
+}
+
+/// Streams open per client IP (see [`ServerConfig::max_streams_per_ip`]).
+///
+/// [`ServerConfig::max_streams_per_ip`]: crate::ServerConfig::max_streams_per_ip
+pub(crate) type StreamsPerIp = Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>;
+
+/// A stream counted against the per-IP and per-route limits until dropped.
+pub(crate) struct StreamSlot {
+    ip: Option<(StreamsPerIp, IpAddr)>,
+    route: Option<Arc<AtomicUsize>>,
+}
+
+impl StreamSlot {
+    /// Counts a stream of `route` from this client, or answers 429 when a limit is
+    /// reached. `None` when no limit applies (nothing is counted).
+    #[allow(clippy::result_large_err)] // the error is the answer, returned at once
+    fn take(
+        shared: &Shared,
+        route: &Route,
+        peer: Option<SocketAddr>,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<StreamSlot>, Response> {
+        if !route.options.stream {
+            return Ok(None);
+        }
+        let per_ip = shared.config.max_streams_per_ip;
+        let per_route = route.options.max_streams;
+        if per_ip.is_none() && per_route.is_none() {
+            return Ok(None);
+        }
+        let mut slot = StreamSlot {
+            ip: None,
+            route: None,
+        };
+        if let Some(max) = per_route {
+            let open = &route.open_streams;
+            if open.fetch_add(1, Ordering::AcqRel) >= max {
+                open.fetch_sub(1, Ordering::AcqRel);
+                return Err(too_many(
+                    shared,
+                    &format!("this route serves {max} streams at most"),
+                ));
+            }
+            slot.route = Some(open.clone());
+        }
+        if let (Some(max), Some(ip)) = (per_ip, client_ip(peer, headers, shared.config.trust_proxy))
+        {
+            let mut map = shared
+                .streams_per_ip
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let n = map.entry(ip).or_insert(0);
+            if *n >= max {
+                drop(map);
+                return Err(too_many(
+                    shared,
+                    &format!("{max} streams per client at most"),
+                ));
+            }
+            *n += 1;
+            slot.ip = Some((shared.streams_per_ip.clone(), ip));
+        }
+        Ok(Some(slot))
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        if let Some(open) = &self.route {
+            open.fetch_sub(1, Ordering::AcqRel);
+        }
+        if let Some((map, ip)) = &self.ip {
+            let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = map.get_mut(ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(ip);
+                }
+            }
+        }
+    }
+}
+
+fn too_many(shared: &Shared, msg: &str) -> Response {
+    Metrics::add(&shared.metrics.refused_streams, 1);
+    let mut res = rejected(&shared.metrics, StatusCode::TOO_MANY_REQUESTS, msg);
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+    res
+}
+
+/// The client's address: the socket's, or with `trust_proxy` the last address of
+/// `X-Forwarded-For` (the one the nearest proxy added).
+fn client_ip(
+    peer: Option<SocketAddr>,
+    headers: &http::HeaderMap,
+    trust_proxy: bool,
+) -> Option<IpAddr> {
+    if trust_proxy {
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .next_back()
+            .and_then(|a| a.trim().parse::<IpAddr>().ok());
+        if forwarded.is_some() {
+            return forwarded;
+        }
+    }
+    peer.map(|p| p.ip())
 }
 
 /// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host`, an HTTP/1.0 one at most
@@ -159,10 +352,16 @@ async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: hyper::Request<Incom
         } else {
             "a request may carry one Host header at most"
         };
-        let mut res = rejected(metrics, StatusCode::BAD_REQUEST, msg);
-        res.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return res;
+        return closing(rejected(metrics, StatusCode::BAD_REQUEST, msg));
+    }
+    let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target > shared.config.max_url_bytes {
+        Metrics::add(&metrics.total_requests, 1);
+        let msg = format!(
+            "the request target is {target} bytes; {} at most",
+            shared.config.max_url_bytes
+        );
+        return closing(rejected(metrics, StatusCode::URI_TOO_LONG, &msg));
     }
     let (route, params, head_as_get) = match route(&shared, req.method(), req.uri().path()) {
         Ok(found) => found,
@@ -189,32 +388,18 @@ async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: hyper::Request<Incom
         // No body at all (most GETs): nothing to wait for.
         (Bytes::new(), None)
     } else if route.options.stream_body {
-        (Bytes::new(), Some(BodyStream::new(body, limit)))
+        let stream = BodyStream::new(body, limit, shared.config.body_timeout);
+        (Bytes::new(), Some(stream))
     } else {
-        let max = usize::try_from(limit).unwrap_or(usize::MAX);
-        match Limited::new(body, max).collect().await {
-            Ok(collected) => (collected.to_bytes(), None),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return rejected(
-                    metrics,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    Error::body_too_large(limit).message(),
-                );
-            }
-            Err(e) => {
-                return rejected(
-                    metrics,
-                    StatusCode::BAD_REQUEST,
-                    &format!("could not read the request body: {e}"),
-                );
-            }
+        match read_body(&shared, body, limit).await {
+            Ok(bytes) => (bytes, None),
+            Err(res) => return res,
         }
     };
-    let handler = route.handler.clone();
     respond(
         &shared,
         Some(peer),
-        handler,
+        route,
         params,
         head_as_get,
         head,
