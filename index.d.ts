@@ -157,7 +157,7 @@ export declare class Engine {
    */
   addRoute(kind: string, method: string, path: string, routeId: number, contentType?: string | undefined | null, options?: RouteOptions | undefined | null): void
   /** Adds an SSE route served entirely by a channel: no JS runs per request or event. */
-  addChannelRoute(method: string, path: string, channel: Channel): void
+  addChannelRoute(method: string, path: string, channel: Channel, maxStreams?: number | undefined | null): void
   /**
    * Binds `host:port` (port 0 picks a free one) and serves, over TLS (HTTP/2 and
    * HTTP/1.1 by ALPN) when `tls` is given. Resolves to the address.
@@ -229,8 +229,21 @@ export interface EngineMetrics {
   bytesSent: number
   /** Handlers that threw or rejected. */
   handlerErrors: number
-  /** Requests the engine answered with an error itself (404, 405, 413, 503). */
+  /**
+   * Requests the engine answered with an error itself (404, 405, 408, 413, 414, 429,
+   * 431, 504...).
+   */
   rejectedRequests: number
+  /** Connections refused with a 503 at `maxConnections`. */
+  refusedConnections: number
+  /** Streams refused with a 429 at `maxStreamsPerIp` or a route's `maxStreams`. */
+  refusedStreams: number
+  /** Connections closed because a request head was too slow. */
+  headerTimeouts: number
+  /** Requests answered 408 because their body stalled. */
+  bodyTimeouts: number
+  /** Requests answered 504 because their handler did not answer in time. */
+  handlerTimeouts: number
 }
 
 /** Options of a native engine. */
@@ -267,10 +280,34 @@ export interface EngineOptions {
    * @default 1024
    */
   backlog?: number
+  /** Limits and timeouts. */
+  limits?: Limits
 }
 
 /** Keeps what is left of batch `seq` past its dispatch call, as one `Calls` (same indices). */
 export declare function keepBatch(seq: number): Calls
+
+/** Limits and timeouts of an engine (see `AppOptions.limits`). */
+export interface Limits {
+  /** Connections open at once; past it new ones get a 503. @default no limit */
+  maxConnections?: number
+  /** Streams open at once per client IP; past it a 429. @default no limit */
+  maxStreamsPerIp?: number
+  /** Read the client IP from the last `X-Forwarded-For` address. @default false */
+  trustProxy?: boolean
+  /** Time for a request head, in ms; past it the connection closes. @default 10000 */
+  headerTimeoutMs?: number
+  /** Time between two reads of a request body, in ms; past it a 408. @default 30000 */
+  bodyTimeoutMs?: number
+  /** Time a keep-alive connection may wait for its next request, in ms. @default 60000 */
+  idleTimeoutMs?: number
+  /** Time a plain handler has to answer, in ms (0: none); past it a 504. @default 30000 */
+  handlerTimeoutMs?: number
+  /** Largest request head in bytes; past it a 431. @default 16384 */
+  maxHeaderBytes?: number
+  /** Longest request target in bytes; past it a 414. @default 8192 */
+  maxUrlBytes?: number
+}
 
 /** Channel counters. */
 export interface NativeChannelMetrics {
@@ -324,6 +361,8 @@ export interface RouteOptions {
   streamBody?: boolean
   /** This route's body limit in bytes (instead of the engine's `maxBodyBytes`). */
   bodyLimit?: number
+  /** Streams of this (stream) route open at once; past it a 429. @default no limit */
+  maxStreams?: number
 }
 
 /** Moves request `i` of batch `seq` into a `Calls` of its own (index 0). */

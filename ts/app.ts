@@ -40,6 +40,34 @@ export interface AppOptions {
   exposeErrors?: boolean
   /** Called with every error a handler throws (except `HttpError`). @default logs to stderr */
   onError?: (err: unknown, req: RatRequest<unknown>) => void
+  /** Limits and timeouts, enforced by the engine before any JS runs. */
+  limits?: Limits
+}
+
+/** Limits and timeouts (defaults in brackets); each refusal is counted in `metrics()`. */
+export interface Limits {
+  /** Connections open at once; past it a new connection gets 503 and is closed. @default no limit */
+  maxConnections?: number
+  /**
+   * Streams (SSE, chunked, NDJSON, channel routes) open at once per client IP; past it
+   * 429 with `Retry-After`. Off by default: behind a proxy every client shares one address.
+   * @default no limit
+   */
+  maxStreamsPerIp?: number
+  /** Take the client IP from the last `X-Forwarded-For` address (only behind a proxy that sets it). @default false */
+  trustProxy?: boolean
+  /** A request head not complete within this many ms (from its first byte) closes the connection (slowloris). @default 10000 */
+  headerTimeoutMs?: number
+  /** Longest wait between two reads of a request body, in ms; past it 408. @default 30000 */
+  bodyTimeoutMs?: number
+  /** How long a keep-alive connection may wait for its next request, in ms. @default 60000 */
+  idleTimeoutMs?: number
+  /** A plain handler that has not answered in this many ms gets 504 and its `req.signal` aborts; streams are exempt; 0 turns it off. @default 30000 */
+  handlerTimeoutMs?: number
+  /** Largest request head in bytes; past it 431. @default 16384 */
+  maxHeaderBytes?: number
+  /** Longest request target (path and query) in bytes; past it 414. @default 8192 */
+  maxUrlBytes?: number
 }
 
 /** Where to listen. */
@@ -107,11 +135,15 @@ export interface RouteOptions {
   bodyLimit?: number
 }
 
-interface StreamRouteOptions extends RouteOptions {
+/** Options of an SSE, chunked or NDJSON route. */
+export interface StreamRouteOptions extends RouteOptions {
   /** @default 'GET' */
   method?: string
+  /** Streams of this route open at once; past it 429 with `Retry-After`. @default no limit */
+  maxStreams?: number
 }
-interface ChunkedRouteOptions extends StreamRouteOptions {
+/** Options of a chunked or NDJSON route. */
+export interface ChunkedRouteOptions extends StreamRouteOptions {
   /** @default 'text/plain; charset=utf-8' (NDJSON routes: 'application/x-ndjson') */
   contentType?: string
 }
@@ -142,9 +174,12 @@ export class App {
     this.#onError =
       options.onError ??
       ((err, req) => console.error(`rat-engine: ${req.method} ${req.path} failed:`, err))
-    const { heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog } = options
+    const { heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog, limits } = options
     this.#engine = call(
-      () => new native.Engine({ heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog }, (seq, routeIds, ids, closed, ready) => this.#dispatch(seq, routeIds, ids, closed, ready)),
+      () =>
+        new native.Engine({ heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog, limits }, (seq, routeIds, ids, closed, ready) =>
+          this.#dispatch(seq, routeIds, ids, closed, ready),
+        ),
     )
   }
 
@@ -181,10 +216,10 @@ export class App {
     live.stream._closed()
   }
 
-  #add(kind: 'plain' | 'sse' | 'chunked', method: string, path: string, run: Run, contentType?: string, options: RouteOptions = {}): this {
+  #add(kind: 'plain' | 'sse' | 'chunked', method: string, path: string, run: Run, contentType?: string, options: StreamRouteOptions = {}): this {
     const id = this.#routes.length
-    const { streamBody, bodyLimit } = options
-    call(() => this.#engine.addRoute(kind, method, path, id, contentType, { streamBody, bodyLimit }))
+    const { streamBody, bodyLimit, maxStreams } = options
+    call(() => this.#engine.addRoute(kind, method, path, id, contentType, { streamBody, bodyLimit, maxStreams }))
     this.#routes.push(run)
     return this
   }
@@ -372,7 +407,7 @@ export class App {
   sse<P extends string>(path: P, handler: SseHandler<P> | Channel, options: StreamRouteOptions = {}): this {
     const method = options.method ?? 'GET'
     if (handler instanceof Channel) {
-      call(() => this.#engine.addChannelRoute(method, path, handler.native))
+      call(() => this.#engine.addChannelRoute(method, path, handler.native, options.maxStreams))
       return this
     }
     const run = this.#stream(

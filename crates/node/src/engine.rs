@@ -140,6 +140,7 @@ impl Engine {
         // through hyper), and a plain GET answered from JS costs ~10% less CPU per request
         // (A/B on /hello, docs/benchmarks.md).
         options.long_lived = true;
+        options.stream = route.kind != ResponseKind::Plain;
         self.with_app(|app| {
             app.route_with(parse_method(&method)?, &path, Arc::new(route), options)
                 .map(|_| ())
@@ -153,10 +154,13 @@ impl Engine {
         method: String,
         path: String,
         channel: &Channel,
+        max_streams: Option<u32>,
     ) -> napi::Result<()> {
         let ch = channel.inner().clone();
         let options = rat_engine::RouteOptions {
             long_lived: true,
+            stream: true,
+            max_streams: max_streams.map(|n| n as usize),
             ..Default::default()
         };
         self.with_app(|app| {

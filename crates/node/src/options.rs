@@ -29,6 +29,32 @@ pub struct EngineOptions {
     /// `net.core.somaxconn`).
     /// @default 1024
     pub backlog: Option<u32>,
+    /// Limits and timeouts.
+    pub limits: Option<Limits>,
+}
+
+/// Limits and timeouts of an engine (see `AppOptions.limits`).
+#[napi(object)]
+#[derive(Default)]
+pub struct Limits {
+    /// Connections open at once; past it new ones get a 503. @default no limit
+    pub max_connections: Option<u32>,
+    /// Streams open at once per client IP; past it a 429. @default no limit
+    pub max_streams_per_ip: Option<u32>,
+    /// Read the client IP from the last `X-Forwarded-For` address. @default false
+    pub trust_proxy: Option<bool>,
+    /// Time for a request head, in ms; past it the connection closes. @default 10000
+    pub header_timeout_ms: Option<u32>,
+    /// Time between two reads of a request body, in ms; past it a 408. @default 30000
+    pub body_timeout_ms: Option<u32>,
+    /// Time a keep-alive connection may wait for its next request, in ms. @default 60000
+    pub idle_timeout_ms: Option<u32>,
+    /// Time a plain handler has to answer, in ms (0: none); past it a 504. @default 30000
+    pub handler_timeout_ms: Option<u32>,
+    /// Largest request head in bytes; past it a 431. @default 16384
+    pub max_header_bytes: Option<u32>,
+    /// Longest request target in bytes; past it a 414. @default 8192
+    pub max_url_bytes: Option<u32>,
 }
 
 impl From<&EngineOptions> for ServerConfig {
@@ -51,6 +77,30 @@ impl From<&EngineOptions> for ServerConfig {
         }
         if let Some(b) = o.backlog {
             c = c.backlog(b);
+        }
+        if let Some(l) = &o.limits {
+            let ms = |v: u32| Duration::from_millis(u64::from(v));
+            c.max_connections = l.max_connections.map(|n| n as usize);
+            c.max_streams_per_ip = l.max_streams_per_ip.map(|n| n as usize);
+            c.trust_proxy = l.trust_proxy.unwrap_or(false);
+            if let Some(v) = l.header_timeout_ms {
+                c.header_timeout = ms(v.max(1));
+            }
+            if let Some(v) = l.body_timeout_ms {
+                c.body_timeout = ms(v.max(1));
+            }
+            if let Some(v) = l.idle_timeout_ms {
+                c.idle_timeout = ms(v.max(1));
+            }
+            if let Some(v) = l.handler_timeout_ms {
+                c.handler_timeout = (v > 0).then(|| ms(v));
+            }
+            if let Some(v) = l.max_header_bytes {
+                c.max_header_bytes = v as usize;
+            }
+            if let Some(v) = l.max_url_bytes {
+                c.max_url_bytes = v as usize;
+            }
         }
         c
     }
@@ -82,6 +132,8 @@ pub struct RouteOptions {
     pub stream_body: Option<bool>,
     /// This route's body limit in bytes (instead of the engine's `maxBodyBytes`).
     pub body_limit: Option<f64>,
+    /// Streams of this (stream) route open at once; past it a 429. @default no limit
+    pub max_streams: Option<u32>,
 }
 
 impl From<&RouteOptions> for rat_engine::RouteOptions {
@@ -89,6 +141,7 @@ impl From<&RouteOptions> for rat_engine::RouteOptions {
         rat_engine::RouteOptions {
             stream_body: o.stream_body.unwrap_or(false),
             body_limit: o.body_limit.filter(|b| *b >= 0.0).map(|b| b as u64),
+            max_streams: o.max_streams.map(|n| n as usize),
             ..Default::default()
         }
     }
@@ -172,8 +225,19 @@ pub struct EngineMetrics {
     pub bytes_sent: i64,
     /// Handlers that threw or rejected.
     pub handler_errors: i64,
-    /// Requests the engine answered with an error itself (404, 405, 413, 503).
+    /// Requests the engine answered with an error itself (404, 405, 408, 413, 414, 429,
+    /// 431, 504...).
     pub rejected_requests: i64,
+    /// Connections refused with a 503 at `maxConnections`.
+    pub refused_connections: i64,
+    /// Streams refused with a 429 at `maxStreamsPerIp` or a route's `maxStreams`.
+    pub refused_streams: i64,
+    /// Connections closed because a request head was too slow.
+    pub header_timeouts: i64,
+    /// Requests answered 408 because their body stalled.
+    pub body_timeouts: i64,
+    /// Requests answered 504 because their handler did not answer in time.
+    pub handler_timeouts: i64,
 }
 
 impl From<MetricsSnapshot> for EngineMetrics {
@@ -189,6 +253,11 @@ impl From<MetricsSnapshot> for EngineMetrics {
             bytes_sent: n(m.bytes_sent),
             handler_errors: n(m.handler_errors),
             rejected_requests: n(m.rejected_requests),
+            refused_connections: n(m.refused_connections),
+            refused_streams: n(m.refused_streams),
+            header_timeouts: n(m.header_timeouts),
+            body_timeouts: n(m.body_timeouts),
+            handler_timeouts: n(m.handler_timeouts),
         }
     }
 }
