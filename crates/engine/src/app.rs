@@ -54,6 +54,8 @@ pub struct RouteOptions {
     pub stream: bool,
     /// Streams of this (stream) route open at once; past it a 429. Default: no limit.
     pub max_streams: Option<usize>,
+    /// CORS of this route: the server's (default), none, or its own.
+    pub cors: crate::cors::RouteCors,
 }
 
 pub(crate) struct Route {

@@ -31,6 +31,7 @@
 mod app;
 pub mod batch;
 pub mod channel;
+pub mod cors;
 pub mod error;
 mod metrics;
 mod request;

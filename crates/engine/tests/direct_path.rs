@@ -33,6 +33,7 @@ const LONG: RouteOptions = RouteOptions {
     long_lived: true,
     stream: false,
     max_streams: None,
+    cors: rat_engine::cors::RouteCors::Inherit,
 };
 
 fn long_lived(app: &mut App, path: &str, handler: impl Handler) {

@@ -1,7 +1,9 @@
 //! Server options.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cors::Cors;
 use crate::stream::QueueLimits;
 use crate::tls::TlsConfig;
 
@@ -68,6 +70,9 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Longest request target (path and query) in bytes; past it a 414. Default: 8 KiB.
     pub max_url_bytes: usize,
+    /// CORS for every route (a route may turn it off or use its own: see
+    /// [`RouteOptions::cors`](crate::RouteOptions::cors)). Default: none.
+    pub cors: Option<Arc<Cors>>,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +95,7 @@ impl Default for ServerConfig {
             handler_timeout: Some(Duration::from_secs(30)),
             max_header_bytes: 16 * 1024,
             max_url_bytes: 8 * 1024,
+            cors: None,
         }
     }
 }
@@ -131,6 +137,11 @@ impl ServerConfig {
     /// Sets [`tls`](Self::tls).
     pub fn tls(mut self, tls: TlsConfig) -> Self {
         self.tls = Some(tls);
+        self
+    }
+    /// Sets [`cors`](Self::cors).
+    pub fn cors(mut self, cors: Cors) -> Self {
+        self.cors = Some(Arc::new(cors));
         self
     }
     /// Sets [`keep_alive`](Self::keep_alive).

@@ -122,6 +122,11 @@ pub(crate) fn respond<'a>(
     } else {
         shared.config.handler_timeout
     };
+    let cors = route
+        .options
+        .cors
+        .resolve(shared.config.cors.as_ref())
+        .map(|c| (c.clone(), head.headers.get(header::ORIGIN).cloned()));
     let call = match StreamSlot::take(shared, route, peer, &head.headers) {
         Ok(slot) => {
             let mut request = Request::new(head, params, peer, body, shared.metrics.clone());
@@ -130,7 +135,7 @@ pub(crate) fn respond<'a>(
         }
         Err(refused) => Err(refused),
     };
-    async move {
+    let answer = async move {
         let (call, slot) = match call {
             Ok(c) => c,
             Err(refused) => return refused,
@@ -167,7 +172,41 @@ pub(crate) fn respond<'a>(
             }
         }
         res
+    };
+    async move {
+        let mut res = answer.await;
+        if let Some((cors, origin)) = cors {
+            cors.decorate(origin.as_ref(), res.headers_mut());
+        }
+        res
     }
+}
+
+/// The answer to a CORS preflight (`OPTIONS` with an `Origin` and
+/// `Access-Control-Request-Method`) for a path with a route whose policy has CORS; `None`
+/// for any other request.
+fn preflight(shared: &Shared, req: &hyper::Request<Incoming>) -> Option<Response> {
+    if req.method() != Method::OPTIONS {
+        return None;
+    }
+    let headers = req.headers();
+    let origin = headers.get(header::ORIGIN)?;
+    let asked = headers.get(header::ACCESS_CONTROL_REQUEST_METHOD)?;
+    let asked = Method::from_bytes(asked.as_bytes()).ok()?;
+    let router = &shared.app.router;
+    let path = req.uri().path();
+    let policy = match router.at(&asked, path) {
+        RouteMatch::Found(m) => m.value.options.cors.resolve(shared.config.cors.as_ref()),
+        RouteMatch::MethodNotAllowed(_) => shared.config.cors.as_ref(),
+        RouteMatch::NotFound => None,
+    }?;
+    let methods = match router.at(&Method::OPTIONS, path) {
+        RouteMatch::MethodNotAllowed(allow) => allow,
+        _ => vec![asked],
+    };
+    let request_headers = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS);
+    Metrics::add(&shared.metrics.total_requests, 1);
+    Some(policy.preflight(origin, request_headers, &methods))
 }
 
 /// Reads a whole request body of at most `limit` bytes, each read within the body timeout.
@@ -353,6 +392,9 @@ async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: hyper::Request<Incom
             "a request may carry one Host header at most"
         };
         return closing(rejected(metrics, StatusCode::BAD_REQUEST, msg));
+    }
+    if let Some(res) = preflight(&shared, &req) {
+        return res;
     }
     let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if target > shared.config.max_url_bytes {
