@@ -1,11 +1,12 @@
 import { Channel, type ChannelOptions } from './channel.js'
 import { ChunkedStream } from './chunked.js'
-import { fromNative, HttpError, native as call } from './errors.js'
+import { fromNative, HttpError, native as call, RatError } from './errors.js'
 import { isIterable, type StreamSource } from './helpers.js'
 import { Batch, Call } from './call.js'
+import { hooksFor, isUnder, prefixSegments, type Applied, type Hook, type HookEntry } from './hooks.js'
 import { native, type EngineMetrics, type NativeEngine } from './native.js'
 import { pump } from './pump.js'
-import { flatHeaders, toWire, type PlainStyle } from './reply.js'
+import { flatHeaders, Reply, toWire, type PlainStyle } from './reply.js'
 import { RatRequest } from './request.js'
 import { SseStream } from './sse.js'
 import type { BaseStream } from './stream.js'
@@ -38,9 +39,10 @@ export interface AppOptions {
    * "Internal Server Error". @default process.env.NODE_ENV !== 'production'
    */
   exposeErrors?: boolean
-  /** Called with every error a handler throws (except `HttpError`). @default logs to stderr */
+  /** Called with every error a handler or hook throws (except `HttpError`). @default logs to stderr */
   onError?: (err: unknown, req: RatRequest<unknown>) => void
 }
+
 
 /** Where to listen. */
 export interface ListenOptions {
@@ -117,6 +119,23 @@ interface ChunkedRouteOptions extends StreamRouteOptions {
 }
 
 type Run = (call: Call) => void
+/** Makes a route's run: without hooks (`null`) or running `hooks` before its handler. */
+type Build = (hooks: readonly Applied[] | null) => Run
+/** Where a route goes once its hooks have let the request through. */
+type Go<S> = (c: Call, req: RatRequest<unknown>, s: S) => void
+/** A route served by JS: its pattern, to know which hooks apply. */
+interface JsRoute {
+  id: number
+  path: string
+  build: Build
+}
+/** A channel route, registered with the engine at `listen()` (served by JS if hooks apply). */
+interface ChannelRoute {
+  method: string
+  path: string
+  channel: Channel
+  options: StreamRouteOptions
+}
 interface Live {
   req: RatRequest<unknown>
   stream: BaseStream
@@ -135,6 +154,11 @@ export class App {
   readonly #channels = new Map<string, Channel>()
   readonly #exposeErrors: boolean
   readonly #onError: (err: unknown, req: RatRequest<unknown>) => void
+  readonly #hooks: HookEntry[] = []
+  readonly #jsRoutes: JsRoute[] = []
+  readonly #channelRoutes: ChannelRoute[] = []
+  /** Hooks resolved and channel routes registered (at `listen()`): no more hooks. */
+  #resolved = false
   #address: AddressInfo | null = null
 
   constructor(options: AppOptions = {}) {
@@ -181,12 +205,97 @@ export class App {
     live.stream._closed()
   }
 
-  #add(kind: 'plain' | 'sse' | 'chunked', method: string, path: string, run: Run, contentType?: string, options: RouteOptions = {}): this {
+  #add(kind: 'plain' | 'sse' | 'chunked', method: string, path: string, build: Build, contentType?: string, options: RouteOptions = {}): number {
     const id = this.#routes.length
     const { streamBody, bodyLimit } = options
     call(() => this.#engine.addRoute(kind, method, path, id, contentType, { streamBody, bodyLimit }))
-    this.#routes.push(run)
-    return this
+    this.#routes.push(build(null))
+    this.#jsRoutes.push({ id, path, build })
+    return id
+  }
+
+  /**
+   * Gives every JS route the hooks that apply to it, and registers the channel routes: with
+   * the engine's channel handler when no hook applies (no JS per request), else as a JS SSE
+   * route that runs the hooks, then subscribes. Called by `listen()`; a route that fails to
+   * register stays pending, so a second `listen()` fails the same way.
+   */
+  #resolve(): void {
+    while (this.#channelRoutes.length > 0) {
+      const { method, path, channel, options } = this.#channelRoutes[0]
+      if (hooksFor(path, this.#hooks).length === 0) {
+        call(() => this.#engine.addChannelRoute(method, path, channel.native))
+      } else {
+        const subscribe = (_req: RatRequest<unknown>, stream: SseStream) => void stream.subscribe(channel)
+        this.#add('sse', method, path, this.#sseRun(subscribe), undefined, options)
+      }
+      this.#channelRoutes.shift()
+    }
+    for (const r of this.#jsRoutes) {
+      const hooks = hooksFor(r.path, this.#hooks)
+      this.#routes[r.id] = r.build(hooks.length === 0 ? null : hooks)
+    }
+    this.#resolved = true
+  }
+
+  /**
+   * Runs `hooks` from the `i`th in order, then `go`. Synchronous as long as the hooks are;
+   * a hook's promise continues the chain when it settles (a plain request is then kept, as
+   * for an async handler). A hook that returns a `Reply` or throws answers the request.
+   * Never throws.
+   */
+  #guard<S>(c: Call, req: RatRequest<unknown>, hooks: readonly Applied[], i: number, go: Go<S>, s: S, plain: boolean): void {
+    let path: string | undefined
+    for (; i < hooks.length; i++) {
+      const { hook, under } = hooks[i]
+      let out: unknown
+      try {
+        if (under !== null && !isUnder((path ??= req.path), under)) continue
+        out = hook(req as RatRequest)
+        if (out === undefined || out === null) continue
+        if (isThenable(out)) {
+          if (plain) {
+            c.keep()
+            this.#waiting.set(c.id, req)
+          }
+          const next = i + 1
+          out.then(
+            (v) => {
+              if (plain) this.#waiting.delete(c.id)
+              if (req._aborted) return // the client has gone
+              if (v === undefined || v === null) this.#guard(c, req, hooks, next, go, s, plain)
+              else this.#refuse(c, req, v)
+            },
+            (err) => {
+              if (plain) this.#waiting.delete(c.id)
+              this.#fail(c, req, err)
+            },
+          )
+          return
+        }
+      } catch (err) {
+        return this.#fail(c, req, err)
+      }
+      return this.#refuse(c, req, out)
+    }
+    go(c, req, s)
+  }
+
+  /** A hook returned `value` (not nothing): a `Reply` answers the request. Never throws. */
+  #refuse(c: Call, req: RatRequest<unknown>, value: unknown): void {
+    if (value instanceof Reply) this.#send(c, req, value)
+    else this.#fail(c, req, new TypeError(`a hook returns nothing (go on) or a Reply (answer with it), not ${typeof value}`))
+  }
+
+  /** Sends a `Reply`; one that cannot be sent fails the request. Never throws. */
+  #send(c: Call, req: RatRequest<unknown>, value: Reply): void {
+    try {
+      const [status, headers, body] = toWire(value, 'auto')
+      if (body instanceof Uint8Array) c.respondBuffer(status, headers, body)
+      else c.respond(status, headers, body)
+    } catch (err) {
+      this.#fail(c, req, err)
+    }
   }
 
   /**
@@ -236,7 +345,7 @@ export class App {
     }
   }
 
-  #plain(style: PlainStyle, handler: Handler<string> | string): Run {
+  #plain(style: PlainStyle, handler: Handler<string> | string): Build {
     // Never throws (it runs in promise callbacks): a value that cannot be sent fails the request.
     const respond = (c: Call, req: RatRequest<unknown>, value: unknown) => {
       try {
@@ -250,9 +359,14 @@ export class App {
         this.#fail(c, req, err)
       }
     }
-    if (typeof handler === 'string') return (c) => respond(c, new RatRequest(c), handler)
-    return (c) => {
-      const req = new RatRequest(c)
+    if (typeof handler === 'string') {
+      const constant: Go<undefined> = (c, req) => respond(c, req, handler)
+      return (hooks) =>
+        hooks === null
+          ? (c) => respond(c, new RatRequest(c), handler)
+          : (c) => this.#guard(c, new RatRequest(c), hooks, 0, constant, undefined, true)
+    }
+    const serve: Go<undefined> = (c, req) => {
       let out: unknown
       try {
         out = handler(req as never)
@@ -278,24 +392,20 @@ export class App {
       }
       respond(c, req, out)
     }
+    return (hooks) =>
+      hooks === null
+        ? (c) => serve(c, new RatRequest(c), undefined)
+        : (c) => this.#guard(c, new RatRequest(c), hooks, 0, serve, undefined, true)
   }
 
   #stream(
     make: (c: Call, req: RatRequest<unknown>) => BaseStream,
     handler: (req: never, stream: never) => unknown,
     write: (stream: BaseStream, item: unknown) => boolean,
-  ): Run {
-    return (batched) => {
-      // A stream may live for hours: it keeps its own request, not its whole batch.
-      const c = batched.detach()
-      const req = new RatRequest(c)
-      let stream: BaseStream
-      try {
-        stream = make(c, req)
-      } catch (err) {
-        return this.#fail(c, req, err)
-      }
-      this.#live.set(c.id, { req, stream })
+  ): Build {
+    // The stream's head goes out only when the handler writes or returns, so hooks that
+    // refuse (run before `serve`) answer with a plain error response.
+    const serve: Go<BaseStream> = (c, req, stream) => {
       // Never throws: it runs in a promise callback, where a throw would be an unhandled
       // rejection (fatal in Node).
       const settle = (value: unknown) => {
@@ -326,11 +436,34 @@ export class App {
       }
       settle(out)
     }
+    return (hooks) => (batched) => {
+      // A stream may live for hours: it keeps its own request, not its whole batch.
+      const c = batched.detach()
+      const req = new RatRequest(c)
+      let stream: BaseStream
+      try {
+        stream = make(c, req)
+      } catch (err) {
+        return this.#fail(c, req, err)
+      }
+      this.#live.set(c.id, { req, stream })
+      if (hooks === null) serve(c, req, stream)
+      else this.#guard(c, req, hooks, 0, serve, stream, false)
+    }
+  }
+
+  #sseRun(handler: (req: never, stream: never) => unknown): Build {
+    return this.#stream(
+      (c, req) => new SseStream(c, req),
+      handler,
+      (s, item) => (s as SseStream).send(item),
+    )
   }
 
   /** A route for any method whose return value is the response. */
   route<P extends string>(method: string, path: P, handler: Handler<P> | string, options?: RouteOptions): this {
-    return this.#add('plain', method, path, this.#plain('auto', handler as Handler<string>), undefined, options)
+    this.#add('plain', method, path, this.#plain('auto', handler as Handler<string>), undefined, options)
+    return this
   }
 
   /** GET (and HEAD): objects are sent as JSON, strings as text, `Reply` as built. */
@@ -356,31 +489,33 @@ export class App {
 
   /** GET returning text (`text/plain`); `handler` may be a constant string. */
   text<P extends string>(path: P, handler: ((req: Req<P>) => Awaitable<string>) | string): this {
-    return this.#add('plain', 'GET', path, this.#plain('text', handler as Handler<string>))
+    this.#add('plain', 'GET', path, this.#plain('text', handler as Handler<string>))
+    return this
   }
 
   /** GET returning HTML (`text/html`); `handler` may be a constant string. */
   html<P extends string>(path: P, handler: ((req: Req<P>) => Awaitable<string>) | string): this {
-    return this.#add('plain', 'GET', path, this.#plain('html', handler as Handler<string>))
+    this.#add('plain', 'GET', path, this.#plain('html', handler as Handler<string>))
+    return this
   }
 
   /**
    * An SSE route. `handler` is an async generator of events (strings, values sent as JSON,
    * or `{ event, data, id, retry }`), a function that writes to `stream`, or a `Channel`
-   * (every request subscribes to it, resuming from Last-Event-ID, with no JS per request).
+   * (every request subscribes to it, resuming from Last-Event-ID, with no JS per request
+   * unless hooks apply to it). A channel route is registered with the engine at `listen()`,
+   * which reports its errors (a bad or duplicate pattern).
    */
   sse<P extends string>(path: P, handler: SseHandler<P> | Channel, options: StreamRouteOptions = {}): this {
     const method = options.method ?? 'GET'
     if (handler instanceof Channel) {
-      call(() => this.#engine.addChannelRoute(method, path, handler.native))
+      // After listen() the engine refuses it, with the error routes get.
+      if (this.#resolved) call(() => this.#engine.addChannelRoute(method, path, handler.native))
+      else this.#channelRoutes.push({ method, path, channel: handler, options })
       return this
     }
-    const run = this.#stream(
-      (c, req) => new SseStream(c, req),
-      handler as never,
-      (s, item) => (s as SseStream).send(item),
-    )
-    return this.#add('sse', method, path, run, undefined, options)
+    this.#add('sse', method, path, this.#sseRun(handler as never), undefined, options)
+    return this
   }
 
   /** A chunked route: yield (or `stream.write`) strings and bytes; or return a `StreamSource`. */
@@ -399,7 +534,8 @@ export class App {
       handler as never,
       (s, item) => (s as ChunkedStream).write(item),
     )
-    return this.#add('chunked', options.method ?? 'GET', path, run, options.contentType ?? 'text/plain; charset=utf-8', options)
+    this.#add('chunked', options.method ?? 'GET', path, run, options.contentType ?? 'text/plain; charset=utf-8', options)
+    return this
   }
 
   /** The seeds' name for `route(method, path, handler)`. */
@@ -432,10 +568,29 @@ export class App {
     return this.#channels.delete(name)
   }
 
+  /**
+   * Adds a hook run before the handler of every route (stream and channel routes included),
+   * or of the routes under `prefix` (segment by segment: `/api` covers `/api` and `/api/x`,
+   * not `/apix`), before any byte of the response. Hooks run in the order they were added,
+   * whether their routes were added before or after them. A hook returns nothing to go on,
+   * or a `Reply` to answer with it; it throws `HttpError` to refuse with that status; it
+   * may be async, and may set `req.locals` for the handler. Hooks are fixed at `listen()`.
+   */
+  use(hook: Hook): this
+  use(prefix: string, hook: Hook): this
+  use(prefixOrHook: string | Hook, maybeHook?: Hook): this {
+    if (this.#resolved) throw new RatError('ERR_INVALID_ARGUMENT', 'hooks must be added before listen()')
+    const [prefix, hook] = typeof prefixOrHook === 'string' ? [prefixSegments(prefixOrHook), maybeHook] : [null, prefixOrHook]
+    if (typeof hook !== 'function') throw new RatError('ERR_INVALID_ARGUMENT', `app.use needs a hook function, not ${typeof hook}`)
+    this.#hooks.push({ hook, prefix })
+    return this
+  }
+
   /** Binds and serves. Port 0 picks a free port. Resolves to the bound address. */
   async listen(options: ListenOptions = {}): Promise<AddressInfo> {
     const host = options.host ?? '127.0.0.1'
     const port = options.port ?? 8080
+    this.#resolve()
     try {
       this.#address = await this.#engine.listen(host, port, options.tls === undefined ? undefined : nativeTls(options.tls))
     } catch (err) {
