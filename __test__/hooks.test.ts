@@ -1,12 +1,12 @@
 // Hooks (`app.use`) before plain, SSE, chunked and channel routes: refusing with HttpError
 // or a Reply before any byte of the response, req.locals, async hooks, path scopes, order,
-// failures through onError.
+// failures through onError; and `app.onError` shaping error responses.
 import { EventSource } from 'eventsource'
 import { fetch } from 'undici'
 import { describe, expect, test } from 'vitest'
-import { createApp, HttpError, RatError, text, type Channel, type RatRequest } from '../ts/index.js'
+import { createApp, HttpError, json, RatError, text, type Channel, type RatRequest } from '../ts/index.js'
 import { startApp } from './support/app.js'
-import { collect, RawSseClient } from './support/sse.js'
+import { collect, parseSse, RawSseClient } from './support/sse.js'
 import { sleep, waitFor, within } from './support/wait.js'
 
 /** A hook that refuses without `authorization: Bearer good`, and tells the handler who it is. */
@@ -345,5 +345,112 @@ describe('app.use arguments', () => {
     expect(() => app.use('/api', 'nope' as never)).toThrow(RatError)
     const { app: listening } = await startApp(() => {})
     expect(() => listening.use(() => {})).toThrow(/hooks must be added before listen\(\)/)
+  })
+})
+
+describe('app.onError', () => {
+  test('its Reply replaces the default error response, HttpError included', async () => {
+    const shaped: Array<{ status: number; message: string; path: string }> = []
+    const logged: unknown[] = []
+    const { app, url } = await startApp(
+      (a) => {
+        a.use('/guarded', auth)
+        a.get('/guarded', () => 'in')
+        a.sse('/guarded/events', async function* () {
+          yield 'never'
+        })
+        a.get('/throws', () => {
+          throw new Error('secret detail')
+        })
+        a.get('/conflict', () => {
+          throw new HttpError(409, 'taken')
+        })
+        a.onError((err, req, res) => {
+          shaped.push({ ...res, path: req.path })
+          if (req.path === '/conflict') return undefined
+          const code = err instanceof HttpError ? err.code : 'internal'
+          return json({ code, detail: res.message }, { status: res.status, headers: { 'content-type': 'application/problem+json' } })
+        })
+      },
+      { exposeErrors: false, onError: (err) => logged.push(err) },
+    )
+    const errorsBefore = app.metrics().handlerErrors
+    const refused = await fetch(url('/guarded'))
+    expect(refused.status).toBe(401)
+    expect(refused.headers.get('content-type')).toBe('application/problem+json')
+    expect(await refused.json()).toEqual({ code: 'ERR_HTTP_401', detail: 'log in first' })
+    const sse = await fetch(url('/guarded/events'))
+    expect([sse.status, sse.headers.get('content-type')]).toEqual([401, 'application/problem+json'])
+    await sse.body?.cancel()
+    // A refusal is not a handler error, shaped or not.
+    expect(app.metrics().handlerErrors).toBe(errorsBefore)
+
+    const before = app.metrics().handlerErrors
+    const failed = await fetch(url('/throws'))
+    expect(failed.status).toBe(500)
+    expect(await failed.json()).toEqual({ code: 'internal', detail: 'Internal Server Error' })
+    expect(app.metrics().handlerErrors).toBe(before + 1)
+    // The onError option still logs errors that are not HttpError.
+    expect(logged).toHaveLength(1)
+    expect((logged[0] as Error).message).toBe('secret detail')
+
+    // Nothing returned: the default response.
+    const conflict = await fetch(url('/conflict'))
+    expect([conflict.status, await conflict.json()]).toEqual([409, { error: 'taken', status: 409 }])
+    expect(shaped).toEqual([
+      { status: 401, message: 'log in first', path: '/guarded' },
+      { status: 401, message: 'log in first', path: '/guarded/events' },
+      { status: 500, message: 'Internal Server Error', path: '/throws' },
+      { status: 409, message: 'taken', path: '/conflict' },
+    ])
+  })
+
+  test('one that throws or returns a promise keeps the default, and the server serves on', async () => {
+    const logged: string[] = []
+    const { url } = await startApp(
+      (a) => {
+        a.get('/throws', () => {
+          throw new Error('handler boom')
+        })
+        a.get('/async-shaper', () => {
+          throw new HttpError(418, 'teapot')
+        })
+        a.get('/ok', () => 'ok')
+        a.onError((_err, req) => {
+          if (req.path === '/async-shaper') return Promise.reject(new Error('late')) as never
+          throw new Error('shaper boom')
+        })
+      },
+      { onError: (err) => logged.push((err as Error).message) },
+    )
+    const res = await fetch(url('/throws'))
+    expect([res.status, await res.json()]).toEqual([500, { error: 'handler boom', status: 500 }])
+    expect(logged).toEqual(['handler boom', 'shaper boom'])
+    const tea = await fetch(url('/async-shaper'))
+    expect([tea.status, await tea.json()]).toEqual([418, { error: 'teapot', status: 418 }])
+    expect(logged.at(-1)).toMatch(/app\.onError returned a promise/)
+    await sleep(20)
+    expect(await (await fetch(url('/ok'))).text()).toBe('ok')
+  })
+
+  test('once a stream has started it is not consulted: the stream ends with an error event', async () => {
+    let consulted = 0
+    const { url } = await startApp((a) => {
+      a.sse('/late', async function* () {
+        yield 'one'
+        throw new Error('late boom')
+      })
+      a.onError(() => {
+        consulted++
+        return text('never sent', { status: 503 })
+      })
+    })
+    const res = await fetch(url('/late'))
+    expect(res.status).toBe(200)
+    expect(parseSse(await res.text()).map((e) => [e.event, e.data])).toEqual([
+      ['message', 'one'],
+      ['error', JSON.stringify({ error: 'late boom' })],
+    ])
+    expect(consulted).toBe(0)
   })
 })

@@ -39,10 +39,26 @@ export interface AppOptions {
    * "Internal Server Error". @default process.env.NODE_ENV !== 'production'
    */
   exposeErrors?: boolean
-  /** Called with every error a handler or hook throws (except `HttpError`). @default logs to stderr */
+  /**
+   * Told about every error a handler or hook throws (except `HttpError`), to log it; the
+   * response is shaped by `app.onError`. @default logs to stderr
+   */
   onError?: (err: unknown, req: RatRequest<unknown>) => void
 }
 
+/** The error response the app sends unless `app.onError` returns a `Reply`. */
+export interface ErrorResponse {
+  /** The `HttpError`'s status, else 500. */
+  status: number
+  /** The message of the default body: an `HttpError`'s, else what `exposeErrors` allows. */
+  message: string
+}
+
+/**
+ * Shapes the response to an error thrown before the response started: a `Reply` is sent
+ * instead of the default `{ error, status }` JSON; nothing keeps the default. Synchronous.
+ */
+export type ErrorHandler = (err: unknown, req: RatRequest<unknown>, res: ErrorResponse) => Reply | void
 
 /** Where to listen. */
 export interface ListenOptions {
@@ -154,6 +170,7 @@ export class App {
   readonly #channels = new Map<string, Channel>()
   readonly #exposeErrors: boolean
   readonly #onError: (err: unknown, req: RatRequest<unknown>) => void
+  #errorHandler: ErrorHandler | null = null
   readonly #hooks: HookEntry[] = []
   readonly #jsRoutes: JsRoute[] = []
   readonly #channelRoutes: ChannelRoute[] = []
@@ -299,10 +316,11 @@ export class App {
   }
 
   /**
-   * Answers a failed request: an `HttpError` with its status and message (before the head),
-   * anything else through `onError` (when there is a request to give it) and a 500,
-   * `event: error` or cut stream whose message `exposeErrors` decides. Never throws: it runs
-   * in promise callbacks, where a throw would be an unhandled rejection (fatal in Node).
+   * Answers a failed request. Before the head: what `app.onError` returns, else an
+   * `HttpError`'s status, message and headers, else a 500 whose message `exposeErrors`
+   * decides; after it, an `event: error` or a cut stream. Errors other than `HttpError` go
+   * to the `onError` option first (when there is a request to give it). Never throws: it
+   * runs in promise callbacks, where a throw would be an unhandled rejection (fatal in Node).
    */
   #fail(c: Call, req: RatRequest<unknown> | null, err: unknown): void {
     try {
@@ -311,38 +329,83 @@ export class App {
     } catch {
       // The stream fails anyway, with `err`.
     }
+    let e = err
+    let httpError: HttpError | null = null
     let message = 'Internal Server Error'
     try {
-      const e = fromNative(err)
+      e = fromNative(err)
       if (e instanceof HttpError) {
-        if (!c.started) {
-          try {
-            const headers = ['content-type', 'application/json', ...flatHeaders(e.headers)]
-            c.respond(e.status, headers, JSON.stringify({ error: e.message, status: e.status }))
-            return
-          } catch {
-            // e.g. an invalid header in the HttpError: a plain failure instead.
-          }
-        }
+        httpError = e
         message = String(e.message)
       } else {
-        if (req) {
-          try {
-            this.#onError(e, req)
-          } catch {
-            // An error hook that throws must not take the server down.
-          }
-        }
+        if (req) this.#log(e, req)
         if (this.#exposeErrors) message = e instanceof Error ? String(e.message) : String(e)
       }
     } catch {
       // A thrown value that cannot be read (a throwing getter, no toString): the generic message.
     }
     try {
+      if ((httpError || (req && this.#errorHandler)) && !c.started) {
+        const status = httpError ? httpError.status : 500
+        const shaped = req ? this.#shape(e, req, { status, message }) : undefined
+        if (shaped) {
+          try {
+            const [code, headers, body] = toWire(shaped, 'auto')
+            if (body instanceof Uint8Array) c.respondBuffer(code, headers, body)
+            else c.respond(code, headers, body)
+            if (!httpError) this.#engine.recordHandlerError()
+            return
+          } catch (sendErr) {
+            // An invalid reply (a bad header): the default response, and the reason logged.
+            if (req) this.#log(sendErr, req)
+          }
+        }
+        if (httpError) {
+          try {
+            const headers = ['content-type', 'application/json', ...flatHeaders(httpError.headers)]
+            c.respond(status, headers, JSON.stringify({ error: message, status }))
+            return
+          } catch {
+            // e.g. an invalid header in the HttpError: a plain failure instead.
+          }
+        }
+      }
+    } catch {
+      // Already answered, or the client has gone: `fail` below does nothing harmful.
+    }
+    try {
       c.fail(message)
     } catch {
       // Already answered, or the client has gone.
     }
+  }
+
+  /** The `onError` option; one that throws must not take the server down. */
+  #log(err: unknown, req: RatRequest<unknown>): void {
+    try {
+      this.#onError(err, req)
+    } catch {
+      // Nothing more to do.
+    }
+  }
+
+  /** What `app.onError` returns for this error, when it is a `Reply`. Never throws. */
+  #shape(err: unknown, req: RatRequest<unknown>, res: ErrorResponse): Reply | undefined {
+    const handler = this.#errorHandler
+    if (!handler) return undefined
+    let out: unknown
+    try {
+      out = handler(err, req, res)
+    } catch (handlerErr) {
+      this.#log(handlerErr, req)
+      return undefined
+    }
+    if (isThenable(out)) {
+      out.then(undefined, () => {})
+      this.#log(new TypeError('app.onError returned a promise: it must return a Reply or nothing, synchronously'), req)
+      return undefined
+    }
+    return out instanceof Reply ? out : undefined
   }
 
   #plain(style: PlainStyle, handler: Handler<string> | string): Build {
@@ -583,6 +646,19 @@ export class App {
     const [prefix, hook] = typeof prefixOrHook === 'string' ? [prefixSegments(prefixOrHook), maybeHook] : [null, prefixOrHook]
     if (typeof hook !== 'function') throw new RatError('ERR_INVALID_ARGUMENT', `app.use needs a hook function, not ${typeof hook}`)
     this.#hooks.push({ hook, prefix })
+    return this
+  }
+
+  /**
+   * Shapes error responses: `handler(err, req, { status, message })` is called for every
+   * error thrown (by a handler or hook, `HttpError` included) before the response started,
+   * and a `Reply` it returns is sent instead of the default `{ error, status }` JSON.
+   * Returning nothing, or throwing, keeps the default. A later call replaces the handler.
+   * The `onError` option of `createApp` still receives errors (not `HttpError`) to log them.
+   */
+  onError(handler: ErrorHandler): this {
+    if (typeof handler !== 'function') throw new RatError('ERR_INVALID_ARGUMENT', `app.onError needs a function, not ${typeof handler}`)
+    this.#errorHandler = handler
     return this
   }
 

@@ -1,5 +1,5 @@
 export { App, createApp } from './app.js'
-export type { AddressInfo, AppOptions, ChunkedHandler, Handler, ListenOptions, RouteOptions, SseHandler, TlsOptions } from './app.js'
+export type { AddressInfo, AppOptions, ChunkedHandler, ErrorHandler, ErrorResponse, Handler, ListenOptions, RouteOptions, SseHandler, TlsOptions } from './app.js'
 export { Channel } from './channel.js'
 export type { ChannelOptions } from './channel.js'
 export { ChunkedStream } from './chunked.js'
