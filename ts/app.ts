@@ -5,6 +5,7 @@ import { isIterable, type StreamSource } from './helpers.js'
 import { Batch, Call } from './call.js'
 import { hooksFor, isUnder, prefixSegments, type Applied, type Hook, type HookEntry } from './hooks.js'
 import { native, type EngineMetrics, type NativeEngine } from './native.js'
+import { prometheusText } from './prometheus.js'
 import { pump } from './pump.js'
 import { flatHeaders, Reply, toWire, type PlainStyle } from './reply.js'
 import { RatRequest } from './request.js'
@@ -703,6 +704,16 @@ export class App {
   /** Server counters. */
   metrics(): EngineMetrics {
     return this.#engine.metrics()
+  }
+
+  /**
+   * The engine's counters and those of every channel in `app.channel()`'s registry (label
+   * `channel`), in the Prometheus text format 0.0.4; serve it with content type
+   * `text/plain; version=0.0.4`.
+   */
+  metricsText(): string {
+    const channels = [...this.#channels].map(([name, ch]) => [name, ch.metrics()] as const)
+    return prometheusText(this.metrics(), channels)
   }
 
   /** The seeds' name for `metrics()`. */
