@@ -405,7 +405,7 @@ describe('app.onError', () => {
     ])
   })
 
-  test('one that throws or returns a promise keeps the default, and the server serves on', async () => {
+  test('one that throws, returns a promise or an unsendable Reply keeps the default, and the server serves on', async () => {
     const logged: string[] = []
     const { url } = await startApp(
       (a) => {
@@ -415,9 +415,13 @@ describe('app.onError', () => {
         a.get('/async-shaper', () => {
           throw new HttpError(418, 'teapot')
         })
+        a.get('/bad-shape', () => {
+          throw new HttpError(400, 'bad input')
+        })
         a.get('/ok', () => 'ok')
         a.onError((_err, req) => {
           if (req.path === '/async-shaper') return Promise.reject(new Error('late')) as never
+          if (req.path === '/bad-shape') return text('x', { status: 400, headers: { 'x-bad': 'line\nbreak' } })
           throw new Error('shaper boom')
         })
       },
@@ -429,6 +433,9 @@ describe('app.onError', () => {
     const tea = await fetch(url('/async-shaper'))
     expect([tea.status, await tea.json()]).toEqual([418, { error: 'teapot', status: 418 }])
     expect(logged.at(-1)).toMatch(/app\.onError returned a promise/)
+    const bad = await fetch(url('/bad-shape'))
+    expect([bad.status, await bad.json()]).toEqual([400, { error: 'bad input', status: 400 }])
+    expect(logged.at(-1)).toMatch(/x-bad/)
     await sleep(20)
     expect(await (await fetch(url('/ok'))).text()).toBe('ok')
   })

@@ -161,6 +161,13 @@ interface Live {
 const isThenable = (v: unknown): v is PromiseLike<unknown> =>
   v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as PromiseLike<unknown>).then === 'function'
 
+/** Answers with a `Reply`; throws when it cannot be sent (an invalid header, a started response). */
+function respondWith(c: Call, value: Reply): void {
+  const [status, headers, body] = toWire(value, 'auto')
+  if (body instanceof Uint8Array) c.respondBuffer(status, headers, body)
+  else c.respond(status, headers, body)
+}
+
 /** An application: routes, channels, and the native engine that serves them. */
 export class App {
   readonly #engine: NativeEngine
@@ -223,13 +230,13 @@ export class App {
     live.stream._closed()
   }
 
-  #add(kind: 'plain' | 'sse' | 'chunked', method: string, path: string, build: Build, contentType?: string, options: RouteOptions = {}): number {
+  #add(kind: 'plain' | 'sse' | 'chunked', method: string, path: string, build: Build, contentType?: string, options: RouteOptions = {}): this {
     const id = this.#routes.length
     const { streamBody, bodyLimit } = options
     call(() => this.#engine.addRoute(kind, method, path, id, contentType, { streamBody, bodyLimit }))
     this.#routes.push(build(null))
     this.#jsRoutes.push({ id, path, build })
-    return id
+    return this
   }
 
   /**
@@ -308,9 +315,7 @@ export class App {
   /** Sends a `Reply`; one that cannot be sent fails the request. Never throws. */
   #send(c: Call, req: RatRequest<unknown>, value: Reply): void {
     try {
-      const [status, headers, body] = toWire(value, 'auto')
-      if (body instanceof Uint8Array) c.respondBuffer(status, headers, body)
-      else c.respond(status, headers, body)
+      respondWith(c, value)
     } catch (err) {
       this.#fail(c, req, err)
     }
@@ -351,9 +356,7 @@ export class App {
         const shaped = req ? this.#shape(e, req, { status, message }) : undefined
         if (shaped) {
           try {
-            const [code, headers, body] = toWire(shaped, 'auto')
-            if (body instanceof Uint8Array) c.respondBuffer(code, headers, body)
-            else c.respond(code, headers, body)
+            respondWith(c, shaped)
             if (!httpError) this.#engine.recordHandlerError()
             return
           } catch (sendErr) {
@@ -526,8 +529,7 @@ export class App {
 
   /** A route for any method whose return value is the response. */
   route<P extends string>(method: string, path: P, handler: Handler<P> | string, options?: RouteOptions): this {
-    this.#add('plain', method, path, this.#plain('auto', handler as Handler<string>), undefined, options)
-    return this
+    return this.#add('plain', method, path, this.#plain('auto', handler as Handler<string>), undefined, options)
   }
 
   /** GET (and HEAD): objects are sent as JSON, strings as text, `Reply` as built. */
@@ -553,14 +555,12 @@ export class App {
 
   /** GET returning text (`text/plain`); `handler` may be a constant string. */
   text<P extends string>(path: P, handler: ((req: Req<P>) => Awaitable<string>) | string): this {
-    this.#add('plain', 'GET', path, this.#plain('text', handler as Handler<string>))
-    return this
+    return this.#add('plain', 'GET', path, this.#plain('text', handler as Handler<string>))
   }
 
   /** GET returning HTML (`text/html`); `handler` may be a constant string. */
   html<P extends string>(path: P, handler: ((req: Req<P>) => Awaitable<string>) | string): this {
-    this.#add('plain', 'GET', path, this.#plain('html', handler as Handler<string>))
-    return this
+    return this.#add('plain', 'GET', path, this.#plain('html', handler as Handler<string>))
   }
 
   /**
@@ -578,8 +578,7 @@ export class App {
       else this.#channelRoutes.push({ method, path, channel: handler, options })
       return this
     }
-    this.#add('sse', method, path, this.#sseRun(handler as never), undefined, options)
-    return this
+    return this.#add('sse', method, path, this.#sseRun(handler as never), undefined, options)
   }
 
   /** A chunked route: yield (or `stream.write`) strings and bytes; or return a `StreamSource`. */
@@ -598,8 +597,7 @@ export class App {
       handler as never,
       (s, item) => (s as ChunkedStream).write(item),
     )
-    this.#add('chunked', options.method ?? 'GET', path, run, options.contentType ?? 'text/plain; charset=utf-8', options)
-    return this
+    return this.#add('chunked', options.method ?? 'GET', path, run, options.contentType ?? 'text/plain; charset=utf-8', options)
   }
 
   /** The seeds' name for `route(method, path, handler)`. */
