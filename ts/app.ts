@@ -1,11 +1,13 @@
 import { Channel, type ChannelOptions } from './channel.js'
 import { ChunkedStream } from './chunked.js'
-import { fromNative, HttpError, native as call } from './errors.js'
+import { fromNative, HttpError, native as call, RatError } from './errors.js'
 import { isIterable, type StreamSource } from './helpers.js'
 import { Batch, Call } from './call.js'
+import { hooksFor, isUnder, prefixSegments, type Applied, type Hook, type HookEntry } from './hooks.js'
 import { native, type EngineMetrics, type NativeEngine } from './native.js'
+import { prometheusText } from './prometheus.js'
 import { pump } from './pump.js'
-import { flatHeaders, toWire, type PlainStyle } from './reply.js'
+import { flatHeaders, Reply, toWire, type PlainStyle } from './reply.js'
 import { RatRequest } from './request.js'
 import { SseStream } from './sse.js'
 import type { BaseStream } from './stream.js'
@@ -38,7 +40,10 @@ export interface AppOptions {
    * "Internal Server Error". @default process.env.NODE_ENV !== 'production'
    */
   exposeErrors?: boolean
-  /** Called with every error a handler throws (except `HttpError`). @default logs to stderr */
+  /**
+   * Told about every error a handler or hook throws (except `HttpError`), to log it; the
+   * response is shaped by `app.onError`. @default logs to stderr
+   */
   onError?: (err: unknown, req: RatRequest<unknown>) => void
   /** Limits and timeouts, enforced by the engine before any JS runs. */
   limits?: Limits
@@ -69,6 +74,20 @@ export interface Limits {
   /** Longest request target (path and query) in bytes; past it 414. @default 8192 */
   maxUrlBytes?: number
 }
+
+/** The error response the app sends unless `app.onError` returns a `Reply`. */
+export interface ErrorResponse {
+  /** The `HttpError`'s status, else 500. */
+  status: number
+  /** The message of the default body: an `HttpError`'s, else what `exposeErrors` allows. */
+  message: string
+}
+
+/**
+ * Shapes the response to an error thrown before the response started: a `Reply` is sent
+ * instead of the default `{ error, status }` JSON; nothing keeps the default. Synchronous.
+ */
+export type ErrorHandler = (err: unknown, req: RatRequest<unknown>, res: ErrorResponse) => Reply | void
 
 /** Where to listen. */
 export interface ListenOptions {
@@ -149,6 +168,23 @@ export interface ChunkedRouteOptions extends StreamRouteOptions {
 }
 
 type Run = (call: Call) => void
+/** Makes a route's run: without hooks (`null`) or running `hooks` before its handler. */
+type Build = (hooks: readonly Applied[] | null) => Run
+/** Where a route goes once its hooks have let the request through. */
+type Go<S> = (c: Call, req: RatRequest<unknown>, s: S) => void
+/** A route served by JS: its pattern, to know which hooks apply. */
+interface JsRoute {
+  id: number
+  path: string
+  build: Build
+}
+/** A channel route, registered with the engine at `listen()` (served by JS if hooks apply). */
+interface ChannelRoute {
+  method: string
+  path: string
+  channel: Channel
+  options: StreamRouteOptions
+}
 interface Live {
   req: RatRequest<unknown>
   stream: BaseStream
@@ -156,6 +192,13 @@ interface Live {
 
 const isThenable = (v: unknown): v is PromiseLike<unknown> =>
   v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as PromiseLike<unknown>).then === 'function'
+
+/** Answers with a `Reply`; throws when it cannot be sent (an invalid header, a started response). */
+function respondWith(c: Call, value: Reply): void {
+  const [status, headers, body] = toWire(value, 'auto')
+  if (body instanceof Uint8Array) c.respondBuffer(status, headers, body)
+  else c.respond(status, headers, body)
+}
 
 /** An application: routes, channels, and the native engine that serves them. */
 export class App {
@@ -167,6 +210,12 @@ export class App {
   readonly #channels = new Map<string, Channel>()
   readonly #exposeErrors: boolean
   readonly #onError: (err: unknown, req: RatRequest<unknown>) => void
+  #errorHandler: ErrorHandler | null = null
+  readonly #hooks: HookEntry[] = []
+  readonly #jsRoutes: JsRoute[] = []
+  readonly #channelRoutes: ChannelRoute[] = []
+  /** Hooks resolved and channel routes registered (at `listen()`): no more hooks. */
+  #resolved = false
   #address: AddressInfo | null = null
 
   constructor(options: AppOptions = {}) {
@@ -216,19 +265,103 @@ export class App {
     live.stream._closed()
   }
 
-  #add(kind: 'plain' | 'sse' | 'chunked', method: string, path: string, run: Run, contentType?: string, options: StreamRouteOptions = {}): this {
+  #add(kind: 'plain' | 'sse' | 'chunked', method: string, path: string, build: Build, contentType?: string, options: StreamRouteOptions = {}): this {
     const id = this.#routes.length
     const { streamBody, bodyLimit, maxStreams } = options
     call(() => this.#engine.addRoute(kind, method, path, id, contentType, { streamBody, bodyLimit, maxStreams }))
-    this.#routes.push(run)
+    this.#routes.push(build(null))
+    this.#jsRoutes.push({ id, path, build })
     return this
   }
 
   /**
-   * Answers a failed request: an `HttpError` with its status and message (before the head),
-   * anything else through `onError` (when there is a request to give it) and a 500,
-   * `event: error` or cut stream whose message `exposeErrors` decides. Never throws: it runs
-   * in promise callbacks, where a throw would be an unhandled rejection (fatal in Node).
+   * Gives every JS route the hooks that apply to it, and registers the channel routes: with
+   * the engine's channel handler when no hook applies (no JS per request), else as a JS SSE
+   * route that runs the hooks, then subscribes. Called by `listen()`; a route that fails to
+   * register stays pending, so a second `listen()` fails the same way.
+   */
+  #resolve(): void {
+    while (this.#channelRoutes.length > 0) {
+      const { method, path, channel, options } = this.#channelRoutes[0]
+      if (hooksFor(path, this.#hooks).length === 0) {
+        call(() => this.#engine.addChannelRoute(method, path, channel.native, options.maxStreams))
+      } else {
+        const subscribe = (_req: RatRequest<unknown>, stream: SseStream) => void stream.subscribe(channel)
+        this.#add('sse', method, path, this.#sseRun(subscribe), undefined, options)
+      }
+      this.#channelRoutes.shift()
+    }
+    for (const r of this.#jsRoutes) {
+      const hooks = hooksFor(r.path, this.#hooks)
+      this.#routes[r.id] = r.build(hooks.length === 0 ? null : hooks)
+    }
+    this.#resolved = true
+  }
+
+  /**
+   * Runs `hooks` from the `i`th in order, then `go`. Synchronous as long as the hooks are;
+   * a hook's promise continues the chain when it settles (a plain request is then kept, as
+   * for an async handler). A hook that returns a `Reply` or throws answers the request.
+   * Never throws.
+   */
+  #guard<S>(c: Call, req: RatRequest<unknown>, hooks: readonly Applied[], i: number, go: Go<S>, s: S, plain: boolean): void {
+    let path: string | undefined
+    for (; i < hooks.length; i++) {
+      const { hook, under } = hooks[i]
+      let out: unknown
+      try {
+        if (under !== null && !isUnder((path ??= req.path), under)) continue
+        out = hook(req as RatRequest)
+        if (out === undefined || out === null) continue
+        if (isThenable(out)) {
+          if (plain) {
+            c.keep()
+            this.#waiting.set(c.id, req)
+          }
+          const next = i + 1
+          out.then(
+            (v) => {
+              if (plain) this.#waiting.delete(c.id)
+              if (req._aborted) return // the client has gone
+              if (v === undefined || v === null) this.#guard(c, req, hooks, next, go, s, plain)
+              else this.#refuse(c, req, v)
+            },
+            (err) => {
+              if (plain) this.#waiting.delete(c.id)
+              this.#fail(c, req, err)
+            },
+          )
+          return
+        }
+      } catch (err) {
+        return this.#fail(c, req, err)
+      }
+      return this.#refuse(c, req, out)
+    }
+    go(c, req, s)
+  }
+
+  /** A hook returned `value` (not nothing): a `Reply` answers the request. Never throws. */
+  #refuse(c: Call, req: RatRequest<unknown>, value: unknown): void {
+    if (value instanceof Reply) this.#send(c, req, value)
+    else this.#fail(c, req, new TypeError(`a hook returns nothing (go on) or a Reply (answer with it), not ${typeof value}`))
+  }
+
+  /** Sends a `Reply`; one that cannot be sent fails the request. Never throws. */
+  #send(c: Call, req: RatRequest<unknown>, value: Reply): void {
+    try {
+      respondWith(c, value)
+    } catch (err) {
+      this.#fail(c, req, err)
+    }
+  }
+
+  /**
+   * Answers a failed request. Before the head: what `app.onError` returns, else an
+   * `HttpError`'s status, message and headers, else a 500 whose message `exposeErrors`
+   * decides; after it, an `event: error` or a cut stream. Errors other than `HttpError` go
+   * to the `onError` option first (when there is a request to give it). Never throws: it
+   * runs in promise callbacks, where a throw would be an unhandled rejection (fatal in Node).
    */
   #fail(c: Call, req: RatRequest<unknown> | null, err: unknown): void {
     try {
@@ -237,32 +370,47 @@ export class App {
     } catch {
       // The stream fails anyway, with `err`.
     }
+    let e = err
+    let httpError: HttpError | null = null
     let message = 'Internal Server Error'
     try {
-      const e = fromNative(err)
+      e = fromNative(err)
       if (e instanceof HttpError) {
-        if (!c.started) {
+        httpError = e
+        message = String(e.message)
+      } else {
+        if (req) this.#log(e, req)
+        if (this.#exposeErrors) message = e instanceof Error ? String(e.message) : String(e)
+      }
+    } catch {
+      // A thrown value that cannot be read (a throwing getter, no toString): the generic message.
+    }
+    try {
+      if ((httpError || (req && this.#errorHandler)) && !c.started) {
+        const status = httpError ? httpError.status : 500
+        const shaped = req ? this.#shape(e, req, { status, message }) : undefined
+        if (shaped) {
           try {
-            const headers = ['content-type', 'application/json', ...flatHeaders(e.headers)]
-            c.respond(e.status, headers, JSON.stringify({ error: e.message, status: e.status }))
+            respondWith(c, shaped)
+            if (!httpError) this.#engine.recordHandlerError()
+            return
+          } catch (sendErr) {
+            // An invalid reply (a bad header): the default response, and the reason logged.
+            if (req) this.#log(sendErr, req)
+          }
+        }
+        if (httpError) {
+          try {
+            const headers = ['content-type', 'application/json', ...flatHeaders(httpError.headers)]
+            c.respond(status, headers, JSON.stringify({ error: message, status }))
             return
           } catch {
             // e.g. an invalid header in the HttpError: a plain failure instead.
           }
         }
-        message = String(e.message)
-      } else {
-        if (req) {
-          try {
-            this.#onError(e, req)
-          } catch {
-            // An error hook that throws must not take the server down.
-          }
-        }
-        if (this.#exposeErrors) message = e instanceof Error ? String(e.message) : String(e)
       }
     } catch {
-      // A thrown value that cannot be read (a throwing getter, no toString): the generic message.
+      // Already answered, or the client has gone: `fail` below does nothing harmful.
     }
     try {
       c.fail(message)
@@ -271,7 +419,35 @@ export class App {
     }
   }
 
-  #plain(style: PlainStyle, handler: Handler<string> | string): Run {
+  /** The `onError` option; one that throws must not take the server down. */
+  #log(err: unknown, req: RatRequest<unknown>): void {
+    try {
+      this.#onError(err, req)
+    } catch {
+      // Nothing more to do.
+    }
+  }
+
+  /** What `app.onError` returns for this error, when it is a `Reply`. Never throws. */
+  #shape(err: unknown, req: RatRequest<unknown>, res: ErrorResponse): Reply | undefined {
+    const handler = this.#errorHandler
+    if (!handler) return undefined
+    let out: unknown
+    try {
+      out = handler(err, req, res)
+    } catch (handlerErr) {
+      this.#log(handlerErr, req)
+      return undefined
+    }
+    if (isThenable(out)) {
+      out.then(undefined, () => {})
+      this.#log(new TypeError('app.onError returned a promise: it must return a Reply or nothing, synchronously'), req)
+      return undefined
+    }
+    return out instanceof Reply ? out : undefined
+  }
+
+  #plain(style: PlainStyle, handler: Handler<string> | string): Build {
     // Never throws (it runs in promise callbacks): a value that cannot be sent fails the request.
     const respond = (c: Call, req: RatRequest<unknown>, value: unknown) => {
       try {
@@ -285,9 +461,14 @@ export class App {
         this.#fail(c, req, err)
       }
     }
-    if (typeof handler === 'string') return (c) => respond(c, new RatRequest(c), handler)
-    return (c) => {
-      const req = new RatRequest(c)
+    if (typeof handler === 'string') {
+      const constant: Go<undefined> = (c, req) => respond(c, req, handler)
+      return (hooks) =>
+        hooks === null
+          ? (c) => respond(c, new RatRequest(c), handler)
+          : (c) => this.#guard(c, new RatRequest(c), hooks, 0, constant, undefined, true)
+    }
+    const serve: Go<undefined> = (c, req) => {
       let out: unknown
       try {
         out = handler(req as never)
@@ -313,24 +494,20 @@ export class App {
       }
       respond(c, req, out)
     }
+    return (hooks) =>
+      hooks === null
+        ? (c) => serve(c, new RatRequest(c), undefined)
+        : (c) => this.#guard(c, new RatRequest(c), hooks, 0, serve, undefined, true)
   }
 
   #stream(
     make: (c: Call, req: RatRequest<unknown>) => BaseStream,
     handler: (req: never, stream: never) => unknown,
     write: (stream: BaseStream, item: unknown) => boolean,
-  ): Run {
-    return (batched) => {
-      // A stream may live for hours: it keeps its own request, not its whole batch.
-      const c = batched.detach()
-      const req = new RatRequest(c)
-      let stream: BaseStream
-      try {
-        stream = make(c, req)
-      } catch (err) {
-        return this.#fail(c, req, err)
-      }
-      this.#live.set(c.id, { req, stream })
+  ): Build {
+    // The stream's head goes out only when the handler writes or returns, so hooks that
+    // refuse (run before `serve`) answer with a plain error response.
+    const serve: Go<BaseStream> = (c, req, stream) => {
       // Never throws: it runs in a promise callback, where a throw would be an unhandled
       // rejection (fatal in Node).
       const settle = (value: unknown) => {
@@ -361,6 +538,28 @@ export class App {
       }
       settle(out)
     }
+    return (hooks) => (batched) => {
+      // A stream may live for hours: it keeps its own request, not its whole batch.
+      const c = batched.detach()
+      const req = new RatRequest(c)
+      let stream: BaseStream
+      try {
+        stream = make(c, req)
+      } catch (err) {
+        return this.#fail(c, req, err)
+      }
+      this.#live.set(c.id, { req, stream })
+      if (hooks === null) serve(c, req, stream)
+      else this.#guard(c, req, hooks, 0, serve, stream, false)
+    }
+  }
+
+  #sseRun(handler: (req: never, stream: never) => unknown): Build {
+    return this.#stream(
+      (c, req) => new SseStream(c, req),
+      handler,
+      (s, item) => (s as SseStream).send(item),
+    )
   }
 
   /** A route for any method whose return value is the response. */
@@ -402,20 +601,19 @@ export class App {
   /**
    * An SSE route. `handler` is an async generator of events (strings, values sent as JSON,
    * or `{ event, data, id, retry }`), a function that writes to `stream`, or a `Channel`
-   * (every request subscribes to it, resuming from Last-Event-ID, with no JS per request).
+   * (every request subscribes to it, resuming from Last-Event-ID, with no JS per request
+   * unless hooks apply to it). A channel route is registered with the engine at `listen()`,
+   * which reports its errors (a bad or duplicate pattern).
    */
   sse<P extends string>(path: P, handler: SseHandler<P> | Channel, options: StreamRouteOptions = {}): this {
     const method = options.method ?? 'GET'
     if (handler instanceof Channel) {
-      call(() => this.#engine.addChannelRoute(method, path, handler.native, options.maxStreams))
+      // After listen() the engine refuses it, with the error routes get.
+      if (this.#resolved) call(() => this.#engine.addChannelRoute(method, path, handler.native, options.maxStreams))
+      else this.#channelRoutes.push({ method, path, channel: handler, options })
       return this
     }
-    const run = this.#stream(
-      (c, req) => new SseStream(c, req),
-      handler as never,
-      (s, item) => (s as SseStream).send(item),
-    )
-    return this.#add('sse', method, path, run, undefined, options)
+    return this.#add('sse', method, path, this.#sseRun(handler as never), undefined, options)
   }
 
   /** A chunked route: yield (or `stream.write`) strings and bytes; or return a `StreamSource`. */
@@ -467,10 +665,42 @@ export class App {
     return this.#channels.delete(name)
   }
 
+  /**
+   * Adds a hook run before the handler of every route (stream and channel routes included),
+   * or of the routes under `prefix` (segment by segment: `/api` covers `/api` and `/api/x`,
+   * not `/apix`), before any byte of the response. Hooks run in the order they were added,
+   * whether their routes were added before or after them. A hook returns nothing to go on,
+   * or a `Reply` to answer with it; it throws `HttpError` to refuse with that status; it
+   * may be async, and may set `req.locals` for the handler. Hooks are fixed at `listen()`.
+   */
+  use(hook: Hook): this
+  use(prefix: string, hook: Hook): this
+  use(prefixOrHook: string | Hook, maybeHook?: Hook): this {
+    if (this.#resolved) throw new RatError('ERR_INVALID_ARGUMENT', 'hooks must be added before listen()')
+    const [prefix, hook] = typeof prefixOrHook === 'string' ? [prefixSegments(prefixOrHook), maybeHook] : [null, prefixOrHook]
+    if (typeof hook !== 'function') throw new RatError('ERR_INVALID_ARGUMENT', `app.use needs a hook function, not ${typeof hook}`)
+    this.#hooks.push({ hook, prefix })
+    return this
+  }
+
+  /**
+   * Shapes error responses: `handler(err, req, { status, message })` is called for every
+   * error thrown (by a handler or hook, `HttpError` included) before the response started,
+   * and a `Reply` it returns is sent instead of the default `{ error, status }` JSON.
+   * Returning nothing, or throwing, keeps the default. A later call replaces the handler.
+   * The `onError` option of `createApp` still receives errors (not `HttpError`) to log them.
+   */
+  onError(handler: ErrorHandler): this {
+    if (typeof handler !== 'function') throw new RatError('ERR_INVALID_ARGUMENT', `app.onError needs a function, not ${typeof handler}`)
+    this.#errorHandler = handler
+    return this
+  }
+
   /** Binds and serves. Port 0 picks a free port. Resolves to the bound address. */
   async listen(options: ListenOptions = {}): Promise<AddressInfo> {
     const host = options.host ?? '127.0.0.1'
     const port = options.port ?? 8080
+    this.#resolve()
     try {
       this.#address = await this.#engine.listen(host, port, options.tls === undefined ? undefined : nativeTls(options.tls))
     } catch (err) {
@@ -507,6 +737,16 @@ export class App {
   /** Server counters. */
   metrics(): EngineMetrics {
     return this.#engine.metrics()
+  }
+
+  /**
+   * The engine's counters and those of every channel in `app.channel()`'s registry (label
+   * `channel`), in the Prometheus text format 0.0.4; serve it with content type
+   * `text/plain; version=0.0.4`.
+   */
+  metricsText(): string {
+    const channels = [...this.#channels].map(([name, ch]) => [name, ch.metrics()] as const)
+    return prometheusText(this.metrics(), channels)
   }
 
   /** The seeds' name for `metrics()`. */

@@ -4,6 +4,8 @@ export type {
   AppOptions,
   ChunkedHandler,
   ChunkedRouteOptions,
+  ErrorHandler,
+  ErrorResponse,
   Handler,
   Limits,
   ListenOptions,
@@ -16,6 +18,7 @@ export { Channel } from './channel.js'
 export type { ChannelOptions } from './channel.js'
 export { ChunkedStream } from './chunked.js'
 export { HttpError, RatError } from './errors.js'
+export type { Hook } from './hooks.js'
 export { binaryStream, ChunkedResponse, chunkedResponse, jsonStream, textStream } from './helpers.js'
 export type { StreamSource } from './helpers.js'
 export type { EngineMetrics, NativeChannelMetrics as ChannelMetrics } from './native.js'

@@ -10,6 +10,7 @@ export class RatRequest<P = Record<string, string | number>> {
   #body?: Buffer
   #controller?: AbortController
   #aborted = false
+  #locals?: Record<string, unknown>
 
   constructor(call: Call) {
     this.#call = call
@@ -163,6 +164,22 @@ export class RatRequest<P = Record<string, string | number>> {
       if (this.#aborted) this.#controller.abort(new Error('client disconnected'))
     }
     return this.#controller.signal
+  }
+
+  /**
+   * What hooks (`app.use`) leave for the handler, e.g. the authenticated user. A plain
+   * object, created on first use; assignable.
+   */
+  get locals(): Record<string, unknown> {
+    return (this.#locals ??= {})
+  }
+  set locals(value: Record<string, unknown>) {
+    this.#locals = value
+  }
+
+  /** @internal true once the client has gone (or the server closed the request). */
+  get _aborted(): boolean {
+    return this.#aborted
   }
 
   /** @internal called when the engine reports the client gone. */
