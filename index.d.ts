@@ -157,7 +157,7 @@ export declare class Engine {
    */
   addRoute(kind: string, method: string, path: string, routeId: number, contentType?: string | undefined | null, options?: RouteOptions | undefined | null): void
   /** Adds an SSE route served entirely by a channel: no JS runs per request or event. */
-  addChannelRoute(method: string, path: string, channel: Channel, maxStreams?: number | undefined | null): void
+  addChannelRoute(method: string, path: string, channel: Channel, options?: RouteOptions | undefined | null): void
   /**
    * Binds `host:port` (port 0 picks a free one) and serves, over TLS (HTTP/2 and
    * HTTP/1.1 by ALPN) when `tls` is given. Resolves to the address.
@@ -210,6 +210,24 @@ export declare function batchRespond(seq: number, i: number, status: number, hea
 
 /** `Calls.respondBuffer` for request `i` of batch `seq`. */
 export declare function batchRespondBuffer(seq: number, i: number, status: number, headers: Array<string> | undefined | null, body: Uint8Array): void
+
+/** A CORS policy as the TS layer hands it over (see `AppOptions.cors`). */
+export interface CorsOptions {
+  /** Exact origins; `*` allows any. */
+  origins: Array<string>
+  /** Patterns (regex syntax) an origin may match in full. */
+  patterns: Array<string>
+  /** `Access-Control-Allow-Credentials: true`. */
+  credentials?: boolean
+  /** Methods a preflight allows (default: the route's). */
+  methods?: Array<string>
+  /** Request headers a preflight allows (default: those it asks for). */
+  allowedHeaders?: Array<string>
+  /** Response headers the page may read. */
+  exposedHeaders?: Array<string>
+  /** Seconds a browser may cache a preflight's answer. */
+  maxAge?: number
+}
 
 /** Server counters. */
 export interface EngineMetrics {
@@ -282,6 +300,8 @@ export interface EngineOptions {
   backlog?: number
   /** Limits and timeouts. */
   limits?: Limits
+  /** CORS for every route. */
+  cors?: CorsOptions
 }
 
 /** Keeps what is left of batch `seq` past its dispatch call, as one `Calls` (same indices). */
@@ -363,6 +383,10 @@ export interface RouteOptions {
   bodyLimit?: number
   /** Streams of this (stream) route open at once; past it a 429. @default no limit */
   maxStreams?: number
+  /** This route's own CORS policy. */
+  cors?: CorsOptions
+  /** No CORS for this route. */
+  corsOff?: boolean
 }
 
 /** Moves request `i` of batch `seq` into a `Calls` of its own (index 0). */

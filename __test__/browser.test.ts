@@ -200,3 +200,47 @@ test('over HTTPS a page holds 20 EventSources on one HTTP/2 connection, all rece
     await context.close()
   }
 })
+
+test('CORS: a page on another origin reads an allowed API and its EventSource; a disallowed origin is blocked', async () => {
+  const page0 = createApp({ heartbeatMs: 0 })
+  page0.html('/', '<!doctype html><body>cross-origin page</body>')
+  apps.push(page0)
+  const { port: pagePort } = await page0.listen({ port: 0 })
+  const origin = `http://127.0.0.1:${pagePort}`
+  const api = (allowed: string) => {
+    const a = createApp({ heartbeatMs: 0, cors: { origin: allowed } })
+    a.post('/api/echo', async (req) => ({ got: await req.json() }))
+    a.sse('/events', async function* () {
+      yield 'one'
+      yield 'two'
+    })
+    apps.push(a)
+    return a.listen({ port: 0 }).then(({ port }) => `http://127.0.0.1:${port}`)
+  }
+  const allowedApi = await api(origin)
+  const otherApi = await api('https://elsewhere.example')
+  const page = await newPage()
+  await page.goto(origin)
+  const result = await page.evaluate(async ([a, b]) => {
+    // A JSON POST needs a preflight.
+    const posted = await fetch(`${a}/api/echo`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"n":1}' }).then((r) => r.json())
+    const events = await new Promise<string[]>((resolve, reject) => {
+      const got: string[] = []
+      const es = new EventSource(`${a}/events`)
+      es.onmessage = (e) => {
+        got.push(e.data)
+        if (got.length === 2) {
+          es.close()
+          resolve(got)
+        }
+      }
+      es.onerror = () => reject(new Error('EventSource failed'))
+    })
+    const blocked = await fetch(`${b}/api/echo`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }).then(
+      () => 'read',
+      (e: Error) => e.name,
+    )
+    return { posted, events, blocked }
+  }, [allowedApi, otherApi])
+  expect(result).toEqual({ posted: { got: { n: 1 } }, events: ['one', 'two'], blocked: 'TypeError' })
+})

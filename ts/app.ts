@@ -47,6 +47,8 @@ export interface AppOptions {
   onError?: (err: unknown, req: RatRequest<unknown>) => void
   /** Limits and timeouts, enforced by the engine before any JS runs. */
   limits?: Limits
+  /** CORS for every route (a route may override it with its own `cors` option). */
+  cors?: CorsOptions
 }
 
 /** Limits and timeouts (defaults in brackets); each refusal is counted in `metrics()`. */
@@ -152,6 +154,50 @@ export interface RouteOptions {
   streamBody?: boolean
   /** This route's body limit in bytes, instead of the app's `maxBodyBytes`. */
   bodyLimit?: number
+  /** This route's CORS instead of the app's, or `false` for none. */
+  cors?: CorsOptions | false
+}
+
+/**
+ * CORS, answered by the engine: preflights get a 204 without running a handler, and every
+ * response to an allowed origin, streams included, carries the CORS headers and
+ * `Vary: Origin`; other origins get none.
+ */
+export interface CorsOptions {
+  /**
+   * Allowed origins: `'*'` (or `true`) for any, an exact origin (`'https://app.example'`),
+   * a RegExp an origin must match in full (its `i` flag is kept), or a list of these.
+   */
+  origin: true | string | RegExp | Array<string | RegExp>
+  /** Allow cookies and authorization (the origin is then named, never `*`). @default false */
+  credentials?: boolean
+  /** Methods a preflight allows. @default the route's methods */
+  methods?: string[]
+  /** Request headers a preflight allows. @default those it asks for */
+  allowedHeaders?: string[]
+  /** Response headers the page may read besides the safelisted ones. */
+  exposedHeaders?: string[]
+  /** Seconds a browser may cache a preflight's answer. */
+  maxAge?: number
+}
+
+function nativeCors(c: CorsOptions) {
+  const list = Array.isArray(c.origin) ? c.origin : [c.origin]
+  const origins: string[] = []
+  const patterns: string[] = []
+  for (const o of list) {
+    if (o === true || o === '*') origins.push('*')
+    else if (typeof o === 'string') origins.push(o)
+    else if (o instanceof RegExp) patterns.push(o.flags.includes('i') ? `(?i)${o.source}` : o.source)
+    else throw new RatError('ERR_INVALID_ARGUMENT', `invalid CORS origin ${String(o)}: use '*', a string, a RegExp or a list of them`)
+  }
+  const { credentials, methods, allowedHeaders, exposedHeaders, maxAge } = c
+  return { origins, patterns, credentials, methods, allowedHeaders, exposedHeaders, maxAge }
+}
+
+function nativeRouteOptions(o: StreamRouteOptions) {
+  const { streamBody, bodyLimit, maxStreams, cors } = o
+  return { streamBody, bodyLimit, maxStreams, cors: cors ? nativeCors(cors) : undefined, corsOff: cors === false }
 }
 
 /** Options of an SSE, chunked or NDJSON route. */
@@ -224,9 +270,10 @@ export class App {
       options.onError ??
       ((err, req) => console.error(`rat-engine: ${req.method} ${req.path} failed:`, err))
     const { heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog, limits } = options
+    const cors = options.cors === undefined ? undefined : nativeCors(options.cors)
     this.#engine = call(
       () =>
-        new native.Engine({ heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog, limits }, (seq, routeIds, ids, closed, ready) =>
+        new native.Engine({ heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog, limits, cors }, (seq, routeIds, ids, closed, ready) =>
           this.#dispatch(seq, routeIds, ids, closed, ready),
         ),
     )
@@ -267,8 +314,7 @@ export class App {
 
   #add(kind: 'plain' | 'sse' | 'chunked', method: string, path: string, build: Build, contentType?: string, options: StreamRouteOptions = {}): this {
     const id = this.#routes.length
-    const { streamBody, bodyLimit, maxStreams } = options
-    call(() => this.#engine.addRoute(kind, method, path, id, contentType, { streamBody, bodyLimit, maxStreams }))
+    call(() => this.#engine.addRoute(kind, method, path, id, contentType, nativeRouteOptions(options)))
     this.#routes.push(build(null))
     this.#jsRoutes.push({ id, path, build })
     return this
@@ -284,7 +330,7 @@ export class App {
     while (this.#channelRoutes.length > 0) {
       const { method, path, channel, options } = this.#channelRoutes[0]
       if (hooksFor(path, this.#hooks).length === 0) {
-        call(() => this.#engine.addChannelRoute(method, path, channel.native, options.maxStreams))
+        call(() => this.#engine.addChannelRoute(method, path, channel.native, nativeRouteOptions(options)))
       } else {
         const subscribe = (_req: RatRequest<unknown>, stream: SseStream) => void stream.subscribe(channel)
         this.#add('sse', method, path, this.#sseRun(subscribe), undefined, options)
@@ -609,7 +655,7 @@ export class App {
     const method = options.method ?? 'GET'
     if (handler instanceof Channel) {
       // After listen() the engine refuses it, with the error routes get.
-      if (this.#resolved) call(() => this.#engine.addChannelRoute(method, path, handler.native, options.maxStreams))
+      if (this.#resolved) call(() => this.#engine.addChannelRoute(method, path, handler.native, nativeRouteOptions(options)))
       else this.#channelRoutes.push({ method, path, channel: handler, options })
       return this
     }

@@ -4,6 +4,7 @@ export type {
   AppOptions,
   ChunkedHandler,
   ChunkedRouteOptions,
+  CorsOptions,
   ErrorHandler,
   ErrorResponse,
   Handler,

@@ -89,7 +89,11 @@ impl Engine {
         options: Option<EngineOptions>,
         dispatch: Function<'_, DispatchArgs, ()>,
     ) -> napi::Result<Self> {
-        let config = ServerConfig::from(&options.unwrap_or_default());
+        let options = options.unwrap_or_default();
+        let mut config = ServerConfig::from(&options);
+        if let Some(cors) = &options.cors {
+            config = config.cors(cors.to_cors().map_err(to_js_error)?);
+        }
         Ok(Engine {
             config,
             app: Mutex::new(Some(App::new())),
@@ -131,9 +135,10 @@ impl Engine {
             config: self.config.clone(),
             dispatcher: self.dispatcher.clone(),
         };
-        let mut options = options
-            .map(|o| rat_engine::RouteOptions::from(&o))
-            .unwrap_or_default();
+        let mut options = match options {
+            Some(o) => o.to_engine().map_err(to_js_error)?,
+            None => rat_engine::RouteOptions::default(),
+        };
         // Every JS route is served on the engine's lean HTTP/1.1 path (plain GETs without a
         // body; hyper serves the rest): stream routes keep small per-connection state and
         // write frames straight to the socket (chunked 64 KiB writes: ~10-30% less CPU than
@@ -154,15 +159,15 @@ impl Engine {
         method: String,
         path: String,
         channel: &Channel,
-        max_streams: Option<u32>,
+        options: Option<RouteOptions>,
     ) -> napi::Result<()> {
         let ch = channel.inner().clone();
-        let options = rat_engine::RouteOptions {
-            long_lived: true,
-            stream: true,
-            max_streams: max_streams.map(|n| n as usize),
-            ..Default::default()
+        let mut options = match options {
+            Some(o) => o.to_engine().map_err(to_js_error)?,
+            None => rat_engine::RouteOptions::default(),
         };
+        options.long_lived = true;
+        options.stream = true;
         self.with_app(|app| {
             app.route_with(parse_method(&method)?, &path, Arc::new(ch), options)
                 .map(|_| ())

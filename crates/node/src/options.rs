@@ -31,6 +31,56 @@ pub struct EngineOptions {
     pub backlog: Option<u32>,
     /// Limits and timeouts.
     pub limits: Option<Limits>,
+    /// CORS for every route.
+    pub cors: Option<CorsOptions>,
+}
+
+/// A CORS policy as the TS layer hands it over (see `AppOptions.cors`).
+#[napi(object)]
+#[derive(Default)]
+pub struct CorsOptions {
+    /// Exact origins; `*` allows any.
+    pub origins: Vec<String>,
+    /// Patterns (regex syntax) an origin may match in full.
+    pub patterns: Vec<String>,
+    /// `Access-Control-Allow-Credentials: true`.
+    pub credentials: Option<bool>,
+    /// Methods a preflight allows (default: the route's).
+    pub methods: Option<Vec<String>>,
+    /// Request headers a preflight allows (default: those it asks for).
+    pub allowed_headers: Option<Vec<String>>,
+    /// Response headers the page may read.
+    pub exposed_headers: Option<Vec<String>>,
+    /// Seconds a browser may cache a preflight's answer.
+    pub max_age: Option<u32>,
+}
+
+impl CorsOptions {
+    pub(crate) fn to_cors(&self) -> rat_engine::Result<rat_engine::cors::Cors> {
+        use rat_engine::cors::{Cors, Origins};
+        let mut origins = if self.origins.iter().any(|o| o == "*") {
+            Origins::Any
+        } else {
+            Origins::list(self.origins.iter().cloned())
+        };
+        for p in &self.patterns {
+            origins = origins.pattern(p)?;
+        }
+        let mut cors = Cors::new(origins).credentials(self.credentials.unwrap_or(false));
+        if let Some(m) = &self.methods {
+            cors = cors.methods(m)?;
+        }
+        if let Some(h) = &self.allowed_headers {
+            cors = cors.allowed_headers(h)?;
+        }
+        if let Some(h) = &self.exposed_headers {
+            cors = cors.exposed_headers(h)?;
+        }
+        if let Some(s) = self.max_age {
+            cors = cors.max_age(Duration::from_secs(u64::from(s)));
+        }
+        Ok(cors)
+    }
 }
 
 /// Limits and timeouts of an engine (see `AppOptions.limits`).
@@ -134,18 +184,31 @@ pub struct RouteOptions {
     pub body_limit: Option<f64>,
     /// Streams of this (stream) route open at once; past it a 429. @default no limit
     pub max_streams: Option<u32>,
+    /// This route's own CORS policy.
+    pub cors: Option<CorsOptions>,
+    /// No CORS for this route.
+    pub cors_off: Option<bool>,
 }
 
-impl From<&RouteOptions> for rat_engine::RouteOptions {
-    fn from(o: &RouteOptions) -> Self {
-        rat_engine::RouteOptions {
-            stream_body: o.stream_body.unwrap_or(false),
-            body_limit: o.body_limit.filter(|b| *b >= 0.0).map(|b| b as u64),
-            max_streams: o.max_streams.map(|n| n as usize),
+impl RouteOptions {
+    /// The engine's route options.
+    pub(crate) fn to_engine(&self) -> rat_engine::Result<rat_engine::RouteOptions> {
+        use rat_engine::cors::RouteCors;
+        let cors = match (&self.cors, self.cors_off) {
+            (_, Some(true)) => RouteCors::Off,
+            (Some(c), _) => RouteCors::Own(std::sync::Arc::new(c.to_cors()?)),
+            (None, _) => RouteCors::Inherit,
+        };
+        Ok(rat_engine::RouteOptions {
+            stream_body: self.stream_body.unwrap_or(false),
+            body_limit: self.body_limit.filter(|b| *b >= 0.0).map(|b| b as u64),
+            max_streams: self.max_streams.map(|n| n as usize),
+            cors,
             ..Default::default()
-        }
+        })
     }
 }
+
 
 /// Options of a native channel.
 #[napi(object)]
