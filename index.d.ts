@@ -184,6 +184,18 @@ export interface Address {
   port: number
 }
 
+/** Credentials the engine requires under a path prefix (see `AppOptions.auth`). */
+export interface AuthRule {
+  /** Paths under it (whole segments). */
+  prefix: string
+  /** Accepted `Authorization: Bearer` tokens. */
+  bearer?: Array<string>
+  /** Accepted API keys. */
+  apiKeys?: Array<string>
+  /** The header that carries an API key. @default 'x-api-key' */
+  header?: string
+}
+
 /** `Calls.body` for request `i` of batch `seq`. */
 export declare function batchBody(seq: number, i: number): Buffer
 
@@ -262,6 +274,8 @@ export interface EngineMetrics {
   bodyTimeouts: number
   /** Requests answered 504 because their handler did not answer in time. */
   handlerTimeouts: number
+  /** Requests answered 401 for missing or unknown credentials (`auth`). */
+  unauthorized: number
 }
 
 /** Options of a native engine. */
@@ -302,6 +316,8 @@ export interface EngineOptions {
   limits?: Limits
   /** CORS for every route. */
   cors?: CorsOptions
+  /** Static credentials per path prefix. */
+  auth?: Array<AuthRule>
 }
 
 /** Keeps what is left of batch `seq` past its dispatch call, as one `Calls` (same indices). */

@@ -108,3 +108,29 @@ test('maxConnections: past it a new connection gets 503 and is closed', async ()
   await waitFor('no connections', () => app.metrics().activeConnections === 0)
   expect(await exchange(port, 'GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')).toMatch(/^HTTP\/1\.1 200 /)
 })
+
+test('auth: static bearer tokens and API keys refuse a channel route with 401 before it subscribes, no JS', async () => {
+  let hookCalls = 0
+  const { app, port, url } = await startApp(
+    (a) => {
+      a.sse('/admin/feed', a.channel('admin'))
+      a.get('/open', () => 'open')
+      a.use('/other', () => void hookCalls++)
+    },
+    { auth: [{ prefix: '/admin', bearer: ['s3cret'], apiKeys: ['k1'] }] },
+  )
+  const refused = await fetch(url('/admin/feed'), { headers: { authorization: 'Bearer nope' } })
+  expect(refused.status).toBe(401)
+  expect(refused.headers.get('www-authenticate')).toBe('Bearer')
+  expect(app.channel('admin').subscribers).toBe(0)
+  expect(await (await fetch(url('/open'))).text()).toBe('open')
+  const byToken = new RawSseClient(port, '/admin/feed', { headers: { authorization: 'Bearer s3cret' } })
+  const byKey = new RawSseClient(port, '/admin/feed', { headers: { 'x-api-key': 'k1' } })
+  expect((await byToken.head).status).toBe(200)
+  expect((await byKey.head).status).toBe(200)
+  await waitFor('two subscribers', () => app.channel('admin').subscribers === 2)
+  expect(app.metrics().unauthorized).toBe(1)
+  expect(hookCalls).toBe(0)
+  byToken.destroy()
+  byKey.destroy()
+})

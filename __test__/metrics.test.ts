@@ -28,6 +28,7 @@ const REFUSALS = {
   header_timeout: 'headerTimeouts',
   body_timeout: 'bodyTimeouts',
   handler_timeout: 'handlerTimeouts',
+  unauthorized: 'unauthorized',
 } as const
 const CHANNEL = {
   rat_channel_subscribers: ['gauge', 'subscribers'],
@@ -164,5 +165,5 @@ test('an app with no channel and not listening: the engine families, all zero', 
   const families = parse(createApp().metricsText())
   expect([...families.keys()]).toEqual([...Object.keys(ENGINE), 'rat_refusals_total'])
   for (const name of Object.keys(ENGINE)) expect(families.get(name)!.metrics).toEqual([{ value: '0' }])
-  expect(families.get('rat_refusals_total')!.metrics.map((s) => s.value)).toEqual(['0', '0', '0', '0', '0'])
+  expect(families.get('rat_refusals_total')!.metrics.map((s) => s.value)).toEqual(['0', '0', '0', '0', '0', '0'])
 })

@@ -49,6 +49,21 @@ export interface AppOptions {
   limits?: Limits
   /** CORS for every route (a route may override it with its own `cors` option). */
   cors?: CorsOptions
+  /**
+   * Static credentials the engine checks before any handler (channel routes included, with
+   * no JS): under `prefix`, a request needs `Authorization: Bearer <one of bearer>` or
+   * `<header>: <one of apiKeys>`, else 401 with `WWW-Authenticate: Bearer`.
+   */
+  auth?: AuthRule[]
+}
+
+/** Credentials required under a path prefix (whole segments: `/api` covers `/api/x`, not `/apix`). */
+export interface AuthRule {
+  prefix: string
+  bearer?: string[]
+  apiKeys?: string[]
+  /** The header that carries an API key. @default 'x-api-key' */
+  header?: string
 }
 
 /** Limits and timeouts (defaults in brackets); each refusal is counted in `metrics()`. */
@@ -269,11 +284,11 @@ export class App {
     this.#onError =
       options.onError ??
       ((err, req) => console.error(`rat-engine: ${req.method} ${req.path} failed:`, err))
-    const { heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog, limits } = options
+    const { heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog, limits, auth } = options
     const cors = options.cors === undefined ? undefined : nativeCors(options.cors)
     this.#engine = call(
       () =>
-        new native.Engine({ heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog, limits, cors }, (seq, routeIds, ids, closed, ready) =>
+        new native.Engine({ heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog, limits, cors, auth }, (seq, routeIds, ids, closed, ready) =>
           this.#dispatch(seq, routeIds, ids, closed, ready),
         ),
     )

@@ -22,6 +22,7 @@ const REFUSALS: Array<[reason: string, field: keyof EngineMetrics]> = [
   ['header_timeout', 'headerTimeouts'],
   ['body_timeout', 'bodyTimeouts'],
   ['handler_timeout', 'handlerTimeouts'],
+  ['unauthorized', 'unauthorized'],
 ]
 
 const CHANNEL: Array<[name: string, kind: Kind, field: keyof NativeChannelMetrics, help: string]> = [

@@ -29,6 +29,7 @@
 //! ```
 
 mod app;
+pub mod auth;
 pub mod batch;
 pub mod channel;
 pub mod cors;

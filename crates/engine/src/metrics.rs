@@ -20,6 +20,7 @@ pub struct Metrics {
     pub(crate) header_timeouts: AtomicU64,
     pub(crate) body_timeouts: AtomicU64,
     pub(crate) handler_timeouts: AtomicU64,
+    pub(crate) unauthorized: AtomicU64,
 }
 
 /// A point-in-time copy of [`Metrics`].
@@ -54,6 +55,8 @@ pub struct MetricsSnapshot {
     pub body_timeouts: u64,
     /// Requests answered 504 because their handler did not answer in time.
     pub handler_timeouts: u64,
+    /// Requests answered 401 by a [`TokenRule`](crate::auth::TokenRule).
+    pub unauthorized: u64,
 }
 
 impl Metrics {
@@ -79,6 +82,7 @@ impl Metrics {
             header_timeouts: self.header_timeouts.load(Relaxed),
             body_timeouts: self.body_timeouts.load(Relaxed),
             handler_timeouts: self.handler_timeouts.load(Relaxed),
+            unauthorized: self.unauthorized.load(Relaxed),
         }
     }
 

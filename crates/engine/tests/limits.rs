@@ -232,3 +232,47 @@ async fn past_the_stream_limits_a_stream_gets_a_429_until_one_closes() {
     let m = server.metrics().snapshot();
     assert_eq!(m.refused_streams, 2);
 }
+
+#[tokio::test]
+async fn static_tokens_refuse_a_channel_route_before_it_subscribes() {
+    use rat_engine::auth::TokenRule;
+    use rat_engine::{Channel, ChannelOptions};
+    let ch = Channel::new("admin", ChannelOptions::default());
+    let mut app = app();
+    let long = RouteOptions {
+        long_lived: true,
+        stream: true,
+        ..Default::default()
+    };
+    app.route_with(Method::GET, "/admin/feed", Arc::new(ch.clone()), long)
+        .unwrap();
+    let rule = TokenRule::new("/admin")
+        .bearer(["s3cret"])
+        .api_keys("x-api-key", ["k1"])
+        .unwrap();
+    let server = serve_with(app, config().auth(rule)).await;
+    let mut conn = RawConn::connect(server.local_addr()).await;
+    for auth in [None, Some(("Authorization", "Bearer wrong"))] {
+        conn.send_request("GET", "/admin/feed", auth.as_slice(), b"")
+            .await;
+        let head = conn.read_head().await;
+        assert_eq!(head.status, 401);
+        assert_eq!(head.get("www-authenticate"), Some("Bearer"));
+        conn.read_body(&head).await;
+    }
+    assert_eq!(ch.subscribers(), 0, "refused before subscribing");
+    let (head, _) = conn.roundtrip("GET", "/hello", &[], b"").await;
+    assert_eq!(head.status, 200, "other paths are open");
+    let mut subscribed = Vec::new();
+    for auth in [("Authorization", "Bearer s3cret"), ("x-api-key", "k1")] {
+        let mut c = RawConn::connect(server.local_addr()).await;
+        c.send_request("GET", "/admin/feed", &[auth], b"").await;
+        assert_eq!(c.read_head().await.status, 200);
+        subscribed.push(c);
+    }
+    eventually(Duration::from_secs(1), "two subscribers", || {
+        ch.subscribers() == 2
+    })
+    .await;
+    assert_eq!(server.metrics().snapshot().unauthorized, 2);
+}

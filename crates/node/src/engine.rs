@@ -94,6 +94,9 @@ impl Engine {
         if let Some(cors) = &options.cors {
             config = config.cors(cors.to_cors().map_err(to_js_error)?);
         }
+        for rule in options.auth.iter().flatten() {
+            config = config.auth(rule.to_rule().map_err(to_js_error)?);
+        }
         Ok(Engine {
             config,
             app: Mutex::new(Some(App::new())),

@@ -33,6 +33,34 @@ pub struct EngineOptions {
     pub limits: Option<Limits>,
     /// CORS for every route.
     pub cors: Option<CorsOptions>,
+    /// Static credentials per path prefix.
+    pub auth: Option<Vec<AuthRule>>,
+}
+
+/// Credentials the engine requires under a path prefix (see `AppOptions.auth`).
+#[napi(object)]
+pub struct AuthRule {
+    /// Paths under it (whole segments).
+    pub prefix: String,
+    /// Accepted `Authorization: Bearer` tokens.
+    pub bearer: Option<Vec<String>>,
+    /// Accepted API keys.
+    pub api_keys: Option<Vec<String>>,
+    /// The header that carries an API key. @default 'x-api-key'
+    pub header: Option<String>,
+}
+
+impl AuthRule {
+    pub(crate) fn to_rule(&self) -> rat_engine::Result<rat_engine::auth::TokenRule> {
+        let mut rule = rat_engine::auth::TokenRule::new(self.prefix.clone());
+        if let Some(b) = &self.bearer {
+            rule = rule.bearer(b);
+        }
+        if let Some(k) = &self.api_keys {
+            rule = rule.api_keys(self.header.as_deref().unwrap_or("x-api-key"), k)?;
+        }
+        Ok(rule)
+    }
 }
 
 /// A CORS policy as the TS layer hands it over (see `AppOptions.cors`).
@@ -209,7 +237,6 @@ impl RouteOptions {
     }
 }
 
-
 /// Options of a native channel.
 #[napi(object)]
 #[derive(Default)]
@@ -301,6 +328,8 @@ pub struct EngineMetrics {
     pub body_timeouts: i64,
     /// Requests answered 504 because their handler did not answer in time.
     pub handler_timeouts: i64,
+    /// Requests answered 401 for missing or unknown credentials (`auth`).
+    pub unauthorized: i64,
 }
 
 impl From<MetricsSnapshot> for EngineMetrics {
@@ -321,6 +350,7 @@ impl From<MetricsSnapshot> for EngineMetrics {
             header_timeouts: n(m.header_timeouts),
             body_timeouts: n(m.body_timeouts),
             handler_timeouts: n(m.handler_timeouts),
+            unauthorized: n(m.unauthorized),
         }
     }
 }

@@ -73,6 +73,9 @@ pub struct ServerConfig {
     /// CORS for every route (a route may turn it off or use its own: see
     /// [`RouteOptions::cors`](crate::RouteOptions::cors)). Default: none.
     pub cors: Option<Arc<Cors>>,
+    /// Static credentials per path prefix, checked before any handler (see
+    /// [`auth`](crate::auth)). Default: none.
+    pub auth: Arc<[crate::auth::TokenRule]>,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +99,7 @@ impl Default for ServerConfig {
             max_header_bytes: 16 * 1024,
             max_url_bytes: 8 * 1024,
             cors: None,
+            auth: Arc::new([]),
         }
     }
 }
@@ -137,6 +141,13 @@ impl ServerConfig {
     /// Sets [`tls`](Self::tls).
     pub fn tls(mut self, tls: TlsConfig) -> Self {
         self.tls = Some(tls);
+        self
+    }
+    /// Adds a [`TokenRule`](crate::auth::TokenRule) to [`auth`](Self::auth).
+    pub fn auth(mut self, rule: crate::auth::TokenRule) -> Self {
+        let mut rules = self.auth.to_vec();
+        rules.push(rule);
+        self.auth = rules.into();
         self
     }
     /// Sets [`cors`](Self::cors).

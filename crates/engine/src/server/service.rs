@@ -127,7 +127,13 @@ pub(crate) fn respond<'a>(
         .cors
         .resolve(shared.config.cors.as_ref())
         .map(|c| (c.clone(), head.headers.get(header::ORIGIN).cloned()));
-    let call = match StreamSlot::take(shared, route, peer, &head.headers) {
+    let admitted = crate::auth::admitted(&shared.config.auth, head.uri.path(), &head.headers);
+    let slot = if admitted {
+        StreamSlot::take(shared, route, peer, &head.headers)
+    } else {
+        Err(unauthorized(shared))
+    };
+    let call = match slot {
         Ok(slot) => {
             let mut request = Request::new(head, params, peer, body, shared.metrics.clone());
             request.set_body_stream(stream);
@@ -337,6 +343,18 @@ impl Drop for StreamSlot {
             }
         }
     }
+}
+
+fn unauthorized(shared: &Shared) -> Response {
+    Metrics::add(&shared.metrics.unauthorized, 1);
+    let mut res = rejected(
+        &shared.metrics,
+        StatusCode::UNAUTHORIZED,
+        "missing or unknown credentials",
+    );
+    res.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    res
 }
 
 fn too_many(shared: &Shared, msg: &str) -> Response {
