@@ -229,6 +229,9 @@ async fn accept_loop(
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
+    // Failed accepts in a row: a burst (out of file descriptors...) is logged once when it
+    // starts and once when it ends, not per attempt.
+    let mut failing = 0u64;
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -236,13 +239,20 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
+                    if failing == 0 {
+                        tracing::warn!("accept failed: {e}; retrying every 20 ms");
+                    }
+                    failing += 1;
+                    // Back off instead of spinning.
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
             },
         };
+        if failing > 0 {
+            tracing::warn!("accepting again after {failing} failed attempts");
+            failing = 0;
+        }
         let _ = stream.set_nodelay(true);
         let open = shared.metrics.active_connections.load(Ordering::Relaxed);
         if shared
