@@ -339,6 +339,8 @@ export interface Limits {
   idleTimeoutMs?: number
   /** Time a plain handler has to answer, in ms (0: none); past it a 504. @default 30000 */
   handlerTimeoutMs?: number
+  /** Age in ms at which a stream ends cleanly (clients reconnect). @default none */
+  maxStreamAgeMs?: number
   /** Largest request head in bytes; past it a 431. @default 16384 */
   maxHeaderBytes?: number
   /** Longest request target in bytes; past it a 414. @default 8192 */

@@ -134,3 +134,26 @@ test('auth: static bearer tokens and API keys refuse a channel route with 401 be
   byToken.destroy()
   byKey.destroy()
 })
+
+test('maxStreamAgeMs ends a stream cleanly; EventSource reconnects and resumes without a gap', async () => {
+  const { EventSource } = await import('eventsource')
+  const { app, url } = await startApp((a) => a.sse('/ticks', a.channel('ticks', { history: 100 })), { limits: { maxStreamAgeMs: 300 } })
+  const ticks = app.channel('ticks')
+  const es = new EventSource(url('/ticks'))
+  const got: string[] = []
+  let opens = 0
+  es.onopen = () => opens++
+  es.onmessage = (e) => got.push(e.data)
+  try {
+    await waitFor('subscribed', () => ticks.subscribers === 1)
+    for (let i = 0; i < 12; i++) {
+      ticks.publish(String(i))
+      await new Promise((r) => setTimeout(r, 60))
+    }
+    await waitFor('every event', () => got.length >= 12, { timeoutMs: 5000 })
+    expect(got).toEqual(Array.from({ length: 12 }, (_, i) => String(i)))
+    expect(opens).toBeGreaterThanOrEqual(2)
+  } finally {
+    es.close()
+  }
+})

@@ -86,6 +86,12 @@ export interface Limits {
   idleTimeoutMs?: number
   /** A plain handler that has not answered in this many ms gets 504 and its `req.signal` aborts; streams are exempt; 0 turns it off. @default 30000 */
   handlerTimeoutMs?: number
+  /**
+   * Age in ms at which a stream (SSE, chunked, channel) ends cleanly after what it queued:
+   * an EventSource reconnects and resumes from Last-Event-ID, so long-lived connections
+   * spread again over servers added meanwhile. @default no limit
+   */
+  maxStreamAgeMs?: number
   /** Largest request head in bytes; past it 431. @default 16384 */
   maxHeaderBytes?: number
   /** Longest request target (path and query) in bytes; past it 414. @default 8192 */

@@ -276,3 +276,26 @@ async fn static_tokens_refuse_a_channel_route_before_it_subscribes() {
     .await;
     assert_eq!(server.metrics().snapshot().unauthorized, 2);
 }
+
+#[tokio::test]
+async fn a_stream_past_max_stream_age_ends_cleanly() {
+    let c = ServerConfig {
+        max_stream_age: Some(SHORT),
+        ..config()
+    };
+    let server = serve_with(app(), c).await;
+    let (conn, _) = open_sse(server.local_addr(), "/events").await;
+    let mut sse = support::SseReader::new(conn);
+    let t0 = Instant::now();
+    assert_eq!(
+        sse.next_event().await.expect("the first event").event.data,
+        "1"
+    );
+    assert!(sse.next_event().await.is_none());
+    assert_eq!(
+        sse.ended,
+        Some(support::Chunk::End),
+        "ended cleanly, not cut"
+    );
+    assert!(t0.elapsed() >= SHORT / 2, "{:?}", t0.elapsed());
+}

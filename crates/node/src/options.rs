@@ -129,6 +129,8 @@ pub struct Limits {
     pub idle_timeout_ms: Option<u32>,
     /// Time a plain handler has to answer, in ms (0: none); past it a 504. @default 30000
     pub handler_timeout_ms: Option<u32>,
+    /// Age in ms at which a stream ends cleanly (clients reconnect). @default none
+    pub max_stream_age_ms: Option<u32>,
     /// Largest request head in bytes; past it a 431. @default 16384
     pub max_header_bytes: Option<u32>,
     /// Longest request target in bytes; past it a 414. @default 8192
@@ -173,6 +175,7 @@ impl From<&EngineOptions> for ServerConfig {
             if let Some(v) = l.handler_timeout_ms {
                 c.handler_timeout = (v > 0).then(|| ms(v));
             }
+            c.max_stream_age = l.max_stream_age_ms.filter(|v| *v > 0).map(ms);
             if let Some(v) = l.max_header_bytes {
                 c.max_header_bytes = v as usize;
             }

@@ -64,6 +64,10 @@ pub struct ServerConfig {
     /// has to answer; past it a 504, and the handler's future is dropped (a front end
     /// aborts its request). Default: 30 s.
     pub handler_timeout: Option<Duration>,
+    /// Age at which a stream is ended cleanly (after what it queued): an SSE client
+    /// reconnects and resumes, so connections are spread again over servers that were
+    /// added meanwhile. Default: none.
+    pub max_stream_age: Option<Duration>,
     /// Largest request head in bytes; past it a 431. Default: 16 KiB. (On a connection
     /// handed to hyper, later heads are bounded by
     /// [`http1_max_buf_size`](Self::http1_max_buf_size).)
@@ -96,6 +100,7 @@ impl Default for ServerConfig {
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             handler_timeout: Some(Duration::from_secs(30)),
+            max_stream_age: None,
             max_header_bytes: 16 * 1024,
             max_url_bytes: 8 * 1024,
             cors: None,

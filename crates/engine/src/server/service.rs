@@ -171,6 +171,15 @@ pub(crate) fn respond<'a>(
                     .get(header::CONTENT_TYPE)
                     .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
                 shared.streams.track(&stream, sse);
+                if let Some(age) = shared.config.max_stream_age {
+                    let weak = stream.downgrade();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(age).await;
+                        if let Some(s) = weak.upgrade() {
+                            s.end();
+                        }
+                    });
+                }
                 if let Some(slot) = slot {
                     // Held until the body is dropped (the stream is over).
                     stream.on_close(move || drop(slot));
