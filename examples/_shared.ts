@@ -32,7 +32,9 @@ export async function serve(app: App, name: string): Promise<void> {
   try {
     address = await app.listen({ host, port })
   } catch (err) {
-    console.error(`${name}: cannot listen on ${host}:${port}: ${(err as Error).message}`)
+    const message = (err as Error).message
+    const hint = /already in use/.test(message) ? '; set PORT to another port (PORT=0 picks a free one)' : ''
+    console.error(`${name}: ${message}${hint}`)
     process.exit(1)
   }
   const shown = address.host === '0.0.0.0' || address.host === '::' ? 'localhost' : address.host

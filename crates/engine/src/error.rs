@@ -69,9 +69,13 @@ impl Error {
     pub(crate) fn full(message: impl Into<String>) -> Self {
         Self::new(Kind::Full, message)
     }
+    /// An I/O failure whose `message` says it all (`err` stays the source).
+    pub(crate) fn io_as(message: impl Into<String>, err: std::io::Error) -> Self {
+        Self::new(Kind::Io, message).with_source(err)
+    }
     pub(crate) fn io(context: impl Into<String>, err: std::io::Error) -> Self {
         let context = context.into();
-        Self::new(Kind::Io, format!("{context}: {err}")).with_source(err)
+        Self::new(Kind::Io, format!("{context} ({err})")).with_source(err)
     }
     pub(crate) fn body_too_large(limit: u64) -> Self {
         Self::new(

@@ -111,9 +111,13 @@ impl Server {
         app: App,
         config: ServerConfig,
     ) -> Result<ServerHandle> {
-        let listener = listen(addr, config.backlog)
-            .await
-            .map_err(|e| Error::io("cannot listen (is the port already in use?)", e))?;
+        let listener = listen(addr, config.backlog).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                Error::io_as("the port is already in use", e)
+            } else {
+                Error::io("cannot listen", e)
+            }
+        })?;
         Self::serve(listener, app, config)
     }
 

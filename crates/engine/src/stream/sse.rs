@@ -137,8 +137,11 @@ impl Event {
         if let Some(r) = self.retry {
             put_field(buf, "retry", itoa(r).as_str());
         }
-        if let Some(d) = &self.data {
-            encode_data_lines(buf, d);
+        match &self.data {
+            Some(d) => encode_data_lines(buf, d),
+            // EventSource dispatches no event without a data line: a named event gets one.
+            None if self.event.is_some() => put_field(buf, "data", ""),
+            None => {}
         }
         buf.put_u8(b'\n');
     }
@@ -417,6 +420,15 @@ mod tests {
 
     fn enc(e: Event) -> String {
         String::from_utf8(e.encode().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_named_event_without_data_gets_an_empty_data_line_so_it_is_dispatched() {
+        assert_eq!(
+            &Event::new().event("ping").encode()[..],
+            b"event: ping\ndata:\n\n"
+        );
+        assert_eq!(&Event::new().id("7").unwrap().encode()[..], b"id: 7\n\n");
     }
 
     #[test]
