@@ -19,5 +19,9 @@ writeFileSync(
   join(root, 'dist/esm/index.mjs'),
   `import api from '../cjs/index.js'\nexport const { ${names.join(', ')} } = api\nexport default api\n`,
 )
-writeFileSync(join(root, 'dist/esm/index.d.mts'), `export * from '../cjs/index.js'\n`)
+// The default export is the whole API, as index.mjs gives it.
+writeFileSync(
+  join(root, 'dist/esm/index.d.mts'),
+  `import * as api from '../cjs/index.js'\nexport * from '../cjs/index.js'\nexport default api\n`,
+)
 console.log(`dist/cjs + dist/esm written (${names.length} exports)`)

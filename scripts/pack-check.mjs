@@ -354,13 +354,15 @@ main().catch((err: unknown) => {
 `
 
 const esmSource = `// ESM consumer: \`import\` through the "import" condition of the exports map.
-import { createApp, HttpError, type AddressInfo, type SseEvent } from '${packageName}'
+import rat, { createApp, HttpError, type AddressInfo, type SseEvent } from '${packageName}'
 import { createRequire } from 'node:module'
 
-// \`require\` from ESM must give the very same API object (one instance, not two).
+// \`require\` from ESM must give the very same API object (one instance, not two), and the
+// default import is that object.
 async function sameInstance(): Promise<boolean> {
   const cjs = createRequire(import.meta.url)('${packageName}') as typeof import('${packageName}')
   if (cjs.createApp !== createApp) throw new Error('esm: require() and import give different instances')
+  if (rat.createApp !== createApp) throw new Error('esm: the default import is not the API')
   return true
 }
 ${body('esm')}`
