@@ -150,7 +150,7 @@ export declare class Engine {
    * id and the id of each, the ids of streams whose client has gone, and the ids of
    * streams whose queue has room again (see `Calls.armReady`).
    */
-  constructor(options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[]) => void)
+  constructor(options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[]) => void)
   /**
    * Adds a route served by JS. `kind` is `plain`, `sse` or `chunked`; `contentType` is
    * the chunked default.
@@ -174,6 +174,19 @@ export declare class Engine {
   metrics(): EngineMetrics
   /** Records a handler error that JS handled itself (counted in metrics). */
   recordHandlerError(): void
+}
+
+/** A request in the access log, as JS receives it. */
+export interface AccessLogEntry {
+  method: string
+  path: string
+  status: number
+  /** From the request head to the end of the response, in ms. */
+  ms: number
+  /** Response body bytes. */
+  bytes: number
+  remoteAddress?: string
+  userAgent?: string
 }
 
 /** The address a server listens on. */
@@ -318,6 +331,8 @@ export interface EngineOptions {
   cors?: CorsOptions
   /** Static credentials per path prefix. */
   auth?: Array<AuthRule>
+  /** Hand one access log entry per request to `dispatch`. @default false */
+  accessLog?: boolean
 }
 
 /** Keeps what is left of batch `seq` past its dispatch call, as one `Calls` (same indices). */

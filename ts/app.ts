@@ -4,7 +4,7 @@ import { fromNative, HttpError, native as call, RatError } from './errors.js'
 import { isIterable, type StreamSource } from './helpers.js'
 import { Batch, Call } from './call.js'
 import { hooksFor, isUnder, prefixSegments, type Applied, type Hook, type HookEntry } from './hooks.js'
-import { native, type EngineMetrics, type NativeEngine } from './native.js'
+import { native, type AccessLogEntry, type EngineMetrics, type NativeEngine } from './native.js'
 import { prometheusText } from './prometheus.js'
 import { pump } from './pump.js'
 import { flatHeaders, Reply, toWire, type PlainStyle } from './reply.js'
@@ -45,6 +45,19 @@ export interface AppOptions {
    * response is shaped by `app.onError`. @default logs to stderr
    */
   onError?: (err: unknown, req: RatRequest<unknown>) => void
+  /**
+   * Where the app logs: any object with pino's methods (pino itself, or `console`-like
+   * adapters). Handler errors go to `logger.error` (unless `onError` is given), and one
+   * access log entry per request to `logger.info` (see `accessLog`).
+   */
+  logger?: Logger
+  /**
+   * One entry per request once its response is over (a stream when it ends), to
+   * `logger.info`: `{ method, path, status, ms, bytes, remoteAddress, userAgent }` and the
+   * message `'request'`. Made by the engine, so channel routes and engine-made answers
+   * (404, 429...) are logged too. @default true when `logger` is given
+   */
+  accessLog?: boolean
   /** Limits and timeouts, enforced by the engine before any JS runs. */
   limits?: Limits
   /** CORS for every route (a route may override it with its own `cors` option). */
@@ -55,6 +68,14 @@ export interface AppOptions {
    * `<header>: <one of apiKeys>`, else 401 with `WWW-Authenticate: Bearer`.
    */
   auth?: AuthRule[]
+}
+
+/** What the app logs to: pino's method shapes (`info(obj, msg)` ...). */
+export interface Logger {
+  info(obj: object, msg?: string): void
+  warn(obj: object, msg?: string): void
+  error(obj: object, msg?: string): void
+  debug?(obj: object, msg?: string): void
 }
 
 /** Credentials required under a path prefix (whole segments: `/api` covers `/api/x`, not `/apix`). */
@@ -278,6 +299,7 @@ export class App {
   readonly #exposeErrors: boolean
   readonly #onError: (err: unknown, req: RatRequest<unknown>) => void
   #errorHandler: ErrorHandler | null = null
+  readonly #logger: Logger | null
   readonly #hooks: HookEntry[] = []
   readonly #jsRoutes: JsRoute[] = []
   readonly #channelRoutes: ChannelRoute[] = []
@@ -287,15 +309,21 @@ export class App {
 
   constructor(options: AppOptions = {}) {
     this.#exposeErrors = options.exposeErrors ?? process.env.NODE_ENV !== 'production'
+    const logger = options.logger
+    this.#logger = logger ?? null
     this.#onError =
       options.onError ??
-      ((err, req) => console.error(`rat-engine: ${req.method} ${req.path} failed:`, err))
+      (logger
+        ? (err, req) => logger.error({ err, method: req.method, path: req.path }, 'handler failed')
+        : (err, req) => console.error(`rat-engine: ${req.method} ${req.path} failed:`, err))
     const { heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog, limits, auth } = options
     const cors = options.cors === undefined ? undefined : nativeCors(options.cors)
+    const accessLog = logger !== undefined && options.accessLog !== false
     this.#engine = call(
       () =>
-        new native.Engine({ heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog, limits, cors, auth }, (seq, routeIds, ids, closed, ready) =>
-          this.#dispatch(seq, routeIds, ids, closed, ready),
+        new native.Engine(
+          { heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog, limits, cors, auth, accessLog },
+          (seq, routeIds, ids, closed, ready, logs) => this.#dispatch(seq, routeIds, ids, closed, ready, logs),
         ),
     )
   }
@@ -303,7 +331,8 @@ export class App {
   // The one entry from the engine: a batch of new requests, of streams whose queue has
   // room again, and of closed streams. The engine releases the requests that no handler
   // kept (see `Batch`) when this returns.
-  #dispatch(seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[]): void {
+  #dispatch(seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[]): void {
+    if (logs.length > 0) this.#accessLog(logs)
     for (let i = 0; i < ready.length; i++) this.#live.get(ready[i])?.stream._ready(true)
     const batch = routeIds.length > 0 ? new Batch(seq) : null
     for (let i = 0; i < routeIds.length; i++) {
@@ -316,6 +345,18 @@ export class App {
       }
     }
     for (let i = 0; i < closed.length; i++) this.#closed(closed[i])
+  }
+
+  #accessLog(entries: AccessLogEntry[]): void {
+    const logger = this.#logger
+    if (!logger) return
+    for (const e of entries) {
+      try {
+        logger.info(e, 'request')
+      } catch {
+        // A logger that throws must not take the server down.
+      }
+    }
   }
 
   #closed(id: number): void {

@@ -10,6 +10,7 @@ export type {
   ErrorResponse,
   Handler,
   Limits,
+  Logger,
   ListenOptions,
   RouteOptions,
   SseHandler,
@@ -23,7 +24,7 @@ export { HttpError, RatError } from './errors.js'
 export type { Hook } from './hooks.js'
 export { binaryStream, ChunkedResponse, chunkedResponse, jsonStream, textStream } from './helpers.js'
 export type { StreamSource } from './helpers.js'
-export type { EngineMetrics, NativeChannelMetrics as ChannelMetrics } from './native.js'
+export type { AccessLogEntry, EngineMetrics, NativeChannelMetrics as ChannelMetrics } from './native.js'
 export { html, json, redirect, reply, Reply, text } from './reply.js'
 export type { ReplyInit } from './reply.js'
 export { RatRequest } from './request.js'

@@ -17,4 +17,4 @@ function load(): typeof Native {
 }
 
 export const native: typeof Native = load()
-export type { Calls, Channel as NativeChannel, Engine as NativeEngine, EngineMetrics, NativeChannelMetrics } from 'rat-engine/native'
+export type { AccessLogEntry, Calls, Channel as NativeChannel, Engine as NativeEngine, EngineMetrics, NativeChannelMetrics } from 'rat-engine/native'

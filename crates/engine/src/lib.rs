@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access;
 mod app;
 pub mod auth;
 pub mod batch;

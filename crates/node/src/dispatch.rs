@@ -163,13 +163,50 @@ pub(crate) enum Item {
     Call(Box<Call>),
     Closed(u32),
     Ready(u32),
+    /// An access log entry (only with `accessLog`).
+    Log(Box<rat_engine::access::AccessEntry>),
 }
 
 /// The JS dispatch function's signature: `(seq: number, routeIds: number[], ids: number[],
-/// closed: number[], ready: number[]) => void`; `routeIds[i]` and `ids[i]` are the route
-/// and the id of request `i` of batch `seq` (plain arrays, so JS does not make a native
-/// call per request to learn them).
-pub(crate) type DispatchArgs = FnArgs<(u32, Vec<u32>, Vec<u32>, Vec<u32>, Vec<u32>)>;
+/// closed: number[], ready: number[], logs: AccessLogEntry[]) => void`; `routeIds[i]` and
+/// `ids[i]` are the route and the id of request `i` of batch `seq` (plain arrays, so JS does
+/// not make a native call per request to learn them).
+pub(crate) type DispatchArgs = FnArgs<(
+    u32,
+    Vec<u32>,
+    Vec<u32>,
+    Vec<u32>,
+    Vec<u32>,
+    Vec<AccessLogEntry>,
+)>;
+
+/// A request in the access log, as JS receives it.
+#[napi_derive::napi(object)]
+pub struct AccessLogEntry {
+    pub method: String,
+    pub path: String,
+    pub status: u32,
+    /// From the request head to the end of the response, in ms.
+    pub ms: f64,
+    /// Response body bytes.
+    pub bytes: f64,
+    pub remote_address: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl From<rat_engine::access::AccessEntry> for AccessLogEntry {
+    fn from(e: rat_engine::access::AccessEntry) -> Self {
+        AccessLogEntry {
+            method: e.method,
+            path: e.path,
+            status: u32::from(e.status),
+            ms: e.duration.as_secs_f64() * 1000.0,
+            bytes: e.bytes as f64,
+            remote_address: e.remote.map(|r| r.ip().to_string()),
+            user_agent: e.user_agent,
+        }
+    }
+}
 
 type Tsfn = ThreadsafeFunction<(), (), DispatchArgs, Status, false, false, 0>;
 
@@ -208,6 +245,7 @@ impl Dispatcher {
                 let mut ids = Vec::new();
                 let mut closed = Vec::new();
                 let mut ready = Vec::new();
+                let mut logs = Vec::new();
                 batch.drain_with(|items| {
                     // Sized once, as growing a vector by doubling copies what it holds.
                     calls.reserve_exact(items.len());
@@ -220,12 +258,13 @@ impl Dispatcher {
                             }
                             Item::Closed(id) => closed.push(id),
                             Item::Ready(id) => ready.push(id),
+                            Item::Log(e) => logs.push(AccessLogEntry::from(*e)),
                         }
                     }
                 });
                 open_outbox(calls.len());
                 let seq = begin_batch(calls);
-                Ok(FnArgs::from((seq, routes, ids, closed, ready)))
+                Ok(FnArgs::from((seq, routes, ids, closed, ready, logs)))
             })?;
         *self.tsfn.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(tsfn));
         Ok(())

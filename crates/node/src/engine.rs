@@ -83,7 +83,7 @@ impl Engine {
     /// streams whose queue has room again (see `Calls.armReady`).
     #[napi(
         constructor,
-        ts_args_type = "options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[]) => void"
+        ts_args_type = "options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[]) => void"
     )]
     pub fn new(
         options: Option<EngineOptions>,
@@ -97,11 +97,18 @@ impl Engine {
         for rule in options.auth.iter().flatten() {
             config = config.auth(rule.to_rule().map_err(to_js_error)?);
         }
+        let dispatcher = Arc::new(Dispatcher::default());
+        if options.access_log == Some(true) {
+            let d = dispatcher.clone();
+            config.access_log = Some(rat_engine::access::AccessLog::new(move |e| {
+                d.push(Item::Log(Box::new(e)));
+            }));
+        }
         Ok(Engine {
             config,
             app: Mutex::new(Some(App::new())),
             dispatch: dispatch.create_ref()?,
-            dispatcher: Arc::new(Dispatcher::default()),
+            dispatcher,
             running: Arc::new(Mutex::new(None)),
             metrics: Arc::new(Mutex::new(None)),
             tls: Mutex::new(None),

@@ -35,6 +35,8 @@ pub struct EngineOptions {
     pub cors: Option<CorsOptions>,
     /// Static credentials per path prefix.
     pub auth: Option<Vec<AuthRule>>,
+    /// Hand one access log entry per request to `dispatch`. @default false
+    pub access_log: Option<bool>,
 }
 
 /// Credentials the engine requires under a path prefix (see `AppOptions.auth`).

@@ -80,6 +80,9 @@ pub struct ServerConfig {
     /// Static credentials per path prefix, checked before any handler (see
     /// [`auth`](crate::auth)). Default: none.
     pub auth: Arc<[crate::auth::TokenRule]>,
+    /// Receives one [`AccessEntry`](crate::access::AccessEntry) per request when its
+    /// response is over. (Entries are also `tracing` events.) Default: none.
+    pub access_log: Option<crate::access::AccessLog>,
 }
 
 impl Default for ServerConfig {
@@ -105,6 +108,7 @@ impl Default for ServerConfig {
             max_url_bytes: 8 * 1024,
             cors: None,
             auth: Arc::new([]),
+            access_log: None,
         }
     }
 }

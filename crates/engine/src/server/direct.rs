@@ -412,9 +412,17 @@ fn serve<'a>(
         // kept next to the closure while it streams.
         let (respond, keep_alive) = {
             let (version, keep_alive) = (req.parts.version, req.keep_alive);
+            let log = shared.config.access_log.as_ref();
+            let p = &req.parts;
+            let access =
+                crate::access::Pending::new(log, &p.method, &p.uri, &p.headers, Some(req.peer))
+                    .map(Box::new);
             let Some(res) = until_gone(stream, pending, call(shared, req)).await else {
                 return false;
             };
+            if let Some(a) = access {
+                a.finish(log, &res);
+            }
             let Some((mut body, framing, keep_alive, mut out, mut ended)) =
                 start(shared, res, version, keep_alive)
             else {

@@ -43,7 +43,16 @@ impl hyper::service::Service<hyper::Request<Incoming>> for EngineService {
     fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
         let shared = self.shared.clone();
         let peer = self.peer;
-        Box::pin(async move { Ok(handle(shared, peer, req).await) })
+        let log = shared.config.access_log.as_ref();
+        let pending =
+            crate::access::Pending::new(log, req.method(), req.uri(), req.headers(), Some(peer));
+        Box::pin(async move {
+            let res = handle(shared.clone(), peer, req).await;
+            if let Some(p) = pending {
+                p.finish(shared.config.access_log.as_ref(), &res);
+            }
+            Ok(res)
+        })
     }
 }
 

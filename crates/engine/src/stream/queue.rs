@@ -195,6 +195,9 @@ struct Rare {
     on_ready: Option<Callback>,
     /// SSE events queued before the body was attached to a server (and its metrics).
     events_before_attach: u64,
+    /// Payload bytes that went to the wire (through the sink or taken by the consumer),
+    /// counted once [`StreamSender::count_bytes`] asked for it (an access log).
+    sent: Option<u64>,
 }
 
 impl State {
@@ -211,6 +214,13 @@ impl State {
 
     fn is_closed(&self) -> bool {
         self.receiver_gone || self.ended || self.failed
+    }
+
+    /// Adds `n` to the bytes sent, when they are counted.
+    fn count_sent(&mut self, n: usize) {
+        if let Some(sent) = self.rare.as_mut().and_then(|r| r.sent.as_mut()) {
+            *sent += n as u64;
+        }
     }
 
     fn rare(&mut self) -> &mut Rare {
@@ -518,6 +528,9 @@ impl StreamSender {
         }
         st.wrote_through = true;
         st.set_stalled(written < total);
+        // The payload whole: what the socket did not take follows as the framed front chunk,
+        // which the consumer does not count again.
+        st.count_sent(len);
         if written == total {
             return Some(None);
         }
@@ -771,6 +784,16 @@ impl StreamSender {
         self.shared.metrics.get()
     }
 
+    /// Counts the bytes this stream sends from now on (see [`sent_bytes`](Self::sent_bytes)).
+    pub(crate) fn count_bytes(&self) {
+        self.lock().rare().sent.get_or_insert(0);
+    }
+
+    /// Payload bytes sent since [`count_bytes`](Self::count_bytes) (without chunk framing).
+    pub(crate) fn sent_bytes(&self) -> u64 {
+        self.lock().rare.as_ref().and_then(|r| r.sent).unwrap_or(0)
+    }
+
     /// A handle that does not keep the queue alive.
     pub(crate) fn downgrade(&self) -> WeakSender {
         WeakSender(Arc::downgrade(&self.shared))
@@ -935,6 +958,9 @@ impl QueueReceiver {
             frame = buf.freeze();
         }
         st.queued -= frame.len();
+        if !framed {
+            st.count_sent(frame.len());
+        }
         let now_below = self.shared.has_room(&st);
         let on_ready = match &mut st.rare {
             Some(rare) if now_below => rare.on_ready.take(),
