@@ -277,7 +277,15 @@ fn parse<'a>(buf: &[u8], peer: SocketAddr, shared: &'a Shared) -> Parse<'a> {
     let head_len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) if n > max_head => return head_too_large(max_head),
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() >= max_head => return head_too_large(max_head),
+        Ok(httparse::Status::Partial) if buf.len() >= max_head => {
+            // Still in the request line: it is the target that is too long.
+            if !buf.contains(&b'\n') {
+                let max = shared.config.max_url_bytes;
+                let msg = format!("the request target is longer than {max} bytes");
+                return Parse::Refuse(StatusCode::URI_TOO_LONG, msg);
+            }
+            return head_too_large(max_head);
+        }
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Parse::Partial,
         _ => return Parse::Handover,
     };
