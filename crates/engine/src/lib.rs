@@ -32,6 +32,8 @@ mod app;
 pub mod batch;
 pub mod channel;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 mod metrics;
 mod request;
 pub mod response;
