@@ -424,3 +424,30 @@ fn tails_with_dot_segments_nul_or_invalid_utf8_do_not_match() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_typed_segment_that_does_not_parse_falls_through_to_another_shape() {
+    // matchit prefers `/{p0}/a` (a static segment after the parameter) for `/x/a`; its
+    // float does not parse, so the tail route takes the path.
+    let mut r = Router::new();
+    r.insert(Method::GET, "/:first/<path:rest>", "tail")
+        .unwrap();
+    r.insert(Method::GET, "/<float:x>/a", "float").unwrap();
+    match r.at(&Method::GET, "/x/a") {
+        RouteMatch::Found(m) => {
+            assert_eq!(*m.value, "tail");
+            assert_eq!(m.params.get("first"), Some("x"));
+            assert_eq!(m.params.get("rest"), Some("a"));
+        }
+        other => panic!("{other:?}"),
+    }
+    match r.at(&Method::GET, "/1.5/a") {
+        RouteMatch::Found(m) => assert_eq!(*m.value, "float"),
+        other => panic!("{other:?}"),
+    }
+    // The shape fallen through to answers for its own methods.
+    assert!(matches!(
+        r.at(&Method::POST, "/x/a"),
+        RouteMatch::MethodNotAllowed(m) if m == [Method::GET, Method::HEAD]
+    ));
+}
