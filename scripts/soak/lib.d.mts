@@ -8,6 +8,7 @@ export interface SoakServer {
   port: number
   exited: Promise<number | string | null>
   metrics(): Promise<ServerReport>
+  printed(line: string): Promise<number>
   sample(): { cpuS: number; rss: number; at: number }
   stop(): Promise<void>
 }

@@ -49,8 +49,8 @@ export async function startServer({ args = [], nofile = hardNofile() } = {}) {
     env: { ...process.env, NODE_ENV: 'production' },
   })
   const exited = new Promise((r) => proc.on('exit', (code, signal) => r(code ?? signal)))
+  const lines = createInterface({ input: proc.stdout })
   const port = await new Promise((resolveP, reject) => {
-    const lines = createInterface({ input: proc.stdout })
     const timer = setTimeout(() => reject(new Error('the soak server did not start within 30 s')), 30_000)
     lines.on('line', (line) => {
       const m = /^listening (\d+)$/.exec(line)
@@ -75,6 +75,8 @@ export async function startServer({ args = [], nofile = hardNofile() } = {}) {
         })
         proc.send({ cmd: 'metrics' })
       }),
+    /** Resolves with the time (Date.now()) at which the server prints the line `text`. */
+    printed: (text) => new Promise((resolveL) => lines.on('line', (line) => line === text && resolveL(Date.now()))),
     /** CPU seconds and RSS bytes from /proc (no work for the server's event loop). */
     sample: () => sampleTree(proc.pid),
     async stop() {
