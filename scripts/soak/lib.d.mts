@@ -7,7 +7,7 @@ export interface SoakServer {
   proc: import('node:child_process').ChildProcess
   port: number
   exited: Promise<number | string | null>
-  metrics(): Promise<ServerReport>
+  metrics(options?: { gc?: boolean }): Promise<ServerReport>
   printed(line: string): Promise<number>
   sample(): { cpuS: number; rss: number; at: number }
   stop(): Promise<void>
@@ -20,6 +20,7 @@ export interface ServerReport {
   wrongId: number
   last: number
   rss: number
+  memory: NodeJS.MemoryUsage
   cpu: { user: number; system: number }
 }
 
@@ -41,6 +42,8 @@ export interface SoakResult {
     peakMiB: number
     slopeMiBPerMin: number
     steadyWindowS: number
+    series: Array<[number, number]>
+    heap: Array<[number, number, number]>
   }
   serverCpuS: number
 }
@@ -62,7 +65,15 @@ export interface ChurnResult {
   client: Record<string, any>
   server: ServerReport
   atRest: boolean
-  rss: { warmMiB: number; endMiB: number; growth: number }
+  rss: {
+    warmMiB: number
+    endMiB: number
+    growth: number
+    heapUsedWarmMiB: number
+    heapUsedEndMiB: number
+    /** [percent of the cycles, RSS, heapUsed, heapTotal (MiB)] */
+    series: Array<[number, number, number, number]>
+  }
 }
 
 export declare function churn(options: {

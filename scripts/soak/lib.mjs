@@ -43,7 +43,7 @@ export function hardNofile() {
  */
 export async function startServer({ args = [], nofile = hardNofile() } = {}) {
   const server = join(root, '__test__', 'fixtures', 'soak-server.mts')
-  const proc = spawn('sh', ['-c', `ulimit -n ${nofile} && exec "$0" "$@"`, process.execPath, '--import', 'tsx', server, ...args], {
+  const proc = spawn('sh', ['-c', `ulimit -n ${nofile} && exec "$0" "$@"`, process.execPath, '--expose-gc', '--import', 'tsx', server, ...args], {
     cwd: root,
     stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
     env: { ...process.env, NODE_ENV: 'production' },
@@ -65,15 +65,15 @@ export async function startServer({ args = [], nofile = hardNofile() } = {}) {
     proc,
     port,
     exited,
-    /** The server's counters, RSS and CPU time, over IPC. */
-    metrics: () =>
+    /** The server's counters, memory and CPU time, over IPC (after a full GC if `gc`). */
+    metrics: ({ gc = false } = {}) =>
       new Promise((resolveM, reject) => {
         const timer = setTimeout(() => reject(new Error('no metrics from the soak server within 10 s')), 10_000)
         proc.once('message', (m) => {
           clearTimeout(timer)
           resolveM(m)
         })
-        proc.send({ cmd: 'metrics' })
+        proc.send({ cmd: 'metrics', gc })
       }),
     /** Resolves with the time (Date.now()) at which the server prints the line `text`. */
     printed: (text) => new Promise((resolveL) => lines.on('line', (line) => line === text && resolveL(Date.now()))),
@@ -138,13 +138,21 @@ const MiB = 1 << 20
 export async function soak({ bin, subscribers, seconds, rate = 10, reconnectsPerS = 10, reconnectDelayMs = 2000, warmupS = 30, sampleMs = 1000, settleS = 60, log = () => {} }) {
   const server = await startServer({ args: ['--rate', String(rate)] })
   const samples = []
+  /** [seconds, heapUsed MiB, external MiB] */
+  const heap = []
   let connectedAt = null
   let sampler = null
   try {
     const started = performance.now()
+    let ticks = 0
     sampler = setInterval(() => {
       const s = server.sample()
       samples.push({ t: (s.at - started) / 1000, rss: s.rss, cpuS: s.cpuS })
+      // The JS heap beside it, every 10 samples (over IPC: a little work for the server).
+      if (ticks++ % 10 === 0) {
+        const t = (s.at - started) / 1000
+        server.metrics().then((m) => heap.push([Math.round(t), Math.round((m.memory.heapUsed / MiB) * 10) / 10, Math.round((m.memory.external / MiB) * 10) / 10]), () => {})
+      }
     }, sampleMs)
     const client = await runBench(
       bin,
@@ -184,6 +192,9 @@ export async function soak({ bin, subscribers, seconds, rate = 10, reconnectsPer
         peakMiB: Math.max(0, ...samples.map((s) => s.rss)) / MiB,
         slopeMiBPerMin: fit,
         steadyWindowS: window,
+        /** [seconds since start, MiB] every `sampleMs`. */
+        series: samples.map((s) => [Math.round(s.t * 10) / 10, Math.round((s.rss / MiB) * 10) / 10]),
+        heap,
       },
       serverCpuS: (samples.at(-1)?.cpuS ?? 0) - (samples[0]?.cpuS ?? 0),
     }
@@ -195,15 +206,19 @@ export async function soak({ bin, subscribers, seconds, rate = 10, reconnectsPer
 
 /**
  * The churn: `cycles` connect / subscribe / leave cycles over the SSE generator, chunked
- * generator, `(req, stream)` SSE, async plain and channel routes. RSS is read after the
- * first `warmupFraction` of the cycles and at the end (after the server settled); the
- * server's counters must be back at rest.
+ * generator, `(req, stream)` SSE, async plain and channel routes. Memory is read after a
+ * full GC at each tenth of the cycles and at the end (once the server is at rest); growth
+ * is counted from the first `warmupFraction` of the cycles. The server's counters must be
+ * back at rest.
  */
 export async function churn({ bin, cycles, concurrency = 64, earlyPercent = 20, warmupFraction = 0.1, settleMs = 10_000, log = () => {} }) {
   const server = await startServer({ args: ['--rate', '1'] })
+  /** [percent of the cycles, RSS, heapUsed, heapTotal (MiB)], each after a full GC */
+  const series = []
   try {
     let warm = null
-    const warmMark = `churn-${Math.round(warmupFraction * 100)}`
+    // The client marks each tenth: the first mark at or past the warm-up.
+    const warmPct = Math.ceil(warmupFraction * 10) * 10
     const client = await runBench(
       bin,
       [
@@ -211,8 +226,14 @@ export async function churn({ bin, cycles, concurrency = 64, earlyPercent = 20, 
         '--paths', '/churn/sse,/churn/chunked,/churn/stream,/churn/plain,/churn/channel', '--early-percent', String(earlyPercent),
       ],
       (marker) => {
-        if (marker === warmMark) warm = server.sample()
-        if (/0$/.test(marker)) log(`churn: ${marker}%`)
+        // Memory after a full GC at each tenth (the server's own reading, over IPC).
+        const pct = Number(marker.slice('churn-'.length))
+        const m = server.metrics({ gc: true }).then((m) => {
+          series.push([pct, Math.round((m.memory.rss / MiB) * 10) / 10, Math.round((m.memory.heapUsed / MiB) * 10) / 10, Math.round((m.memory.heapTotal / MiB) * 10) / 10])
+          return m
+        })
+        if (pct >= warmPct && warm === null) warm = m
+        log(`churn: ${marker}%`)
       },
     )
     // Counters at rest: every connection closed, every stream and subscription gone,
@@ -225,13 +246,21 @@ export async function churn({ bin, cycles, concurrency = 64, earlyPercent = 20, 
       await sleep(100)
       after = await server.metrics()
     }
-    const end = server.sample()
-    const warmRss = (warm ?? end).rss
+    if (warm === null) throw new Error(`churn: no progress mark at ${warmPct}% of the cycles`)
+    const warmMem = (await warm).memory
+    const end = (await server.metrics({ gc: true })).memory
     return {
       client,
       server: after,
       atRest: atRest(after),
-      rss: { warmMiB: warmRss / MiB, endMiB: end.rss / MiB, growth: (end.rss - warmRss) / warmRss },
+      rss: {
+        warmMiB: warmMem.rss / MiB,
+        endMiB: end.rss / MiB,
+        growth: (end.rss - warmMem.rss) / warmMem.rss,
+        heapUsedWarmMiB: warmMem.heapUsed / MiB,
+        heapUsedEndMiB: end.heapUsed / MiB,
+        series: series.sort((a, b) => a[0] - b[0]),
+      },
     }
   } finally {
     await server.stop()
