@@ -6,13 +6,17 @@ use std::process::ExitCode;
 
 use rat_bench::client::{self, Args};
 
-const USAGE: &str = "usage: rat-bench <hello|broadcast|count|chunked|idle> [--option value]...
+const USAGE: &str =
+    "usage: rat-bench <hello|broadcast|count|chunked|idle|soak|churn> [--option value]...
 common:    --addr 127.0.0.1:3000 --connections N --warmup S --duration S
 hello:     --path /hello --expect hello
 broadcast: --path /sse/broadcast --connect-timeout S --connect-concurrency N
 idle:      same as broadcast; holds N subscribers for --duration without parsing
 count:     --n K --path /sse/count
-chunked:   --bytes B --size S --requests R --path /chunked (--duration caps the run)";
+chunked:   --bytes B --size S --requests R --path /chunked (--duration caps the run)
+soak:      --path /soak/channel --stop-path /soak/stop --reconnects-per-s R
+           --reconnect-delay-ms M --settle S --seed N (checks every event's sequence)
+churn:     --cycles N --concurrency C --paths /a,/b --early-percent P --timeout S";
 
 fn main() -> ExitCode {
     let mut argv = std::env::args().skip(1);
@@ -47,6 +51,8 @@ fn main() -> ExitCode {
             "idle" => client::broadcast::run(args, false).await,
             "count" => client::count::run(args).await,
             "chunked" => client::chunked::run(args).await,
+            "soak" => client::soak::run(args).await,
+            "churn" => client::churn::run(args).await,
             other => Err(format!("unknown scenario {other:?}")),
         }
     });

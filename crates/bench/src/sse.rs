@@ -1,7 +1,9 @@
 //! Incremental `text/event-stream` parser that counts events the way the HTML spec's
 //! EventSource does: lines end in CRLF, LF or CR; `data:` lines accumulate; an empty line
-//! dispatches an event only if some `data` field was seen; comments and other fields are
-//! skipped. A server's framing quirks therefore cost it events here exactly as in a browser.
+//! dispatches an event only if some `data` field was seen; `event` names the next event,
+//! `id` sets the last event id (kept across events, ignored if it holds NUL); comments
+//! and other fields are skipped. A server's framing quirks therefore cost it events here
+//! exactly as in a browser.
 
 /// Parser state carried between reads.
 #[derive(Debug, Default)]
@@ -11,13 +13,33 @@ pub struct SseParser {
     /// The event's data so far (lines joined with `\n`).
     data: Vec<u8>,
     has_data: bool,
+    /// The event type buffer (empty: `message`).
+    event: Vec<u8>,
+    /// The last event id buffer.
+    id: Vec<u8>,
     /// The last read ended in CR: a leading LF in the next one belongs to that line end.
     after_cr: bool,
 }
 
+/// A dispatched event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SseEvent<'a> {
+    /// The `event` field (empty for `message`).
+    pub event: &'a [u8],
+    /// The last event id at dispatch.
+    pub id: &'a [u8],
+    /// The data, lines joined with `\n`.
+    pub data: &'a [u8],
+}
+
 impl SseParser {
     /// Parses `chunk`, calling `on_event` with each complete event's data.
-    pub fn feed(&mut self, mut chunk: &[u8], on_event: &mut impl FnMut(&[u8])) {
+    pub fn feed(&mut self, chunk: &[u8], on_event: &mut impl FnMut(&[u8])) {
+        self.feed_events(chunk, &mut |e| on_event(e.data));
+    }
+
+    /// Parses `chunk`, calling `on_event` with each complete event.
+    pub fn feed_events(&mut self, mut chunk: &[u8], on_event: &mut impl FnMut(SseEvent<'_>)) {
         if self.after_cr {
             self.after_cr = false;
             if let [b'\n', rest @ ..] = chunk {
@@ -47,12 +69,17 @@ impl SseParser {
         self.partial.extend_from_slice(chunk);
     }
 
-    fn line(&mut self, line: &[u8], on_event: &mut impl FnMut(&[u8])) {
+    fn line(&mut self, line: &[u8], on_event: &mut impl FnMut(SseEvent<'_>)) {
         if line.is_empty() {
             if self.has_data {
-                on_event(&self.data);
+                on_event(SseEvent {
+                    event: &self.event,
+                    id: &self.id,
+                    data: &self.data,
+                });
             }
             self.data.clear();
+            self.event.clear();
             self.has_data = false;
             return;
         }
@@ -66,12 +93,23 @@ impl SseParser {
             ),
             None => (line, &b""[..]),
         };
-        if field == b"data" {
-            if self.has_data {
-                self.data.push(b'\n');
+        match field {
+            b"data" => {
+                if self.has_data {
+                    self.data.push(b'\n');
+                }
+                self.data.extend_from_slice(value);
+                self.has_data = true;
             }
-            self.data.extend_from_slice(value);
-            self.has_data = true;
+            b"event" => {
+                self.event.clear();
+                self.event.extend_from_slice(value);
+            }
+            b"id" if !value.contains(&0) => {
+                self.id.clear();
+                self.id.extend_from_slice(value);
+            }
+            _ => {}
         }
     }
 }
@@ -116,6 +154,25 @@ mod tests {
         for step in 1..=input.len() {
             assert_eq!(events(input, step), ["a\nb", "", "c", "d"], "step {step}");
         }
+    }
+
+    #[test]
+    fn events_carry_their_type_and_the_last_id() {
+        let input = b"id: a-1\ndata: x\n\nevent: missed\ndata: y\n\nid: a\0b\ndata: z\n\n";
+        let mut got = Vec::new();
+        let mut p = SseParser::default();
+        p.feed_events(input, &mut |e| {
+            got.push((e.event.to_vec(), e.id.to_vec(), e.data.to_vec()))
+        });
+        let s = |b: &[u8]| b.to_vec();
+        assert_eq!(
+            got,
+            [
+                (s(b""), s(b"a-1"), s(b"x")),
+                (s(b"missed"), s(b"a-1"), s(b"y")),
+                (s(b""), s(b"a-1"), s(b"z")),
+            ]
+        );
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub mod batch;
 pub mod channel;
 pub mod cors;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 mod metrics;
 mod request;
 pub mod response;

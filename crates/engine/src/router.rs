@@ -10,7 +10,9 @@
 //! | `/s/<uuid:id>`           | one segment that is a UUID            |
 //! | `/files/<path:rest>`, `/files/*rest` | the rest of the path (last only) |
 //!
-//! Values are percent-decoded. A typed segment that does not parse does not match, so
+//! Values are percent-decoded; one that is not UTF-8 then does not match, nor does a tail
+//! holding NUL or a `.` or `..` segment (raw or encoded). A typed segment that does not
+//! parse does not match, so
 //! `/items/<int:id>` and `/items/:slug` can live side by side: `/items/7` goes to the
 //! first, `/items/seven` to the second. Static segments win over parameters, which win
 //! over tails (matchit's priorities).
@@ -51,7 +53,11 @@ pub enum ParamKind {
 impl ParamKind {
     fn accepts(self, value: &str) -> bool {
         match self {
-            ParamKind::Str | ParamKind::Path => true,
+            ParamKind::Str => true,
+            // A tail is what handlers turn into file paths: no NUL, no `.` or `..` segment.
+            ParamKind::Path => {
+                !value.contains('\0') && !value.split('/').any(|s| s == "." || s == "..")
+            }
             ParamKind::Int => value.parse::<i64>().is_ok(),
             ParamKind::Float => {
                 // Rust also parses "inf"/"NaN"; a URL parameter declared as a number
@@ -248,6 +254,8 @@ pub enum RouteMatch<'a, T> {
 pub struct Router<T> {
     matcher: matchit::Router<usize>,
     groups: Vec<Vec<Candidate<T>>>,
+    /// Each group's pattern, by segment.
+    shapes: Vec<Shape>,
     by_normalized: std::collections::HashMap<String, usize>,
     len: usize,
 }
@@ -257,6 +265,7 @@ impl<T> Default for Router<T> {
         Router {
             matcher: matchit::Router::new(),
             groups: Vec::new(),
+            shapes: Vec::new(),
             by_normalized: Default::default(),
             len: 0,
         }
@@ -320,6 +329,7 @@ impl<T> Router<T> {
                         ))
                     })?;
                 self.groups.push(Vec::new());
+                self.shapes.push(Shape::new(&parsed.normalized));
                 self.by_normalized.insert(parsed.normalized.clone(), g);
                 g
             }
@@ -362,18 +372,51 @@ impl<T> Router<T> {
         let Ok(m) = self.matcher.at(path) else {
             return RouteMatch::NotFound;
         };
+        let group = *m.value;
         let mut raw: Vec<(usize, &str)> = m
             .params
             .iter()
             .map(|(k, v)| (k.trim_start_matches('p').parse::<usize>().unwrap_or(0), v))
             .collect();
         raw.sort_unstable_by_key(|(i, _)| *i);
-        let values: Vec<Cow<'_, str>> = raw
+        if let Some(found) = self.resolve(group, raw.iter().map(|(_, v)| *v), method) {
+            return found;
+        }
+        // No route of the shape matchit picked takes these values (a typed segment that
+        // does not parse): the other shapes that match the path, in matchit's order.
+        let mut others: Vec<(Vec<u8>, usize, Vec<&str>)> = self
+            .shapes
             .iter()
-            .map(|(_, v)| percent_decode_str(v).decode_utf8_lossy())
+            .enumerate()
+            .filter(|(g, _)| *g != group)
+            .filter_map(|(g, shape)| shape.split(path).map(|(rank, raw)| (rank, g, raw)))
             .collect();
+        others.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, g, raw) in others {
+            if let Some(found) = self.resolve(g, raw.into_iter(), method) {
+                return found;
+            }
+        }
+        RouteMatch::NotFound
+    }
+
+    /// The route of `group` for `method` and the raw parameter values: `Found`, a 405 when
+    /// routes of the group take the values but not for this method, `None` when none
+    /// takes them.
+    fn resolve<'r, 'p>(
+        &'r self,
+        group: usize,
+        raw: impl Iterator<Item = &'p str>,
+        method: &Method,
+    ) -> Option<RouteMatch<'r, T>> {
+        // A value that is not UTF-8 once decoded matches nothing (rather than reaching the
+        // handler altered).
+        let values = raw
+            .map(|v| percent_decode_str(v).decode_utf8())
+            .collect::<std::result::Result<Vec<Cow<'_, str>>, _>>()
+            .ok()?;
         let mut allowed: Vec<Method> = Vec::new();
-        for cand in &self.groups[*m.value] {
+        for cand in &self.groups[group] {
             if !cand.kinds.iter().zip(&values).all(|(k, v)| k.accepts(v)) {
                 continue;
             }
@@ -398,12 +441,12 @@ impl<T> Router<T> {
                         })
                         .collect(),
                 );
-                return RouteMatch::Found(Matched {
+                return Some(RouteMatch::Found(Matched {
                     value: &r.value,
                     pattern: &r.pattern,
                     params,
                     head_as_get,
-                });
+                }));
             }
             for r in &cand.routes {
                 if !allowed.contains(&r.method) {
@@ -414,13 +457,76 @@ impl<T> Router<T> {
                 }
             }
         }
-        if allowed.is_empty() {
-            RouteMatch::NotFound
-        } else {
-            RouteMatch::MethodNotAllowed(allowed)
-        }
+        (!allowed.is_empty()).then_some(RouteMatch::MethodNotAllowed(allowed))
     }
 }
+
+/// The segments of a matchit pattern, to match a path against it when matchit's first
+/// choice takes no route (see [`Router::at`]).
+struct Shape(Box<[ShapeSeg]>);
+
+enum ShapeSeg {
+    Static(Box<str>),
+    Param,
+    Tail,
+}
+
+impl Shape {
+    fn new(normalized: &str) -> Shape {
+        let segs = normalized[1..]
+            .split('/')
+            .map(|s| {
+                if s.starts_with("{*") {
+                    ShapeSeg::Tail
+                } else if s.starts_with('{') {
+                    ShapeSeg::Param
+                } else {
+                    ShapeSeg::Static(s.into())
+                }
+            })
+            .collect();
+        Shape(segs)
+    }
+
+    /// When `path` has this shape: its rank in matchit's order (per segment, static before
+    /// parameter before tail; lower wins) and the raw parameter values.
+    fn split<'p>(&self, path: &'p str) -> Option<(Vec<u8>, Vec<&'p str>)> {
+        let mut rest = path.strip_prefix('/')?;
+        let mut rank = Vec::with_capacity(self.0.len());
+        let mut raw = Vec::new();
+        for (i, seg) in self.0.iter().enumerate() {
+            if let ShapeSeg::Tail = seg {
+                if rest.is_empty() {
+                    return None;
+                }
+                rank.push(2);
+                raw.push(rest);
+                return Some((rank, raw));
+            }
+            let (part, after) = match rest.split_once('/') {
+                Some((part, after)) => (part, Some(after)),
+                None => (rest, None),
+            };
+            match seg {
+                ShapeSeg::Static(s) if **s == *part => rank.push(0),
+                ShapeSeg::Param if !part.is_empty() => {
+                    rank.push(1);
+                    raw.push(part);
+                }
+                _ => return None,
+            }
+            match after {
+                Some(after) if i + 1 < self.0.len() => rest = after,
+                None if i + 1 == self.0.len() => return Some((rank, raw)),
+                _ => return None,
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,11 @@
 //! The parser is first checked against the specification's own examples, then the
 //! properties: whatever the data (any Unicode, CR, LF, CRLF, leading spaces, empty), event
 //! name and id, an encoded event parses back to the same event, alone, concatenated with
-//! others, and split into arbitrary network-sized pieces.
+//! others, split into arbitrary network-sized pieces, sent as a front end's data batch,
+//! and read off the wire of a running server.
+//!
+//! Case counts are CI-sized; `RAT_FUZZ_CASES` and `RAT_FUZZ_WIRE_CASES` (for the one that
+//! talks to a server) raise them, as the soak run does.
 
 mod support;
 
@@ -13,6 +17,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use rat_engine::Event;
 use support::sse::{Dispatched, Parser};
+use support::{fuzz_cases, fuzz_wire_cases};
 
 fn ev(event_type: &str, data: &str, id: &str) -> Dispatched {
     Dispatched {
@@ -187,7 +192,7 @@ fn expected(specs: &[Spec]) -> Vec<Dispatched> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: fuzz_cases(256), ..ProptestConfig::default() })]
 
     #[test]
     fn one_event_round_trips_through_encode_and_a_spec_parser(s in spec()) {
@@ -202,7 +207,7 @@ proptest! {
 
 proptest! {
     // Lists of events: fewer cases, each covers several events.
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: fuzz_cases(128), ..ProptestConfig::default() })]
 
     #[test]
     fn concatenated_events_parse_back_to_the_same_list(specs in prop::collection::vec(spec(), 0..8)) {
@@ -237,7 +242,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: fuzz_cases(256), ..ProptestConfig::default() })]
 
     #[test]
     fn names_with_line_breaks_are_rejected_or_turned_into_spaces(name in tricky_text(10), data in line_text()) {
@@ -263,5 +268,116 @@ proptest! {
             let (events, _) = Parser::parse_all(&e.data("x").encode());
             prop_assert_eq!(events, vec![ev("message", "x", &id)]);
         }
+    }
+}
+
+// ---- data batches, and events on the wire ----
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: fuzz_cases(128), ..ProptestConfig::default() })]
+
+    /// What a front end's batched sends become: one data-only event per item, the same
+    /// bytes as encoding each on its own, parsed back to the same data.
+    #[test]
+    fn a_data_batch_parses_back_to_its_items(items in prop::collection::vec(tricky_text(16), 0..8)) {
+        use rat_engine::{Metrics, QueueLimits, Responder, ResponseKind};
+        let rt = current_thread();
+        let body = rt.block_on(async {
+            let metrics = std::sync::Arc::new(Metrics::new());
+            let (r, p) = Responder::new(ResponseKind::Sse, QueueLimits::default(), metrics);
+            r.send_data_batch(items.iter().map(String::as_str)).unwrap();
+            r.end();
+            http_body_util::BodyExt::collect(p.await.into_body()).await.unwrap().to_bytes()
+        });
+        let one_by_one: Vec<u8> = items.iter().flat_map(|d| Event::data_only(d.clone()).encode().to_vec()).collect();
+        prop_assert_eq!(&body[..], &one_by_one[..]);
+        let specs: Vec<Spec> = items
+            .iter()
+            .map(|d| Spec { data: d.clone(), event: None, id: None, retry: None, comment: None })
+            .collect();
+        prop_assert_eq!(Parser::parse_all(&body).0, expected(&specs));
+    }
+}
+
+/// A server whose `/events` (served on the direct path) sends the next queued list of
+/// events: the first half before the head goes out, the rest from a task, one at a time,
+/// through the socket or the queue, whichever is free.
+struct WireServer {
+    rt: tokio::runtime::Runtime,
+    addr: std::net::SocketAddr,
+    lists: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Vec<Event>>>>,
+}
+
+fn wire_server() -> &'static WireServer {
+    static SERVER: std::sync::OnceLock<WireServer> = std::sync::OnceLock::new();
+    SERVER.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let lists: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Vec<Event>>>> =
+            Default::default();
+        let queued = lists.clone();
+        let mut app = rat_engine::App::new();
+        let handler = move |_req| {
+            let events = queued.lock().unwrap().pop_front().unwrap_or_default();
+            async move {
+                let sse = rat_engine::SseResponse::new().heartbeat(None);
+                let (now, later) = events.split_at(events.len() / 2);
+                for e in now {
+                    sse.write(e).unwrap();
+                }
+                let tx = sse.sender();
+                let later = later.to_vec();
+                tokio::spawn(async move {
+                    for e in &later {
+                        tx.send(e).await.unwrap();
+                        tokio::task::yield_now().await;
+                    }
+                    tx.end();
+                });
+                sse
+            }
+        };
+        let long = rat_engine::RouteOptions {
+            long_lived: true,
+            ..Default::default()
+        };
+        app.route_with(
+            http::Method::GET,
+            "/events",
+            std::sync::Arc::new(handler),
+            long,
+        )
+        .unwrap();
+        let server = rt.block_on(support::serve(app));
+        let addr = server.local_addr();
+        std::mem::forget(server);
+        WireServer { rt, addr, lists }
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: fuzz_wire_cases(32), ..ProptestConfig::default() })]
+
+    /// Events through the whole server (the direct path's chunked framing, writes straight
+    /// to the socket and queued ones) parse back off the wire to what was sent.
+    #[test]
+    fn events_sent_through_a_server_parse_back_off_the_wire(specs in prop::collection::vec(spec(), 0..8)) {
+        let server = wire_server();
+        server.lists.lock().unwrap().push_back(specs.iter().map(build).collect());
+        let body = server.rt.block_on(async {
+            let (mut conn, _) = support::open_sse(server.addr, "/events").await;
+            conn.read_chunked_body().await
+        });
+        prop_assert_eq!(Parser::parse_all(&body).0, expected(&specs));
     }
 }

@@ -4,9 +4,11 @@
 
 pub mod broadcast;
 pub mod chunked;
+pub mod churn;
 pub mod conn;
 pub mod count;
 pub mod hello;
+pub mod soak;
 
 use std::cell::Cell;
 use std::collections::HashMap;

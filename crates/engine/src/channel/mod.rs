@@ -799,4 +799,6 @@ impl crate::app::Handler for Channel {
 }
 
 #[cfg(test)]
+mod races;
+#[cfg(test)]
 mod tests;

@@ -892,6 +892,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::app::App;

@@ -21,6 +21,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
+/// Cases per in-process property test: `RAT_FUZZ_CASES` if set, else `ci` (as the
+/// crate's own `fuzz` modules; the soak run sets 1,000,000).
+pub fn fuzz_cases(ci: u32) -> u32 {
+    env_u32("RAT_FUZZ_CASES").unwrap_or(ci)
+}
+
+/// Cases per property test that talks to a server over loopback: `RAT_FUZZ_WIRE_CASES` if
+/// set, else `ci`.
+pub fn fuzz_wire_cases(ci: u32) -> u32 {
+    env_u32("RAT_FUZZ_WIRE_CASES").unwrap_or(ci)
+}
+
+fn env_u32(name: &str) -> Option<u32> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
 /// How long any single read or request may take before the test fails.
 pub const READ_DEADLINE: Duration = Duration::from_secs(5);
 
