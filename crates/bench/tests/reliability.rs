@@ -18,6 +18,9 @@ const LONG: RouteOptions = RouteOptions {
     stream_body: false,
     body_limit: None,
     long_lived: true,
+    stream: true,
+    max_streams: None,
+    cors: rat_engine::cors::RouteCors::Inherit,
 };
 
 /// The channel's publisher: `{"n":k}` for k = 1, 2, ... until stopped.

@@ -250,6 +250,8 @@ fn parse_checked(buf: &[u8], shared: &Shared) -> Result<Option<(usize, bool)>, T
     match parse(buf, peer(), shared) {
         Parse::Partial => Ok(None),
         Parse::Handover => Ok(None),
+        // Past the size limits: answered 431/414 and closed, nothing served.
+        Parse::Refuse(..) => Ok(None),
         Parse::Direct(req) => {
             prop_assert!(req.head_len <= buf.len());
             check_served(&buf[..req.head_len], req.keep_alive)?;
@@ -285,6 +287,7 @@ proptest! {
             (Parse::Direct(_), None) => prop_assert!(false, "served directly: {:?}", String::from_utf8_lossy(&bytes)),
             (Parse::Handover, Some(_)) => prop_assert!(false, "handed over: {:?}", String::from_utf8_lossy(&bytes)),
             (Parse::Partial, _) => prop_assert!(false, "a complete head read as partial"),
+            (Parse::Refuse(status, _), _) => prop_assert!(false, "a head within the limits refused: {}", status),
         }
         // Any strict prefix is never served; a prefix of a head that will be served is
         // never handed over either (hyper would get a request the direct path owns).
@@ -293,6 +296,7 @@ proptest! {
             Parse::Direct(_) => prop_assert!(false, "a prefix of {} bytes was served", at),
             Parse::Handover => prop_assert!(want.is_none(), "prefix of {} bytes handed over", at),
             Parse::Partial => {}
+            Parse::Refuse(status, _) => prop_assert!(false, "a prefix refused: {}", status),
         }
     }
 
@@ -326,11 +330,14 @@ proptest! {
 }
 
 #[test]
-fn a_head_larger_than_the_limit_is_handed_over_not_waited_for() {
+fn a_head_past_the_limit_is_refused_and_one_with_many_headers_handed_over() {
     let shared = shared();
     let mut buf = b"GET /sse HTTP/1.1\r\nHost: a\r\nX-Big: ".to_vec();
-    buf.resize(super::MAX_HEAD + 10, b'a');
-    assert!(matches!(parse(&buf, peer(), &shared), Parse::Handover));
+    buf.resize(shared.config.max_header_bytes + 10, b'a');
+    assert!(matches!(
+        parse(&buf, peer(), &shared),
+        Parse::Refuse(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, _)
+    ));
     let mut many = b"GET /sse HTTP/1.1\r\nHost: a\r\n".to_vec();
     for i in 0..=super::MAX_HEADERS {
         many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
