@@ -45,6 +45,7 @@ test('an event loop blocked for 5 s: heartbeats and channel replays flow from Ru
     const { at: unblockedAt, text } = await within(10_000, '/block', blocked)
     expect(text).toBe('unblocked')
 
+    console.log(`block: ${unblockedAt - t0} ms blocked; replay of ${replay.length} events after ${replayedAt - t0} ms; ${idleArrivals.filter((t) => t > t0 && t < unblockedAt).length} heartbeats meanwhile`)
     expect(unblockedAt - t0).toBeGreaterThanOrEqual(4900)
     expect(replayedAt).toBeLessThan(unblockedAt)
     // Heartbeats every 200 ms on the idle stream all through the block.
@@ -75,6 +76,7 @@ test('a flood of connections: every subscriber and request is served, then all i
     // As many keep-alive connections sending requests, all connecting at once (the warm-up
     // covers the connects that wait for a SYN retry when the backlog overflows).
     const plain = await runBench(bin, ['hello', '--addr', addr, '--path', '/hello', '--expect', 'hello', '--connections', String(n), '--warmup', String(scale(1, 15)), '--duration', '2'])
+    console.log(`flood: ${subs.connected}/${n} subscribers in ${subs.connect_s} s; ${plain.requests} requests on ${n} connections in ${plain.duration_s} s, ${plain.errors} errors`)
     expect(plain.errors).toBe(0)
     expect(plain.requests).toBeGreaterThan(n)
     await waitFor(
@@ -110,6 +112,7 @@ test('at the open-file limit accept backs off (CPU stays low) and works again on
     const b = released as { cpuS: number; at: number } | null
     expect(a && b).toBeTruthy()
     const cpuShare = (b!.cpuS - a!.cpuS) / ((b!.at - a!.at) / 1000)
+    console.log(`fd limit: ${held.connected} of ${2 * limit} accepted at a limit of ${limit}; server CPU ${(cpuShare * 100).toFixed(1)}% of a core meanwhile`)
     // A loop retrying accept without a pause would take a whole core.
     expect(cpuShare).toBeLessThan(0.15)
     // The client is gone: accept works again.

@@ -26,7 +26,9 @@ test('200 subscribers with reconnects: no event lost, duplicated or out of order
   }
   expect(c.subscribers_complete).toBe(200)
   expect(c.events).toBe(c.events_owed)
-  expect(c.events).toBeGreaterThanOrEqual(200 * 20 * seconds * 0.8)
+  // Not a vacuous run: each subscriber got most of what was published.
+  expect(c.final_n).toBeGreaterThanOrEqual(50)
+  expect(c.events).toBeGreaterThanOrEqual(200 * c.final_n * 0.5)
   expect(c.reconnects).toBeGreaterThanOrEqual(reconnectsPerS * seconds * 0.5)
   expect(r.server.wrongId).toBe(0)
   expect(r.server.channels.soak.closedSlow).toBe(0)
@@ -46,5 +48,6 @@ test('2,000 connect/subscribe/leave cycles: counters at rest, every finally once
   expect(finished).toBe(started)
   expect(finallyTwice).toBe(0)
   expect(r.server.metrics.totalConnections).toBe(cycles)
+  console.log(`churn: RSS after a full GC ${r.rss.warmMiB.toFixed(1)} MiB halfway, ${r.rss.endMiB.toFixed(1)} MiB at the end`)
   expect(r.rss.growth).toBeLessThan(0.1)
 }, 60_000)

@@ -51,6 +51,7 @@ test('close() with open streams delivers everything accepted before it and ends 
   )
   await within(grace + 5000, 'close()', closed)
   const took = Date.now() - t0
+  console.log(`shutdown: ${n} streams, close(${grace}) took ${took} ms; ${accepted.reduce((a, b) => a + b, 0)} events and chunks accepted before it`)
   expect(took).toBeLessThan(grace + 1500)
   const ends = await within(5000, 'every client to see its end', Promise.all([...sse.filter(Boolean), ...bytes.filter(Boolean)].map((c) => c.ended)))
   expect(ends.length).toBe(n)
