@@ -17,13 +17,11 @@ export function isSseEvent(v: unknown): v is SseEvent {
 
 /**
  * The native `sendEvent`/`publish` arguments of an event: data as a string (JSON unless
- * it is one), id as a string. A named event without data gets empty data, because
- * EventSource never dispatches an event that has no `data` line.
+ * it is one), id as a string. (The engine gives a named event without data its empty
+ * `data` line.)
  */
 export function eventArgs(e: SseEvent): [string | undefined, string | undefined, string | undefined, number | undefined] {
-  let data: string | undefined
-  if (e.data !== undefined) data = typeof e.data === 'string' ? e.data : jsonText(e.data, "an SSE event's data")
-  else if (e.event !== undefined) data = ''
+  const data = e.data === undefined || typeof e.data === 'string' ? e.data : jsonText(e.data, "an SSE event's data")
   return [data, e.event, e.id === undefined ? undefined : String(e.id), e.retry]
 }
 
