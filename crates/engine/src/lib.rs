@@ -45,6 +45,7 @@ mod server;
 pub mod stream;
 mod sys;
 pub mod tls;
+mod wire;
 
 pub use app::{App, Handler, RouteOptions};
 pub use channel::{Channel, ChannelMetrics, ChannelOptions, SlowClient};

@@ -14,6 +14,7 @@ use tokio::time::{Instant, Sleep};
 use super::queue::{Heartbeat as Claim, QueueReceiver};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::wire::{Chunk, Framing};
 
 /// The heartbeat comment an idle SSE stream sends.
 pub(crate) const HEARTBEAT: &[u8] = b":\n\n";
@@ -172,23 +173,20 @@ impl Body {
 }
 
 impl Body {
-    /// The next bytes for the wire, and whether they are already framed (the rest of a
-    /// write a producer made through the sink; see [`attach_sink`](Self::attach_sink)).
-    /// Polling again means the bytes returned before were written.
-    pub(crate) fn poll_wire(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<(Bytes, bool)>>> {
+    /// The next bytes for the wire ([`Chunk::Framed`]: the rest of a write a producer made
+    /// through the sink; see [`attach_sink`](Self::attach_sink)). Polling again means the
+    /// bytes returned before were written.
+    pub(crate) fn poll_wire(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Chunk>>> {
         let polled = match &mut self.kind {
             Kind::Empty => Poll::Ready(None),
-            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok((b, false)))),
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Chunk::Data(b)))),
             Kind::Queue(q) => q.poll_next(cx),
             Kind::Stream(s) => s
                 .as_mut()
                 .poll_next(cx)
-                .map(|c| c.map(|r| r.map(|b| (b, false)))),
+                .map(|c| c.map(|r| r.map(Chunk::Data))),
         };
-        if let Poll::Ready(Some(Ok((bytes, false)))) = &polled {
+        if let Poll::Ready(Some(Ok(Chunk::Data(bytes)))) = &polled {
             // Bytes written through the sink were counted by their producer.
             self.count(bytes.len());
         }
@@ -214,9 +212,9 @@ impl Body {
     /// has nothing of theirs left to write (see [`QueueReceiver::attach_sink`]).
     /// Heartbeats claim the wire before they are written (see
     /// [`QueueReceiver::claim_heartbeat`]).
-    pub(crate) fn attach_sink(&self, io: &Arc<tokio::net::TcpStream>, chunked: bool) {
+    pub(crate) fn attach_sink(&self, io: &Arc<tokio::net::TcpStream>, framing: Framing) {
         if let Kind::Queue(q) = &self.kind {
-            q.rx.attach_sink(io, chunked);
+            q.rx.attach_sink(io, framing);
         }
     }
 }
@@ -230,9 +228,8 @@ impl Drop for Body {
 }
 
 impl QueueBody {
-    /// The next bytes, and whether they are already framed (see
-    /// [`QueueReceiver::poll_chunk`]).
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<(Bytes, bool)>>> {
+    /// The next bytes (see [`QueueReceiver::poll_chunk`]).
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Chunk>>> {
         match self.rx.poll_chunk(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 if let Heartbeat::On(hb) = &mut self.heartbeat {
@@ -267,7 +264,9 @@ impl QueueBody {
                     sleep.as_mut().reset(now + *interval);
                     match self.rx.claim_heartbeat() {
                         Claim::Send => {
-                            return Poll::Ready(Some(Ok((Bytes::from_static(HEARTBEAT), false))))
+                            return Poll::Ready(Some(Ok(Chunk::Data(Bytes::from_static(
+                                HEARTBEAT,
+                            )))))
                         }
                         // Bytes went out meanwhile: the timer starts over.
                         Claim::Active => continue,
@@ -292,7 +291,7 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         // No sink is attached on this path (hyper's), so nothing comes framed.
         self.poll_wire(cx)
-            .map(|chunk| chunk.map(|r| r.map(|(bytes, _)| Frame::data(bytes))))
+            .map(|chunk| chunk.map(|r| r.map(|c| Frame::data(c.into_bytes()))))
     }
 
     fn is_end_stream(&self) -> bool {
