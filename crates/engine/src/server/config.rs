@@ -58,7 +58,9 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     /// Time allowed between two reads of a request body; past it a 408. Default: 30 s.
     pub body_timeout: Duration,
-    /// Time an HTTP/1.1 keep-alive connection may wait for its next request. Default: 60 s.
+    /// Time a connection may wait with no request in flight and no response open: an
+    /// HTTP/1.1 keep-alive connection for its next request, an HTTP/2 one (GOAWAY) for its
+    /// next stream. Default: 60 s.
     pub idle_timeout: Duration,
     /// Time a handler of a route that is not a [stream route](crate::RouteOptions::stream)
     /// has to answer; past it a 504, and the handler's future is dropped (a front end

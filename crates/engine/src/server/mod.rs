@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+mod activity;
 mod config;
 mod direct;
 mod registry;
@@ -325,18 +326,36 @@ async fn tls_connection(
     Metrics::sub(&shared.metrics.active_connections, 1);
 }
 
+/// How long a connection closed for idleness has to finish its goodbye (HTTP/2's GOAWAY and
+/// ping) before it is dropped.
+const IDLE_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// hyper serves a connection (HTTP/1.1 or HTTP/2) until it closes, finishing it gracefully
-/// at shutdown and dropping it when the grace period is over.
+/// at shutdown and dropping it when the grace period is over, and closing it once it has
+/// had nothing in flight for the idle timeout.
 pub(crate) async fn serve_io<I>(io: I, peer: SocketAddr, shared: &Arc<Shared>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service::EngineService::new(shared.clone(), peer);
+    let activity = activity::Activity::new();
+    let svc = service::EngineService::new(shared.clone(), peer, activity.clone());
     let (builder, graceful, force) = (&shared.builder, &shared.graceful, &shared.force);
     let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), svc);
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => { let _ = res; }
+        _ = activity.idle_for(shared.config.idle_timeout, tokio::time::Instant::now()) => {
+            // Nothing in flight for the idle timeout: HTTP/2 sends GOAWAY, HTTP/1.1 closes.
+            // A client that does not answer the GOAWAY's ping (or sent only the preface)
+            // is not waited for once the connection has been quiet a moment more.
+            conn.as_mut().graceful_shutdown();
+            let now = tokio::time::Instant::now();
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = activity.idle_for(IDLE_CLOSE_GRACE, now) => {}
+                _ = force.cancelled() => {}
+            }
+        }
         _ = graceful.cancelled() => {
             conn.as_mut().graceful_shutdown();
             tokio::select! {

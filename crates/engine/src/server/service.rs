@@ -14,6 +14,7 @@ use http::{header, HeaderValue, Method, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::activity::{Activity, TrackedBody};
 use super::Shared;
 use crate::app::Route;
 use crate::error::Error;
@@ -27,22 +28,28 @@ use crate::stream::Body;
 pub(crate) struct EngineService {
     shared: Arc<Shared>,
     peer: SocketAddr,
+    activity: Arc<Activity>,
 }
 
 impl EngineService {
-    pub(crate) fn new(shared: Arc<Shared>, peer: SocketAddr) -> Self {
-        EngineService { shared, peer }
+    pub(crate) fn new(shared: Arc<Shared>, peer: SocketAddr, activity: Arc<Activity>) -> Self {
+        EngineService {
+            shared,
+            peer,
+            activity,
+        }
     }
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for EngineService {
-    type Response = Response;
+    type Response = http::Response<TrackedBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
         let shared = self.shared.clone();
         let peer = self.peer;
+        let busy = self.activity.begin();
         let log = shared.config.access_log.as_ref();
         let pending =
             crate::access::Pending::new(log, req.method(), req.uri(), req.headers(), Some(peer));
@@ -51,7 +58,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for EngineService {
             if let Some(p) = pending {
                 p.finish(shared.config.access_log.as_ref(), &res);
             }
-            Ok(res)
+            Ok(res.map(|body| TrackedBody::new(body, busy)))
         })
     }
 }
