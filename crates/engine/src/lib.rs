@@ -33,6 +33,7 @@ mod app;
 pub mod auth;
 pub mod batch;
 pub mod channel;
+pub mod compress;
 pub mod cors;
 pub mod error;
 #[cfg(test)]

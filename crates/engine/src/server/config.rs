@@ -79,6 +79,9 @@ pub struct ServerConfig {
     /// CORS for every route (a route may turn it off or use its own: see
     /// [`RouteOptions::cors`](crate::RouteOptions::cors)). Default: none.
     pub cors: Option<Arc<Cors>>,
+    /// Response compression for every route (a route may turn it off: see
+    /// [`RouteOptions::compress`](crate::RouteOptions::compress)). Default: none.
+    pub compression: Option<Arc<crate::compress::Compression>>,
     /// Static credentials per path prefix, checked before any handler (see
     /// [`auth`](crate::auth)). Default: none.
     pub auth: Arc<[crate::auth::TokenRule]>,
@@ -109,6 +112,7 @@ impl Default for ServerConfig {
             max_header_bytes: 16 * 1024,
             max_url_bytes: 8 * 1024,
             cors: None,
+            compression: None,
             auth: Arc::new([]),
             access_log: None,
         }
@@ -164,6 +168,11 @@ impl ServerConfig {
     /// Sets [`cors`](Self::cors).
     pub fn cors(mut self, cors: Cors) -> Self {
         self.cors = Some(Arc::new(cors));
+        self
+    }
+    /// Sets [`compression`](Self::compression).
+    pub fn compression(mut self, compression: crate::compress::Compression) -> Self {
+        self.compression = Some(Arc::new(compression));
         self
     }
     /// Sets [`keep_alive`](Self::keep_alive).

@@ -138,6 +138,13 @@ pub(crate) fn respond<'a>(
     } else {
         shared.config.handler_timeout
     };
+    let compression = match (&shared.config.compression, route.options.compress) {
+        (Some(c), crate::compress::RouteCompression::Inherit) if !is_head => Some((
+            c.clone(),
+            head.headers.get(header::ACCEPT_ENCODING).cloned(),
+        )),
+        _ => None,
+    };
     let cors = route
         .options
         .cors
@@ -206,6 +213,9 @@ pub(crate) fn respond<'a>(
     };
     async move {
         let mut res = answer.await;
+        if let Some((policy, accept)) = compression {
+            crate::compress::apply(&policy, accept.as_ref(), &mut res);
+        }
         if let Some((cors, origin)) = cors {
             cors.decorate(origin.as_ref(), res.headers_mut());
         }

@@ -12,6 +12,7 @@ use http_body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use super::queue::{Heartbeat as Claim, QueueReceiver};
+use crate::compress::Encoder;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::wire::{Chunk, Framing};
@@ -31,6 +32,14 @@ enum Kind {
     Full(Option<Bytes>),
     Queue(QueueBody),
     Stream(Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>),
+    /// A streaming body compressed chunk by chunk.
+    Encoded(Box<Encoded>),
+}
+
+struct Encoded {
+    inner: Body,
+    /// Taken when the inner body ends (its trailer is written then).
+    encoder: Option<Encoder>,
 }
 
 struct QueueBody {
@@ -70,6 +79,7 @@ impl fmt::Debug for Body {
             Kind::Full(_) => "full",
             Kind::Queue(_) => "queue",
             Kind::Stream(_) => "stream",
+            Kind::Encoded(_) => "encoded",
         };
         f.debug_struct("Body").field("kind", &kind).finish()
     }
@@ -122,13 +132,36 @@ impl Body {
     pub(crate) fn queue_sender(&self) -> Option<super::queue::StreamSender> {
         match &self.kind {
             Kind::Queue(q) => Some(q.rx.sender()),
+            Kind::Encoded(e) => e.inner.queue_sender(),
             _ => None,
         }
     }
 
     /// True for bodies that stream (a queue or a stream), as opposed to empty/full ones.
     pub fn is_streaming(&self) -> bool {
-        matches!(self.kind, Kind::Queue(_) | Kind::Stream(_))
+        matches!(
+            self.kind,
+            Kind::Queue(_) | Kind::Stream(_) | Kind::Encoded(_)
+        )
+    }
+
+    /// This body compressed by `encoder`: a full one at once, a stream chunk by chunk
+    /// (each flushed, so it decodes on arrival). An empty body, or a full one that fails
+    /// to compress, comes back as `Err`.
+    pub(crate) fn encode(mut self, encoder: Encoder) -> std::result::Result<Body, Body> {
+        match &mut self.kind {
+            Kind::Empty => Err(self),
+            Kind::Full(bytes) => match bytes.as_ref().map(|b| encoder.whole(b)) {
+                Some(Ok(compressed)) => Ok(Body::full(compressed)),
+                _ => Err(self),
+            },
+            Kind::Queue(_) | Kind::Stream(_) | Kind::Encoded(_) => {
+                Ok(Self::from_kind(Kind::Encoded(Box::new(Encoded {
+                    inner: self,
+                    encoder: Some(encoder),
+                }))))
+            }
+        }
     }
 
     /// Called by the server before handing the body to hyper: counts it as a stream,
@@ -185,6 +218,8 @@ impl Body {
                 .as_mut()
                 .poll_next(cx)
                 .map(|c| c.map(|r| r.map(Chunk::Data))),
+            // Counted by the inner body, before compression.
+            Kind::Encoded(e) => return e.poll_next(cx),
         };
         if let Poll::Ready(Some(Ok(Chunk::Data(bytes)))) = &polled {
             // Bytes written through the sink were counted by their producer.
@@ -223,6 +258,32 @@ impl Drop for Body {
     fn drop(&mut self) {
         if let Some(m) = &self.stream_metrics {
             Metrics::sub(&m.active_streams, 1);
+        }
+    }
+}
+
+impl Encoded {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Chunk>>> {
+        loop {
+            let Some(encoder) = self.encoder.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match std::task::ready!(self.inner.poll_wire(cx)) {
+                Some(Ok(chunk)) => {
+                    let out = encoder.chunk(&chunk.into_bytes())?;
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Chunk::Data(out))));
+                    }
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => {
+                    let tail = self.encoder.take().map(Encoder::finish).transpose()?;
+                    match tail {
+                        Some(t) if !t.is_empty() => return Poll::Ready(Some(Ok(Chunk::Data(t)))),
+                        _ => return Poll::Ready(None),
+                    }
+                }
+            }
         }
     }
 }
