@@ -5,10 +5,8 @@
 //! ```
 //! use rat_engine::compress::{Compression, Encoding};
 //! use rat_engine::ServerConfig;
-//! let config = ServerConfig {
-//!     compression: Some(Compression::new().encodings([Encoding::Gzip, Encoding::Zstd])),
-//!     ..ServerConfig::default()
-//! };
+//! let config = ServerConfig::default()
+//!     .compression(Compression::new().encodings([Encoding::Gzip, Encoding::Zstd]));
 //! ```
 
 use std::io::Write as _;
