@@ -9,8 +9,10 @@ import {
   type ChannelMetrics,
   type EngineMetrics,
   type PathParams,
+  RatError,
+  sseEvent,
+  SseEvent,
   type RatRequest,
-  type SseEvent,
 } from '../ts/index.js'
 
 describe('typed path parameters', () => {
@@ -40,7 +42,7 @@ describe('typed path parameters', () => {
     })
     app.sse('/g/<float:x>', async function* (req) {
       expectTypeOf(req.params.x).toEqualTypeOf<number>()
-      yield { event: 'e', data: { any: 'json' } } satisfies SseEvent
+      yield sseEvent({ any: 'json' }, { event: 'e' })
     })
     app.chunked('/c/<path:rest>', (req) => {
       expectTypeOf(req.params.rest).toEqualTypeOf<string>()
@@ -66,6 +68,33 @@ test('request fields, listen and metrics are typed', () => {
   // Checked by the types, and at run time for JS callers.
   // @ts-expect-error slowClient is one of two policies
   expect(() => app.channel('x', { slowClient: 'ignore' })).toThrow(/invalid slowClient "ignore": use 'close' or 'drop-oldest'/)
+})
+
+test('an SSE event is built explicitly: an unknown option is a type error and a RatError', () => {
+  const ch = createApp().channel('typed-events') // never started
+  expectTypeOf(sseEvent('d', { event: 'e', id: 1, retry: 10 })).toEqualTypeOf<SseEvent>()
+  expectTypeOf(ch.publish).returns.toEqualTypeOf<string>()
+  const caught = (fn: () => unknown) => {
+    try {
+      fn()
+    } catch (err) {
+      return err
+    }
+    throw new Error('did not throw')
+  }
+  // @ts-expect-error `evnt` is not an option
+  const e1 = caught(() => ch.publish('x', { evnt: 'typo' }))
+  // @ts-expect-error `data` belongs to the first argument
+  const e2 = caught(() => sseEvent('x', { event: 'e', data: 1 }))
+  // @ts-expect-error an id is a string or a number
+  const e3 = caught(() => ch.publish('x', { id: { n: 1 } }))
+  for (const e of [e1, e2, e3]) {
+    expect(e).toBeInstanceOf(RatError)
+    expect((e as RatError).code).toBe('ERR_INVALID_ARGUMENT')
+  }
+  expect((e1 as Error).message).toBe('unknown SSE event option "evnt": use event, id or retry')
+  // An SseEvent carries its fields: options beside it are refused.
+  expect(() => ch.publish(sseEvent('x'), { event: 'e' })).toThrow(/carries its own fields/)
 })
 
 test('the suite type-checks (tsc on this file and what it imports)', async () => {

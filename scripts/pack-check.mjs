@@ -285,7 +285,7 @@ app.get('/teapot', () => {
 app.sse('/count/<int:n>', async function* (req) {
   const n: number = req.params.n // typed from the route pattern
   for (let i = 1; i <= n; i++) {
-    const event: SseEvent = { event: 'tick', id: i, data: { i, of: n } }
+    const event: SseEvent = sseEvent({ i, of: n }, { event: 'tick', id: i })
     yield event
   }
 })
@@ -354,7 +354,7 @@ main().catch((err: unknown) => {
 `
 
 const esmSource = `// ESM consumer: \`import\` through the "import" condition of the exports map.
-import rat, { createApp, HttpError, type AddressInfo, type SseEvent } from '${packageName}'
+import rat, { createApp, HttpError, sseEvent, type AddressInfo, type SseEvent } from '${packageName}'
 import { createRequire } from 'node:module'
 
 // \`require\` from ESM must give the very same API object (one instance, not two), and the
@@ -369,7 +369,7 @@ ${body('esm')}`
 
 const cjsSource = `// CommonJS consumer: \`require\` through the "require" condition of the exports map.
 import rat = require('${packageName}')
-const { createApp, HttpError } = rat
+const { createApp, HttpError, sseEvent } = rat
 type AddressInfo = rat.AddressInfo
 type SseEvent = rat.SseEvent
 

@@ -176,7 +176,7 @@ type Req<P extends string> = RatRequest<PathParams<P>>
 
 /** A plain handler: its return value becomes the response (see `toWire`). */
 export type Handler<P extends string = string> = (req: Req<P>) => unknown
-/** An SSE handler: an async generator of events, or a function that uses `stream`. */
+/** An SSE handler: a generator of events (data, or `sseEvent(...)`), or a function that uses `stream`. */
 export type SseHandler<P extends string = string> = (
   req: Req<P>,
   stream: SseStream,
@@ -707,8 +707,9 @@ export class App {
   }
 
   /**
-   * An SSE route. `handler` is an async generator of events (strings, values sent as JSON,
-   * or `{ event, data, id, retry }`), a function that writes to `stream`, or a `Channel`
+   * An SSE route. `handler` is an async generator of events (a string is data as is, an
+   * `sseEvent(data, { event, id, retry })` an event with fields, any other value, plain
+   * objects included, JSON data), a function that writes to `stream`, or a `Channel`
    * (every request subscribes to it, resuming from Last-Event-ID, with no JS per request
    * unless hooks apply to it). A channel route is registered with the engine at `listen()`,
    * which reports its errors (a bad or duplicate pattern).
