@@ -12,7 +12,9 @@ import {
   RatError,
   sseEvent,
   SseEvent,
-  type RatRequest,
+  ChunkedStream,
+  RatRequest,
+  SseStream,
 } from '../ts/index.js'
 
 describe('typed path parameters', () => {
@@ -39,6 +41,11 @@ describe('typed path parameters', () => {
     app.sse('/s/<int:n>', (req, stream) => {
       expectTypeOf(req.params.n).toEqualTypeOf<number>()
       expectTypeOf(stream.send).returns.toEqualTypeOf<boolean>()
+      // The engine's side of a stream and a request is not part of their types.
+      // @ts-expect-error no internals
+      void stream._flush
+      // @ts-expect-error no internals
+      void req._abort
     })
     app.sse('/g/<float:x>', async function* (req) {
       expectTypeOf(req.params.x).toEqualTypeOf<number>()
@@ -95,6 +102,17 @@ test('an SSE event is built explicitly: an unknown option is a type error and a 
   expect((e1 as Error).message).toBe('unknown SSE event option "evnt": use event, id or retry')
   // An SseEvent carries its fields: options beside it are refused.
   expect(() => ch.publish(sseEvent('x'), { event: 'e' })).toThrow(/carries its own fields/)
+})
+
+test('requests, streams and channels are made by the app, not by `new`', () => {
+  // @ts-expect-error private constructor
+  expect(() => new RatRequest()).toThrow(RatError)
+  // @ts-expect-error private constructor
+  expect(() => new SseStream()).toThrow(RatError)
+  // @ts-expect-error private constructor
+  expect(() => new ChunkedStream()).toThrow(RatError)
+  // @ts-expect-error private constructor
+  expect(() => new SseEvent('x', [])).toThrow(RatError)
 })
 
 test('the suite type-checks (tsc on this file and what it imports)', async () => {

@@ -1,5 +1,5 @@
-import { Channel, type ChannelOptions } from './channel.js'
-import { ChunkedStream } from './chunked.js'
+import { Channel, nativeChannel, newChannel, type ChannelOptions } from './channel.js'
+import { newChunkedStream, type ChunkedStream } from './chunked.js'
 import { fromNative, HttpError, native as call, RatError } from './errors.js'
 import { isIterable, type StreamSource } from './helpers.js'
 import { Batch, Call } from './call.js'
@@ -8,9 +8,9 @@ import { native, type AccessLogEntry, type EngineMetrics, type NativeEngine } fr
 import { prometheusText } from './prometheus.js'
 import { pump } from './pump.js'
 import { flatHeaders, Reply, toWire, type PlainStyle } from './reply.js'
-import { RatRequest } from './request.js'
-import { SseStream } from './sse.js'
-import type { BaseStream } from './stream.js'
+import { abortRequest, isAborted, newRequest, type RatRequest } from './request.js'
+import { newSseStream, type SseStream } from './sse.js'
+import { closedNotice, flush, gone, readyNotice, type BaseStream } from './stream.js'
 import type { PathParams } from './types.js'
 
 /** Options of `createApp`. */
@@ -333,7 +333,10 @@ export class App {
   // kept (see `Batch`) when this returns.
   #dispatch(seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[]): void {
     if (logs.length > 0) this.#accessLog(logs)
-    for (let i = 0; i < ready.length; i++) this.#live.get(ready[i])?.stream._ready(true)
+    for (let i = 0; i < ready.length; i++) {
+      const live = this.#live.get(ready[i])
+      if (live) readyNotice(live.stream, true)
+    }
     const batch = routeIds.length > 0 ? new Batch(seq) : null
     for (let i = 0; i < routeIds.length; i++) {
       const c = new Call(batch as Batch, i, ids[i])
@@ -363,15 +366,15 @@ export class App {
     const waiting = this.#waiting.get(id)
     if (waiting) {
       this.#waiting.delete(id)
-      waiting._abort()
+      abortRequest(waiting)
       return
     }
     const live = this.#live.get(id)
     if (!live) return
     this.#live.delete(id)
-    live.stream._gone()
-    live.req._abort()
-    live.stream._closed()
+    gone(live.stream)
+    abortRequest(live.req)
+    closedNotice(live.stream)
   }
 
   #add(kind: 'plain' | 'sse' | 'chunked', method: string, path: string, build: Build, contentType?: string, options: StreamRouteOptions = {}): this {
@@ -392,7 +395,7 @@ export class App {
     while (this.#channelRoutes.length > 0) {
       const { method, path, channel, options } = this.#channelRoutes[0]
       if (hooksFor(path, this.#hooks).length === 0) {
-        call(() => this.#engine.addChannelRoute(method, path, channel.native, nativeRouteOptions(options)))
+        call(() => this.#engine.addChannelRoute(method, path, nativeChannel(channel), nativeRouteOptions(options)))
       } else {
         const subscribe = (_req: RatRequest<unknown>, stream: SseStream) => void stream.subscribe(channel)
         this.#add('sse', method, path, this.#sseRun(subscribe), undefined, options)
@@ -430,7 +433,7 @@ export class App {
           out.then(
             (v) => {
               if (plain) this.#waiting.delete(c.id)
-              if (req._aborted) return // the client has gone
+              if (isAborted(req)) return // the client has gone
               if (v === undefined || v === null) this.#guard(c, req, hooks, next, go, s, plain)
               else this.#refuse(c, req, v)
             },
@@ -474,7 +477,8 @@ export class App {
   #fail(c: Call, req: RatRequest<unknown> | null, err: unknown): void {
     try {
       // What the stream collected goes out before the error.
-      this.#live.get(c.id)?.stream._flush()
+      const live = this.#live.get(c.id)
+      if (live) flush(live.stream)
     } catch {
       // The stream fails anyway, with `err`.
     }
@@ -573,8 +577,8 @@ export class App {
       const constant: Go<undefined> = (c, req) => respond(c, req, handler)
       return (hooks) =>
         hooks === null
-          ? (c) => respond(c, new RatRequest(c), handler)
-          : (c) => this.#guard(c, new RatRequest(c), hooks, 0, constant, undefined, true)
+          ? (c) => respond(c, newRequest(c), handler)
+          : (c) => this.#guard(c, newRequest(c), hooks, 0, constant, undefined, true)
     }
     const serve: Go<undefined> = (c, req) => {
       let out: unknown
@@ -604,8 +608,8 @@ export class App {
     }
     return (hooks) =>
       hooks === null
-        ? (c) => serve(c, new RatRequest(c), undefined)
-        : (c) => this.#guard(c, new RatRequest(c), hooks, 0, serve, undefined, true)
+        ? (c) => serve(c, newRequest(c), undefined)
+        : (c) => this.#guard(c, newRequest(c), hooks, 0, serve, undefined, true)
   }
 
   #stream(
@@ -620,7 +624,7 @@ export class App {
       // rejection (fatal in Node).
       const settle = (value: unknown) => {
         try {
-          stream._flush()
+          flush(stream)
           if (isIterable(value)) {
             const type = (value as Partial<StreamSource<unknown>>).contentType
             if (typeof type === 'string' && !c.started) c.appendHeader('content-type', type)
@@ -649,7 +653,7 @@ export class App {
     return (hooks) => (batched) => {
       // A stream may live for hours: it keeps its own request, not its whole batch.
       const c = batched.detach()
-      const req = new RatRequest(c)
+      const req = newRequest(c)
       let stream: BaseStream
       try {
         stream = make(c, req)
@@ -664,7 +668,7 @@ export class App {
 
   #sseRun(handler: (req: never, stream: never) => unknown): Build {
     return this.#stream(
-      (c, req) => new SseStream(c, req),
+      newSseStream,
       handler,
       (s, item) => (s as SseStream).send(item),
     )
@@ -718,7 +722,7 @@ export class App {
     const method = options.method ?? 'GET'
     if (handler instanceof Channel) {
       // After listen() the engine refuses it, with the error routes get.
-      if (this.#resolved) call(() => this.#engine.addChannelRoute(method, path, handler.native, nativeRouteOptions(options)))
+      if (this.#resolved) call(() => this.#engine.addChannelRoute(method, path, nativeChannel(handler), nativeRouteOptions(options)))
       else this.#channelRoutes.push({ method, path, channel: handler, options })
       return this
     }
@@ -737,7 +741,7 @@ export class App {
 
   #chunked(path: string, handler: (req: never, stream: never) => unknown, options: ChunkedRouteOptions, ndjson: boolean): this {
     const run = this.#stream(
-      (c, req) => new ChunkedStream(c, req, ndjson),
+      (c, req) => newChunkedStream(c, req, ndjson),
       handler as never,
       (s, item) => (s as ChunkedStream).write(item),
     )
@@ -761,7 +765,7 @@ export class App {
   channel(name: string, options?: ChannelOptions): Channel {
     let ch = this.#channels.get(name)
     if (!ch || ch.closed) {
-      ch = new Channel(name, options)
+      ch = newChannel(name, options)
       this.#channels.set(name, ch)
     }
     return ch

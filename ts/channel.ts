@@ -24,24 +24,36 @@ export interface ChannelOptions {
   highWaterMark?: number
 }
 
+const KEY = Symbol('Channel')
+
+/** Makes a channel (apps make theirs with `app.channel(name)`). */
+export let newChannel!: (name: string, options?: ChannelOptions) => Channel
+/** The engine's channel behind a `Channel`. */
+export let nativeChannel!: (ch: Channel) => NativeChannel
+
 /**
- * A broadcast channel. `publish` is one call into the engine whatever the number of
+ * A broadcast channel, made by `app.channel(name)`. `publish` is one call into the engine whatever the number of
  * subscribers: the event is encoded once, and the engine's fan-out task (on its own
  * thread) hands the same bytes to every subscriber, in publish order, writing them straight
  * to the socket when nothing waits there. `publish` returns before that is done:
  * `metrics().delivered` follows shortly after.
  */
 export class Channel {
-  /** @internal */
-  readonly native: NativeChannel
+  readonly #native: NativeChannel
 
-  constructor(name: string, options: ChannelOptions = {}) {
-    this.native = call(() => new native.Channel(name, options))
+  private constructor(key: symbol, name: string, options: ChannelOptions) {
+    if (key !== KEY) throw new RatError('ERR_INVALID_ARGUMENT', 'a channel is made by app.channel(name)')
+    this.#native = call(() => new native.Channel(name, options))
+  }
+
+  static {
+    newChannel = (name, options = {}) => new Channel(KEY, name, options)
+    nativeChannel = (ch) => ch.#native
   }
 
   /** The channel's name. */
   get name(): string {
-    return this.native.name
+    return this.#native.name
   }
 
   /**
@@ -57,36 +69,36 @@ export class Channel {
    * a symbol).
    */
   publish(data: unknown, options?: SseEventOptions): string {
-    if (options === undefined && typeof data === 'string') return call(() => this.native.publish(data))
+    if (options === undefined && typeof data === 'string') return call(() => this.#native.publish(data))
     const args = eventArgs(data, options)
-    if (args !== null) return call(() => this.native.publish(...args))
+    if (args !== null) return call(() => this.#native.publish(...args))
     if (data === undefined) throw new RatError('ERR_INVALID_ARGUMENT', 'publish needs data (a string or a JSON value) or an SseEvent')
     const text = jsonText(data, "an SSE event's data")
-    return call(() => this.native.publish(text))
+    return call(() => this.#native.publish(text))
   }
 
   /** Sends a comment line to every subscriber (not kept in history). */
   comment(text: string): void {
-    call(() => this.native.comment(text))
+    call(() => this.#native.comment(text))
   }
 
   /** Subscribers now. */
   get subscribers(): number {
-    return this.native.subscribers
+    return this.#native.subscribers
   }
 
   /** True after `close()`. */
   get closed(): boolean {
-    return this.native.closed
+    return this.#native.closed
   }
 
   /** Counters: subscribers, published, delivered, dropped, replayed, closedSlow. */
   metrics(): NativeChannelMetrics {
-    return this.native.metrics()
+    return this.#native.metrics()
   }
 
   /** Ends every subscriber's stream; later publishes throw. */
   close(): void {
-    this.native.close()
+    this.#native.close()
   }
 }

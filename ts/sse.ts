@@ -1,9 +1,9 @@
 import type { Call } from './call.js'
 import { native, RatError } from './errors.js'
-import type { Channel } from './channel.js'
+import { nativeChannel, type Channel } from './channel.js'
 import { jsonText } from './reply.js'
 import type { RatRequest } from './request.js'
-import { BaseStream } from './stream.js'
+import { BaseStream, collected, flush, initStream, isDone, wrote } from './stream.js'
 
 /**
  * The fields of an SSE event besides its data, given to `stream.send(data, options)`,
@@ -18,6 +18,8 @@ export interface SseEventOptions {
   retry?: number
 }
 
+const KEY = Symbol('sse')
+
 let makeEvent!: (data: unknown, fields: EventFields) => SseEvent
 let fieldsOf!: (e: SseEvent) => EventFields
 
@@ -31,7 +33,8 @@ export class SseEvent {
   readonly data: unknown
   readonly #fields: EventFields
 
-  private constructor(data: unknown, fields: EventFields) {
+  private constructor(key: symbol, data: unknown, fields: EventFields) {
+    if (key !== KEY) throw new RatError('ERR_INVALID_ARGUMENT', 'an SSE event is made by sseEvent(data, options)')
     this.data = data
     this.#fields = fields
   }
@@ -50,7 +53,7 @@ export class SseEvent {
   }
 
   static {
-    makeEvent = (data, fields) => new SseEvent(data, fields)
+    makeEvent = (data, fields) => new SseEvent(KEY, data, fields)
     fieldsOf = (e) => e.#fields
   }
 }
@@ -121,6 +124,9 @@ export function eventArgs(
   return [eventData(data), event, id, retry]
 }
 
+/** Makes the stream of an SSE request. */
+export let newSseStream!: (call: Call, req: RatRequest<unknown>) => SseStream
+
 /**
  * An SSE response stream: `send(data, options?)` sends events, `comment(text)` comments,
  * `writeRaw(frame)` already-encoded frames.
@@ -132,12 +138,23 @@ export class SseStream extends BaseStream {
   /** Some collected data holds NUL, so the batch cannot cross as one NUL-joined string. */
   #batchNul = false
 
-  constructor(call: Call, req: RatRequest<unknown>) {
-    super(call, req)
+  #call!: Call
+
+  private constructor(key: symbol) {
+    super()
+    if (key !== KEY) throw new RatError('ERR_INVALID_ARGUMENT', 'an SSE stream is made by the app for its handler')
   }
 
-  /** @internal */
-  protected writePending(): boolean | undefined {
+  static {
+    newSseStream = (call, req) => {
+      const s = new SseStream(KEY)
+      s.#call = call
+      initStream(s, call, req, { write: () => s.#writePending(), drop: () => s.#dropPending() })
+      return s
+    }
+  }
+
+  #writePending(): boolean | undefined {
     if (this.#batch.length === 0) return undefined
     const items = this.#batch
     const nul = this.#batchNul
@@ -145,22 +162,21 @@ export class SseStream extends BaseStream {
     this.#batchSize = 0
     this.#batchNul = false
     // One string converts much faster than an array of them.
-    return nul ? this.call.sendDataBatch(items) : this.call.sendDataJoined(items.join('\0'))
+    return nul ? this.#call.sendDataBatch(items) : this.#call.sendDataJoined(items.join('\0'))
   }
 
-  /** @internal */
-  protected dropPending(): void {
+  #dropPending(): void {
     this.#batch = []
     this.#batchSize = 0
     this.#batchNul = false
   }
 
   #data(data: string): boolean {
-    if (this.done) return false
+    if (isDone(this)) return false
     if (!this.#batchNul && data.includes('\0')) this.#batchNul = true
     this.#batch.push(data)
     this.#batchSize += data.length
-    return this.collected(this.#batchSize)
+    return collected(this, this.#batchSize)
   }
 
   /**
@@ -182,8 +198,8 @@ export class SseStream extends BaseStream {
     if (options === undefined && typeof data === 'string') return this.#data(data)
     const args = eventArgs(data, options)
     if (args === null) return this.#data(jsonText(data, "an SSE event's data"))
-    this._flush()
-    return this.wrote(native(() => this.call.sendEvent(...args)))
+    flush(this)
+    return wrote(this, native(() => this.#call.sendEvent(...args)))
   }
 
   /**
@@ -191,14 +207,14 @@ export class SseStream extends BaseStream {
    * Never pass client-controlled text: it can set any field, `event` and `id` included.
    */
   writeRaw(frame: string): boolean {
-    this._flush()
-    return this.wrote(this.call.writeString(frame))
+    flush(this)
+    return wrote(this, this.#call.writeString(frame))
   }
 
   /** Sends a comment line (clients ignore it). */
   comment(text: string): boolean {
-    this._flush()
-    return this.wrote(this.call.comment(text))
+    flush(this)
+    return wrote(this, this.#call.comment(text))
   }
 
   /**
@@ -209,12 +225,8 @@ export class SseStream extends BaseStream {
    * @returns events replayed, or -1 when the id was older than history (a `missed`
    * event was sent first).
    */
-  subscribe(channel: Channel, lastEventId: string | null = this.lastEventIdOfRequest()): number {
-    this._flush()
-    return native(() => this.call.subscribe(channel.native, lastEventId))
-  }
-
-  private lastEventIdOfRequest(): string | null {
-    return this.call.lastEventId
+  subscribe(channel: Channel, lastEventId: string | null = this.#call.lastEventId): number {
+    flush(this)
+    return native(() => this.#call.subscribe(nativeChannel(channel), lastEventId))
   }
 }
