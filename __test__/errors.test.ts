@@ -403,7 +403,10 @@ describe('RatError for misuse', () => {
   test('an invalid method', () => {
     const err = caught(() => fresh().route('FETCH', '/x', () => 1))
     expect(err.code).toBe('ERR_ROUTE')
-    expect(err.message).toMatch(/invalid method "FETCH": use GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS/)
+    expect(err.message).toMatch(/^invalid method "FETCH": use GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS/)
+    // Thrown by the binding with its code set; RatError wraps it.
+    expect(err.cause).toBeInstanceOf(Error)
+    expect((err.cause as { code?: string }).code).toBe('ERR_ROUTE')
   })
 
   test('adding a route after listen', async () => {
@@ -425,8 +428,12 @@ describe('RatError for misuse', () => {
       )
       expect(err).toBeInstanceOf(RatError)
       expect((err as RatError).code).toBe('ERR_IO')
-      expect((err as RatError).message).toContain(`127.0.0.1:${busy}`)
-      expect((err as RatError).message).toMatch(/in use/)
+      expect((err as RatError).message).toBe(`cannot listen on 127.0.0.1:${busy}: the port is already in use`)
+      // The binding sets the code on the error it rejects with; the message is the reason alone.
+      const cause = (err as RatError).cause as Error & { code?: string }
+      expect(cause).toBeInstanceOf(Error)
+      expect(cause.code).toBe('ERR_IO')
+      expect(cause.message).toBe((err as RatError).message)
       await a.close(0)
     } finally {
       blocker.close()

@@ -2,7 +2,7 @@ import { Channel, nativeChannel, newChannel, type ChannelOptions } from './chann
 import { newChunkedStream, type ChunkedStream } from './chunked.js'
 import { fromNative, HttpError, native as call, RatError } from './errors.js'
 import { isIterable, type StreamSource } from './helpers.js'
-import { Batch, Call } from './call.js'
+import { Call } from './call.js'
 import { hooksFor, isUnder, prefixSegments, type Applied, type Hook, type HookEntry } from './hooks.js'
 import { native, type AccessLogEntry, type EngineMetrics, type NativeEngine } from './native.js'
 import { prometheusText } from './prometheus.js'
@@ -330,21 +330,20 @@ export class App {
 
   // The one entry from the engine: a batch of new requests, of streams whose queue has
   // room again, and of closed streams. The engine releases the requests that no handler
-  // kept (see `Batch`) when this returns.
+  // kept (see `Call`) when this returns.
   #dispatch(seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[]): void {
     if (logs.length > 0) this.#accessLog(logs)
     for (let i = 0; i < ready.length; i++) {
       const live = this.#live.get(ready[i])
       if (live) readyNotice(live.stream, true)
     }
-    const batch = routeIds.length > 0 ? new Batch(seq) : null
     for (let i = 0; i < routeIds.length; i++) {
-      const c = new Call(batch as Batch, i, ids[i])
+      const c = new Call(seq, i, ids[i])
       try {
         this.#routes[routeIds[i]](c)
       } catch (err) {
-        // A route throws only before it has a request object (a stream route detaching).
-        this.#fail(c, null, err)
+        // Routes answer their own errors; this is the net under them.
+        this.#fail(c, newRequest(c), err)
       }
     }
     for (let i = 0; i < closed.length; i++) this.#closed(closed[i])
@@ -471,10 +470,11 @@ export class App {
    * Answers a failed request. Before the head: what `app.onError` returns, else an
    * `HttpError`'s status, message and headers, else a 500 whose message `exposeErrors`
    * decides; after it, an `event: error` or a cut stream. Errors other than `HttpError` go
-   * to the `onError` option first (when there is a request to give it). Never throws: it
-   * runs in promise callbacks, where a throw would be an unhandled rejection (fatal in Node).
+   * to the `onError` option first. Every failure of a request comes here (the engine's
+   * error body is the one JSON error shape). Never throws: it runs in promise callbacks,
+   * where a throw would be an unhandled rejection (fatal in Node).
    */
-  #fail(c: Call, req: RatRequest<unknown> | null, err: unknown): void {
+  #fail(c: Call, req: RatRequest<unknown>, err: unknown): void {
     try {
       // What the stream collected goes out before the error.
       const live = this.#live.get(c.id)
@@ -491,16 +491,16 @@ export class App {
         httpError = e
         message = String(e.message)
       } else {
-        if (req) this.#log(e, req)
+        this.#log(e, req)
         if (this.#exposeErrors) message = e instanceof Error ? String(e.message) : String(e)
       }
     } catch {
       // A thrown value that cannot be read (a throwing getter, no toString): the generic message.
     }
     try {
-      if ((httpError || (req && this.#errorHandler)) && !c.started) {
+      if ((httpError || this.#errorHandler) && !c.started) {
         const status = httpError ? httpError.status : 500
-        const shaped = req ? this.#shape(e, req, { status, message }) : undefined
+        const shaped = this.#shape(e, req, { status, message })
         if (shaped) {
           try {
             respondWith(c, shaped)
@@ -508,13 +508,12 @@ export class App {
             return
           } catch (sendErr) {
             // An invalid reply (a bad header): the default response, and the reason logged.
-            if (req) this.#log(sendErr, req)
+            this.#log(sendErr, req)
           }
         }
         if (httpError) {
           try {
-            const headers = ['content-type', 'application/json', ...flatHeaders(httpError.headers)]
-            c.respond(status, headers, JSON.stringify({ error: message, status }))
+            c.respondError(status, message, flatHeaders(httpError.headers))
             return
           } catch {
             // e.g. an invalid header in the HttpError: a plain failure instead.
@@ -613,7 +612,7 @@ export class App {
   }
 
   #stream(
-    make: (c: Call, req: RatRequest<unknown>) => BaseStream,
+    make: (c: Call, req: RatRequest<unknown>, fail: (err: unknown) => void) => BaseStream,
     handler: (req: never, stream: never) => unknown,
     write: (stream: BaseStream, item: unknown) => boolean,
   ): Build {
@@ -650,13 +649,17 @@ export class App {
       }
       settle(out)
     }
-    return (hooks) => (batched) => {
-      // A stream may live for hours: it keeps its own request, not its whole batch.
-      const c = batched.detach()
+    return (hooks) => (c) => {
+      // A stream outlives the dispatch call: it keeps its request (only its own).
+      try {
+        c.keep()
+      } catch (err) {
+        return this.#fail(c, newRequest(c), err)
+      }
       const req = newRequest(c)
       let stream: BaseStream
       try {
-        stream = make(c, req)
+        stream = make(c, req, (err) => this.#fail(c, req, err))
       } catch (err) {
         return this.#fail(c, req, err)
       }
@@ -741,7 +744,7 @@ export class App {
 
   #chunked(path: string, handler: (req: never, stream: never) => unknown, options: ChunkedRouteOptions, ndjson: boolean): this {
     const run = this.#stream(
-      (c, req) => newChunkedStream(c, req, ndjson),
+      (c, req, fail) => newChunkedStream(c, req, ndjson, fail),
       handler as never,
       (s, item) => (s as ChunkedStream).write(item),
     )

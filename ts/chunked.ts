@@ -19,7 +19,7 @@ const MAX_COLLECTED_BUFFERS = 64
 const KEY = Symbol('ChunkedStream')
 
 /** Makes the stream of a chunked or NDJSON request. */
-export let newChunkedStream!: (call: Call, req: RatRequest<unknown>, ndjson: boolean) => ChunkedStream
+export let newChunkedStream!: (call: Call, req: RatRequest<unknown>, ndjson: boolean, fail: (err: unknown) => void) => ChunkedStream
 
 /** A chunked response stream: write strings and bytes (or, on NDJSON routes, values). */
 export class ChunkedStream extends BaseStream {
@@ -32,11 +32,11 @@ export class ChunkedStream extends BaseStream {
   }
 
   static {
-    newChunkedStream = (call, req, ndjson) => {
+    newChunkedStream = (call, req, ndjson, fail) => {
       const s = new ChunkedStream(KEY)
       s.#call = call
       s.#ndjson = ndjson
-      initStream(s, call, req, { write: () => s.#writePending(), drop: () => s.#dropPending() })
+      initStream(s, call, req, { write: () => s.#writePending(), drop: () => s.#dropPending(), fail })
       return s
     }
   }

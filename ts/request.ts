@@ -20,6 +20,9 @@ export class RatRequest<P = Record<string, string | number>> {
   #controller?: AbortController
   #aborted = false
   #locals?: Record<string, unknown>
+  #lastEventId?: string | null
+  #remoteAddress?: string | null
+  #remotePort?: number | null
 
   private constructor(key: symbol, call: Call) {
     if (key !== KEY) throw new RatError('ERR_INVALID_ARGUMENT', 'a request is made by the app for its handler')
@@ -101,17 +104,20 @@ export class RatRequest<P = Record<string, string | number>> {
 
   /** `Last-Event-ID` header, or the `lastEventId` query parameter; null when absent. */
   get lastEventId(): string | null {
-    return this.#call.lastEventId
+    if (this.#lastEventId === undefined) this.#lastEventId = this.#call.lastEventId
+    return this.#lastEventId
   }
 
   /** The client's IP address. */
   get remoteAddress(): string | null {
-    return this.#call.remoteAddress
+    if (this.#remoteAddress === undefined) this.#remoteAddress = this.#call.remoteAddress
+    return this.#remoteAddress
   }
 
   /** The client's port. */
   get remotePort(): number | null {
-    return this.#call.remotePort
+    if (this.#remotePort === undefined) this.#remotePort = this.#call.remotePort
+    return this.#remotePort
   }
 
   /**

@@ -125,7 +125,7 @@ export function eventArgs(
 }
 
 /** Makes the stream of an SSE request. */
-export let newSseStream!: (call: Call, req: RatRequest<unknown>) => SseStream
+export let newSseStream!: (call: Call, req: RatRequest<unknown>, fail: (err: unknown) => void) => SseStream
 
 /**
  * An SSE response stream: `send(data, options?)` sends events, `comment(text)` comments,
@@ -146,10 +146,10 @@ export class SseStream extends BaseStream {
   }
 
   static {
-    newSseStream = (call, req) => {
+    newSseStream = (call, req, fail) => {
       const s = new SseStream(KEY)
       s.#call = call
-      initStream(s, call, req, { write: () => s.#writePending(), drop: () => s.#dropPending() })
+      initStream(s, call, req, { write: () => s.#writePending(), drop: () => s.#dropPending(), fail })
       return s
     }
   }

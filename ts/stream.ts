@@ -22,10 +22,15 @@ function flushPending(): void {
   for (const s of list) flushLater(s)
 }
 
-/** What a subclass collects: write it in one native call (the engine's answer, or undefined when nothing was pending), or drop it. */
+/**
+ * What a stream is given: how its subclass writes what it collected in one native call
+ * (the engine's answer, or undefined when nothing was pending) or drops it, and how the
+ * app fails its request.
+ */
 export interface Pending {
   write(): boolean | undefined
   drop(): void
+  fail(err: unknown): void
 }
 
 // The operations the app and the subclasses use; not part of a stream's public type.
@@ -80,13 +85,9 @@ export abstract class BaseStream {
       this.#flush()
     } catch (err) {
       // No caller to throw to (an exception in a setImmediate callback would take the
-      // process down).
+      // process down): the app fails the request, as for a handler's error.
       this.#done = true
-      try {
-        this.#call.fail(err instanceof Error ? err.message : String(err))
-      } catch {
-        // Already answered, or the client has gone.
-      }
+      this.#pending.fail(err)
     }
   }
 
