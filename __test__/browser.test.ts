@@ -182,7 +182,7 @@ test('over HTTPS a page holds 20 EventSources on one HTTP/2 connection, all rece
   )
   apps.push(app)
   const { port } = await app.listen({ port: 0, tls: { cert: pems.cert, key: pems.private } })
-  const timer = setInterval(() => ticks.publish({ data: Date.now() }), 100)
+  const timer = setInterval(() => ticks.publish(Date.now()), 100)
   const context = await browser!.newContext({ ignoreHTTPSErrors: true })
   try {
     const page = await context.newPage()

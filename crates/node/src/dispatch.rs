@@ -12,7 +12,8 @@ use napi::Status;
 use rat_engine::batch::Batch;
 use rat_engine::stream::Prepared;
 
-use crate::call::{Call, Calls};
+use crate::call::{Call, KeptCall};
+use crate::{js_error, Code, Result};
 
 thread_local! {
     /// Responses made while a dispatch call runs on this (the JS) thread. Handing each to
@@ -24,8 +25,8 @@ thread_local! {
     /// addresses them as `(seq, index)` through plain functions, so a batch answered while
     /// the call runs costs no JS object, no finalizer and no per-call unwrap of one (~9% of
     /// the server's CPU per `/hello` request); a request that must outlive the call is
-    /// kept in a [`Calls`] object (`keepBatch`, `takeCall`). What is left when the call
-    /// returns is released.
+    /// kept in a [`KeptCall`] of its own (`takeCall`). What is left when the call returns
+    /// is released.
     static BATCH: RefCell<(u32, Vec<Option<Box<Call>>>)> = const { RefCell::new((0, Vec::new())) };
 }
 
@@ -40,11 +41,7 @@ fn begin_batch(calls: Vec<Option<Box<Call>>>) -> u32 {
 }
 
 /// Runs `f` on request `i` of batch `seq`, which must be the dispatch call in progress.
-pub(crate) fn with_batched<T>(
-    seq: u32,
-    i: u32,
-    f: impl FnOnce(&Call) -> napi::Result<T>,
-) -> napi::Result<T> {
+pub(crate) fn with_batched<T>(seq: u32, i: u32, f: impl FnOnce(&Call) -> Result<T>) -> Result<T> {
     BATCH.with(|b| {
         let b = b.borrow();
         match b.1.get(i as usize) {
@@ -54,36 +51,26 @@ pub(crate) fn with_batched<T>(
     })
 }
 
-/// Moves what is left of batch `seq` (the dispatch call in progress) into `Calls`.
-pub(crate) fn keep_batch(seq: u32) -> napi::Result<Calls> {
-    BATCH.with(|b| {
-        let mut b = b.borrow_mut();
-        if b.0 != seq || b.1.is_empty() {
-            return Err(released(seq));
-        }
-        Ok(Calls::new(std::mem::take(&mut b.1)))
-    })
-}
-
-/// Moves request `i` of batch `seq` into a `Calls` of its own.
-pub(crate) fn take_batched(seq: u32, i: u32) -> napi::Result<Calls> {
+/// Moves request `i` of batch `seq` into a `KeptCall` of its own.
+pub(crate) fn take_batched(seq: u32, i: u32) -> Result<KeptCall> {
     BATCH.with(|b| {
         let (current, calls) = &mut *b.borrow_mut();
         let taken = match calls.get_mut(i as usize) {
             Some(slot) if *current == seq => slot.take(),
             _ => None,
         };
-        taken
-            .map(|c| Calls::new(vec![Some(c)]))
-            .ok_or_else(|| released(seq))
+        taken.map(KeptCall::new).ok_or_else(|| released(seq))
     })
 }
 
-fn released(seq: u32) -> napi::Error {
-    napi::Error::from_reason(format!(
-        "ERR_REQUEST_RELEASED: this request (batch {seq}) was released when its handler returned; \
+fn released(seq: u32) -> napi::Error<Code> {
+    js_error(
+        "ERR_REQUEST_RELEASED",
+        format!(
+            "this request (batch {seq}) was released when its handler returned; \
          read what later code needs before returning, or return a promise"
-    ))
+        ),
+    )
 }
 
 /// Sends `response` now, or with the others at the end of the dispatch call in progress.

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::{js_error, Code, Result};
 use napi_derive::napi;
 use rat_engine::{ChannelOptions, MetricsSnapshot, QueueLimits, ServerConfig, SlowClient};
 
@@ -264,8 +265,8 @@ pub struct NativeChannelOptions {
 }
 
 impl TryFrom<&NativeChannelOptions> for ChannelOptions {
-    type Error = napi::Error;
-    fn try_from(o: &NativeChannelOptions) -> napi::Result<Self> {
+    type Error = napi::Error<Code>;
+    fn try_from(o: &NativeChannelOptions) -> Result<Self> {
         let mut c = ChannelOptions::default();
         if let Some(h) = o.history {
             c.history = h as usize;
@@ -280,9 +281,10 @@ impl TryFrom<&NativeChannelOptions> for ChannelOptions {
             None | Some("close") => SlowClient::Close,
             Some("drop-oldest") => SlowClient::DropOldest,
             Some(other) => {
-                return Err(napi::Error::from_reason(format!(
-                "ERR_INVALID_ARGUMENT: invalid slowClient {other:?}: use 'close' or 'drop-oldest'"
-            )))
+                return Err(js_error(
+                    "ERR_INVALID_ARGUMENT",
+                    format!("invalid slowClient {other:?}: use 'close' or 'drop-oldest'"),
+                ))
             }
         };
         if let Some(hwm) = o.high_water_mark {
