@@ -38,7 +38,7 @@ export declare class Engine {
    * id and the id of each, the ids of streams whose client has gone, and the ids of
    * streams whose queue has room again (see `KeptCall.armReady`).
    */
-  constructor(options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[]) => void)
+  constructor(options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[]) => void)
   /**
    * Adds a route served by JS. `kind` is `plain`, `sse` or `chunked`; `contentType` is
    * the chunked default.
@@ -58,7 +58,11 @@ export declare class Engine {
   close(graceMs?: number | undefined | null): Promise<void>
   /** Replaces the TLS certificate and key for connections made from now on. */
   setCertificate(tls: TlsOptions): void
-  /** Server counters (zeros before listen). */
+  /**
+   * Server counters (zeros before listen).
+   * The answer of the TS layer's origin function to the note with `token`.
+   */
+  originDecided(token: number, allowed: boolean): void
   metrics(): EngineMetrics
   /** Records a handler error that JS handled itself (counted in metrics). */
   recordHandlerError(): void
@@ -249,6 +253,19 @@ export declare function batchRespondError(seq: number, i: number, status: number
 /** `KeptCall.started` for request `i` of batch `seq`. */
 export declare function batchStarted(seq: number, i: number): boolean
 
+/** Response compression as the TS layer hands it over (see `AppOptions.compression`). */
+export interface CompressionOptions {
+  /**
+   * Codings offered, in order of preference: `'zstd'`, `'br'`, `'gzip'`.
+   * @default ['zstd', 'br', 'gzip']
+   */
+  encodings?: Array<string>
+  /** Full bodies under this many bytes are sent as they are. @default 1024 */
+  threshold?: number
+  /** Level in each coding's scale (gzip 0-9, br 0-11, zstd 1-22). */
+  level?: number
+}
+
 /** A CORS policy as the TS layer hands it over (see `AppOptions.cors`). */
 export interface CorsOptions {
   /** Exact origins; `*` allows any. */
@@ -265,6 +282,8 @@ export interface CorsOptions {
   exposedHeaders?: Array<string>
   /** Seconds a browser may cache a preflight's answer. */
   maxAge?: number
+  /** The TS layer's origin function deciding other origins (its index there). */
+  check?: number
 }
 
 /** Server counters. */
@@ -302,6 +321,25 @@ export interface EngineMetrics {
   handlerTimeouts: number
   /** Requests answered 401 for missing or unknown credentials (`auth`). */
   unauthorized: number
+}
+
+/**
+ * Something other than a request for JS: an engine warning for the logger, or a CORS
+ * origin that a JS function decides (answered with `Engine.originDecided`).
+ */
+export interface EngineNote {
+  /** `'warning'` or `'origin'`. */
+  kind: string
+  /** A warning's kind: `handler_timeout`, `tls_handshake`, `accept`, `slow_subscribers`. */
+  warning?: string
+  message?: string
+  remoteAddress?: string
+  path?: string
+  /** The origin function asked (its index in the TS layer's list). */
+  check?: number
+  origin?: string
+  /** Passed back with the answer. */
+  token?: number
 }
 
 /** Options of a native engine. */
@@ -342,10 +380,14 @@ export interface EngineOptions {
   limits?: Limits
   /** CORS for every route. */
   cors?: CorsOptions
+  /** Response compression for every route. */
+  compression?: CompressionOptions
   /** Static credentials per path prefix. */
   auth?: Array<AuthRule>
   /** Hand one access log entry per request to `dispatch`. @default false */
   accessLog?: boolean
+  /** Hand the engine's warnings to `dispatch`. @default false */
+  warnings?: boolean
 }
 
 /** Limits and timeouts of an engine (see `AppOptions.limits`). */
@@ -430,6 +472,8 @@ export interface RouteOptions {
   cors?: CorsOptions
   /** No CORS for this route. */
   corsOff?: boolean
+  /** Never compress this route's responses. */
+  compressionOff?: boolean
 }
 
 /** Moves request `i` of batch `seq` into a `KeptCall` of its own. */

@@ -4,7 +4,7 @@ import { fromNative, HttpError, native as call, RatError } from './errors.js'
 import { isIterable, type StreamSource } from './helpers.js'
 import { Call } from './call.js'
 import { hooksFor, isUnder, prefixSegments, type Applied, type Hook, type HookEntry } from './hooks.js'
-import { native, type AccessLogEntry, type EngineMetrics, type NativeEngine } from './native.js'
+import { native, type AccessLogEntry, type EngineMetrics, type EngineNote, type NativeEngine } from './native.js'
 import { prometheusText } from './prometheus.js'
 import { pump } from './pump.js'
 import { flatHeaders, Reply, toWire, type PlainStyle } from './reply.js'
@@ -62,6 +62,13 @@ export interface AppOptions {
   limits?: Limits
   /** CORS for every route (a route may override it with its own `cors` option). */
   cors?: CorsOptions
+  /**
+   * Response compression, negotiated by `Accept-Encoding` and done by the engine: plain
+   * responses of 1 KiB and more, and streams (SSE, chunked, NDJSON), flushed at every event
+   * or write so each decodes on arrival. `true` for the defaults. A route may opt out with
+   * `compression: false`. @default off
+   */
+  compression?: boolean | CompressionOptions
   /**
    * Static credentials the engine checks before any handler (channel routes included, with
    * no JS): under `prefix`, a request needs `Authorization: Bearer <one of bearer>` or
@@ -198,6 +205,18 @@ export interface RouteOptions {
   bodyLimit?: number
   /** This route's CORS instead of the app's, or `false` for none. */
   cors?: CorsOptions | false
+  /** `false`: never compress this route's responses. @default as the app says */
+  compression?: false
+}
+
+/** How the engine compresses responses (see `AppOptions.compression`). */
+export interface CompressionOptions {
+  /** Codings offered, in the server's order of preference. @default ['zstd', 'br', 'gzip'] */
+  encodings?: Array<'zstd' | 'br' | 'gzip'>
+  /** Plain responses under this many bytes are sent as they are. @default 1024 */
+  threshold?: number
+  /** Level in each coding's own scale (gzip 0-9, br 0-11, zstd 1-22). @default gzip 6, br 4, zstd 3 */
+  level?: number
 }
 
 /**
@@ -208,9 +227,12 @@ export interface RouteOptions {
 export interface CorsOptions {
   /**
    * Allowed origins: `'*'` (or `true`) for any, an exact origin (`'https://app.example'`),
-   * a RegExp an origin must match in full (its `i` flag is kept), or a list of these.
+   * a RegExp an origin must match in full (its `i` flag is kept), a function, or a list of
+   * these. A function decides the origins the strings and RegExps do not allow; it is
+   * called once per distinct origin (the engine remembers up to 1,024 answers), may be
+   * async, and an origin it throws on is refused.
    */
-  origin: true | string | RegExp | Array<string | RegExp>
+  origin: CorsOrigin | CorsOrigin[]
   /** Allow cookies and authorization (the origin is then named, never `*`). @default false */
   credentials?: boolean
   /** Methods a preflight allows. @default the route's methods */
@@ -223,23 +245,46 @@ export interface CorsOptions {
   maxAge?: number
 }
 
-function nativeCors(c: CorsOptions) {
+/** One allowed origin, a pattern, or a function deciding (see `CorsOptions.origin`). */
+export type CorsOrigin = true | string | RegExp | ((origin: string) => boolean | Promise<boolean>)
+
+/** `c` for the engine; an origin function is added to `checks` and named by its index. */
+function nativeCors(c: CorsOptions, checks: Array<(origin: string) => unknown>) {
   const list = Array.isArray(c.origin) ? c.origin : [c.origin]
   const origins: string[] = []
   const patterns: string[] = []
+  let check: number | undefined
   for (const o of list) {
     if (o === true || o === '*') origins.push('*')
     else if (typeof o === 'string') origins.push(o)
     else if (o instanceof RegExp) patterns.push(o.flags.includes('i') ? `(?i)${o.source}` : o.source)
-    else throw new RatError('ERR_INVALID_ARGUMENT', `invalid CORS origin ${String(o)}: use '*', a string, a RegExp or a list of them`)
+    else if (typeof o === 'function' && check === undefined) check = checks.push(o) - 1
+    else throw new RatError('ERR_INVALID_ARGUMENT', `invalid CORS origin ${String(o)}: use '*', a string, a RegExp, one function or a list of them`)
   }
   const { credentials, methods, allowedHeaders, exposedHeaders, maxAge } = c
-  return { origins, patterns, credentials, methods, allowedHeaders, exposedHeaders, maxAge }
+  return { origins, patterns, credentials, methods, allowedHeaders, exposedHeaders, maxAge, check }
 }
 
-function nativeRouteOptions(o: StreamRouteOptions) {
-  const { streamBody, bodyLimit, maxStreams, cors } = o
-  return { streamBody, bodyLimit, maxStreams, cors: cors ? nativeCors(cors) : undefined, corsOff: cors === false }
+function nativeRouteOptions(o: StreamRouteOptions, checks: Array<(origin: string) => unknown>) {
+  const { streamBody, bodyLimit, maxStreams, cors, compression } = o
+  return {
+    streamBody,
+    bodyLimit,
+    maxStreams,
+    cors: cors ? nativeCors(cors, checks) : undefined,
+    corsOff: cors === false,
+    compressionOff: compression === false,
+  }
+}
+
+function nativeCompression(c: boolean | CompressionOptions | undefined) {
+  if (c === undefined || c === false) return undefined
+  if (c === true) return {}
+  if (typeof c !== 'object' || c === null) {
+    throw new RatError('ERR_INVALID_ARGUMENT', `invalid compression option ${String(c)}: use true, false or an object`)
+  }
+  const { encodings, threshold, level } = c
+  return { encodings, threshold, level }
 }
 
 /** Options of an SSE, chunked or NDJSON route. */
@@ -300,6 +345,8 @@ export class App {
   readonly #onError: (err: unknown, req: RatRequest<unknown>) => void
   #errorHandler: ErrorHandler | null = null
   readonly #logger: Logger | null
+  /** CORS origin functions, by the index the engine asks with. */
+  readonly #originChecks: Array<(origin: string) => unknown> = []
   readonly #hooks: HookEntry[] = []
   readonly #jsRoutes: JsRoute[] = []
   readonly #channelRoutes: ChannelRoute[] = []
@@ -317,13 +364,14 @@ export class App {
         ? (err, req) => logger.error({ err, method: req.method, path: req.path }, 'handler failed')
         : (err, req) => console.error(`rat-engine: ${req.method} ${req.path} failed:`, err))
     const { heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog, limits, auth } = options
-    const cors = options.cors === undefined ? undefined : nativeCors(options.cors)
+    const cors = options.cors === undefined ? undefined : nativeCors(options.cors, this.#originChecks)
+    const compression = nativeCompression(options.compression)
     const accessLog = logger !== undefined && options.accessLog !== false
     this.#engine = call(
       () =>
         new native.Engine(
-          { heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog, limits, cors, auth, accessLog },
-          (seq, routeIds, ids, closed, ready, logs) => this.#dispatch(seq, routeIds, ids, closed, ready, logs),
+          { heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog, limits, cors, compression, auth, accessLog, warnings: logger !== undefined },
+          (seq, routeIds, ids, closed, ready, logs, notes) => this.#dispatch(seq, routeIds, ids, closed, ready, logs, notes),
         ),
     )
   }
@@ -331,8 +379,9 @@ export class App {
   // The one entry from the engine: a batch of new requests, of streams whose queue has
   // room again, and of closed streams. The engine releases the requests that no handler
   // kept (see `Call`) when this returns.
-  #dispatch(seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[]): void {
+  #dispatch(seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[]): void {
     if (logs.length > 0) this.#accessLog(logs)
+    for (let i = 0; i < notes.length; i++) this.#note(notes[i])
     for (let i = 0; i < ready.length; i++) {
       const live = this.#live.get(ready[i])
       if (live) readyNotice(live.stream, true)
@@ -347,6 +396,50 @@ export class App {
       }
     }
     for (let i = 0; i < closed.length; i++) this.#closed(closed[i])
+  }
+
+  // An engine warning for the logger, or an origin for a CORS function to decide.
+  #note(n: EngineNote): void {
+    if (n.kind === 'origin') {
+      const token = n.token!
+      const decide = (ok: boolean) => {
+        try {
+          this.#engine.originDecided(token, ok)
+        } catch {
+          // The engine has closed: nobody waits for the answer.
+        }
+      }
+      const check = this.#originChecks[n.check!]
+      try {
+        Promise.resolve(check(n.origin!)).then(
+          (ok) => decide(ok === true),
+          (err) => {
+            this.#logError(err, 'CORS origin function failed')
+            decide(false)
+          },
+        )
+      } catch (err) {
+        this.#logError(err, 'CORS origin function failed')
+        decide(false)
+      }
+      return
+    }
+    const logger = this.#logger
+    if (!logger) return
+    try {
+      logger.warn({ kind: n.warning, remoteAddress: n.remoteAddress ?? undefined, path: n.path ?? undefined }, n.message ?? n.warning ?? 'warning')
+    } catch {
+      // A logger that throws must not take the server down.
+    }
+  }
+
+  #logError(err: unknown, msg: string): void {
+    try {
+      if (this.#logger) this.#logger.error({ err }, msg)
+      else console.error(`rat-engine: ${msg}:`, err)
+    } catch {
+      // A logger that throws must not take the server down.
+    }
   }
 
   #accessLog(entries: AccessLogEntry[]): void {
@@ -378,7 +471,7 @@ export class App {
 
   #add(kind: 'plain' | 'sse' | 'chunked', method: string, path: string, build: Build, contentType?: string, options: StreamRouteOptions = {}): this {
     const id = this.#routes.length
-    call(() => this.#engine.addRoute(kind, method, path, id, contentType, nativeRouteOptions(options)))
+    call(() => this.#engine.addRoute(kind, method, path, id, contentType, nativeRouteOptions(options, this.#originChecks)))
     this.#routes.push(build(null))
     this.#jsRoutes.push({ id, path, build })
     return this
@@ -394,7 +487,7 @@ export class App {
     while (this.#channelRoutes.length > 0) {
       const { method, path, channel, options } = this.#channelRoutes[0]
       if (hooksFor(path, this.#hooks).length === 0) {
-        call(() => this.#engine.addChannelRoute(method, path, nativeChannel(channel), nativeRouteOptions(options)))
+        call(() => this.#engine.addChannelRoute(method, path, nativeChannel(channel), nativeRouteOptions(options, this.#originChecks)))
       } else {
         const subscribe = (_req: RatRequest<unknown>, stream: SseStream) => void stream.subscribe(channel)
         this.#add('sse', method, path, this.#sseRun(subscribe), undefined, options)
@@ -725,7 +818,7 @@ export class App {
     const method = options.method ?? 'GET'
     if (handler instanceof Channel) {
       // After listen() the engine refuses it, with the error routes get.
-      if (this.#resolved) call(() => this.#engine.addChannelRoute(method, path, nativeChannel(handler), nativeRouteOptions(options)))
+      if (this.#resolved) call(() => this.#engine.addChannelRoute(method, path, nativeChannel(handler), nativeRouteOptions(options, this.#originChecks)))
       else this.#channelRoutes.push({ method, path, channel: handler, options })
       return this
     }

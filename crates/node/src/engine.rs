@@ -84,7 +84,7 @@ impl Engine {
     /// streams whose queue has room again (see `KeptCall.armReady`).
     #[napi(
         constructor,
-        ts_args_type = "options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[]) => void"
+        ts_args_type = "options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[]) => void"
     )]
     pub fn new(
         options: Option<EngineOptions>,
@@ -92,13 +92,22 @@ impl Engine {
     ) -> Result<Self> {
         let options = options.unwrap_or_default();
         let mut config = ServerConfig::from(&options);
+        let dispatcher = Arc::new(Dispatcher::default());
         if let Some(cors) = &options.cors {
-            config = config.cors(cors.to_cors().map_err(to_js_error)?);
+            config = config.cors(cors.to_cors(&dispatcher).map_err(to_js_error)?);
+        }
+        if let Some(c) = &options.compression {
+            config = config.compression(c.to_compression().map_err(to_js_error)?);
         }
         for rule in options.auth.iter().flatten() {
             config = config.auth(rule.to_rule().map_err(to_js_error)?);
         }
-        let dispatcher = Arc::new(Dispatcher::default());
+        if options.warnings == Some(true) {
+            let d = dispatcher.clone();
+            config.warnings = Some(rat_engine::access::WarningLog::new(move |w| {
+                d.push(Item::Note(Box::new(w.into())));
+            }));
+        }
         if options.access_log == Some(true) {
             let d = dispatcher.clone();
             config.access_log = Some(rat_engine::access::AccessLog::new(move |e| {
@@ -148,7 +157,7 @@ impl Engine {
             dispatcher: self.dispatcher.clone(),
         };
         let mut options = match options {
-            Some(o) => o.to_engine().map_err(to_js_error)?,
+            Some(o) => o.to_engine(&self.dispatcher).map_err(to_js_error)?,
             None => rat_engine::RouteOptions::default(),
         };
         // Every JS route is served on the engine's lean HTTP/1.1 path (plain GETs without a
@@ -175,7 +184,7 @@ impl Engine {
     ) -> Result<()> {
         let ch = channel.inner().clone();
         let mut options = match options {
-            Some(o) => o.to_engine().map_err(to_js_error)?,
+            Some(o) => o.to_engine(&self.dispatcher).map_err(to_js_error)?,
             None => rat_engine::RouteOptions::default(),
         };
         options.long_lived = true;
@@ -289,6 +298,12 @@ impl Engine {
     }
 
     /// Server counters (zeros before listen).
+    /// The answer of the TS layer's origin function to the note with `token`.
+    #[napi]
+    pub fn origin_decided(&self, token: u32, allowed: bool) {
+        self.dispatcher.origin_decided(token, allowed);
+    }
+
     #[napi]
     pub fn metrics(&self) -> EngineMetrics {
         let m = self.metrics.lock().unwrap_or_else(|p| p.into_inner());

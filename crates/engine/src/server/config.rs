@@ -79,6 +79,9 @@ pub struct ServerConfig {
     /// CORS for every route (a route may turn it off or use its own: see
     /// [`RouteOptions::cors`](crate::RouteOptions::cors)). Default: none.
     pub cors: Option<Arc<Cors>>,
+    /// Where the engine's warnings go besides `tracing` (see [`access`](crate::access)).
+    /// Default: none.
+    pub warnings: Option<crate::access::WarningLog>,
     /// Response compression for every route (a route may turn it off: see
     /// [`RouteOptions::compress`](crate::RouteOptions::compress)). Default: none.
     pub compression: Option<Arc<crate::compress::Compression>>,
@@ -113,6 +116,7 @@ impl Default for ServerConfig {
             max_url_bytes: 8 * 1024,
             cors: None,
             compression: None,
+            warnings: None,
             auth: Arc::new([]),
             access_log: None,
         }

@@ -86,12 +86,16 @@ impl Shared {
             .max_buf_size(config.http1_max_buf_size.max(8192));
         builder.http2().timer(TokioTimer::new());
         let tls = config.tls.as_ref().map(TlsConfig::acceptor);
+        let metrics = Metrics::new();
+        if let Some(w) = &config.warnings {
+            let _ = metrics.warnings.set(w.clone());
+        }
         Shared {
             tls,
             streams_per_ip: Arc::default(),
             app,
             config,
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(metrics),
             streams: Arc::new(StreamRegistry::default()),
             builder,
             graceful: CancellationToken::new(),
@@ -245,7 +249,8 @@ async fn accept_loop(
                 Ok(pair) => pair,
                 Err(e) => {
                     if failing == 0 {
-                        tracing::warn!("accept failed: {e}; retrying every 20 ms");
+                        let msg = format!("accept failed: {e}; retrying every 20 ms");
+                        shared.metrics.warn("accept", msg, None, None);
                     }
                     failing += 1;
                     // Back off instead of spinning.
@@ -255,7 +260,8 @@ async fn accept_loop(
             },
         };
         if failing > 0 {
-            tracing::warn!("accepting again after {failing} failed attempts");
+            let msg = format!("accepting again after {failing} failed attempts");
+            shared.metrics.warn("accept", msg, None, None);
             failing = 0;
         }
         let _ = stream.set_nodelay(true);
@@ -318,7 +324,18 @@ async fn tls_connection(
     let accepted = tokio::select! {
         biased;
         _ = shared.graceful.cancelled() => None,
-        r = handshake => r.ok().and_then(|r| r.map_err(|e| tracing::debug!("TLS handshake with {peer} failed: {e}")).ok()),
+        r = handshake => match r {
+            Ok(Ok(tls)) => Some(tls),
+            Ok(Err(e)) => {
+                shared.metrics.warn("tls_handshake", format!("TLS handshake failed: {e}"), Some(peer), None);
+                None
+            }
+            Err(_) => {
+                let msg = format!("TLS handshake not done in {} s", TLS_HANDSHAKE_TIMEOUT.as_secs());
+                shared.metrics.warn("tls_handshake", msg, Some(peer), None);
+                None
+            }
+        },
     };
     if let Some(tls) = accepted {
         serve_io(tls, peer, &shared).await;

@@ -151,6 +151,9 @@ pub(crate) fn respond<'a>(
         .resolve(shared.config.cors.as_ref())
         .map(|c| (c.clone(), head.headers.get(header::ORIGIN).cloned()));
     let admitted = crate::auth::admitted(&shared.config.auth, head.uri.path(), &head.headers);
+    let path = timeout
+        .map(|_| head.uri.path().to_string())
+        .unwrap_or_default();
     let slot = if admitted {
         StreamSlot::take(shared, route, peer, &head.headers)
     } else {
@@ -176,6 +179,9 @@ pub(crate) fn respond<'a>(
                 Err(_) => {
                     Metrics::add(&shared.metrics.handler_timeouts, 1);
                     let msg = format!("the handler did not answer within {} ms", limit.as_millis());
+                    shared
+                        .metrics
+                        .warn("handler_timeout", msg.clone(), peer, Some(&path));
                     return rejected(&shared.metrics, StatusCode::GATEWAY_TIMEOUT, &msg);
                 }
             },
@@ -217,7 +223,8 @@ pub(crate) fn respond<'a>(
             crate::compress::apply(&policy, accept.as_ref(), &mut res);
         }
         if let Some((cors, origin)) = cors {
-            cors.decorate(origin.as_ref(), res.headers_mut());
+            let admitted = cors.admits(origin.as_ref()).await;
+            cors.decorate(origin.as_ref(), admitted, res.headers_mut());
         }
         res
     }
@@ -226,7 +233,7 @@ pub(crate) fn respond<'a>(
 /// The answer to a CORS preflight (`OPTIONS` with an `Origin` and
 /// `Access-Control-Request-Method`) for a path with a route whose policy has CORS; `None`
 /// for any other request.
-fn preflight(shared: &Shared, req: &hyper::Request<Incoming>) -> Option<Response> {
+async fn preflight(shared: &Shared, req: &hyper::Request<Incoming>) -> Option<Response> {
     if req.method() != Method::OPTIONS {
         return None;
     }
@@ -247,7 +254,8 @@ fn preflight(shared: &Shared, req: &hyper::Request<Incoming>) -> Option<Response
     };
     let request_headers = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS);
     Metrics::add(&shared.metrics.total_requests, 1);
-    Some(policy.preflight(origin, request_headers, &methods))
+    let admitted = policy.admits(Some(origin)).await;
+    Some(policy.preflight(origin, admitted, request_headers, &methods))
 }
 
 /// Reads a whole request body of at most `limit` bytes, each read within the body timeout.
@@ -446,7 +454,7 @@ async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: hyper::Request<Incom
         };
         return closing(rejected(metrics, StatusCode::BAD_REQUEST, msg));
     }
-    if let Some(res) = preflight(&shared, &req) {
+    if let Some(res) = preflight(&shared, &req).await {
         return res;
     }
     let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
