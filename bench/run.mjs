@@ -125,7 +125,8 @@ async function runOne(server, scenario, round, port, opts) {
     const ticker = setInterval(() => {
       peakRss = Math.max(peakRss, sampleTree(handle.pid).rss)
     }, 250)
-    const args = scenario.args.map(String)
+    // A server variant may ask for more client options (request headers) in a scenario.
+    const args = [...scenario.args, ...(server.clientArgs?.[scenario.name] ?? [])].map(String)
     const cmd = [join(targetDir, 'release', 'rat-bench'), ...args, '--addr', `127.0.0.1:${port}`]
     const timeoutMs = (opts.connectTimeout + opts.warmup + Math.max(opts.duration, 120) + 60) * 1000
     try {

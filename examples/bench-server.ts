@@ -29,7 +29,21 @@ function* countEvents(n: number): Generator<string> {
 async function main(): Promise<void> {
   // Heartbeats off: no peer sends keep-alive comments either, and an idle stream must stay
   // idle for the RSS-per-connection measurement.
-  const app = createApp({ heartbeatMs: 0 })
+  // BENCH_EDGE (bench/lib/catalog.mjs, RAT_BENCH_EDGE): the production edge on, to measure
+  // its cost: CORS for every route and a bearer token on /hello, checked by the engine; or
+  // one JS hook on /hello.
+  const edge = process.env.BENCH_EDGE
+  const app = createApp({
+    heartbeatMs: 0,
+    ...(edge === 'cors-token'
+      ? { cors: { origin: 'https://app.example' }, auth: [{ prefix: '/hello', bearer: ['bench-token'] }] }
+      : {}),
+  })
+  if (edge === 'hook') {
+    app.use('/hello', (req) => {
+      req.locals.seen = true
+    })
+  }
 
   app.text('/hello', () => 'hello')
 

@@ -45,6 +45,34 @@ export function servers({ root, targetDir }) {
           },
         ]
       : []),
+    // `RAT_BENCH_EDGE=1`: our server with the production edge on, to measure what it costs
+    // against the plain one in the same run: CORS and a bearer token on /hello checked by
+    // the engine (the client sends Origin and the token; broadcast subscribers an Origin),
+    // or one JS hook (`app.use`) on /hello.
+    ...(process.env.RAT_BENCH_EDGE
+      ? [
+          {
+            name: 'rat-engine-cors-token',
+            label: 'rat-engine, CORS + token',
+            cmd: [node, '--import', 'tsx', 'examples/bench-server.ts'],
+            cwd: root,
+            env: { BENCH_EDGE: 'cors-token' },
+            clientArgs: {
+              hello: ['--header', 'origin: https://app.example|authorization: Bearer bench-token'],
+              'broadcast-10k-100ms': ['--header', 'origin: https://app.example'],
+            },
+            available: () => null,
+          },
+          {
+            name: 'rat-engine-hook',
+            label: 'rat-engine, one JS hook',
+            cmd: [node, '--import', 'tsx', 'examples/bench-server.ts'],
+            cwd: root,
+            env: { BENCH_EDGE: 'hook' },
+            available: () => null,
+          },
+        ]
+      : []),
     {
       name: 'floor',
       label: 'floor (Rust mio, 1 thread)',

@@ -9,8 +9,8 @@ use rat_bench::client::{self, Args};
 const USAGE: &str =
     "usage: rat-bench <hello|broadcast|count|chunked|idle|soak|churn> [--option value]...
 common:    --addr 127.0.0.1:3000 --connections N --warmup S --duration S
-hello:     --path /hello --expect hello
-broadcast: --path /sse/broadcast --connect-timeout S --connect-concurrency N
+hello:     --path /hello --expect hello --header 'name: value|name: value'
+broadcast: --path /sse/broadcast --connect-timeout S --connect-concurrency N --header ...
 idle:      same as broadcast; holds N subscribers for --duration without parsing
 count:     --n K --path /sse/count
 chunked:   --bytes B --size S --requests R --path /chunked (--duration caps the run)

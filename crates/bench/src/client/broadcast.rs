@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-use super::conn::{get_request, HttpConn};
+use super::conn::{get_request_with, HttpConn};
 use super::{marker, measure_window, round, Args, Common, Phase};
 use crate::http::Part;
 use crate::sse::{json_u64, SseParser};
@@ -57,6 +57,7 @@ pub async fn run(mut args: Args, parse: bool) -> Result<Value, String> {
     // Connections in the handshake at once: a polite ramp rather than a SYN flood, so the
     // result does not hinge on each server's listen backlog.
     let concurrency: usize = args.take("connect-concurrency", 256)?;
+    let headers: String = args.take("header", String::new())?;
     args.finish()?;
 
     let n = common.connections;
@@ -66,7 +67,7 @@ pub async fn run(mut args: Args, parse: bool) -> Result<Value, String> {
         per_sub: (0..n).map(|_| Default::default()).collect(),
         ..Default::default()
     });
-    let request = Rc::new(get_request(&path));
+    let request = Rc::new(get_request_with(&path, &headers));
     let gate = Rc::new(Semaphore::new(concurrency.max(1)));
     let start = Instant::now();
     let deadline = tokio::time::Instant::now() + connect_timeout;

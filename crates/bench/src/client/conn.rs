@@ -21,7 +21,19 @@ pub struct HttpConn {
 
 /// `GET <path>` with the least a server needs (pipelining is never used).
 pub fn get_request(path: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: */*\r\n\r\n").into_bytes()
+    get_request_with(path, "")
+}
+
+/// [`get_request`] with extra header lines: `headers` is `name: value` pairs separated by
+/// `|` (the `--header` option of the scenarios that take it).
+pub fn get_request_with(path: &str, headers: &str) -> Vec<u8> {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: */*\r\n");
+    for h in headers.split('|').map(str::trim).filter(|h| !h.is_empty()) {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    req.into_bytes()
 }
 
 impl HttpConn {

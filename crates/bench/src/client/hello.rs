@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use serde_json::{json, Value};
 
-use super::conn::get_request;
+use super::conn::get_request_with;
 use super::{measure_window, repeat_requests, round, Args, Common, Exchange, LoopStats, Phase};
 use crate::http::Part;
 use crate::stats::Histogram;
@@ -59,10 +59,11 @@ pub async fn run(mut args: Args) -> Result<Value, String> {
     let common = Common::take(&mut args, 64)?;
     let path: String = args.take("path", "/hello".to_owned())?;
     let expect: String = args.take("expect", "hello".to_owned())?;
+    let headers: String = args.take("header", String::new())?;
     args.finish()?;
 
     let shared = Rc::new(Shared::default());
-    let request = Rc::new(get_request(&path));
+    let request = Rc::new(get_request_with(&path, &headers));
     let expect = Rc::new(expect.into_bytes());
     for _ in 0..common.connections {
         let (shared, request, expect) = (shared.clone(), request.clone(), expect.clone());
