@@ -117,6 +117,18 @@ impl Body {
         }))
     }
 
+    /// Sets the heartbeat of a queue body not yet attached to a server (no effect on
+    /// other bodies, or once attached).
+    pub(crate) fn set_heartbeat(&mut self, setting: HeartbeatSetting) {
+        if let Kind::Queue(QueueBody {
+            heartbeat: Heartbeat::Unattached(s),
+            ..
+        }) = &mut self.kind
+        {
+            *s = setting;
+        }
+    }
+
     /// The producer side of a queue-fed body.
     pub(crate) fn queue_sender(&self) -> Option<super::queue::StreamSender> {
         match &self.kind {

@@ -367,12 +367,7 @@ impl SseResponse {
     /// Sets this stream's heartbeat interval (`None` turns heartbeats off), overriding the
     /// server's.
     pub fn heartbeat(mut self, interval: Option<Duration>) -> Self {
-        let (tx, rx) = queue(self.sender.inner.limits());
-        // Only possible before anything was sent; otherwise keep the existing queue.
-        if self.sender.inner.buffered() == 0 {
-            self.sender = SseSender::new(tx);
-            self.body = Body::from_queue(rx, HeartbeatSetting::Fixed(interval));
-        }
+        self.body.set_heartbeat(HeartbeatSetting::Fixed(interval));
         self
     }
 
@@ -523,6 +518,44 @@ mod tests {
         assert_eq!(metrics.snapshot().events_sent, 1);
         tx.write(&Event::data_only("2")).unwrap();
         assert_eq!(metrics.snapshot().events_sent, 2);
+    }
+
+    #[tokio::test]
+    async fn heartbeat_keeps_the_senders_handed_out_before() {
+        use http_body_util::BodyExt;
+        let sse = SseResponse::new();
+        let tx = sse.sender();
+        let sse = sse.heartbeat(Some(Duration::from_secs(3600)));
+        tx.write(&Event::data_only("kept")).unwrap();
+        assert!(!tx.is_closed());
+        tx.end();
+        let body = sse.into_response().into_body().collect().await.unwrap();
+        assert_eq!(&body.to_bytes()[..], b"data: kept\n\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeat_applies_after_events_were_queued() {
+        use crate::metrics::Metrics;
+        use http_body_util::BodyExt;
+        use std::sync::Arc;
+        let sse = SseResponse::new();
+        sse.send_event("connected", "1").unwrap();
+        let sse = sse.heartbeat(Some(Duration::from_secs(7)));
+        let mut body = sse.into_response().into_body();
+        // The server's default (none here) does not override the stream's own setting.
+        body.attach(&Arc::new(Metrics::new()), None);
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"event: connected\ndata: 1\n\n");
+        let start = tokio::time::Instant::now();
+        let beat = tokio::time::timeout(Duration::from_secs(60), body.frame())
+            .await
+            .expect("a heartbeat within 60 s")
+            .unwrap()
+            .unwrap()
+            .into_data()
+            .unwrap();
+        assert_eq!(&beat[..], super::super::body::HEARTBEAT);
+        assert_eq!(start.elapsed(), Duration::from_secs(7));
     }
 
     #[test]
