@@ -31,10 +31,12 @@
 pub mod access;
 mod app;
 pub mod auth;
-pub mod batch;
+mod batch;
 pub mod channel;
 pub mod cors;
 pub mod error;
+#[doc(hidden)]
+pub mod frontend;
 #[cfg(test)]
 mod fuzz;
 mod metrics;
@@ -56,7 +58,7 @@ pub use router::{ParamKind, Params};
 pub use server::{Server, ServerConfig, ServerHandle};
 pub use stream::{
     binary_stream, json_stream, text_stream, Body, ChunkedResponse, Event, QueueLimits, ReadyState,
-    Responder, ResponseKind, SseResponse, SseSender, StreamSender, StreamingResponse,
+    SseResponse, SseSender, StreamSender, StreamingResponse,
 };
 pub use tls::TlsConfig;
 

@@ -6,7 +6,8 @@ use napi::bindgen_prelude::{Buffer, Env, PromiseRaw};
 use napi_derive::napi;
 use std::sync::Arc;
 
-use rat_engine::{BodyStream, ParamKind, ReadyState, Request, Responder, ResponseKind};
+use rat_engine::frontend::{ReadyState, Responder, ResponseKind};
+use rat_engine::{BodyStream, ParamKind, Request};
 
 use crate::channel::Channel;
 use crate::dispatch::{self, Dispatcher, Item};

@@ -9,8 +9,7 @@ use std::time::Duration;
 use napi::bindgen_prelude::{FnArgs, Function};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
-use rat_engine::batch::Batch;
-use rat_engine::stream::Prepared;
+use rat_engine::frontend::{Batch, Prepared};
 
 use crate::call::{Call, Calls};
 

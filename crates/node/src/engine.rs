@@ -6,9 +6,9 @@ use std::time::Duration;
 use napi::bindgen_prelude::{Env, Function, FunctionRef, PromiseRaw};
 use napi_derive::napi;
 use rat_engine::router::parse_method;
+use rat_engine::frontend::{Responder, ResponseKind};
 use rat_engine::{
-    App, BoxFuture, Handler, Metrics, Request, Responder, Response, ResponseKind, Server,
-    ServerConfig, ServerHandle,
+    App, BoxFuture, Handler, Metrics, Request, Response, Server, ServerConfig, ServerHandle,
 };
 
 use crate::call::Call;
