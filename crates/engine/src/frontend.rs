@@ -4,8 +4,8 @@
 //! consumer such as a JS event loop.
 //!
 //! A Rust application does not need any of this: its handlers return an
-//! [`IntoResponse`](crate::IntoResponse) (for streams, an [`SseResponse`](crate::SseResponse)
-//! or a [`StreamingResponse`](crate::StreamingResponse)).
+//! [`IntoResponse`](crate::IntoResponse) (for streams, an [`SseResponse`](crate::SseResponse),
+//! an [`Sse`](crate::Sse) or a [`StreamingResponse`](crate::StreamingResponse)).
 
 pub use crate::batch::Batch;
 pub use crate::stream::responder::{PendingResponse, Prepared, Responder, ResponseKind};

@@ -58,7 +58,7 @@ pub use router::{ParamKind, Params};
 pub use server::{Server, ServerConfig, ServerHandle};
 pub use stream::{
     binary_stream, json_stream, text_stream, Body, ChunkedResponse, Event, QueueLimits, ReadyState,
-    SseResponse, SseSender, StreamSender, StreamingResponse,
+    Sse, SseItem, SseResponse, SseSender, StreamSender, StreamingResponse,
 };
 pub use tls::TlsConfig;
 

@@ -30,6 +30,13 @@ enum Kind {
     Full(Option<Bytes>),
     Queue(QueueBody),
     Stream(Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>),
+    Events(Box<EventsBody>),
+}
+
+/// A stream of encoded SSE events, with the heartbeat an idle SSE stream sends.
+struct EventsBody {
+    stream: Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>,
+    heartbeat: Heartbeat,
 }
 
 struct QueueBody {
@@ -69,6 +76,7 @@ impl fmt::Debug for Body {
             Kind::Full(_) => "full",
             Kind::Queue(_) => "queue",
             Kind::Stream(_) => "stream",
+            Kind::Events(_) => "events",
         };
         f.debug_struct("Body").field("kind", &kind).finish()
     }
@@ -117,6 +125,17 @@ impl Body {
         }))
     }
 
+    /// A body of SSE frames pulled from `stream` (one frame per item), with a heartbeat.
+    pub(crate) fn from_events<S>(stream: S, heartbeat: HeartbeatSetting) -> Self
+    where
+        S: Stream<Item = Result<Bytes>> + Send + 'static,
+    {
+        Self::from_kind(Kind::Events(Box::new(EventsBody {
+            stream: Box::pin(stream),
+            heartbeat: Heartbeat::Unattached(heartbeat),
+        })))
+    }
+
     /// Sets the heartbeat of a queue body not yet attached to a server (no effect on
     /// other bodies, or once attached).
     pub(crate) fn set_heartbeat(&mut self, setting: HeartbeatSetting) {
@@ -139,7 +158,10 @@ impl Body {
 
     /// True for bodies that stream (a queue or a stream), as opposed to empty/full ones.
     pub fn is_streaming(&self) -> bool {
-        matches!(self.kind, Kind::Queue(_) | Kind::Stream(_))
+        matches!(
+            self.kind,
+            Kind::Queue(_) | Kind::Stream(_) | Kind::Events(_)
+        )
     }
 
     /// Called by the server before handing the body to hyper: counts it as a stream,
@@ -148,22 +170,9 @@ impl Body {
         match &mut self.kind {
             Kind::Queue(q) => {
                 q.rx.attach_metrics(metrics);
-                if let Heartbeat::Unattached(setting) = q.heartbeat {
-                    let interval = match setting {
-                        HeartbeatSetting::None => None,
-                        HeartbeatSetting::ServerDefault => default_heartbeat,
-                        HeartbeatSetting::Fixed(d) => d,
-                    };
-                    q.heartbeat = match interval.filter(|d| !d.is_zero()) {
-                        Some(d) => Heartbeat::On(Box::new(Beat {
-                            interval: d,
-                            sleep: Box::pin(tokio::time::sleep(d)),
-                            last_activity: Instant::now(),
-                        })),
-                        None => Heartbeat::Off,
-                    };
-                }
+                q.heartbeat.start(default_heartbeat);
             }
+            Kind::Events(e) => e.heartbeat.start(default_heartbeat),
             Kind::Stream(_) => {}
             _ => return,
         }
@@ -195,6 +204,16 @@ impl Body {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok((b, false)))),
             Kind::Queue(q) => q.poll_next(cx),
+            Kind::Events(e) => e.poll_next(cx).map(|frame| {
+                frame.map(|r| {
+                    r.map(|(bytes, event)| {
+                        if let (true, Some(m)) = (event, &self.stream_metrics) {
+                            Metrics::add(&m.events_sent, 1);
+                        }
+                        (bytes, false)
+                    })
+                })
+            }),
             Kind::Stream(s) => s
                 .as_mut()
                 .poll_next(cx)
@@ -258,25 +277,10 @@ impl QueueBody {
                 let Heartbeat::On(hb) = &mut self.heartbeat else {
                     return Poll::Pending;
                 };
-                let Beat {
-                    interval,
-                    sleep,
-                    last_activity,
-                } = &mut **hb;
-                // Poll the timer until it is pending again: an elapsed timer that was
-                // overtaken by data is pushed forward instead of firing.
                 loop {
-                    if sleep.as_mut().poll(cx).is_pending() {
+                    if hb.poll_due(cx).is_pending() {
                         return Poll::Pending;
                     }
-                    let due = *last_activity + *interval;
-                    let now = Instant::now();
-                    if due > now {
-                        sleep.as_mut().reset(due);
-                        continue;
-                    }
-                    *last_activity = now;
-                    sleep.as_mut().reset(now + *interval);
                     match self.rx.claim_heartbeat() {
                         Claim::Send => {
                             return Poll::Ready(Some(Ok((Bytes::from_static(HEARTBEAT), false))))
@@ -288,6 +292,72 @@ impl QueueBody {
                     }
                 }
             }
+        }
+    }
+}
+
+impl EventsBody {
+    /// The next frame and whether it is an event (not a heartbeat); a heartbeat when the
+    /// stream has been idle for the interval.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<(Bytes, bool)>>> {
+        match self.stream.as_mut().poll_next(cx) {
+            Poll::Ready(Some(item)) => {
+                if let Heartbeat::On(hb) = &mut self.heartbeat {
+                    hb.last_activity = Instant::now();
+                }
+                Poll::Ready(Some(item.map(|b| (b, true))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match &mut self.heartbeat {
+                Heartbeat::On(hb) => hb
+                    .poll_due(cx)
+                    .map(|()| Some(Ok((Bytes::from_static(HEARTBEAT), false)))),
+                _ => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl Heartbeat {
+    /// Turns the setting into a timer (or none) when the body is attached to a server
+    /// whose heartbeat is `default`.
+    fn start(&mut self, default: Option<Duration>) {
+        if let Heartbeat::Unattached(setting) = *self {
+            let interval = match setting {
+                HeartbeatSetting::None => None,
+                HeartbeatSetting::ServerDefault => default,
+                HeartbeatSetting::Fixed(d) => d,
+            };
+            *self = match interval.filter(|d| !d.is_zero()) {
+                Some(d) => Heartbeat::On(Box::new(Beat {
+                    interval: d,
+                    sleep: Box::pin(tokio::time::sleep(d)),
+                    last_activity: Instant::now(),
+                })),
+                None => Heartbeat::Off,
+            };
+        }
+    }
+}
+
+impl Beat {
+    /// Ready when a heartbeat is due; the timer then counts again from now. The timer is
+    /// polled until it is pending again: an elapsed timer that was overtaken by data is
+    /// pushed forward instead of firing.
+    fn poll_due(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let due = self.last_activity + self.interval;
+            let now = Instant::now();
+            if due > now {
+                self.sleep.as_mut().reset(due);
+                continue;
+            }
+            self.last_activity = now;
+            self.sleep.as_mut().reset(now + self.interval);
+            return Poll::Ready(());
         }
     }
 }

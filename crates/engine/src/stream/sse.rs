@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
 use http::{header, HeaderValue, StatusCode};
 
 use super::body::{Body, HeartbeatSetting};
@@ -406,6 +407,101 @@ impl IntoResponse for SseResponse {
         *res.headers_mut() = self.headers;
         apply_sse_headers(res.headers_mut());
         res
+    }
+}
+
+/// An SSE response whose events come from a [`Stream`], in the shape of axum's
+/// `Sse::new(stream)`.
+///
+/// The items are [`Event`]s or `Result<Event, E>`s (see [`SseItem`]). The stream is polled
+/// only as fast as the client reads; the response ends when the stream ends, and the
+/// stream is dropped when the client disconnects. An `Err` item cuts the connection
+/// (events not yet written go with it), so the client sees the stream fail and an
+/// `EventSource` reconnects. Idle streams send the
+/// server's heartbeat comment unless [`heartbeat`](Sse::heartbeat) says otherwise.
+///
+/// ```
+/// use std::time::Duration;
+/// use rat_engine::{App, Event, Sse};
+/// use tokio_stream::StreamExt as _;
+///
+/// let mut app = App::new();
+/// app.get("/ticks", |_req| async {
+///     let ticks = tokio_stream::iter(0..3)
+///         .map(|i| Event::new().event("tick").data(i.to_string()))
+///         .throttle(Duration::from_secs(1));
+///     Sse::new(ticks).heartbeat(Some(Duration::from_secs(10)))
+/// })
+/// .unwrap();
+/// ```
+#[derive(Debug)]
+pub struct Sse<S> {
+    stream: S,
+    heartbeat: HeartbeatSetting,
+    headers: http::HeaderMap,
+}
+
+impl<S> Sse<S>
+where
+    S: Stream + Send + 'static,
+    S::Item: SseItem,
+{
+    /// An SSE response that sends the events of `stream`.
+    pub fn new(stream: S) -> Self {
+        Sse {
+            stream,
+            heartbeat: HeartbeatSetting::ServerDefault,
+            headers: http::HeaderMap::new(),
+        }
+    }
+
+    /// Sets this stream's heartbeat interval (`None` turns heartbeats off), overriding the
+    /// server's [`heartbeat`](crate::ServerConfig::heartbeat).
+    pub fn heartbeat(mut self, interval: Option<Duration>) -> Self {
+        self.heartbeat = HeartbeatSetting::Fixed(interval);
+        self
+    }
+
+    /// Adds a response header.
+    pub fn header(mut self, name: http::HeaderName, value: HeaderValue) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+}
+
+impl<S> IntoResponse for Sse<S>
+where
+    S: Stream + Send + 'static,
+    S::Item: SseItem,
+{
+    fn into_response(self) -> Response {
+        let frames = self.stream.map(|item| {
+            item.into_event()
+                .map(|event| event.encode())
+                .map_err(Error::handler)
+        });
+        let mut res = http::Response::new(Body::from_events(frames, self.heartbeat));
+        *res.headers_mut() = self.headers;
+        apply_sse_headers(res.headers_mut());
+        res
+    }
+}
+
+/// An item of an [`Sse`] stream: an [`Event`], or a `Result` whose error ends the stream.
+pub trait SseItem {
+    /// The event, or the message of the error that ends the stream.
+    fn into_event(self) -> std::result::Result<Event, String>;
+}
+
+impl SseItem for Event {
+    fn into_event(self) -> std::result::Result<Event, String> {
+        Ok(self)
+    }
+}
+
+impl<E: std::fmt::Display> SseItem for std::result::Result<Event, E> {
+    fn into_event(self) -> std::result::Result<Event, String> {
+        self.map_err(|e| e.to_string())
     }
 }
 
