@@ -241,3 +241,75 @@ async fn the_stream_is_dropped_when_the_client_leaves_a_long_lived_route() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn shutdown_ends_an_open_stream_cleanly() {
+    let (app, fx) = app();
+    let server = serve(app).await;
+    let (conn, _head) = open_sse(server.local_addr(), "/idle-direct").await;
+    let mut reader = SseReader::new(conn);
+    let ev = within(READ_DEADLINE, "the event", reader.next_event())
+        .await
+        .expect("an event");
+    assert_eq!(ev.event.data, "hello");
+    let (conn, _head) = open_sse(server.local_addr(), "/idle").await;
+    let mut on_hyper = SseReader::new(conn);
+    assert!(within(READ_DEADLINE, "the event", on_hyper.next_event())
+        .await
+        .is_some());
+    within(
+        READ_DEADLINE,
+        "the shutdown",
+        server.shutdown(Duration::from_millis(200)),
+    )
+    .await;
+    for reader in [&mut reader, &mut on_hyper] {
+        assert!(within(READ_DEADLINE, "the end", reader.next_event())
+            .await
+            .is_none());
+        assert_eq!(reader.ended, Some(Chunk::End), "an SSE stream ends cleanly");
+    }
+    assert!(fx.dropped.load(Ordering::SeqCst));
+    assert!(fx.dropped_direct.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn a_route_stream_limit_counts_open_event_streams() {
+    let mut app = App::new();
+    let limited = |_req| async {
+        let flag = DropFlag(Arc::default());
+        Sse::new(one_then_idle(Event::data_only("in"), flag)).heartbeat(None)
+    };
+    app.route_with(
+        Method::GET,
+        "/one",
+        Arc::new(limited),
+        RouteOptions {
+            stream: true,
+            max_streams: Some(1),
+            ..RouteOptions::default()
+        },
+    )
+    .unwrap();
+    let server = serve(app).await;
+    let addr = server.local_addr();
+    let (conn, _head) = open_sse(addr, "/one").await;
+    let mut first = SseReader::new(conn);
+    assert!(within(READ_DEADLINE, "the event", first.next_event())
+        .await
+        .is_some());
+    let second = support::get(addr, "/one").await;
+    assert_eq!(second.status, 429, "the limit holds while the first is open");
+    drop(first);
+    let mut status = 0;
+    for _ in 0..100 {
+        let mut conn = support::RawConn::connect(addr).await;
+        conn.send_request("GET", "/one", &[], b"").await;
+        status = within(READ_DEADLINE, "a head", conn.read_head()).await.status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 200, "the slot comes back once the first client left");
+}

@@ -37,6 +37,10 @@ enum Kind {
 struct EventsBody {
     stream: Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>,
     heartbeat: Heartbeat,
+    /// An empty queue through which the server ends the body as it ends queue-fed ones
+    /// (at shutdown, at `max_stream_age`) and learns when it is gone (see
+    /// [`Body::queue_sender`]).
+    control: QueueReceiver,
 }
 
 struct QueueBody {
@@ -130,9 +134,11 @@ impl Body {
     where
         S: Stream<Item = Result<Bytes>> + Send + 'static,
     {
+        let (_, control) = super::queue::queue(super::queue::QueueLimits::default());
         Self::from_kind(Kind::Events(Box::new(EventsBody {
             stream: Box::pin(stream),
             heartbeat: Heartbeat::Unattached(heartbeat),
+            control,
         })))
     }
 
@@ -148,10 +154,12 @@ impl Body {
         }
     }
 
-    /// The producer side of a queue-fed body.
+    /// The producer side of a queue-fed body (for an event stream, of its control queue:
+    /// ending it ends the body after the event in progress).
     pub(crate) fn queue_sender(&self) -> Option<super::queue::StreamSender> {
         match &self.kind {
             Kind::Queue(q) => Some(q.rx.sender()),
+            Kind::Events(e) => Some(e.control.sender()),
             _ => None,
         }
     }
@@ -300,6 +308,12 @@ impl EventsBody {
     /// The next frame and whether it is an event (not a heartbeat); a heartbeat when the
     /// stream has been idle for the interval.
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<(Bytes, bool)>>> {
+        match self.control.poll_chunk(cx) {
+            Poll::Pending => {}
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(Err(reason))) => return Poll::Ready(Some(Err(Error::handler(reason)))),
+            Poll::Ready(Some(Ok((bytes, _)))) => return Poll::Ready(Some(Ok((bytes, false)))),
+        }
         match self.stream.as_mut().poll_next(cx) {
             Poll::Ready(Some(item)) => {
                 if let Heartbeat::On(hb) = &mut self.heartbeat {
