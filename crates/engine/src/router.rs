@@ -1,6 +1,7 @@
 //! Method + path routing on top of [`matchit`].
 //!
-//! Patterns accept both the Node style and the seeds' style:
+//! Patterns accept the Node (Express) style, the Flask style with typed parameters, and
+//! braces:
 //!
 //! | pattern                  | matches                               |
 //! |--------------------------|---------------------------------------|
@@ -540,7 +541,7 @@ mod tests {
     }
 
     #[test]
-    fn node_and_seed_styles_bind_params() {
+    fn node_flask_and_brace_styles_bind_params() {
         let mut r = Router::new();
         r.insert(Method::GET, "/api/progress/:session_id", "node")
             .unwrap();

@@ -260,7 +260,7 @@ impl SseSender {
         r
     }
 
-    /// Sends `event: name` with `data`, as in the seeds' `send_event`.
+    /// Sends `event: name` with `data`.
     ///
     /// # Errors
     /// Invalid name, closed stream, or the hard buffer limit.
