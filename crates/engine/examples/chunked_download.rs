@@ -29,12 +29,11 @@ pub fn app() -> App {
             .and_then(|v| v.parse().ok())
             .unwrap_or(10_000);
         let header_line = tokio_stream::once(Bytes::from_static(b"id,name,score\n"));
-        let chunks = tokio_stream::iter((0..rows).step_by(ROWS_PER_CHUNK as usize)).map(
-            move |start| {
+        let chunks =
+            tokio_stream::iter((0..rows).step_by(ROWS_PER_CHUNK as usize)).map(move |start| {
                 let end = (start + ROWS_PER_CHUNK).min(rows);
                 Bytes::from((start..end).map(row).collect::<String>())
-            },
-        );
+            });
         StreamingResponse::new("text/csv", header_line.chain(chunks).map(Ok)).header(
             header::CONTENT_DISPOSITION,
             HeaderValue::from_static("attachment; filename=\"report.csv\""),

@@ -188,7 +188,11 @@ mod tests {
             id: u32,
             title: &'a str,
         }
-        let r = Json(Todo { id: 7, title: "x\"y" }).into_response();
+        let r = Json(Todo {
+            id: 7,
+            title: "x\"y",
+        })
+        .into_response();
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()["content-type"], "application/json");
         assert_eq!(body_of(r).await, r#"{"id":7,"title":"x\"y"}"#);

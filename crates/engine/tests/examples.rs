@@ -62,7 +62,12 @@ async fn sse_generator() {
         .collect();
     assert_eq!(
         names,
-        [("message", "3"), ("message", "2"), ("message", "1"), ("liftoff", "")]
+        [
+            ("message", "3"),
+            ("message", "2"),
+            ("message", "1"),
+            ("liftoff", "")
+        ]
     );
     let took = got[3].2 - got[0].2;
     assert!(
@@ -84,7 +89,10 @@ async fn channel_replay() {
 
     // A client that saw "one" resumes after it: "two" and "three" from history, then live.
     let mut conn = RawConn::connect(addr).await;
-    let resume = [("Accept", "text/event-stream"), ("Last-Event-ID", ids[0].as_str())];
+    let resume = [
+        ("Accept", "text/event-stream"),
+        ("Last-Event-ID", ids[0].as_str()),
+    ];
     conn.send_request("GET", "/events", &resume, b"").await;
     let head = within(DEADLINE, "the head", conn.read_head()).await;
     assert_eq!(head.status, 200);
@@ -93,7 +101,10 @@ async fn channel_replay() {
         let ev = within(DEADLINE, "a replayed event", reader.next_event())
             .await
             .expect("an event");
-        assert_eq!((ev.event.data.as_str(), &ev.event.last_event_id), (want, id));
+        assert_eq!(
+            (ev.event.data.as_str(), &ev.event.last_event_id),
+            (want, id)
+        );
     }
     let res = fetch(addr, request("POST", addr, "/messages", "four")).await;
     assert_eq!(res.status, 201);
@@ -188,6 +199,9 @@ async fn graceful_shutdown() {
     {}
     assert_eq!(ticks.ended, Some(Chunk::End));
     let ended = started.elapsed();
-    assert!(ended >= GRACE, "the stream ended after {ended:?}, before the grace");
+    assert!(
+        ended >= GRACE,
+        "the stream ended after {ended:?}, before the grace"
+    );
     within(DEADLINE, "run to return", run).await.unwrap();
 }

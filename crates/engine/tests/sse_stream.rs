@@ -58,7 +58,10 @@ fn app() -> (App, Fixture) {
                     }
                     let ev = match i {
                         0 => Event::new().event("ping"),
-                        _ => Event::new().id(i.to_string()).unwrap().data(format!("n{i}")),
+                        _ => Event::new()
+                            .id(i.to_string())
+                            .unwrap()
+                            .data(format!("n{i}")),
                     };
                     Ok::<_, std::convert::Infallible>(ev)
                 }
@@ -207,7 +210,11 @@ async fn an_error_item_cuts_the_connection_after_the_events_before_it() {
     assert!(within(READ_DEADLINE, "the end", reader.next_event())
         .await
         .is_none());
-    assert_eq!(reader.ended, Some(Chunk::Eof), "no clean end after an error");
+    assert_eq!(
+        reader.ended,
+        Some(Chunk::Eof),
+        "no clean end after an error"
+    );
 }
 
 async fn leave_and_check_dropped(path: &str, dropped: impl Fn(&Fixture) -> bool) {
@@ -299,17 +306,25 @@ async fn a_route_stream_limit_counts_open_event_streams() {
         .await
         .is_some());
     let second = support::get(addr, "/one").await;
-    assert_eq!(second.status, 429, "the limit holds while the first is open");
+    assert_eq!(
+        second.status, 429,
+        "the limit holds while the first is open"
+    );
     drop(first);
     let mut status = 0;
     for _ in 0..100 {
         let mut conn = support::RawConn::connect(addr).await;
         conn.send_request("GET", "/one", &[], b"").await;
-        status = within(READ_DEADLINE, "a head", conn.read_head()).await.status;
+        status = within(READ_DEADLINE, "a head", conn.read_head())
+            .await
+            .status;
         if status == 200 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(status, 200, "the slot comes back once the first client left");
+    assert_eq!(
+        status, 200,
+        "the slot comes back once the first client left"
+    );
 }

@@ -311,7 +311,9 @@ impl EventsBody {
         match self.control.poll_chunk(cx) {
             Poll::Pending => {}
             Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Ready(Some(Err(reason))) => return Poll::Ready(Some(Err(Error::handler(reason)))),
+            Poll::Ready(Some(Err(reason))) => {
+                return Poll::Ready(Some(Err(Error::handler(reason))))
+            }
             Poll::Ready(Some(Ok((bytes, _)))) => return Poll::Ready(Some(Ok((bytes, false)))),
         }
         match self.stream.as_mut().poll_next(cx) {
