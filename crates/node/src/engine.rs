@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use napi::bindgen_prelude::{Env, Function, FunctionRef, PromiseRaw};
 use napi_derive::napi;
-use rat_engine::router::parse_method;
 use rat_engine::frontend::{Responder, ResponseKind};
+use rat_engine::router::parse_method;
 use rat_engine::{
     App, BoxFuture, Handler, Metrics, Request, Response, Server, ServerConfig, ServerHandle,
 };
