@@ -4,8 +4,6 @@
 //! subscriber whose socket is full gets it queued (bounded) and flushed on EPOLLOUT.
 //! Deliberately minimal HTTP: GET only, no request bodies, keep-alive always.
 
-mod conn;
-
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -14,7 +12,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use rat_bench::sys::{monotonic_ns, raise_nofile_limit};
 
-use conn::{Conn, Outcome, MAX_WRITE};
+use crate::conn::{Conn, Outcome, MAX_WRITE};
 
 const LISTENER: Token = Token(usize::MAX);
 
@@ -51,7 +49,7 @@ fn env_num(name: &str, default: f64) -> io::Result<f64> {
     }
 }
 
-fn main() -> io::Result<()> {
+pub(crate) fn main() -> io::Result<()> {
     raise_nofile_limit()?;
     let port = env_num("PORT", 3000.0)? as u16;
     let interval = Duration::from_secs_f64(env_num("PUB_INTERVAL_MS", 100.0)?.max(1.0) / 1000.0);
