@@ -151,8 +151,8 @@ fn kind_name(k: ParamKind) -> &'static str {
 }
 
 /// The requests of one dispatch, as JS sees them: one native object per batch instead of
-/// one per request (a wrapped object with a finalizer per request would cost the JS thread
-/// more than most handlers do). JS addresses a request by its index in the batch (`ts/call.ts` wraps the
+/// one per request (a wrapped object with a finalizer costs ~1.5 µs of the JS thread per
+/// request). JS addresses a request by its index in the batch (`ts/call.ts` wraps the
 /// pair). A request's state lives as long as the batch object does, except a stream's:
 /// [`detach`](Calls::detach) moves it into a batch of its own, so a long-lived stream
 /// does not keep the other requests of its batch (their bodies) alive.
