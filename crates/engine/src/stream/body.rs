@@ -29,13 +29,15 @@ enum Kind {
     Empty,
     Full(Option<Bytes>),
     Queue(QueueBody),
-    Stream(Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>),
-    Events(Box<EventsBody>),
+    Pulled(Box<PulledBody>),
 }
 
-/// A stream of encoded SSE events, with the heartbeat an idle SSE stream sends.
-struct EventsBody {
+/// A body pulled from a stream of chunks: bytes, or encoded SSE events with the heartbeat
+/// an idle SSE stream sends.
+struct PulledBody {
     stream: Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>,
+    /// Each item is one SSE event (counted in `events_sent`).
+    events: bool,
     heartbeat: Heartbeat,
     /// An empty queue through which the server ends the body as it ends queue-fed ones
     /// (at shutdown, at `max_stream_age`) and learns when it is gone (see
@@ -79,8 +81,8 @@ impl fmt::Debug for Body {
             Kind::Empty => "empty",
             Kind::Full(_) => "full",
             Kind::Queue(_) => "queue",
-            Kind::Stream(_) => "stream",
-            Kind::Events(_) => "events",
+            Kind::Pulled(p) if p.events => "events",
+            Kind::Pulled(_) => "stream",
         };
         f.debug_struct("Body").field("kind", &kind).finish()
     }
@@ -119,7 +121,7 @@ impl Body {
     where
         S: Stream<Item = Result<Bytes>> + Send + 'static,
     {
-        Self::from_kind(Kind::Stream(Box::pin(stream)))
+        Self::pulled(Box::pin(stream), false, HeartbeatSetting::None)
     }
 
     pub(crate) fn from_queue(rx: QueueReceiver, heartbeat: HeartbeatSetting) -> Self {
@@ -134,9 +136,18 @@ impl Body {
     where
         S: Stream<Item = Result<Bytes>> + Send + 'static,
     {
+        Self::pulled(Box::pin(stream), true, heartbeat)
+    }
+
+    fn pulled(
+        stream: Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>,
+        events: bool,
+        heartbeat: HeartbeatSetting,
+    ) -> Self {
         let (_, control) = super::queue::queue(super::queue::QueueLimits::default());
-        Self::from_kind(Kind::Events(Box::new(EventsBody {
-            stream: Box::pin(stream),
+        Self::from_kind(Kind::Pulled(Box::new(PulledBody {
+            stream,
+            events,
             heartbeat: Heartbeat::Unattached(heartbeat),
             control,
         })))
@@ -154,22 +165,19 @@ impl Body {
         }
     }
 
-    /// The producer side of a queue-fed body (for an event stream, of its control queue:
-    /// ending it ends the body after the event in progress).
+    /// The producer side of a queue-fed body (for a pulled body, of its control queue:
+    /// ending it ends the body after the item in progress).
     pub(crate) fn queue_sender(&self) -> Option<super::queue::StreamSender> {
         match &self.kind {
             Kind::Queue(q) => Some(q.rx.sender()),
-            Kind::Events(e) => Some(e.control.sender()),
+            Kind::Pulled(p) => Some(p.control.sender()),
             _ => None,
         }
     }
 
     /// True for bodies that stream (a queue or a stream), as opposed to empty/full ones.
     pub fn is_streaming(&self) -> bool {
-        matches!(
-            self.kind,
-            Kind::Queue(_) | Kind::Stream(_) | Kind::Events(_)
-        )
+        matches!(self.kind, Kind::Queue(_) | Kind::Pulled(_))
     }
 
     /// Called by the server before handing the body to hyper: counts it as a stream,
@@ -180,8 +188,7 @@ impl Body {
                 q.rx.attach_metrics(metrics);
                 q.heartbeat.start(default_heartbeat);
             }
-            Kind::Events(e) => e.heartbeat.start(default_heartbeat),
-            Kind::Stream(_) => {}
+            Kind::Pulled(p) => p.heartbeat.start(default_heartbeat),
             _ => return,
         }
         Metrics::add(&metrics.active_streams, 1);
@@ -212,7 +219,7 @@ impl Body {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok((b, false)))),
             Kind::Queue(q) => q.poll_next(cx),
-            Kind::Events(e) => e.poll_next(cx).map(|frame| {
+            Kind::Pulled(p) => p.poll_next(cx).map(|frame| {
                 frame.map(|r| {
                     r.map(|(bytes, event)| {
                         if let (true, Some(m)) = (event, &self.stream_metrics) {
@@ -222,10 +229,6 @@ impl Body {
                     })
                 })
             }),
-            Kind::Stream(s) => s
-                .as_mut()
-                .poll_next(cx)
-                .map(|c| c.map(|r| r.map(|b| (b, false)))),
         };
         if let Poll::Ready(Some(Ok((bytes, false)))) = &polled {
             // Bytes written through the sink were counted by their producer.
@@ -304,9 +307,9 @@ impl QueueBody {
     }
 }
 
-impl EventsBody {
-    /// The next frame and whether it is an event (not a heartbeat); a heartbeat when the
-    /// stream has been idle for the interval.
+impl PulledBody {
+    /// The next chunk and whether it is an SSE event (not bytes, not a heartbeat); a
+    /// heartbeat when an SSE stream has been idle for the interval.
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<(Bytes, bool)>>> {
         match self.control.poll_chunk(cx) {
             Poll::Pending => {}
@@ -321,7 +324,7 @@ impl EventsBody {
                 if let Heartbeat::On(hb) = &mut self.heartbeat {
                     hb.last_activity = Instant::now();
                 }
-                Poll::Ready(Some(item.map(|b| (b, true))))
+                Poll::Ready(Some(item.map(|b| (b, self.events))))
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => match &mut self.heartbeat {
