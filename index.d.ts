@@ -9,118 +9,6 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
-/**
- * The requests of one dispatch, as JS sees them: one native object per batch instead of
- * one per request (a wrapped object with a finalizer costs ~1.5 µs of the JS thread per
- * request). JS addresses a request by its index in the batch (`ts/call.ts` wraps the
- * pair). A request's state lives as long as the batch object does, except a stream's:
- * [`detach`](Calls::detach) moves it into a batch of its own, so a long-lived stream
- * does not keep the other requests of its batch (their bodies) alive.
- */
-export declare class Calls {
-  /** Number of requests in the batch. */
-  get length(): number
-  /**
-   * Moves request `i` into a batch of its own (index 0), for a stream that may outlive
-   * the rest of this batch.
-   */
-  detach(i: number): Calls
-  /** The method, upper-case. */
-  method(i: number): string
-  /** The path as sent (percent-encoded), without the query. */
-  path(i: number): string
-  /** The raw query string, or null. */
-  queryString(i: number): string | null
-  /** Headers as a flat list `[name, value, name, value, ...]`, names lower-case. */
-  rawHeaders(i: number): Array<string>
-  /**
-   * Path parameters as a flat list `[name, value, kind, ...]` (kind: int, float, uuid,
-   * str, path); values are percent-decoded.
-   */
-  rawParams(i: number): Array<string>
-  /** The request body (a copy). */
-  body(i: number): Buffer
-  /** True when the route streams the request body (read it with `readChunk`). */
-  bodyStreamed(i: number): boolean
-  /**
-   * The next chunk of a streamed request body, or null at its end. Rejects with
-   * `ERR_BODY_TOO_LARGE` past the route's limit.
-   */
-  readChunk(i: number): Promise<Buffer | null>
-  /** The peer's IP address. */
-  remoteAddress(i: number): string | null
-  /** The peer's port. */
-  remotePort(i: number): number | null
-  /** `Last-Event-ID` header, or the `lastEventId` query parameter. */
-  lastEventId(i: number): string | null
-  /** Sends a complete response. `headers` is a flat `[name, value, ...]` list. */
-  respond(i: number, status: number, headers?: Array<string> | undefined | null, body?: string | undefined | null): void
-  /** Sends a complete response with a binary body. */
-  respondBuffer(i: number, status: number, headers: Array<string> | undefined | null, body: Uint8Array): void
-  /** Sets the status before the stream starts. */
-  setStatus(i: number, status: number): void
-  /** Appends a header before the stream starts. */
-  appendHeader(i: number, name: string, value: string): void
-  /** Sends the head now (status and headers so far). */
-  start(i: number): void
-  /**
-   * Writes text to the stream. Returns false when the queue is at its high-water mark
-   * (wait for `ready()`), or when the stream is closed (see `closed`).
-   */
-  writeString(i: number, chunk: string): boolean
-  /**
-   * Writes bytes to the stream: straight to the socket when it takes them at once, else
-   * copied. Same result as `writeString`.
-   */
-  writeBuffer(i: number, chunk: Uint8Array): boolean
-  /**
-   * Writes several buffers as one: straight to the socket in one vectored send when it
-   * has room, else copied. The TS stream collects the byte writes of a turn and crosses
-   * over once. Same result as `writeString`.
-   */
-  writeBuffers(i: number, chunks: Array<Uint8Array>): boolean
-  /** Sends one SSE event. Returns like `writeString`; throws for an invalid id or name. */
-  sendEvent(i: number, data?: string | undefined | null, event?: string | undefined | null, id?: string | undefined | null, retry?: number | undefined | null): boolean
-  /**
-   * Sends one data-only SSE event per item, as one write: the TS stream collects the
-   * sends of a tick and crosses over once. Returns like `writeString`.
-   */
-  sendDataBatch(i: number, items: Array<string>): boolean
-  /**
-   * Same as `sendDataBatch(joined.split('\0'))`, with one string to convert instead of
-   * one per event (most data never holds NUL; the TS stream checks).
-   */
-  sendDataJoined(i: number, joined: string): boolean
-  /** Sends an SSE comment line. */
-  comment(i: number, text: string): boolean
-  /** Ends the response after what is queued. */
-  end(i: number): void
-  /**
-   * Reports a handler failure: 500 JSON before the head; after it an `error` event and
-   * a clean end (SSE), or a cut connection (chunked).
-   */
-  fail(i: number, message: string): void
-  /** True once the head was sent. */
-  started(i: number): boolean
-  /** True once the client has gone or the stream ended. */
-  closed(i: number): boolean
-  /** Bytes queued and not yet sent. */
-  buffered(i: number): number
-  /**
-   * Asks for a notice when the queue has room again: 1 = it has room now, 0 = the
-   * stream is closed, 2 = armed: this call's id arrives in a later dispatch's `ready`
-   * list (or in `closed`, if the stream closes first). One promise-free crossing per
-   * wait, batched with the rest of the engine's traffic.
-   */
-  armReady(i: number): number
-  /**
-   * Subscribes this SSE stream to a channel, replaying history after `lastEventId`.
-   * Returns the number of events replayed (-1 if some were missed: a `missed` event
-   * was sent first).
-   */
-  subscribe(i: number, channel: Channel, lastEventId?: string | undefined | null): number
-}
-
 /** A named broadcast channel (see the engine's `Channel`). */
 export declare class Channel {
   /** Creates a channel. */
@@ -146,11 +34,11 @@ export declare class Engine {
   /**
    * Creates an engine. `dispatch(seq, routeIds, ids, closed, ready)` is called on the JS
    * thread with the number of a batch of new requests (read and answered through the
-   * `batch*` functions while the call runs, kept with `keepBatch`/`takeCall`), the route
+   * `batch*` functions while the call runs, kept with `takeCall`), the route
    * id and the id of each, the ids of streams whose client has gone, and the ids of
-   * streams whose queue has room again (see `Calls.armReady`).
+   * streams whose queue has room again (see `KeptCall.armReady`).
    */
-  constructor(options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[]) => void)
+  constructor(options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[]) => void)
   /**
    * Adds a route served by JS. `kind` is `plain`, `sse` or `chunked`; `contentType` is
    * the chunked default.
@@ -170,10 +58,124 @@ export declare class Engine {
   close(graceMs?: number | undefined | null): Promise<void>
   /** Replaces the TLS certificate and key for connections made from now on. */
   setCertificate(tls: TlsOptions): void
-  /** Server counters (zeros before listen). */
+  /**
+   * Server counters (zeros before listen).
+   * The answer of the TS layer's origin function to the note with `token`.
+   */
+  originDecided(token: number, allowed: boolean): void
   metrics(): EngineMetrics
   /** Records a handler error that JS handled itself (counted in metrics). */
   recordHandlerError(): void
+}
+
+/**
+ * A request kept past the dispatch call that brought it (a handler that answers later, a
+ * stream): a native object of its own, so it holds only its own state, never the other
+ * requests of its batch (their bodies), and is released when JS drops it. While the
+ * dispatch call runs, a request is read and answered through the `batch*` functions
+ * instead, with no native object (a wrapped object with a finalizer costs ~1.5 µs of
+ * the JS thread per request).
+ */
+export declare class KeptCall {
+  /** The method, upper-case. */
+  method(): string
+  /** The path as sent (percent-encoded), without the query. */
+  path(): string
+  /** The raw query string, or null. */
+  queryString(): string | null
+  /** Headers as a flat list `[name, value, name, value, ...]`, names lower-case. */
+  rawHeaders(): Array<string>
+  /**
+   * Path parameters as a flat list `[name, value, kind, ...]` (kind: int, float, uuid,
+   * str, path); values are percent-decoded.
+   */
+  rawParams(): Array<string>
+  /** The request body (a copy). */
+  body(): Buffer
+  /** True when the route streams the request body (read it with `readChunk`). */
+  bodyStreamed(): boolean
+  /**
+   * The next chunk of a streamed request body, or null at its end. Rejects with
+   * `ERR_BODY_TOO_LARGE` past the route's limit.
+   */
+  readChunk(): Promise<Buffer | null>
+  /** The peer's IP address. */
+  remoteAddress(): string | null
+  /** The peer's port. */
+  remotePort(): number | null
+  /** `Last-Event-ID` header, or the `lastEventId` query parameter. */
+  lastEventId(): string | null
+  /** Sends a complete response. `headers` is a flat `[name, value, ...]` list. */
+  respond(status: number, headers?: Array<string> | undefined | null, body?: string | undefined | null): void
+  /** Sends a complete response with a binary body. */
+  respondBuffer(status: number, headers: Array<string> | undefined | null, body: Uint8Array): void
+  /**
+   * Sends the error response `{"error": message, "status": status}`; `headers` is a flat
+   * `[name, value, ...]` list added to it.
+   */
+  respondError(status: number, message: string, headers?: Array<string> | undefined | null): void
+  /** Sets the status before the stream starts. */
+  setStatus(status: number): void
+  /** Appends a header before the stream starts. */
+  appendHeader(name: string, value: string): void
+  /** Sends the head now (status and headers so far). */
+  start(): void
+  /**
+   * Writes text to the stream. Returns false when the queue is at its high-water mark
+   * (wait for `ready()`), or when the stream is closed (see `closed`).
+   */
+  writeString(chunk: string): boolean
+  /**
+   * Writes bytes to the stream: straight to the socket when it takes them at once, else
+   * copied. Same result as `writeString`.
+   */
+  writeBuffer(chunk: Uint8Array): boolean
+  /**
+   * Writes several buffers as one: straight to the socket in one vectored send when it
+   * has room, else copied. The TS stream collects the byte writes of a turn and crosses
+   * over once. Same result as `writeString`.
+   */
+  writeBuffers(chunks: Array<Uint8Array>): boolean
+  /** Sends one SSE event. Returns like `writeString`; throws for an invalid id or name. */
+  sendEvent(data?: string | undefined | null, event?: string | undefined | null, id?: string | undefined | null, retry?: number | undefined | null): boolean
+  /**
+   * Sends one data-only SSE event per item, as one write: the TS stream collects the
+   * sends of a tick and crosses over once. Returns like `writeString`.
+   */
+  sendDataBatch(items: Array<string>): boolean
+  /**
+   * Same as `sendDataBatch(joined.split('\0'))`, with one string to convert instead of
+   * one per event (most data never holds NUL; the TS stream checks).
+   */
+  sendDataJoined(joined: string): boolean
+  /** Sends an SSE comment line. */
+  comment(text: string): boolean
+  /** Ends the response after what is queued. */
+  end(): void
+  /**
+   * Reports a handler failure: 500 JSON before the head; after it an `error` event and
+   * a clean end (SSE), or a cut connection (chunked).
+   */
+  fail(message: string): void
+  /** True once the head was sent. */
+  started(): boolean
+  /** True once the client has gone or the stream ended. */
+  closed(): boolean
+  /** Bytes queued and not yet sent. */
+  buffered(): number
+  /**
+   * Asks for a notice when the queue has room again: 1 = it has room now, 0 = the
+   * stream is closed, 2 = armed: this call's id arrives in a later dispatch's `ready`
+   * list (or in `closed`, if the stream closes first). One promise-free crossing per
+   * wait, batched with the rest of the engine's traffic.
+   */
+  armReady(): number
+  /**
+   * Subscribes this SSE stream to a channel, replaying history after `lastEventId`.
+   * Returns the number of events replayed (-1 if some were missed: a `missed` event
+   * was sent first).
+   */
+  subscribe(channel: Channel, lastEventId?: string | undefined | null): number
 }
 
 /** A request in the access log, as JS receives it. */
@@ -209,32 +211,60 @@ export interface AuthRule {
   header?: string
 }
 
-/** `Calls.body` for request `i` of batch `seq`. */
+/** `KeptCall.body` for request `i` of batch `seq`. */
 export declare function batchBody(seq: number, i: number): Buffer
 
-/** `Calls.bodyStreamed` for request `i` of batch `seq`. */
+/** `KeptCall.bodyStreamed` for request `i` of batch `seq`. */
 export declare function batchBodyStreamed(seq: number, i: number): boolean
 
-/** `Calls.method` for request `i` of batch `seq`. */
+/** `KeptCall.lastEventId` for request `i` of batch `seq`. */
+export declare function batchLastEventId(seq: number, i: number): string | null
+
+/** `KeptCall.method` for request `i` of batch `seq`. */
 export declare function batchMethod(seq: number, i: number): string
 
-/** `Calls.path` for request `i` of batch `seq`. */
+/** `KeptCall.path` for request `i` of batch `seq`. */
 export declare function batchPath(seq: number, i: number): string
 
-/** `Calls.queryString` for request `i` of batch `seq`. */
+/** `KeptCall.queryString` for request `i` of batch `seq`. */
 export declare function batchQueryString(seq: number, i: number): string | null
 
-/** `Calls.rawHeaders` for request `i` of batch `seq`. */
+/** `KeptCall.rawHeaders` for request `i` of batch `seq`. */
 export declare function batchRawHeaders(seq: number, i: number): Array<string>
 
-/** `Calls.rawParams` for request `i` of batch `seq`. */
+/** `KeptCall.rawParams` for request `i` of batch `seq`. */
 export declare function batchRawParams(seq: number, i: number): Array<string>
 
-/** `Calls.respond` for request `i` of batch `seq`. */
+/** `KeptCall.remoteAddress` for request `i` of batch `seq`. */
+export declare function batchRemoteAddress(seq: number, i: number): string | null
+
+/** `KeptCall.remotePort` for request `i` of batch `seq`. */
+export declare function batchRemotePort(seq: number, i: number): number | null
+
+/** `KeptCall.respond` for request `i` of batch `seq`. */
 export declare function batchRespond(seq: number, i: number, status: number, headers?: Array<string> | undefined | null, body?: string | undefined | null): void
 
-/** `Calls.respondBuffer` for request `i` of batch `seq`. */
+/** `KeptCall.respondBuffer` for request `i` of batch `seq`. */
 export declare function batchRespondBuffer(seq: number, i: number, status: number, headers: Array<string> | undefined | null, body: Uint8Array): void
+
+/** `KeptCall.respondError` for request `i` of batch `seq`. */
+export declare function batchRespondError(seq: number, i: number, status: number, message: string, headers?: Array<string> | undefined | null): void
+
+/** `KeptCall.started` for request `i` of batch `seq`. */
+export declare function batchStarted(seq: number, i: number): boolean
+
+/** Response compression as the TS layer hands it over (see `AppOptions.compression`). */
+export interface CompressionOptions {
+  /**
+   * Codings offered, in order of preference: `'zstd'`, `'br'`, `'gzip'`.
+   * @default ['zstd', 'br', 'gzip']
+   */
+  encodings?: Array<string>
+  /** Full bodies under this many bytes are sent as they are. @default 1024 */
+  threshold?: number
+  /** Level in each coding's scale (gzip 0-9, br 0-11, zstd 1-22). */
+  level?: number
+}
 
 /** A CORS policy as the TS layer hands it over (see `AppOptions.cors`). */
 export interface CorsOptions {
@@ -252,6 +282,8 @@ export interface CorsOptions {
   exposedHeaders?: Array<string>
   /** Seconds a browser may cache a preflight's answer. */
   maxAge?: number
+  /** The TS layer's origin function deciding other origins (its index there). */
+  check?: number
 }
 
 /** Server counters. */
@@ -289,6 +321,25 @@ export interface EngineMetrics {
   handlerTimeouts: number
   /** Requests answered 401 for missing or unknown credentials (`auth`). */
   unauthorized: number
+}
+
+/**
+ * Something other than a request for JS: an engine warning for the logger, or a CORS
+ * origin that a JS function decides (answered with `Engine.originDecided`).
+ */
+export interface EngineNote {
+  /** `'warning'` or `'origin'`. */
+  kind: string
+  /** A warning's kind: `handler_timeout`, `tls_handshake`, `accept`, `slow_subscribers`. */
+  warning?: string
+  message?: string
+  remoteAddress?: string
+  path?: string
+  /** The origin function asked (its index in the TS layer's list). */
+  check?: number
+  origin?: string
+  /** Passed back with the answer. */
+  token?: number
 }
 
 /** Options of a native engine. */
@@ -329,14 +380,15 @@ export interface EngineOptions {
   limits?: Limits
   /** CORS for every route. */
   cors?: CorsOptions
+  /** Response compression for every route. */
+  compression?: CompressionOptions
   /** Static credentials per path prefix. */
   auth?: Array<AuthRule>
   /** Hand one access log entry per request to `dispatch`. @default false */
   accessLog?: boolean
+  /** Hand the engine's warnings to `dispatch`. @default false */
+  warnings?: boolean
 }
-
-/** Keeps what is left of batch `seq` past its dispatch call, as one `Calls` (same indices). */
-export declare function keepBatch(seq: number): Calls
 
 /** Limits and timeouts of an engine (see `AppOptions.limits`). */
 export interface Limits {
@@ -420,10 +472,12 @@ export interface RouteOptions {
   cors?: CorsOptions
   /** No CORS for this route. */
   corsOff?: boolean
+  /** Never compress this route's responses. */
+  compressionOff?: boolean
 }
 
-/** Moves request `i` of batch `seq` into a `Calls` of its own (index 0). */
-export declare function takeCall(seq: number, i: number): Calls
+/** Moves request `i` of batch `seq` into a `KeptCall` of its own. */
+export declare function takeCall(seq: number, i: number): KeptCall
 
 /** TLS of a listening engine: PEM text as bytes. */
 export interface TlsOptions {

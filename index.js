@@ -835,17 +835,21 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
-module.exports.Calls = nativeBinding.Calls
 module.exports.Channel = nativeBinding.Channel
 module.exports.Engine = nativeBinding.Engine
+module.exports.KeptCall = nativeBinding.KeptCall
 module.exports.batchBody = nativeBinding.batchBody
 module.exports.batchBodyStreamed = nativeBinding.batchBodyStreamed
+module.exports.batchLastEventId = nativeBinding.batchLastEventId
 module.exports.batchMethod = nativeBinding.batchMethod
 module.exports.batchPath = nativeBinding.batchPath
 module.exports.batchQueryString = nativeBinding.batchQueryString
 module.exports.batchRawHeaders = nativeBinding.batchRawHeaders
 module.exports.batchRawParams = nativeBinding.batchRawParams
+module.exports.batchRemoteAddress = nativeBinding.batchRemoteAddress
+module.exports.batchRemotePort = nativeBinding.batchRemotePort
 module.exports.batchRespond = nativeBinding.batchRespond
 module.exports.batchRespondBuffer = nativeBinding.batchRespondBuffer
-module.exports.keepBatch = nativeBinding.keepBatch
+module.exports.batchRespondError = nativeBinding.batchRespondError
+module.exports.batchStarted = nativeBinding.batchStarted
 module.exports.takeCall = nativeBinding.takeCall

@@ -3,7 +3,7 @@
 // high-water mark (plus at most one chunk), the producer must stall instead of running
 // ahead, and once the client reads again every byte must arrive, in order.
 import { describe, expect, test } from 'vitest'
-import type { BaseStream } from '../ts/index.js'
+import { sseEvent, type BaseStream } from '../ts/index.js'
 import { startApp } from './support/app.js'
 import { rawRequest } from './support/raw.js'
 import { parseSse } from './support/sse.js'
@@ -72,7 +72,7 @@ const { port } = await startApp(
       for (let i = 0; i < TOTAL; i++) {
         observe(p, stream)
         p.produced++
-        yield { id: i, data: chunk(i).slice(0, -1) }
+        yield sseEvent(chunk(i).slice(0, -1), { id: i })
       }
       p.finished = true
     })

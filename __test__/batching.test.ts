@@ -46,7 +46,7 @@ const { port } = await startApp(
     app.sse('/mixed', (_req, stream) => {
       stream.send('a')
       stream.send({ x: 1 })
-      stream.send({ event: 'named', data: 'b', id: '7' })
+      stream.send('b', { event: 'named', id: '7' })
       stream.comment('c')
       stream.send('d\ne')
       stream.writeRaw('event: raw\ndata: f\n\n')

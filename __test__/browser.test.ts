@@ -10,7 +10,7 @@ import { createLogTail } from '../examples/log-tail.js'
 import { createStreamingDemo } from '../examples/streaming-demo.js'
 import { createUploadProgress } from '../examples/upload-progress.js'
 import selfsigned from 'selfsigned'
-import { createApp, type App } from '../ts/index.js'
+import { createApp, html, sseEvent, type App } from '../ts/index.js'
 import { findBrowser } from './support/browser.js'
 
 const SHOTS = join(__dirname, '..', 'test-output', 'screenshots')
@@ -182,7 +182,7 @@ test('over HTTPS a page holds 20 EventSources on one HTTP/2 connection, all rece
   )
   apps.push(app)
   const { port } = await app.listen({ port: 0, tls: { cert: pems.cert, key: pems.private } })
-  const timer = setInterval(() => ticks.publish({ data: Date.now() }), 100)
+  const timer = setInterval(() => ticks.publish(Date.now()), 100)
   const context = await browser!.newContext({ ignoreHTTPSErrors: true })
   try {
     const page = await context.newPage()
@@ -243,4 +243,61 @@ test('CORS: a page on another origin reads an allowed API and its EventSource; a
     return { posted, events, blocked }
   }, [allowedApi, otherApi])
   expect(result).toEqual({ posted: { got: { n: 1 } }, events: ['one', 'two'], blocked: 'TypeError' })
+})
+
+test('compression: EventSource decodes gzip, br and zstd streams live, a channel too', async () => {
+  const page = await newPage()
+  for (const coding of ['gzip', 'br', 'zstd'] as const) {
+    const app = createApp({ compression: { encodings: [coding] }, heartbeatMs: 0 })
+    const news = app.channel('news')
+    app.get('/', () => html('<!doctype html><title>compressed</title>'))
+    app.get('/rows', () => Array.from({ length: 100 }, (_, i) => ({ id: i, name: `row ${i}` })))
+    app.sse('/ticks', async function* () {
+      for (let i = 0; i < 4; i++) {
+        if (i > 0) await new Promise((r) => setTimeout(r, 300))
+        yield sseEvent({ i, sentMs: Date.now(), pad: 'y'.repeat(200) })
+      }
+      // The page closes the EventSource once it has all four.
+      await new Promise((r) => setTimeout(r, 5000))
+    })
+    app.sse('/news', news)
+    const base = await serve(app)
+    await page.goto(base + '/')
+    const got = await page.evaluate(async () => {
+      const rows = await fetch('/rows')
+      const encoding = rows.headers.get('content-encoding')
+      const count = ((await rows.json()) as unknown[]).length
+      const late = await new Promise<number[]>((resolve, reject) => {
+        const es = new EventSource('/ticks')
+        const out: number[] = []
+        es.onmessage = (e) => {
+          out.push(Date.now() - JSON.parse(e.data).sentMs)
+          if (out.length === 4) {
+            es.close()
+            resolve(out)
+          }
+        }
+        setTimeout(() => reject(new Error(`only ${out.length} events`)), 5000)
+      })
+      return { encoding, count, late }
+    })
+    expect(got.encoding, coding).toBe(coding)
+    expect(got.count).toBe(100)
+    expect(Math.max(...got.late), `${coding}: ${got.late.join(', ')} ms`).toBeLessThan(100)
+    // A channel's stream (br is not offered for channels: it goes as it is).
+    const live = page.evaluate(
+      () =>
+        new Promise<string>((resolve) => {
+          const es = new EventSource('/news')
+          es.onmessage = (e) => {
+            es.close()
+            resolve(e.data)
+          }
+        }),
+    )
+    await expect.poll(() => news.subscribers, { timeout: 5000 }).toBe(1)
+    news.publish({ hello: coding })
+    expect(JSON.parse(await live)).toEqual({ hello: coding })
+  }
+  await page.close()
 })

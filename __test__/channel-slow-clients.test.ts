@@ -119,7 +119,7 @@ describe.each([
       expect(got).toEqual(got.map((_, i) => firstId + i))
     } else {
       // Still subscribed: it receives a later event, after a counted gap.
-      const marker = ch.publish({ event: 'marker', data: 'end' })
+      const marker = ch.publish('end', { event: 'marker' })
       await waitFor('the marker', () => slow.events.some((e) => e.id === marker), { timeoutMs: 10_000 })
       const got = slowIds().filter((id) => !Number.isNaN(id))
       const gaps = got.filter((id, i) => i > 0 && id !== got[i - 1] + 1).length

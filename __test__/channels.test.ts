@@ -32,11 +32,11 @@ const { app, port, url } = await startApp((app) => {
   app.sse('/with-init/:room', (req, stream) => {
     lastIds.push(req.lastEventId)
     jsStreams.push(stream)
-    stream.send({ event: 'init', data: { room: req.params.room }, retry: 100 })
+    stream.send({ room: req.params.room }, { event: 'init', retry: 100 })
     subscribeResults.push(stream.subscribe(req.params.room === 'short' ? short : replay))
   })
   app.sse('/closing-js', (_req, stream) => {
-    stream.send({ event: 'init', data: 'x' })
+    stream.send('x', { event: 'init' })
     stream.subscribe(closing)
   })
   app.sse('/closing', closing)
@@ -53,7 +53,9 @@ describe('the channel API', () => {
   test('app.channel(name) returns the same channel for the same name', () => {
     expect(app.channel('fanout')).toBe(fanout)
     expect(fanout.name).toBe('fanout')
-    expect(new Channel('standalone').name).toBe('standalone')
+    // A channel belongs to its app: there is no public constructor.
+    // @ts-expect-error the constructor is private
+    expect(() => new Channel('standalone')).toThrow(/made by app.channel\(name\)/)
   })
 
   test('publish takes events, strings and values, and returns ids in order', async () => {
@@ -63,11 +65,11 @@ describe('the channel API', () => {
     const first = misc.publish('text')
     expect(first).toMatch(/^[0-9a-z]{11}-1$/)
     const id = (n: number) => `${epochOf(first)}-${n}`
-    expect(misc.publish({ event: 'row', data: { a: 1 } })).toBe(id(2))
+    expect(misc.publish({ a: 1 }, { event: 'row' })).toBe(id(2))
     expect(misc.publish(42)).toBe(id(3))
-    expect(misc.publish({ data: 'own id', id: 'x-9' })).toBe('x-9')
+    expect(misc.publish('own id', { id: 'x-9' })).toBe('x-9')
     expect(misc.publish(['array'])).toBe(id(4))
-    expect(misc.publish({ event: 'ping' })).toBe(id(5))
+    expect(misc.publish(undefined, { event: 'ping' })).toBe(id(5))
     expect(() => misc.publish(undefined)).toThrow(RatError)
     // Published at once; handed to the subscriber by the channel's fan-out task.
     expect(misc.metrics()).toMatchObject({ subscribers: 1, published: 6 })
@@ -112,7 +114,7 @@ test('1,000 clients all receive every published event, in order', async () => {
     }
     await waitFor(`${N} subscribers`, () => fanout.subscribers === N, { timeoutMs: 10_000 })
     expect(app.metrics().activeStreams).toBeGreaterThanOrEqual(N)
-    for (let i = 1; i <= EVENTS; i++) fanout.publish({ event: 'tick', data: { i } })
+    for (let i = 1; i <= EVENTS; i++) fanout.publish({ i }, { event: 'tick' })
     await within(
       20_000,
       'every client to get every event',

@@ -3,6 +3,7 @@
 // (the dispatcher hands JS several requests per call under load).
 import { Agent, request } from 'undici'
 import { expect, test } from 'vitest'
+import { sseEvent } from '../ts/index.js'
 import { startApp } from './support/app.js'
 import { parseSse, RawSseClient } from './support/sse.js'
 import { deferred, waitFor, within } from './support/wait.js'
@@ -30,9 +31,9 @@ const { app, port, url } = await startApp((app) => {
   // Says hello at once, then waits for the test's signal before sending its events, so
   // that every stream is open at the same time.
   app.sse('/feed/:client', async function* (req) {
-    yield { event: 'hello', data: req.params.client }
+    yield sseEvent(req.params.client, { event: 'hello' })
     await go.promise
-    for (let i = 1; i <= EVENTS; i++) yield { id: i, data: `${req.params.client}:${i}` }
+    for (let i = 1; i <= EVENTS; i++) yield sseEvent(`${req.params.client}:${i}`, { id: i })
   })
   app.get('/plain/<int:n>', (req) => {
     countBatch()

@@ -68,6 +68,53 @@ test('a route can turn CORS off or use its own policy', async () => {
   expect((await headersOf(url('/partner'), 'GET', { origin: 'https://app.example' })).h['access-control-allow-origin']).toBeUndefined()
 })
 
-test('an origin that is neither a string nor a RegExp is an error', () => {
-  expect(() => createApp({ cors: { origin: (() => true) as never } })).toThrow(RatError)
+test('an origin that is not a string, a RegExp or one function is an error', () => {
+  expect(() => createApp({ cors: { origin: 42 as never } })).toThrow(RatError)
+  expect(() => createApp({ cors: { origin: [() => true, () => false] } })).toThrow(RatError)
+})
+
+test('an origin function decides the other origins, once each, async or throwing', async () => {
+  const asked: string[] = []
+  const { url } = await startApp(
+    (a) => {
+      a.get('/data', () => 'data')
+      a.post('/data', () => 'posted')
+      a.sse('/feed', async function* () {
+        yield 'x'
+      })
+    },
+    {
+      cors: {
+        origin: [
+          'https://app.example',
+          async (origin) => {
+            asked.push(origin)
+            if (origin === 'https://broken.example') throw new Error('lookup failed')
+            await new Promise((r) => setTimeout(r, 10))
+            return origin.endsWith('.partner.example')
+          },
+        ],
+      },
+      onError: () => {},
+      logger: { info: () => {}, warn: () => {}, error: () => {} },
+    },
+  )
+  for (let round = 0; round < 2; round++) {
+    for (const [origin, allowed] of [
+      ['https://a.partner.example', true],
+      ['https://evil.example', false],
+      ['https://broken.example', false],
+      ['https://app.example', true],
+    ] as const) {
+      for (const path of ['/data', '/feed']) {
+        const res = await request(url(path), { headers: { origin } })
+        expect(res.headers['access-control-allow-origin'], `${path} ${origin}`).toBe(allowed ? origin : undefined)
+        await res.body.text()
+      }
+      const pre = await headersOf(url('/data'), 'OPTIONS', { origin, 'access-control-request-method': 'POST' })
+      expect(pre.status).toBe(204)
+      expect(pre.h['access-control-allow-origin'], `preflight ${origin}`).toBe(allowed ? origin : undefined)
+    }
+  }
+  expect(asked).toEqual(['https://a.partner.example', 'https://evil.example', 'https://broken.example'])
 })

@@ -5,7 +5,7 @@ import net from 'node:net'
 import { EventSource } from 'eventsource'
 import { fetch } from 'undici'
 import { describe, expect, test } from 'vitest'
-import { createApp, HttpError, RatError, reply, type App } from '../ts/index.js'
+import { createApp, HttpError, RatError, reply, sseEvent, type App } from '../ts/index.js'
 import { startApp } from './support/app.js'
 import { runFixture } from './support/child.js'
 import { parseSse } from './support/sse.js'
@@ -66,8 +66,8 @@ const { url, app } = await startApp(
     app.get('/returns-generator', () => (function* () {})())
     app.get('/bad-header', () => reply('x', { headers: { 'x-bad': 'line\nbreak' } }))
     app.sse('/sse-throws-late', (_req, stream) => {
-      stream.send({ data: 'one' })
-      stream.send({ data: 'two' })
+      stream.send('one')
+      stream.send('two')
       throw new Error('late sse boom')
     })
     app.sse('/sse-generator-throws', async function* () {
@@ -81,19 +81,19 @@ const { url, app } = await startApp(
       throw new HttpError(401, 'log in first')
     })
     app.sse('/sse-bad-fields', (_req, stream) => {
-      for (const ev of [{ id: 'a\nb', data: 'x' }, { id: 'a\rb', data: 'x' }, { id: 'a\0b', data: 'x' }, { event: 'a\nb', data: 'x' }]) {
+      for (const fields of [{ id: 'a\nb' }, { id: 'a\rb' }, { id: 'a\0b' }, { event: 'a\nb' }]) {
         try {
-          stream.send(ev)
+          stream.send('x', fields)
         } catch (err) {
           fieldErrors.push(err)
         }
       }
-      stream.send({ data: 'still open' })
+      stream.send('still open')
       stream.end()
     })
     app.sse('/sse-yields-bad-id', async function* () {
-      yield { data: 'fine' }
-      yield { id: 'bad\nid', data: 'never' }
+      yield 'fine'
+      yield sseEvent('never', { id: 'bad\nid' })
     })
     app.chunked('/chunked-throws-late', async function* () {
       yield 'partial '
@@ -122,7 +122,7 @@ const { url, app } = await startApp(
     app.sse('/sse-sends-bigint', async (_req, stream) => {
       stream.send('before')
       await sleep(10)
-      stream.send({ data: { n: 10n } })
+      stream.send({ n: 10n }, {})
     })
   },
   {
@@ -403,7 +403,10 @@ describe('RatError for misuse', () => {
   test('an invalid method', () => {
     const err = caught(() => fresh().route('FETCH', '/x', () => 1))
     expect(err.code).toBe('ERR_ROUTE')
-    expect(err.message).toMatch(/invalid method "FETCH": use GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS/)
+    expect(err.message).toMatch(/^invalid method "FETCH": use GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS/)
+    // Thrown by the binding with its code set; RatError wraps it.
+    expect(err.cause).toBeInstanceOf(Error)
+    expect((err.cause as { code?: string }).code).toBe('ERR_ROUTE')
   })
 
   test('adding a route after listen', async () => {
@@ -425,8 +428,12 @@ describe('RatError for misuse', () => {
       )
       expect(err).toBeInstanceOf(RatError)
       expect((err as RatError).code).toBe('ERR_IO')
-      expect((err as RatError).message).toContain(`127.0.0.1:${busy}`)
-      expect((err as RatError).message).toMatch(/in use/)
+      expect((err as RatError).message).toBe(`cannot listen on 127.0.0.1:${busy}: the port is already in use`)
+      // The binding sets the code on the error it rejects with; the message is the reason alone.
+      const cause = (err as RatError).cause as Error & { code?: string }
+      expect(cause).toBeInstanceOf(Error)
+      expect(cause.code).toBe('ERR_IO')
+      expect(cause.message).toBe((err as RatError).message)
       await a.close(0)
     } finally {
       blocker.close()
@@ -466,13 +473,13 @@ describe('RatError for misuse', () => {
     const ch = fresh().channel('unsendable')
     expect(() => ch.publish({ n: 10n })).toThrow(TypeError)
     expect(() => ch.publish(() => 1)).toThrow(/JSON-serializable, not function/)
-    expect(() => ch.publish({ event: 'e', data: Symbol('s') })).toThrow(/JSON-serializable, not symbol/)
+    expect(() => ch.publish(Symbol('s'), { event: 'e' })).toThrow(/JSON-serializable, not symbol/)
     expect(ch.metrics().published).toBe(0)
   })
 
   test('a channel publish with an invalid id throws ERR_INVALID_FIELD', () => {
     const ch = fresh().channel('bad-ids')
-    const err = caught(() => ch.publish({ id: 'x\ny', data: 'd' }))
+    const err = caught(() => ch.publish('d', { id: 'x\ny' }))
     expect(err.code).toBe('ERR_INVALID_FIELD')
   })
 })

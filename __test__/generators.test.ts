@@ -3,7 +3,7 @@
 // writes that report closed.
 import { fetch } from 'undici'
 import { describe, expect, test } from 'vitest'
-import type { RatRequest, SseStream } from '../ts/index.js'
+import { sseEvent, type RatRequest, type SseStream } from '../ts/index.js'
 import { startApp } from './support/app.js'
 import { parseSse, RawSseClient } from './support/sse.js'
 import { sleep, waitFor, within } from './support/wait.js'
@@ -28,12 +28,13 @@ const { url, port } = await startApp((app) => {
   app.sse('/objects', async function* () {
     yield { a: 1, b: [true, null] }
     yield { data: 'x', other: 'not an event field' }
+    yield { event: 'looks like', data: 'an event' }
     yield 42
   })
   app.sse('/events', async function* () {
-    yield { event: 'tick', data: { n: 1 }, id: 'e1', retry: 2500 }
-    yield { event: 'only-name' }
-    yield { data: 'only data' }
+    yield sseEvent({ n: 1 }, { event: 'tick', id: 'e1', retry: 2500 })
+    yield sseEvent(undefined, { event: 'only-name' })
+    yield 'only data'
   })
   app.sse('/return', async function* () {
     yield 'before'
@@ -49,7 +50,7 @@ const { url, port } = await startApp((app) => {
     req.signal.addEventListener('abort', () => note(`${key}:signal`))
     try {
       for (let i = 0; i < 400; i++) {
-        yield { id: i, data: `tick ${i}` }
+        yield sseEvent(`tick ${i}`, { id: i })
         await sleep(25)
       }
     } finally {
@@ -75,7 +76,7 @@ const { url, port } = await startApp((app) => {
   app.sse('/interval', (req: RatRequest, stream: SseStream) => {
     let n = 0
     const timer = setInterval(() => {
-      stream.send({ data: `i${n++}` })
+      stream.send(`i${n++}`)
       if (n > 400) clearInterval(timer)
     }, 25)
     req.signal.addEventListener('abort', () => {
@@ -113,17 +114,18 @@ describe('what a yield becomes', () => {
     ])
   })
 
-  test('other values are sent as JSON data', async () => {
+  test('other values, plain objects of any keys included, are sent as JSON data', async () => {
     const events = parseSse(await body('/objects'))
     expect(events.map((e) => JSON.parse(e.data))).toEqual([
       { a: 1, b: [true, null] },
       { data: 'x', other: 'not an event field' },
+      { event: 'looks like', data: 'an event' },
       42,
     ])
     expect(events.every((e) => e.event === 'message')).toBe(true)
   })
 
-  test('{ event, data, id, retry } is sent as a full event', async () => {
+  test('sseEvent(data, { event, id, retry }) is sent as a full event', async () => {
     const text = await body('/events')
     expect(parseSse(text)).toEqual([
       { event: 'tick', data: '{"n":1}', id: 'e1', retry: 2500 },

@@ -4,7 +4,7 @@
 import { EventSource } from 'eventsource'
 import { fetch } from 'undici'
 import { describe, expect, test } from 'vitest'
-import { createApp, HttpError, json, RatError, text, type Channel, type RatRequest } from '../ts/index.js'
+import { createApp, HttpError, json, RatError, sseEvent, text, type Channel, type RatRequest } from '../ts/index.js'
 import { startApp } from './support/app.js'
 import { collect, parseSse, RawSseClient } from './support/sse.js'
 import { sleep, waitFor, within } from './support/wait.js'
@@ -29,7 +29,7 @@ const started = await startApp((app) => {
   })
   app.sse('/private/events', async function* (req) {
     handled.push('sse')
-    yield { event: 'hello', data: req.locals.user }
+    yield sseEvent(req.locals.user, { event: 'hello' })
   })
   app.chunked('/private/report', async function* (req) {
     handled.push('chunked')
@@ -101,8 +101,8 @@ describe('a hook that refuses', () => {
     expect(feed.subscribers).toBe(0)
     expect(feed.metrics().replayed).toBe(0)
 
-    const first = feed.publish({ event: 'n', data: 1 })
-    feed.publish({ event: 'n', data: 2 })
+    const first = feed.publish(1, { event: 'n' })
+    feed.publish(2, { event: 'n' })
     // Resumes after Last-Event-ID, as a channel-served route does.
     const client = new RawSseClient(started.port, '/private/feed', { headers: { ...AUTH, 'last-event-id': first } })
     const head = await client.head
@@ -110,7 +110,7 @@ describe('a hook that refuses', () => {
     expect(head.headers['content-type']).toBe('text/event-stream')
     await client.waitForEvents(1)
     await waitFor('the subscriber', () => feed.subscribers === 1)
-    feed.publish({ event: 'n', data: 3 })
+    feed.publish(3, { event: 'n' })
     const events = await client.waitForEvents(2)
     expect(events.map((e) => e.data)).toEqual(['2', '3'])
     client.destroy()
@@ -130,7 +130,7 @@ const base = await startApp((app) => {
   app.get('/slow/pass', (req) => ({ waited: req.locals.waited }))
   app.get('/slow/refuse', () => 'never')
   app.sse('/slow/events', (req, stream) => {
-    stream.send({ data: String(req.locals.waited) })
+    stream.send(String(req.locals.waited))
     stream.end()
   })
   app.get('/limited', () => 'ok')

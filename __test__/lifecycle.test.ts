@@ -3,7 +3,7 @@
 import net from 'node:net'
 import { fetch } from 'undici'
 import { describe, expect, test } from 'vitest'
-import { createApp } from '../ts/index.js'
+import { createApp, sseEvent } from '../ts/index.js'
 import { startApp } from './support/app.js'
 import { runFixture } from './support/child.js'
 import { RawClient } from './support/raw.js'
@@ -39,7 +39,7 @@ describe('close()', () => {
     const { app, port } = await startApp((a) =>
       a.sse('/forever', (req, stream) => {
         req.signal.addEventListener('abort', () => (aborted = true))
-        stream.send({ data: 'open' })
+        stream.send('open')
       }),
     )
     const client = new RawSseClient(port, '/forever')
@@ -80,7 +80,7 @@ describe('close()', () => {
       a.sse('/short', async function* () {
         for (let i = 0; i < 5; i++) {
           await sleep(50)
-          yield { id: i, data: `e${i}` }
+          yield sseEvent(`e${i}`, { id: i })
         }
       }),
     )

@@ -17,6 +17,7 @@ const dir = mkdtempSync(join(tmpdir(), 'rat-lifetime-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
 let stashed: RatRequest<unknown> | null = null
+let batchmate: RatRequest<unknown> | null = null
 // Which dispatch call ran a handler: no microtask runs between the handlers of one call.
 let turn = 0
 let turns = 0
@@ -60,6 +61,12 @@ const { url, port } = await startApp((app) => {
     const t = inTurn()
     await sleep(5)
     return { kind: 'async', n: req.params.n, h: req.header('x-n'), turn: t }
+  })
+  // A synchronous handler that leaves its request behind, for one in the same dispatch
+  // call as an async handler.
+  app.get('/mate/sync/<int:n>', (req) => {
+    batchmate = req
+    return { kind: 'sync', n: req.params.n, h: req.header('x-n'), turn: inTurn() }
   })
   app.chunked('/chunk/<int:n>', async function* (req) {
     const t = inTurn()
@@ -156,4 +163,37 @@ test('one dispatch call mixing handlers that answer at once, promises and stream
   bodies.forEach((b, n) => expect(b, paths[n]).toMatchObject({ kind: kinds[n % 3], n, h: `h${n}` }))
   // They did share one dispatch call (else this test would not test the mix).
   expect(new Set(bodies.map((b) => b.turn)).size).toBe(1)
+})
+
+test('a request kept by an async handler is kept alone: a synchronous handler’s request of the same dispatch call is still released', async () => {
+  batchmate = null
+  rmSync(join(dir, 'sent'), { force: true })
+  const paths = ['/async/0', '/mate/sync/1', '/async/2']
+  const child = spawn(process.execPath, ['-e', CLIENT, String(port), join(dir, 'sent'), ...paths], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout.on('data', (d) => (out += d))
+  await within(20_000, 'the client', new Promise((resolve) => child.on('close', resolve)))
+  const [, ...rest] = JSON.parse(out) as string[]
+  const bodies = rest.map((raw) => JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4)) as { kind: string; n: number; turn: number })
+  expect(bodies.map((b) => [b.kind, b.n])).toEqual([
+    ['async', 0],
+    ['sync', 1],
+    ['async', 2],
+  ])
+  // One dispatch call, so the async handlers kept their requests while the synchronous
+  // one's was in the same batch.
+  expect(new Set(bodies.map((b) => b.turn)).size).toBe(1)
+  const req = batchmate as RatRequest<unknown> | null
+  expect(req).not.toBeNull()
+  // Fields it did not read are gone with it (its body included), not held by its batch mates.
+  for (const read of [() => req!.path, () => req!.body, () => req!.method]) {
+    let thrown: unknown
+    try {
+      read()
+    } catch (err) {
+      thrown = err
+    }
+    expect(thrown).toBeInstanceOf(RatError)
+    expect((thrown as RatError).code).toBe('ERR_REQUEST_RELEASED')
+  }
 })

@@ -70,3 +70,22 @@ test('accessLog: false keeps the logger for errors only', async () => {
   await new Promise((r) => setTimeout(r, 100))
   expect(log.info).toHaveLength(0)
 })
+
+test('engine warnings reach logger.warn: a handler that does not answer in time', async () => {
+  const warn: Array<[Record<string, unknown>, string | undefined]> = []
+  const { url } = await startApp(
+    (a) => {
+      a.get('/stuck', () => new Promise(() => {}))
+    },
+    {
+      logger: { info: () => {}, warn: (o: object, m?: string) => void warn.push([o as Record<string, unknown>, m]), error: () => {} },
+      limits: { handlerTimeoutMs: 200 },
+    },
+  )
+  const res = await fetch(url('/stuck'))
+  expect(res.status).toBe(504)
+  await res.text()
+  await waitFor('a warning', () => warn.length === 1)
+  expect(warn[0][0]).toMatchObject({ kind: 'handler_timeout', path: '/stuck', remoteAddress: '127.0.0.1' })
+  expect(warn[0][1]).toMatch(/did not answer within 200 ms/)
+})

@@ -2,7 +2,7 @@
 // query, headers, body, remote address), engine answers (404, 405, 413, HEAD).
 import { fetch } from 'undici'
 import { describe, expect, expectTypeOf, test } from 'vitest'
-import { html, json, redirect, reply, text } from '../ts/index.js'
+import { html, json, redirect, reply, sseEvent, text } from '../ts/index.js'
 import { startApp } from './support/app.js'
 import { rawExchange, rawRequest } from './support/raw.js'
 
@@ -72,7 +72,7 @@ const { url, port, app } = await startApp((app) => {
   // The seeds' Python-style names.
   app.registerRoute('GET', '/seed/plain', () => ({ seed: true }))
   app.registerSseRoute('POST', '/seed/sse', async function* (req) {
-    yield { event: 'got', data: await req.text() }
+    yield sseEvent(await req.text(), { event: 'got' })
   })
   app.registerChunkedRoute('GET', '/seed/chunked', async function* () {
     yield 'seed '

@@ -19,7 +19,7 @@ test('close() with open streams delivers everything accepted before it and ends 
     const k = req.params.k
     sent[k] = 0
     const t = setInterval(() => {
-      stream.send({ id: String(sent[k]), data: `event ${sent[k]}` })
+      stream.send(`event ${sent[k]}`, { id: String(sent[k]) })
       sent[k]++
     }, 10)
     stream.signal.addEventListener('abort', () => clearInterval(t))

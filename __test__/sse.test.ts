@@ -4,7 +4,7 @@
 import { EventSource } from 'eventsource'
 import { fetch } from 'undici'
 import { afterEach, describe, expect, test } from 'vitest'
-import type { Channel } from '../ts/index.js'
+import { RatError, sseEvent, type Channel } from '../ts/index.js'
 import { startApp } from './support/app.js'
 import { collect, parseSse, RawSseClient } from './support/sse.js'
 import { waitFor } from './support/wait.js'
@@ -22,33 +22,34 @@ afterEach(() => {
 /** Text shaped like SSE fields, as a client could get it into data: it must stay data. */
 const INJECTION = 'event: admin\ndata: evil\nid: 666\n\n'
 let injection!: Channel
+let explicit!: Channel
 
 const lastIds: Array<string | null> = []
 const { url } = await startApp((app) => {
   app.sse('/named', (_req, stream) => {
-    stream.send({ event: 'greeting', data: 'hello' })
-    stream.send({ event: 'farewell', data: 'bye', id: 'f1' })
-    stream.send({ event: 'ping' })
+    stream.send('hello', { event: 'greeting' })
+    stream.send('bye', { event: 'farewell', id: 'f1' })
+    stream.send(undefined, { event: 'ping' })
     stream.send('plain message')
     stream.end()
   })
   app.sse('/multiline', (_req, stream) => {
-    stream.send({ data: 'lf one\nlf two' })
-    stream.send({ data: 'crlf one\r\ncrlf two' })
-    stream.send({ data: 'cr one\rcr two' })
+    stream.send('lf one\nlf two', {})
+    stream.send('crlf one\r\ncrlf two', {})
+    stream.send('cr one\rcr two', {})
     stream.send('string a\nstring b\r\nstring c')
   })
   app.sse('/ids', async function* () {
-    yield { id: 1, data: 'one' }
-    yield { id: 'two', data: 'two' }
-    yield { data: 'keeps two' }
+    yield sseEvent('one', { id: 1 })
+    yield sseEvent('two', { id: 'two' })
+    yield 'keeps two'
   })
   app.sse('/json', async function* () {
-    yield { event: 'row', data: { id: 7, tags: ['a', 'b'], nested: { ok: true } } }
+    yield sseEvent({ id: 7, tags: ['a', 'b'], nested: { ok: true } }, { event: 'row' })
     yield [1, 2, 3]
   })
   app.sse('/retry', (_req, stream) => {
-    stream.send({ retry: 1234, data: 'with retry' })
+    stream.send('with retry', { retry: 1234 })
     stream.end()
   })
   // Each connection sends three events with increasing ids after the client's last one,
@@ -56,19 +57,44 @@ const { url } = await startApp((app) => {
   app.sse('/resume', async function* (req) {
     lastIds.push(req.lastEventId)
     const start = req.lastEventId === null ? 0 : Number(req.lastEventId)
-    yield { retry: 50, data: 'hello' }
-    for (let i = start + 1; i <= start + 3; i++) yield { id: i, data: `n${i}` }
+    yield sseEvent('hello', { retry: 50 })
+    for (let i = start + 1; i <= start + 3; i++) yield sseEvent(`n${i}`, { id: i })
   })
   app.sse('/injection/yield', async function* () {
     yield INJECTION
-    yield { event: 'done' }
+    yield sseEvent(undefined, { event: 'done' })
   })
   app.sse('/injection/send', (_req, stream) => {
     stream.send(INJECTION)
-    stream.send({ event: 'done' })
+    stream.send(undefined, { event: 'done' })
   })
   injection = app.channel('injection')
   app.sse('/injection/channel', injection)
+  // A plain object is data whatever its keys; fields come only from options or sseEvent().
+  app.sse('/explicit/send', (_req, stream) => {
+    stream.send({ event: 'x', data: 1 })
+    stream.send({ n: 1 }, { event: 'named', id: 'e7' })
+    stream.send(sseEvent('tagged', { event: 'tagged', id: 8, retry: 900 }))
+    stream.end()
+  })
+  app.sse('/explicit/yield', async function* () {
+    yield { event: 'x', data: 1 }
+    yield sseEvent({ n: 1 }, { event: 'named', id: 'e7' })
+    yield sseEvent('tagged', { event: 'tagged', id: 8, retry: 900 })
+  })
+  explicit = app.channel('explicit')
+  app.sse('/explicit/channel', explicit)
+  app.sse('/explicit/typo', (_req, stream) => {
+    let code = 'none'
+    try {
+      // @ts-expect-error `evnt` is not an option
+      stream.send('typo', { evnt: 'x' })
+    } catch (err) {
+      code = err instanceof RatError ? err.code : 'not a RatError'
+    }
+    stream.send(code)
+    stream.end()
+  })
 })
 
 describe('events through EventSource', () => {
@@ -123,7 +149,7 @@ test.each(['/injection/yield', '/injection/send', '/injection/channel'])(
     let ids = ['', '']
     if (path === '/injection/channel') {
       await waitFor('the subscriber', () => injection.subscribers === 1)
-      ids = [injection.publish(INJECTION), injection.publish({ event: 'done' })]
+      ids = [injection.publish(INJECTION), injection.publish(undefined, { event: 'done' })]
     }
     // No `admin` event, no id 666: the data is the string, newlines and all (the parser
     // drops only the LF it adds after the last data line).
@@ -133,6 +159,41 @@ test.each(['/injection/yield', '/injection/send', '/injection/channel'])(
     ])
   },
 )
+
+describe('the event form is explicit', () => {
+  test.each(['/explicit/send', '/explicit/yield', '/explicit/channel'])(
+    '%s: a plain object is JSON data; options and sseEvent() give the named event its id',
+    async (path) => {
+      const es = open(url(path))
+      const got = collect(es, { types: ['message', 'x', 'named', 'tagged'], count: 3 })
+      let ids = ['', 'e7', '8']
+      if (path === '/explicit/channel') {
+        await waitFor('the subscriber', () => explicit.subscribers === 1)
+        const first = explicit.publish({ event: 'x', data: 1 })
+        expect(explicit.publish({ n: 1 }, { event: 'named', id: 'e7' })).toBe('e7')
+        expect(explicit.publish(sseEvent('tagged', { event: 'tagged', id: 8, retry: 900 }))).toBe('8')
+        ids = [first, 'e7', '8']
+      }
+      expect(await got).toEqual([
+        { type: 'message', data: '{"event":"x","data":1}', lastEventId: ids[0] },
+        { type: 'named', data: '{"n":1}', lastEventId: 'e7' },
+        { type: 'tagged', data: 'tagged', lastEventId: '8' },
+      ])
+    },
+  )
+
+  test('on the wire: the object is one data line, the fields are fields', async () => {
+    const body = await (await fetch(url('/explicit/send'))).text()
+    expect(body).toBe(
+      'data: {"event":"x","data":1}\n\n' + 'event: named\nid: e7\ndata: {"n":1}\n\n' + 'event: tagged\nid: 8\nretry: 900\ndata: tagged\n\n',
+    )
+  })
+
+  test('an unknown option is refused at run time with ERR_INVALID_ARGUMENT (and at compile time)', async () => {
+    const events = parseSse(await (await fetch(url('/explicit/typo'))).text())
+    expect(events.map((e) => e.data)).toEqual(['ERR_INVALID_ARGUMENT'])
+  })
+})
 
 test('an event without id sends no id line, so a client keeps the previous id', async () => {
   const body = await (await fetch(url('/ids'))).text()

@@ -9,8 +9,12 @@ import {
   type ChannelMetrics,
   type EngineMetrics,
   type PathParams,
-  type RatRequest,
-  type SseEvent,
+  RatError,
+  sseEvent,
+  SseEvent,
+  ChunkedStream,
+  RatRequest,
+  SseStream,
 } from '../ts/index.js'
 
 describe('typed path parameters', () => {
@@ -37,10 +41,15 @@ describe('typed path parameters', () => {
     app.sse('/s/<int:n>', (req, stream) => {
       expectTypeOf(req.params.n).toEqualTypeOf<number>()
       expectTypeOf(stream.send).returns.toEqualTypeOf<boolean>()
+      // The engine's side of a stream and a request is not part of their types.
+      // @ts-expect-error no internals
+      void stream._flush
+      // @ts-expect-error no internals
+      void req._abort
     })
     app.sse('/g/<float:x>', async function* (req) {
       expectTypeOf(req.params.x).toEqualTypeOf<number>()
-      yield { event: 'e', data: { any: 'json' } } satisfies SseEvent
+      yield sseEvent({ any: 'json' }, { event: 'e' })
     })
     app.chunked('/c/<path:rest>', (req) => {
       expectTypeOf(req.params.rest).toEqualTypeOf<string>()
@@ -66,6 +75,44 @@ test('request fields, listen and metrics are typed', () => {
   // Checked by the types, and at run time for JS callers.
   // @ts-expect-error slowClient is one of two policies
   expect(() => app.channel('x', { slowClient: 'ignore' })).toThrow(/invalid slowClient "ignore": use 'close' or 'drop-oldest'/)
+})
+
+test('an SSE event is built explicitly: an unknown option is a type error and a RatError', () => {
+  const ch = createApp().channel('typed-events') // never started
+  expectTypeOf(sseEvent('d', { event: 'e', id: 1, retry: 10 })).toEqualTypeOf<SseEvent>()
+  expectTypeOf(ch.publish).returns.toEqualTypeOf<string>()
+  const caught = (fn: () => unknown) => {
+    try {
+      fn()
+    } catch (err) {
+      return err
+    }
+    throw new Error('did not throw')
+  }
+  // @ts-expect-error `evnt` is not an option
+  const e1 = caught(() => ch.publish('x', { evnt: 'typo' }))
+  // @ts-expect-error `data` belongs to the first argument
+  const e2 = caught(() => sseEvent('x', { event: 'e', data: 1 }))
+  // @ts-expect-error an id is a string or a number
+  const e3 = caught(() => ch.publish('x', { id: { n: 1 } }))
+  for (const e of [e1, e2, e3]) {
+    expect(e).toBeInstanceOf(RatError)
+    expect((e as RatError).code).toBe('ERR_INVALID_ARGUMENT')
+  }
+  expect((e1 as Error).message).toBe('unknown SSE event option "evnt": use event, id or retry')
+  // An SseEvent carries its fields: options beside it are refused.
+  expect(() => ch.publish(sseEvent('x'), { event: 'e' })).toThrow(/carries its own fields/)
+})
+
+test('requests, streams and channels are made by the app, not by `new`', () => {
+  // @ts-expect-error private constructor
+  expect(() => new RatRequest()).toThrow(RatError)
+  // @ts-expect-error private constructor
+  expect(() => new SseStream()).toThrow(RatError)
+  // @ts-expect-error private constructor
+  expect(() => new ChunkedStream()).toThrow(RatError)
+  // @ts-expect-error private constructor
+  expect(() => new SseEvent('x', [])).toThrow(RatError)
 })
 
 test('the suite type-checks (tsc on this file and what it imports)', async () => {

@@ -138,14 +138,12 @@ export function createLiveTable(options: LiveTableOptions = {}): LiveTableApp {
     }
     session.generationCount++
     session.channel.publish({
-      data: {
-        type: op,
-        data: record,
-        message,
-        table_data: table,
-        timestamp: now(),
-        generation_count: session.generationCount,
-      },
+      type: op,
+      data: record,
+      message,
+      table_data: table,
+      timestamp: now(),
+      generation_count: session.generationCount,
     })
   }
 
@@ -153,7 +151,7 @@ export function createLiveTable(options: LiveTableOptions = {}): LiveTableApp {
     if (sessions.get(session.id) !== session) return
     sessions.delete(session.id)
     for (const t of session.timers) clearTimeout(t)
-    session.channel.publish({ data: { type: 'end', session_id: session.id, message, timestamp: now() } })
+    session.channel.publish({ type: 'end', session_id: session.id, message, timestamp: now() })
     // Closing the channel ends every subscribed stream; their onClose hooks release the counts.
     app.deleteChannel(session.channel.name)
   }
@@ -188,7 +186,7 @@ export function createLiveTable(options: LiveTableOptions = {}): LiveTableApp {
     sessions.set(id, session)
     session.timers.push(
       setInterval(() => generate(session), updateIntervalMs),
-      setInterval(() => session.channel.publish({ data: { type: 'heartbeat', timestamp: Date.now() / 1000 } }), heartbeatIntervalMs),
+      setInterval(() => session.channel.publish({ type: 'heartbeat', timestamp: Date.now() / 1000 }), heartbeatIntervalMs),
       setTimeout(() => endSession(session, `session ended after ${Math.round(maxSessionMs / 1000)} s`), maxSessionMs),
     )
     return { status: 'success', session_id: id, message: 'data generation started', update_interval_ms: updateIntervalMs }
@@ -213,7 +211,7 @@ export function createLiveTable(options: LiveTableOptions = {}): LiveTableApp {
     totalConnections++
     stream.onClose(() => release(conn))
 
-    stream.send({ data: { type: 'init', session_id: session.id, data: table, timestamp: now(), generation_count: session.generationCount } })
+    stream.send({ type: 'init', session_id: session.id, data: table, timestamp: now(), generation_count: session.generationCount })
     stream.subscribe(session.channel)
   })
 

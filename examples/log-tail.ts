@@ -120,9 +120,9 @@ export function createLogTail(options: LogTailOptions = {}): LogTailApp {
     let reading = false
     let again = false
     const send = (message: string, backlog = false) =>
-      stream.send({ data: { type: 'log', service: name, message, backlog, timestamp: Date.now() / 1000 } })
+      stream.send({ type: 'log', service: name, message, backlog, timestamp: Date.now() / 1000 })
 
-    stream.send({ data: { type: 'connected', service: name, timestamp: Date.now() / 1000 } })
+    stream.send({ type: 'connected', service: name, timestamp: Date.now() / 1000 })
     for (const line of lines.slice(-backlogLines)) send(line, true)
 
     // Reads what was appended since `position`, 64 KiB at a time, waiting for the client
@@ -155,7 +155,7 @@ export function createLogTail(options: LogTailOptions = {}): LogTailApp {
           }
         } while (again && !stopped)
       } catch (err) {
-        if (!stopped) stream.send({ data: { type: 'error', message: (err as Error).message } })
+        if (!stopped) stream.send({ type: 'error', message: (err as Error).message })
       } finally {
         reading = false
       }

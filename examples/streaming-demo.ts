@@ -9,7 +9,7 @@
 // GET /text-stream    text lines, spaced out (textStream)
 // GET /binary-stream  bytes, in spaced-out chunks (binaryStream)
 // GET /api/metrics    the engine's counters (app.metrics()) as JSON
-import { binaryStream, chunkedResponse, createApp, jsonStream, textStream, type App } from '../ts/index.js'
+import { binaryStream, chunkedResponse, createApp, jsonStream, sseEvent, textStream, type App } from '../ts/index.js'
 import { serve } from './_shared.js'
 
 export interface StreamingDemoOptions {
@@ -65,12 +65,12 @@ export function createStreamingDemo(options: StreamingDemoOptions = {}): App {
   // An async generator: each yielded event is written when its turn comes. If the client
   // leaves, the generator is stopped at its next `await` (its `finally` would run).
   app.sse('/sse', async function* () {
-    yield { event: 'connected', data: 'SSE connection established' }
+    yield sseEvent('SSE connection established', { event: 'connected' })
     for (let i = 1; i <= sseUpdates; i++) {
       await sleep(sseIntervalMs)
-      yield { event: 'update', data: { counter: i, message: `Update #${i}`, timestamp: new Date().toISOString() } }
+      yield sseEvent({ counter: i, message: `Update #${i}`, timestamp: new Date().toISOString() }, { event: 'update' })
     }
-    yield { event: 'done', data: { updates: sseUpdates } }
+    yield sseEvent({ updates: sseUpdates }, { event: 'done' })
   })
 
   // The seed's builder: chunks with pauses between them, returned as the response.

@@ -90,7 +90,7 @@ export function createUploadProgress(options: UploadProgressOptions = {}): Uploa
     s.file = Buffer.concat(s.chunks, s.size)
     s.chunks = []
     s.sha256 = createHash('sha256').update(s.file).digest('hex')
-    s.channel.publish({ data: completedEvent(s) })
+    s.channel.publish(completedEvent(s))
     // Ends every progress stream of this session after the completed event.
     app.deleteChannel(s.channel.name)
   }
@@ -99,7 +99,7 @@ export function createUploadProgress(options: UploadProgressOptions = {}): Uploa
     clearTimeout(s.expiry)
     sessions.delete(s.id)
     if (!s.channel.closed) {
-      s.channel.publish({ data: { type: 'error', session_id: s.id, message: 'upload session expired' } })
+      s.channel.publish({ type: 'error', session_id: s.id, message: 'upload session expired' })
       app.deleteChannel(s.channel.name)
     }
   }
@@ -137,9 +137,7 @@ export function createUploadProgress(options: UploadProgressOptions = {}): Uploa
     }
   })
 
-  const progressEvent = (s: UploadSession) => ({
-    data: { type: 'progress', session_id: s.id, received: s.received, total: s.size, progress: pct(s) },
-  })
+  const progressEvent = (s: UploadSession) => ({ type: 'progress', session_id: s.id, received: s.received, total: s.size, progress: pct(s) })
 
   // The file in one POST, read as it arrives: progress is published as bytes come in.
   app.post(
@@ -166,7 +164,7 @@ export function createUploadProgress(options: UploadProgressOptions = {}): Uploa
         // Start over on the next attempt, and tell the watchers.
         s.chunks = []
         s.received = 0
-        s.channel.publish({ data: { type: 'reset', session_id: s.id, message: err instanceof Error ? err.message : String(err) } })
+        s.channel.publish({ type: 'reset', session_id: s.id, message: err instanceof Error ? err.message : String(err) })
         throw err
       } finally {
         s.receiving = false
@@ -179,16 +177,14 @@ export function createUploadProgress(options: UploadProgressOptions = {}): Uploa
 
   app.sse('/api/progress/:session_id', (req, stream) => {
     const s = sessionOf(req.params.session_id)
-    stream.send({
-      data: { type: 'init', session_id: s.id, filename: s.filename, file_size: s.size, received: s.received, progress: pct(s), completed: s.file !== null },
-    })
+    stream.send({ type: 'init', session_id: s.id, filename: s.filename, file_size: s.size, received: s.received, progress: pct(s), completed: s.file !== null })
     if (s.file) {
-      stream.send({ data: completedEvent(s) })
+      stream.send(completedEvent(s))
       stream.end()
       return
     }
     stream.subscribe(s.channel)
-    const heartbeat = setInterval(() => stream.send({ data: { type: 'heartbeat', timestamp: Date.now() / 1000 } }), heartbeatIntervalMs)
+    const heartbeat = setInterval(() => stream.send({ type: 'heartbeat', timestamp: Date.now() / 1000 }), heartbeatIntervalMs)
     stream.onClose(() => clearInterval(heartbeat))
   })
 

@@ -172,7 +172,7 @@ step('host target is a configured napi target', () => {
 
 step(build ? 'build release binary and TS API (npm run build)' : 'use existing build (--no-build)', () => {
   if (build) run(npmCmd, ['run', 'build'], { cwd: root, timeoutMs: 1_200_000, quiet: true })
-  for (const f of [nodeFile, 'index.js', 'index.d.ts', 'dist/cjs/index.js', 'dist/cjs/index.d.ts', 'dist/esm/index.mjs', 'dist/esm/index.d.mts']) {
+  for (const f of [nodeFile, 'index.js', 'index.d.ts', 'dist/index.js', 'dist/index.d.ts', 'dist/esm/index.mjs', 'dist/esm/index.d.mts']) {
     check(existsSync(join(root, f)), `${f} is missing: run \`npm run build\``)
   }
   const st = statSync(join(root, nodeFile))
@@ -182,12 +182,12 @@ step(build ? 'build release binary and TS API (npm run build)' : 'use existing b
 step('main package contents (npm pack of the repo)', () => {
   const { files, size } = npmPack(root, join(work, 'repo-pack'))
   mainFiles = files
-  const required = ['package.json', 'index.js', 'index.d.ts', 'LICENSE', 'dist/cjs/index.js', 'dist/cjs/index.d.ts', 'dist/esm/index.mjs', 'dist/esm/index.d.mts']
+  const required = ['package.json', 'index.js', 'index.d.ts', 'LICENSE', 'dist/index.js', 'dist/index.d.ts', 'dist/esm/index.mjs', 'dist/esm/index.d.mts']
   const missing = required.filter((f) => !files.includes(f))
   check(missing.length === 0, `missing from the main package: ${missing.join(', ')}`)
   const unwanted = files.filter((f) => /\.node$|\.map$|\.tgz$|^(ts|crates|target|npm|scripts|__test__|examples|bench|docs|\.github|\.ci)\//.test(f) || /^(Cargo\.(toml|lock)|tsconfig\.json|vitest\.config\.mts|package-lock\.json)$/.test(f))
   check(unwanted.length === 0, `the main package ships files it does not need: ${unwanted.join(', ')}`)
-  const odd = files.filter((f) => !/^(package\.json|index\.js|index\.d\.ts|LICENSE|README\.md|dist\/(cjs|esm)\/[\w.-]+)$/.test(f))
+  const odd = files.filter((f) => !/^(package\.json|index\.js|index\.d\.ts|LICENSE|README\.md|dist\/(esm\/)?[\w.-]+)$/.test(f))
   check(odd.length === 0, `unexpected files in the main package: ${odd.join(', ')}`)
   if (!files.includes('README.md')) console.log('   note: README.md is missing from the main package')
   return `${files.length} files, ${(size / 1024).toFixed(1)} kB packed`
@@ -285,7 +285,7 @@ app.get('/teapot', () => {
 app.sse('/count/<int:n>', async function* (req) {
   const n: number = req.params.n // typed from the route pattern
   for (let i = 1; i <= n; i++) {
-    const event: SseEvent = { event: 'tick', id: i, data: { i, of: n } }
+    const event: SseEvent = sseEvent({ i, of: n }, { event: 'tick', id: i })
     yield event
   }
 })
@@ -354,7 +354,7 @@ main().catch((err: unknown) => {
 `
 
 const esmSource = `// ESM consumer: \`import\` through the "import" condition of the exports map.
-import rat, { createApp, HttpError, type AddressInfo, type SseEvent } from '${packageName}'
+import rat, { createApp, HttpError, sseEvent, type AddressInfo, type SseEvent } from '${packageName}'
 import { createRequire } from 'node:module'
 
 // \`require\` from ESM must give the very same API object (one instance, not two), and the
@@ -369,9 +369,17 @@ ${body('esm')}`
 
 const cjsSource = `// CommonJS consumer: \`require\` through the "require" condition of the exports map.
 import rat = require('${packageName}')
-const { createApp, HttpError } = rat
+const { createApp, HttpError, sseEvent } = rat
 type AddressInfo = rat.AddressInfo
 type SseEvent = rat.SseEvent
+
+// The napi loader is not part of the package's exports.
+try {
+  require('${packageName}/native')
+  throw new Error('cjs: ${packageName}/native is exported')
+} catch (err) {
+  if ((err as { code?: string }).code !== 'ERR_PACKAGE_PATH_NOT_EXPORTED') throw err
+}
 
 async function sameInstance(): Promise<boolean> {
   const esm = await import('${packageName}')

@@ -37,7 +37,7 @@ export function publishProblems(dir) {
       problems.push(`optionalDependencies["${dep}"] is ${JSON.stringify(optional[dep])}, expected exactly "${pkg.version}"`)
     }
   }
-  for (const file of ['index.d.ts', 'dist/cjs/index.js', 'dist/cjs/index.d.ts', 'dist/esm/index.mjs', 'dist/esm/index.d.mts']) {
+  for (const file of ['index.d.ts', 'dist/index.js', 'dist/index.d.ts', 'dist/esm/index.mjs', 'dist/esm/index.d.mts']) {
     if (!existsSync(join(dir, file))) problems.push(`${file} is missing (run \`npm run build\`)`)
   }
   return [...problems, ...loaderProblems(dir, pkg.version)]

@@ -1,16 +1,16 @@
-import { Channel, type ChannelOptions } from './channel.js'
-import { ChunkedStream } from './chunked.js'
+import { Channel, nativeChannel, newChannel, type ChannelOptions } from './channel.js'
+import { newChunkedStream, type ChunkedStream } from './chunked.js'
 import { fromNative, HttpError, native as call, RatError } from './errors.js'
 import { isIterable, type StreamSource } from './helpers.js'
-import { Batch, Call } from './call.js'
+import { Call } from './call.js'
 import { hooksFor, isUnder, prefixSegments, type Applied, type Hook, type HookEntry } from './hooks.js'
-import { native, type AccessLogEntry, type EngineMetrics, type NativeEngine } from './native.js'
+import { native, type AccessLogEntry, type EngineMetrics, type EngineNote, type NativeEngine } from './native.js'
 import { prometheusText } from './prometheus.js'
 import { pump } from './pump.js'
 import { flatHeaders, Reply, toWire, type PlainStyle } from './reply.js'
-import { RatRequest } from './request.js'
-import { SseStream } from './sse.js'
-import type { BaseStream } from './stream.js'
+import { abortRequest, isAborted, newRequest, type RatRequest } from './request.js'
+import { newSseStream, type SseStream } from './sse.js'
+import { closedNotice, flush, gone, readyNotice, type BaseStream } from './stream.js'
 import type { PathParams } from './types.js'
 
 /** Options of `createApp`. */
@@ -62,6 +62,13 @@ export interface AppOptions {
   limits?: Limits
   /** CORS for every route (a route may override it with its own `cors` option). */
   cors?: CorsOptions
+  /**
+   * Response compression, negotiated by `Accept-Encoding` and done by the engine: plain
+   * responses of 1 KiB and more, and streams (SSE, chunked, NDJSON), flushed at every event
+   * or write so each decodes on arrival. `true` for the defaults. A route may opt out with
+   * `compression: false`. @default off
+   */
+  compression?: boolean | CompressionOptions
   /**
    * Static credentials the engine checks before any handler (channel routes included, with
    * no JS): under `prefix`, a request needs `Authorization: Bearer <one of bearer>` or
@@ -176,7 +183,7 @@ type Req<P extends string> = RatRequest<PathParams<P>>
 
 /** A plain handler: its return value becomes the response (see `toWire`). */
 export type Handler<P extends string = string> = (req: Req<P>) => unknown
-/** An SSE handler: an async generator of events, or a function that uses `stream`. */
+/** An SSE handler: a generator of events (data, or `sseEvent(...)`), or a function that uses `stream`. */
 export type SseHandler<P extends string = string> = (
   req: Req<P>,
   stream: SseStream,
@@ -198,6 +205,18 @@ export interface RouteOptions {
   bodyLimit?: number
   /** This route's CORS instead of the app's, or `false` for none. */
   cors?: CorsOptions | false
+  /** `false`: never compress this route's responses. @default as the app says */
+  compression?: false
+}
+
+/** How the engine compresses responses (see `AppOptions.compression`). */
+export interface CompressionOptions {
+  /** Codings offered, in the server's order of preference. @default ['zstd', 'br', 'gzip'] */
+  encodings?: Array<'zstd' | 'br' | 'gzip'>
+  /** Plain responses under this many bytes are sent as they are. @default 1024 */
+  threshold?: number
+  /** Level in each coding's own scale (gzip 0-9, br 0-11, zstd 1-22). @default gzip 6, br 4, zstd 3 */
+  level?: number
 }
 
 /**
@@ -208,9 +227,12 @@ export interface RouteOptions {
 export interface CorsOptions {
   /**
    * Allowed origins: `'*'` (or `true`) for any, an exact origin (`'https://app.example'`),
-   * a RegExp an origin must match in full (its `i` flag is kept), or a list of these.
+   * a RegExp an origin must match in full (its `i` flag is kept), a function, or a list of
+   * these. A function decides the origins the strings and RegExps do not allow; it is
+   * called once per distinct origin (the engine remembers up to 1,024 answers), may be
+   * async, and an origin it throws on is refused.
    */
-  origin: true | string | RegExp | Array<string | RegExp>
+  origin: CorsOrigin | CorsOrigin[]
   /** Allow cookies and authorization (the origin is then named, never `*`). @default false */
   credentials?: boolean
   /** Methods a preflight allows. @default the route's methods */
@@ -223,23 +245,46 @@ export interface CorsOptions {
   maxAge?: number
 }
 
-function nativeCors(c: CorsOptions) {
+/** One allowed origin, a pattern, or a function deciding (see `CorsOptions.origin`). */
+export type CorsOrigin = true | string | RegExp | ((origin: string) => boolean | Promise<boolean>)
+
+/** `c` for the engine; an origin function is added to `checks` and named by its index. */
+function nativeCors(c: CorsOptions, checks: Array<(origin: string) => unknown>) {
   const list = Array.isArray(c.origin) ? c.origin : [c.origin]
   const origins: string[] = []
   const patterns: string[] = []
+  let check: number | undefined
   for (const o of list) {
     if (o === true || o === '*') origins.push('*')
     else if (typeof o === 'string') origins.push(o)
     else if (o instanceof RegExp) patterns.push(o.flags.includes('i') ? `(?i)${o.source}` : o.source)
-    else throw new RatError('ERR_INVALID_ARGUMENT', `invalid CORS origin ${String(o)}: use '*', a string, a RegExp or a list of them`)
+    else if (typeof o === 'function' && check === undefined) check = checks.push(o) - 1
+    else throw new RatError('ERR_INVALID_ARGUMENT', `invalid CORS origin ${String(o)}: use '*', a string, a RegExp, one function or a list of them`)
   }
   const { credentials, methods, allowedHeaders, exposedHeaders, maxAge } = c
-  return { origins, patterns, credentials, methods, allowedHeaders, exposedHeaders, maxAge }
+  return { origins, patterns, credentials, methods, allowedHeaders, exposedHeaders, maxAge, check }
 }
 
-function nativeRouteOptions(o: StreamRouteOptions) {
-  const { streamBody, bodyLimit, maxStreams, cors } = o
-  return { streamBody, bodyLimit, maxStreams, cors: cors ? nativeCors(cors) : undefined, corsOff: cors === false }
+function nativeRouteOptions(o: StreamRouteOptions, checks: Array<(origin: string) => unknown>) {
+  const { streamBody, bodyLimit, maxStreams, cors, compression } = o
+  return {
+    streamBody,
+    bodyLimit,
+    maxStreams,
+    cors: cors ? nativeCors(cors, checks) : undefined,
+    corsOff: cors === false,
+    compressionOff: compression === false,
+  }
+}
+
+function nativeCompression(c: boolean | CompressionOptions | undefined) {
+  if (c === undefined || c === false) return undefined
+  if (c === true) return {}
+  if (typeof c !== 'object' || c === null) {
+    throw new RatError('ERR_INVALID_ARGUMENT', `invalid compression option ${String(c)}: use true, false or an object`)
+  }
+  const { encodings, threshold, level } = c
+  return { encodings, threshold, level }
 }
 
 /** Options of an SSE, chunked or NDJSON route. */
@@ -300,6 +345,8 @@ export class App {
   readonly #onError: (err: unknown, req: RatRequest<unknown>) => void
   #errorHandler: ErrorHandler | null = null
   readonly #logger: Logger | null
+  /** CORS origin functions, by the index the engine asks with. */
+  readonly #originChecks: Array<(origin: string) => unknown> = []
   readonly #hooks: HookEntry[] = []
   readonly #jsRoutes: JsRoute[] = []
   readonly #channelRoutes: ChannelRoute[] = []
@@ -317,34 +364,82 @@ export class App {
         ? (err, req) => logger.error({ err, method: req.method, path: req.path }, 'handler failed')
         : (err, req) => console.error(`rat-engine: ${req.method} ${req.path} failed:`, err))
     const { heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog, limits, auth } = options
-    const cors = options.cors === undefined ? undefined : nativeCors(options.cors)
+    const cors = options.cors === undefined ? undefined : nativeCors(options.cors, this.#originChecks)
+    const compression = nativeCompression(options.compression)
     const accessLog = logger !== undefined && options.accessLog !== false
     this.#engine = call(
       () =>
         new native.Engine(
-          { heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog, limits, cors, auth, accessLog },
-          (seq, routeIds, ids, closed, ready, logs) => this.#dispatch(seq, routeIds, ids, closed, ready, logs),
+          { heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog, limits, cors, compression, auth, accessLog, warnings: logger !== undefined },
+          (seq, routeIds, ids, closed, ready, logs, notes) => this.#dispatch(seq, routeIds, ids, closed, ready, logs, notes),
         ),
     )
   }
 
   // The one entry from the engine: a batch of new requests, of streams whose queue has
   // room again, and of closed streams. The engine releases the requests that no handler
-  // kept (see `Batch`) when this returns.
-  #dispatch(seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[]): void {
+  // kept (see `Call`) when this returns.
+  #dispatch(seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[]): void {
     if (logs.length > 0) this.#accessLog(logs)
-    for (let i = 0; i < ready.length; i++) this.#live.get(ready[i])?.stream._ready(true)
-    const batch = routeIds.length > 0 ? new Batch(seq) : null
+    for (let i = 0; i < notes.length; i++) this.#note(notes[i])
+    for (let i = 0; i < ready.length; i++) {
+      const live = this.#live.get(ready[i])
+      if (live) readyNotice(live.stream, true)
+    }
     for (let i = 0; i < routeIds.length; i++) {
-      const c = new Call(batch as Batch, i, ids[i])
+      const c = new Call(seq, i, ids[i])
       try {
         this.#routes[routeIds[i]](c)
       } catch (err) {
-        // A route throws only before it has a request object (a stream route detaching).
-        this.#fail(c, null, err)
+        // Routes answer their own errors; this is the net under them.
+        this.#fail(c, newRequest(c), err)
       }
     }
     for (let i = 0; i < closed.length; i++) this.#closed(closed[i])
+  }
+
+  // An engine warning for the logger, or an origin for a CORS function to decide.
+  #note(n: EngineNote): void {
+    if (n.kind === 'origin') {
+      const token = n.token!
+      const decide = (ok: boolean) => {
+        try {
+          this.#engine.originDecided(token, ok)
+        } catch {
+          // The engine has closed: nobody waits for the answer.
+        }
+      }
+      const check = this.#originChecks[n.check!]
+      try {
+        Promise.resolve(check(n.origin!)).then(
+          (ok) => decide(ok === true),
+          (err) => {
+            this.#logError(err, 'CORS origin function failed')
+            decide(false)
+          },
+        )
+      } catch (err) {
+        this.#logError(err, 'CORS origin function failed')
+        decide(false)
+      }
+      return
+    }
+    const logger = this.#logger
+    if (!logger) return
+    try {
+      logger.warn({ kind: n.warning, remoteAddress: n.remoteAddress ?? undefined, path: n.path ?? undefined }, n.message ?? n.warning ?? 'warning')
+    } catch {
+      // A logger that throws must not take the server down.
+    }
+  }
+
+  #logError(err: unknown, msg: string): void {
+    try {
+      if (this.#logger) this.#logger.error({ err }, msg)
+      else console.error(`rat-engine: ${msg}:`, err)
+    } catch {
+      // A logger that throws must not take the server down.
+    }
   }
 
   #accessLog(entries: AccessLogEntry[]): void {
@@ -363,20 +458,20 @@ export class App {
     const waiting = this.#waiting.get(id)
     if (waiting) {
       this.#waiting.delete(id)
-      waiting._abort()
+      abortRequest(waiting)
       return
     }
     const live = this.#live.get(id)
     if (!live) return
     this.#live.delete(id)
-    live.stream._gone()
-    live.req._abort()
-    live.stream._closed()
+    gone(live.stream)
+    abortRequest(live.req)
+    closedNotice(live.stream)
   }
 
   #add(kind: 'plain' | 'sse' | 'chunked', method: string, path: string, build: Build, contentType?: string, options: StreamRouteOptions = {}): this {
     const id = this.#routes.length
-    call(() => this.#engine.addRoute(kind, method, path, id, contentType, nativeRouteOptions(options)))
+    call(() => this.#engine.addRoute(kind, method, path, id, contentType, nativeRouteOptions(options, this.#originChecks)))
     this.#routes.push(build(null))
     this.#jsRoutes.push({ id, path, build })
     return this
@@ -392,7 +487,7 @@ export class App {
     while (this.#channelRoutes.length > 0) {
       const { method, path, channel, options } = this.#channelRoutes[0]
       if (hooksFor(path, this.#hooks).length === 0) {
-        call(() => this.#engine.addChannelRoute(method, path, channel.native, nativeRouteOptions(options)))
+        call(() => this.#engine.addChannelRoute(method, path, nativeChannel(channel), nativeRouteOptions(options, this.#originChecks)))
       } else {
         const subscribe = (_req: RatRequest<unknown>, stream: SseStream) => void stream.subscribe(channel)
         this.#add('sse', method, path, this.#sseRun(subscribe), undefined, options)
@@ -430,7 +525,7 @@ export class App {
           out.then(
             (v) => {
               if (plain) this.#waiting.delete(c.id)
-              if (req._aborted) return // the client has gone
+              if (isAborted(req)) return // the client has gone
               if (v === undefined || v === null) this.#guard(c, req, hooks, next, go, s, plain)
               else this.#refuse(c, req, v)
             },
@@ -468,13 +563,15 @@ export class App {
    * Answers a failed request. Before the head: what `app.onError` returns, else an
    * `HttpError`'s status, message and headers, else a 500 whose message `exposeErrors`
    * decides; after it, an `event: error` or a cut stream. Errors other than `HttpError` go
-   * to the `onError` option first (when there is a request to give it). Never throws: it
-   * runs in promise callbacks, where a throw would be an unhandled rejection (fatal in Node).
+   * to the `onError` option first. Every failure of a request comes here (the engine's
+   * error body is the one JSON error shape). Never throws: it runs in promise callbacks,
+   * where a throw would be an unhandled rejection (fatal in Node).
    */
-  #fail(c: Call, req: RatRequest<unknown> | null, err: unknown): void {
+  #fail(c: Call, req: RatRequest<unknown>, err: unknown): void {
     try {
       // What the stream collected goes out before the error.
-      this.#live.get(c.id)?.stream._flush()
+      const live = this.#live.get(c.id)
+      if (live) flush(live.stream)
     } catch {
       // The stream fails anyway, with `err`.
     }
@@ -487,16 +584,16 @@ export class App {
         httpError = e
         message = String(e.message)
       } else {
-        if (req) this.#log(e, req)
+        this.#log(e, req)
         if (this.#exposeErrors) message = e instanceof Error ? String(e.message) : String(e)
       }
     } catch {
       // A thrown value that cannot be read (a throwing getter, no toString): the generic message.
     }
     try {
-      if ((httpError || (req && this.#errorHandler)) && !c.started) {
+      if ((httpError || this.#errorHandler) && !c.started) {
         const status = httpError ? httpError.status : 500
-        const shaped = req ? this.#shape(e, req, { status, message }) : undefined
+        const shaped = this.#shape(e, req, { status, message })
         if (shaped) {
           try {
             respondWith(c, shaped)
@@ -504,13 +601,12 @@ export class App {
             return
           } catch (sendErr) {
             // An invalid reply (a bad header): the default response, and the reason logged.
-            if (req) this.#log(sendErr, req)
+            this.#log(sendErr, req)
           }
         }
         if (httpError) {
           try {
-            const headers = ['content-type', 'application/json', ...flatHeaders(httpError.headers)]
-            c.respond(status, headers, JSON.stringify({ error: message, status }))
+            c.respondError(status, message, flatHeaders(httpError.headers))
             return
           } catch {
             // e.g. an invalid header in the HttpError: a plain failure instead.
@@ -573,8 +669,8 @@ export class App {
       const constant: Go<undefined> = (c, req) => respond(c, req, handler)
       return (hooks) =>
         hooks === null
-          ? (c) => respond(c, new RatRequest(c), handler)
-          : (c) => this.#guard(c, new RatRequest(c), hooks, 0, constant, undefined, true)
+          ? (c) => respond(c, newRequest(c), handler)
+          : (c) => this.#guard(c, newRequest(c), hooks, 0, constant, undefined, true)
     }
     const serve: Go<undefined> = (c, req) => {
       let out: unknown
@@ -604,12 +700,12 @@ export class App {
     }
     return (hooks) =>
       hooks === null
-        ? (c) => serve(c, new RatRequest(c), undefined)
-        : (c) => this.#guard(c, new RatRequest(c), hooks, 0, serve, undefined, true)
+        ? (c) => serve(c, newRequest(c), undefined)
+        : (c) => this.#guard(c, newRequest(c), hooks, 0, serve, undefined, true)
   }
 
   #stream(
-    make: (c: Call, req: RatRequest<unknown>) => BaseStream,
+    make: (c: Call, req: RatRequest<unknown>, fail: (err: unknown) => void) => BaseStream,
     handler: (req: never, stream: never) => unknown,
     write: (stream: BaseStream, item: unknown) => boolean,
   ): Build {
@@ -620,7 +716,7 @@ export class App {
       // rejection (fatal in Node).
       const settle = (value: unknown) => {
         try {
-          stream._flush()
+          flush(stream)
           if (isIterable(value)) {
             const type = (value as Partial<StreamSource<unknown>>).contentType
             if (typeof type === 'string' && !c.started) c.appendHeader('content-type', type)
@@ -646,13 +742,17 @@ export class App {
       }
       settle(out)
     }
-    return (hooks) => (batched) => {
-      // A stream may live for hours: it keeps its own request, not its whole batch.
-      const c = batched.detach()
-      const req = new RatRequest(c)
+    return (hooks) => (c) => {
+      // A stream outlives the dispatch call: it keeps its request (only its own).
+      try {
+        c.keep()
+      } catch (err) {
+        return this.#fail(c, newRequest(c), err)
+      }
+      const req = newRequest(c)
       let stream: BaseStream
       try {
-        stream = make(c, req)
+        stream = make(c, req, (err) => this.#fail(c, req, err))
       } catch (err) {
         return this.#fail(c, req, err)
       }
@@ -664,7 +764,7 @@ export class App {
 
   #sseRun(handler: (req: never, stream: never) => unknown): Build {
     return this.#stream(
-      (c, req) => new SseStream(c, req),
+      newSseStream,
       handler,
       (s, item) => (s as SseStream).send(item),
     )
@@ -707,8 +807,9 @@ export class App {
   }
 
   /**
-   * An SSE route. `handler` is an async generator of events (strings, values sent as JSON,
-   * or `{ event, data, id, retry }`), a function that writes to `stream`, or a `Channel`
+   * An SSE route. `handler` is an async generator of events (a string is data as is, an
+   * `sseEvent(data, { event, id, retry })` an event with fields, any other value, plain
+   * objects included, JSON data), a function that writes to `stream`, or a `Channel`
    * (every request subscribes to it, resuming from Last-Event-ID, with no JS per request
    * unless hooks apply to it). A channel route is registered with the engine at `listen()`,
    * which reports its errors (a bad or duplicate pattern).
@@ -717,7 +818,7 @@ export class App {
     const method = options.method ?? 'GET'
     if (handler instanceof Channel) {
       // After listen() the engine refuses it, with the error routes get.
-      if (this.#resolved) call(() => this.#engine.addChannelRoute(method, path, handler.native, nativeRouteOptions(options)))
+      if (this.#resolved) call(() => this.#engine.addChannelRoute(method, path, nativeChannel(handler), nativeRouteOptions(options, this.#originChecks)))
       else this.#channelRoutes.push({ method, path, channel: handler, options })
       return this
     }
@@ -736,7 +837,7 @@ export class App {
 
   #chunked(path: string, handler: (req: never, stream: never) => unknown, options: ChunkedRouteOptions, ndjson: boolean): this {
     const run = this.#stream(
-      (c, req) => new ChunkedStream(c, req, ndjson),
+      (c, req, fail) => newChunkedStream(c, req, ndjson, fail),
       handler as never,
       (s, item) => (s as ChunkedStream).write(item),
     )
@@ -760,7 +861,7 @@ export class App {
   channel(name: string, options?: ChannelOptions): Channel {
     let ch = this.#channels.get(name)
     if (!ch || ch.closed) {
-      ch = new Channel(name, options)
+      ch = newChannel(name, options)
       this.#channels.set(name, ch)
     }
     return ch

@@ -1,204 +1,212 @@
 import { fromNative } from './errors.js'
-import { native, type Calls, type NativeChannel } from './native.js'
+import { native, type KeptCall, type NativeChannel } from './native.js'
 
 /**
- * The requests of one dispatch call. While the call runs they live in the engine's
- * thread-local batch and are read and answered through plain native functions addressed
- * by `(seq, i)`: a batch answered at once costs no native object. `keep()` moves what is
- * left of the batch into a `Calls` object, for handlers that answer later (a promise) or
- * use something other than the hot operations; the engine releases whatever was not kept
- * when the dispatch call returns. @internal
- */
-export class Batch {
-  constructor(
-    readonly seq: number,
-    public calls: Calls | null = null,
-  ) {}
-
-  /** The batch's requests as a native object that outlives the dispatch call. */
-  keep(): Calls {
-    return (this.calls ??= native.keepBatch(this.seq))
-  }
-}
-
-/**
- * One request of a dispatch batch and its response: the batch and the request's index in
- * it. A plain JS object, so a request costs no native object (and no finalizer) of its
- * own. @internal
+ * One request and its response. While the dispatch call that brought it runs, it lives in
+ * the engine's thread-local batch and is read and answered through plain native functions
+ * addressed by `(seq, i)`: a request answered at once costs no native object. `keep()`
+ * takes it out of the batch into a native object of its own, for a handler that answers
+ * later (a promise), a stream, or an operation the batch functions do not offer; it then
+ * holds only its own state, never the other requests of its batch. The engine releases
+ * what was not kept when the dispatch call returns. @internal
  */
 export class Call {
+  #seq: number
+  #i: number
+  /** Set once kept. */
+  #kept: KeptCall | null = null
+
   constructor(
-    readonly batch: Batch,
-    readonly i: number,
+    seq: number,
+    i: number,
     /** Id used in closed-stream and ready notices. */
     readonly id: number,
-  ) {}
+  ) {
+    this.#seq = seq
+    this.#i = i
+  }
 
-  /** Keeps the request (and the rest of its batch) past the dispatch call. */
+  /** Keeps the request (only this one) past the dispatch call. */
   keep(): void {
-    this.#kept()
+    this.#own()
   }
 
-  /** The same request in a native batch of its own: a stream holds only its own state. */
-  detach(): Call {
-    const calls = this.batch.calls
-    if (calls === null) {
-      try {
-        return new Call(new Batch(-1, native.takeCall(this.batch.seq, this.i)), 0, this.id)
-      } catch (err) {
-        throw fromNative(err)
-      }
-    }
-    if (calls.length === 1) return this
-    return new Call(new Batch(-1, calls.detach(this.i)), 0, this.id)
-  }
-
-  #kept(): Calls {
+  #own(): KeptCall {
+    if (this.#kept !== null) return this.#kept
     try {
-      return this.batch.keep()
+      return (this.#kept = native.takeCall(this.#seq, this.#i))
     } catch (err) {
       throw fromNative(err)
     }
   }
 
-  // The operations of a handler that answers at once go to the batch functions until the
-  // batch is kept; the others keep it.
+  // The reads and answers of a handler that answers at once go to the batch functions
+  // until the request is kept; the other operations keep it.
   get method(): string {
-    const b = this.batch
+    const k = this.#kept
     try {
-      return b.calls === null ? native.batchMethod(b.seq, this.i) : b.calls.method(this.i)
+      return k === null ? native.batchMethod(this.#seq, this.#i) : k.method()
     } catch (err) {
       throw fromNative(err)
     }
   }
   get path(): string {
-    const b = this.batch
+    const k = this.#kept
     try {
-      return b.calls === null ? native.batchPath(b.seq, this.i) : b.calls.path(this.i)
+      return k === null ? native.batchPath(this.#seq, this.#i) : k.path()
     } catch (err) {
       throw fromNative(err)
     }
   }
   get queryString(): string | null {
-    const b = this.batch
+    const k = this.#kept
     try {
-      return b.calls === null ? native.batchQueryString(b.seq, this.i) : b.calls.queryString(this.i)
+      return k === null ? native.batchQueryString(this.#seq, this.#i) : k.queryString()
     } catch (err) {
       throw fromNative(err)
     }
   }
   get rawHeaders(): string[] {
-    const b = this.batch
+    const k = this.#kept
     try {
-      return b.calls === null ? native.batchRawHeaders(b.seq, this.i) : b.calls.rawHeaders(this.i)
+      return k === null ? native.batchRawHeaders(this.#seq, this.#i) : k.rawHeaders()
     } catch (err) {
       throw fromNative(err)
     }
   }
   get rawParams(): string[] {
-    const b = this.batch
+    const k = this.#kept
     try {
-      return b.calls === null ? native.batchRawParams(b.seq, this.i) : b.calls.rawParams(this.i)
+      return k === null ? native.batchRawParams(this.#seq, this.#i) : k.rawParams()
     } catch (err) {
       throw fromNative(err)
     }
   }
   get body(): Buffer {
-    const b = this.batch
+    const k = this.#kept
     try {
-      return b.calls === null ? native.batchBody(b.seq, this.i) : b.calls.body(this.i)
+      return k === null ? native.batchBody(this.#seq, this.#i) : k.body()
     } catch (err) {
       throw fromNative(err)
     }
   }
   get bodyStreamed(): boolean {
-    const b = this.batch
+    const k = this.#kept
     try {
-      return b.calls === null ? native.batchBodyStreamed(b.seq, this.i) : b.calls.bodyStreamed(this.i)
+      return k === null ? native.batchBodyStreamed(this.#seq, this.#i) : k.bodyStreamed()
+    } catch (err) {
+      throw fromNative(err)
+    }
+  }
+  get remoteAddress(): string | null {
+    const k = this.#kept
+    try {
+      return k === null ? native.batchRemoteAddress(this.#seq, this.#i) : k.remoteAddress()
+    } catch (err) {
+      throw fromNative(err)
+    }
+  }
+  get remotePort(): number | null {
+    const k = this.#kept
+    try {
+      return k === null ? native.batchRemotePort(this.#seq, this.#i) : k.remotePort()
+    } catch (err) {
+      throw fromNative(err)
+    }
+  }
+  get lastEventId(): string | null {
+    const k = this.#kept
+    try {
+      return k === null ? native.batchLastEventId(this.#seq, this.#i) : k.lastEventId()
+    } catch (err) {
+      throw fromNative(err)
+    }
+  }
+  get started(): boolean {
+    const k = this.#kept
+    try {
+      return k === null ? native.batchStarted(this.#seq, this.#i) : k.started()
     } catch (err) {
       throw fromNative(err)
     }
   }
   respond(status: number, headers?: string[] | null, body?: string | null): void {
-    const b = this.batch
+    const k = this.#kept
     try {
-      if (b.calls === null) native.batchRespond(b.seq, this.i, status, headers, body)
-      else b.calls.respond(this.i, status, headers, body)
+      if (k === null) native.batchRespond(this.#seq, this.#i, status, headers, body)
+      else k.respond(status, headers, body)
     } catch (err) {
       throw fromNative(err)
     }
   }
   respondBuffer(status: number, headers: string[] | null | undefined, body: Uint8Array): void {
-    const b = this.batch
+    const k = this.#kept
     try {
-      if (b.calls === null) native.batchRespondBuffer(b.seq, this.i, status, headers, body)
-      else b.calls.respondBuffer(this.i, status, headers, body)
+      if (k === null) native.batchRespondBuffer(this.#seq, this.#i, status, headers, body)
+      else k.respondBuffer(status, headers, body)
+    } catch (err) {
+      throw fromNative(err)
+    }
+  }
+  respondError(status: number, message: string, headers: string[] | null): void {
+    const k = this.#kept
+    try {
+      if (k === null) native.batchRespondError(this.#seq, this.#i, status, message, headers)
+      else k.respondError(status, message, headers)
     } catch (err) {
       throw fromNative(err)
     }
   }
 
   readChunk(): Promise<Buffer | null> {
-    return this.#kept().readChunk(this.i)
-  }
-  get remoteAddress(): string | null {
-    return this.#kept().remoteAddress(this.i)
-  }
-  get remotePort(): number | null {
-    return this.#kept().remotePort(this.i)
-  }
-  get lastEventId(): string | null {
-    return this.#kept().lastEventId(this.i)
-  }
-  get started(): boolean {
-    return this.#kept().started(this.i)
+    return this.#own().readChunk()
   }
   get closed(): boolean {
-    return this.#kept().closed(this.i)
+    return this.#own().closed()
   }
   get buffered(): number {
-    return this.#kept().buffered(this.i)
+    return this.#own().buffered()
   }
   setStatus(status: number): void {
-    this.#kept().setStatus(this.i, status)
+    this.#own().setStatus(status)
   }
   appendHeader(name: string, value: string): void {
-    this.#kept().appendHeader(this.i, name, value)
+    this.#own().appendHeader(name, value)
   }
   start(): void {
-    this.#kept().start(this.i)
+    this.#own().start()
   }
   writeString(chunk: string): boolean {
-    return this.#kept().writeString(this.i, chunk)
+    return this.#own().writeString(chunk)
   }
   writeBuffer(chunk: Uint8Array): boolean {
-    return this.#kept().writeBuffer(this.i, chunk)
+    return this.#own().writeBuffer(chunk)
   }
   writeBuffers(chunks: Uint8Array[]): boolean {
-    return this.#kept().writeBuffers(this.i, chunks)
+    return this.#own().writeBuffers(chunks)
   }
   sendEvent(data?: string | null, event?: string | null, id?: string | null, retry?: number | null): boolean {
-    return this.#kept().sendEvent(this.i, data, event, id, retry)
+    return this.#own().sendEvent(data, event, id, retry)
   }
   sendDataBatch(items: string[]): boolean {
-    return this.#kept().sendDataBatch(this.i, items)
+    return this.#own().sendDataBatch(items)
   }
   sendDataJoined(joined: string): boolean {
-    return this.#kept().sendDataJoined(this.i, joined)
+    return this.#own().sendDataJoined(joined)
   }
   comment(text: string): boolean {
-    return this.#kept().comment(this.i, text)
+    return this.#own().comment(text)
   }
   end(): void {
-    this.#kept().end(this.i)
+    this.#own().end()
   }
   fail(message: string): void {
-    this.#kept().fail(this.i, message)
+    this.#own().fail(message)
   }
   armReady(): number {
-    return this.#kept().armReady(this.i)
+    return this.#own().armReady()
   }
   subscribe(channel: NativeChannel, lastEventId?: string | null): number {
-    return this.#kept().subscribe(this.i, channel, lastEventId)
+    return this.#own().subscribe(channel, lastEventId)
   }
 }

@@ -1,7 +1,8 @@
 import type { Call } from './call.js'
+import { RatError } from './errors.js'
 import { jsonText } from './reply.js'
 import type { RatRequest } from './request.js'
-import { BaseStream } from './stream.js'
+import { BaseStream, collected, flush, initStream, isDone } from './stream.js'
 
 /**
  * Bytes written in one turn are collected until they reach this many, then handed to the
@@ -15,13 +16,29 @@ export const BYTES_FLUSH_AT = 512 * 1024
 /** At most this many buffers are collected into one send (a `writev` takes ~1024). */
 const MAX_COLLECTED_BUFFERS = 64
 
+const KEY = Symbol('ChunkedStream')
+
+/** Makes the stream of a chunked or NDJSON request. */
+export let newChunkedStream!: (call: Call, req: RatRequest<unknown>, ndjson: boolean, fail: (err: unknown) => void) => ChunkedStream
+
 /** A chunked response stream: write strings and bytes (or, on NDJSON routes, values). */
 export class ChunkedStream extends BaseStream {
-  readonly #ndjson: boolean
+  #call!: Call
+  #ndjson = false
 
-  constructor(call: Call, req: RatRequest<unknown>, ndjson: boolean) {
-    super(call, req)
-    this.#ndjson = ndjson
+  private constructor(key: symbol) {
+    super()
+    if (key !== KEY) throw new RatError('ERR_INVALID_ARGUMENT', 'a chunked stream is made by the app for its handler')
+  }
+
+  static {
+    newChunkedStream = (call, req, ndjson, fail) => {
+      const s = new ChunkedStream(KEY)
+      s.#call = call
+      s.#ndjson = ndjson
+      initStream(s, call, req, { write: () => s.#writePending(), drop: () => s.#dropPending(), fail })
+      return s
+    }
   }
 
   /** Strings collected this turn (see `FLUSH_AT`); V8 joins them cheaply. */
@@ -30,43 +47,41 @@ export class ChunkedStream extends BaseStream {
   #bytes: Uint8Array[] = []
   #byteCount = 0
 
-  /** @internal */
-  protected writePending(): boolean | undefined {
+  #writePending(): boolean | undefined {
     // Only one kind is ever pending: a write of the other kind flushes first.
     if (this.#bytes.length > 0) {
       const bytes = this.#bytes
       this.#bytes = []
       this.#byteCount = 0
-      return bytes.length === 1 ? this.call.writeBuffer(bytes[0]) : this.call.writeBuffers(bytes)
+      return bytes.length === 1 ? this.#call.writeBuffer(bytes[0]) : this.#call.writeBuffers(bytes)
     }
     if (this.#text === '') return undefined
     const text = this.#text
     this.#text = ''
-    return this.call.writeString(text)
+    return this.#call.writeString(text)
   }
 
-  /** @internal */
-  protected dropPending(): void {
+  #dropPending(): void {
     this.#text = ''
     this.#bytes = []
     this.#byteCount = 0
   }
 
   #queueText(text: string): boolean {
-    if (this.done) return false
-    if (this.#bytes.length > 0) this._flush()
+    if (isDone(this)) return false
+    if (this.#bytes.length > 0) flush(this)
     this.#text += text
-    return this.collected(this.#text.length)
+    return collected(this, this.#text.length)
   }
 
   #queueBytes(chunk: Uint8Array): boolean {
-    if (this.done) return false
-    if (this.#text !== '') this._flush()
-    if (chunk.byteLength === 0) return this.collected(0)
+    if (isDone(this)) return false
+    if (this.#text !== '') flush(this)
+    if (chunk.byteLength === 0) return collected(this, 0)
     this.#bytes.push(chunk)
     this.#byteCount += chunk.byteLength
-    if (this.#byteCount >= BYTES_FLUSH_AT || this.#bytes.length >= MAX_COLLECTED_BUFFERS) return this._flush()
-    return this.collected(0)
+    if (this.#byteCount >= BYTES_FLUSH_AT || this.#bytes.length >= MAX_COLLECTED_BUFFERS) return flush(this)
+    return collected(this, 0)
   }
 
   /**

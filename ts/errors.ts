@@ -29,11 +29,11 @@ export class HttpError extends RatError {
   }
 }
 
-/** Turns a native error (`"ERR_CODE: message"`) into a `RatError`; other values pass through. */
+/** Turns a native error (an `Error` whose `code` the binding set) into a `RatError`; other values pass through. */
 export function fromNative(err: unknown): unknown {
   if (err instanceof Error && !(err instanceof RatError)) {
-    const m = /^(ERR_[A-Z_]+): ([\s\S]*)$/.exec(err.message)
-    if (m) return new RatError(m[1], m[2], { cause: err })
+    const code = (err as { code?: unknown }).code
+    if (typeof code === 'string' && code.startsWith('ERR_')) return new RatError(code, err.message, { cause: err })
   }
   return err
 }

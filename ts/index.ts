@@ -5,7 +5,9 @@ export type {
   AuthRule,
   ChunkedHandler,
   ChunkedRouteOptions,
+  CompressionOptions,
   CorsOptions,
+  CorsOrigin,
   ErrorHandler,
   ErrorResponse,
   Handler,
@@ -28,7 +30,7 @@ export type { AccessLogEntry, EngineMetrics, NativeChannelMetrics as ChannelMetr
 export { html, json, redirect, reply, Reply, text } from './reply.js'
 export type { ReplyInit } from './reply.js'
 export { RatRequest } from './request.js'
-export type { RatRequest as Request } from './request.js'
-export { SseStream } from './sse.js'
-export { BaseStream } from './stream.js'
-export type { Json, PathParams, SseEvent } from './types.js'
+export { SseEvent, sseEvent, SseStream } from './sse.js'
+export type { SseEventOptions } from './sse.js'
+export type { BaseStream } from './stream.js'
+export type { Json, PathParams } from './types.js'

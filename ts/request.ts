@@ -1,6 +1,15 @@
 import type { Call } from './call.js'
 import { fromNative, HttpError, RatError } from './errors.js'
 
+const KEY = Symbol('RatRequest')
+
+/** Makes the request object of a call. */
+export let newRequest!: (call: Call) => RatRequest<unknown>
+/** True once the client has gone (or the server closed the request). */
+export let isAborted!: (req: RatRequest<unknown>) => boolean
+/** The engine reports the client gone: the request's signal aborts. */
+export let abortRequest!: (req: RatRequest<unknown>) => void
+
 /** The request a handler receives. Fields are read from the engine on first use. */
 export class RatRequest<P = Record<string, string | number>> {
   readonly #call: Call
@@ -11,9 +20,22 @@ export class RatRequest<P = Record<string, string | number>> {
   #controller?: AbortController
   #aborted = false
   #locals?: Record<string, unknown>
+  #lastEventId?: string | null
+  #remoteAddress?: string | null
+  #remotePort?: number | null
 
-  constructor(call: Call) {
+  private constructor(key: symbol, call: Call) {
+    if (key !== KEY) throw new RatError('ERR_INVALID_ARGUMENT', 'a request is made by the app for its handler')
     this.#call = call
+  }
+
+  static {
+    newRequest = (call) => new RatRequest(KEY, call)
+    isAborted = (req) => req.#aborted
+    abortRequest = (req) => {
+      req.#aborted = true
+      req.#controller?.abort(new Error('client disconnected'))
+    }
   }
 
   /** Upper-case method. */
@@ -82,17 +104,20 @@ export class RatRequest<P = Record<string, string | number>> {
 
   /** `Last-Event-ID` header, or the `lastEventId` query parameter; null when absent. */
   get lastEventId(): string | null {
-    return this.#call.lastEventId
+    if (this.#lastEventId === undefined) this.#lastEventId = this.#call.lastEventId
+    return this.#lastEventId
   }
 
   /** The client's IP address. */
   get remoteAddress(): string | null {
-    return this.#call.remoteAddress
+    if (this.#remoteAddress === undefined) this.#remoteAddress = this.#call.remoteAddress
+    return this.#remoteAddress
   }
 
   /** The client's port. */
   get remotePort(): number | null {
-    return this.#call.remotePort
+    if (this.#remotePort === undefined) this.#remotePort = this.#call.remotePort
+    return this.#remotePort
   }
 
   /**
@@ -175,16 +200,5 @@ export class RatRequest<P = Record<string, string | number>> {
   }
   set locals(value: Record<string, unknown>) {
     this.#locals = value
-  }
-
-  /** @internal true once the client has gone (or the server closed the request). */
-  get _aborted(): boolean {
-    return this.#aborted
-  }
-
-  /** @internal called when the engine reports the client gone. */
-  _abort(): void {
-    this.#aborted = true
-    this.#controller?.abort(new Error('client disconnected'))
   }
 }

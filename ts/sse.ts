@@ -1,33 +1,135 @@
 import type { Call } from './call.js'
-import { native } from './errors.js'
-import type { Channel } from './channel.js'
+import { native, RatError } from './errors.js'
+import { nativeChannel, type Channel } from './channel.js'
 import { jsonText } from './reply.js'
 import type { RatRequest } from './request.js'
-import { BaseStream } from './stream.js'
-import type { SseEvent } from './types.js'
-
-const EVENT_KEYS = new Set(['data', 'event', 'id', 'retry', 'comment'])
-
-/** True for `{ data?, event?, id?, retry?, comment? }` with `data` or `event` present. */
-export function isSseEvent(v: unknown): v is SseEvent {
-  if (v === null || typeof v !== 'object' || Array.isArray(v) || Buffer.isBuffer(v)) return false
-  const keys = Object.keys(v)
-  return keys.length > 0 && keys.every((k) => EVENT_KEYS.has(k)) && ('data' in v || 'event' in v || 'comment' in v)
-}
+import { BaseStream, collected, flush, initStream, isDone, wrote } from './stream.js'
 
 /**
- * The native `sendEvent`/`publish` arguments of an event: data as a string (JSON unless
- * it is one), id as a string. (The engine gives a named event without data its empty
- * `data` line.)
+ * The fields of an SSE event besides its data, given to `stream.send(data, options)`,
+ * `channel.publish(data, options)` and `sseEvent(data, options)`.
  */
-export function eventArgs(e: SseEvent): [string | undefined, string | undefined, string | undefined, number | undefined] {
-  const data = e.data === undefined || typeof e.data === 'string' ? e.data : jsonText(e.data, "an SSE event's data")
-  return [data, e.event, e.id === undefined ? undefined : String(e.id), e.retry]
+export interface SseEventOptions {
+  /** Event name (no CR/LF): the client's `addEventListener(name)` receives it; without it, `message`. */
+  event?: string
+  /** Event id (no CR/LF/NUL); the client sends the last one back as Last-Event-ID. */
+  id?: string | number
+  /** Reconnection delay for the client, in ms. */
+  retry?: number
+}
+
+const KEY = Symbol('sse')
+
+let makeEvent!: (data: unknown, fields: EventFields) => SseEvent
+let fieldsOf!: (e: SseEvent) => EventFields
+
+/**
+ * An SSE event with its fields, made by `sseEvent(data, options)`: what a generator yields
+ * for a named event, an id or a retry. Anything else yielded (or sent) is data: a string as
+ * is, any other value as JSON.
+ */
+export class SseEvent {
+  /** The event's data: a string is sent as is, any other value as JSON; undefined sends none. */
+  readonly data: unknown
+  readonly #fields: EventFields
+
+  private constructor(key: symbol, data: unknown, fields: EventFields) {
+    if (key !== KEY) throw new RatError('ERR_INVALID_ARGUMENT', 'an SSE event is made by sseEvent(data, options)')
+    this.data = data
+    this.#fields = fields
+  }
+
+  /** Event name, if any. */
+  get event(): string | undefined {
+    return this.#fields[0]
+  }
+  /** Event id, if any. */
+  get id(): string | undefined {
+    return this.#fields[1]
+  }
+  /** Reconnection delay in ms, if any. */
+  get retry(): number | undefined {
+    return this.#fields[2]
+  }
+
+  static {
+    makeEvent = (data, fields) => new SseEvent(KEY, data, fields)
+    fieldsOf = (e) => e.#fields
+  }
+}
+
+/** `[event, id, retry]` as the engine takes them. */
+type EventFields = readonly [string | undefined, string | undefined, number | undefined]
+const NO_FIELDS: EventFields = [undefined, undefined, undefined]
+
+/**
+ * Checks options at run time as their type does at compile time.
+ * @throws RatError `ERR_INVALID_ARGUMENT` for an unknown key or a value of the wrong type.
+ */
+function eventFields(options: SseEventOptions | undefined): EventFields {
+  if (options === undefined) return NO_FIELDS
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw new RatError('ERR_INVALID_ARGUMENT', `SSE event options must be an object { event?, id?, retry? }, not ${options === null ? 'null' : typeof options}`)
+  }
+  for (const k in options) {
+    if (k !== 'event' && k !== 'id' && k !== 'retry') {
+      throw new RatError('ERR_INVALID_ARGUMENT', `unknown SSE event option "${k}": use event, id or retry`)
+    }
+  }
+  const { event, id, retry } = options
+  if (event !== undefined && typeof event !== 'string') {
+    throw new RatError('ERR_INVALID_ARGUMENT', `an SSE event name must be a string, not ${typeof event}`)
+  }
+  if (id !== undefined && typeof id !== 'string' && !(typeof id === 'number' && Number.isFinite(id))) {
+    throw new RatError('ERR_INVALID_ARGUMENT', `an SSE event id must be a string or a finite number, not ${String(id)}`)
+  }
+  if (retry !== undefined && !(Number.isInteger(retry) && retry >= 0 && retry <= 0xffffffff)) {
+    throw new RatError('ERR_INVALID_ARGUMENT', `an SSE retry must be a whole number of ms (0..4294967295), not ${String(retry)}`)
+  }
+  return [event, id === undefined ? undefined : String(id), retry]
 }
 
 /**
- * An SSE response stream. `send` accepts an event object, a string (sent as `data`, one
- * `data:` line per line, whatever it holds), or any other value (sent as JSON data).
+ * An SSE event with fields, for a generator to yield (or to pass to `send`/`publish`):
+ * `yield sseEvent({ n: 1 }, { event: 'tick', id: 7 })`. `data` is sent as is when a
+ * string, as JSON otherwise; `undefined` sends an event without data (a named one still
+ * reaches the client's listener, with empty data).
+ *
+ * @throws RatError `ERR_INVALID_ARGUMENT` for an unknown option or a value of the wrong type.
+ */
+export function sseEvent(data: unknown, options?: SseEventOptions): SseEvent {
+  return makeEvent(data, eventFields(options))
+}
+
+/** Data as the engine takes it: a string as is, any other value as JSON, undefined as none. */
+function eventData(data: unknown): string | undefined {
+  return data === undefined || typeof data === 'string' ? data : jsonText(data, "an SSE event's data")
+}
+
+/**
+ * The native `sendEvent`/`publish` arguments of `data` sent with `options`, or of an
+ * `SseEvent` (then without options); null for data sent without fields.
+ */
+export function eventArgs(
+  data: unknown,
+  options: SseEventOptions | undefined,
+): [string | undefined, string | undefined, string | undefined, number | undefined] | null {
+  if (data instanceof SseEvent) {
+    if (options !== undefined) throw new RatError('ERR_INVALID_ARGUMENT', 'an SseEvent carries its own fields: send it without options')
+    const [event, id, retry] = fieldsOf(data)
+    return [eventData(data.data), event, id, retry]
+  }
+  if (options === undefined) return null
+  const [event, id, retry] = eventFields(options)
+  return [eventData(data), event, id, retry]
+}
+
+/** Makes the stream of an SSE request. */
+export let newSseStream!: (call: Call, req: RatRequest<unknown>, fail: (err: unknown) => void) => SseStream
+
+/**
+ * An SSE response stream: `send(data, options?)` sends events, `comment(text)` comments,
+ * `writeRaw(frame)` already-encoded frames.
  */
 export class SseStream extends BaseStream {
   /** Data of data-only events collected this turn (see `FLUSH_AT`). */
@@ -36,12 +138,23 @@ export class SseStream extends BaseStream {
   /** Some collected data holds NUL, so the batch cannot cross as one NUL-joined string. */
   #batchNul = false
 
-  constructor(call: Call, req: RatRequest<unknown>) {
-    super(call, req)
+  #call!: Call
+
+  private constructor(key: symbol) {
+    super()
+    if (key !== KEY) throw new RatError('ERR_INVALID_ARGUMENT', 'an SSE stream is made by the app for its handler')
   }
 
-  /** @internal */
-  protected writePending(): boolean | undefined {
+  static {
+    newSseStream = (call, req, fail) => {
+      const s = new SseStream(KEY)
+      s.#call = call
+      initStream(s, call, req, { write: () => s.#writePending(), drop: () => s.#dropPending(), fail })
+      return s
+    }
+  }
+
+  #writePending(): boolean | undefined {
     if (this.#batch.length === 0) return undefined
     const items = this.#batch
     const nul = this.#batchNul
@@ -49,48 +162,44 @@ export class SseStream extends BaseStream {
     this.#batchSize = 0
     this.#batchNul = false
     // One string converts much faster than an array of them.
-    return nul ? this.call.sendDataBatch(items) : this.call.sendDataJoined(items.join('\0'))
+    return nul ? this.#call.sendDataBatch(items) : this.#call.sendDataJoined(items.join('\0'))
   }
 
-  /** @internal */
-  protected dropPending(): void {
+  #dropPending(): void {
     this.#batch = []
     this.#batchSize = 0
     this.#batchNul = false
   }
 
   #data(data: string): boolean {
-    if (this.done) return false
+    if (isDone(this)) return false
     if (!this.#batchNul && data.includes('\0')) this.#batchNul = true
     this.#batch.push(data)
     this.#batchSize += data.length
-    return this.collected(this.#batchSize)
+    return collected(this, this.#batchSize)
   }
 
   /**
-   * Sends one event. Returns `false` when the engine's queue is at its high-water mark
-   * (await `ready()` before sending more) or the stream is closed (see `closed`).
+   * Sends one event: `data` (a string as is, one `data:` line per line, whatever it
+   * holds; any other value, plain objects included, as JSON) with the fields in
+   * `options`, or an `SseEvent` made by `sseEvent()`. Returns `false` when the engine's
+   * queue is at its high-water mark (await `ready()` before sending more) or the stream is
+   * closed (see `closed`).
    *
    * Data-only events are collected and handed to the engine together (see `FLUSH_AT`);
    * their order with every other write is kept.
    *
-   * A string is data, always: text that looks like SSE fields (`event: x\nid: 1\n\n`)
-   * reaches the client as that text in one `message` event.
-   *
-   * @throws RatError `ERR_INVALID_FIELD` for an `event` or `id` with CR/LF (or NUL in id).
+   * @throws RatError `ERR_INVALID_ARGUMENT` for an unknown option or a value of the wrong
+   * type; `ERR_INVALID_FIELD` for an `event` or `id` with CR/LF (or NUL in id).
    * @throws TypeError for data JSON cannot encode (a BigInt, a circular object, a function,
-   * a symbol, undefined).
+   * a symbol; undefined without options).
    */
-  send(event: SseEvent | string | unknown): boolean {
-    if (typeof event === 'string') return this.#data(event)
-    if (isSseEvent(event)) {
-      const args = eventArgs(event)
-      this._flush()
-      if (event.comment !== undefined) this.call.comment(event.comment)
-      if (event.data === undefined && event.event === undefined && event.id === undefined) return !this.closed
-      return this.wrote(native(() => this.call.sendEvent(...args)))
-    }
-    return this.#data(jsonText(event, "an SSE event's data"))
+  send(data: unknown, options?: SseEventOptions): boolean {
+    if (options === undefined && typeof data === 'string') return this.#data(data)
+    const args = eventArgs(data, options)
+    if (args === null) return this.#data(jsonText(data, "an SSE event's data"))
+    flush(this)
+    return wrote(this, native(() => this.#call.sendEvent(...args)))
   }
 
   /**
@@ -98,19 +207,14 @@ export class SseStream extends BaseStream {
    * Never pass client-controlled text: it can set any field, `event` and `id` included.
    */
   writeRaw(frame: string): boolean {
-    this._flush()
-    return this.wrote(this.call.writeString(frame))
-  }
-
-  /** Sends `event: name` with `data`. */
-  event(name: string, data?: unknown): boolean {
-    return this.send({ event: name, data })
+    flush(this)
+    return wrote(this, this.#call.writeString(frame))
   }
 
   /** Sends a comment line (clients ignore it). */
   comment(text: string): boolean {
-    this._flush()
-    return this.wrote(this.call.comment(text))
+    flush(this)
+    return wrote(this, this.#call.comment(text))
   }
 
   /**
@@ -121,12 +225,8 @@ export class SseStream extends BaseStream {
    * @returns events replayed, or -1 when the id was older than history (a `missed`
    * event was sent first).
    */
-  subscribe(channel: Channel, lastEventId: string | null = this.lastEventIdOfRequest()): number {
-    this._flush()
-    return native(() => this.call.subscribe(channel.native, lastEventId))
-  }
-
-  private lastEventIdOfRequest(): string | null {
-    return this.call.lastEventId
+  subscribe(channel: Channel, lastEventId: string | null = this.#call.lastEventId): number {
+    flush(this)
+    return native(() => this.#call.subscribe(nativeChannel(channel), lastEventId))
   }
 }

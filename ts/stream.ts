@@ -19,14 +19,49 @@ function flushPending(): void {
   flushScheduled = false
   const list = pendingStreams
   pendingStreams = []
-  for (const s of list) s._flushLater()
+  for (const s of list) flushLater(s)
 }
+
+/**
+ * What a stream is given: how its subclass writes what it collected in one native call
+ * (the engine's answer, or undefined when nothing was pending) or drops it, and how the
+ * app fails its request.
+ */
+export interface Pending {
+  write(): boolean | undefined
+  drop(): void
+  fail(err: unknown): void
+}
+
+// The operations the app and the subclasses use; not part of a stream's public type.
+
+/** Gives a new stream its request and what its subclass collects. */
+export let initStream!: (s: BaseStream, call: Call, req: RatRequest<unknown>, pending: Pending) => void
+/** Hands collected writes to the engine now; returns whether more may be written. */
+export let flush!: (s: BaseStream) => boolean
+/** The end-of-turn flush: a failure fails the stream instead of throwing. */
+let flushLater!: (s: BaseStream) => void
+/**
+ * Called by subclasses after collecting a write of `size` units in total pending: flushes
+ * at `FLUSH_AT`, otherwise makes sure the turn's flush will include this stream.
+ */
+export let collected!: (s: BaseStream, pending: number) => boolean
+/** Records the answer of a direct (uncollected) native write. */
+export let wrote!: (s: BaseStream, below: boolean) => boolean
+/** True once `end()` was called or the client has gone: writes are dropped. */
+export let isDone!: (s: BaseStream) => boolean
+/** The engine reports room in the queue (`ok`), or the stream closed. */
+export let readyNotice!: (s: BaseStream, ok: boolean) => void
+/** The client has gone: later writes return false, collected ones are dropped. */
+export let gone!: (s: BaseStream) => void
+/** The client has gone: `gone`, then the `onClose` listeners. */
+export let closedNotice!: (s: BaseStream) => void
 
 /** What SSE and chunked streams share: head control, backpressure, end, close signal. */
 export abstract class BaseStream {
-  /** @internal */
-  protected readonly call: Call
-  readonly #req: RatRequest<unknown>
+  #call!: Call
+  #req!: RatRequest<unknown>
+  #pending!: Pending
   #onClose: Array<() => void> = []
   /** The engine's last answer: its queue was below the high-water mark. */
   #below = true
@@ -36,57 +71,28 @@ export abstract class BaseStream {
   #listed = false
   #ready: { promise: Promise<boolean>; resolve: (ok: boolean) => void } | null = null
 
-  constructor(call: Call, req: RatRequest<unknown>) {
-    this.call = call
-    this.#req = req
-  }
+  protected constructor() {}
 
-  /**
-   * Writes what the subclass collected, in one native call; returns the engine's answer,
-   * or undefined when nothing was pending.
-   * @internal
-   */
-  protected abstract writePending(): boolean | undefined
-
-  /** @internal Drops what was collected (the client has gone). */
-  protected abstract dropPending(): void
-
-  /**
-   * Hands collected writes to the engine now; returns whether more may be written.
-   * @internal
-   */
-  _flush(): boolean {
+  #flush(): boolean {
     this.#listed = false
-    const r = this.writePending()
+    const r = this.#pending.write()
     if (r !== undefined) this.#below = r
     return this.#below && !this.#done
   }
 
-  /**
-   * The end-of-turn flush: no caller to throw to (an exception in a setImmediate callback
-   * would take the process down), so a failure fails the stream instead.
-   * @internal
-   */
-  _flushLater(): void {
+  #flushLater(): void {
     try {
-      this._flush()
+      this.#flush()
     } catch (err) {
+      // No caller to throw to (an exception in a setImmediate callback would take the
+      // process down): the app fails the request, as for a handler's error.
       this.#done = true
-      try {
-        this.call.fail(err instanceof Error ? err.message : String(err))
-      } catch {
-        // Already answered, or the client has gone.
-      }
+      this.#pending.fail(err)
     }
   }
 
-  /**
-   * Called by subclasses after collecting a write of `size` units in total pending: flushes
-   * at `FLUSH_AT`, otherwise makes sure the turn's flush will include this stream.
-   * @internal
-   */
-  protected collected(pending: number): boolean {
-    if (pending >= FLUSH_AT) return this._flush()
+  #collected(pending: number): boolean {
+    if (pending >= FLUSH_AT) return this.#flush()
     if (!this.#listed) {
       this.#listed = true
       pendingStreams.push(this)
@@ -98,43 +104,69 @@ export abstract class BaseStream {
     return this.#below && !this.#done
   }
 
-  /**
-   * Records the answer of a direct (uncollected) native write.
-   * @internal
-   */
-  protected wrote(below: boolean): boolean {
-    this.#below = below
-    return below
+  #readyNotice(ok: boolean): void {
+    const waiter = this.#ready
+    this.#ready = null
+    if (ok) this.#below = true
+    waiter?.resolve(ok)
   }
 
-  /** True once `end()` was called or the client has gone: writes are dropped. */
-  protected get done(): boolean {
-    return this.#done
+  #gone(): void {
+    this.#done = true
+    this.#pending.drop()
+    this.#readyNotice(false)
+  }
+
+  static {
+    initStream = (s, call, req, pending) => {
+      s.#call = call
+      s.#req = req
+      s.#pending = pending
+    }
+    flush = (s) => s.#flush()
+    flushLater = (s) => s.#flushLater()
+    collected = (s, pending) => s.#collected(pending)
+    wrote = (s, below) => (s.#below = below)
+    isDone = (s) => s.#done
+    readyNotice = (s, ok) => s.#readyNotice(ok)
+    gone = (s) => s.#gone()
+    closedNotice = (s) => {
+      s.#gone()
+      const fns = s.#onClose
+      s.#onClose = []
+      for (const fn of fns) {
+        try {
+          fn()
+        } catch {
+          // A close listener's failure must not stop the others.
+        }
+      }
+    }
   }
 
   /** Sets the status; only before the first write. */
   status(code: number): this {
-    this._flush()
-    native(() => this.call.setStatus(code))
+    this.#flush()
+    native(() => this.#call.setStatus(code))
     return this
   }
 
   /** Adds a response header; only before the first write. */
   header(name: string, value: string): this {
-    this._flush()
-    native(() => this.call.appendHeader(name, value))
+    this.#flush()
+    native(() => this.#call.appendHeader(name, value))
     return this
   }
 
   /** True once the client has gone or the stream has ended. */
   get closed(): boolean {
-    return this.#done || this.call.closed
+    return this.#done || this.#call.closed
   }
 
   /** Bytes queued in the engine and not yet sent. */
   get buffered(): number {
-    this._flush()
-    return this.call.buffered
+    this.#flush()
+    return this.#call.buffered
   }
 
   /** Aborts when the client disconnects. */
@@ -147,10 +179,10 @@ export abstract class BaseStream {
    * `false` once the stream is closed.
    */
   ready(): Promise<boolean> {
-    this._flush()
+    this.#flush()
     if (this.#ready) return this.#ready.promise
     if (this.#done) return Promise.resolve(false)
-    switch (this.call.armReady()) {
+    switch (this.#call.armReady()) {
       case 0:
         return Promise.resolve(false)
       case 1:
@@ -163,53 +195,24 @@ export abstract class BaseStream {
     return promise
   }
 
-  /** The engine reports room in the queue (`ok`), or the stream closed. @internal */
-  _ready(ok: boolean): void {
-    const waiter = this.#ready
-    this.#ready = null
-    if (ok) this.#below = true
-    waiter?.resolve(ok)
-  }
-
-  /** The client has gone: later writes return false, collected ones are dropped. @internal */
-  _gone(): void {
-    this.#done = true
-    this.dropPending()
-    this._ready(false)
-  }
-
   /** Sends the head now (otherwise it goes with the first write or when the handler returns). */
   start(): this {
-    this._flush()
-    this.call.start()
+    this.#flush()
+    this.#call.start()
     return this
   }
 
   /** Ends the response after what is queued. */
   end(): void {
-    this._flush()
+    this.#flush()
     this.#done = true
-    this.call.end()
-    this._ready(false)
+    this.#call.end()
+    this.#readyNotice(false)
   }
 
   /** Runs `fn` when the client disconnects. */
   onClose(fn: () => void): this {
     this.#onClose.push(fn)
     return this
-  }
-
-  /** @internal */
-  _closed(): void {
-    this._gone()
-    const fns = this.#onClose
-    this.#onClose = []
-    for (const fn of fns) {
-      try {
-        fn()
-      } catch {
-        // A close listener's failure must not stop the others.
-      }
-    }
   }
 }

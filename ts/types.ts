@@ -30,16 +30,3 @@ export type PathParams<P extends string> = string extends P
 
 /** Any value JSON can carry. */
 export type Json = string | number | boolean | null | Json[] | { [key: string]: Json }
-
-/** One SSE event. `data` that is not a string is sent as JSON. */
-export interface SseEvent {
-  data?: unknown
-  /** Event name (no CR/LF). */
-  event?: string
-  /** Event id (no CR/LF/NUL); the client sends it back as Last-Event-ID. */
-  id?: string | number
-  /** Reconnection delay for the client, in ms. */
-  retry?: number
-  /** A comment line sent before the fields. */
-  comment?: string
-}

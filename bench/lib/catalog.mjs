@@ -2,7 +2,7 @@
 // issue 6, each scenario being one rat-bench invocation plus the server's publish interval.
 
 import { existsSync, readdirSync } from 'node:fs'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { execFileSync } from 'node:child_process'
 
 const MiB = 1 << 20
@@ -31,6 +31,20 @@ export function servers({ root, targetDir }) {
         return null
       },
     },
+    // `RAT_BENCH_BASELINE=<addon.node>`: the same server on an earlier build of the addon,
+    // so that a change's before/after ratios come from one run.
+    ...(process.env.RAT_BENCH_BASELINE
+      ? [
+          {
+            name: 'rat-engine-baseline',
+            label: 'rat-engine (baseline build)',
+            cmd: [node, '--import', 'tsx', 'examples/bench-server.ts'],
+            cwd: root,
+            env: { NAPI_RS_NATIVE_LIBRARY_PATH: resolve(process.env.RAT_BENCH_BASELINE) },
+            available: () => (existsSync(process.env.RAT_BENCH_BASELINE) ? null : `${process.env.RAT_BENCH_BASELINE} does not exist`),
+          },
+        ]
+      : []),
     {
       name: 'floor',
       label: 'floor (Rust mio, 1 thread)',

@@ -113,7 +113,7 @@ function tail(stream, keep = 20) {
 
 /** Starts a server and resolves once it prints `listening`; rejects after `timeoutMs`. */
 export function startServer(server, { cpu, port, pubMs, timeoutMs = 30_000 }) {
-  const child = spawnPinned(cpu, server.cmd, { cwd: server.cwd, env: { PORT: String(port), PUB_INTERVAL_MS: String(pubMs) } })
+  const child = spawnPinned(cpu, server.cmd, { cwd: server.cwd, env: { ...server.env, PORT: String(port), PUB_INTERVAL_MS: String(pubMs) } })
   const errors = tail(child.stderr)
   return new Promise((resolve, reject) => {
     let settled = false

@@ -22,6 +22,7 @@ const LONG: RouteOptions = RouteOptions {
     stream: true,
     max_streams: None,
     cors: rat_engine::cors::RouteCors::Inherit,
+    compress: rat_engine::compress::RouteCompression::Inherit,
 };
 
 /// The channel's publisher: `{"n":k}` for k = 1, 2, ... until stopped.

@@ -1,8 +1,12 @@
 //! The access log: one entry per request once its response is over (a stream when it
 //! ends), to a callback the server is given ([`ServerConfig::access_log`]), and always as
-//! a `tracing` event (target `rat_engine::access`, level info) for Rust users.
+//! a `tracing` event (target `rat_engine::access`, level info) for Rust users. And the
+//! engine's warnings (a handler timeout, a failed TLS handshake, accept failing, slow
+//! subscribers cut) to [`ServerConfig::warnings`] and as `tracing` events (target
+//! `rat_engine`, level warn).
 //!
 //! [`ServerConfig::access_log`]: crate::ServerConfig::access_log
+//! [`ServerConfig::warnings`]: crate::ServerConfig::warnings
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,6 +51,40 @@ impl AccessLog {
 impl std::fmt::Debug for AccessLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("AccessLog")
+    }
+}
+
+/// Something the engine did that an operator should know of.
+#[derive(Debug, Clone)]
+pub struct Warning {
+    /// What happened: `handler_timeout`, `tls_handshake`, `accept`, `slow_subscribers`.
+    pub kind: &'static str,
+    /// A sentence for a log.
+    pub message: String,
+    /// The client, when one is concerned.
+    pub remote: Option<SocketAddr>,
+    /// The request path, when one is concerned.
+    pub path: Option<String>,
+}
+
+/// The callback that receives the engine's warnings.
+#[derive(Clone)]
+pub struct WarningLog(Arc<dyn Fn(Warning) + Send + Sync>);
+
+impl WarningLog {
+    /// Warnings go to `f` (on the runtime's threads: keep it short).
+    pub fn new(f: impl Fn(Warning) + Send + Sync + 'static) -> WarningLog {
+        WarningLog(Arc::new(f))
+    }
+
+    pub(crate) fn emit(&self, w: Warning) {
+        (self.0)(w)
+    }
+}
+
+impl std::fmt::Debug for WarningLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WarningLog")
     }
 }
 

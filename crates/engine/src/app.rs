@@ -56,6 +56,9 @@ pub struct RouteOptions {
     pub max_streams: Option<usize>,
     /// CORS of this route: the server's (default), none, or its own.
     pub cors: crate::cors::RouteCors,
+    /// Compress this route's responses per the server's
+    /// [`compression`](crate::ServerConfig::compression) (default), or never.
+    pub compress: crate::compress::RouteCompression,
 }
 
 pub(crate) struct Route {

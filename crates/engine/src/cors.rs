@@ -10,8 +10,11 @@
 //! assert!(!cors.allows("https://evil.example"));
 //! ```
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use futures_util::future::BoxFuture;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
@@ -65,10 +68,32 @@ impl Origins {
     }
 }
 
+/// Distinct origins whose [check](Cors::check) answer is remembered; past it the memory
+/// starts over.
+const CHECKED_ORIGINS: usize = 1024;
+
+/// The question a [check](Cors::check) asks about an origin.
+type Ask = dyn Fn(&str) -> BoxFuture<'static, bool> + Send + Sync;
+
+/// A decision on an origin the list does not name, made elsewhere (a front end's
+/// function), asked once per origin.
+#[derive(Clone)]
+struct OriginCheck {
+    ask: Arc<Ask>,
+    answers: Arc<Mutex<HashMap<String, bool>>>,
+}
+
+impl std::fmt::Debug for OriginCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OriginCheck")
+    }
+}
+
 /// A CORS policy: the app's, or a route's own.
 #[derive(Debug, Clone)]
 pub struct Cors {
     origins: Origins,
+    check: Option<OriginCheck>,
     credentials: bool,
     methods: Option<HeaderValue>,
     allowed_headers: Option<HeaderValue>,
@@ -82,12 +107,57 @@ impl Cors {
     pub fn new(origins: Origins) -> Cors {
         Cors {
             origins,
+            check: None,
             credentials: false,
             methods: None,
             allowed_headers: None,
             exposed_headers: None,
             max_age: None,
         }
+    }
+
+    /// Asks `ask` about an origin that `origins` does not allow, once per origin (the
+    /// answer is remembered for up to 1,024 origins): for a front end's function, or a
+    /// lookup. Requests from an origin not yet answered wait for the answer.
+    pub fn check(
+        mut self,
+        ask: impl Fn(&str) -> BoxFuture<'static, bool> + Send + Sync + 'static,
+    ) -> Cors {
+        self.check = Some(OriginCheck {
+            ask: Arc::new(ask),
+            answers: Arc::default(),
+        });
+        self
+    }
+
+    /// Whether `origin` may read responses: [`allows`](Self::allows), else the
+    /// [check](Self::check)'s answer. No origin (or one that is not text): no.
+    pub(crate) async fn admits(&self, origin: Option<&HeaderValue>) -> bool {
+        let Some(origin) = origin.and_then(|o| o.to_str().ok()) else {
+            return false;
+        };
+        if self.allows(origin) {
+            return true;
+        }
+        let Some(check) = &self.check else {
+            return false;
+        };
+        let known = check
+            .answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(origin)
+            .copied();
+        if let Some(answer) = known {
+            return answer;
+        }
+        let answer = (check.ask)(origin).await;
+        let mut answers = check.answers.lock().unwrap_or_else(|p| p.into_inner());
+        if answers.len() >= CHECKED_ORIGINS {
+            answers.clear();
+        }
+        answers.insert(origin.to_string(), answer);
+        answer
     }
 
     /// Allows cookies and authorization (`Access-Control-Allow-Credentials: true`; the
@@ -163,13 +233,19 @@ impl Cors {
         }
     }
 
-    /// Adds the headers of an actual (not preflight) response to a request from `origin`.
-    pub(crate) fn decorate(&self, origin: Option<&HeaderValue>, headers: &mut HeaderMap) {
+    /// Adds the headers of an actual (not preflight) response to a request from `origin`,
+    /// `admitted` or not (see [`admits`](Self::admits)).
+    pub(crate) fn decorate(
+        &self,
+        origin: Option<&HeaderValue>,
+        admitted: bool,
+        headers: &mut HeaderMap,
+    ) {
         let varies = !matches!(self.origins, Origins::Any) || self.credentials;
         if varies {
             headers.append(header::VARY, HeaderValue::from_static("origin"));
         }
-        let Some(origin) = origin.filter(|o| o.to_str().is_ok_and(|o| self.allows(o))) else {
+        let Some(origin) = origin.filter(|_| admitted) else {
             return;
         };
         headers.insert(
@@ -187,10 +263,12 @@ impl Cors {
         }
     }
 
-    /// The answer to a preflight from `origin` for a route allowing `route_methods`.
+    /// The answer to a preflight from `origin` (`admitted` or not) for a route allowing
+    /// `route_methods`.
     pub(crate) fn preflight(
         &self,
         origin: &HeaderValue,
+        admitted: bool,
         request_headers: Option<&HeaderValue>,
         route_methods: &[Method],
     ) -> Response {
@@ -203,7 +281,7 @@ impl Cors {
                 "origin, access-control-request-method, access-control-request-headers",
             ),
         );
-        if !origin.to_str().is_ok_and(|o| self.allows(o)) {
+        if !admitted {
             return res;
         }
         h.insert(
@@ -313,13 +391,13 @@ mod tests {
     #[test]
     fn any_origin_is_a_star_unless_credentials_name_it() {
         let mut h = HeaderMap::new();
-        Cors::new(Origins::Any).decorate(Some(&v("https://a")), &mut h);
+        Cors::new(Origins::Any).decorate(Some(&v("https://a")), true, &mut h);
         assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
         assert!(h.get(header::VARY).is_none());
         let mut h = HeaderMap::new();
         Cors::new(Origins::Any)
             .credentials(true)
-            .decorate(Some(&v("https://a")), &mut h);
+            .decorate(Some(&v("https://a")), true, &mut h);
         assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://a");
         assert_eq!(h[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
         assert_eq!(h[header::VARY], "origin");
@@ -329,10 +407,10 @@ mod tests {
     fn a_disallowed_origin_gets_no_cors_headers() {
         let c = Cors::new(Origins::list(["https://a"]));
         let mut h = HeaderMap::new();
-        c.decorate(Some(&v("https://evil")), &mut h);
+        c.decorate(Some(&v("https://evil")), c.allows("https://evil"), &mut h);
         assert!(h.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
         assert_eq!(h[header::VARY], "origin");
-        let res = c.preflight(&v("https://evil"), None, &[Method::GET]);
+        let res = c.preflight(&v("https://evil"), false, None, &[Method::GET]);
         assert_eq!(res.status(), 204);
         assert!(res
             .headers()
@@ -348,6 +426,7 @@ mod tests {
             .unwrap();
         let res = c.preflight(
             &v("https://a"),
+            true,
             Some(&v("content-type, x-token")),
             &[Method::GET, Method::POST],
         );
@@ -364,7 +443,7 @@ mod tests {
             .unwrap()
             .allowed_headers(["X-Token"])
             .unwrap();
-        let res = c.preflight(&v("https://a"), Some(&v("x-other")), &[Method::GET]);
+        let res = c.preflight(&v("https://a"), true, Some(&v("x-other")), &[Method::GET]);
         assert_eq!(
             res.headers()[header::ACCESS_CONTROL_ALLOW_METHODS],
             "GET, PUT"

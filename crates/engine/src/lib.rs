@@ -49,6 +49,7 @@ mod app;
 pub mod auth;
 mod batch;
 pub mod channel;
+pub mod compress;
 pub mod cors;
 pub mod error;
 #[doc(hidden)]
@@ -63,6 +64,7 @@ mod server;
 pub mod stream;
 mod sys;
 pub mod tls;
+mod wire;
 
 pub use app::{App, Handler, RouteOptions};
 pub use channel::{Channel, ChannelMetrics, ChannelOptions, SlowClient};

@@ -1,6 +1,10 @@
 //! Counters shared by the server, its streams and the front ends.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
+
+use crate::access::{Warning, WarningLog};
 
 /// Live counters of one server. Cheap to update (relaxed atomics); read with
 /// [`Metrics::snapshot`].
@@ -21,6 +25,8 @@ pub struct Metrics {
     pub(crate) body_timeouts: AtomicU64,
     pub(crate) handler_timeouts: AtomicU64,
     pub(crate) unauthorized: AtomicU64,
+    /// Where the server's warnings go besides `tracing` (set when it starts).
+    pub(crate) warnings: OnceLock<WarningLog>,
 }
 
 /// A point-in-time copy of [`Metrics`].
@@ -64,6 +70,25 @@ impl Metrics {
     /// New zeroed counters.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Reports a warning: a `tracing` event, and the server's warning log if it has one.
+    pub(crate) fn warn(
+        &self,
+        kind: &'static str,
+        message: String,
+        remote: Option<SocketAddr>,
+        path: Option<&str>,
+    ) {
+        tracing::warn!(target: "rat_engine", kind, remote = ?remote, path, "{message}");
+        if let Some(log) = self.warnings.get() {
+            log.emit(Warning {
+                kind,
+                message,
+                remote,
+                path: path.map(str::to_string),
+            });
+        }
     }
 
     /// Copies every counter.

@@ -153,11 +153,18 @@ pub fn bytes(content_type: &str, body: impl Into<Bytes>) -> Response {
     r
 }
 
-/// A JSON error response `{"error": message, "status": code}`.
+/// A JSON error response `{"error": message, "status": code}` (body: [`error_body`]).
 pub fn error(status: StatusCode, message: &str) -> Response {
-    let mut r = json(&serde_json::json!({ "error": message, "status": status.as_u16() }));
+    let mut r = with_type("application/json", Body::full(error_body(status, message)));
     *r.status_mut() = status;
     r
+}
+
+/// The body of every error response the engine and its front ends send:
+/// `{"error": message, "status": code}`.
+pub fn error_body(status: StatusCode, message: &str) -> Bytes {
+    let body = serde_json::json!({ "error": message, "status": status.as_u16() });
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 
 #[cfg(test)]

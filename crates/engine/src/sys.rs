@@ -5,7 +5,7 @@
 //! Outside the kernel's send path, its largest costs are two cache misses per subscriber:
 //! taking the queue's lock and reading the descriptor out of the socket's own allocation.
 //! [`prefetch`] starts the first for the subscribers ahead while the current one's `send`
-//! runs; [`Sink`] keeps the descriptor next to the lock.
+//! runs; [`Socket`] keeps the descriptor next to the lock.
 #![allow(unsafe_code)]
 
 #[cfg(unix)]
@@ -28,27 +28,31 @@ pub(crate) fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
-/// A connection's socket shared with a stream's queue. On Unix its descriptor is kept
-/// beside the handle, so that writing to it does not read the socket's allocation.
-pub(crate) struct Sink {
+/// A connection's socket shared with a stream's queue (see [`crate::wire::Sink`]). On Unix
+/// its descriptor is kept beside the handle, so that writing to it does not read the
+/// socket's allocation. `tag` is a small value of the user's, kept in what would otherwise
+/// be padding.
+pub(crate) struct Socket<T> {
     /// On Unix only held, not read: it keeps `fd` open.
     #[cfg_attr(unix, allow(dead_code))]
     io: Arc<TcpStream>,
     #[cfg(unix)]
     fd: RawFd,
+    pub(crate) tag: T,
 }
 
-impl Sink {
-    pub(crate) fn new(io: Arc<TcpStream>) -> Self {
-        Sink {
+impl<T> Socket<T> {
+    pub(crate) fn new(io: Arc<TcpStream>, tag: T) -> Self {
+        Socket {
             #[cfg(unix)]
             fd: io.as_raw_fd(),
             io,
+            tag,
         }
     }
 
     /// The socket, for plain (non-blocking) `send`s that bypass tokio's readiness.
-    pub(crate) fn socket(&self) -> socket2::SockRef<'_> {
+    pub(crate) fn sock_ref(&self) -> socket2::SockRef<'_> {
         #[cfg(unix)]
         return socket2::SockRef::from(self);
         #[cfg(not(unix))]
@@ -57,7 +61,7 @@ impl Sink {
 }
 
 #[cfg(unix)]
-impl AsFd for Sink {
+impl<T> AsFd for Socket<T> {
     fn as_fd(&self) -> BorrowedFd<'_> {
         // SAFETY: `fd` is `io`'s descriptor, and `io` keeps it open for as long as `self`
         // (and so the returned borrow) lives.

@@ -2,6 +2,7 @@
 //! stream's queue stays at its high-water mark and a producer using `send().await` waits.
 //! The kernel's socket buffers (and hyper's small write buffer) absorb some bytes first,
 //! so the producer gets some way ahead before it is held back; that part is bounded too.
+//! Each test runs on both writers of the wire (`hyper::…`, `direct::…`).
 
 mod support;
 
@@ -9,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rat_engine::{App, QueueLimits, StreamSender, StreamingResponse};
-use support::{seq_chunk, serve, spawn_seq_producer, within, Chunk, RawConn};
+use support::{seq_chunk, serve, spawn_seq_producer, within, Chunk, RawConn, Wire};
 use tokio::net::TcpSocket;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
@@ -20,10 +21,10 @@ const HIGH_WATER: usize = 16 * CHUNK;
 /// the queue, hyper's write buffer and the loopback socket buffers are far below this.
 const MAX_CHUNKS_BEFORE_BLOCK: usize = 32 * 1024;
 
-fn firehose_app(limits: QueueLimits) -> (App, mpsc::UnboundedReceiver<StreamSender>) {
+fn firehose_app(wire: Wire, limits: QueueLimits) -> (App, mpsc::UnboundedReceiver<StreamSender>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut app = App::new();
-    app.get("/firehose", move |_req| {
+    wire.get(&mut app, "/firehose", move |_req| {
         let tx = tx.clone();
         async move {
             let (res, sender) = StreamingResponse::channel("application/octet-stream", limits);
@@ -36,7 +37,7 @@ fn firehose_app(limits: QueueLimits) -> (App, mpsc::UnboundedReceiver<StreamSend
 }
 
 /// Connects with a small receive buffer and reads only the response head.
-async fn paused_reader(addr: SocketAddr) -> RawConn {
+async fn paused_reader(wire: Wire, addr: SocketAddr) -> RawConn {
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = within(Duration::from_secs(5), "connect", socket.connect(addr))
@@ -47,18 +48,18 @@ async fn paused_reader(addr: SocketAddr) -> RawConn {
     let head = conn.read_head().await;
     assert_eq!(head.status, 200);
     assert_eq!(head.get("content-type"), Some("application/octet-stream"));
+    wire.assert_wrote(&head);
     conn
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_reader_holds_the_queue_at_the_high_water_mark_and_paces_send() {
+async fn a_paused_reader_holds_the_queue_at_the_high_water_mark_and_paces_send(wire: Wire) {
     let limits = QueueLimits {
         high_water_mark: HIGH_WATER,
         max_buffered: 64 * HIGH_WATER,
     };
-    let (app, mut senders) = firehose_app(limits);
+    let (app, mut senders) = firehose_app(wire, limits);
     let server = serve(app).await;
-    let mut conn = paused_reader(server.local_addr()).await;
+    let mut conn = paused_reader(wire, server.local_addr()).await;
     let tx = within(Duration::from_secs(2), "the stream sender", senders.recv())
         .await
         .unwrap();
@@ -127,15 +128,14 @@ async fn a_paused_reader_holds_the_queue_at_the_high_water_mark_and_paces_send()
     server.shutdown(Duration::from_secs(1)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_producer_ignoring_backpressure_is_cut_off_at_the_hard_limit() {
+async fn a_producer_ignoring_backpressure_is_cut_off_at_the_hard_limit(wire: Wire) {
     let limits = QueueLimits {
         high_water_mark: 4 * CHUNK,
         max_buffered: 64 * CHUNK,
     };
-    let (app, mut senders) = firehose_app(limits);
+    let (app, mut senders) = firehose_app(wire, limits);
     let server = serve(app).await;
-    let mut conn = paused_reader(server.local_addr()).await;
+    let mut conn = paused_reader(wire, server.local_addr()).await;
     let tx = within(Duration::from_secs(2), "the stream sender", senders.recv())
         .await
         .unwrap();
@@ -178,4 +178,9 @@ async fn a_producer_ignoring_backpressure_is_cut_off_at_the_hard_limit() {
     .await;
     assert_eq!(end, Chunk::Eof, "an aborted stream must not look complete");
     server.shutdown(Duration::from_secs(1)).await;
+}
+
+support::on_both_wires! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] a_paused_reader_holds_the_queue_at_the_high_water_mark_and_paces_send,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] a_producer_ignoring_backpressure_is_cut_off_at_the_hard_limit,
 }

@@ -151,3 +151,67 @@ async fn a_route_without_cors_and_a_users_own_options_route() {
     let (head, body) = conn.roundtrip("OPTIONS", "/own", &[], b"").await;
     assert_eq!((head.status, body.as_slice()), (200, &b"my options"[..]));
 }
+
+/// An origin the list does not name is decided by the policy's check, asked once per
+/// origin, for preflights and actual responses (the direct path's and hyper's).
+#[tokio::test]
+async fn a_check_decides_other_origins_once_each() {
+    let asked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = asked.clone();
+    let cors = Cors::new(Origins::list(["https://app.example"])).check(move |origin| {
+        log.lock().unwrap().push(origin.to_string());
+        let ok = origin.ends_with(".partner.example");
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            ok
+        })
+    });
+    let mut app = App::new();
+    let long = RouteOptions {
+        long_lived: true,
+        ..Default::default()
+    };
+    app.route_with(
+        Method::GET,
+        "/data",
+        Arc::new(|_req: Request| async { "data" }),
+        long,
+    )
+    .unwrap();
+    app.post("/data", |_req| async { "posted" }).unwrap();
+    let server = serve_with(app, ServerConfig::default().cors(cors)).await;
+    let mut conn = RawConn::connect(server.local_addr()).await;
+    for _ in 0..2 {
+        for (origin, allowed) in [
+            ("https://a.partner.example", true),
+            ("https://evil.example", false),
+            ("https://app.example", true),
+        ] {
+            let (head, body) = conn
+                .roundtrip("GET", "/data", &[("origin", origin)], b"")
+                .await;
+            assert_eq!(body, b"data");
+            let acao = head.get("access-control-allow-origin");
+            assert_eq!(acao, allowed.then_some(origin), "{origin}");
+            let (pre, _) = conn
+                .roundtrip(
+                    "OPTIONS",
+                    "/data",
+                    &[
+                        ("origin", origin),
+                        ("access-control-request-method", "POST"),
+                    ],
+                    b"",
+                )
+                .await;
+            assert_eq!(pre.status, 204);
+            let acao = pre.get("access-control-allow-origin");
+            assert_eq!(acao, allowed.then_some(origin), "preflight {origin}");
+        }
+    }
+    assert_eq!(
+        *asked.lock().unwrap(),
+        ["https://a.partner.example", "https://evil.example"],
+        "each unlisted origin asked once"
+    );
+}

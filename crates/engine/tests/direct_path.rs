@@ -34,6 +34,7 @@ const LONG: RouteOptions = RouteOptions {
     stream: false,
     max_streams: None,
     cors: rat_engine::cors::RouteCors::Inherit,
+    compress: rat_engine::compress::RouteCompression::Inherit,
 };
 
 fn long_lived(app: &mut App, path: &str, handler: impl Handler) {

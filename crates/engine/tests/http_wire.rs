@@ -1,5 +1,7 @@
 //! HTTP semantics over the wire: engine-made errors (404, 405, 413), OPTIONS and HEAD,
 //! parameters and query strings reaching handlers, repeated response headers, and h2c.
+//! Each test runs on both writers of the wire (`hyper::…`: every route on hyper;
+//! `direct::…`: plain GETs on the direct path, the rest handed to hyper).
 
 mod support;
 
@@ -8,44 +10,57 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use rat_engine::{App, Body, Event, Json, ServerConfig, SseResponse, SseSender};
-use support::{fetch, get, open_sse, request, serve_with, within, RawConn, SseReader};
+use support::{fetch, get, open_sse_on, request, serve_with, within, RawConn, SseReader, Wire};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 const BODY_LIMIT: usize = 64;
 
-fn app(senders: mpsc::UnboundedSender<SseSender>) -> App {
+fn app(wire: Wire, senders: mpsc::UnboundedSender<SseSender>) -> App {
     let mut app = App::new();
-    app.get("/hello", |_req| async { "hello" }).unwrap();
-    app.get("/thing", |_req| async { "got" }).unwrap();
+    wire.get(&mut app, "/hello", |_req| async { "hello" })
+        .unwrap();
+    wire.get(&mut app, "/thing", |_req| async { "got" })
+        .unwrap();
     app.post("/thing", |_req| async { "posted" }).unwrap();
     app.post("/echo", |req: rat_engine::Request| async move {
         req.body().clone()
     })
     .unwrap();
-    app.get("/users/:name", |req: rat_engine::Request| async move {
-        format!("name={}", req.param("name").unwrap())
-    })
+    wire.get(
+        &mut app,
+        "/users/:name",
+        |req: rat_engine::Request| async move { format!("name={}", req.param("name").unwrap()) },
+    )
     .unwrap();
-    app.get("/items/<int:id>", |req: rat_engine::Request| async move {
-        let id: i64 = req.param("id").unwrap().parse().unwrap();
-        format!("int {id}")
-    })
+    wire.get(
+        &mut app,
+        "/items/<int:id>",
+        |req: rat_engine::Request| async move {
+            let id: i64 = req.param("id").unwrap().parse().unwrap();
+            format!("int {id}")
+        },
+    )
     .unwrap();
-    app.get("/items/<uuid:id>", |req: rat_engine::Request| async move {
-        format!("uuid {}", req.param("id").unwrap())
-    })
+    wire.get(
+        &mut app,
+        "/items/<uuid:id>",
+        |req: rat_engine::Request| async move { format!("uuid {}", req.param("id").unwrap()) },
+    )
     .unwrap();
-    app.get("/items/:slug", |req: rat_engine::Request| async move {
-        format!("slug {}", req.param("slug").unwrap())
-    })
+    wire.get(
+        &mut app,
+        "/items/:slug",
+        |req: rat_engine::Request| async move { format!("slug {}", req.param("slug").unwrap()) },
+    )
     .unwrap();
-    app.get(
+    wire.get(
+        &mut app,
         "/files/<path:rest>",
         |req: rat_engine::Request| async move { format!("rest {}", req.param("rest").unwrap()) },
     )
     .unwrap();
-    app.get("/query", |req: rat_engine::Request| async move {
+    wire.get(&mut app, "/query", |req: rat_engine::Request| async move {
         let pairs: Vec<serde_json::Value> = req
             .query()
             .into_iter()
@@ -54,7 +69,7 @@ fn app(senders: mpsc::UnboundedSender<SseSender>) -> App {
         Json(serde_json::Value::Array(pairs))
     })
     .unwrap();
-    app.get("/cookies", |_req| async {
+    wire.get(&mut app, "/cookies", |_req| async {
         http::Response::builder()
             .header("set-cookie", "a=1; Path=/")
             .header("set-cookie", "b=2; HttpOnly")
@@ -63,7 +78,7 @@ fn app(senders: mpsc::UnboundedSender<SseSender>) -> App {
             .unwrap()
     })
     .unwrap();
-    app.get("/events", move |_req| {
+    wire.get(&mut app, "/events", move |_req| {
         let senders = senders.clone();
         async move {
             let sse = SseResponse::new();
@@ -86,15 +101,18 @@ fn app(senders: mpsc::UnboundedSender<SseSender>) -> App {
     app
 }
 
-async fn start() -> (rat_engine::ServerHandle, mpsc::UnboundedReceiver<SseSender>) {
+async fn start(wire: Wire) -> (rat_engine::ServerHandle, mpsc::UnboundedReceiver<SseSender>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let server = serve_with(app(tx), ServerConfig::default().max_body_bytes(BODY_LIMIT)).await;
+    let server = serve_with(
+        app(wire, tx),
+        ServerConfig::default().max_body_bytes(BODY_LIMIT),
+    )
+    .await;
     (server, rx)
 }
 
-#[tokio::test]
-async fn an_unknown_path_is_a_404_with_a_json_body() {
-    let (server, _) = start().await;
+async fn an_unknown_path_is_a_404_with_a_json_body(wire: Wire) {
+    let (server, _) = start(wire).await;
     let res = get(server.local_addr(), "/nope?x=1").await;
     assert_eq!(res.status, 404);
     assert_eq!(res.header("content-type"), Some("application/json"));
@@ -104,9 +122,8 @@ async fn an_unknown_path_is_a_404_with_a_json_body() {
     assert_eq!(server.metrics().snapshot().rejected_requests, 1);
 }
 
-#[tokio::test]
-async fn a_wrong_method_is_a_405_listing_the_allowed_ones() {
-    let (server, _) = start().await;
+async fn a_wrong_method_is_a_405_listing_the_allowed_ones(wire: Wire) {
+    let (server, _) = start(wire).await;
     let res = fetch(
         server.local_addr(),
         request("DELETE", server.local_addr(), "/thing", ""),
@@ -125,9 +142,8 @@ async fn a_wrong_method_is_a_405_listing_the_allowed_ones() {
     assert_eq!((res.status, res.text().as_str()), (200, "posted"));
 }
 
-#[tokio::test]
-async fn options_is_a_204_with_allow_and_404_for_unknown_paths() {
-    let (server, _) = start().await;
+async fn options_is_a_204_with_allow_and_404_for_unknown_paths(wire: Wire) {
+    let (server, _) = start(wire).await;
     let mut conn = RawConn::connect(server.local_addr()).await;
     let (head, body) = conn.roundtrip("OPTIONS", "/thing", &[], b"").await;
     assert_eq!(head.status, 204);
@@ -143,12 +159,12 @@ async fn options_is_a_204_with_allow_and_404_for_unknown_paths() {
     assert_eq!(head.status, 404);
 }
 
-#[tokio::test]
-async fn head_on_a_get_route_sends_the_headers_and_no_body() {
-    let (server, _) = start().await;
+async fn head_on_a_get_route_sends_the_headers_and_no_body(wire: Wire) {
+    let (server, _) = start(wire).await;
     let mut conn = RawConn::connect(server.local_addr()).await;
     let (get_head, get_body) = conn.roundtrip("GET", "/hello", &[], b"").await;
     assert_eq!(get_body, b"hello");
+    wire.assert_wrote(&get_head);
 
     conn.send_request("HEAD", "/hello", &[], b"").await;
     let head = conn.read_head().await;
@@ -163,9 +179,8 @@ async fn head_on_a_get_route_sends_the_headers_and_no_body() {
     assert_eq!((next.status, body.as_slice()), (200, &b"hello"[..]));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn head_on_an_sse_route_sends_headers_only_and_closes_the_producer() {
-    let (server, mut senders) = start().await;
+async fn head_on_an_sse_route_sends_headers_only_and_closes_the_producer(wire: Wire) {
+    let (server, mut senders) = start(wire).await;
     let mut conn = RawConn::connect(server.local_addr()).await;
     conn.send_request("HEAD", "/events", &[], b"").await;
     let head = conn.read_head().await;
@@ -184,9 +199,8 @@ async fn head_on_an_sse_route_sends_headers_only_and_closes_the_producer() {
     assert_eq!((next.status, body.as_slice()), (200, &b"hello"[..]));
 }
 
-#[tokio::test]
-async fn a_body_over_the_limit_with_content_length_is_a_413() {
-    let (server, _) = start().await;
+async fn a_body_over_the_limit_with_content_length_is_a_413(wire: Wire) {
+    let (server, _) = start(wire).await;
     let mut conn = RawConn::connect(server.local_addr()).await;
     let big = vec![b'x'; BODY_LIMIT + 1];
     conn.send_request("POST", "/echo", &[], &big).await;
@@ -227,9 +241,8 @@ fn chunked_upload(total: usize, piece: usize) -> Vec<u8> {
     out
 }
 
-#[tokio::test]
-async fn a_chunked_upload_over_the_limit_is_a_413_and_at_the_limit_is_read() {
-    let (server, _) = start().await;
+async fn a_chunked_upload_over_the_limit_is_a_413_and_at_the_limit_is_read(wire: Wire) {
+    let (server, _) = start(wire).await;
     let te = [("Transfer-Encoding", "chunked")];
 
     let mut conn = RawConn::connect(server.local_addr()).await;
@@ -253,9 +266,8 @@ async fn a_chunked_upload_over_the_limit_is_a_413_and_at_the_limit_is_read() {
     assert_eq!(v["status"], 413);
 }
 
-#[tokio::test]
-async fn path_params_are_typed_and_percent_decoded() {
-    let (server, _) = start().await;
+async fn path_params_are_typed_and_percent_decoded(wire: Wire) {
+    let (server, _) = start(wire).await;
     let addr = server.local_addr();
     let cases = [
         ("/users/alice", "name=alice"),
@@ -280,9 +292,8 @@ async fn path_params_are_typed_and_percent_decoded() {
     assert_eq!(get(addr, "/files").await.status, 404);
 }
 
-#[tokio::test]
-async fn repeated_query_keys_reach_the_handler_in_order() {
-    let (server, _) = start().await;
+async fn repeated_query_keys_reach_the_handler_in_order(wire: Wire) {
+    let (server, _) = start(wire).await;
     let res = get(
         server.local_addr(),
         "/query?a=1&b=x%20y&a=2&c&d=%E2%9C%93+ok&a=",
@@ -302,9 +313,8 @@ async fn repeated_query_keys_reach_the_handler_in_order() {
     );
 }
 
-#[tokio::test]
-async fn several_set_cookie_headers_survive() {
-    let (server, _) = start().await;
+async fn several_set_cookie_headers_survive(wire: Wire) {
+    let (server, _) = start(wire).await;
     let res = get(server.local_addr(), "/cookies").await;
     let cookies: Vec<_> = res
         .headers
@@ -318,11 +328,11 @@ async fn several_set_cookie_headers_survive() {
     let (head, body) = conn.roundtrip("GET", "/cookies", &[], b"").await;
     assert_eq!(head.get_all("set-cookie"), ["a=1; Path=/", "b=2; HttpOnly"]);
     assert_eq!(body, b"cookies");
+    wire.assert_wrote(&head);
 }
 
-#[tokio::test]
-async fn pipelined_requests_on_one_connection_are_answered_in_order() {
-    let (server, _) = start().await;
+async fn pipelined_requests_on_one_connection_are_answered_in_order(wire: Wire) {
+    let (server, _) = start(wire).await;
     let mut conn = RawConn::connect(server.local_addr()).await;
     let mut both = b"GET /users/one HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
     both.extend_from_slice(b"GET /users/two HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -330,6 +340,7 @@ async fn pipelined_requests_on_one_connection_are_answered_in_order() {
     for want in ["name=one", "name=two"] {
         let head = conn.read_head().await;
         assert_eq!(conn.read_body(&head).await, want.as_bytes());
+        wire.assert_wrote(&head);
     }
 }
 
@@ -342,9 +353,8 @@ fn h2_get(path: &str) -> http::Request<Full<Bytes>> {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2c_serves_a_plain_route() {
-    let (server, _) = start().await;
+async fn h2c_serves_a_plain_route(wire: Wire) {
+    let (server, _) = start(wire).await;
     let mut h2 = support::h2_connect(server.local_addr()).await;
     let res = within(
         Duration::from_secs(5),
@@ -361,9 +371,8 @@ async fn h2c_serves_a_plain_route() {
     assert_eq!(res.status(), 404);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2c_streams_sse_events_as_they_are_sent_alongside_other_requests() {
-    let (server, _) = start().await;
+async fn h2c_streams_sse_events_as_they_are_sent_alongside_other_requests(wire: Wire) {
+    let (server, _) = start(wire).await;
     let mut h2 = support::h2_connect(server.local_addr()).await;
     let res = within(
         Duration::from_secs(5),
@@ -405,14 +414,30 @@ async fn h2c_streams_sse_events_as_they_are_sent_alongside_other_requests() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http1_sse_on_the_same_server_streams_too() {
-    let (server, _) = start().await;
-    let (conn, _) = open_sse(server.local_addr(), "/events").await;
+async fn http1_sse_on_the_same_server_streams_too(wire: Wire) {
+    let (server, _) = start(wire).await;
+    let (conn, _) = open_sse_on(wire, server.local_addr(), "/events").await;
     let mut reader = SseReader::new(conn);
     let mut n = 0;
     while reader.next_event().await.is_some() {
         n += 1;
     }
     assert_eq!(n, 6);
+}
+
+support::on_both_wires! {
+    #[tokio::test] an_unknown_path_is_a_404_with_a_json_body,
+    #[tokio::test] a_wrong_method_is_a_405_listing_the_allowed_ones,
+    #[tokio::test] options_is_a_204_with_allow_and_404_for_unknown_paths,
+    #[tokio::test] head_on_a_get_route_sends_the_headers_and_no_body,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] head_on_an_sse_route_sends_headers_only_and_closes_the_producer,
+    #[tokio::test] a_body_over_the_limit_with_content_length_is_a_413,
+    #[tokio::test] a_chunked_upload_over_the_limit_is_a_413_and_at_the_limit_is_read,
+    #[tokio::test] path_params_are_typed_and_percent_decoded,
+    #[tokio::test] repeated_query_keys_reach_the_handler_in_order,
+    #[tokio::test] several_set_cookie_headers_survive,
+    #[tokio::test] pipelined_requests_on_one_connection_are_answered_in_order,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] h2c_serves_a_plain_route,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] h2c_streams_sse_events_as_they_are_sent_alongside_other_requests,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] http1_sse_on_the_same_server_streams_too,
 }

@@ -101,6 +101,48 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn an_h2c_connection_with_nothing_in_flight_is_closed_after_the_idle_timeout() {
+    let server = serve_with(app(), config()).await;
+    // The preface and an empty SETTINGS frame, then nothing.
+    let mut preface_only = RawConn::connect(server.local_addr()).await;
+    preface_only
+        .send_raw(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await;
+    let t0 = Instant::now();
+    assert!(preface_only.closed_within(Duration::from_secs(3)).await);
+    assert!(t0.elapsed() >= SHORT / 2, "{:?}", t0.elapsed());
+
+    // An open stream keeps its connection past the idle timeout; once it is gone the
+    // connection is idle and closed.
+    let mut h2 = support::h2_connect(server.local_addr()).await;
+    let get = |path: &str| {
+        http::Request::get(format!("http://127.0.0.1{path}"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    };
+    let res = h2.send_request(get("/events")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut events = res.into_body();
+    use http_body_util::BodyExt;
+    let first = events.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(first.starts_with(b"event: open"), "{first:?}");
+    tokio::time::sleep(SHORT * 3).await;
+    let res = h2.send_request(get("/hello")).await.expect("still open");
+    assert_eq!(res.status(), 200);
+    drop(events);
+    eventually(
+        Duration::from_secs(3),
+        "the idle h2 connection closed",
+        || h2.is_closed(),
+    )
+    .await;
+    eventually(Duration::from_secs(1), "connections counted out", || {
+        server.metrics().snapshot().active_connections == 0
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_stalled_body_gets_a_408() {
     let server = serve_with(app(), config()).await;
     let mut conn = RawConn::connect(server.local_addr()).await;

@@ -1,26 +1,25 @@
 //! Graceful shutdown with live connections: an endless SSE stream, an idle keep-alive
 //! connection, a finite response in flight, and an endless byte stream (cut, so that its
-//! client sees it incomplete).
+//! client sees it incomplete). Each test but the HTTP/2 one runs on both writers of the
+//! wire (`hyper::…`, `direct::…`).
 
 mod support;
 
 use std::time::Duration;
 
-use std::sync::Arc;
-
 use bytes::Bytes;
-use http::Method;
 use rat_engine::{
-    App, ChunkedResponse, Event, QueueLimits, Request, RouteOptions, SseResponse, StreamingResponse,
+    App, ChunkedResponse, Event, QueueLimits, Request, SseResponse, StreamingResponse,
 };
-use support::{open_sse, serve, within, Chunk, RawConn, SseReader};
+use support::{open_sse_on, serve, within, Chunk, RawConn, SseReader, Wire};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-fn app() -> App {
+fn app(wire: Wire) -> App {
     let mut app = App::new();
-    app.get("/plain", |_req| async { "plain" }).unwrap();
-    app.get("/forever", |_req| async {
+    wire.get(&mut app, "/plain", |_req| async { "plain" })
+        .unwrap();
+    wire.get(&mut app, "/forever", |_req| async {
         let sse = SseResponse::new();
         let tx = sse.sender();
         tokio::spawn(async move {
@@ -48,19 +47,8 @@ fn app() -> App {
         });
         res
     };
-    app.get("/bytes-forever", bytes_forever).unwrap();
-    let long = RouteOptions {
-        long_lived: true,
-        ..Default::default()
-    };
-    app.route_with(
-        Method::GET,
-        "/bytes-forever-direct",
-        Arc::new(bytes_forever),
-        long,
-    )
-    .unwrap();
-    app.get("/slow", |_req| async {
+    wire.get(&mut app, "/bytes-forever", bytes_forever).unwrap();
+    wire.get(&mut app, "/slow", |_req| async {
         ChunkedResponse::new()
             .add_chunk("one\n")
             .add_chunk("two\n")
@@ -71,19 +59,20 @@ fn app() -> App {
     app
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_idle_connections_at_once_ends_streams_after_the_grace_and_refuses_new_ones(
+    wire: Wire,
 ) {
-    let server = serve(app()).await;
+    let server = serve(app(wire)).await;
     let addr = server.local_addr();
 
-    let (sse, _) = open_sse(addr, "/forever").await;
+    let (sse, _) = open_sse_on(wire, addr, "/forever").await;
     let mut sse = SseReader::new(sse);
     sse.next_event().await.expect("the stream is live");
 
     let mut idle = RawConn::connect(addr).await;
     let (head, body) = idle.roundtrip("GET", "/plain", &[], b"").await;
     assert_eq!((head.status, body.as_slice()), (200, &b"plain"[..]));
+    wire.assert_wrote(&head);
     assert!(
         !idle.closed_within(Duration::from_millis(100)).await,
         "keep-alive keeps the connection open"
@@ -151,13 +140,13 @@ async fn shutdown_closes_idle_connections_at_once_ends_streams_after_the_grace_a
     assert!(refused.is_err(), "a connection was accepted after shutdown");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_finite_response_in_flight_completes_during_the_grace_period() {
-    let server = serve(app()).await;
+async fn a_finite_response_in_flight_completes_during_the_grace_period(wire: Wire) {
+    let server = serve(app(wire)).await;
     let mut conn = RawConn::connect(server.local_addr()).await;
     conn.send_request("GET", "/slow", &[], b"").await;
     let head = conn.read_head().await;
     assert_eq!(head.status, 200);
+    wire.assert_wrote(&head);
     let first = conn.read_chunk().await;
     assert_eq!(first, Chunk::Data(b"one\n".to_vec()));
 
@@ -178,9 +167,8 @@ async fn a_finite_response_in_flight_completes_during_the_grace_period() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_until_shuts_down_when_the_signal_fires() {
-    let server = serve(app()).await;
+async fn serve_until_shuts_down_when_the_signal_fires(wire: Wire) {
+    let server = serve(app(wire)).await;
     let addr = server.local_addr();
     let (fire, signal) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(server.serve_until(
@@ -204,15 +192,16 @@ async fn serve_until_shuts_down_when_the_signal_fires() {
 
 /// A byte stream still open when the grace period ends gets what it queued and is then cut
 /// without the last chunk: a client cannot take it for a complete response. (An SSE stream
-/// ends cleanly instead: see the first test.) On hyper's path and the direct one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_byte_stream_cut_by_the_grace_period_ends_without_the_last_chunk() {
-    for path in ["/bytes-forever", "/bytes-forever-direct"] {
-        let server = serve(app()).await;
+/// ends cleanly instead: see the first test.)
+async fn a_byte_stream_cut_by_the_grace_period_ends_without_the_last_chunk(wire: Wire) {
+    {
+        let path = "/bytes-forever";
+        let server = serve(app(wire)).await;
         let mut conn = RawConn::connect(server.local_addr()).await;
         conn.send_request("GET", path, &[], b"").await;
         let head = conn.read_head().await;
         assert!(head.is_chunked(), "{path}: {head:?}");
+        wire.assert_wrote(&head);
         assert_eq!(conn.read_chunk().await, Chunk::Data(b"line 0\n".to_vec()));
         let shutdown = tokio::spawn(server.shutdown(Duration::from_millis(300)));
         let mut lines = 1;
@@ -248,7 +237,7 @@ async fn a_byte_stream_cut_by_the_grace_period_ends_without_the_last_chunk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_h2_a_byte_stream_cut_by_the_grace_period_is_reset() {
     use http_body_util::BodyExt;
-    let server = serve(app()).await;
+    let server = serve(app(Wire::Hyper)).await;
     let mut h2 = support::h2_connect(server.local_addr()).await;
     let req = http::Request::get("/bytes-forever")
         .body(http_body_util::Full::new(Bytes::new()))
@@ -278,4 +267,11 @@ async fn over_h2_a_byte_stream_cut_by_the_grace_period_is_reset() {
     within(Duration::from_secs(3), "shutdown", shutdown)
         .await
         .unwrap();
+}
+
+support::on_both_wires! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] shutdown_closes_idle_connections_at_once_ends_streams_after_the_grace_and_refuses_new_ones,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] a_finite_response_in_flight_completes_during_the_grace_period,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] serve_until_shuts_down_when_the_signal_fires,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] a_byte_stream_cut_by_the_grace_period_ends_without_the_last_chunk,
 }

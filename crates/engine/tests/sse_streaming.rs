@@ -1,19 +1,20 @@
 //! SSE over a real socket: events arrive while the stream is open, the producer learns
-//! that the client left, idle streams get heartbeats, and framing survives the wire.
+//! that the client left, idle streams get heartbeats, and framing survives the wire. Each
+//! test runs on both writers of the wire (`hyper::…`, `direct::…`).
 
 mod support;
 
 use std::time::Duration;
 
 use rat_engine::{App, Event, ServerConfig, SseResponse, SseSender};
-use support::{open_sse, serve, serve_with, within, Chunk, SseReader};
+use support::{open_sse_on, serve, serve_with, within, Chunk, SseReader, Wire};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// An SSE route that sends `count` events `every` apart, then ends the stream.
-fn paced_app(count: usize, every: Duration) -> App {
+fn paced_app(wire: Wire, count: usize, every: Duration) -> App {
     let mut app = App::new();
-    app.get("/ticks", move |_req| async move {
+    wire.get(&mut app, "/ticks", move |_req| async move {
         let sse = SseResponse::new();
         let tx = sse.sender();
         tokio::spawn(async move {
@@ -38,12 +39,11 @@ fn paced_app(count: usize, every: Duration) -> App {
     app
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sse_events_arrive_one_by_one_while_the_stream_is_open() {
+async fn sse_events_arrive_one_by_one_while_the_stream_is_open(wire: Wire) {
     const COUNT: usize = 6;
     let every = Duration::from_millis(100);
-    let server = serve(paced_app(COUNT, every)).await;
-    let (conn, _) = open_sse(server.local_addr(), "/ticks").await;
+    let server = serve(paced_app(wire, COUNT, every)).await;
+    let (conn, _) = open_sse_on(wire, server.local_addr(), "/ticks").await;
     let mut reader = SseReader::new(conn);
     let mut arrivals = Vec::new();
     while let Some(a) = reader.next_event().await {
@@ -89,9 +89,9 @@ async fn sse_events_arrive_one_by_one_while_the_stream_is_open() {
 }
 
 /// An SSE route that hands its sender to the test and sends one `hello` event.
-fn sender_app(tx: mpsc::UnboundedSender<SseSender>) -> App {
+fn sender_app(wire: Wire, tx: mpsc::UnboundedSender<SseSender>) -> App {
     let mut app = App::new();
-    app.get("/hold", move |_req| {
+    wire.get(&mut app, "/hold", move |_req| {
         let tx = tx.clone();
         async move {
             let sse = SseResponse::new();
@@ -104,11 +104,10 @@ fn sender_app(tx: mpsc::UnboundedSender<SseSender>) -> App {
     app
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_disconnect_resolves_closed_on_an_idle_producer_within_a_second() {
+async fn a_client_disconnect_resolves_closed_on_an_idle_producer_within_a_second(wire: Wire) {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let server = serve(sender_app(tx)).await;
-    let (conn, _) = open_sse(server.local_addr(), "/hold").await;
+    let server = serve(sender_app(wire, tx)).await;
+    let (conn, _) = open_sse_on(wire, server.local_addr(), "/hold").await;
     let mut reader = SseReader::new(conn);
     let first = reader.next_event().await.expect("the hello event");
     assert_eq!(first.event.event_type, "hello");
@@ -139,11 +138,10 @@ async fn a_client_disconnect_resolves_closed_on_an_idle_producer_within_a_second
     server.shutdown(Duration::from_secs(1)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_disconnect_makes_a_busy_producer_stop_within_a_second() {
+async fn a_client_disconnect_makes_a_busy_producer_stop_within_a_second(wire: Wire) {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(usize, Instant)>();
     let mut app = App::new();
-    app.get("/busy", move |_req| {
+    wire.get(&mut app, "/busy", move |_req| {
         let done_tx = done_tx.clone();
         async move {
             let sse = SseResponse::new();
@@ -163,7 +161,7 @@ async fn a_client_disconnect_makes_a_busy_producer_stop_within_a_second() {
     })
     .unwrap();
     let server = serve(app).await;
-    let (conn, _) = open_sse(server.local_addr(), "/busy").await;
+    let (conn, _) = open_sse_on(wire, server.local_addr(), "/busy").await;
     let mut reader = SseReader::new(conn);
     for _ in 0..3 {
         reader.next_event().await.expect("an event");
@@ -186,12 +184,11 @@ async fn a_client_disconnect_makes_a_busy_producer_stop_within_a_second() {
     server.shutdown(Duration::from_secs(1)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_stream_gets_comment_heartbeats_and_no_events() {
+async fn an_idle_stream_gets_comment_heartbeats_and_no_events(wire: Wire) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let config = ServerConfig::default().heartbeat(Some(Duration::from_millis(150)));
     let mut app = App::new();
-    app.get("/idle", {
+    wire.get(&mut app, "/idle", {
         let tx = tx.clone();
         move |_req| {
             let tx = tx.clone();
@@ -203,7 +200,7 @@ async fn an_idle_stream_gets_comment_heartbeats_and_no_events() {
         }
     })
     .unwrap();
-    app.get("/quiet", move |_req| {
+    wire.get(&mut app, "/quiet", move |_req| {
         let tx = tx.clone();
         async move {
             let sse = SseResponse::new().heartbeat(None);
@@ -214,7 +211,7 @@ async fn an_idle_stream_gets_comment_heartbeats_and_no_events() {
     .unwrap();
     let server = serve_with(app, config).await;
 
-    let (mut conn, _) = open_sse(server.local_addr(), "/idle").await;
+    let (mut conn, _) = open_sse_on(wire, server.local_addr(), "/idle").await;
     let _keep_producer = rx.recv().await.unwrap();
     let t0 = Instant::now();
     let mut parser = support::sse::Parser::new();
@@ -247,7 +244,7 @@ async fn an_idle_stream_gets_comment_heartbeats_and_no_events() {
     );
 
     // A stream that turned heartbeats off stays silent.
-    let (mut quiet, _) = open_sse(server.local_addr(), "/quiet").await;
+    let (mut quiet, _) = open_sse_on(wire, server.local_addr(), "/quiet").await;
     let _keep_quiet = rx.recv().await.unwrap();
     let silent = tokio::time::timeout(Duration::from_millis(600), quiet.read_chunk()).await;
     assert!(
@@ -257,12 +254,11 @@ async fn an_idle_stream_gets_comment_heartbeats_and_no_events() {
     server.shutdown(Duration::from_millis(200)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heartbeats_wait_while_events_flow() {
+async fn heartbeats_wait_while_events_flow(wire: Wire) {
     let config = ServerConfig::default().heartbeat(Some(Duration::from_millis(300)));
     // Events every 60 ms for ~900 ms: the heartbeat timer keeps being pushed back.
-    let server = serve_with(paced_app(15, Duration::from_millis(60)), config).await;
-    let (conn, _) = open_sse(server.local_addr(), "/ticks").await;
+    let server = serve_with(paced_app(wire, 15, Duration::from_millis(60)), config).await;
+    let (conn, _) = open_sse_on(wire, server.local_addr(), "/ticks").await;
     let mut reader = SseReader::new(conn);
     let mut n = 0;
     while reader.next_event().await.is_some() {
@@ -277,8 +273,7 @@ async fn heartbeats_wait_while_events_flow() {
     server.shutdown(Duration::from_millis(200)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tricky_event_fields_survive_the_wire() {
+async fn tricky_event_fields_survive_the_wire(wire: Wire) {
     let events = vec![
         Event::new()
             .event("update")
@@ -296,7 +291,7 @@ async fn tricky_event_fields_survive_the_wire() {
     ];
     let to_send = events.clone();
     let mut app = App::new();
-    app.get("/tricky", move |_req| {
+    wire.get(&mut app, "/tricky", move |_req| {
         let to_send = to_send.clone();
         async move {
             let sse = SseResponse::new();
@@ -309,7 +304,7 @@ async fn tricky_event_fields_survive_the_wire() {
     })
     .unwrap();
     let server = serve(app).await;
-    let (conn, _) = open_sse(server.local_addr(), "/tricky").await;
+    let (conn, _) = open_sse_on(wire, server.local_addr(), "/tricky").await;
     let mut reader = SseReader::new(conn);
     let mut got = Vec::new();
     while let Some(a) = reader.next_event().await {
@@ -333,4 +328,13 @@ async fn tricky_event_fields_survive_the_wire() {
     assert_eq!(reader.parser.reconnection_time, Some(2500));
     assert_eq!(reader.ended, Some(Chunk::End));
     server.shutdown(Duration::from_millis(200)).await;
+}
+
+support::on_both_wires! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] sse_events_arrive_one_by_one_while_the_stream_is_open,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] a_client_disconnect_resolves_closed_on_an_idle_producer_within_a_second,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] a_client_disconnect_makes_a_busy_producer_stop_within_a_second,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] an_idle_stream_gets_comment_heartbeats_and_no_events,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] heartbeats_wait_while_events_flow,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] tricky_event_fields_survive_the_wire,
 }

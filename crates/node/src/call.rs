@@ -6,14 +6,16 @@ use napi::bindgen_prelude::{Buffer, Env, PromiseRaw};
 use napi_derive::napi;
 use std::sync::Arc;
 
+use http::StatusCode;
 use rat_engine::frontend::{ReadyState, Responder, ResponseKind};
+use rat_engine::response::error_body;
 use rat_engine::{BodyStream, ParamKind, Request};
 
 use crate::channel::Channel;
 use crate::dispatch::{self, Dispatcher, Item};
-use crate::{build_event, to_js_error};
+use crate::{build_event, js_error, spawn, to_js_error, Result};
 
-/// A request and its response, on their way to JS in a [`Calls`] batch.
+/// A request and its response, on their way to JS in a dispatch batch.
 pub(crate) struct Call {
     id: u32,
     route_id: u32,
@@ -94,19 +96,14 @@ impl Call {
         status: u32,
         headers: Option<Vec<String>>,
         body: Option<String>,
-    ) -> napi::Result<()> {
+    ) -> Result<()> {
         let body = body.map(|s| Bytes::from(s.into_bytes()));
         self.respond_bytes(status, headers, body.unwrap_or_default())
     }
 
     /// Sends a complete response (`headers`: a flat `[name, value, ...]` list), now or with
     /// the others at the end of the dispatch call in progress.
-    fn respond_bytes(
-        &self,
-        status: u32,
-        headers: Option<Vec<String>>,
-        body: Bytes,
-    ) -> napi::Result<()> {
+    fn respond_bytes(&self, status: u32, headers: Option<Vec<String>>, body: Bytes) -> Result<()> {
         let flat = headers.unwrap_or_default();
         let pairs: Vec<(&str, &str)> = flat
             .chunks_exact(2)
@@ -121,9 +118,26 @@ impl Call {
         Ok(())
     }
 
+    /// Sends the error response `{"error": message, "status": status}` (the engine's
+    /// [`error_body`]) with `headers` besides its content type.
+    fn respond_error(
+        &self,
+        status: u32,
+        message: &str,
+        headers: Option<Vec<String>>,
+    ) -> Result<()> {
+        let code = u16::try_from(status)
+            .ok()
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .ok_or_else(|| js_error("ERR_INVALID_ARGUMENT", format!("invalid status {status}")))?;
+        let mut flat = vec!["content-type".to_string(), "application/json".to_string()];
+        flat.extend(headers.unwrap_or_default());
+        self.respond_bytes(status, Some(flat), error_body(code, message))
+    }
+
     /// Answered by the engine when JS cannot be reached (shutting down).
     pub(crate) fn reject_unavailable(&self) {
-        let body = Bytes::from_static(br#"{"error":"server is shutting down","status":503}"#);
+        let body = error_body(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
         let _ = self
             .responder
             .respond(503, &[("content-type", "application/json")], body);
@@ -132,7 +146,7 @@ impl Call {
 
 /// A stream write's answer for JS: "below the mark", or false once the stream is closed or
 /// was cut at its hard limit (JS learns which from `closed`); other errors throw.
-fn written(r: rat_engine::Result<bool>) -> napi::Result<bool> {
+fn written(r: rat_engine::Result<bool>) -> Result<bool> {
     match r {
         Ok(below) => Ok(below),
         Err(e) if e.is_closed() || e.is_full() => Ok(false),
@@ -150,111 +164,85 @@ fn kind_name(k: ParamKind) -> &'static str {
     }
 }
 
-/// The requests of one dispatch, as JS sees them: one native object per batch instead of
-/// one per request (a wrapped object with a finalizer costs ~1.5 µs of the JS thread per
-/// request). JS addresses a request by its index in the batch (`ts/call.ts` wraps the
-/// pair). A request's state lives as long as the batch object does, except a stream's:
-/// [`detach`](Calls::detach) moves it into a batch of its own, so a long-lived stream
-/// does not keep the other requests of its batch (their bodies) alive.
+/// A request kept past the dispatch call that brought it (a handler that answers later, a
+/// stream): a native object of its own, so it holds only its own state, never the other
+/// requests of its batch (their bodies), and is released when JS drops it. While the
+/// dispatch call runs, a request is read and answered through the `batch*` functions
+/// instead, with no native object (a wrapped object with a finalizer costs ~1.5 µs of
+/// the JS thread per request).
 #[napi]
-pub struct Calls {
-    /// Boxed as they came from the workers: a request is a few hundred bytes, and moving it
+pub struct KeptCall {
+    /// Boxed as it came from the workers: a request is a few hundred bytes, and moving it
     /// out of its box would be a copy per request on the JS thread.
-    list: Vec<Option<Box<Call>>>,
+    call: Box<Call>,
 }
 
-impl Calls {
-    pub(crate) fn new(list: Vec<Option<Box<Call>>>) -> Self {
-        Calls { list }
+impl KeptCall {
+    pub(crate) fn new(call: Box<Call>) -> Self {
+        KeptCall { call }
     }
 
-    fn at(&self, i: u32) -> napi::Result<&Call> {
-        match self.list.get(i as usize) {
-            Some(Some(c)) => Ok(c),
-            Some(None) => Err(napi::Error::from_reason(format!(
-                "ERR_INVALID_ARGUMENT: call {i} of this batch was detached"
-            ))),
-            None => Err(napi::Error::from_reason(format!(
-                "ERR_INVALID_ARGUMENT: no call {i} in this batch"
-            ))),
-        }
+    fn at(&self) -> &Call {
+        &self.call
     }
 }
 
 #[napi]
-impl Calls {
-    /// Number of requests in the batch.
-    #[napi(getter)]
-    pub fn length(&self) -> u32 {
-        self.list.len() as u32
-    }
-
-    /// Moves request `i` into a batch of its own (index 0), for a stream that may outlive
-    /// the rest of this batch.
-    #[napi]
-    pub fn detach(&mut self, i: u32) -> napi::Result<Calls> {
-        self.at(i)?;
-        let call = self.list[i as usize].take();
-        Ok(Calls { list: vec![call] })
-    }
-
+impl KeptCall {
     /// The method, upper-case.
     #[napi]
-    pub fn method(&self, i: u32) -> napi::Result<String> {
-        Ok(self.at(i)?.method())
+    pub fn method(&self) -> Result<String> {
+        Ok(self.at().method())
     }
 
     /// The path as sent (percent-encoded), without the query.
     #[napi]
-    pub fn path(&self, i: u32) -> napi::Result<String> {
-        Ok(self.at(i)?.path())
+    pub fn path(&self) -> Result<String> {
+        Ok(self.at().path())
     }
 
     /// The raw query string, or null.
     #[napi]
-    pub fn query_string(&self, i: u32) -> napi::Result<Option<String>> {
-        Ok(self.at(i)?.query_string())
+    pub fn query_string(&self) -> Result<Option<String>> {
+        Ok(self.at().query_string())
     }
 
     /// Headers as a flat list `[name, value, name, value, ...]`, names lower-case.
     #[napi]
-    pub fn raw_headers(&self, i: u32) -> napi::Result<Vec<String>> {
-        Ok(self.at(i)?.raw_headers())
+    pub fn raw_headers(&self) -> Result<Vec<String>> {
+        Ok(self.at().raw_headers())
     }
 
     /// Path parameters as a flat list `[name, value, kind, ...]` (kind: int, float, uuid,
     /// str, path); values are percent-decoded.
     #[napi]
-    pub fn raw_params(&self, i: u32) -> napi::Result<Vec<String>> {
-        Ok(self.at(i)?.raw_params())
+    pub fn raw_params(&self) -> Result<Vec<String>> {
+        Ok(self.at().raw_params())
     }
 
     /// The request body (a copy).
     #[napi]
-    pub fn body(&self, i: u32) -> napi::Result<Buffer> {
-        Ok(self.at(i)?.body())
+    pub fn body(&self) -> Result<Buffer> {
+        Ok(self.at().body())
     }
 
     /// True when the route streams the request body (read it with `readChunk`).
     #[napi]
-    pub fn body_streamed(&self, i: u32) -> napi::Result<bool> {
-        Ok(self.at(i)?.body_stream.is_some())
+    pub fn body_streamed(&self) -> Result<bool> {
+        Ok(self.at().body_stream.is_some())
     }
 
     /// The next chunk of a streamed request body, or null at its end. Rejects with
     /// `ERR_BODY_TOO_LARGE` past the route's limit.
     #[napi(ts_return_type = "Promise<Buffer | null>")]
-    pub fn read_chunk<'env>(
-        &self,
-        env: &'env Env,
-        i: u32,
-    ) -> napi::Result<PromiseRaw<'env, Option<Buffer>>> {
-        let Some(stream) = self.at(i)?.body_stream.clone() else {
-            return Err(napi::Error::from_reason(
-                "ERR_INVALID_ARGUMENT: this route reads the body in full; register it with streamBody: true to stream it",
+    pub fn read_chunk<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, Option<Buffer>>> {
+        let Some(stream) = self.at().body_stream.clone() else {
+            return Err(js_error(
+                "ERR_INVALID_ARGUMENT",
+                "this route reads the body in full; register it with streamBody: true to stream it",
             ));
         };
-        env.spawn_future(async move {
+        spawn(env, async move {
             let chunk = stream.lock().await.chunk().await.map_err(to_js_error)?;
             Ok(chunk.map(|b| Buffer::from(b.to_vec())))
         })
@@ -262,51 +250,61 @@ impl Calls {
 
     /// The peer's IP address.
     #[napi]
-    pub fn remote_address(&self, i: u32) -> napi::Result<Option<String>> {
-        Ok(self.at(i)?.req.remote_addr().map(|a| a.ip().to_string()))
+    pub fn remote_address(&self) -> Result<Option<String>> {
+        Ok(self.at().req.remote_addr().map(|a| a.ip().to_string()))
     }
 
     /// The peer's port.
     #[napi]
-    pub fn remote_port(&self, i: u32) -> napi::Result<Option<u32>> {
-        Ok(self.at(i)?.req.remote_addr().map(|a| u32::from(a.port())))
+    pub fn remote_port(&self) -> Result<Option<u32>> {
+        Ok(self.at().req.remote_addr().map(|a| u32::from(a.port())))
     }
 
     /// `Last-Event-ID` header, or the `lastEventId` query parameter.
     #[napi]
-    pub fn last_event_id(&self, i: u32) -> napi::Result<Option<String>> {
-        Ok(self.at(i)?.req.last_event_id().map(|c| c.into_owned()))
+    pub fn last_event_id(&self) -> Result<Option<String>> {
+        Ok(self.at().req.last_event_id().map(|c| c.into_owned()))
     }
 
     /// Sends a complete response. `headers` is a flat `[name, value, ...]` list.
     #[napi]
     pub fn respond(
         &self,
-        i: u32,
         status: u32,
         headers: Option<Vec<String>>,
         body: Option<String>,
-    ) -> napi::Result<()> {
-        self.at(i)?.respond(status, headers, body)
+    ) -> Result<()> {
+        self.at().respond(status, headers, body)
     }
 
     /// Sends a complete response with a binary body.
     #[napi]
     pub fn respond_buffer(
         &self,
-        i: u32,
         status: u32,
         headers: Option<Vec<String>>,
         body: &[u8],
-    ) -> napi::Result<()> {
-        self.at(i)?
+    ) -> Result<()> {
+        self.at()
             .respond_bytes(status, headers, Bytes::copy_from_slice(body))
+    }
+
+    /// Sends the error response `{"error": message, "status": status}`; `headers` is a flat
+    /// `[name, value, ...]` list added to it.
+    #[napi]
+    pub fn respond_error(
+        &self,
+        status: u32,
+        message: String,
+        headers: Option<Vec<String>>,
+    ) -> Result<()> {
+        self.at().respond_error(status, &message, headers)
     }
 
     /// Sets the status before the stream starts.
     #[napi]
-    pub fn set_status(&self, i: u32, status: u32) -> napi::Result<()> {
-        self.at(i)?
+    pub fn set_status(&self, status: u32) -> Result<()> {
+        self.at()
             .responder
             .set_status(u16::try_from(status).unwrap_or(0))
             .map_err(to_js_error)
@@ -314,8 +312,8 @@ impl Calls {
 
     /// Appends a header before the stream starts.
     #[napi]
-    pub fn append_header(&self, i: u32, name: String, value: String) -> napi::Result<()> {
-        self.at(i)?
+    pub fn append_header(&self, name: String, value: String) -> Result<()> {
+        self.at()
             .responder
             .append_header(&name, &value)
             .map_err(to_js_error)
@@ -323,44 +321,43 @@ impl Calls {
 
     /// Sends the head now (status and headers so far).
     #[napi]
-    pub fn start(&self, i: u32) -> napi::Result<()> {
-        self.at(i)?.responder.start();
+    pub fn start(&self) -> Result<()> {
+        self.at().responder.start();
         Ok(())
     }
 
     /// Writes text to the stream. Returns false when the queue is at its high-water mark
     /// (wait for `ready()`), or when the stream is closed (see `closed`).
     #[napi]
-    pub fn write_string(&self, i: u32, chunk: String) -> napi::Result<bool> {
-        written(self.at(i)?.responder.write(Bytes::from(chunk.into_bytes())))
+    pub fn write_string(&self, chunk: String) -> Result<bool> {
+        written(self.at().responder.write(Bytes::from(chunk.into_bytes())))
     }
 
     /// Writes bytes to the stream: straight to the socket when it takes them at once, else
     /// copied. Same result as `writeString`.
     #[napi]
-    pub fn write_buffer(&self, i: u32, chunk: &[u8]) -> napi::Result<bool> {
-        written(self.at(i)?.responder.write_slice(chunk))
+    pub fn write_buffer(&self, chunk: &[u8]) -> Result<bool> {
+        written(self.at().responder.write_slice(chunk))
     }
 
     /// Writes several buffers as one: straight to the socket in one vectored send when it
     /// has room, else copied. The TS stream collects the byte writes of a turn and crosses
     /// over once. Same result as `writeString`.
     #[napi]
-    pub fn write_buffers(&self, i: u32, chunks: Vec<&[u8]>) -> napi::Result<bool> {
-        written(self.at(i)?.responder.write_slices(&chunks))
+    pub fn write_buffers(&self, chunks: Vec<&[u8]>) -> Result<bool> {
+        written(self.at().responder.write_slices(&chunks))
     }
 
     /// Sends one SSE event. Returns like `writeString`; throws for an invalid id or name.
     #[napi]
     pub fn send_event(
         &self,
-        i: u32,
         data: Option<String>,
         event: Option<String>,
         id: Option<String>,
         retry: Option<u32>,
-    ) -> napi::Result<bool> {
-        let c = self.at(i)?;
+    ) -> Result<bool> {
+        let c = self.at();
         let ev = build_event(data, event, id, retry)?;
         written(c.responder.send_event(&ev))
     }
@@ -368,9 +365,9 @@ impl Calls {
     /// Sends one data-only SSE event per item, as one write: the TS stream collects the
     /// sends of a tick and crosses over once. Returns like `writeString`.
     #[napi]
-    pub fn send_data_batch(&self, i: u32, items: Vec<String>) -> napi::Result<bool> {
+    pub fn send_data_batch(&self, items: Vec<String>) -> Result<bool> {
         written(
-            self.at(i)?
+            self.at()
                 .responder
                 .send_data_batch(items.iter().map(String::as_str)),
         )
@@ -379,47 +376,47 @@ impl Calls {
     /// Same as `sendDataBatch(joined.split('\0'))`, with one string to convert instead of
     /// one per event (most data never holds NUL; the TS stream checks).
     #[napi]
-    pub fn send_data_joined(&self, i: u32, joined: String) -> napi::Result<bool> {
-        written(self.at(i)?.responder.send_data_batch(joined.split('\0')))
+    pub fn send_data_joined(&self, joined: String) -> Result<bool> {
+        written(self.at().responder.send_data_batch(joined.split('\0')))
     }
 
     /// Sends an SSE comment line.
     #[napi]
-    pub fn comment(&self, i: u32, text: String) -> napi::Result<bool> {
-        written(self.at(i)?.responder.comment(&text))
+    pub fn comment(&self, text: String) -> Result<bool> {
+        written(self.at().responder.comment(&text))
     }
 
     /// Ends the response after what is queued.
     #[napi]
-    pub fn end(&self, i: u32) -> napi::Result<()> {
-        self.at(i)?.responder.end();
+    pub fn end(&self) -> Result<()> {
+        self.at().responder.end();
         Ok(())
     }
 
     /// Reports a handler failure: 500 JSON before the head; after it an `error` event and
     /// a clean end (SSE), or a cut connection (chunked).
     #[napi]
-    pub fn fail(&self, i: u32, message: String) -> napi::Result<()> {
-        self.at(i)?.responder.fail(&message);
+    pub fn fail(&self, message: String) -> Result<()> {
+        self.at().responder.fail(&message);
         Ok(())
     }
 
     /// True once the head was sent.
     #[napi]
-    pub fn started(&self, i: u32) -> napi::Result<bool> {
-        Ok(self.at(i)?.responder.is_started())
+    pub fn started(&self) -> Result<bool> {
+        Ok(self.at().responder.is_started())
     }
 
     /// True once the client has gone or the stream ended.
     #[napi]
-    pub fn closed(&self, i: u32) -> napi::Result<bool> {
-        Ok(self.at(i)?.responder.is_closed())
+    pub fn closed(&self) -> Result<bool> {
+        Ok(self.at().responder.is_closed())
     }
 
     /// Bytes queued and not yet sent.
     #[napi]
-    pub fn buffered(&self, i: u32) -> napi::Result<u32> {
-        let stream = self.at(i)?.responder.stream();
+    pub fn buffered(&self) -> Result<u32> {
+        let stream = self.at().responder.stream();
         Ok(stream.map_or(0, |s| s.buffered() as u32))
     }
 
@@ -428,8 +425,8 @@ impl Calls {
     /// list (or in `closed`, if the stream closes first). One promise-free crossing per
     /// wait, batched with the rest of the engine's traffic.
     #[napi]
-    pub fn arm_ready(&self, i: u32) -> napi::Result<u32> {
-        let c = self.at(i)?;
+    pub fn arm_ready(&self) -> Result<u32> {
+        let c = self.at();
         let d = c.dispatcher.clone();
         let id = c.id;
         Ok(
@@ -445,18 +442,14 @@ impl Calls {
     /// Returns the number of events replayed (-1 if some were missed: a `missed` event
     /// was sent first).
     #[napi]
-    pub fn subscribe(
-        &self,
-        i: u32,
-        channel: &Channel,
-        last_event_id: Option<String>,
-    ) -> napi::Result<i32> {
-        let c = self.at(i)?;
+    pub fn subscribe(&self, channel: &Channel, last_event_id: Option<String>) -> Result<i32> {
+        let c = self.at();
         let stream = match (c.responder.kind(), c.responder.stream()) {
             (ResponseKind::Sse, Some(s)) => s,
             _ => {
-                return Err(napi::Error::from_reason(
-                    "ERR_INVALID_ARGUMENT: only SSE routes can subscribe to a channel",
+                return Err(js_error(
+                    "ERR_INVALID_ARGUMENT",
+                    "only SSE routes can subscribe to a channel",
                 ))
             }
         };
@@ -473,61 +466,85 @@ impl Calls {
 // The requests of the dispatch call in progress, addressed as `(seq, i)` (see
 // `dispatch::BATCH`): what a handler answering at once needs, without a native object.
 
-/// Keeps what is left of batch `seq` past its dispatch call, as one `Calls` (same indices).
+/// Moves request `i` of batch `seq` into a `KeptCall` of its own.
 #[napi]
-pub fn keep_batch(seq: u32) -> napi::Result<Calls> {
-    dispatch::keep_batch(seq)
-}
-
-/// Moves request `i` of batch `seq` into a `Calls` of its own (index 0).
-#[napi]
-pub fn take_call(seq: u32, i: u32) -> napi::Result<Calls> {
+pub fn take_call(seq: u32, i: u32) -> Result<KeptCall> {
     dispatch::take_batched(seq, i)
 }
 
-/// `Calls.method` for request `i` of batch `seq`.
+/// `KeptCall.method` for request `i` of batch `seq`.
 #[napi]
-pub fn batch_method(seq: u32, i: u32) -> napi::Result<String> {
+pub fn batch_method(seq: u32, i: u32) -> Result<String> {
     dispatch::with_batched(seq, i, |c| Ok(c.method()))
 }
 
-/// `Calls.path` for request `i` of batch `seq`.
+/// `KeptCall.path` for request `i` of batch `seq`.
 #[napi]
-pub fn batch_path(seq: u32, i: u32) -> napi::Result<String> {
+pub fn batch_path(seq: u32, i: u32) -> Result<String> {
     dispatch::with_batched(seq, i, |c| Ok(c.path()))
 }
 
-/// `Calls.queryString` for request `i` of batch `seq`.
+/// `KeptCall.queryString` for request `i` of batch `seq`.
 #[napi]
-pub fn batch_query_string(seq: u32, i: u32) -> napi::Result<Option<String>> {
+pub fn batch_query_string(seq: u32, i: u32) -> Result<Option<String>> {
     dispatch::with_batched(seq, i, |c| Ok(c.query_string()))
 }
 
-/// `Calls.rawHeaders` for request `i` of batch `seq`.
+/// `KeptCall.rawHeaders` for request `i` of batch `seq`.
 #[napi]
-pub fn batch_raw_headers(seq: u32, i: u32) -> napi::Result<Vec<String>> {
+pub fn batch_raw_headers(seq: u32, i: u32) -> Result<Vec<String>> {
     dispatch::with_batched(seq, i, |c| Ok(c.raw_headers()))
 }
 
-/// `Calls.rawParams` for request `i` of batch `seq`.
+/// `KeptCall.rawParams` for request `i` of batch `seq`.
 #[napi]
-pub fn batch_raw_params(seq: u32, i: u32) -> napi::Result<Vec<String>> {
+pub fn batch_raw_params(seq: u32, i: u32) -> Result<Vec<String>> {
     dispatch::with_batched(seq, i, |c| Ok(c.raw_params()))
 }
 
-/// `Calls.body` for request `i` of batch `seq`.
+/// `KeptCall.remoteAddress` for request `i` of batch `seq`.
 #[napi]
-pub fn batch_body(seq: u32, i: u32) -> napi::Result<Buffer> {
+pub fn batch_remote_address(seq: u32, i: u32) -> Result<Option<String>> {
+    dispatch::with_batched(seq, i, |c| {
+        Ok(c.req.remote_addr().map(|a| a.ip().to_string()))
+    })
+}
+
+/// `KeptCall.remotePort` for request `i` of batch `seq`.
+#[napi]
+pub fn batch_remote_port(seq: u32, i: u32) -> Result<Option<u32>> {
+    dispatch::with_batched(seq, i, |c| {
+        Ok(c.req.remote_addr().map(|a| u32::from(a.port())))
+    })
+}
+
+/// `KeptCall.lastEventId` for request `i` of batch `seq`.
+#[napi]
+pub fn batch_last_event_id(seq: u32, i: u32) -> Result<Option<String>> {
+    dispatch::with_batched(seq, i, |c| {
+        Ok(c.req.last_event_id().map(|c| c.into_owned()))
+    })
+}
+
+/// `KeptCall.started` for request `i` of batch `seq`.
+#[napi]
+pub fn batch_started(seq: u32, i: u32) -> Result<bool> {
+    dispatch::with_batched(seq, i, |c| Ok(c.responder.is_started()))
+}
+
+/// `KeptCall.body` for request `i` of batch `seq`.
+#[napi]
+pub fn batch_body(seq: u32, i: u32) -> Result<Buffer> {
     dispatch::with_batched(seq, i, |c| Ok(c.body()))
 }
 
-/// `Calls.bodyStreamed` for request `i` of batch `seq`.
+/// `KeptCall.bodyStreamed` for request `i` of batch `seq`.
 #[napi]
-pub fn batch_body_streamed(seq: u32, i: u32) -> napi::Result<bool> {
+pub fn batch_body_streamed(seq: u32, i: u32) -> Result<bool> {
     dispatch::with_batched(seq, i, |c| Ok(c.body_stream.is_some()))
 }
 
-/// `Calls.respond` for request `i` of batch `seq`.
+/// `KeptCall.respond` for request `i` of batch `seq`.
 #[napi]
 pub fn batch_respond(
     seq: u32,
@@ -535,11 +552,11 @@ pub fn batch_respond(
     status: u32,
     headers: Option<Vec<String>>,
     body: Option<String>,
-) -> napi::Result<()> {
+) -> Result<()> {
     dispatch::with_batched(seq, i, |c| c.respond(status, headers, body))
 }
 
-/// `Calls.respondBuffer` for request `i` of batch `seq`.
+/// `KeptCall.respondBuffer` for request `i` of batch `seq`.
 #[napi]
 pub fn batch_respond_buffer(
     seq: u32,
@@ -547,8 +564,20 @@ pub fn batch_respond_buffer(
     status: u32,
     headers: Option<Vec<String>>,
     body: &[u8],
-) -> napi::Result<()> {
+) -> Result<()> {
     dispatch::with_batched(seq, i, |c| {
         c.respond_bytes(status, headers, Bytes::copy_from_slice(body))
     })
+}
+
+/// `KeptCall.respondError` for request `i` of batch `seq`.
+#[napi]
+pub fn batch_respond_error(
+    seq: u32,
+    i: u32,
+    status: u32,
+    message: String,
+    headers: Option<Vec<String>>,
+) -> Result<()> {
+    dispatch::with_batched(seq, i, |c| c.respond_error(status, &message, headers))
 }

@@ -3,7 +3,7 @@
 use napi_derive::napi;
 
 use crate::options::{NativeChannelMetrics, NativeChannelOptions};
-use crate::{build_event, to_js_error};
+use crate::{build_event, to_js_error, Result};
 
 /// A named broadcast channel (see the engine's `Channel`).
 #[napi]
@@ -21,7 +21,7 @@ impl Channel {
 impl Channel {
     /// Creates a channel.
     #[napi(constructor)]
-    pub fn new(name: String, options: Option<NativeChannelOptions>) -> napi::Result<Self> {
+    pub fn new(name: String, options: Option<NativeChannelOptions>) -> Result<Self> {
         let opts = rat_engine::ChannelOptions::try_from(&options.unwrap_or_default())?;
         Ok(Channel {
             inner: rat_engine::Channel::new(name, opts),
@@ -42,14 +42,14 @@ impl Channel {
         event: Option<String>,
         id: Option<String>,
         retry: Option<u32>,
-    ) -> napi::Result<String> {
+    ) -> Result<String> {
         let ev = build_event(data, event, id, retry)?;
         self.inner.publish(ev).map_err(to_js_error)
     }
 
     /// Sends a comment to every subscriber (not kept in history).
     #[napi]
-    pub fn comment(&self, text: String) -> napi::Result<()> {
+    pub fn comment(&self, text: String) -> Result<()> {
         self.inner
             .broadcast_raw(rat_engine::stream::sse::comment_frame(&text))
             .map_err(to_js_error)

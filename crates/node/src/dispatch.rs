@@ -11,7 +11,8 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use rat_engine::frontend::{Batch, Prepared};
 
-use crate::call::{Call, Calls};
+use crate::call::{Call, KeptCall};
+use crate::{js_error, Code, Result};
 
 thread_local! {
     /// Responses made while a dispatch call runs on this (the JS) thread. Handing each to
@@ -22,8 +23,8 @@ thread_local! {
     /// The requests of the dispatch call in progress on this thread, and its number. JS
     /// addresses them as `(seq, index)` through plain functions, so a batch answered while
     /// the call runs costs no JS object, no finalizer and no per-call unwrap of one; a
-    /// request that must outlive the call is kept in a [`Calls`] object (`keepBatch`,
-    /// `takeCall`). What is left when the call returns is released.
+    /// request that must outlive the call is kept in a [`KeptCall`] of its own
+    /// (`takeCall`). What is left when the call returns is released.
     static BATCH: RefCell<(u32, Vec<Option<Box<Call>>>)> = const { RefCell::new((0, Vec::new())) };
 }
 
@@ -38,11 +39,7 @@ fn begin_batch(calls: Vec<Option<Box<Call>>>) -> u32 {
 }
 
 /// Runs `f` on request `i` of batch `seq`, which must be the dispatch call in progress.
-pub(crate) fn with_batched<T>(
-    seq: u32,
-    i: u32,
-    f: impl FnOnce(&Call) -> napi::Result<T>,
-) -> napi::Result<T> {
+pub(crate) fn with_batched<T>(seq: u32, i: u32, f: impl FnOnce(&Call) -> Result<T>) -> Result<T> {
     BATCH.with(|b| {
         let b = b.borrow();
         match b.1.get(i as usize) {
@@ -52,36 +49,26 @@ pub(crate) fn with_batched<T>(
     })
 }
 
-/// Moves what is left of batch `seq` (the dispatch call in progress) into `Calls`.
-pub(crate) fn keep_batch(seq: u32) -> napi::Result<Calls> {
-    BATCH.with(|b| {
-        let mut b = b.borrow_mut();
-        if b.0 != seq || b.1.is_empty() {
-            return Err(released(seq));
-        }
-        Ok(Calls::new(std::mem::take(&mut b.1)))
-    })
-}
-
-/// Moves request `i` of batch `seq` into a `Calls` of its own.
-pub(crate) fn take_batched(seq: u32, i: u32) -> napi::Result<Calls> {
+/// Moves request `i` of batch `seq` into a `KeptCall` of its own.
+pub(crate) fn take_batched(seq: u32, i: u32) -> Result<KeptCall> {
     BATCH.with(|b| {
         let (current, calls) = &mut *b.borrow_mut();
         let taken = match calls.get_mut(i as usize) {
             Some(slot) if *current == seq => slot.take(),
             _ => None,
         };
-        taken
-            .map(|c| Calls::new(vec![Some(c)]))
-            .ok_or_else(|| released(seq))
+        taken.map(KeptCall::new).ok_or_else(|| released(seq))
     })
 }
 
-fn released(seq: u32) -> napi::Error {
-    napi::Error::from_reason(format!(
-        "ERR_REQUEST_RELEASED: this request (batch {seq}) was released when its handler returned; \
+fn released(seq: u32) -> napi::Error<Code> {
+    js_error(
+        "ERR_REQUEST_RELEASED",
+        format!(
+            "this request (batch {seq}) was released when its handler returned; \
          read what later code needs before returning, or return a promise"
-    ))
+        ),
+    )
 }
 
 /// Sends `response` now, or with the others at the end of the dispatch call in progress.
@@ -163,10 +150,13 @@ pub(crate) enum Item {
     Ready(u32),
     /// An access log entry (only with `accessLog`).
     Log(Box<rat_engine::access::AccessEntry>),
+    /// An engine warning, or a CORS origin for a JS function to decide.
+    Note(Box<EngineNote>),
 }
 
 /// The JS dispatch function's signature: `(seq: number, routeIds: number[], ids: number[],
-/// closed: number[], ready: number[], logs: AccessLogEntry[]) => void`; `routeIds[i]` and
+/// closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[]) => void`;
+/// `routeIds[i]` and
 /// `ids[i]` are the route and the id of request `i` of batch `seq` (plain arrays, so JS does
 /// not make a native call per request to learn them).
 pub(crate) type DispatchArgs = FnArgs<(
@@ -176,7 +166,41 @@ pub(crate) type DispatchArgs = FnArgs<(
     Vec<u32>,
     Vec<u32>,
     Vec<AccessLogEntry>,
+    Vec<EngineNote>,
 )>;
+
+/// Something other than a request for JS: an engine warning for the logger, or a CORS
+/// origin that a JS function decides (answered with `Engine.originDecided`).
+#[napi_derive::napi(object)]
+pub struct EngineNote {
+    /// `'warning'` or `'origin'`.
+    pub kind: String,
+    /// A warning's kind: `handler_timeout`, `tls_handshake`, `accept`, `slow_subscribers`.
+    pub warning: Option<String>,
+    pub message: Option<String>,
+    pub remote_address: Option<String>,
+    pub path: Option<String>,
+    /// The origin function asked (its index in the TS layer's list).
+    pub check: Option<u32>,
+    pub origin: Option<String>,
+    /// Passed back with the answer.
+    pub token: Option<u32>,
+}
+
+impl From<rat_engine::access::Warning> for EngineNote {
+    fn from(w: rat_engine::access::Warning) -> Self {
+        EngineNote {
+            kind: "warning".into(),
+            warning: Some(w.kind.into()),
+            message: Some(w.message),
+            remote_address: w.remote.map(|r| r.ip().to_string()),
+            path: w.path,
+            check: None,
+            origin: None,
+            token: None,
+        }
+    }
+}
 
 /// A request in the access log, as JS receives it.
 #[napi_derive::napi(object)]
@@ -222,6 +246,14 @@ pub(crate) struct Dispatcher {
     listed: AtomicBool,
     /// The watch task runs.
     watching: AtomicBool,
+    /// CORS origins asked of JS, by token, waiting for `Engine.originDecided`.
+    origins: Mutex<OriginsAsked>,
+}
+
+#[derive(Default)]
+struct OriginsAsked {
+    next: u32,
+    waiting: std::collections::HashMap<u32, tokio::sync::oneshot::Sender<bool>>,
 }
 
 impl Dispatcher {
@@ -244,6 +276,7 @@ impl Dispatcher {
                 let mut closed = Vec::new();
                 let mut ready = Vec::new();
                 let mut logs = Vec::new();
+                let mut notes = Vec::new();
                 batch.drain_with(|items| {
                     // Sized once, as growing a vector by doubling copies what it holds.
                     calls.reserve_exact(items.len());
@@ -257,12 +290,13 @@ impl Dispatcher {
                             Item::Closed(id) => closed.push(id),
                             Item::Ready(id) => ready.push(id),
                             Item::Log(e) => logs.push(AccessLogEntry::from(*e)),
+                            Item::Note(n) => notes.push(*n),
                         }
                     }
                 });
                 open_outbox(calls.len());
                 let seq = begin_batch(calls);
-                Ok(FnArgs::from((seq, routes, ids, closed, ready, logs)))
+                Ok(FnArgs::from((seq, routes, ids, closed, ready, logs, notes)))
             })?;
         *self.tsfn.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(tsfn));
         Ok(())
@@ -374,6 +408,52 @@ impl Dispatcher {
             if let Item::Call(c) = item {
                 c.reject_unavailable();
             }
+        }
+        // Origins nobody will answer are refused.
+        self.origins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .waiting
+            .clear();
+    }
+
+    /// Asks the TS layer's origin function `check` about `origin`.
+    pub(crate) fn ask_origin(
+        self: &Arc<Self>,
+        check: u32,
+        origin: &str,
+    ) -> rat_engine::BoxFuture<'static, bool> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let token = {
+            let mut asked = self.origins.lock().unwrap_or_else(|p| p.into_inner());
+            asked.next = asked.next.wrapping_add(1);
+            let token = asked.next;
+            asked.waiting.insert(token, tx);
+            token
+        };
+        self.push(Item::Note(Box::new(EngineNote {
+            kind: "origin".into(),
+            warning: None,
+            message: None,
+            remote_address: None,
+            path: None,
+            check: Some(check),
+            origin: Some(origin.to_string()),
+            token: Some(token),
+        })));
+        Box::pin(async move { rx.await.unwrap_or(false) })
+    }
+
+    /// The TS layer's answer about an origin asked with `token`.
+    pub(crate) fn origin_decided(&self, token: u32, allowed: bool) {
+        let tx = self
+            .origins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .waiting
+            .remove(&token);
+        if let Some(tx) = tx {
+            let _ = tx.send(allowed);
         }
     }
 }

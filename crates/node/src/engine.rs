@@ -15,7 +15,7 @@ use crate::call::Call;
 use crate::channel::Channel;
 use crate::dispatch::{DispatchArgs, Dispatcher, Item};
 use crate::options::{Address, EngineMetrics, EngineOptions, RouteOptions, TlsOptions};
-use crate::to_js_error;
+use crate::{js_error, napi_failure, spawn, to_js_error, Code, Result};
 
 /// A route whose handler is in JS: each request becomes a call in the next batch.
 struct JsRoute {
@@ -68,9 +68,10 @@ pub struct Engine {
     tls: Mutex<Option<rat_engine::TlsConfig>>,
 }
 
-fn not_twice() -> napi::Error {
-    napi::Error::from_reason(
-        "ERR_INVALID_ARGUMENT: routes must be added before listen(), and listen() called once",
+fn not_twice() -> napi::Error<Code> {
+    js_error(
+        "ERR_INVALID_ARGUMENT",
+        "routes must be added before listen(), and listen() called once",
     )
 }
 
@@ -78,26 +79,35 @@ fn not_twice() -> napi::Error {
 impl Engine {
     /// Creates an engine. `dispatch(seq, routeIds, ids, closed, ready)` is called on the JS
     /// thread with the number of a batch of new requests (read and answered through the
-    /// `batch*` functions while the call runs, kept with `keepBatch`/`takeCall`), the route
+    /// `batch*` functions while the call runs, kept with `takeCall`), the route
     /// id and the id of each, the ids of streams whose client has gone, and the ids of
-    /// streams whose queue has room again (see `Calls.armReady`).
+    /// streams whose queue has room again (see `KeptCall.armReady`).
     #[napi(
         constructor,
-        ts_args_type = "options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[]) => void"
+        ts_args_type = "options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[]) => void"
     )]
     pub fn new(
         options: Option<EngineOptions>,
         dispatch: Function<'_, DispatchArgs, ()>,
-    ) -> napi::Result<Self> {
+    ) -> Result<Self> {
         let options = options.unwrap_or_default();
         let mut config = ServerConfig::from(&options);
+        let dispatcher = Arc::new(Dispatcher::default());
         if let Some(cors) = &options.cors {
-            config = config.cors(cors.to_cors().map_err(to_js_error)?);
+            config = config.cors(cors.to_cors(&dispatcher).map_err(to_js_error)?);
+        }
+        if let Some(c) = &options.compression {
+            config = config.compression(c.to_compression().map_err(to_js_error)?);
         }
         for rule in options.auth.iter().flatten() {
             config = config.auth(rule.to_rule().map_err(to_js_error)?);
         }
-        let dispatcher = Arc::new(Dispatcher::default());
+        if options.warnings == Some(true) {
+            let d = dispatcher.clone();
+            config.warnings = Some(rat_engine::access::WarningLog::new(move |w| {
+                d.push(Item::Note(Box::new(w.into())));
+            }));
+        }
         if options.access_log == Some(true) {
             let d = dispatcher.clone();
             config.access_log = Some(rat_engine::access::AccessLog::new(move |e| {
@@ -107,7 +117,7 @@ impl Engine {
         Ok(Engine {
             config,
             app: Mutex::new(Some(App::new())),
-            dispatch: dispatch.create_ref()?,
+            dispatch: dispatch.create_ref().map_err(napi_failure)?,
             dispatcher,
             running: Arc::new(Mutex::new(None)),
             metrics: Arc::new(Mutex::new(None)),
@@ -126,7 +136,7 @@ impl Engine {
         route_id: u32,
         content_type: Option<String>,
         options: Option<RouteOptions>,
-    ) -> napi::Result<()> {
+    ) -> Result<()> {
         let kind = match kind.as_str() {
             "plain" => ResponseKind::Plain,
             "sse" => ResponseKind::Sse,
@@ -134,9 +144,10 @@ impl Engine {
                 content_type.unwrap_or_else(|| "application/octet-stream".to_string()),
             ),
             other => {
-                return Err(napi::Error::from_reason(format!(
-                    "ERR_INVALID_ARGUMENT: invalid route kind {other:?}: use plain, sse or chunked"
-                )))
+                return Err(js_error(
+                    "ERR_INVALID_ARGUMENT",
+                    format!("invalid route kind {other:?}: use plain, sse or chunked"),
+                ))
             }
         };
         let route = JsRoute {
@@ -146,7 +157,7 @@ impl Engine {
             dispatcher: self.dispatcher.clone(),
         };
         let mut options = match options {
-            Some(o) => o.to_engine().map_err(to_js_error)?,
+            Some(o) => o.to_engine(&self.dispatcher).map_err(to_js_error)?,
             None => rat_engine::RouteOptions::default(),
         };
         // Every JS route is served on the engine's lean HTTP/1.1 path (plain GETs without a
@@ -169,10 +180,10 @@ impl Engine {
         path: String,
         channel: &Channel,
         options: Option<RouteOptions>,
-    ) -> napi::Result<()> {
+    ) -> Result<()> {
         let ch = channel.inner().clone();
         let mut options = match options {
-            Some(o) => o.to_engine().map_err(to_js_error)?,
+            Some(o) => o.to_engine(&self.dispatcher).map_err(to_js_error)?,
             None => rat_engine::RouteOptions::default(),
         };
         options.long_lived = true;
@@ -183,7 +194,7 @@ impl Engine {
         })
     }
 
-    fn with_app(&self, f: impl FnOnce(&mut App) -> rat_engine::Result<()>) -> napi::Result<()> {
+    fn with_app(&self, f: impl FnOnce(&mut App) -> rat_engine::Result<()>) -> Result<()> {
         let mut guard = self.app.lock().unwrap_or_else(|p| p.into_inner());
         let app = guard.as_mut().ok_or_else(not_twice)?;
         f(app).map_err(to_js_error)
@@ -198,7 +209,7 @@ impl Engine {
         host: String,
         port: u32,
         tls: Option<TlsOptions>,
-    ) -> napi::Result<PromiseRaw<'env, Address>> {
+    ) -> Result<PromiseRaw<'env, Address>> {
         let tls = tls
             .map(|t| t.to_config())
             .transpose()
@@ -209,18 +220,20 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .ok_or_else(not_twice)?;
-        self.dispatcher.connect(&self.dispatch.borrow_back(env)?)?;
+        let dispatch = self.dispatch.borrow_back(env).map_err(napi_failure)?;
+        self.dispatcher.connect(&dispatch).map_err(napi_failure)?;
         let mut config = self.config.clone();
         config.tls.clone_from(&tls);
         *self.tls.lock().unwrap_or_else(|p| p.into_inner()) = tls;
         let running = self.running.clone();
         let metrics = self.metrics.clone();
         let dispatcher = self.dispatcher.clone();
-        env.spawn_future(async move {
+        spawn(env, async move {
             let port = u16::try_from(port).map_err(|_| {
-                napi::Error::from_reason(format!(
-                    "ERR_INVALID_ARGUMENT: invalid port {port}: use 0..=65535"
-                ))
+                js_error(
+                    "ERR_INVALID_ARGUMENT",
+                    format!("invalid port {port}: use 0..=65535"),
+                )
             })?;
             match Server::bind((host.as_str(), port), app, config).await {
                 Ok(handle) => {
@@ -235,11 +248,10 @@ impl Engine {
                 }
                 Err(e) => {
                     dispatcher.disconnect();
-                    Err(napi::Error::from_reason(format!(
-                        "{}: cannot listen on {host}:{port}: {}",
+                    Err(js_error(
                         e.code(),
-                        e.message()
-                    )))
+                        format!("cannot listen on {host}:{port}: {}", e.message()),
+                    ))
                 }
             }
         })
@@ -252,7 +264,7 @@ impl Engine {
         &self,
         env: &'env Env,
         grace_ms: Option<u32>,
-    ) -> napi::Result<PromiseRaw<'env, ()>> {
+    ) -> Result<PromiseRaw<'env, ()>> {
         let running = self
             .running
             .lock()
@@ -260,7 +272,7 @@ impl Engine {
             .take();
         let dispatcher = self.dispatcher.clone();
         let grace = Duration::from_millis(u64::from(grace_ms.unwrap_or(5000)));
-        env.spawn_future(async move {
+        spawn(env, async move {
             if let Some(r) = running {
                 r.handle.shutdown(grace).await;
             }
@@ -271,11 +283,12 @@ impl Engine {
 
     /// Replaces the TLS certificate and key for connections made from now on.
     #[napi]
-    pub fn set_certificate(&self, tls: TlsOptions) -> napi::Result<()> {
+    pub fn set_certificate(&self, tls: TlsOptions) -> Result<()> {
         let guard = self.tls.lock().unwrap_or_else(|p| p.into_inner());
         let Some(current) = guard.as_ref() else {
-            return Err(napi::Error::from_reason(
-                "ERR_TLS: this app is not listening with TLS: pass `tls` to listen() first",
+            return Err(js_error(
+                "ERR_TLS",
+                "this app is not listening with TLS: pass `tls` to listen() first",
             ));
         };
         current
@@ -284,6 +297,12 @@ impl Engine {
     }
 
     /// Server counters (zeros before listen).
+    /// The answer of the TS layer's origin function to the note with `token`.
+    #[napi]
+    pub fn origin_decided(&self, token: u32, allowed: bool) {
+        self.dispatcher.origin_decided(token, allowed);
+    }
+
     #[napi]
     pub fn metrics(&self) -> EngineMetrics {
         let m = self.metrics.lock().unwrap_or_else(|p| p.into_inner());

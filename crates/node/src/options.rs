@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::{js_error, Code, Result};
 use napi_derive::napi;
 use rat_engine::{ChannelOptions, MetricsSnapshot, QueueLimits, ServerConfig, SlowClient};
 
@@ -33,10 +34,51 @@ pub struct EngineOptions {
     pub limits: Option<Limits>,
     /// CORS for every route.
     pub cors: Option<CorsOptions>,
+    /// Response compression for every route.
+    pub compression: Option<CompressionOptions>,
     /// Static credentials per path prefix.
     pub auth: Option<Vec<AuthRule>>,
     /// Hand one access log entry per request to `dispatch`. @default false
     pub access_log: Option<bool>,
+    /// Hand the engine's warnings to `dispatch`. @default false
+    pub warnings: Option<bool>,
+}
+
+/// Response compression as the TS layer hands it over (see `AppOptions.compression`).
+#[napi(object)]
+pub struct CompressionOptions {
+    /// Codings offered, in order of preference: `'zstd'`, `'br'`, `'gzip'`.
+    /// @default ['zstd', 'br', 'gzip']
+    pub encodings: Option<Vec<String>>,
+    /// Full bodies under this many bytes are sent as they are. @default 1024
+    pub threshold: Option<u32>,
+    /// Level in each coding's scale (gzip 0-9, br 0-11, zstd 1-22).
+    pub level: Option<u32>,
+}
+
+impl CompressionOptions {
+    pub(crate) fn to_compression(&self) -> rat_engine::Result<rat_engine::compress::Compression> {
+        use rat_engine::compress::{Compression, Encoding};
+        let mut c = Compression::new();
+        if let Some(list) = &self.encodings {
+            let mut encodings = Vec::new();
+            for name in list {
+                encodings.push(Encoding::from_name(name).ok_or_else(|| {
+                    rat_engine::Error::invalid_argument(format!(
+                        "unknown compression encoding {name:?}: use 'zstd', 'br' or 'gzip'"
+                    ))
+                })?);
+            }
+            c = c.encodings(encodings);
+        }
+        if let Some(t) = self.threshold {
+            c = c.threshold(t as usize);
+        }
+        if let Some(l) = self.level {
+            c = c.level(l);
+        }
+        Ok(c)
+    }
 }
 
 /// Credentials the engine requires under a path prefix (see `AppOptions.auth`).
@@ -83,10 +125,15 @@ pub struct CorsOptions {
     pub exposed_headers: Option<Vec<String>>,
     /// Seconds a browser may cache a preflight's answer.
     pub max_age: Option<u32>,
+    /// The TS layer's origin function deciding other origins (its index there).
+    pub check: Option<u32>,
 }
 
 impl CorsOptions {
-    pub(crate) fn to_cors(&self) -> rat_engine::Result<rat_engine::cors::Cors> {
+    pub(crate) fn to_cors(
+        &self,
+        dispatcher: &std::sync::Arc<crate::dispatch::Dispatcher>,
+    ) -> rat_engine::Result<rat_engine::cors::Cors> {
         use rat_engine::cors::{Cors, Origins};
         let mut origins = if self.origins.iter().any(|o| o == "*") {
             Origins::Any
@@ -108,6 +155,10 @@ impl CorsOptions {
         }
         if let Some(s) = self.max_age {
             cors = cors.max_age(Duration::from_secs(u64::from(s)));
+        }
+        if let Some(check) = self.check {
+            let d = dispatcher.clone();
+            cors = cors.check(move |origin| d.ask_origin(check, origin));
         }
         Ok(cors)
     }
@@ -221,15 +272,20 @@ pub struct RouteOptions {
     pub cors: Option<CorsOptions>,
     /// No CORS for this route.
     pub cors_off: Option<bool>,
+    /// Never compress this route's responses.
+    pub compression_off: Option<bool>,
 }
 
 impl RouteOptions {
     /// The engine's route options.
-    pub(crate) fn to_engine(&self) -> rat_engine::Result<rat_engine::RouteOptions> {
+    pub(crate) fn to_engine(
+        &self,
+        dispatcher: &std::sync::Arc<crate::dispatch::Dispatcher>,
+    ) -> rat_engine::Result<rat_engine::RouteOptions> {
         use rat_engine::cors::RouteCors;
         let cors = match (&self.cors, self.cors_off) {
             (_, Some(true)) => RouteCors::Off,
-            (Some(c), _) => RouteCors::Own(std::sync::Arc::new(c.to_cors()?)),
+            (Some(c), _) => RouteCors::Own(std::sync::Arc::new(c.to_cors(dispatcher)?)),
             (None, _) => RouteCors::Inherit,
         };
         Ok(rat_engine::RouteOptions {
@@ -237,6 +293,11 @@ impl RouteOptions {
             body_limit: self.body_limit.filter(|b| *b >= 0.0).map(|b| b as u64),
             max_streams: self.max_streams.map(|n| n as usize),
             cors,
+            compress: if self.compression_off == Some(true) {
+                rat_engine::compress::RouteCompression::Off
+            } else {
+                rat_engine::compress::RouteCompression::Inherit
+            },
             ..Default::default()
         })
     }
@@ -264,8 +325,8 @@ pub struct NativeChannelOptions {
 }
 
 impl TryFrom<&NativeChannelOptions> for ChannelOptions {
-    type Error = napi::Error;
-    fn try_from(o: &NativeChannelOptions) -> napi::Result<Self> {
+    type Error = napi::Error<Code>;
+    fn try_from(o: &NativeChannelOptions) -> Result<Self> {
         let mut c = ChannelOptions::default();
         if let Some(h) = o.history {
             c.history = h as usize;
@@ -280,9 +341,10 @@ impl TryFrom<&NativeChannelOptions> for ChannelOptions {
             None | Some("close") => SlowClient::Close,
             Some("drop-oldest") => SlowClient::DropOldest,
             Some(other) => {
-                return Err(napi::Error::from_reason(format!(
-                "ERR_INVALID_ARGUMENT: invalid slowClient {other:?}: use 'close' or 'drop-oldest'"
-            )))
+                return Err(js_error(
+                    "ERR_INVALID_ARGUMENT",
+                    format!("invalid slowClient {other:?}: use 'close' or 'drop-oldest'"),
+                ))
             }
         };
         if let Some(hwm) = o.high_water_mark {

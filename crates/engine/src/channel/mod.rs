@@ -483,7 +483,8 @@ fn base36(mut n: u64) -> String {
 
 impl crate::app::Handler for Channel {
     fn call(&self, req: Request) -> futures_util::future::BoxFuture<'static, Response> {
-        let res = self.sse_response(&req);
+        let mut res = self.sse_response(&req);
+        res.extensions_mut().insert(crate::compress::Broadcast);
         Box::pin(std::future::ready(res))
     }
 }

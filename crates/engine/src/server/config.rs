@@ -58,7 +58,9 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     /// Time allowed between two reads of a request body; past it a 408. Default: 30 s.
     pub body_timeout: Duration,
-    /// Time an HTTP/1.1 keep-alive connection may wait for its next request. Default: 60 s.
+    /// Time a connection may wait with no request in flight and no response open: an
+    /// HTTP/1.1 keep-alive connection for its next request, an HTTP/2 one (GOAWAY) for its
+    /// next stream. Default: 60 s.
     pub idle_timeout: Duration,
     /// Time a handler of a route that is not a [stream route](crate::RouteOptions::stream)
     /// has to answer; past it a 504, and the handler's future is dropped (a front end
@@ -77,6 +79,12 @@ pub struct ServerConfig {
     /// CORS for every route (a route may turn it off or use its own: see
     /// [`RouteOptions::cors`](crate::RouteOptions::cors)). Default: none.
     pub cors: Option<Arc<Cors>>,
+    /// Where the engine's warnings go besides `tracing` (see [`access`](crate::access)).
+    /// Default: none.
+    pub warnings: Option<crate::access::WarningLog>,
+    /// Response compression for every route (a route may turn it off: see
+    /// [`RouteOptions::compress`](crate::RouteOptions::compress)). Default: none.
+    pub compression: Option<Arc<crate::compress::Compression>>,
     /// Static credentials per path prefix, checked before any handler (see
     /// [`auth`](crate::auth)). Default: none.
     pub auth: Arc<[crate::auth::TokenRule]>,
@@ -107,6 +115,8 @@ impl Default for ServerConfig {
             max_header_bytes: 16 * 1024,
             max_url_bytes: 8 * 1024,
             cors: None,
+            compression: None,
+            warnings: None,
             auth: Arc::new([]),
             access_log: None,
         }
@@ -162,6 +172,11 @@ impl ServerConfig {
     /// Sets [`cors`](Self::cors).
     pub fn cors(mut self, cors: Cors) -> Self {
         self.cors = Some(Arc::new(cors));
+        self
+    }
+    /// Sets [`compression`](Self::compression).
+    pub fn compression(mut self, compression: crate::compress::Compression) -> Self {
+        self.compression = Some(Arc::new(compression));
         self
     }
     /// Sets [`keep_alive`](Self::keep_alive).

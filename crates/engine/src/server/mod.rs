@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+mod activity;
 mod config;
 mod direct;
 mod registry;
@@ -85,12 +86,16 @@ impl Shared {
             .max_buf_size(config.http1_max_buf_size.max(8192));
         builder.http2().timer(TokioTimer::new());
         let tls = config.tls.as_ref().map(TlsConfig::acceptor);
+        let metrics = Metrics::new();
+        if let Some(w) = &config.warnings {
+            let _ = metrics.warnings.set(w.clone());
+        }
         Shared {
             tls,
             streams_per_ip: Arc::default(),
             app,
             config,
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(metrics),
             streams: Arc::new(StreamRegistry::default()),
             builder,
             graceful: CancellationToken::new(),
@@ -244,7 +249,8 @@ async fn accept_loop(
                 Ok(pair) => pair,
                 Err(e) => {
                     if failing == 0 {
-                        tracing::warn!("accept failed: {e}; retrying every 20 ms");
+                        let msg = format!("accept failed: {e}; retrying every 20 ms");
+                        shared.metrics.warn("accept", msg, None, None);
                     }
                     failing += 1;
                     // Back off instead of spinning.
@@ -254,7 +260,8 @@ async fn accept_loop(
             },
         };
         if failing > 0 {
-            tracing::warn!("accepting again after {failing} failed attempts");
+            let msg = format!("accepting again after {failing} failed attempts");
+            shared.metrics.warn("accept", msg, None, None);
             failing = 0;
         }
         let _ = stream.set_nodelay(true);
@@ -317,7 +324,18 @@ async fn tls_connection(
     let accepted = tokio::select! {
         biased;
         _ = shared.graceful.cancelled() => None,
-        r = handshake => r.ok().and_then(|r| r.map_err(|e| tracing::debug!("TLS handshake with {peer} failed: {e}")).ok()),
+        r = handshake => match r {
+            Ok(Ok(tls)) => Some(tls),
+            Ok(Err(e)) => {
+                shared.metrics.warn("tls_handshake", format!("TLS handshake failed: {e}"), Some(peer), None);
+                None
+            }
+            Err(_) => {
+                let msg = format!("TLS handshake not done in {} s", TLS_HANDSHAKE_TIMEOUT.as_secs());
+                shared.metrics.warn("tls_handshake", msg, Some(peer), None);
+                None
+            }
+        },
     };
     if let Some(tls) = accepted {
         serve_io(tls, peer, &shared).await;
@@ -325,18 +343,36 @@ async fn tls_connection(
     Metrics::sub(&shared.metrics.active_connections, 1);
 }
 
+/// How long a connection closed for idleness has to finish its goodbye (HTTP/2's GOAWAY and
+/// ping) before it is dropped.
+const IDLE_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// hyper serves a connection (HTTP/1.1 or HTTP/2) until it closes, finishing it gracefully
-/// at shutdown and dropping it when the grace period is over.
+/// at shutdown and dropping it when the grace period is over, and closing it once it has
+/// had nothing in flight for the idle timeout.
 pub(crate) async fn serve_io<I>(io: I, peer: SocketAddr, shared: &Arc<Shared>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service::EngineService::new(shared.clone(), peer);
+    let activity = activity::Activity::new();
+    let svc = service::EngineService::new(shared.clone(), peer, activity.clone());
     let (builder, graceful, force) = (&shared.builder, &shared.graceful, &shared.force);
     let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), svc);
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => { let _ = res; }
+        _ = activity.idle_for(shared.config.idle_timeout, tokio::time::Instant::now()) => {
+            // Nothing in flight for the idle timeout: HTTP/2 sends GOAWAY, HTTP/1.1 closes.
+            // A client that does not answer the GOAWAY's ping (or sent only the preface)
+            // is not waited for once the connection has been quiet a moment more.
+            conn.as_mut().graceful_shutdown();
+            let now = tokio::time::Instant::now();
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = activity.idle_for(IDLE_CLOSE_GRACE, now) => {}
+                _ = force.cancelled() => {}
+            }
+        }
         _ = graceful.cancelled() => {
             conn.as_mut().graceful_shutdown();
             tokio::select! {

@@ -14,6 +14,7 @@ use http::{header, HeaderValue, Method, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::activity::{Activity, TrackedBody};
 use super::Shared;
 use crate::app::Route;
 use crate::error::Error;
@@ -27,22 +28,28 @@ use crate::stream::Body;
 pub(crate) struct EngineService {
     shared: Arc<Shared>,
     peer: SocketAddr,
+    activity: Arc<Activity>,
 }
 
 impl EngineService {
-    pub(crate) fn new(shared: Arc<Shared>, peer: SocketAddr) -> Self {
-        EngineService { shared, peer }
+    pub(crate) fn new(shared: Arc<Shared>, peer: SocketAddr, activity: Arc<Activity>) -> Self {
+        EngineService {
+            shared,
+            peer,
+            activity,
+        }
     }
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for EngineService {
-    type Response = Response;
+    type Response = http::Response<TrackedBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
         let shared = self.shared.clone();
         let peer = self.peer;
+        let busy = self.activity.begin();
         let log = shared.config.access_log.as_ref();
         let pending =
             crate::access::Pending::new(log, req.method(), req.uri(), req.headers(), Some(peer));
@@ -51,7 +58,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for EngineService {
             if let Some(p) = pending {
                 p.finish(shared.config.access_log.as_ref(), &res);
             }
-            Ok(res)
+            Ok(res.map(|body| TrackedBody::new(body, busy)))
         })
     }
 }
@@ -131,12 +138,22 @@ pub(crate) fn respond<'a>(
     } else {
         shared.config.handler_timeout
     };
+    let compression = match (&shared.config.compression, route.options.compress) {
+        (Some(c), crate::compress::RouteCompression::Inherit) if !is_head => Some((
+            c.clone(),
+            head.headers.get(header::ACCEPT_ENCODING).cloned(),
+        )),
+        _ => None,
+    };
     let cors = route
         .options
         .cors
         .resolve(shared.config.cors.as_ref())
         .map(|c| (c.clone(), head.headers.get(header::ORIGIN).cloned()));
     let admitted = crate::auth::admitted(&shared.config.auth, head.uri.path(), &head.headers);
+    let path = timeout
+        .map(|_| head.uri.path().to_string())
+        .unwrap_or_default();
     let slot = if admitted {
         StreamSlot::take(shared, route, peer, &head.headers)
     } else {
@@ -162,6 +179,9 @@ pub(crate) fn respond<'a>(
                 Err(_) => {
                     Metrics::add(&shared.metrics.handler_timeouts, 1);
                     let msg = format!("the handler did not answer within {} ms", limit.as_millis());
+                    shared
+                        .metrics
+                        .warn("handler_timeout", msg.clone(), peer, Some(&path));
                     return rejected(&shared.metrics, StatusCode::GATEWAY_TIMEOUT, &msg);
                 }
             },
@@ -199,8 +219,12 @@ pub(crate) fn respond<'a>(
     };
     async move {
         let mut res = answer.await;
+        if let Some((policy, accept)) = compression {
+            crate::compress::apply(&policy, accept.as_ref(), &mut res);
+        }
         if let Some((cors, origin)) = cors {
-            cors.decorate(origin.as_ref(), res.headers_mut());
+            let admitted = cors.admits(origin.as_ref()).await;
+            cors.decorate(origin.as_ref(), admitted, res.headers_mut());
         }
         res
     }
@@ -209,7 +233,7 @@ pub(crate) fn respond<'a>(
 /// The answer to a CORS preflight (`OPTIONS` with an `Origin` and
 /// `Access-Control-Request-Method`) for a path with a route whose policy has CORS; `None`
 /// for any other request.
-fn preflight(shared: &Shared, req: &hyper::Request<Incoming>) -> Option<Response> {
+async fn preflight(shared: &Shared, req: &hyper::Request<Incoming>) -> Option<Response> {
     if req.method() != Method::OPTIONS {
         return None;
     }
@@ -230,7 +254,8 @@ fn preflight(shared: &Shared, req: &hyper::Request<Incoming>) -> Option<Response
     };
     let request_headers = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS);
     Metrics::add(&shared.metrics.total_requests, 1);
-    Some(policy.preflight(origin, request_headers, &methods))
+    let admitted = policy.admits(Some(origin)).await;
+    Some(policy.preflight(origin, admitted, request_headers, &methods))
 }
 
 /// Reads a whole request body of at most `limit` bytes, each read within the body timeout.
@@ -429,7 +454,7 @@ async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: hyper::Request<Incom
         };
         return closing(rejected(metrics, StatusCode::BAD_REQUEST, msg));
     }
-    if let Some(res) = preflight(&shared, &req) {
+    if let Some(res) = preflight(&shared, &req).await {
         return res;
     }
     let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());

@@ -12,8 +12,10 @@ use http_body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use super::queue::{Heartbeat as Claim, QueueReceiver};
+use crate::compress::Encoder;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::wire::{Chunk, Framing};
 
 /// The heartbeat comment an idle SSE stream sends.
 pub(crate) const HEARTBEAT: &[u8] = b":\n\n";
@@ -30,6 +32,8 @@ enum Kind {
     Full(Option<Bytes>),
     Queue(QueueBody),
     Pulled(Box<PulledBody>),
+    /// A streaming body compressed chunk by chunk.
+    Encoded(Box<Encoded>),
 }
 
 /// A body pulled from a stream of chunks: bytes, or encoded SSE events with the heartbeat
@@ -43,6 +47,12 @@ struct PulledBody {
     /// (at shutdown, at `max_stream_age`) and learns when it is gone (see
     /// [`Body::queue_sender`]).
     control: QueueReceiver,
+}
+
+struct Encoded {
+    inner: Body,
+    /// Taken when the inner body ends (its trailer is written then).
+    encoder: Option<Encoder>,
 }
 
 struct QueueBody {
@@ -83,6 +93,7 @@ impl fmt::Debug for Body {
             Kind::Queue(_) => "queue",
             Kind::Pulled(p) if p.events => "events",
             Kind::Pulled(_) => "stream",
+            Kind::Encoded(_) => "encoded",
         };
         f.debug_struct("Body").field("kind", &kind).finish()
     }
@@ -171,13 +182,36 @@ impl Body {
         match &self.kind {
             Kind::Queue(q) => Some(q.rx.sender()),
             Kind::Pulled(p) => Some(p.control.sender()),
+            Kind::Encoded(e) => e.inner.queue_sender(),
             _ => None,
         }
     }
 
     /// True for bodies that stream (a queue or a stream), as opposed to empty/full ones.
     pub fn is_streaming(&self) -> bool {
-        matches!(self.kind, Kind::Queue(_) | Kind::Pulled(_))
+        matches!(
+            self.kind,
+            Kind::Queue(_) | Kind::Pulled(_) | Kind::Encoded(_)
+        )
+    }
+
+    /// This body compressed by `encoder`: a full one at once, a stream chunk by chunk
+    /// (each flushed, so it decodes on arrival). An empty body, or a full one that fails
+    /// to compress, comes back as `Err`.
+    pub(crate) fn encode(mut self, encoder: Encoder) -> std::result::Result<Body, Body> {
+        match &mut self.kind {
+            Kind::Empty => Err(self),
+            Kind::Full(bytes) => match bytes.as_ref().map(|b| encoder.whole(b)) {
+                Some(Ok(compressed)) => Ok(Body::full(compressed)),
+                _ => Err(self),
+            },
+            Kind::Queue(_) | Kind::Pulled(_) | Kind::Encoded(_) => {
+                Ok(Self::from_kind(Kind::Encoded(Box::new(Encoded {
+                    inner: self,
+                    encoder: Some(encoder),
+                }))))
+            }
+        }
     }
 
     /// Called by the server before handing the body to hyper: counts it as a stream,
@@ -208,29 +242,28 @@ impl Body {
 }
 
 impl Body {
-    /// The next bytes for the wire, and whether they are already framed (the rest of a
-    /// write a producer made through the sink; see [`attach_sink`](Self::attach_sink)).
-    /// Polling again means the bytes returned before were written.
-    pub(crate) fn poll_wire(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<(Bytes, bool)>>> {
+    /// The next bytes for the wire ([`Chunk::Framed`]: the rest of a write a producer made
+    /// through the sink; see [`attach_sink`](Self::attach_sink)). Polling again means the
+    /// bytes returned before were written.
+    pub(crate) fn poll_wire(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Chunk>>> {
         let polled = match &mut self.kind {
             Kind::Empty => Poll::Ready(None),
-            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok((b, false)))),
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Chunk::Data(b)))),
             Kind::Queue(q) => q.poll_next(cx),
-            Kind::Pulled(p) => p.poll_next(cx).map(|frame| {
-                frame.map(|r| {
+            Kind::Pulled(p) => p.poll_next(cx).map(|next| {
+                next.map(|r| {
                     r.map(|(bytes, event)| {
                         if let (true, Some(m)) = (event, &self.stream_metrics) {
                             Metrics::add(&m.events_sent, 1);
                         }
-                        (bytes, false)
+                        Chunk::Data(bytes)
                     })
                 })
             }),
+            // Counted by the inner body, before compression.
+            Kind::Encoded(e) => return e.poll_next(cx),
         };
-        if let Poll::Ready(Some(Ok((bytes, false)))) = &polled {
+        if let Poll::Ready(Some(Ok(Chunk::Data(bytes)))) = &polled {
             // Bytes written through the sink were counted by their producer.
             self.count(bytes.len());
         }
@@ -256,9 +289,9 @@ impl Body {
     /// has nothing of theirs left to write (see [`QueueReceiver::attach_sink`]).
     /// Heartbeats claim the wire before they are written (see
     /// [`QueueReceiver::claim_heartbeat`]).
-    pub(crate) fn attach_sink(&self, io: &Arc<tokio::net::TcpStream>, chunked: bool) {
+    pub(crate) fn attach_sink(&self, io: &Arc<tokio::net::TcpStream>, framing: Framing) {
         if let Kind::Queue(q) = &self.kind {
-            q.rx.attach_sink(io, chunked);
+            q.rx.attach_sink(io, framing);
         }
     }
 }
@@ -271,10 +304,35 @@ impl Drop for Body {
     }
 }
 
+impl Encoded {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Chunk>>> {
+        loop {
+            let Some(encoder) = self.encoder.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match std::task::ready!(self.inner.poll_wire(cx)) {
+                Some(Ok(chunk)) => {
+                    let out = encoder.chunk(&chunk.into_bytes())?;
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Chunk::Data(out))));
+                    }
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => {
+                    let tail = self.encoder.take().map(Encoder::finish).transpose()?;
+                    match tail {
+                        Some(t) if !t.is_empty() => return Poll::Ready(Some(Ok(Chunk::Data(t)))),
+                        _ => return Poll::Ready(None),
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl QueueBody {
-    /// The next bytes, and whether they are already framed (see
-    /// [`QueueReceiver::poll_chunk`]).
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<(Bytes, bool)>>> {
+    /// The next bytes (see [`QueueReceiver::poll_chunk`]).
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Chunk>>> {
         match self.rx.poll_chunk(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 if let Heartbeat::On(hb) = &mut self.heartbeat {
@@ -294,7 +352,9 @@ impl QueueBody {
                     }
                     match self.rx.claim_heartbeat() {
                         Claim::Send => {
-                            return Poll::Ready(Some(Ok((Bytes::from_static(HEARTBEAT), false))))
+                            return Poll::Ready(Some(Ok(Chunk::Data(Bytes::from_static(
+                                HEARTBEAT,
+                            )))))
                         }
                         // Bytes went out meanwhile: the timer starts over.
                         Claim::Active => continue,
@@ -317,7 +377,9 @@ impl PulledBody {
             Poll::Ready(Some(Err(reason))) => {
                 return Poll::Ready(Some(Err(Error::handler(reason))))
             }
-            Poll::Ready(Some(Ok((bytes, _)))) => return Poll::Ready(Some(Ok((bytes, false)))),
+            Poll::Ready(Some(Ok(chunk))) => {
+                return Poll::Ready(Some(Ok((chunk.into_bytes(), false))))
+            }
         }
         match self.stream.as_mut().poll_next(cx) {
             Poll::Ready(Some(item)) => {
@@ -393,7 +455,7 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         // No sink is attached on this path (hyper's), so nothing comes framed.
         self.poll_wire(cx)
-            .map(|chunk| chunk.map(|r| r.map(|(bytes, _)| Frame::data(bytes))))
+            .map(|chunk| chunk.map(|r| r.map(|c| Frame::data(c.into_bytes()))))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rat_engine::{App, Server, ServerConfig, ServerHandle};
+use rat_engine::{App, Handler, RouteOptions, Server, ServerConfig, ServerHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
@@ -73,6 +73,73 @@ pub async fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> b
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The two writers of an HTTP/1.1 response: hyper's connection, and the engine's direct
+/// path (plain `GET`s of long-lived routes). The wire tests run on both
+/// ([`on_both_wires`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    Hyper,
+    Direct,
+}
+
+impl Wire {
+    /// Route options that put a route's plain `GET`s on this wire.
+    pub fn options(self) -> RouteOptions {
+        RouteOptions {
+            long_lived: self == Wire::Direct,
+            ..RouteOptions::default()
+        }
+    }
+
+    /// Adds a GET route whose plain requests this wire serves.
+    pub fn get<'a>(
+        self,
+        app: &'a mut App,
+        path: &str,
+        handler: impl Handler,
+    ) -> rat_engine::Result<&'a mut App> {
+        app.route_with(
+            http::Method::GET,
+            path,
+            std::sync::Arc::new(handler),
+            self.options(),
+        )
+    }
+
+    /// Asserts that this wire wrote `head`: the direct path writes `date` before the
+    /// framing header, hyper after it.
+    #[track_caller]
+    pub fn assert_wrote(self, head: &Head) {
+        let pos = |name: &str| head.headers.iter().position(|(k, _)| k == name);
+        let date = pos("date").expect("a date header");
+        let framing = pos("transfer-encoding")
+            .or(pos("content-length"))
+            .expect("a framing header");
+        let direct = date < framing;
+        assert_eq!(
+            direct,
+            self == Wire::Direct,
+            "written by the other wire: {head:?}"
+        );
+    }
+}
+
+/// Runs each `async fn name(wire: Wire)` listed as two tests, `hyper::name` and
+/// `direct::name`, each with the attributes given (`#[tokio::test]`...).
+#[allow(unused_macros)] // each test file uses a different subset of these helpers
+macro_rules! on_both_wires {
+    ($(#[$attr:meta] $name:ident),* $(,)?) => {
+        mod hyper {
+            $(#[$attr] async fn $name() { super::$name($crate::support::Wire::Hyper).await })*
+        }
+        mod direct {
+            $(#[$attr] async fn $name() { super::$name($crate::support::Wire::Direct).await })*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_wires;
 
 /// The status line and headers of a response read off the wire.
 #[derive(Debug, Clone)]
@@ -363,6 +430,13 @@ impl RawConn {
 
 /// Opens an SSE stream over a raw connection: sends the GET, checks the head, and
 /// returns the connection positioned at the start of the chunked body.
+/// [`open_sse`], asserting that `wire` wrote the response.
+pub async fn open_sse_on(wire: Wire, addr: SocketAddr, path: &str) -> (RawConn, Head) {
+    let (conn, head) = open_sse(addr, path).await;
+    wire.assert_wrote(&head);
+    (conn, head)
+}
+
 pub async fn open_sse(addr: SocketAddr, path: &str) -> (RawConn, Head) {
     let mut conn = RawConn::connect(addr).await;
     conn.send_request("GET", path, &[("Accept", "text/event-stream")], b"")

@@ -1,0 +1,79 @@
+//! The hand-over of a connection to hyper, with the bytes already read replayed first.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::server::Shared;
+
+/// hyper serves the rest of the connection, starting with `prefix`.
+pub(super) async fn serve_hyper(stream: TcpStream, prefix: Bytes, shared: Arc<Shared>) {
+    // Asked for here rather than kept by every task (32 bytes each); a client already
+    // gone (no peer address) is not served.
+    let Ok(peer) = stream.peer_addr() else {
+        return;
+    };
+    crate::server::serve_io(Prefixed::new(prefix, stream), peer, &shared).await;
+}
+
+/// An IO that first replays bytes already read from it.
+struct Prefixed<T> {
+    prefix: Bytes,
+    io: T,
+}
+
+impl<T> Prefixed<T> {
+    fn new(prefix: Bytes, io: T) -> Self {
+        Prefixed { prefix, io }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.prefix.is_empty() {
+            return Pin::new(&mut self.io).poll_read(cx, buf);
+        }
+        let n = self.prefix.len().min(buf.remaining());
+        buf.put_slice(&self.prefix[..n]);
+        self.prefix.advance(n);
+        if self.prefix.is_empty() {
+            self.prefix = Bytes::new(); // free the buffer
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
