@@ -2,10 +2,13 @@
 //! prints the result as one JSON object on stdout. Progress markers (`phase ...`) go to
 //! stderr for the runner, which samples the server's CPU and RSS at them.
 
+#[cfg(unix)]
 use std::process::ExitCode;
 
+#[cfg(unix)]
 use rat_bench::client::{self, Args};
 
+#[cfg(unix)]
 const USAGE: &str =
     "usage: rat-bench <hello|broadcast|count|chunked|idle|soak|churn> [--option value]...
 common:    --addr 127.0.0.1:3000 --connections N --warmup S --duration S
@@ -18,6 +21,13 @@ soak:      --path /soak/channel --stop-path /soak/stop --reconnects-per-s R
            --reconnect-delay-ms M --settle S --seed N (checks every event's sequence)
 churn:     --cycles N --concurrency C --paths /a,/b --early-percent P --timeout S";
 
+#[cfg(not(unix))]
+fn main() {
+    eprintln!("rat-bench runs on Unix only");
+    std::process::exit(2);
+}
+
+#[cfg(unix)]
 fn main() -> ExitCode {
     let mut argv = std::env::args().skip(1);
     let Some(scenario) = argv.next().filter(|s| !s.starts_with('-')) else {

@@ -1,6 +1,7 @@
 //! The soak and churn scenarios of `rat-bench`, CI-sized, against a rat-engine server in
 //! this process: the same client code `npm run soak` runs at full scale against the Node
 //! server (scripts/soak.mjs), here with a Rust publisher.
+#![cfg(unix)]
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};

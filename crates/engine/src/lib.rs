@@ -8,34 +8,52 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use rat_engine::{App, Event, Server, ServerConfig, SseResponse};
+//! use rat_engine::{App, Event, Server, ServerConfig, Sse};
+//! use tokio_stream::StreamExt as _;
 //!
 //! # async fn run() -> rat_engine::Result<()> {
 //! let mut app = App::new();
-//! app.get("/events", |_req| async {
-//!     let sse = SseResponse::new();
-//!     let tx = sse.sender();
-//!     tokio::spawn(async move {
-//!         for i in 0.. {
-//!             let ev = Event::new().event("tick").data(i.to_string());
-//!             if tx.send(&ev).await.is_err() { break } // client gone
-//!             tokio::time::sleep(Duration::from_secs(1)).await;
-//!         }
-//!     });
-//!     sse
+//! app.get("/hello", |_req| async { "Hello, world!" })?;
+//! app.get("/ticks", |_req| async {
+//!     let ticks = tokio_stream::iter(1..=10)
+//!         .map(|i| Event::new().event("tick").data(i.to_string()))
+//!         .throttle(Duration::from_secs(1));
+//!     Sse::new(ticks) // ends after the tenth tick; dropped if the client leaves first
 //! })?;
 //! let server = Server::bind("127.0.0.1:8080", app, ServerConfig::default()).await?;
+//! let _ = tokio::signal::ctrl_c().await;
+//! server.shutdown(Duration::from_secs(5)).await;
 //! # Ok(()) }
 //! ```
+//!
+//! The pieces:
+//!
+//! - [`App`] holds the routes; a handler is any `async fn(Request) -> impl IntoResponse`
+//!   (text, [`Json`] of any `Serialize` value, [`Html`], a status, a [`Response`]...).
+//! - [`Server`] serves an app; [`ServerHandle::shutdown`] stops it gracefully.
+//! - Server-Sent Events: [`Sse`] sends the events of a `Stream`; [`SseResponse`] gives
+//!   producer tasks an [`SseSender`] into a bounded queue; [`Event`] builds one event.
+//! - Byte streams: [`StreamingResponse`] (chunked, any content type), [`json_stream`]
+//!   (NDJSON), [`text_stream`], [`binary_stream`], [`ChunkedResponse`].
+//! - Broadcast: a [`Channel`] fans events out to its subscribers and replays what a
+//!   reconnecting client missed.
+//!
+//! Runnable examples, one per feature, are in the crate's
+//! [`examples/`](https://github.com/rat-engine/rat-engine/tree/main/crates/engine/examples)
+//! directory (`cargo run -p rat-engine --example hello`): `hello`, `sse_generator`,
+//! `channel_replay`, `chunked_download`, `graceful_shutdown`, and the larger
+//! `streaming_demo` and `chat_demo`.
 
 pub mod access;
 mod app;
 pub mod auth;
-pub mod batch;
+mod batch;
 pub mod channel;
 pub mod compress;
 pub mod cors;
 pub mod error;
+#[doc(hidden)]
+pub mod frontend;
 #[cfg(test)]
 mod fuzz;
 mod metrics;
@@ -58,7 +76,7 @@ pub use router::{ParamKind, Params};
 pub use server::{Server, ServerConfig, ServerHandle};
 pub use stream::{
     binary_stream, json_stream, text_stream, Body, ChunkedResponse, Event, QueueLimits, ReadyState,
-    Responder, ResponseKind, SseResponse, SseSender, StreamSender, StreamingResponse,
+    Sse, SseItem, SseResponse, SseSender, StreamSender, StreamingResponse,
 };
 pub use tls::TlsConfig;
 

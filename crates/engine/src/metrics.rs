@@ -42,7 +42,8 @@ pub struct MetricsSnapshot {
     pub active_streams: u64,
     /// Streaming responses started since start.
     pub total_streams: u64,
-    /// SSE events written into stream queues (including channel fan-out).
+    /// SSE events written into stream queues (including channel fan-out) or pulled from
+    /// [`Sse`](crate::Sse) streams.
     pub events_sent: u64,
     /// Body bytes handed to connections.
     pub bytes_sent: u64,

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
+use serde::Serialize;
 
 use crate::error::Error;
 use crate::stream::Body;
@@ -94,11 +95,20 @@ impl<T: Into<Bytes>> IntoResponse for Html<T> {
     }
 }
 
-/// Wraps a JSON value so that it converts to an `application/json` response.
+/// Wraps any [`Serialize`] value (by default a [`serde_json::Value`]) so that it converts
+/// to an `application/json` response.
+///
+/// ```
+/// use rat_engine::{IntoResponse, Json};
+/// #[derive(serde::Serialize)]
+/// struct Todo { id: u32, done: bool }
+/// let res = Json(Todo { id: 1, done: false }).into_response();
+/// assert_eq!(res.headers()["content-type"], "application/json");
+/// ```
 #[derive(Debug, Clone)]
-pub struct Json(pub serde_json::Value);
+pub struct Json<T = serde_json::Value>(pub T);
 
-impl IntoResponse for Json {
+impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
         json(&self.0)
     }
@@ -121,12 +131,17 @@ pub fn html(body: impl Into<Bytes>) -> Response {
     with_type("text/html; charset=utf-8", Body::full(body.into()))
 }
 
-/// An `application/json` response.
-pub fn json(value: &serde_json::Value) -> Response {
-    with_type(
-        "application/json",
-        Body::full(serde_json::to_vec(value).unwrap_or_default()),
-    )
+/// An `application/json` response of any [`Serialize`] value; a value that cannot be
+/// serialized (a map with non-string keys, a failing `Serialize` impl) gives a 500 error
+/// response.
+pub fn json<T: Serialize + ?Sized>(value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => with_type("application/json", Body::full(body)),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot serialize the JSON response: {e}"),
+        ),
+    }
 }
 
 /// A response with the given content type.
@@ -171,6 +186,36 @@ mod tests {
         assert_eq!(body_of(r).await, r#"{"a":1}"#);
         let r = Html("<p>").into_response();
         assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+    }
+
+    #[tokio::test]
+    async fn json_takes_any_serialize_value() {
+        #[derive(Serialize)]
+        struct Todo<'a> {
+            id: u32,
+            title: &'a str,
+        }
+        let r = Json(Todo {
+            id: 7,
+            title: "x\"y",
+        })
+        .into_response();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["content-type"], "application/json");
+        assert_eq!(body_of(r).await, r#"{"id":7,"title":"x\"y"}"#);
+        assert_eq!(body_of(Json(vec![1, 2]).into_response()).await, "[1,2]");
+        assert_eq!(body_of(json("s")).await, r#""s""#);
+    }
+
+    #[tokio::test]
+    async fn a_value_json_cannot_represent_is_a_500_not_an_empty_200() {
+        let mut map = std::collections::BTreeMap::new();
+        map.insert((1, 2), "tuple keys are not JSON object keys");
+        let r = Json(map).into_response();
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let v: serde_json::Value = serde_json::from_slice(&body_of(r).await).unwrap();
+        assert_eq!(v["status"], 500);
+        assert!(v["error"].as_str().unwrap().contains("serialize"));
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! Method + path routing on top of [`matchit`].
 //!
-//! Patterns accept both the Node style and the seeds' style:
+//! Patterns accept the Node (Express) style, the Flask style with typed parameters, and
+//! braces:
 //!
 //! | pattern                  | matches                               |
 //! |--------------------------|---------------------------------------|
@@ -540,17 +541,17 @@ mod tests {
     }
 
     #[test]
-    fn node_and_seed_styles_bind_params() {
+    fn node_flask_and_brace_styles_bind_params() {
         let mut r = Router::new();
         r.insert(Method::GET, "/api/progress/:session_id", "node")
             .unwrap();
-        r.insert(Method::GET, "/api/stream/<session_id>", "seed")
+        r.insert(Method::GET, "/api/stream/<session_id>", "flask")
             .unwrap();
         r.insert(Method::GET, "/api/x/{name}/y", "brace").unwrap();
         let (v, p, _) = found(&r, Method::GET, "/api/progress/abc");
         assert_eq!((v, p.get("session_id")), ("node", Some("abc")));
         let (v, p, _) = found(&r, Method::GET, "/api/stream/s1");
-        assert_eq!((v, p.get("session_id")), ("seed", Some("s1")));
+        assert_eq!((v, p.get("session_id")), ("flask", Some("s1")));
         let (_, p, _) = found(&r, Method::GET, "/api/x/q/y");
         assert_eq!(p.get("name"), Some("q"));
     }

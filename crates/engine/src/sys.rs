@@ -1,12 +1,11 @@
 //! The engine's only unsafe code, for two things std has no safe way to say. The crate
 //! denies unsafe code (`unsafe_code = "deny"`); this module alone allows it.
 //!
-//! Both serve a channel's sweep, which writes one event to thousands of sockets in turn and
-//! spends ~93% of its time in the kernel's send path. Of the rest, two cache misses per
-//! subscriber were the largest part (profiled with 10,000 subscribers): taking the queue's
-//! lock (~2.7% of the sweep) and reading the descriptor out of the socket's own allocation
-//! (~2%). [`prefetch`] starts the first for the subscribers ahead while the current one's
-//! `send` runs; [`Socket`] keeps the descriptor next to the lock.
+//! Both serve a channel's sweep, which writes one event to thousands of sockets in turn.
+//! Outside the kernel's send path, its largest costs are two cache misses per subscriber:
+//! taking the queue's lock and reading the descriptor out of the socket's own allocation.
+//! [`prefetch`] starts the first for the subscribers ahead while the current one's `send`
+//! runs; [`Socket`] keeps the descriptor next to the lock.
 #![allow(unsafe_code)]
 
 #[cfg(unix)]

@@ -287,7 +287,8 @@ proptest! {
     /// bytes as encoding each on its own, parsed back to the same data.
     #[test]
     fn a_data_batch_parses_back_to_its_items(items in prop::collection::vec(tricky_text(16), 0..8)) {
-        use rat_engine::{Metrics, QueueLimits, Responder, ResponseKind};
+        use rat_engine::frontend::{Responder, ResponseKind};
+        use rat_engine::{Metrics, QueueLimits};
         let rt = current_thread();
         let body = rt.block_on(async {
             let metrics = std::sync::Arc::new(Metrics::new());

@@ -240,3 +240,83 @@ async fn a_failing_stream_cuts_the_connection_instead_of_ending_cleanly() {
         "the client must see an incomplete body"
     );
 }
+
+/// A byte stream that yields one chunk, then nothing, and sets `dropped` when dropped.
+fn one_chunk_then_idle(
+    dropped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> StreamingResponse {
+    struct Flag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    use futures_util::StreamExt;
+    let flag = Flag(dropped);
+    let first = async { Ok::<_, rat_engine::Error>(Bytes::from_static(b"first\n")) };
+    let chunks = stream::once(first).chain(stream::poll_fn(move |_| {
+        let _held = &flag;
+        std::task::Poll::Pending
+    }));
+    StreamingResponse::new("text/plain", chunks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pulled_byte_stream_holds_its_route_slot_and_is_cut_at_shutdown() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::sync::Arc;
+    let dropped = Arc::new(AtomicBool::new(false));
+    let d = dropped.clone();
+    let handler = move |_req| {
+        let d = d.clone();
+        async move { one_chunk_then_idle(d) }
+    };
+    let mut app = App::new();
+    app.route_with(
+        rat_engine::http::Method::GET,
+        "/one",
+        Arc::new(handler),
+        rat_engine::RouteOptions {
+            stream: true,
+            max_streams: Some(1),
+            ..rat_engine::RouteOptions::default()
+        },
+    )
+    .unwrap();
+    let server = serve(app).await;
+    let addr = server.local_addr();
+    let mut first = RawConn::connect(addr).await;
+    first.send_request("GET", "/one", &[], b"").await;
+    assert_eq!(first.read_head().await.status, 200);
+    assert_eq!(first.read_chunk().await, Chunk::Data(b"first\n".to_vec()));
+
+    let mut second = RawConn::connect(addr).await;
+    second.send_request("GET", "/one", &[], b"").await;
+    assert_eq!(
+        second.read_head().await.status,
+        429,
+        "the open stream holds the route's only slot"
+    );
+
+    let start = Instant::now();
+    let grace = Duration::from_secs(1);
+    tokio::time::timeout(Duration::from_secs(5), server.shutdown(grace))
+        .await
+        .expect("shutdown within 5 s");
+    let end = tokio::time::timeout(Duration::from_secs(5), first.read_chunk())
+        .await
+        .expect("the stream's end within 5 s");
+    assert_eq!(
+        end,
+        Chunk::Eof,
+        "a byte stream is cut, not ended as if complete"
+    );
+    assert!(dropped.load(SeqCst), "the stream was dropped");
+    // Ended by the server's stream registry once the grace is over, not left to the
+    // forced close after a further flush window (as long again).
+    assert!(
+        start.elapsed() < grace + grace * 3 / 4,
+        "shutdown took {:?}",
+        start.elapsed()
+    );
+}

@@ -1,12 +1,9 @@
-//! The addon's allocator: mimalloc instead of the system's (glibc's malloc on Linux).
+//! The addon's allocator: mimalloc.
 //!
 //! Requests cross two threads (a tokio worker parses and answers, the JS thread runs the
-//! handler), so much of what one thread allocates the other frees, and a batch of requests
-//! is a vector of ~400-byte entries. glibc spent ~8% of the server's CPU on `/hello` in
-//! malloc, free and the consolidation of its fast bins before each allocation of 1 KiB or
-//! more; with mimalloc the same load takes ~9% less CPU per request (docs/benchmarks.md).
-//! Node's own allocations (V8, libuv) keep the system allocator: this is the addon's
-//! `#[global_allocator]`, used by Rust code only.
+//! handler), so much of what one thread allocates the other frees; mimalloc takes such
+//! frees back without a global lock. Node's own allocations (V8, libuv) keep the system
+//! allocator: this is the addon's `#[global_allocator]`, used by Rust code only.
 
 #[cfg(not(target_env = "musl"))]
 #[global_allocator]
@@ -19,9 +16,8 @@ const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 
 /// Process-wide allocator options, set once at load.
 ///
-/// Arenas are committed on demand: committed eagerly (mimalloc's default on Linux), an idle
-/// SSE connection cost ~1,890 bytes of RSS instead of ~1,370 (10,000 connections, the
-/// `idle-10k` benchmark). With this, ~1,400.
+/// Arenas are committed on demand rather than eagerly (mimalloc's default on Linux), so
+/// that many idle connections cost only the memory they touch.
 pub(crate) fn configure() {
     #[cfg(not(target_env = "musl"))]
     // SAFETY: sets one of mimalloc's options, which it reads atomically; allowed at any time.

@@ -7,8 +7,9 @@ use napi_derive::napi;
 use std::sync::Arc;
 
 use http::StatusCode;
+use rat_engine::frontend::{ReadyState, Responder, ResponseKind};
 use rat_engine::response::error_body;
-use rat_engine::{BodyStream, ParamKind, ReadyState, Request, Responder, ResponseKind};
+use rat_engine::{BodyStream, ParamKind, Request};
 
 use crate::channel::Channel;
 use crate::dispatch::{self, Dispatcher, Item};
@@ -171,8 +172,8 @@ fn kind_name(k: ParamKind) -> &'static str {
 /// the JS thread per request).
 #[napi]
 pub struct KeptCall {
-    /// Boxed as it came from the workers: a request is ~400 bytes, and moving it out of
-    /// its box was a copy per request on the JS thread.
+    /// Boxed as it came from the workers: a request is a few hundred bytes, and moving it
+    /// out of its box would be a copy per request on the JS thread.
     call: Box<Call>,
 }
 

@@ -9,8 +9,7 @@ use std::time::Duration;
 use napi::bindgen_prelude::{FnArgs, Function};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
-use rat_engine::batch::Batch;
-use rat_engine::stream::Prepared;
+use rat_engine::frontend::{Batch, Prepared};
 
 use crate::call::{Call, KeptCall};
 use crate::{js_error, Code, Result};
@@ -23,10 +22,9 @@ thread_local! {
     static OUTBOX: RefCell<Option<Vec<Prepared>>> = const { RefCell::new(None) };
     /// The requests of the dispatch call in progress on this thread, and its number. JS
     /// addresses them as `(seq, index)` through plain functions, so a batch answered while
-    /// the call runs costs no JS object, no finalizer and no per-call unwrap of one (~9% of
-    /// the server's CPU per `/hello` request); a request that must outlive the call is
-    /// kept in a [`KeptCall`] of its own (`takeCall`). What is left when the call returns
-    /// is released.
+    /// the call runs costs no JS object, no finalizer and no per-call unwrap of one; a
+    /// request that must outlive the call is kept in a [`KeptCall`] of its own
+    /// (`takeCall`). What is left when the call returns is released.
     static BATCH: RefCell<(u32, Vec<Option<Box<Call>>>)> = const { RefCell::new((0, Vec::new())) };
 }
 
@@ -316,13 +314,11 @@ impl Dispatcher {
     /// let it preempt the worker on a shared core and take a batch of one, with two context
     /// switches per request. On the engine's own workers it waits until the worker is about
     /// to park, having read every request that was there (`on_park`), or for the next tick
-    /// of the watch (`PARK_WATCH`): 0.09 context switches per `/hello` request instead of
-    /// 0.13, ~4% less server CPU, against waiting for the end of the worker's round, which
-    /// is what it does on other runtime threads (a task that yields once runs after the
-    /// worker's other ready tasks and its next I/O poll). A worker that stays busy (a
-    /// channel sweeping 10,000 subscribers every 10 ms) answers as before: `/hello` p50
-    /// 2.8 ms there, 2.5 ms when each round dispatched, and nothing at all without the
-    /// watch.
+    /// of the watch (`PARK_WATCH`), which takes more requests per wake-up than waiting for
+    /// the end of the worker's round, as it does on other runtime threads (a task that
+    /// yields once runs after the worker's other ready tasks and its next I/O poll). The
+    /// watch also dispatches for a worker that never parks (one whose channel sweeps
+    /// thousands of subscribers without pause).
     pub(crate) fn push(self: &Arc<Self>, item: Item) {
         if !self.batch.push(item) {
             return;

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use napi::bindgen_prelude::{Env, Function, FunctionRef, PromiseRaw};
 use napi_derive::napi;
+use rat_engine::frontend::{Responder, ResponseKind};
 use rat_engine::router::parse_method;
 use rat_engine::{
-    App, BoxFuture, Handler, Metrics, Request, Responder, Response, ResponseKind, Server,
-    ServerConfig, ServerHandle,
+    App, BoxFuture, Handler, Metrics, Request, Response, Server, ServerConfig, ServerHandle,
 };
 
 use crate::call::Call;
@@ -162,9 +162,8 @@ impl Engine {
         };
         // Every JS route is served on the engine's lean HTTP/1.1 path (plain GETs without a
         // body; hyper serves the rest): stream routes keep small per-connection state and
-        // write frames straight to the socket (chunked 64 KiB writes: ~10-30% less CPU than
-        // through hyper), and a plain GET answered from JS costs ~10% less CPU per request
-        // (A/B on /hello, docs/benchmarks.md).
+        // write frames straight to the socket, and a plain GET answered from JS costs less
+        // CPU there than through hyper.
         options.long_lived = true;
         options.stream = route.kind != ResponseKind::Plain;
         self.with_app(|app| {

@@ -43,7 +43,9 @@
 //! it also does when more than [`PENDING_LIMIT`] bytes are logged; [`Channel::close`]
 //! first hands out everything published.
 
+mod fanout;
 mod history;
+mod subscribers;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -55,20 +57,17 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::request::Request;
 use crate::response::{IntoResponse, Response};
-use crate::stream::{Event, Pushed, QueueLimits, SseResponse, StreamSender};
+use crate::stream::{Event, QueueLimits, SseResponse, StreamSender};
+#[cfg(test)]
+use fanout::SWEEP_STEP;
+use fanout::{serve, Fan, FanOut, Frame, Tally};
 use history::{History, Resume};
+use subscribers::Subscribers;
 
 /// Bytes published and not yet handed out by the fan-out task past which the publisher
 /// hands them out itself (as a channel without a runtime does): a publisher that outruns
 /// the task is slowed down instead of growing memory.
 pub const PENDING_LIMIT: usize = 64 * 1024;
-
-/// Subscribers served by the fan-out task while it holds the channel's lock: a publish
-/// waits for at most that many `send`s.
-const SWEEP_STEP: usize = 128;
-
-/// How many subscribers ahead of the one it writes to a sweep prefetches.
-const PREFETCH_AHEAD: usize = 2;
 
 /// What to do with a subscriber whose queue is full when an event is published.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -134,65 +133,6 @@ struct Counters {
     closed_slow: AtomicU64,
 }
 
-/// A subscriber: its stream, and the sequence number of the last frame it was given
-/// (when it subscribed: the last one published).
-struct Sub {
-    stream: StreamSender,
-    sent: u64,
-}
-
-/// The subscribers in slots (two words each), a subscriber's key being its slot; freed
-/// slots are reused.
-#[derive(Default)]
-struct Subscribers {
-    slots: Vec<Option<Sub>>,
-    free: Vec<usize>,
-    len: usize,
-}
-
-impl Subscribers {
-    fn insert(&mut self, stream: StreamSender, sent: u64) -> usize {
-        self.len += 1;
-        let sub = Some(Sub { stream, sent });
-        match self.free.pop() {
-            Some(slot) => {
-                self.slots[slot] = sub;
-                slot
-            }
-            None => {
-                self.slots.push(sub);
-                self.slots.len() - 1
-            }
-        }
-    }
-
-    /// Frees `slot` (if `queue`, the address of its stream's queue, is still what it
-    /// holds: the slot may have been freed and reused since).
-    fn remove(&mut self, slot: usize, queue: Option<usize>) {
-        let Some(entry) = self.slots.get_mut(slot) else {
-            return;
-        };
-        match (&*entry, queue) {
-            (Some(s), Some(q)) if s.stream.queue_addr() != q => return,
-            (None, _) => return,
-            _ => {}
-        }
-        *entry = None;
-        self.free.push(slot);
-        self.len -= 1;
-    }
-
-    fn take_all(&mut self) -> Vec<StreamSender> {
-        self.free = Vec::new();
-        self.len = 0;
-        std::mem::take(&mut self.slots)
-            .into_iter()
-            .flatten()
-            .map(|s| s.stream)
-            .collect()
-    }
-}
-
 struct State {
     /// This channel's life, the prefix of the ids it gives (see the module doc).
     epoch: Box<str>,
@@ -203,113 +143,6 @@ struct State {
     /// Frames published so far (events and raw frames): the last one's sequence number.
     seq: u64,
     fan: Fan,
-}
-
-/// The fan-out task's side of the state.
-#[derive(Default)]
-struct Fan {
-    /// Where the task runs: the runtime of the first subscriber that came from one.
-    runtime: Option<tokio::runtime::Handle>,
-    /// The frames some subscriber may not have been given yet, in order.
-    log: Vec<Frame>,
-    log_bytes: usize,
-    /// The log's frames in one buffer (rebuilt when the log changes).
-    joined: Option<Joined>,
-    /// The next subscriber slot the sweep serves.
-    cursor: usize,
-    /// Every subscriber was given every frame up to this one (once the sweep in progress
-    /// ends: it started after that frame was published).
-    swept: u64,
-    /// A task is scheduled or running; it clears this when nothing is left.
-    running: bool,
-}
-
-struct Frame {
-    seq: u64,
-    bytes: Bytes,
-    is_event: bool,
-}
-
-/// Frames in one buffer, so that a subscriber owed several gets them in one write.
-struct Joined {
-    bytes: Bytes,
-    marks: Vec<Mark>,
-}
-
-struct Mark {
-    seq: u64,
-    start: usize,
-    end: usize,
-    is_event: bool,
-    /// Events from this frame to the end.
-    events_from: u64,
-}
-
-impl Joined {
-    fn new(frames: &[Frame]) -> Joined {
-        let bytes = match frames {
-            [one] => one.bytes.clone(),
-            _ => {
-                let mut all =
-                    bytes::BytesMut::with_capacity(frames.iter().map(|f| f.bytes.len()).sum());
-                for f in frames {
-                    all.extend_from_slice(&f.bytes);
-                }
-                all.freeze()
-            }
-        };
-        let mut marks = Vec::with_capacity(frames.len());
-        let mut at = 0;
-        for f in frames {
-            marks.push(Mark {
-                seq: f.seq,
-                start: at,
-                end: at + f.bytes.len(),
-                is_event: f.is_event,
-                events_from: 0,
-            });
-            at += f.bytes.len();
-        }
-        let mut events = 0;
-        for m in marks.iter_mut().rev() {
-            events += u64::from(m.is_event);
-            m.events_from = events;
-        }
-        Joined { bytes, marks }
-    }
-}
-
-impl Fan {
-    /// The log in one buffer, rebuilt if frames were logged since.
-    fn joined(&mut self) -> &Joined {
-        if self
-            .joined
-            .as_ref()
-            .is_some_and(|j| j.marks.len() != self.log.len())
-        {
-            self.joined = None;
-        }
-        self.joined.get_or_insert_with(|| Joined::new(&self.log))
-    }
-
-    fn clear_log(&mut self, seq: u64) {
-        self.log.clear();
-        self.log_bytes = 0;
-        self.joined = None;
-        self.swept = seq;
-    }
-}
-
-/// What handing out frames did, for the counters.
-#[derive(Default)]
-struct Tally {
-    delivered: u64,
-    /// Bytes written straight to subscribers' sockets (queued bytes are counted by each
-    /// connection when it writes them).
-    bytes_through: u64,
-    dropped: u64,
-    closed_slow: u64,
-    metrics: Option<Arc<Metrics>>,
 }
 
 struct Inner {
@@ -646,149 +479,6 @@ fn base36(mut n: u64) -> String {
         }
     }
     digits.iter().rev().collect()
-}
-
-/// Gives the subscribers in `slots` what they were not given yet of `joined`: straight to
-/// the socket when `through` and nothing waits in the subscriber's queue, else queued frame
-/// by frame under the slow-client policy. Removes subscribers found closed.
-fn serve(
-    subs: &mut Subscribers,
-    joined: &Joined,
-    slots: std::ops::Range<usize>,
-    through: bool,
-    drop_oldest: bool,
-    tally: &mut Tally,
-) {
-    let Some(last) = joined.marks.last().map(|m| m.seq) else {
-        return;
-    };
-    let end = subs.slots.len().min(slots.end);
-    for key in slots.start..end {
-        // Each `send` below takes microseconds in the kernel: enough for the lock and state
-        // of the subscriber after next to arrive in the cache meanwhile.
-        if let Some(Some(ahead)) = subs.slots.get(key + PREFETCH_AHEAD) {
-            ahead.stream.prefetch();
-        }
-        let Some(sub) = &mut subs.slots[key] else {
-            continue;
-        };
-        if sub.sent >= last {
-            continue;
-        }
-        let first = joined.marks.partition_point(|m| m.seq <= sub.sent);
-        sub.sent = last;
-        if tally.metrics.is_none() {
-            tally.metrics = sub.stream.metrics().cloned();
-        }
-        let mut gone = false;
-        let owed = &joined.bytes[joined.marks[first].start..];
-        let direct = if through {
-            sub.stream.push_through(owed)
-        } else {
-            None
-        };
-        match direct {
-            Some(Pushed::Closed | Pushed::ClosedFull) => gone = true,
-            Some(_) => {
-                tally.delivered += joined.marks[first].events_from;
-                tally.bytes_through += owed.len() as u64;
-            }
-            None => {
-                for m in &joined.marks[first..] {
-                    let bytes = joined.bytes.slice(m.start..m.end);
-                    match sub.stream.push_with_policy(bytes, drop_oldest) {
-                        Pushed::Queued => tally.delivered += u64::from(m.is_event),
-                        Pushed::DroppedOldest(n) => {
-                            tally.delivered += u64::from(m.is_event);
-                            tally.dropped += n;
-                        }
-                        Pushed::ClosedFull => {
-                            tally.closed_slow += 1;
-                            gone = true;
-                            break;
-                        }
-                        Pushed::Closed => {
-                            gone = true;
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        if gone {
-            subs.remove(key, None);
-        }
-    }
-}
-
-/// The fan-out task of a channel: sweeps the subscribers until a sweep finds nothing new
-/// was published while it ran. If it is dropped unfinished (its runtime shut down), its
-/// drop hands out what is left, so nothing published is lost.
-struct FanOut {
-    ch: Channel,
-    done: bool,
-}
-
-impl FanOut {
-    async fn run(mut self) {
-        let ch = &self.ch;
-        let drop_oldest = ch.drop_oldest();
-        loop {
-            let mut tally = Tally::default();
-            {
-                let mut st = ch.lock();
-                let st = &mut *st;
-                let fan = &mut st.fan;
-                if fan.cursor >= st.subs.slots.len() {
-                    // A sweep ended (or none ran): everyone has everything up to `swept`.
-                    let swept = fan.swept;
-                    let kept = fan.log.partition_point(|f| f.seq <= swept);
-                    if kept > 0 {
-                        fan.log_bytes -=
-                            fan.log[..kept].iter().map(|f| f.bytes.len()).sum::<usize>();
-                        fan.log.drain(..kept);
-                        fan.joined = None;
-                    }
-                    if fan.log.is_empty() {
-                        fan.running = false;
-                        self.done = true;
-                        return;
-                    }
-                    fan.swept = st.seq;
-                    fan.cursor = 0;
-                }
-                let from = fan.cursor;
-                fan.cursor = from.saturating_add(SWEEP_STEP);
-                let joined = fan.joined();
-                serve(
-                    &mut st.subs,
-                    joined,
-                    from..from + SWEEP_STEP,
-                    true,
-                    drop_oldest,
-                    &mut tally,
-                );
-            }
-            ch.count(tally);
-            // Lets the runtime's other tasks (and its I/O) in between steps.
-            tokio::task::yield_now().await;
-        }
-    }
-}
-
-impl Drop for FanOut {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let ch = &self.ch;
-        let tally = {
-            let mut st = ch.lock();
-            st.fan.running = false;
-            ch.drain(&mut st)
-        };
-        ch.count(tally);
-    }
 }
 
 impl crate::app::Handler for Channel {

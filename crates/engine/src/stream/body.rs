@@ -31,9 +31,22 @@ enum Kind {
     Empty,
     Full(Option<Bytes>),
     Queue(QueueBody),
-    Stream(Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>),
+    Pulled(Box<PulledBody>),
     /// A streaming body compressed chunk by chunk.
     Encoded(Box<Encoded>),
+}
+
+/// A body pulled from a stream of chunks: bytes, or encoded SSE events with the heartbeat
+/// an idle SSE stream sends.
+struct PulledBody {
+    stream: Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>,
+    /// Each item is one SSE event (counted in `events_sent`).
+    events: bool,
+    heartbeat: Heartbeat,
+    /// An empty queue through which the server ends the body as it ends queue-fed ones
+    /// (at shutdown, at `max_stream_age`) and learns when it is gone (see
+    /// [`Body::queue_sender`]).
+    control: QueueReceiver,
 }
 
 struct Encoded {
@@ -78,7 +91,8 @@ impl fmt::Debug for Body {
             Kind::Empty => "empty",
             Kind::Full(_) => "full",
             Kind::Queue(_) => "queue",
-            Kind::Stream(_) => "stream",
+            Kind::Pulled(p) if p.events => "events",
+            Kind::Pulled(_) => "stream",
             Kind::Encoded(_) => "encoded",
         };
         f.debug_struct("Body").field("kind", &kind).finish()
@@ -118,7 +132,7 @@ impl Body {
     where
         S: Stream<Item = Result<Bytes>> + Send + 'static,
     {
-        Self::from_kind(Kind::Stream(Box::pin(stream)))
+        Self::pulled(Box::pin(stream), false, HeartbeatSetting::None)
     }
 
     pub(crate) fn from_queue(rx: QueueReceiver, heartbeat: HeartbeatSetting) -> Self {
@@ -128,10 +142,46 @@ impl Body {
         }))
     }
 
-    /// The producer side of a queue-fed body.
+    /// A body of SSE frames pulled from `stream` (one frame per item), with a heartbeat.
+    pub(crate) fn from_events<S>(stream: S, heartbeat: HeartbeatSetting) -> Self
+    where
+        S: Stream<Item = Result<Bytes>> + Send + 'static,
+    {
+        Self::pulled(Box::pin(stream), true, heartbeat)
+    }
+
+    fn pulled(
+        stream: Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>,
+        events: bool,
+        heartbeat: HeartbeatSetting,
+    ) -> Self {
+        let (_, control) = super::queue::queue(super::queue::QueueLimits::default());
+        Self::from_kind(Kind::Pulled(Box::new(PulledBody {
+            stream,
+            events,
+            heartbeat: Heartbeat::Unattached(heartbeat),
+            control,
+        })))
+    }
+
+    /// Sets the heartbeat of a queue body not yet attached to a server (no effect on
+    /// other bodies, or once attached).
+    pub(crate) fn set_heartbeat(&mut self, setting: HeartbeatSetting) {
+        if let Kind::Queue(QueueBody {
+            heartbeat: Heartbeat::Unattached(s),
+            ..
+        }) = &mut self.kind
+        {
+            *s = setting;
+        }
+    }
+
+    /// The producer side of a queue-fed body (for a pulled body, of its control queue:
+    /// ending it ends the body after the item in progress).
     pub(crate) fn queue_sender(&self) -> Option<super::queue::StreamSender> {
         match &self.kind {
             Kind::Queue(q) => Some(q.rx.sender()),
+            Kind::Pulled(p) => Some(p.control.sender()),
             Kind::Encoded(e) => e.inner.queue_sender(),
             _ => None,
         }
@@ -141,7 +191,7 @@ impl Body {
     pub fn is_streaming(&self) -> bool {
         matches!(
             self.kind,
-            Kind::Queue(_) | Kind::Stream(_) | Kind::Encoded(_)
+            Kind::Queue(_) | Kind::Pulled(_) | Kind::Encoded(_)
         )
     }
 
@@ -155,7 +205,7 @@ impl Body {
                 Some(Ok(compressed)) => Ok(Body::full(compressed)),
                 _ => Err(self),
             },
-            Kind::Queue(_) | Kind::Stream(_) | Kind::Encoded(_) => {
+            Kind::Queue(_) | Kind::Pulled(_) | Kind::Encoded(_) => {
                 Ok(Self::from_kind(Kind::Encoded(Box::new(Encoded {
                     inner: self,
                     encoder: Some(encoder),
@@ -170,23 +220,9 @@ impl Body {
         match &mut self.kind {
             Kind::Queue(q) => {
                 q.rx.attach_metrics(metrics);
-                if let Heartbeat::Unattached(setting) = q.heartbeat {
-                    let interval = match setting {
-                        HeartbeatSetting::None => None,
-                        HeartbeatSetting::ServerDefault => default_heartbeat,
-                        HeartbeatSetting::Fixed(d) => d,
-                    };
-                    q.heartbeat = match interval.filter(|d| !d.is_zero()) {
-                        Some(d) => Heartbeat::On(Box::new(Beat {
-                            interval: d,
-                            sleep: Box::pin(tokio::time::sleep(d)),
-                            last_activity: Instant::now(),
-                        })),
-                        None => Heartbeat::Off,
-                    };
-                }
+                q.heartbeat.start(default_heartbeat);
             }
-            Kind::Stream(_) => {}
+            Kind::Pulled(p) => p.heartbeat.start(default_heartbeat),
             _ => return,
         }
         Metrics::add(&metrics.active_streams, 1);
@@ -214,10 +250,16 @@ impl Body {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Chunk::Data(b)))),
             Kind::Queue(q) => q.poll_next(cx),
-            Kind::Stream(s) => s
-                .as_mut()
-                .poll_next(cx)
-                .map(|c| c.map(|r| r.map(Chunk::Data))),
+            Kind::Pulled(p) => p.poll_next(cx).map(|next| {
+                next.map(|r| {
+                    r.map(|(bytes, event)| {
+                        if let (true, Some(m)) = (event, &self.stream_metrics) {
+                            Metrics::add(&m.events_sent, 1);
+                        }
+                        Chunk::Data(bytes)
+                    })
+                })
+            }),
             // Counted by the inner body, before compression.
             Kind::Encoded(e) => return e.poll_next(cx),
         };
@@ -304,25 +346,10 @@ impl QueueBody {
                 let Heartbeat::On(hb) = &mut self.heartbeat else {
                     return Poll::Pending;
                 };
-                let Beat {
-                    interval,
-                    sleep,
-                    last_activity,
-                } = &mut **hb;
-                // Poll the timer until it is pending again: an elapsed timer that was
-                // overtaken by data is pushed forward instead of firing.
                 loop {
-                    if sleep.as_mut().poll(cx).is_pending() {
+                    if hb.poll_due(cx).is_pending() {
                         return Poll::Pending;
                     }
-                    let due = *last_activity + *interval;
-                    let now = Instant::now();
-                    if due > now {
-                        sleep.as_mut().reset(due);
-                        continue;
-                    }
-                    *last_activity = now;
-                    sleep.as_mut().reset(now + *interval);
                     match self.rx.claim_heartbeat() {
                         Claim::Send => {
                             return Poll::Ready(Some(Ok(Chunk::Data(Bytes::from_static(
@@ -336,6 +363,82 @@ impl QueueBody {
                     }
                 }
             }
+        }
+    }
+}
+
+impl PulledBody {
+    /// The next chunk and whether it is an SSE event (not bytes, not a heartbeat); a
+    /// heartbeat when an SSE stream has been idle for the interval.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<(Bytes, bool)>>> {
+        match self.control.poll_chunk(cx) {
+            Poll::Pending => {}
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(Err(reason))) => {
+                return Poll::Ready(Some(Err(Error::handler(reason))))
+            }
+            Poll::Ready(Some(Ok(chunk))) => {
+                return Poll::Ready(Some(Ok((chunk.into_bytes(), false))))
+            }
+        }
+        match self.stream.as_mut().poll_next(cx) {
+            Poll::Ready(Some(item)) => {
+                if let Heartbeat::On(hb) = &mut self.heartbeat {
+                    hb.last_activity = Instant::now();
+                }
+                Poll::Ready(Some(item.map(|b| (b, self.events))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match &mut self.heartbeat {
+                Heartbeat::On(hb) => hb
+                    .poll_due(cx)
+                    .map(|()| Some(Ok((Bytes::from_static(HEARTBEAT), false)))),
+                _ => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl Heartbeat {
+    /// Turns the setting into a timer (or none) when the body is attached to a server
+    /// whose heartbeat is `default`.
+    fn start(&mut self, default: Option<Duration>) {
+        if let Heartbeat::Unattached(setting) = *self {
+            let interval = match setting {
+                HeartbeatSetting::None => None,
+                HeartbeatSetting::ServerDefault => default,
+                HeartbeatSetting::Fixed(d) => d,
+            };
+            *self = match interval.filter(|d| !d.is_zero()) {
+                Some(d) => Heartbeat::On(Box::new(Beat {
+                    interval: d,
+                    sleep: Box::pin(tokio::time::sleep(d)),
+                    last_activity: Instant::now(),
+                })),
+                None => Heartbeat::Off,
+            };
+        }
+    }
+}
+
+impl Beat {
+    /// Ready when a heartbeat is due; the timer then counts again from now. The timer is
+    /// polled until it is pending again: an elapsed timer that was overtaken by data is
+    /// pushed forward instead of firing.
+    fn poll_due(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let due = self.last_activity + self.interval;
+            let now = Instant::now();
+            if due > now {
+                self.sleep.as_mut().reset(due);
+                continue;
+            }
+            self.last_activity = now;
+            self.sleep.as_mut().reset(now + self.interval);
+            return Poll::Ready(());
         }
     }
 }

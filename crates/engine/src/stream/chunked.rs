@@ -82,7 +82,7 @@ enum Step {
     Delay(Duration),
 }
 
-/// A chunked response built from chunks and pauses, as in the seeds:
+/// A chunked response built from chunks and pauses:
 /// `ChunkedResponse::new().add_chunk("a").add_delay(ms).add_chunk("b")`.
 /// `with_delay(d)` paces every chunk by `d`. Each chunk is written when its turn comes.
 #[derive(Default)]

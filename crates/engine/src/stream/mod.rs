@@ -1,15 +1,14 @@
-//! Streaming responses: the body type, the bounded queue behind it, SSE framing, chunked
-//! and NDJSON/text/binary helpers, and the deferred responder front ends use.
+//! Streaming responses: the body type, the bounded queue behind it, SSE framing, and
+//! chunked and NDJSON/text/binary helpers.
 
 mod body;
 mod chunked;
 mod queue;
-mod responder;
+pub(crate) mod responder;
 pub mod sse;
 
 pub use body::Body;
 pub use chunked::{binary_stream, json_stream, text_stream, ChunkedResponse, StreamingResponse};
 pub(crate) use queue::{Pushed, WeakSender};
 pub use queue::{QueueLimits, ReadyState, StreamSender, DEFAULT_HIGH_WATER_MARK, MAX_VECTORED};
-pub use responder::{PendingResponse, Prepared, Responder, ResponseKind};
-pub use sse::{Event, SseResponse, SseSender};
+pub use sse::{Event, Sse, SseItem, SseResponse, SseSender};

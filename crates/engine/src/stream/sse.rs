@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
 use http::{header, HeaderValue, StatusCode};
 
 use super::body::{Body, HeartbeatSetting};
@@ -259,7 +260,7 @@ impl SseSender {
         r
     }
 
-    /// Sends `event: name` with `data`, as in the seeds' `send_event`.
+    /// Sends `event: name` with `data`.
     ///
     /// # Errors
     /// Invalid name, closed stream, or the hard buffer limit.
@@ -367,12 +368,7 @@ impl SseResponse {
     /// Sets this stream's heartbeat interval (`None` turns heartbeats off), overriding the
     /// server's.
     pub fn heartbeat(mut self, interval: Option<Duration>) -> Self {
-        let (tx, rx) = queue(self.sender.inner.limits());
-        // Only possible before anything was sent; otherwise keep the existing queue.
-        if self.sender.inner.buffered() == 0 {
-            self.sender = SseSender::new(tx);
-            self.body = Body::from_queue(rx, HeartbeatSetting::Fixed(interval));
-        }
+        self.body.set_heartbeat(HeartbeatSetting::Fixed(interval));
         self
     }
 
@@ -411,6 +407,101 @@ impl IntoResponse for SseResponse {
         *res.headers_mut() = self.headers;
         apply_sse_headers(res.headers_mut());
         res
+    }
+}
+
+/// An SSE response whose events come from a [`Stream`], in the shape of axum's
+/// `Sse::new(stream)`.
+///
+/// The items are [`Event`]s or `Result<Event, E>`s (see [`SseItem`]). The stream is polled
+/// only as fast as the client reads; the response ends when the stream ends, and the
+/// stream is dropped when the client disconnects. An `Err` item cuts the connection
+/// (events not yet written go with it), so the client sees the stream fail and an
+/// `EventSource` reconnects. Idle streams send the
+/// server's heartbeat comment unless [`heartbeat`](Sse::heartbeat) says otherwise.
+///
+/// ```
+/// use std::time::Duration;
+/// use rat_engine::{App, Event, Sse};
+/// use tokio_stream::StreamExt as _;
+///
+/// let mut app = App::new();
+/// app.get("/ticks", |_req| async {
+///     let ticks = tokio_stream::iter(0..3)
+///         .map(|i| Event::new().event("tick").data(i.to_string()))
+///         .throttle(Duration::from_secs(1));
+///     Sse::new(ticks).heartbeat(Some(Duration::from_secs(10)))
+/// })
+/// .unwrap();
+/// ```
+#[derive(Debug)]
+pub struct Sse<S> {
+    stream: S,
+    heartbeat: HeartbeatSetting,
+    headers: http::HeaderMap,
+}
+
+impl<S> Sse<S>
+where
+    S: Stream + Send + 'static,
+    S::Item: SseItem,
+{
+    /// An SSE response that sends the events of `stream`.
+    pub fn new(stream: S) -> Self {
+        Sse {
+            stream,
+            heartbeat: HeartbeatSetting::ServerDefault,
+            headers: http::HeaderMap::new(),
+        }
+    }
+
+    /// Sets this stream's heartbeat interval (`None` turns heartbeats off), overriding the
+    /// server's [`heartbeat`](crate::ServerConfig::heartbeat).
+    pub fn heartbeat(mut self, interval: Option<Duration>) -> Self {
+        self.heartbeat = HeartbeatSetting::Fixed(interval);
+        self
+    }
+
+    /// Adds a response header.
+    pub fn header(mut self, name: http::HeaderName, value: HeaderValue) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+}
+
+impl<S> IntoResponse for Sse<S>
+where
+    S: Stream + Send + 'static,
+    S::Item: SseItem,
+{
+    fn into_response(self) -> Response {
+        let frames = self.stream.map(|item| {
+            item.into_event()
+                .map(|event| event.encode())
+                .map_err(Error::handler)
+        });
+        let mut res = http::Response::new(Body::from_events(frames, self.heartbeat));
+        *res.headers_mut() = self.headers;
+        apply_sse_headers(res.headers_mut());
+        res
+    }
+}
+
+/// An item of an [`Sse`] stream: an [`Event`], or a `Result` whose error ends the stream.
+pub trait SseItem {
+    /// The event, or the message of the error that ends the stream.
+    fn into_event(self) -> std::result::Result<Event, String>;
+}
+
+impl SseItem for Event {
+    fn into_event(self) -> std::result::Result<Event, String> {
+        Ok(self)
+    }
+}
+
+impl<E: std::fmt::Display> SseItem for std::result::Result<Event, E> {
+    fn into_event(self) -> std::result::Result<Event, String> {
+        self.map_err(|e| e.to_string())
     }
 }
 
@@ -523,6 +614,44 @@ mod tests {
         assert_eq!(metrics.snapshot().events_sent, 1);
         tx.write(&Event::data_only("2")).unwrap();
         assert_eq!(metrics.snapshot().events_sent, 2);
+    }
+
+    #[tokio::test]
+    async fn heartbeat_keeps_the_senders_handed_out_before() {
+        use http_body_util::BodyExt;
+        let sse = SseResponse::new();
+        let tx = sse.sender();
+        let sse = sse.heartbeat(Some(Duration::from_secs(3600)));
+        tx.write(&Event::data_only("kept")).unwrap();
+        assert!(!tx.is_closed());
+        tx.end();
+        let body = sse.into_response().into_body().collect().await.unwrap();
+        assert_eq!(&body.to_bytes()[..], b"data: kept\n\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeat_applies_after_events_were_queued() {
+        use crate::metrics::Metrics;
+        use http_body_util::BodyExt;
+        use std::sync::Arc;
+        let sse = SseResponse::new();
+        sse.send_event("connected", "1").unwrap();
+        let sse = sse.heartbeat(Some(Duration::from_secs(7)));
+        let mut body = sse.into_response().into_body();
+        // The server's default (none here) does not override the stream's own setting.
+        body.attach(&Arc::new(Metrics::new()), None);
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"event: connected\ndata: 1\n\n");
+        let start = tokio::time::Instant::now();
+        let beat = tokio::time::timeout(Duration::from_secs(60), body.frame())
+            .await
+            .expect("a heartbeat within 60 s")
+            .unwrap()
+            .unwrap()
+            .into_data()
+            .unwrap();
+        assert_eq!(&beat[..], super::super::body::HEARTBEAT);
+        assert_eq!(start.elapsed(), Duration::from_secs(7));
     }
 
     #[test]
