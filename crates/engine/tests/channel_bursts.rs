@@ -16,7 +16,9 @@ use tokio::sync::watch;
 const EVENT: usize = 10 * 1024;
 const READERS: usize = 3;
 
-async fn start(policy: SlowClient) -> (rat_engine::ServerHandle, Channel) {
+type Warnings = Arc<std::sync::Mutex<Vec<rat_engine::access::Warning>>>;
+
+async fn start(policy: SlowClient) -> (rat_engine::ServerHandle, Channel, Warnings) {
     let ch = Channel::new(
         "burst",
         ChannelOptions {
@@ -31,7 +33,15 @@ async fn start(policy: SlowClient) -> (rat_engine::ServerHandle, Channel) {
     };
     app.route_with(Method::GET, "/burst", Arc::new(ch.clone()), long)
         .unwrap();
-    (serve_with(app, ServerConfig::default()).await, ch)
+    let warnings = Warnings::default();
+    let log = warnings.clone();
+    let config = ServerConfig {
+        warnings: Some(rat_engine::access::WarningLog::new(move |w| {
+            log.lock().unwrap().push(w)
+        })),
+        ..ServerConfig::default()
+    };
+    (serve_with(app, config).await, ch, warnings)
 }
 
 /// Readers that read as fast as they can; each reports how many events it has seen, and
@@ -89,7 +99,7 @@ async fn all_reach(seen: &mut [watch::Receiver<u64>], total: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bursts_larger_than_the_high_water_mark_reach_readers_that_keep_up() {
     for policy in [SlowClient::Close, SlowClient::DropOldest] {
-        let (server, ch) = start(policy).await;
+        let (server, ch, warnings) = start(policy).await;
         let mut seen = readers(server.local_addr(), &ch).await;
         let mut total = 0;
         // Ten 10 KB events in one go, several times over.
@@ -109,6 +119,7 @@ async fn bursts_larger_than_the_high_water_mark_reach_readers_that_keep_up() {
         assert_eq!((m.closed_slow, m.dropped), (0, 0), "{policy:?}");
         assert_eq!(m.delivered, total * READERS as u64, "{policy:?}");
         assert_eq!(ch.subscribers(), READERS);
+        assert!(warnings.lock().unwrap().is_empty(), "{policy:?}");
         server.shutdown(Duration::from_millis(100)).await;
     }
 }
@@ -118,7 +129,7 @@ async fn bursts_larger_than_the_high_water_mark_reach_readers_that_keep_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_does_not_read_is_cut_or_dropped_and_the_readers_are_not() {
     for policy in [SlowClient::Close, SlowClient::DropOldest] {
-        let (server, ch) = start(policy).await;
+        let (server, ch, warnings) = start(policy).await;
         let mut seen = readers(server.local_addr(), &ch).await;
         let (_stuck, _) = open_sse(server.local_addr(), "/burst").await;
         eventually(Duration::from_secs(2), "the stuck one subscribed", || {
@@ -138,9 +149,18 @@ async fn a_subscriber_that_does_not_read_is_cut_or_dropped_and_the_readers_are_n
             SlowClient::Close => {
                 assert_eq!((m.closed_slow, m.dropped), (1, 0));
                 assert_eq!(ch.subscribers(), READERS);
+                let w = warnings.lock().unwrap();
+                assert_eq!(w.len(), 1, "{w:?}");
+                assert_eq!(w[0].kind, "slow_subscribers");
+                assert!(
+                    w[0].message.contains("\"burst\": 1 subscriber"),
+                    "{}",
+                    w[0].message
+                );
             }
             SlowClient::DropOldest => {
                 assert_eq!(m.closed_slow, 0);
+                assert!(warnings.lock().unwrap().is_empty());
                 assert!(m.dropped > 0, "{m:?}");
                 assert_eq!(ch.subscribers(), READERS + 1);
             }

@@ -331,6 +331,13 @@ impl Channel {
         if let Some(m) = t.metrics {
             Metrics::add(&m.events_sent, t.delivered);
             Metrics::add(&m.bytes_sent, t.bytes_through);
+            if t.closed_slow > 0 {
+                let msg = format!(
+                    "channel {:?}: {} subscriber(s) fell behind and were cut (they reconnect and resume)",
+                    self.inner.name, t.closed_slow
+                );
+                m.warn("slow_subscribers", msg, None, None);
+            }
         }
     }
 
