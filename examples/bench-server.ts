@@ -32,12 +32,15 @@ async function main(): Promise<void> {
   // BENCH_EDGE (bench/lib/catalog.mjs, RAT_BENCH_EDGE): the production edge on, to measure
   // its cost: CORS for every route and a bearer token on /hello, checked by the engine; or
   // one JS hook on /hello.
+  // BENCH_EDGE=gzip with PUB_BYTES: broadcasts compressed (gzip only), for the compression
+  // scenario.
   const edge = process.env.BENCH_EDGE
   const app = createApp({
     heartbeatMs: 0,
     ...(edge === 'cors-token'
       ? { cors: { origin: 'https://app.example' }, auth: [{ prefix: '/hello', bearer: ['bench-token'] }] }
       : {}),
+    ...(edge === 'gzip' ? { compression: { encodings: ['gzip'] as Array<'gzip'> } } : {}),
   })
   if (edge === 'hook') {
     app.use('/hello', (req) => {
@@ -50,9 +53,21 @@ async function main(): Promise<void> {
   const broadcast = app.channel('broadcast', { history: 0 })
   app.sse('/sse/broadcast', broadcast)
   let seq = 0
+  // PUB_BYTES: events of about that size, a table of trades (JSON that compresses as real
+  // data does, not a run of one byte).
+  const pubBytes = Number(process.env.PUB_BYTES ?? 0)
+  const rows = (s: number) => {
+    let out = ''
+    for (let r = 0; out.length < pubBytes - 40; r++) {
+      const i = s * 31 + r
+      out += `${r ? ',' : ''}{"id":${i},"sym":"SYM${(i * 7) % 50}","price":${100 + ((i * 13) % 900)}.${(i * 31) % 100},"qty":${(i * 17) % 1000},"side":"${i % 2 ? 'sell' : 'buy'}"}`
+    }
+    return out
+  }
   setInterval(() => {
     // `t` must be a JSON number, and a bigint does not survive JSON.stringify: built by hand.
-    broadcast.publish(`{"seq":${seq++},"t":${process.hrtime.bigint()}}`)
+    const t = process.hrtime.bigint()
+    broadcast.publish(pubBytes > 0 ? `{"seq":${seq},"t":${t},"rows":[${rows(seq++)}]}` : `{"seq":${seq++},"t":${t}}`)
   }, PUB_INTERVAL_MS)
 
   // Validated before the generator starts, so a bad `n` is a 400 rather than a broken stream.

@@ -73,6 +73,32 @@ export function servers({ root, targetDir }) {
           },
         ]
       : []),
+    // `RAT_BENCH_COMPRESSION=1`: our server broadcasting ~2 KiB JSON events, plain and
+    // gzip-compressed (the client decodes them), for the compression scenario.
+    ...(process.env.RAT_BENCH_COMPRESSION
+      ? [
+          {
+            name: 'rat-engine-2k',
+            label: 'rat-engine, 2 KiB events',
+            cmd: [node, '--import', 'tsx', 'examples/bench-server.ts'],
+            cwd: root,
+            env: { PUB_BYTES: '2048' },
+            available: () => null,
+          },
+          {
+            name: 'rat-engine-2k-gzip',
+            label: 'rat-engine, 2 KiB events, gzip',
+            cmd: [node, '--import', 'tsx', 'examples/bench-server.ts'],
+            cwd: root,
+            env: { PUB_BYTES: '2048', BENCH_EDGE: 'gzip' },
+            clientArgs: {
+              'broadcast-10k-100ms': ['--header', 'accept-encoding: gzip', '--decode', 'gzip'],
+              'broadcast-1k-100ms': ['--header', 'accept-encoding: gzip', '--decode', 'gzip'],
+            },
+            available: () => null,
+          },
+        ]
+      : []),
     {
       name: 'floor',
       label: 'floor (Rust mio, 1 thread)',

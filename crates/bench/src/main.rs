@@ -14,6 +14,7 @@ const USAGE: &str =
 common:    --addr 127.0.0.1:3000 --connections N --warmup S --duration S
 hello:     --path /hello --expect hello --header 'name: value|name: value'
 broadcast: --path /sse/broadcast --connect-timeout S --connect-concurrency N --header ...
+           --decode gzip (counts bytes as sent, parses events inflated)
 idle:      same as broadcast; holds N subscribers for --duration without parsing
 count:     --n K --path /sse/count
 chunked:   --bytes B --size S --requests R --path /chunked (--duration caps the run)

@@ -23,6 +23,9 @@ use crate::stats::Histogram;
 struct Shared {
     phase: Cell<Phase>,
     parse: bool,
+    /// The stream is gzip-coded (`--decode gzip`): bytes count as they arrive, events
+    /// are parsed once inflated.
+    gzip: bool,
     connected: Cell<usize>,
     /// Connects that failed, or heads that were not 200.
     failed: Cell<usize>,
@@ -58,11 +61,16 @@ pub async fn run(mut args: Args, parse: bool) -> Result<Value, String> {
     // result does not hinge on each server's listen backlog.
     let concurrency: usize = args.take("connect-concurrency", 256)?;
     let headers: String = args.take("header", String::new())?;
+    let decode: String = args.take("decode", String::new())?;
+    if !matches!(decode.as_str(), "" | "gzip") {
+        return Err(format!("--decode: {decode:?} is not supported (gzip)"));
+    }
     args.finish()?;
 
     let n = common.connections;
     let shared = Rc::new(Shared {
         parse,
+        gzip: decode == "gzip",
         min_seq: Cell::new(u64::MAX),
         per_sub: (0..n).map(|_| Default::default()).collect(),
         ..Default::default()
@@ -161,6 +169,8 @@ async fn subscriber(
     }
     let mut permit = Some(permit);
     let mut parser = SseParser::default();
+    let mut inflate = s.gzip.then(Gunzip::default);
+    let mut plain = Vec::new();
     let mut last_seq: Option<u64> = None;
     let mut streaming = false;
     // Returns only if the stream ends or breaks: a loss, since the client exits mid-stream.
@@ -183,6 +193,15 @@ async fn subscriber(
                 if s.phase.get() == Phase::Measure {
                     bump(&s.bytes, b.len() as u64);
                 }
+                let b = match inflate.as_mut() {
+                    Some(g) => {
+                        if g.feed(b, &mut plain).is_err() {
+                            bump(&s.unparsable, 1);
+                        }
+                        &plain[..]
+                    }
+                    None => b,
+                };
                 if s.parse {
                     parser.feed(b, &mut |data| on_event(id, s, &mut last_seq, data, now));
                 }
@@ -226,4 +245,40 @@ fn on_event(id: usize, s: &Shared, last_seq: &mut Option<u64>, data: &[u8], now:
         bump(&s.clock_skew, 1);
     }
     s.latency.borrow_mut().record(now.saturating_sub(t));
+}
+
+/// A gzip stream inflated as it arrives (one member, a header without optional fields, as
+/// the servers here send).
+#[derive(Default)]
+struct Gunzip {
+    header_left: Option<usize>,
+    inflate: Option<flate2::Decompress>,
+}
+
+impl Gunzip {
+    /// Inflates `input` into `out` (cleared first).
+    fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), ()> {
+        out.clear();
+        let left = self.header_left.get_or_insert(10);
+        let skip = (*left).min(input.len());
+        *left -= skip;
+        input = &input[skip..];
+        let inflate = self
+            .inflate
+            .get_or_insert_with(|| flate2::Decompress::new(false));
+        // Until all is read and the output did not fill what it was given.
+        loop {
+            out.reserve(input.len() * 8 + 1024);
+            let before = inflate.total_in();
+            match inflate.decompress_vec(input, out, flate2::FlushDecompress::Sync) {
+                Ok(flate2::Status::StreamEnd) => return Ok(()),
+                Ok(_) => {}
+                Err(_) => return Err(()),
+            }
+            input = &input[(inflate.total_in() - before) as usize..];
+            if input.is_empty() && out.len() < out.capacity() {
+                return Ok(());
+            }
+        }
+    }
 }
