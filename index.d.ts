@@ -321,6 +321,17 @@ export interface EngineMetrics {
   handlerTimeouts: number
   /** Requests answered 401 for missing or unknown credentials (`auth`). */
   unauthorized: number
+  /** Responses by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`. */
+  responses: Array<number>
+  /**
+   * Time from the engine queuing a batch for JS to the dispatch call starting, summed
+   * over `dispatchCount` calls, in ms.
+   */
+  dispatchLagMs: number
+  /** Dispatch calls made. */
+  dispatchCount: number
+  /** The longest such wait, in ms. */
+  dispatchLagMaxMs: number
 }
 
 /**

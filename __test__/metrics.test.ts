@@ -20,6 +20,7 @@ const ENGINE = {
   rat_sent_bytes_total: ['counter', 'bytesSent'],
   rat_rejected_requests_total: ['counter', 'rejectedRequests'],
   rat_handler_errors_total: ['counter', 'handlerErrors'],
+  rat_dispatches_total: ['counter', 'dispatchCount'],
 } as const
 /** `rat_refusals_total{reason}` and the `app.metrics()` field of each reason. */
 const REFUSALS = {
@@ -121,7 +122,25 @@ test('every counter of app.metrics() and of each channel, with HELP and TYPE', a
   const text = app.metricsText()
   const m = app.metrics()
   const families = parse(text)
-  expect([...families.keys()]).toEqual([...Object.keys(ENGINE), 'rat_refusals_total', ...Object.keys(CHANNEL)])
+  expect([...families.keys()]).toEqual([
+    ...Object.keys(ENGINE),
+    'rat_dispatch_lag_seconds_total',
+    'rat_dispatch_lag_max_seconds',
+    'rat_responses_total',
+    'rat_refusals_total',
+    ...Object.keys(CHANNEL),
+  ])
+  const lag = families.get('rat_dispatch_lag_seconds_total')!.metrics[0].value
+  expect(Number(lag)).toBeCloseTo(m.dispatchLagMs / 1000, 6)
+  expect(Number(lag)).toBeGreaterThan(0)
+  expect(Number(families.get('rat_dispatch_lag_max_seconds')!.metrics[0].value)).toBeCloseTo(m.dispatchLagMaxMs / 1000, 6)
+  expect(m.dispatchCount).toBeGreaterThan(0)
+  const responses = families.get('rat_responses_total')!
+  expect(responses.metrics).toEqual(['1xx', '2xx', '3xx', '4xx', '5xx'].map((c, i) => ({ value: String(m.responses[i]), labels: { class: c } })))
+  // /hello and the two SSE heads (2xx), /nowhere (4xx), /boom (5xx).
+  expect(m.responses[1]).toBeGreaterThanOrEqual(3)
+  expect(m.responses[3]).toBeGreaterThanOrEqual(1)
+  expect(m.responses[4]).toBeGreaterThanOrEqual(1)
   const refusals = families.get('rat_refusals_total')!
   expect(refusals.type).toBe('COUNTER')
   expect(refusals.metrics).toEqual(Object.entries(REFUSALS).map(([reason, field]) => ({ value: String(m[field]), labels: { reason } })))
@@ -163,7 +182,16 @@ test('served over HTTP it parses the same way; channels removed from the registr
 
 test('an app with no channel and not listening: the engine families, all zero', () => {
   const families = parse(createApp().metricsText())
-  expect([...families.keys()]).toEqual([...Object.keys(ENGINE), 'rat_refusals_total'])
-  for (const name of Object.keys(ENGINE)) expect(families.get(name)!.metrics).toEqual([{ value: '0' }])
+  expect([...families.keys()]).toEqual([
+    ...Object.keys(ENGINE),
+    'rat_dispatch_lag_seconds_total',
+    'rat_dispatch_lag_max_seconds',
+    'rat_responses_total',
+    'rat_refusals_total',
+  ])
+  for (const name of [...Object.keys(ENGINE), 'rat_dispatch_lag_seconds_total', 'rat_dispatch_lag_max_seconds']) {
+    expect(families.get(name)!.metrics).toEqual([{ value: '0' }])
+  }
+  expect(families.get('rat_responses_total')!.metrics.map((s) => s.value)).toEqual(['0', '0', '0', '0', '0'])
   expect(families.get('rat_refusals_total')!.metrics.map((s) => s.value)).toEqual(['0', '0', '0', '0', '0', '0'])
 })

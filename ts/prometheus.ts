@@ -2,8 +2,10 @@
 import type { EngineMetrics, NativeChannelMetrics } from './native.js'
 
 type Kind = 'counter' | 'gauge'
+/** The fields of `T` that hold one number. */
+type NumberField<T> = { [K in keyof T]: T[K] extends number ? K : never }[keyof T]
 
-const ENGINE: Array<[name: string, kind: Kind, field: keyof EngineMetrics, help: string]> = [
+const ENGINE: Array<[name: string, kind: Kind, field: NumberField<EngineMetrics>, help: string]> = [
   ['rat_connections_active', 'gauge', 'activeConnections', 'Connections open now.'],
   ['rat_connections_total', 'counter', 'totalConnections', 'Connections accepted.'],
   ['rat_requests_total', 'counter', 'totalRequests', 'Requests received.'],
@@ -13,10 +15,11 @@ const ENGINE: Array<[name: string, kind: Kind, field: keyof EngineMetrics, help:
   ['rat_sent_bytes_total', 'counter', 'bytesSent', 'Response body bytes handed to connections.'],
   ['rat_rejected_requests_total', 'counter', 'rejectedRequests', 'Requests the engine answered with an error itself (404, 405, 408, 413, 414, 429, 431, 504...).'],
   ['rat_handler_errors_total', 'counter', 'handlerErrors', 'Handlers and hooks that threw or rejected (HttpError excluded).'],
+  ['rat_dispatches_total', 'counter', 'dispatchCount', 'Calls into JS that carried a batch of requests and stream notices.'],
 ]
 
 /** `rat_refusals_total{reason}`: what the engine's limits and timeouts refused. */
-const REFUSALS: Array<[reason: string, field: keyof EngineMetrics]> = [
+const REFUSALS: Array<[reason: string, field: NumberField<EngineMetrics>]> = [
   ['connection_limit', 'refusedConnections'],
   ['stream_limit', 'refusedStreams'],
   ['header_timeout', 'headerTimeouts'],
@@ -47,6 +50,15 @@ export function prometheusText(engine: EngineMetrics, channels: ReadonlyArray<re
   for (const [name, kind, field, help] of ENGINE) {
     out += `# HELP ${name} ${help}\n# TYPE ${name} ${kind}\n${name} ${sample(engine[field])}\n`
   }
+  out += '# HELP rat_dispatch_lag_seconds_total Time batches waited for the JS thread to take them (event-loop lag as the engine sees it).\n'
+  out += '# TYPE rat_dispatch_lag_seconds_total counter\n'
+  out += `rat_dispatch_lag_seconds_total ${sample(engine.dispatchLagMs / 1000)}\n`
+  out += '# HELP rat_dispatch_lag_max_seconds The longest time a batch waited for the JS thread.\n'
+  out += '# TYPE rat_dispatch_lag_max_seconds gauge\n'
+  out += `rat_dispatch_lag_max_seconds ${sample(engine.dispatchLagMaxMs / 1000)}\n`
+  out += '# HELP rat_responses_total Responses sent, by status class.\n'
+  out += '# TYPE rat_responses_total counter\n'
+  for (let i = 0; i < 5; i++) out += `rat_responses_total{class="${i + 1}xx"} ${sample(engine.responses[i] ?? 0)}\n`
   out += '# HELP rat_refusals_total Connections, streams and requests refused by a limit or timeout, by reason.\n'
   out += '# TYPE rat_refusals_total counter\n'
   for (const [reason, field] of REFUSALS) out += `rat_refusals_total{reason="${reason}"} ${sample(engine[field])}\n`

@@ -31,17 +31,20 @@ export function servers({ root, targetDir }) {
         return null
       },
     },
-    // `RAT_BENCH_BASELINE=<addon.node>`: the same server on an earlier build of the addon,
-    // so that a change's before/after ratios come from one run.
+    // `RAT_BENCH_BASELINE=<checkout>`: our server from another checkout of the project
+    // (built there: `git worktree add ../base <commit> && cd ../base && npm ci && npm run
+    // build`), so that a change's before/after ratios come from one run.
     ...(process.env.RAT_BENCH_BASELINE
       ? [
           {
             name: 'rat-engine-baseline',
-            label: 'rat-engine (baseline build)',
+            label: 'rat-engine (baseline checkout)',
             cmd: [node, '--import', 'tsx', 'examples/bench-server.ts'],
-            cwd: root,
-            env: { NAPI_RS_NATIVE_LIBRARY_PATH: resolve(process.env.RAT_BENCH_BASELINE) },
-            available: () => (existsSync(process.env.RAT_BENCH_BASELINE) ? null : `${process.env.RAT_BENCH_BASELINE} does not exist`),
+            cwd: resolve(process.env.RAT_BENCH_BASELINE),
+            available: () =>
+              readdirSync(resolve(process.env.RAT_BENCH_BASELINE)).some((f) => f.endsWith('.node'))
+                ? null
+                : `${process.env.RAT_BENCH_BASELINE} has no built addon`,
           },
         ]
       : []),

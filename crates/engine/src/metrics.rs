@@ -25,6 +25,8 @@ pub struct Metrics {
     pub(crate) body_timeouts: AtomicU64,
     pub(crate) handler_timeouts: AtomicU64,
     pub(crate) unauthorized: AtomicU64,
+    /// Responses by status class: 1xx to 5xx.
+    pub(crate) responses: [AtomicU64; 5],
     /// Where the server's warnings go besides `tracing` (set when it starts).
     pub(crate) warnings: OnceLock<WarningLog>,
 }
@@ -64,6 +66,8 @@ pub struct MetricsSnapshot {
     pub handler_timeouts: u64,
     /// Requests answered 401 by a [`TokenRule`](crate::auth::TokenRule).
     pub unauthorized: u64,
+    /// Responses sent (their heads), by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`.
+    pub responses: [u64; 5],
 }
 
 impl Metrics {
@@ -109,6 +113,7 @@ impl Metrics {
             body_timeouts: self.body_timeouts.load(Relaxed),
             handler_timeouts: self.handler_timeouts.load(Relaxed),
             unauthorized: self.unauthorized.load(Relaxed),
+            responses: std::array::from_fn(|i| self.responses[i].load(Relaxed)),
         }
     }
 
@@ -117,6 +122,12 @@ impl Metrics {
     }
     pub(crate) fn sub(counter: &AtomicU64, n: u64) {
         counter.fetch_sub(n, Relaxed);
+    }
+
+    /// Counts a response by its status class.
+    pub(crate) fn count_response(&self, status: http::StatusCode) {
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        Self::add(&self.responses[class], 1);
     }
 
     /// Counts a handler failure (front ends call it when a JS handler throws).

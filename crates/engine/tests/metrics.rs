@@ -90,6 +90,7 @@ async fn connection_request_and_stream_counters_go_up_and_down() {
     assert_eq!(head.status, 404);
     let s = server.metrics().snapshot();
     assert_eq!((s.total_requests, s.rejected_requests), (4, 1), "{s:?}");
+    assert_eq!(s.responses, [0, 3, 0, 1, 0], "by status class: {s:?}");
 
     // The SSE client leaves: its stream and its connection go away.
     drop(sse);

@@ -2,7 +2,7 @@
 //! single threadsafe function per engine. Under load one JS call carries many requests.
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -248,6 +248,21 @@ pub(crate) struct Dispatcher {
     watching: AtomicBool,
     /// CORS origins asked of JS, by token, waiting for `Engine.originDecided`.
     origins: Mutex<OriginsAsked>,
+    /// When the batch last went from idle to waiting for JS (ns since `EPOCH`, + 1; 0: not
+    /// waiting), and what those waits came to: total ms, calls, longest ms.
+    waiting_since: AtomicU64,
+    lag: Mutex<(f64, u64, f64)>,
+}
+
+/// The clock of `Dispatcher::waiting_since`.
+static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+fn now_ns() -> u64 {
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos() as u64
+        + 1
 }
 
 #[derive(Default)]
@@ -263,13 +278,20 @@ impl Dispatcher {
     }
 
     /// Connects the JS dispatch function (at listen).
-    pub(crate) fn connect(&self, f: &Function<'_, DispatchArgs, ()>) -> napi::Result<()> {
+    pub(crate) fn connect(
+        self: &Arc<Self>,
+        f: &Function<'_, DispatchArgs, ()>,
+    ) -> napi::Result<()> {
         let batch = self.batch.clone();
+        let me = Arc::downgrade(self);
         let tsfn = f
             .build_threadsafe_function::<()>()
             .callee_handled::<false>()
             .weak::<false>()
             .build_callback(move |_ctx| {
+                if let Some(d) = me.upgrade() {
+                    d.record_lag();
+                }
                 let mut calls = Vec::new();
                 let mut routes = Vec::new();
                 let mut ids = Vec::new();
@@ -323,6 +345,7 @@ impl Dispatcher {
         if !self.batch.push(item) {
             return;
         }
+        self.waiting_since.store(now_ns(), Ordering::Relaxed);
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             self.notify();
             return;
@@ -415,6 +438,24 @@ impl Dispatcher {
             .unwrap_or_else(|p| p.into_inner())
             .waiting
             .clear();
+    }
+
+    /// Notes how long the batch JS is about to take waited for it.
+    fn record_lag(&self) {
+        let since = self.waiting_since.swap(0, Ordering::Relaxed);
+        if since == 0 {
+            return;
+        }
+        let ms = now_ns().saturating_sub(since) as f64 / 1e6;
+        let mut lag = self.lag.lock().unwrap_or_else(|p| p.into_inner());
+        lag.0 += ms;
+        lag.1 += 1;
+        lag.2 = lag.2.max(ms);
+    }
+
+    /// Total ms batches waited for JS, dispatch calls, and the longest wait in ms.
+    pub(crate) fn lag(&self) -> (f64, u64, f64) {
+        *self.lag.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Asks the TS layer's origin function `check` about `origin`.

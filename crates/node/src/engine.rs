@@ -306,7 +306,12 @@ impl Engine {
     #[napi]
     pub fn metrics(&self) -> EngineMetrics {
         let m = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
-        m.as_ref().map(|m| m.snapshot()).unwrap_or_default().into()
+        let mut out: EngineMetrics = m.as_ref().map(|m| m.snapshot()).unwrap_or_default().into();
+        let (sum, count, max) = self.dispatcher.lag();
+        out.dispatch_lag_ms = sum;
+        out.dispatch_count = count as i64;
+        out.dispatch_lag_max_ms = max;
+        out
     }
 
     /// Records a handler error that JS handled itself (counted in metrics).

@@ -397,6 +397,15 @@ pub struct EngineMetrics {
     pub handler_timeouts: i64,
     /// Requests answered 401 for missing or unknown credentials (`auth`).
     pub unauthorized: i64,
+    /// Responses by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`.
+    pub responses: Vec<i64>,
+    /// Time from the engine queuing a batch for JS to the dispatch call starting, summed
+    /// over `dispatchCount` calls, in ms.
+    pub dispatch_lag_ms: f64,
+    /// Dispatch calls made.
+    pub dispatch_count: i64,
+    /// The longest such wait, in ms.
+    pub dispatch_lag_max_ms: f64,
 }
 
 impl From<MetricsSnapshot> for EngineMetrics {
@@ -418,6 +427,10 @@ impl From<MetricsSnapshot> for EngineMetrics {
             body_timeouts: n(m.body_timeouts),
             handler_timeouts: n(m.handler_timeouts),
             unauthorized: n(m.unauthorized),
+            responses: m.responses.iter().map(|&v| n(v)).collect(),
+            dispatch_lag_ms: 0.0,
+            dispatch_count: 0,
+            dispatch_lag_max_ms: 0.0,
         }
     }
 }

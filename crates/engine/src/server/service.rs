@@ -55,6 +55,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for EngineService {
             crate::access::Pending::new(log, req.method(), req.uri(), req.headers(), Some(peer));
         Box::pin(async move {
             let res = handle(shared.clone(), peer, req).await;
+            shared.metrics.count_response(res.status());
             if let Some(p) = pending {
                 p.finish(shared.config.access_log.as_ref(), &res);
             }

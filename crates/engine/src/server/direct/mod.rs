@@ -126,6 +126,7 @@ fn serve<'a>(
             let Some(res) = until_gone(stream, pending, call(shared, req)).await else {
                 return false;
             };
+            shared.metrics.count_response(res.status());
             if let Some(a) = access {
                 a.finish(log, &res);
             }

@@ -260,6 +260,7 @@ async fn refuse(
 ) {
     Metrics::add(&shared.metrics.total_requests, 1);
     let res = service::closing(service::rejected(&shared.metrics, status, msg));
+    shared.metrics.count_response(status);
     let Some((mut body, framing, _, mut out, mut ended)) =
         start(shared, res, Version::HTTP_11, false)
     else {
