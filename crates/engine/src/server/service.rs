@@ -152,9 +152,15 @@ pub(crate) fn respond<'a>(
         .resolve(shared.config.cors.as_ref())
         .map(|c| (c.clone(), head.headers.get(header::ORIGIN).cloned()));
     let admitted = crate::auth::admitted(&shared.config.auth, head.uri.path(), &head.headers);
-    let path = timeout
-        .map(|_| head.uri.path().to_string())
-        .unwrap_or_default();
+    // Kept for a handler timeout's warning only when someone reads warnings.
+    let warned = timeout.is_some()
+        && (shared.metrics.warnings.get().is_some()
+            || tracing::enabled!(target: "rat_engine", tracing::Level::WARN));
+    let path = if warned {
+        head.uri.path().to_string()
+    } else {
+        String::new()
+    };
     let slot = if admitted {
         StreamSlot::take(shared, route, peer, &head.headers)
     } else {
@@ -180,9 +186,10 @@ pub(crate) fn respond<'a>(
                 Err(_) => {
                     Metrics::add(&shared.metrics.handler_timeouts, 1);
                     let msg = format!("the handler did not answer within {} ms", limit.as_millis());
+                    let path = Some(path.as_str()).filter(|p| !p.is_empty());
                     shared
                         .metrics
-                        .warn("handler_timeout", msg.clone(), peer, Some(&path));
+                        .warn("handler_timeout", msg.clone(), peer, path);
                     return rejected(&shared.metrics, StatusCode::GATEWAY_TIMEOUT, &msg);
                 }
             },
