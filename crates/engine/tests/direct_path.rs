@@ -44,12 +44,7 @@ fn long_lived(app: &mut App, path: &str, handler: impl Handler) {
 
 /// True when the direct path wrote this head (see the module doc).
 fn direct(head: &Head) -> bool {
-    let pos = |name: &str| head.headers.iter().position(|(k, _)| k == name);
-    let date = pos("date").expect("a date header");
-    let framing = pos("transfer-encoding")
-        .or(pos("content-length"))
-        .expect("a framing header");
-    date < framing
+    support::wrote_directly(head)
 }
 
 struct Fixture {

@@ -107,22 +107,28 @@ impl Wire {
         )
     }
 
-    /// Asserts that this wire wrote `head`: the direct path writes `date` before the
-    /// framing header, hyper after it.
+    /// Asserts that this wire wrote `head` (see [`wrote_directly`]).
     #[track_caller]
     pub fn assert_wrote(self, head: &Head) {
-        let pos = |name: &str| head.headers.iter().position(|(k, _)| k == name);
-        let date = pos("date").expect("a date header");
-        let framing = pos("transfer-encoding")
-            .or(pos("content-length"))
-            .expect("a framing header");
-        let direct = date < framing;
+        let direct = wrote_directly(head);
         assert_eq!(
             direct,
             self == Wire::Direct,
             "written by the other wire: {head:?}"
         );
     }
+}
+
+/// True when the engine's direct path wrote `head`: it writes `date` before the framing
+/// header, hyper after it.
+#[track_caller]
+pub fn wrote_directly(head: &Head) -> bool {
+    let pos = |name: &str| head.headers.iter().position(|(k, _)| k == name);
+    let date = pos("date").expect("a date header");
+    let framing = pos("transfer-encoding")
+        .or(pos("content-length"))
+        .expect("a framing header");
+    date < framing
 }
 
 /// Runs each `async fn name(wire: Wire)` listed as two tests, `hyper::name` and
