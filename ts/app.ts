@@ -424,34 +424,27 @@ export class App {
       }
       return
     }
-    const logger = this.#logger
-    if (!logger) return
-    try {
-      logger.warn({ kind: n.warning, remoteAddress: n.remoteAddress ?? undefined, path: n.path ?? undefined }, n.message ?? n.warning ?? 'warning')
-    } catch {
-      // A logger that throws must not take the server down.
-    }
+    this.#toLogger('warn', { kind: n.warning, remoteAddress: n.remoteAddress ?? undefined, path: n.path ?? undefined }, n.message ?? n.warning ?? 'warning')
   }
 
   #logError(err: unknown, msg: string): void {
+    if (!this.#toLogger('error', { err }, msg)) console.error(`rat-engine: ${msg}:`, err)
+  }
+
+  /** Calls `logger[level]` (false without a logger); a logger that throws must not take the server down. */
+  #toLogger(level: 'info' | 'warn' | 'error', obj: object, msg: string): boolean {
+    const logger = this.#logger
+    if (!logger) return false
     try {
-      if (this.#logger) this.#logger.error({ err }, msg)
-      else console.error(`rat-engine: ${msg}:`, err)
+      logger[level](obj, msg)
     } catch {
-      // A logger that throws must not take the server down.
+      // Nothing to do: the log line is lost, the server goes on.
     }
+    return true
   }
 
   #accessLog(entries: AccessLogEntry[]): void {
-    const logger = this.#logger
-    if (!logger) return
-    for (const e of entries) {
-      try {
-        logger.info(e, 'request')
-      } catch {
-        // A logger that throws must not take the server down.
-      }
-    }
+    for (const e of entries) if (!this.#toLogger('info', e, 'request')) return
   }
 
   #closed(id: number): void {

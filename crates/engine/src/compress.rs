@@ -57,8 +57,9 @@ impl Encoding {
         }
     }
 
-    /// `level` within this coding's range.
-    fn clamp(self, level: u32) -> u32 {
+    /// `level` (or the default) within this coding's range.
+    fn level(self, level: Option<u32>) -> u32 {
+        let level = level.unwrap_or(self.default_level());
         match self {
             Encoding::Gzip => level.min(9),
             Encoding::Br => level.min(11),
@@ -294,7 +295,7 @@ fn io_error(e: std::io::Error) -> Error {
 
 impl Encoder {
     fn new(encoding: Encoding, level: Option<u32>) -> Result<Encoder> {
-        let level = encoding.clamp(level.unwrap_or(encoding.default_level()));
+        let level = encoding.level(level);
         Ok(match encoding {
             Encoding::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
                 Vec::new(),
@@ -331,7 +332,7 @@ impl Encoder {
         debug_assert!(encoding != Encoding::Br);
         Encoder::PerChunk {
             encoding,
-            level: encoding.clamp(level.unwrap_or(encoding.default_level())),
+            level: encoding.level(level),
             crc: flate2::Crc::new(),
             started: false,
         }

@@ -186,6 +186,12 @@ impl State {
 }
 
 impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the state inconsistent (each
+        // critical section is a few field updates), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Room for the producer: below the high-water mark, and no write through the sink
     /// left a rest for the connection to write (the socket was full: wait until the
     /// connection takes it, so that the queue holds at most one write past the mark).
@@ -263,9 +269,7 @@ impl fmt::Debug for StreamSender {
 
 impl StreamSender {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding this lock cannot leave the state inconsistent (each
-        // critical section is a few field updates), so a poisoned lock is still usable.
-        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.lock()
     }
 }
 

@@ -28,7 +28,7 @@ impl QueueReceiver {
     }
 
     pub(crate) fn attach_metrics(&self, metrics: &Arc<Metrics>) -> bool {
-        let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.shared.lock();
         let fresh = self.shared.metrics.set(metrics.clone()).is_ok();
         if let (true, Some(rare)) = (fresh, st.rare.as_mut()) {
             Metrics::add(
@@ -51,7 +51,7 @@ impl QueueReceiver {
     /// until it ends, after the response head is out; the sink is dropped with the
     /// receiver, so producers never write past the body's end.
     pub(crate) fn attach_sink(&self, io: &Arc<TcpStream>, framing: Framing) {
-        let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.shared.lock();
         if !st.is_closed() && st.sink.is_none() {
             st.sink = Some(Sink::new(io.clone(), framing));
         }
@@ -60,7 +60,7 @@ impl QueueReceiver {
     /// The consumer will report its socket's stalls ([`set_stalled`](Self::set_stalled)), so a
     /// broadcast judges this subscriber by them (see [`StreamSender::push_with_policy`]).
     pub(crate) fn report_stalls(&self) {
-        let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.shared.lock();
         if st.stall == Stall::Unreported {
             st.stall = Stall::Flowing;
         }
@@ -69,7 +69,7 @@ impl QueueReceiver {
     /// The consumer's write would block: the client is not reading. Cleared when the
     /// consumer comes back for more (its bytes were written).
     pub(crate) fn set_stalled(&self) {
-        let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.shared.lock();
         st.set_stalled(true);
     }
 
@@ -81,7 +81,7 @@ impl QueueReceiver {
     /// most every second interval). [`Heartbeat::Busy`]: something was queued meanwhile
     /// (the consumer was woken for it).
     pub(crate) fn claim_heartbeat(&self) -> Heartbeat {
-        let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.shared.lock();
         if !st.chunks.is_empty() || st.is_closed() {
             Heartbeat::Busy
         } else if std::mem::take(&mut st.wrote_through) {
@@ -98,7 +98,7 @@ impl QueueReceiver {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Chunk, String>>> {
-        let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.shared.lock();
         st.in_flight = false;
         st.set_stalled(false);
         if st.failed {
@@ -166,7 +166,7 @@ impl QueueReceiver {
 impl Drop for QueueReceiver {
     fn drop(&mut self) {
         let callbacks = {
-            let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut st = self.shared.lock();
             st.receiver_gone = true;
             st.sink = None;
             st.chunks = VecDeque::new();
