@@ -23,6 +23,9 @@ pub struct Request {
     body: Bytes,
     body_stream: Option<BodyStream>,
     metrics: Arc<Metrics>,
+    /// The coding a broadcast's stream answering this request would use (see
+    /// [`crate::compress::Compression::offered`]).
+    offered: Option<crate::compress::Coding>,
 }
 
 /// A request body read chunk by chunk as the client sends it, within a byte limit.
@@ -108,7 +111,16 @@ impl Request {
             body,
             body_stream: None,
             metrics,
+            offered: None,
         }
+    }
+
+    pub(crate) fn set_offered(&mut self, coding: Option<crate::compress::Coding>) {
+        self.offered = coding;
+    }
+
+    pub(crate) fn offered(&self) -> Option<crate::compress::Coding> {
+        self.offered
     }
 
     /// A request built by hand (tests, front ends' own dispatch).

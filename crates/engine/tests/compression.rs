@@ -290,7 +290,88 @@ async fn channels_replay_and_heartbeat_compressed(wire: Wire) {
     server.shutdown(Duration::from_millis(200)).await;
 }
 
+/// Subscribers of each coding, some joining late, get every event; the channel's close
+/// ends each stream with a valid end of its coding (the gzip trailer's CRC and length
+/// checked by the decoder); subscribers of one coding that joined together get the same
+/// bytes.
+async fn a_channel_compresses_each_event_once_for_all_subscribers_of_a_coding(wire: Wire) {
+    let channel = Channel::new("shared", ChannelOptions::default());
+    let config = ServerConfig::default()
+        .compression(Compression::new())
+        .heartbeat(None);
+    let server = serve_with(app(wire, &channel), config).await;
+    let addr = server.local_addr();
+    let mut subscribers = Vec::new();
+    let join = |coding: &'static str| async move {
+        let mut conn = RawConn::connect(addr).await;
+        conn.send_request("GET", "/ch", &[("accept-encoding", coding)], b"")
+            .await;
+        let head = conn.read_head().await;
+        wire.assert_wrote(&head);
+        let expected = (coding != "identity").then_some(coding);
+        assert_eq!(head.get("content-encoding"), expected, "{coding}");
+        assert_eq!(head.get("vary"), Some("accept-encoding"));
+        conn
+    };
+    for coding in ["gzip", "gzip", "zstd", "identity"] {
+        subscribers.push((coding, 0, join(coding).await));
+    }
+    // Events of about 1 KiB, as repetitive as a live table's.
+    let rows: Vec<String> = (0..16)
+        .map(|r| format!("{{\"id\":{r},\"name\":\"row {r}\",\"price\":{}}}", r * 3))
+        .collect();
+    let frames: Vec<String> = (0..30)
+        .map(|i| format!("data: {{\"n\":{i},\"rows\":[{}]}}\n\n", rows.join(",")))
+        .collect();
+    support::eventually(Duration::from_secs(5), "subscribed", || {
+        channel.subscribers() == 4
+    })
+    .await;
+    for (i, f) in frames.iter().enumerate() {
+        if i == 10 {
+            // Late: from the 11th event on.
+            for coding in ["gzip", "zstd"] {
+                subscribers.push((coding, 10, join(coding).await));
+            }
+            support::eventually(Duration::from_secs(5), "late subscribers", || {
+                channel.subscribers() == 6
+            })
+            .await;
+        }
+        channel.broadcast_raw(bytes::Bytes::from(f.clone())).unwrap();
+        if i % 7 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    channel.close();
+    let mut bodies = Vec::new();
+    for (coding, from, mut conn) in subscribers {
+        let wire_bytes = support::within(
+            Duration::from_secs(5),
+            "the stream's end",
+            conn.read_chunked_body(),
+        )
+        .await;
+        let text = match coding {
+            "identity" => wire_bytes.clone(),
+            c => decode_all(c, &wire_bytes),
+        };
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            frames[from..].concat(),
+            "{coding} from {from}"
+        );
+        bodies.push((coding, from, wire_bytes));
+    }
+    let (a, b) = (&bodies[0].2, &bodies[1].2);
+    assert_eq!(a, b, "two gzip subscribers that joined together");
+    let plain = bodies[3].2.len();
+    assert!(a.len() * 3 < plain, "gzip {} vs identity {plain}", a.len());
+    server.shutdown(Duration::from_millis(200)).await;
+}
+
 support::on_both_wires! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] a_channel_compresses_each_event_once_for_all_subscribers_of_a_coding,
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)] full_bodies_are_compressed_as_negotiated,
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)] each_event_of_a_compressed_stream_decodes_on_arrival,
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)] channels_replay_and_heartbeat_compressed,

@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use super::subscribers::Subscribers;
 use super::Channel;
+use crate::compress::{Coding, CrcPart};
 use crate::metrics::Metrics;
 use crate::stream::Pushed;
 
@@ -47,6 +48,49 @@ pub(super) struct Frame {
 pub(super) struct Joined {
     bytes: Bytes,
     marks: Vec<Mark>,
+    /// The same frames compressed, for the codings subscribers asked for (made when the
+    /// first of them is served).
+    coded: Vec<Coded>,
+}
+
+/// The log's frames compressed for one coding, each on its own, in one buffer.
+struct Coded {
+    coding: Coding,
+    bytes: Bytes,
+    /// Per frame: where it is in `bytes`.
+    spans: Vec<(usize, usize)>,
+    /// gzip: per frame, its plaintext's part of the trailer and that of it and all the
+    /// frames after it.
+    parts: Vec<(CrcPart, CrcPart)>,
+}
+
+impl Coded {
+    fn new(coding: Coding, joined: &Joined) -> crate::error::Result<Coded> {
+        let mut bytes = bytes::BytesMut::new();
+        let mut spans = Vec::with_capacity(joined.marks.len());
+        let gzip = coding.encoding == crate::compress::Encoding::Gzip;
+        let mut parts = Vec::with_capacity(if gzip { joined.marks.len() } else { 0 });
+        for m in &joined.marks {
+            let plain = &joined.bytes[m.start..m.end];
+            let start = bytes.len();
+            bytes.extend_from_slice(&coding.compress(plain)?);
+            spans.push((start, bytes.len()));
+            if gzip {
+                parts.push((CrcPart::of(plain), CrcPart::EMPTY));
+            }
+        }
+        let mut after = CrcPart::EMPTY;
+        for (own, from_here) in parts.iter_mut().rev() {
+            after = own.then(after);
+            *from_here = after;
+        }
+        Ok(Coded {
+            coding,
+            bytes: bytes.freeze(),
+            spans,
+            parts,
+        })
+    }
 }
 
 struct Mark {
@@ -88,13 +132,27 @@ impl Joined {
             events += u64::from(m.is_event);
             m.events_from = events;
         }
-        Joined { bytes, marks }
+        Joined {
+            bytes,
+            marks,
+            coded: Vec::new(),
+        }
+    }
+
+    /// The index in `coded` of the frames compressed for `coding`, made if needed.
+    fn coded(&mut self, coding: Coding) -> crate::error::Result<usize> {
+        if let Some(i) = self.coded.iter().position(|c| c.coding == coding) {
+            return Ok(i);
+        }
+        let coded = Coded::new(coding, self)?;
+        self.coded.push(coded);
+        Ok(self.coded.len() - 1)
     }
 }
 
 impl Fan {
     /// The log in one buffer, rebuilt if frames were logged since.
-    pub(super) fn joined(&mut self) -> &Joined {
+    pub(super) fn joined(&mut self) -> &mut Joined {
         if self
             .joined
             .as_ref()
@@ -125,12 +183,13 @@ pub(super) struct Tally {
     pub(super) metrics: Option<Arc<Metrics>>,
 }
 
-/// Gives the subscribers in `slots` what they were not given yet of `joined`: straight to
-/// the socket when `through` and nothing waits in the subscriber's queue, else queued frame
-/// by frame under the slow-client policy. Removes subscribers found closed.
+/// Gives the subscribers in `slots` what they were not given yet of `joined` (compressed,
+/// for a subscriber with a coding): straight to the socket when `through` and nothing waits
+/// in the subscriber's queue, else queued frame by frame under the slow-client policy.
+/// Removes subscribers found closed.
 pub(super) fn serve(
     subs: &mut Subscribers,
-    joined: &Joined,
+    joined: &mut Joined,
     slots: std::ops::Range<usize>,
     through: bool,
     drop_oldest: bool,
@@ -157,10 +216,39 @@ pub(super) fn serve(
         if tally.metrics.is_none() {
             tally.metrics = sub.stream.metrics().cloned();
         }
+        let coded = match sub.coding.map(|c| joined.coded(c)) {
+            None => None,
+            Some(Ok(i)) => Some(&joined.coded[i]),
+            Some(Err(e)) => {
+                sub.stream.abort(e.to_string());
+                subs.remove(key, None);
+                continue;
+            }
+        };
+        // What the subscriber is owed from the first frame it lacks: the bytes, and a
+        // frame's bytes and trailer part by index.
+        let (owed, owed_part) = match coded {
+            None => (&joined.bytes[joined.marks[first].start..], None),
+            Some(c) => (
+                &c.bytes[c.spans[first].0..],
+                c.parts.get(first).map(|p| &p.1),
+            ),
+        };
+        let frame = |i: usize| -> (Bytes, Option<&CrcPart>) {
+            match coded {
+                None => {
+                    let m = &joined.marks[i];
+                    (joined.bytes.slice(m.start..m.end), None)
+                }
+                Some(c) => {
+                    let (start, end) = c.spans[i];
+                    (c.bytes.slice(start..end), c.parts.get(i).map(|p| &p.0))
+                }
+            }
+        };
         let mut gone = false;
-        let owed = &joined.bytes[joined.marks[first].start..];
         let direct = if through {
-            sub.stream.push_through(owed)
+            sub.stream.push_through(owed, owed_part)
         } else {
             None
         };
@@ -171,9 +259,9 @@ pub(super) fn serve(
                 tally.bytes_through += owed.len() as u64;
             }
             None => {
-                for m in &joined.marks[first..] {
-                    let bytes = joined.bytes.slice(m.start..m.end);
-                    match sub.stream.push_with_policy(bytes, drop_oldest) {
+                for (i, m) in joined.marks.iter().enumerate().skip(first) {
+                    let (bytes, part) = frame(i);
+                    match sub.stream.push_with_policy(bytes, drop_oldest, part) {
                         Pushed::Queued => tally.delivered += u64::from(m.is_event),
                         Pushed::DroppedOldest(n) => {
                             tally.delivered += u64::from(m.is_event);

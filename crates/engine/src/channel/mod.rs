@@ -53,6 +53,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::compress::{Coding, CrcPart};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::request::Request;
@@ -345,6 +346,22 @@ impl Channel {
     /// it receives every published event until its client leaves (it is removed at once) or
     /// the channel closes (its stream ends).
     pub fn subscribe(&self, stream: &StreamSender, last_event_id: Option<&str>) -> Subscribed {
+        self.subscribe_coded(stream, last_event_id, None)
+    }
+
+    /// [`subscribe`](Self::subscribe) for a stream compressed with `coding` (see
+    /// [`crate::compress::Coding`]): it is given each frame as the channel compressed it
+    /// for all of that coding's subscribers.
+    pub(crate) fn subscribe_coded(
+        &self,
+        stream: &StreamSender,
+        last_event_id: Option<&str>,
+        coding: Option<Coding>,
+    ) -> Subscribed {
+        if let Some(c) = coding {
+            // First, so that even an empty stream is a valid one of its coding.
+            stream.set_coding(c);
+        }
         let mut st = self.lock();
         if st.closed {
             drop(st);
@@ -368,22 +385,35 @@ impl Channel {
                         "lastEventId": last,
                         "firstAvailableId": st.history.oldest_id(),
                     });
-                    let _ = stream.push_unbounded(
-                        Event::new()
-                            .event("missed")
-                            .data(notice.to_string())
-                            .encode(),
-                    );
+                    let notice = Event::new()
+                        .event("missed")
+                        .data(notice.to_string())
+                        .encode();
+                    let _ = push_replay(stream, coding, notice);
                     it
                 }
             };
-            for e in entries {
-                // Replay ignores the high-water mark: history is bounded, and the client
-                // asked for exactly these events.
-                if stream.push_unbounded(e.frame.clone()).is_err() {
-                    break;
+            // Replay ignores the high-water mark: history is bounded, and the client asked
+            // for exactly these events. Compressed, it is one piece.
+            match coding {
+                None => {
+                    for e in entries {
+                        if stream.push_unbounded(e.frame.clone(), None).is_err() {
+                            break;
+                        }
+                        out.replayed += 1;
+                    }
                 }
-                out.replayed += 1;
+                Some(_) => {
+                    let mut all = bytes::BytesMut::new();
+                    for e in entries {
+                        all.extend_from_slice(&e.frame);
+                        out.replayed += 1;
+                    }
+                    if !all.is_empty() && push_replay(stream, coding, all.freeze()).is_err() {
+                        out.replayed = 0;
+                    }
+                }
             }
             self.inner
                 .counters
@@ -395,7 +425,7 @@ impl Channel {
             st.fan.runtime = tokio::runtime::Handle::try_current().ok();
         }
         let sent = st.seq;
-        let key = st.subs.insert(stream.clone(), sent);
+        let key = st.subs.insert(stream.clone(), sent, coding);
         let queue = stream.queue_addr();
         drop(st);
         // Registered after the lock is released: if the client is already gone this runs
@@ -411,12 +441,29 @@ impl Channel {
     }
 
     /// An SSE response subscribed to this channel, resuming from the request's last event
-    /// id. This is what a channel-served route does for each request.
+    /// id. This is what a channel-served route does for each request. When the server
+    /// compresses responses and the client accepts gzip or zstd, the stream carries the
+    /// channel's compression of each event, made once for all subscribers of that coding.
     pub fn sse_response(&self, req: &Request) -> Response {
         let sse = SseResponse::with_limits(self.inner.options.queue);
         let tx = sse.sender();
-        self.subscribe(tx.stream(), req.last_event_id().as_deref());
-        sse.into_response()
+        let coding = req.offered();
+        self.subscribe_coded(tx.stream(), req.last_event_id().as_deref(), coding);
+        let mut res = sse.into_response();
+        // Never given a compressor of its own.
+        res.extensions_mut().insert(crate::compress::Broadcast);
+        if let Some(c) = coding {
+            let headers = res.headers_mut();
+            headers.insert(
+                http::header::CONTENT_ENCODING,
+                http::HeaderValue::from_static(c.encoding.as_str()),
+            );
+            headers.append(
+                http::header::VARY,
+                http::HeaderValue::from_static("accept-encoding"),
+            );
+        }
+        res
     }
 
     /// Subscribers now.
@@ -461,6 +508,17 @@ impl Channel {
     }
 }
 
+/// Queues a replayed piece for a subscriber, compressed for it if it has a coding.
+fn push_replay(stream: &StreamSender, coding: Option<Coding>, plain: Bytes) -> Result<()> {
+    match coding {
+        None => stream.push_unbounded(plain, None),
+        Some(c) => {
+            let part = CrcPart::of(&plain);
+            stream.push_unbounded(c.compress(&plain)?, Some(&part))
+        }
+    }
+}
+
 /// A new channel's epoch: its creation time in milliseconds and three random digits, in
 /// base 36 (11 characters until the year 5188).
 fn epoch() -> String {
@@ -490,9 +548,7 @@ fn base36(mut n: u64) -> String {
 
 impl crate::app::Handler for Channel {
     fn call(&self, req: Request) -> futures_util::future::BoxFuture<'static, Response> {
-        let mut res = self.sse_response(&req);
-        res.extensions_mut().insert(crate::compress::Broadcast);
-        Box::pin(std::future::ready(res))
+        Box::pin(std::future::ready(self.sse_response(&req)))
     }
 }
 

@@ -1,15 +1,17 @@
 //! A channel's subscribers, each in a slot that is its key.
 
+use crate::compress::Coding;
 use crate::stream::StreamSender;
 
-/// A subscriber: its stream, and the sequence number of the last frame it was given
-/// (when it subscribed: the last one published).
+/// A subscriber: its stream, the sequence number of the last frame it was given (when it
+/// subscribed: the last one published), and the coding its stream is compressed with.
 pub(super) struct Sub {
     pub(super) stream: StreamSender,
     pub(super) sent: u64,
+    pub(super) coding: Option<Coding>,
 }
 
-/// The subscribers in slots (two words each), a subscriber's key being its slot; freed
+/// The subscribers in slots (three words each), a subscriber's key being its slot; freed
 /// slots are reused.
 #[derive(Default)]
 pub(super) struct Subscribers {
@@ -19,9 +21,18 @@ pub(super) struct Subscribers {
 }
 
 impl Subscribers {
-    pub(super) fn insert(&mut self, stream: StreamSender, sent: u64) -> usize {
+    pub(super) fn insert(
+        &mut self,
+        stream: StreamSender,
+        sent: u64,
+        coding: Option<Coding>,
+    ) -> usize {
         self.len += 1;
-        let sub = Some(Sub { stream, sent });
+        let sub = Some(Sub {
+            stream,
+            sent,
+            coding,
+        });
         match self.free.pop() {
             Some(slot) => {
                 self.slots[slot] = sub;

@@ -170,6 +170,9 @@ pub(crate) fn respond<'a>(
         Ok(slot) => {
             let mut request = Request::new(head, params, peer, body, shared.metrics.clone());
             request.set_body_stream(stream);
+            if let Some((policy, accept)) = &compression {
+                request.set_offered(policy.offered(accept.as_ref()));
+            }
             Ok((route.handler.call(request), slot))
         }
         Err(refused) => Err(refused),

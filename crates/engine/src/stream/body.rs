@@ -351,11 +351,7 @@ impl QueueBody {
                         return Poll::Pending;
                     }
                     match self.rx.claim_heartbeat() {
-                        Claim::Send => {
-                            return Poll::Ready(Some(Ok(Chunk::Data(Bytes::from_static(
-                                HEARTBEAT,
-                            )))))
-                        }
+                        Claim::Send(beat) => return Poll::Ready(Some(Ok(Chunk::Data(beat)))),
                         // Bytes went out meanwhile: the timer starts over.
                         Claim::Active => continue,
                         // The queue's push woke this task already.

@@ -5,7 +5,8 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use super::{Stall, State, StreamSender};
+use super::{Coded, Stall, State, StreamSender};
+use crate::compress::{Coding, CrcPart};
 use crate::error::{Error, Result};
 
 /// What happened to a chunk offered to a full subscriber queue (see
@@ -32,13 +33,31 @@ impl StreamSender {
         crate::sys::prefetch(state.cast::<u8>().wrapping_add(64));
     }
 
+    /// Makes this a stream of compressed pieces a broadcast shares (see
+    /// [`crate::compress::Coding`]): queues the coding's header, and from now on keeps what
+    /// its trailer needs (the [`CrcPart`] given with each push) and writes that trailer
+    /// when the stream ends. Heartbeats are sent in the coding. Called before anything is
+    /// pushed.
+    pub(crate) fn set_coding(&self, coding: Coding) {
+        let mut st = self.lock();
+        if st.is_closed() {
+            return;
+        }
+        st.rare().coded = Some(Coded::new(coding));
+        if let Some(header) = coding.header() {
+            self.push_locked(st, header);
+        }
+    }
+
     /// Queues a chunk ignoring both limits. Only for bounded replays (channel history),
-    /// which the client asked for and whose size the channel already caps.
-    pub(crate) fn push_unbounded(&self, chunk: Bytes) -> Result<()> {
-        let st = self.lock();
+    /// which the client asked for and whose size the channel already caps. `part`: the
+    /// chunk's plaintext for a coded stream's trailer (see [`set_coding`](Self::set_coding)).
+    pub(crate) fn push_unbounded(&self, chunk: Bytes, part: Option<&CrcPart>) -> Result<()> {
+        let mut st = self.lock();
         if st.is_closed() {
             return Err(Error::closed());
         }
+        st.tally(part);
         self.push_locked(st, chunk);
         Ok(())
     }
@@ -48,12 +67,14 @@ impl StreamSender {
     /// `None` when it could not: the caller queues it with
     /// [`push_with_policy`](Self::push_with_policy). The caller counts `chunk` in the
     /// metrics' `bytes_sent` when the answer is `Some(Pushed::Queued)`.
-    pub(crate) fn push_through(&self, chunk: &[u8]) -> Option<Pushed> {
+    pub(crate) fn push_through(&self, chunk: &[u8], part: Option<&CrcPart>) -> Option<Pushed> {
         let mut st = self.lock();
         if st.is_closed() {
             return Some(Pushed::Closed);
         }
-        if let Some(rest) = self.write_through(&mut st, &[chunk])? {
+        let rest = self.write_through(&mut st, &[chunk])?;
+        st.tally(part);
+        if let Some(rest) = rest {
             self.push_locked(st, rest);
         }
         Some(Pushed::Queued)
@@ -69,7 +90,16 @@ impl StreamSender {
     ///
     /// Never written through the sink: a channel writes through only from its fan-out
     /// task ([`push_through`](Self::push_through)), never from the publisher's thread.
-    pub(crate) fn push_with_policy(&self, chunk: Bytes, drop_oldest: bool) -> Pushed {
+    ///
+    /// A coded stream that loses chunks this way can no longer end with a matching gzip
+    /// trailer: it is cut at its end instead (the client reconnects and resumes, as after
+    /// any end).
+    pub(crate) fn push_with_policy(
+        &self,
+        chunk: Bytes,
+        drop_oldest: bool,
+        part: Option<&CrcPart>,
+    ) -> Pushed {
         let mut st = self.lock();
         if st.is_closed() {
             return Pushed::Closed;
@@ -87,8 +117,12 @@ impl StreamSender {
             }
             let mut dropped = 0;
             while st.queued >= self.shared.limits.high_water_mark {
-                // The rest of a write made through the sink is half on the wire: kept.
-                let oldest = usize::from(st.front_framed);
+                // The rest of a write made through the sink is half on the wire, and a
+                // coded stream's header starts it: both kept.
+                let mut oldest = usize::from(st.front_framed);
+                if st.chunks.get(oldest).is_some_and(Coding::is_header) {
+                    oldest += 1;
+                }
                 match st.chunks.remove(oldest) {
                     Some(old) => {
                         st.queued -= old.len();
@@ -97,9 +131,16 @@ impl StreamSender {
                     None => break,
                 }
             }
+            if dropped > 0 {
+                if let Some(c) = st.rare.as_mut().and_then(|r| r.coded.as_mut()) {
+                    c.broken = true;
+                }
+            }
+            st.tally(part);
             self.push_locked(st, chunk);
             return Pushed::DroppedOldest(dropped);
         }
+        st.tally(part);
         self.push_locked(st, chunk);
         Pushed::Queued
     }

@@ -27,6 +27,7 @@ use std::task::Waker;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use crate::compress::{Coding, CrcPart, GzipTally};
 use crate::metrics::Metrics;
 use crate::wire::Sink;
 
@@ -145,6 +146,31 @@ struct Rare {
     /// Payload bytes that went to the wire (through the sink or taken by the consumer),
     /// counted once [`StreamSender::count_bytes`] asked for it (an access log).
     sent: Option<u64>,
+    /// A broadcast's compression of this stream (see [`StreamSender::set_coding`]).
+    coded: Option<Coded>,
+}
+
+/// A stream of compressed pieces shared by a broadcast: its coding and what its end needs.
+struct Coded {
+    coding: Coding,
+    /// The plaintext so far, for the gzip trailer.
+    tally: GzipTally,
+    /// Pieces were dropped (a slow subscriber under the drop-oldest policy): the trailer
+    /// would not match, so the stream is cut at its end instead.
+    broken: bool,
+    /// The end of the coding was handed to the consumer.
+    finished: bool,
+}
+
+impl Coded {
+    fn new(coding: Coding) -> Coded {
+        Coded {
+            coding,
+            tally: GzipTally::default(),
+            broken: false,
+            finished: false,
+        }
+    }
 }
 
 impl State {
@@ -172,6 +198,13 @@ impl State {
 
     fn rare(&mut self) -> &mut Rare {
         self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Counts `part` in a coded stream's trailer.
+    fn tally(&mut self, part: Option<&CrcPart>) {
+        if let (Some(part), Some(c)) = (part, self.rare.as_mut().and_then(|r| r.coded.as_mut())) {
+            c.tally.add(part);
+        }
     }
 
     /// Fails the stream: queued bytes are discarded; returns the body's waker.
@@ -211,10 +244,10 @@ impl Shared {
 }
 
 /// The answer of [`QueueReceiver::claim_heartbeat`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Heartbeat {
-    /// Send it now.
-    Send,
+    /// Send these bytes now (the comment, in the stream's coding if it has one).
+    Send(Bytes),
     /// Not needed: bytes went out through the sink since the last one was due.
     Active,
     /// Not now: bytes are queued.

@@ -4,10 +4,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 
-use super::{Heartbeat, Shared, Stall, StreamSender};
+use super::{Heartbeat, Shared, Stall, State, StreamSender};
+use crate::compress::CrcPart;
+use crate::stream::HEARTBEAT;
 use crate::metrics::Metrics;
 use crate::wire::{Chunk, Framing, Sink};
 
@@ -88,7 +90,13 @@ impl QueueReceiver {
             Heartbeat::Active
         } else {
             st.in_flight = true;
-            Heartbeat::Send
+            match st.rare.as_mut().and_then(|r| r.coded.as_mut()) {
+                Some(c) => {
+                    c.tally.add(heartbeat_part());
+                    Heartbeat::Send(c.coding.heartbeat())
+                }
+                None => Heartbeat::Send(Bytes::from_static(HEARTBEAT)),
+            }
         }
     }
 
@@ -111,10 +119,7 @@ impl QueueReceiver {
         }
         let Some(first) = st.chunks.pop_front() else {
             if st.ended {
-                return Poll::Ready(match st.rare.as_ref() {
-                    Some(r) if r.truncated => Some(Err(r.error.clone())),
-                    _ => None,
-                });
+                return Poll::Ready(self.end(&mut st));
             }
             match &st.rx_waker {
                 Some(w) if w.will_wake(cx.waker()) => {}
@@ -161,6 +166,35 @@ impl QueueReceiver {
             Chunk::Data(frame)
         })))
     }
+}
+
+impl QueueReceiver {
+    /// What an ended stream yields once its queue is empty: its coding's end (the gzip
+    /// trailer) first, if it has one, then the end, or the error that cuts it.
+    fn end(&self, st: &mut State) -> Option<Result<Chunk, String>> {
+        let rare = st.rare.as_deref_mut()?;
+        if rare.truncated {
+            return Some(Err(rare.error.clone()));
+        }
+        let coded = rare.coded.as_mut().filter(|c| !c.finished)?;
+        coded.finished = true;
+        if coded.broken {
+            return Some(Err(
+                "pieces of this compressed stream were dropped (the client fell behind); cut so that it resumes"
+                    .into(),
+            ));
+        }
+        let end = coded.coding.trailer(&coded.tally)?;
+        st.in_flight = true;
+        st.count_sent(end.len());
+        Some(Ok(Chunk::Data(end)))
+    }
+}
+
+/// The heartbeat comment's part of a gzip trailer.
+fn heartbeat_part() -> &'static CrcPart {
+    static PART: std::sync::OnceLock<CrcPart> = std::sync::OnceLock::new();
+    PART.get_or_init(|| CrcPart::of(HEARTBEAT))
 }
 
 impl Drop for QueueReceiver {

@@ -148,15 +148,15 @@ fn drop_oldest_policy_keeps_the_queue_bounded() {
         max_buffered: 100,
     });
     assert_eq!(
-        tx.push_with_policy(Bytes::from_static(b"aaa"), true),
+        tx.push_with_policy(Bytes::from_static(b"aaa"), true, None),
         Pushed::Queued
     );
     assert_eq!(
-        tx.push_with_policy(Bytes::from_static(b"bbb"), true),
+        tx.push_with_policy(Bytes::from_static(b"bbb"), true, None),
         Pushed::Queued
     );
     assert_eq!(
-        tx.push_with_policy(Bytes::from_static(b"ccc"), true),
+        tx.push_with_policy(Bytes::from_static(b"ccc"), true, None),
         Pushed::DroppedOldest(1)
     );
     assert_eq!(tx.buffered(), 6);
@@ -166,6 +166,65 @@ fn drop_oldest_policy_keeps_the_queue_bounded() {
     );
 }
 
+/// A coded stream: the header first, the pieces, a heartbeat in the coding, and at the end
+/// the trailer of what it carried, which a strict decoder accepts.
+#[test]
+fn a_coded_stream_ends_with_the_trailer_of_what_it_carried() {
+    use crate::compress::{Coding, CrcPart, Encoding};
+    use std::io::Read as _;
+    let coding = Coding::new(Encoding::Gzip, None).unwrap();
+    let (tx, mut rx) = queue(QueueLimits::default());
+    tx.set_coding(coding);
+    let mut wire = Vec::new();
+    let mut plain = Vec::new();
+    for e in [&b"data: a\n\n"[..], b"data: bb\n\n"] {
+        let part = CrcPart::of(e);
+        let piece = coding.compress(e).unwrap();
+        assert_eq!(tx.push_with_policy(piece, false, Some(&part)), Pushed::Queued);
+        plain.extend_from_slice(e);
+    }
+    let Poll::Ready(Some(Ok(b))) = poll(&mut rx) else { panic!() };
+    wire.extend_from_slice(&b);
+    let Heartbeat::Send(beat) = rx.claim_heartbeat() else { panic!("idle") };
+    wire.extend_from_slice(&beat);
+    plain.extend_from_slice(crate::stream::HEARTBEAT);
+    tx.end();
+    let Poll::Ready(Some(Ok(end))) = poll(&mut rx) else { panic!("the trailer") };
+    wire.extend_from_slice(&end);
+    assert_eq!(poll(&mut rx), Poll::Ready(None));
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(&wire[..]).read_to_end(&mut out).unwrap();
+    assert_eq!(out, plain);
+}
+
+/// Pieces dropped under the drop-oldest policy: the trailer would not match the plaintext
+/// delivered, so the stream is cut at its end instead.
+#[test]
+fn a_coded_stream_that_lost_pieces_is_cut_at_its_end() {
+    use crate::compress::{Coding, CrcPart, Encoding};
+    let coding = Coding::new(Encoding::Gzip, None).unwrap();
+    let (tx, mut rx) = queue(QueueLimits {
+        high_water_mark: 40,
+        max_buffered: 1000,
+    });
+    tx.set_coding(coding);
+    let e = b"data: 0123456789012345678901234567890123456789\n\n";
+    let part = CrcPart::of(e);
+    let mut dropped = 0;
+    for _ in 0..4 {
+        if let Pushed::DroppedOldest(n) =
+            tx.push_with_policy(coding.compress(e).unwrap(), true, Some(&part))
+        {
+            dropped += n;
+        }
+    }
+    assert!(dropped > 0);
+    tx.end();
+    let Poll::Ready(Some(Ok(kept))) = poll(&mut rx) else { panic!() };
+    assert_eq!(kept[..10], *coding.header().unwrap(), "the header is never dropped");
+    assert!(matches!(poll(&mut rx), Poll::Ready(Some(Err(_)))));
+}
+
 #[test]
 fn close_policy_ends_a_full_subscriber() {
     let (tx, _rx) = queue(QueueLimits {
@@ -173,15 +232,15 @@ fn close_policy_ends_a_full_subscriber() {
         max_buffered: 100,
     });
     assert_eq!(
-        tx.push_with_policy(Bytes::from_static(b"aaa"), false),
+        tx.push_with_policy(Bytes::from_static(b"aaa"), false, None),
         Pushed::Queued
     );
     assert_eq!(
-        tx.push_with_policy(Bytes::from_static(b"b"), false),
+        tx.push_with_policy(Bytes::from_static(b"b"), false, None),
         Pushed::ClosedFull
     );
     assert_eq!(
-        tx.push_with_policy(Bytes::from_static(b"b"), false),
+        tx.push_with_policy(Bytes::from_static(b"b"), false, None),
         Pushed::Closed
     );
 }

@@ -16,6 +16,9 @@ use http::{header, HeaderMap, HeaderValue};
 
 use crate::error::{Error, Result};
 
+mod shared;
+pub(crate) use shared::{Coding, CrcPart, GzipTally};
+
 /// A content coding the engine can apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Encoding {
@@ -69,12 +72,8 @@ impl Encoding {
 }
 
 /// Marks a response whose stream carries a broadcast's frames, the same bytes for many
-/// subscribers: each chunk is then compressed on its own, so that the stream keeps no
-/// compressor (hundreds of KiB each) and subscribers polled in turn on a thread share one
-/// compression of each frame. gzip: one member per stream whose deflate blocks are made
-/// chunk by chunk by a fresh compressor, ending in a sync flush (so they follow any earlier
-/// ones), the stream keeping only its CRC; zstd: a frame per chunk. Not br, whose streams
-/// cannot be assembled that way.
+/// subscribers: it is never given a compressor of its own. The broadcast compresses it
+/// with the coding the request was offered (see [`Compression::offered`] and [`shared`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Broadcast;
 
@@ -143,6 +142,11 @@ impl Compression {
     /// not named, `q=0` refuses. A missing, unknown or malformed header gives none (the
     /// response goes as it is, which is always allowed: never a 406).
     pub fn choose(&self, accept: Option<&HeaderValue>) -> Option<Encoding> {
+        self.choose_among(accept, false)
+    }
+
+    /// [`choose`](Self::choose), leaving br out for a broadcast.
+    fn choose_among(&self, accept: Option<&HeaderValue>, broadcast: bool) -> Option<Encoding> {
         let accept = accept?.to_str().ok()?;
         let mut named: Vec<(Encoding, u16)> = Vec::new();
         let mut star = None;
@@ -168,6 +172,9 @@ impl Compression {
         }
         let mut best: Option<(Encoding, u16)> = None;
         for &e in &self.encodings {
+            if broadcast && e == Encoding::Br {
+                continue;
+            }
             let q = named
                 .iter()
                 .find(|(n, _)| *n == e)
@@ -209,17 +216,11 @@ impl Compression {
         Encoder::new(encoding, self.level)
     }
 
-    /// This policy without the codings a broadcast cannot use (see [`Broadcast`]).
-    fn for_broadcast(&self) -> Compression {
-        Compression {
-            encodings: self
-                .encodings
-                .iter()
-                .copied()
-                .filter(|e| *e != Encoding::Br)
-                .collect(),
-            ..self.clone()
-        }
+    /// The coding a broadcast's stream would use for a request with this
+    /// `Accept-Encoding`: the negotiated one among gzip and zstd.
+    pub(crate) fn offered(&self, accept: Option<&HeaderValue>) -> Option<Coding> {
+        let encoding = self.choose_among(accept, true)?;
+        Coding::new(encoding, self.level)
     }
 }
 
@@ -268,14 +269,6 @@ pub(crate) enum Encoder {
     Gzip(flate2::write::GzEncoder<Vec<u8>>),
     Br(Box<brotli::CompressorWriter<Vec<u8>>>),
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
-    /// Each chunk compressed on its own (see [`Broadcast`]); for gzip, the CRC and length
-    /// of what went so far, and whether the header went.
-    PerChunk {
-        encoding: Encoding,
-        level: u32,
-        crc: flate2::Crc,
-        started: bool,
-    },
 }
 
 impl std::fmt::Debug for Encoder {
@@ -284,7 +277,6 @@ impl std::fmt::Debug for Encoder {
             Encoder::Gzip(_) => "Encoder(gzip)",
             Encoder::Br(_) => "Encoder(br)",
             Encoder::Zstd(_) => "Encoder(zstd)",
-            Encoder::PerChunk { .. } => "Encoder(per chunk)",
         })
     }
 }
@@ -323,18 +315,6 @@ impl Encoder {
             Encoder::Gzip(_) => Encoding::Gzip,
             Encoder::Br(_) => Encoding::Br,
             Encoder::Zstd(_) => Encoding::Zstd,
-            Encoder::PerChunk { encoding, .. } => *encoding,
-        }
-    }
-
-    /// An encoder that compresses each chunk on its own (see [`Broadcast`]): gzip or zstd.
-    pub(crate) fn per_chunk(encoding: Encoding, level: Option<u32>) -> Encoder {
-        debug_assert!(encoding != Encoding::Br);
-        Encoder::PerChunk {
-            encoding,
-            level: encoding.level(level),
-            crc: flate2::Crc::new(),
-            started: false,
         }
     }
 
@@ -353,25 +333,6 @@ impl Encoder {
                 .write_all(data)
                 .and_then(|()| e.flush())
                 .map(|()| e.get_mut()),
-            Encoder::PerChunk {
-                encoding,
-                level,
-                crc,
-                started,
-            } => {
-                let body = per_chunk::compress(*encoding, *level, data)?;
-                if *encoding != Encoding::Gzip {
-                    return Ok(body);
-                }
-                crc.update(data);
-                if std::mem::replace(started, true) {
-                    return Ok(body);
-                }
-                let mut out = Vec::with_capacity(GZIP_HEADER.len() + body.len());
-                out.extend_from_slice(&GZIP_HEADER);
-                out.extend_from_slice(&body);
-                return Ok(Bytes::from(out));
-            }
         };
         Ok(Bytes::from(std::mem::take(out.map_err(io_error)?)))
     }
@@ -382,24 +343,6 @@ impl Encoder {
             Encoder::Gzip(e) => e.finish(),
             Encoder::Br(mut e) => e.flush().map(|()| e.into_inner()),
             Encoder::Zstd(e) => e.finish(),
-            Encoder::PerChunk {
-                encoding: Encoding::Gzip,
-                crc,
-                started,
-                ..
-            } => {
-                // The last block (final, fixed Huffman, empty), the CRC and the length.
-                let mut out = if started {
-                    Vec::new()
-                } else {
-                    GZIP_HEADER.to_vec()
-                };
-                out.extend_from_slice(&[0x03, 0x00]);
-                out.extend_from_slice(&crc.sum().to_le_bytes());
-                out.extend_from_slice(&crc.amount().to_le_bytes());
-                Ok(out)
-            }
-            Encoder::PerChunk { .. } => Ok(Vec::new()),
         };
         out.map(Bytes::from).map_err(io_error)
     }
@@ -409,112 +352,6 @@ impl Encoder {
         let mut out = self.chunk(data)?.to_vec();
         out.extend_from_slice(&self.finish()?);
         Ok(Bytes::from(out))
-    }
-}
-
-/// A gzip header (RFC 1952): deflate, no flags, no time, unknown OS.
-const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
-
-/// Chunks compressed one by one, with a compressor per thread, and the last result per
-/// thread kept: subscribers of a broadcast polled in turn get the same frame (the same
-/// bytes, at the same address: the memo holds them, so the address is not reused) and
-/// share its compression.
-mod per_chunk {
-    use std::cell::RefCell;
-
-    use bytes::Bytes;
-    use flate2::{Compress, FlushCompress};
-
-    use super::{io_error, Encoding};
-    use crate::error::{Error, Result};
-
-    struct Memo {
-        input: Bytes,
-        encoding: Encoding,
-        level: u32,
-        output: Bytes,
-    }
-
-    thread_local! {
-        static MEMO: RefCell<Option<Memo>> = const { RefCell::new(None) };
-        static DEFLATE: RefCell<Option<(u32, Compress)>> = const { RefCell::new(None) };
-        static ZSTD: RefCell<Option<(u32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
-    }
-
-    pub(super) fn compress(encoding: Encoding, level: u32, data: &Bytes) -> Result<Bytes> {
-        let hit = MEMO.with_borrow(|m| {
-            m.as_ref()
-                .filter(|m| {
-                    m.encoding == encoding
-                        && m.level == level
-                        && m.input.as_ptr() == data.as_ptr()
-                        && m.input.len() == data.len()
-                })
-                .map(|m| m.output.clone())
-        });
-        if let Some(out) = hit {
-            return Ok(out);
-        }
-        let output = match encoding {
-            Encoding::Gzip => deflate_blocks(level, data)?,
-            Encoding::Zstd => zstd_frame(level, data)?,
-            Encoding::Br => return Err(Error::handler("br cannot compress chunk by chunk")),
-        };
-        MEMO.with_borrow_mut(|m| {
-            *m = Some(Memo {
-                input: data.clone(),
-                encoding,
-                level,
-                output: output.clone(),
-            })
-        });
-        Ok(output)
-    }
-
-    /// Raw deflate blocks of `data` alone (a fresh compressor: no reference to earlier
-    /// bytes), ending in a sync flush: byte-aligned, not final, so they can follow any
-    /// deflate stream flushed the same way.
-    fn deflate_blocks(level: u32, data: &[u8]) -> Result<Bytes> {
-        DEFLATE.with_borrow_mut(|slot| {
-            let c = match slot {
-                Some((l, c)) if *l == level => {
-                    c.reset();
-                    c
-                }
-                _ => {
-                    &mut slot
-                        .insert((level, Compress::new(flate2::Compression::new(level), false)))
-                        .1
-                }
-            };
-            let mut out = Vec::with_capacity(data.len() / 2 + 64);
-            loop {
-                let read = c.total_in() as usize;
-                if let Err(e) = c.compress_vec(&data[read..], &mut out, FlushCompress::Sync) {
-                    return Err(Error::handler(format!("compression failed: {e}")));
-                }
-                // Done once all is read and the flush fitted with room to spare.
-                if c.total_in() as usize == data.len() && out.len() < out.capacity() {
-                    break;
-                }
-                out.reserve(out.capacity().max(64));
-            }
-            Ok(Bytes::from(out))
-        })
-    }
-
-    /// A whole zstd frame.
-    fn zstd_frame(level: u32, data: &[u8]) -> Result<Bytes> {
-        ZSTD.with_borrow_mut(|slot| {
-            let c = match slot {
-                Some((l, c)) if *l == level => c,
-                _ => {
-                    let c = zstd::bulk::Compressor::new(level as i32).map_err(io_error)?;
-                    &mut slot.insert((level, c)).1
-                }
-            };
-            c.compress(data).map(Bytes::from).map_err(io_error)
-        })
     }
 }
 
@@ -538,20 +375,14 @@ pub(crate) fn apply(policy: &Compression, accept: Option<&HeaderValue>, res: &mu
     if !varies {
         headers.append(header::VARY, HeaderValue::from_static("accept-encoding"));
     }
-    let broadcast = res.extensions().get::<Broadcast>().is_some();
-    let encoder = if broadcast {
-        let Some(encoding) = policy.for_broadcast().choose(accept) else {
-            return;
-        };
-        Encoder::per_chunk(encoding, policy.level)
-    } else {
-        let Some(encoding) = policy.choose(accept) else {
-            return;
-        };
-        let Ok(encoder) = policy.encoder(encoding) else {
-            return;
-        };
-        encoder
+    if res.extensions().get::<Broadcast>().is_some() {
+        return;
+    }
+    let Some(encoding) = policy.choose(accept) else {
+        return;
+    };
+    let Ok(encoder) = policy.encoder(encoding) else {
+        return;
     };
     let encoding = encoder.encoding();
     let body = std::mem::take(res.body_mut());
@@ -691,54 +522,5 @@ mod tests {
                 whole.len()
             );
         }
-    }
-
-    #[test]
-    fn a_broadcast_stream_is_chunks_compressed_alone_and_shared() {
-        for encoding in [Encoding::Gzip, Encoding::Zstd] {
-            let events: Vec<Bytes> = (0..10)
-                .map(|i| {
-                    Bytes::from(format!(
-                        "id: {i}\ndata: {{\"n\":{i},\"text\":\"hello hello hello\"}}\n\n"
-                    ))
-                })
-                .collect();
-            // Two subscribers, one joining late: each stream decodes, event by event.
-            let mut a = Encoder::per_chunk(encoding, None);
-            let mut b = Encoder::per_chunk(encoding, None);
-            let (mut wire_a, mut wire_b) = (Vec::new(), Vec::new());
-            let mut sent_b = Vec::new();
-            for (i, e) in events.iter().enumerate() {
-                let ca = a.chunk(e).unwrap();
-                wire_a.extend_from_slice(&ca);
-                if i >= 4 {
-                    let cb = b.chunk(e).unwrap();
-                    if i > 4 {
-                        // Past b's first (which carries the gzip header), the same bytes.
-                        assert_eq!(ca, cb, "{encoding:?}: one compression per frame");
-                        assert_eq!(ca.as_ptr(), cb.as_ptr(), "{encoding:?}: shared");
-                    }
-                    wire_b.extend_from_slice(&cb);
-                    sent_b.extend_from_slice(e);
-                }
-                let so_far: Vec<u8> = events[..=i].concat();
-                assert_eq!(decode_prefix(encoding, &wire_a), so_far, "{encoding:?} {i}");
-            }
-            wire_a.extend_from_slice(&a.finish().unwrap());
-            wire_b.extend_from_slice(&b.finish().unwrap());
-            assert_eq!(decode(encoding, &wire_a), events.concat());
-            assert_eq!(decode(encoding, &wire_b), sent_b);
-            if encoding == Encoding::Gzip {
-                // One gzip member, as browsers expect (a CRC over the whole stream).
-                let mut single = Vec::new();
-                flate2::read::GzDecoder::new(&wire_a[..])
-                    .read_to_end(&mut single)
-                    .unwrap();
-                assert_eq!(single, events.concat());
-            }
-        }
-        // An empty broadcast stream is still a valid gzip stream.
-        let empty = Encoder::per_chunk(Encoding::Gzip, None).finish().unwrap();
-        assert_eq!(decode(Encoding::Gzip, &empty), b"");
     }
 }
