@@ -18,6 +18,14 @@ export function servers({ root, targetDir }) {
   const node = process.execPath
   const peerInstalled = (pkg) => (existsSync(join(peers, 'node_modules', pkg)) ? null : `bench/peers: ${pkg} is not installed`)
   const bun = join(peers, 'node_modules', 'bun', 'bin', 'bun.exe')
+  const bunRuns = () => {
+    try {
+      execFileSync(bun, ['--version'], { stdio: 'ignore' })
+      return null
+    } catch (err) {
+      return `the bun binary does not run (${err.code ?? err.message})`
+    }
+  }
   return [
     {
       name: 'rat-engine',
@@ -100,6 +108,18 @@ export function servers({ root, targetDir }) {
             },
             available: () => null,
           },
+          {
+            name: 'bun-2k-gzip',
+            label: 'Bun.serve, 2 KiB events, gzip per connection',
+            cmd: [bun, 'bun.mjs'],
+            cwd: peers,
+            env: { PUB_BYTES: '2048', BENCH_GZIP: '1' },
+            clientArgs: {
+              'broadcast-10k-100ms': ['--header', 'accept-encoding: gzip', '--decode', 'gzip'],
+              'broadcast-1k-100ms': ['--header', 'accept-encoding: gzip', '--decode', 'gzip'],
+            },
+            available: () => bunRuns(),
+          },
         ]
       : []),
     {
@@ -119,14 +139,7 @@ export function servers({ root, targetDir }) {
       label: 'Bun.serve',
       cmd: [bun, 'bun.mjs'],
       cwd: peers,
-      available: () => {
-        try {
-          execFileSync(bun, ['--version'], { stdio: 'ignore' })
-          return null
-        } catch (err) {
-          return `the bun binary does not run (${err.code ?? err.message})`
-        }
-      },
+      available: () => bunRuns(),
     },
   ]
 }

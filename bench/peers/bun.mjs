@@ -3,6 +3,7 @@
 // and /chunked are pull streams, so Bun asks for the next piece only when it has room
 // (its backpressure). idleTimeout 0: Bun would otherwise drop quiet SSE streams after 10 s.
 import { dlopen } from 'bun:ffi'
+import zlib from 'node:zlib'
 import { setHrtimeOffset, PORT, PUB_INTERVAL_MS, HOST, pathOf, countParam, chunkedParams, countData, nextEventData, announce, onSigterm } from './common.mjs'
 
 /**
@@ -21,29 +22,52 @@ function calibrateClock () {
 calibrateClock()
 
 const SSE_HEAD = { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }
+/**
+ * BENCH_GZIP=1 (bench/lib/catalog.mjs, RAT_BENCH_COMPRESSION): each broadcast subscriber
+ * that accepts gzip gets its own gzip stream, sync-flushed after every event (what a
+ * server must do for events to decode on arrival).
+ */
+const GZIP = process.env.BENCH_GZIP === '1'
+const GZIP_HEAD = { ...SSE_HEAD, 'content-encoding': 'gzip', vary: 'accept-encoding' }
 const encoder = new TextEncoder()
 const subscribers = new Set()
 
 const badRequest = () => new Response('bad query', { status: 400 })
 
-function broadcastStream () {
-  let controller
+function broadcastStream (gzip) {
+  let sub
   return new ReadableStream({
     type: 'direct',
     pull (c) {
-      controller = c
-      subscribers.add(c)
+      sub = gzip ? gzipSubscriber(c) : c
+      subscribers.add(sub)
       // Bun sends the head with the first body bytes, and an idle subscriber must see its
       // head: one SSE comment (allowed by the contract) gets it out now.
-      c.write(': connected\n\n')
-      c.flush()
+      sub.write(': connected\n\n')
+      sub.flush()
       // The stream lives until the client goes: pull must not resolve before then.
       return new Promise(() => {})
     },
     cancel () {
-      subscribers.delete(controller)
+      subscribers.delete(sub)
+      sub.close?.()
     }
   })
+}
+
+/** A subscriber whose writes go through its own gzip stream into `c`. */
+function gzipSubscriber (c) {
+  const gz = zlib.createGzip()
+  gz.on('data', (d) => {
+    c.write(d)
+    c.flush()
+  })
+  gz.on('error', () => {})
+  return {
+    write: (frame) => gz.write(frame),
+    flush: () => gz.flush(zlib.constants.Z_SYNC_FLUSH),
+    close: () => gz.destroy()
+  }
 }
 
 /** A pull stream of `count` pieces from `produce(i)`. */
@@ -62,8 +86,10 @@ function route (req) {
   switch (pathOf(url.slice(url.indexOf('/', url.indexOf('//') + 2)))) {
     case '/hello':
       return new Response('hello', { headers: { 'content-type': 'text/plain' } })
-    case '/sse/broadcast':
-      return new Response(broadcastStream(), { headers: SSE_HEAD })
+    case '/sse/broadcast': {
+      const gzip = GZIP && /\bgzip\b/.test(req.headers.get('accept-encoding') ?? '')
+      return new Response(broadcastStream(gzip), { headers: gzip ? GZIP_HEAD : SSE_HEAD })
+    }
     case '/sse/count': {
       const n = countParam(url)
       if (n === null) return badRequest()

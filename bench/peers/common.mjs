@@ -53,7 +53,21 @@ export function setHrtimeOffset (offset) {
 
 /** The next broadcast event's data line: `t` is CLOCK_MONOTONIC ns, a JSON number. */
 export function nextEventData () {
-  return `{"seq":${seq++},"t":${process.hrtime.bigint() + clockOffset}}`
+  const t = process.hrtime.bigint() + clockOffset
+  return PUB_BYTES > 0 ? `{"seq":${seq},"t":${t},"rows":[${tradeRows(seq++)}]}` : `{"seq":${seq++},"t":${t}}`
+}
+
+/** PUB_BYTES (env): events of about that size, as examples/bench-server.ts makes them. */
+const PUB_BYTES = Number(process.env.PUB_BYTES ?? 0)
+
+/** A table of trades for event `s`: JSON that compresses as real data does. */
+function tradeRows (s) {
+  let out = ''
+  for (let r = 0; out.length < PUB_BYTES - 40; r++) {
+    const i = s * 31 + r
+    out += `${r ? ',' : ''}{"id":${i},"sym":"SYM${(i * 7) % 50}","price":${100 + ((i * 13) % 900)}.${(i * 31) % 100},"qty":${(i * 17) % 1000},"side":"${i % 2 ? 'sell' : 'buy'}"}`
+  }
+  return out
 }
 
 /** The data of the i-th /sse/count event. */
