@@ -42,6 +42,17 @@ pub(super) struct Frame {
     pub(super) seq: u64,
     pub(super) bytes: Bytes,
     pub(super) is_event: bool,
+    /// The frame compressed for each coding asked so far: made once however often the
+    /// log is joined again.
+    pub(super) coded: Vec<Piece>,
+}
+
+/// A frame compressed on its own for one coding, and its plaintext's part of a gzip
+/// trailer.
+pub(super) struct Piece {
+    coding: Coding,
+    bytes: Bytes,
+    part: CrcPart,
 }
 
 /// Frames in one buffer, so that a subscriber owed several gets them in one write.
@@ -65,18 +76,32 @@ struct Coded {
 }
 
 impl Coded {
-    fn new(coding: Coding, joined: &Joined) -> crate::error::Result<Coded> {
-        let mut bytes = bytes::BytesMut::new();
-        let mut spans = Vec::with_capacity(joined.marks.len());
+    fn new(coding: Coding, frames: &mut [Frame]) -> crate::error::Result<Coded> {
         let gzip = coding.encoding == crate::compress::Encoding::Gzip;
-        let mut parts = Vec::with_capacity(if gzip { joined.marks.len() } else { 0 });
-        for m in &joined.marks {
-            let plain = &joined.bytes[m.start..m.end];
+        let mut bytes = bytes::BytesMut::new();
+        let mut spans = Vec::with_capacity(frames.len());
+        let mut parts = Vec::with_capacity(if gzip { frames.len() } else { 0 });
+        for f in frames.iter_mut() {
+            let piece = match f.coded.iter().position(|p| p.coding == coding) {
+                Some(i) => &f.coded[i],
+                None => {
+                    f.coded.push(Piece {
+                        coding,
+                        bytes: coding.compress(&f.bytes)?,
+                        part: if gzip {
+                            CrcPart::of(&f.bytes)
+                        } else {
+                            CrcPart::EMPTY
+                        },
+                    });
+                    &f.coded[f.coded.len() - 1]
+                }
+            };
             let start = bytes.len();
-            bytes.extend_from_slice(&coding.compress(plain)?);
+            bytes.extend_from_slice(&piece.bytes);
             spans.push((start, bytes.len()));
             if gzip {
-                parts.push((CrcPart::of(plain), CrcPart::EMPTY));
+                parts.push((piece.part, CrcPart::EMPTY));
             }
         }
         let mut after = CrcPart::EMPTY;
@@ -138,16 +163,6 @@ impl Joined {
             coded: Vec::new(),
         }
     }
-
-    /// The index in `coded` of the frames compressed for `coding`, made if needed.
-    fn coded(&mut self, coding: Coding) -> crate::error::Result<usize> {
-        if let Some(i) = self.coded.iter().position(|c| c.coding == coding) {
-            return Ok(i);
-        }
-        let coded = Coded::new(coding, self)?;
-        self.coded.push(coded);
-        Ok(self.coded.len() - 1)
-    }
 }
 
 impl Fan {
@@ -161,6 +176,20 @@ impl Fan {
             self.joined = None;
         }
         self.joined.get_or_insert_with(|| Joined::new(&self.log))
+    }
+
+    /// The index in the joined log's `coded` of its frames compressed for `coding`, made
+    /// if needed.
+    fn coded(&mut self, coding: Coding) -> crate::error::Result<usize> {
+        self.joined();
+        let Some(joined) = self.joined.as_mut() else {
+            unreachable!("joined just now")
+        };
+        if let Some(i) = joined.coded.iter().position(|c| c.coding == coding) {
+            return Ok(i);
+        }
+        joined.coded.push(Coded::new(coding, &mut self.log)?);
+        Ok(joined.coded.len() - 1)
     }
 
     pub(super) fn clear_log(&mut self, seq: u64) {
@@ -189,13 +218,13 @@ pub(super) struct Tally {
 /// Removes subscribers found closed.
 pub(super) fn serve(
     subs: &mut Subscribers,
-    joined: &mut Joined,
+    fan: &mut Fan,
     slots: std::ops::Range<usize>,
     through: bool,
     drop_oldest: bool,
     tally: &mut Tally,
 ) {
-    let Some(last) = joined.marks.last().map(|m| m.seq) else {
+    let Some(last) = fan.joined().marks.last().map(|m| m.seq) else {
         return;
     };
     let end = subs.slots.len().min(slots.end);
@@ -211,20 +240,24 @@ pub(super) fn serve(
         if sub.sent >= last {
             continue;
         }
-        let first = joined.marks.partition_point(|m| m.seq <= sub.sent);
-        sub.sent = last;
-        if tally.metrics.is_none() {
-            tally.metrics = sub.stream.metrics().cloned();
-        }
-        let coded = match sub.coding.map(|c| joined.coded(c)) {
+        let coded = match sub.coding.map(|c| fan.coded(c)) {
             None => None,
-            Some(Ok(i)) => Some(&joined.coded[i]),
+            Some(Ok(i)) => Some(i),
             Some(Err(e)) => {
                 sub.stream.abort(e.to_string());
                 subs.remove(key, None);
                 continue;
             }
         };
+        let Some(joined) = fan.joined.as_ref() else {
+            return;
+        };
+        let coded = coded.map(|i| &joined.coded[i]);
+        let first = joined.marks.partition_point(|m| m.seq <= sub.sent);
+        sub.sent = last;
+        if tally.metrics.is_none() {
+            tally.metrics = sub.stream.metrics().cloned();
+        }
         // What the subscriber is owed from the first frame it lacks: the bytes, and a
         // frame's bytes and trailer part by index.
         let (owed, owed_part) = match coded {
@@ -324,10 +357,9 @@ impl FanOut {
                 }
                 let from = fan.cursor;
                 fan.cursor = from.saturating_add(SWEEP_STEP);
-                let joined = fan.joined();
                 serve(
                     &mut st.subs,
-                    joined,
+                    fan,
                     from..from + SWEEP_STEP,
                     true,
                     drop_oldest,

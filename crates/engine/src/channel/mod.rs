@@ -278,6 +278,7 @@ impl Channel {
             seq,
             bytes,
             is_event,
+            coded: Vec::new(),
         });
         let runtime = match &st.fan.runtime {
             Some(rt) if st.fan.log_bytes <= PENDING_LIMIT => rt.clone(),
@@ -310,10 +311,9 @@ impl Channel {
     fn drain(&self, st: &mut State) -> Tally {
         let mut tally = Tally::default();
         if !st.fan.log.is_empty() {
-            let joined = st.fan.joined();
             serve(
                 &mut st.subs,
-                joined,
+                &mut st.fan,
                 0..usize::MAX,
                 false,
                 self.drop_oldest(),

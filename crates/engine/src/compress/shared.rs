@@ -57,9 +57,20 @@ impl Coding {
         bytes.as_ptr() == GZIP_HEADER.as_ptr() && bytes.len() == GZIP_HEADER.len()
     }
 
-    /// The end of a stream that carried `tally`: the gzip trailer.
+    /// The end of a stream that carried `tally`: the gzip trailer; for zstd an empty
+    /// frame, so that a stream given nothing is still a valid one (a decoder refuses a
+    /// zstd stream without a frame).
     pub(crate) fn trailer(self, tally: &GzipTally) -> Option<Bytes> {
-        (self.encoding == Encoding::Gzip).then(|| tally.trailer())
+        static ZSTD_EMPTY: OnceLock<Bytes> = OnceLock::new();
+        match self.encoding {
+            Encoding::Gzip => Some(tally.trailer()),
+            Encoding::Zstd => Some(
+                ZSTD_EMPTY
+                    .get_or_init(|| self.compress(b"").unwrap_or_default())
+                    .clone(),
+            ),
+            Encoding::Br => None,
+        }
     }
 
     /// An SSE heartbeat comment in this coding, made once per coding.

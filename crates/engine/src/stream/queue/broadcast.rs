@@ -91,7 +91,7 @@ impl StreamSender {
     /// Never written through the sink: a channel writes through only from its fan-out
     /// task ([`push_through`](Self::push_through)), never from the publisher's thread.
     ///
-    /// A coded stream that loses chunks this way can no longer end with a matching gzip
+    /// A gzip-coded stream that loses chunks this way can no longer end with a matching
     /// trailer: it is cut at its end instead (the client reconnects and resumes, as after
     /// any end).
     pub(crate) fn push_with_policy(
@@ -133,7 +133,7 @@ impl StreamSender {
             }
             if dropped > 0 {
                 if let Some(c) = st.rare.as_mut().and_then(|r| r.coded.as_mut()) {
-                    c.broken = true;
+                    c.broken |= c.coding.encoding == crate::compress::Encoding::Gzip;
                 }
             }
             st.tally(part);

@@ -155,8 +155,8 @@ struct Coded {
     coding: Coding,
     /// The plaintext so far, for the gzip trailer.
     tally: GzipTally,
-    /// Pieces were dropped (a slow subscriber under the drop-oldest policy): the trailer
-    /// would not match, so the stream is cut at its end instead.
+    /// gzip pieces were dropped (a slow subscriber under the drop-oldest policy): the
+    /// trailer would not match, so the stream is cut at its end instead.
     broken: bool,
     /// The end of the coding was handed to the consumer.
     finished: bool,
