@@ -150,6 +150,9 @@ async function runOne(server, scenario, round, port, opts) {
           samples[name] = { ...sampleTree(handle.pid), client: sampleTree(clientPid), machineS: machineBusyS(BENCH_CPUS) }
         },
       })
+      // A server that died mid-run measured nothing: an error, with what it last said.
+      const gone = handle.exited()
+      if (gone !== null) throw new Error(`${server.name} exited (${gone}) during the run\n${handle.stderr.join('\n')}`)
       record.metrics = metrics(scenario, record.client, samples, peakRss)
     } finally {
       clearInterval(ticker)
