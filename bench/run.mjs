@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // `npm run bench`: our engine, the floor and the Node/Bun peers side by side on this
 // machine (docs/benchmarks.md). Each server runs alone on CPU 0, the Rust load client on
-// CPU 1; every scenario runs every server in turn, round after round; the server's CPU and
-// RSS are read from /proc at the client's window markers.
+// CPU 1; every scenario runs every server that speaks its protocol in turn, round after
+// round; the server's CPU and RSS are read from /proc at the client's window markers.
+// More servers and scenarios by environment: RAT_BENCH_TLS, RAT_BENCH_EDGE,
+// RAT_BENCH_COMPRESSION, RAT_BENCH_BASELINE (bench/lib/catalog.mjs).
 //
 //   node bench/run.mjs [--quick] [--rounds N] [--duration S] [--connect-timeout S]
 //                      [--only a,b] [--scenario a,b]
@@ -49,7 +51,7 @@ const { values: flags } = parseArgs({
 })
 
 if (flags.help) {
-  console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(6, 10).join('\n').replaceAll('// ', ''))
+  console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(8, 12).join('\n').replaceAll('// ', ''))
   process.exit(0)
 }
 
