@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // `npm run bench`: our engine, the floor and the Node/Bun peers side by side on this
 // machine (docs/benchmarks.md). Each server runs alone on CPU 0, the Rust load client on
-// CPU 1; every scenario runs every server in turn, round after round; the server's CPU and
-// RSS are read from /proc at the client's window markers.
+// CPU 1; every scenario runs every server that speaks its protocol in turn, round after
+// round; the server's CPU and RSS are read from /proc at the client's window markers.
+// More servers and scenarios by environment: RAT_BENCH_TLS, RAT_BENCH_EDGE,
+// RAT_BENCH_COMPRESSION, RAT_BENCH_BASELINE (bench/lib/catalog.mjs).
 //
 //   node bench/run.mjs [--quick] [--rounds N] [--duration S] [--connect-timeout S]
 //                      [--only a,b] [--scenario a,b]
@@ -14,7 +16,7 @@ import { dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import os from 'node:os'
 import { parseArgs } from 'node:util'
-import { runOptions, scenarios as allScenarios, servers as allServers } from './lib/catalog.mjs'
+import { runOptions, scenarios as allScenarios, servers as allServers, serves } from './lib/catalog.mjs'
 import { machineBusyS, machineInfo, runClient, sampleTree, setNiceness, startServer, waitForQuiet } from './lib/proc.mjs'
 import { median, writeReport } from './lib/report.mjs'
 
@@ -49,7 +51,7 @@ const { values: flags } = parseArgs({
 })
 
 if (flags.help) {
-  console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(6, 10).join('\n').replaceAll('// ', ''))
+  console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(8, 12).join('\n').replaceAll('// ', ''))
   process.exit(0)
 }
 
@@ -70,6 +72,16 @@ function build() {
       console.warn('bench/peers: npm ci failed; the peers that need it will be skipped')
     }
   }
+}
+
+/**
+ * The self-signed certificate every server gets in the TLS scenarios, made once per run by
+ * `rat-bench cert` in bench/results/tls: the environment that hands it to a server.
+ */
+function certificate() {
+  const dir = join(root, 'bench', 'results', 'tls')
+  execFileSync(join(targetDir, 'release', 'rat-bench'), ['cert', dir], { cwd: root })
+  return { TLS_CERT: join(dir, 'cert.pem'), TLS_KEY: join(dir, 'key.pem') }
 }
 
 /** Flat numbers the report uses, from the client's JSON and the server samples. */
@@ -118,7 +130,9 @@ async function runOne(server, scenario, round, port, opts) {
   let handle
   try {
     record.busyBefore = await waitForQuiet(BENCH_CPUS, { maxMs: opts.quietWaitMs })
-    handle = await startServer(server, { cpu: SERVER_CPU, port, pubMs: scenario.pubMs })
+    // A TLS scenario hands the server the run's certificate (see `certificate`).
+    const env = scenario.tls ? { ...server.env, ...opts.tlsEnv } : server.env
+    handle = await startServer({ ...server, env }, { cpu: SERVER_CPU, port, pubMs: scenario.pubMs })
     await sleep(500) // let start-up work (JIT, first GC) settle before the baseline
     const samples = { base: sampleTree(handle.pid) }
     let peakRss = samples.base.rss
@@ -138,6 +152,9 @@ async function runOne(server, scenario, round, port, opts) {
           samples[name] = { ...sampleTree(handle.pid), client: sampleTree(clientPid), machineS: machineBusyS(BENCH_CPUS) }
         },
       })
+      // A server that died mid-run measured nothing: an error, with what it last said.
+      const gone = handle.exited()
+      if (gone !== null) throw new Error(`${server.name} exited (${gone}) during the run\n${handle.stderr.join('\n')}`)
       record.metrics = metrics(scenario, record.client, samples, peakRss)
     } finally {
       clearInterval(ticker)
@@ -293,6 +310,7 @@ async function main() {
   const servers = allServers({ root, targetDir }).filter((s) => !only || only.includes(s.name))
   const scenarios = allScenarios(opts).filter((s) => !wanted || wanted.includes(s.name))
   if (!servers.length || !scenarios.length) throw new Error('nothing to run: check --only / --scenario')
+  if (scenarios.some((s) => s.tls)) opts.tlsEnv = certificate()
   const skipped = {}
   const ready = servers.filter((s) => {
     const why = s.available()
@@ -311,7 +329,7 @@ async function main() {
     machine: machineInfo(),
     options: opts,
     servers: servers.map(({ name, label, ours, floor }) => ({ name, label, ours: !!ours, floor: !!floor })),
-    scenarios: scenarios.map(({ name, title, metric, unit, per, lowerIsBetter, subscribers, warmup, interleave }) => ({ name, title, metric, unit, per, lowerIsBetter, subscribers, warmup, interleave })),
+    scenarios: scenarios.map(({ name, title, metric, unit, per, lowerIsBetter, subscribers, warmup, interleave, tls }) => ({ name, title, metric, unit, per, lowerIsBetter, subscribers, warmup, interleave, tls })),
     skipped,
     runs: [],
     discarded: [],
@@ -323,16 +341,17 @@ async function main() {
     // always fall on the same place in the order.
     const order = ready.map((_, k) => ready[(k + round - 1) % ready.length])
     for (const scenario of scenarios) {
+      const fit = order.filter((server) => serves(server, scenario))
       if (scenario.interleave) {
-        for (const r of await runInterleaved(order, scenario, round, port, opts)) {
+        for (const r of await runInterleaved(fit, scenario, round, port, opts)) {
           results.runs.push(r)
           console.log(`[${round}/${opts.rounds}] ${scenario.name.padEnd(20)} ${r.server.padEnd(11)} ${summary(r, scenario)} (median of ${r.slices?.length ?? 0} slices)`)
         }
-        port += order.length
+        port += fit.length
         writeFileSync(file, JSON.stringify(results, null, 1))
         continue
       }
-      for (const server of order) {
+      for (const server of fit) {
         // A run during which other processes took more than MAX_OTHER_LOAD of the two CPUs
         // measured the neighbours as much as the server: it is kept in `discarded` and run
         // again (at most RERUNS times; the last one counts whatever its load).

@@ -3,7 +3,9 @@
 // a channel (published from JS, fanned out by the engine with no JS per subscriber),
 // `/sse/count` a generator, `/chunked` explicit writes with backpressure.
 //
-// Run: `npm run bench:server` (PORT and PUB_INTERVAL_MS from the environment).
+// Run: `npm run bench:server` (PORT and PUB_INTERVAL_MS from the environment). With
+// TLS_CERT and TLS_KEY (PEM file paths) it serves TLS, ALPN offering h2 and http/1.1.
+import { readFileSync } from 'node:fs'
 import { createApp, HttpError } from '../ts/index.js'
 
 const PORT = Number(process.env.PORT ?? 3000)
@@ -89,7 +91,9 @@ async function main(): Promise<void> {
     { contentType: 'application/octet-stream' },
   )
 
-  const { port } = await app.listen({ host: '127.0.0.1', port: PORT })
+  const { TLS_CERT, TLS_KEY } = process.env
+  const tls = TLS_CERT && TLS_KEY ? { cert: readFileSync(TLS_CERT), key: readFileSync(TLS_KEY) } : undefined
+  const { port } = await app.listen({ host: '127.0.0.1', port: PORT, ...(tls ? { tls } : {}) })
   console.log('listening', port)
 
   process.once('SIGTERM', () => {

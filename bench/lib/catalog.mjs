@@ -9,6 +9,19 @@ const MiB = 1 << 20
 /** Publish interval for scenarios that do not subscribe: effectively never. */
 const NO_PUBLISH = 3_600_000
 
+/** `RAT_BENCH_TLS=1`: the TLS scenarios and the TLS-only peer (see `scenarios`). */
+const TLS = !!process.env.RAT_BENCH_TLS
+
+/**
+ * Whether `server` runs in `scenario`: a plain scenario needs a plain server (all but
+ * `plain: false`), a TLS one a server whose `tls` lists the scenario's protocol. In a TLS
+ * scenario the runner hands the server TLS_CERT and TLS_KEY (PEM paths) and it serves
+ * TLS (bench/run.mjs).
+ */
+export function serves(server, scenario) {
+  return scenario.tls ? (server.tls ?? []).includes(scenario.tls) : server.plain !== false
+}
+
 /**
  * Every server. `available(root)` returns null when it can run, else why not (the run
  * records it as skipped). Peers run from bench/peers (its own package.json).
@@ -31,6 +44,7 @@ export function servers({ root, targetDir }) {
       name: 'rat-engine',
       label: 'rat-engine (ours)',
       ours: true,
+      tls: ['http1', 'h2'],
       cmd: [node, '--import', 'tsx', 'examples/bench-server.ts'],
       cwd: root,
       available: () => {
@@ -130,7 +144,11 @@ export function servers({ root, targetDir }) {
       cwd: root,
       available: () => (existsSync(join(targetDir, 'release', 'rat-floor')) ? null : 'rat-floor is not built'),
     },
-    { name: 'node-http', label: 'node:http', cmd: [node, 'node-http.mjs'], cwd: peers, available: () => null },
+    { name: 'node-http', label: TLS ? 'node:http (node:https over TLS)' : 'node:http', cmd: [node, 'node-http.mjs'], cwd: peers, tls: ['http1'], available: () => null },
+    // The same handler on http2.createSecureServer (HTTP/2 only), for the h2 scenarios.
+    ...(TLS
+      ? [{ name: 'node-http2', label: 'node:http2 createSecureServer', cmd: [node, 'node-http.mjs'], cwd: peers, env: { HTTP2: '1' }, plain: false, tls: ['h2'], available: () => null }]
+      : []),
     { name: 'fastify', label: 'fastify + @fastify/sse', cmd: [node, 'fastify.mjs'], cwd: peers, available: () => peerInstalled('@fastify/sse') },
     { name: 'better-sse', label: 'better-sse', cmd: [node, 'better-sse.mjs'], cwd: peers, available: () => peerInstalled('better-sse') },
     { name: 'hono', label: 'hono + @hono/node-server', cmd: [node, 'hono.mjs'], cwd: peers, available: () => peerInstalled('@hono/node-server') },
@@ -139,6 +157,7 @@ export function servers({ root, targetDir }) {
       label: 'Bun.serve',
       cmd: [bun, 'bun.mjs'],
       cwd: peers,
+      tls: ['http1'], // Bun.serve has no HTTP/2
       available: () => bunRuns(),
     },
   ]
@@ -162,20 +181,48 @@ export function scenarios(opts) {
   // pinned down further. With a fixed 1 s warmup it reached into the window of a server that
   // connects everyone at once, and not of one that accepts slowly (whose subscribers age
   // while the rest connect).
-  const broadcast = (n, pubMs, warmup = Math.max(opts.warmup, (YOUNG_EVENTS * pubMs) / 1000)) => ({
-    name: `broadcast-${n / 1000}k-${pubMs}ms`,
-    title: `/sse/broadcast, ${n.toLocaleString('en-US')} subscribers, publish every ${pubMs} ms`,
+  const broadcast = (n, pubMs, tls, warmup = Math.max(opts.warmup, (YOUNG_EVENTS * pubMs) / 1000)) => ({
+    name: `broadcast-${n / 1000}k-${pubMs}ms${tls ? `-${TLS_NAMES[tls]}` : ''}`,
+    title: `/sse/broadcast, ${n.toLocaleString('en-US')} subscribers, publish every ${pubMs} ms${tls ? `, ${TLS_TITLES[tls]}` : ''}`,
     pubMs,
     warmup,
+    tls,
     args: [
       'broadcast', '--connections', n, '--connect-timeout', opts.connectTimeout,
-      '--warmup', warmup, '--duration', opts.duration,
+      '--warmup', warmup, '--duration', opts.duration, ...tlsArgs(tls),
     ],
     metric: 'events_per_s',
     unit: 'events/s',
     per: 'events',
     subscribers: n,
   })
+  const idle = (n, tls) => ({
+    name: `idle-${n / 1000}k${tls ? `-${TLS_NAMES[tls]}` : ''}`,
+    title: `${n.toLocaleString('en-US')} idle SSE ${tls ? `subscribers, ${TLS_TITLES[tls]}` : 'connections'} (no publishes): server RSS per ${tls ? 'subscriber' : 'connection'}`,
+    pubMs: NO_PUBLISH,
+    tls,
+    args: ['idle', '--connections', n, '--connect-timeout', opts.connectTimeout, '--warmup', 1, '--duration', opts.idleHold, ...tlsArgs(tls)],
+    metric: 'rss_per_connection_bytes',
+    unit: 'bytes',
+    lowerIsBetter: true,
+    subscribers: n,
+  })
+  const tlsScenarios = [
+    {
+      name: 'hello-tls',
+      title: 'GET /hello (JS handler) over TLS (HTTP/1.1), 64 keep-alive connections',
+      pubMs: NO_PUBLISH,
+      tls: 'http1',
+      args: ['hello', '--connections', 64, ...window, ...tlsArgs('http1')],
+      metric: 'requests_per_s',
+      unit: 'req/s',
+      per: 'requests',
+    },
+    broadcast(10_000, 100, 'http1'),
+    broadcast(10_000, 100, 'h2'),
+    idle(10_000, 'http1'),
+    idle(10_000, 'h2'),
+  ]
   return [
     {
       name: 'hello',
@@ -215,18 +262,16 @@ export function scenarios(opts) {
       per: 'MiB',
       perDivisor: MiB,
     },
-    {
-      name: 'idle-10k',
-      title: '10,000 idle SSE connections (no publishes): server RSS per connection',
-      pubMs: NO_PUBLISH,
-      args: ['idle', '--connections', 10_000, '--connect-timeout', opts.connectTimeout, '--warmup', 1, '--duration', opts.idleHold],
-      metric: 'rss_per_connection_bytes',
-      unit: 'bytes',
-      lowerIsBetter: true,
-      subscribers: 10_000,
-    },
+    idle(10_000),
+    ...(TLS ? tlsScenarios : []),
   ]
 }
+
+/** Scenario name suffixes and title parts of the TLS protocols. */
+const TLS_NAMES = { http1: 'tls', h2: 'h2' }
+const TLS_TITLES = { http1: 'over TLS (HTTP/1.1, a connection each)', h2: 'over TLS (HTTP/2, 100 streams per connection)' }
+/** rat-bench's options for a TLS protocol (none for plain). */
+const tlsArgs = (tls) => (tls === 'h2' ? ['--tls', 'h2', '--streams-per-conn', 100] : tls ? ['--tls', tls] : [])
 
 /** Run sizes: `--quick` is a smoke test of the harness, not a measurement. */
 export function runOptions(quick) {

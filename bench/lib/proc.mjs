@@ -131,7 +131,8 @@ export function startServer(server, { cpu, port, pubMs, timeoutMs = 30_000 }) {
       settled = true
       lines.removeAllListeners('line')
       child.stdout.resume() // keep draining: a full pipe would block the server
-      resolve({ child, pid: child.pid, stop: () => stopProcess(child) })
+      // `exited()`: the exit code or signal if the server is gone; `stderr`: its last lines.
+      resolve({ child, pid: child.pid, stop: () => stopProcess(child), exited: () => child.exitCode ?? child.signalCode, stderr: errors })
     })
     child.on('exit', (code, signal) => fail(`exited (${code ?? signal}) before listening`))
     child.on('error', (err) => fail(err.message))

@@ -159,6 +159,19 @@ function interleaved(results) {
   conditions.`
 }
 
+/** How the TLS scenarios ran, as list items (or nothing when none ran). */
+function tlsMethod(results) {
+  if (!results.scenarios.some((s) => s.tls)) return ''
+  return `- TLS scenarios (\`RAT_BENCH_TLS=1\`): the runner makes one self-signed ECDSA P-256
+  certificate (\`rat-bench cert\`) and every server serves it (TLS_CERT, TLS_KEY). The client
+  is rustls with the \`ring\` provider, as the engine, with session resumption; ALPN offers
+  one protocol only, \`http/1.1\` (a connection per subscriber) or \`h2\` (100 subscribers'
+  streams per connection, the h2 crate). node:http is node:https there; the h2 peer is
+  \`http2.createSecureServer\` with the same handler; Bun.serve has no HTTP/2 and runs the
+  HTTP/1.1 ones only.
+`
+}
+
 function method(results) {
   const o = results.options
   return `- Each server runs alone${results.scenarios.some((s) => s.interleave) ? ' (but see /chunked below)' : ''}, pinned with \`taskset -c 0\` (our engine's tokio threads and its JS
@@ -180,7 +193,7 @@ function method(results) {
 - Subscribers connect at most 256 at a time (a ramp, not a SYN flood) with a
   ${o.connectTimeout} s limit; "connect s" is until the last response head arrived.
   RSS per connection is (RSS after connecting and holding − RSS before) ÷ connections.
-- The floor (crates/bench, \`rat-floor\`) is a single-threaded mio server that formats each
+${tlsMethod(results)}- The floor (crates/bench, \`rat-floor\`) is a single-threaded mio server that formats each
   event once and \`send()\`s it to every subscriber: what one core of this machine allows.
 - Peers are in bench/peers (own package.json): node:http by hand with 'drain'; fastify 5 +
   @fastify/sse; better-sse Channel on node:http; hono + @hono/node-server streamSSE (it

@@ -3,6 +3,9 @@
 
 const B10K = 'broadcast-10k-100ms'
 const B10K_FAST = 'broadcast-10k-10ms'
+const B10K_TLS = 'broadcast-10k-100ms-tls'
+const B10K_H2 = 'broadcast-10k-100ms-h2'
+const TLS_SCENARIOS = ['hello-tls', B10K_TLS, B10K_H2]
 
 /**
  * Each target: what it compares, and `check(get)` returning { measured, ok } or null when a
@@ -10,12 +13,16 @@ const B10K_FAST = 'broadcast-10k-10ms'
  */
 function targets(ours, name, fmt) {
   // `of` against `peer` (`of` is ours unless a row compares two other servers).
-  const rel = (sc, key, peer, need, { lower = false, label, unit, of = ours } = {}) => ({
+  // `peerSc`: the peer's figure from another scenario of the run (ours over TLS against
+  // ours in plain HTTP/1.1). `gated`: the row is left out unless that scenario ran (the TLS
+  // scenarios only run with RAT_BENCH_TLS=1).
+  const rel = (sc, key, peer, need, { lower = false, label, unit, of = ours, peerSc = sc, peerName = name(peer), gated } = {}) => ({
     target: label,
-    needed: need === Infinity ? null : `${lower ? '≤' : '≥'} ${need}× ${name(peer)}`,
+    gated,
+    needed: need === Infinity ? null : `${lower ? '≤' : '≥'} ${need}× ${peerName}`,
     check: (get) => {
       const a = get(sc, of, key)
-      const b = get(sc, peer, key)
+      const b = get(peerSc, peer, key)
       if (!(a > 0) || !(b > 0)) return null
       const r = a / b
       return { measured: `${r.toFixed(2)}× (${fmt(a, unit)} vs ${fmt(b, unit)})`, ok: lower ? r <= need : r >= need }
@@ -23,6 +30,7 @@ function targets(ours, name, fmt) {
   })
   const abs = (sc, key, label, needed, test, show, agg = 'med') => ({
     target: label,
+    gated: sc.startsWith('idle-') || TLS_SCENARIOS.includes(sc) ? sc : undefined,
     needed,
     check: (get) => {
       const v = get(sc, ours, key, agg)
@@ -48,6 +56,17 @@ function targets(ours, name, fmt) {
     rel('count', 'events_per_s', 'bun', 1, { label: '/sse/count events/s vs Bun' }),
     rel('chunked', 'bytes_per_s', 'bun', 1, { label: '/chunked bytes/s vs Bun', unit: 'bytes/s' }),
     rel('chunked', 'bytes_per_s', 'floor', 0.9, { label: '/chunked bytes/s vs floor (stretch)', unit: 'bytes/s' }),
+    // Issue 23: TLS (RAT_BENCH_TLS=1).
+    abs('idle-10k-tls', 'rss_per_connection_bytes', 'TLS: idle subscriber RSS (HTTP/1.1, a connection each)', '≤ 4 KiB', (v) => v <= 4096, (v) => fmt(v, 'bytes')),
+    abs('idle-10k-h2', 'rss_per_connection_bytes', 'TLS: idle subscriber RSS (h2, 100 streams per connection)', '≤ 4 KiB', (v) => v <= 4096, (v) => fmt(v, 'bytes')),
+    ...[[B10K_TLS, 'HTTP/1.1'], [B10K_H2, 'h2']].flatMap(([sc, proto]) => [
+      abs(sc, 'connected', `TLS 10k @100 ms (${proto}): subscribers connected`, '10,000', (v) => v >= 10_000, (v) => fmt(v), 'min'),
+      abs(sc, 'gaps', `TLS 10k @100 ms (${proto}): gaps`, '0', (v) => v === 0, (v) => String(v), 'max'),
+      rel(sc, 'latency_p99_ms', ours, 1.3, { lower: true, peerSc: B10K, peerName: 'ours over plain HTTP/1.1', gated: sc, label: `TLS 10k @100 ms (${proto}): p99 latency vs ours in plain HTTP/1.1` }),
+      // Bun.serve has no HTTP/2: ours over h2 is held to Bun over TLS HTTP/1.1.
+      rel(sc, 'server_cpu_us_per_unit', 'bun', 1, { lower: true, peerSc: B10K_TLS, peerName: 'Bun.serve over TLS HTTP/1.1', gated: sc, label: `TLS 10k @100 ms (${proto}): server CPU per delivered event vs Bun` }),
+    ]),
+    rel('hello-tls', 'requests_per_s', 'bun', 1, { gated: 'hello-tls', label: '/hello over TLS keep-alive req/s vs Bun' }),
   ]
 }
 
@@ -57,7 +76,7 @@ function targets(ours, name, fmt) {
  */
 export function targetRows(stats, ours, labels, fmt) {
   const get = (sc, server, key, agg = 'med') => stats[sc]?.[server]?.[agg]?.[key]
-  const rows = targets(ours, (n) => labels[n] ?? n, fmt).map((t) => {
+  const rows = targets(ours, (n) => labels[n] ?? n, fmt).filter((t) => !t.gated || stats[t.gated]).map((t) => {
     const r = t.check(get)
     const status = r === null ? 'not measured' : t.needed === null ? 'info' : r.ok ? '✅ met' : '❌ missed'
     return `| ${t.target} | ${r?.measured ?? '–'} | ${t.needed ?? '–'} | ${status} |`

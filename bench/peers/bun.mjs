@@ -2,6 +2,7 @@
 // frame into each subscriber's direct ReadableStream controller and flushes it; /sse/count
 // and /chunked are pull streams, so Bun asks for the next piece only when it has room
 // (its backpressure). idleTimeout 0: Bun would otherwise drop quiet SSE streams after 10 s.
+// With TLS_CERT and TLS_KEY (PEM file paths) it serves TLS (HTTP/1.1: Bun.serve has no h2).
 import { dlopen } from 'bun:ffi'
 import zlib from 'node:zlib'
 import { setHrtimeOffset, PORT, PUB_INTERVAL_MS, HOST, pathOf, countParam, chunkedParams, countData, nextEventData, announce, onSigterm } from './common.mjs'
@@ -118,6 +119,8 @@ setInterval(() => {
   }
 }, PUB_INTERVAL_MS)
 
-const server = Bun.serve({ port: PORT, hostname: HOST, idleTimeout: 0, fetch: route })
+const { TLS_CERT, TLS_KEY } = process.env
+const tls = TLS_CERT && TLS_KEY ? { tls: { cert: Bun.file(TLS_CERT), key: Bun.file(TLS_KEY) } } : {}
+const server = Bun.serve({ port: PORT, hostname: HOST, idleTimeout: 0, fetch: route, ...tls })
 announce(server.port)
 onSigterm(() => server.stop(true))

@@ -1,6 +1,11 @@
 // node:http by hand: the baseline every Node framework builds on. Broadcast is a loop over
 // the open responses; /sse/count and /chunked honour backpressure through 'drain'.
+// With TLS_CERT and TLS_KEY (PEM file paths) the same handler is served by node:https, or
+// with HTTP2=1 by http2.createSecureServer (its compatibility API, HTTP/2 only).
+import { readFileSync } from 'node:fs'
 import http from 'node:http'
+import http2 from 'node:http2'
+import https from 'node:https'
 import { badRequest, pump, writeChunked } from './node-helpers.mjs'
 import { PORT, PUB_INTERVAL_MS, HOST, pathOf, countParam, chunkedParams, countData, nextEventData, announce, onSigterm } from './common.mjs'
 
@@ -13,14 +18,14 @@ function sseCount (res, n) {
   pump(res, n, (i) => `data: ${countData(i)}\n\n`)
 }
 
-const server = http.createServer((req, res) => {
+function handle (req, res) {
   switch (pathOf(req.url)) {
     case '/hello':
       res.writeHead(200, { 'content-type': 'text/plain', 'content-length': 5 }).end('hello')
       return
     case '/sse/broadcast':
       res.writeHead(200, SSE_HEAD)
-      res.flushHeaders()
+      res.flushHeaders?.() // HTTP/2's writeHead sends the head itself
       subscribers.add(res)
       res.on('close', () => subscribers.delete(res))
       return
@@ -35,7 +40,15 @@ const server = http.createServer((req, res) => {
     default:
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found')
   }
-})
+}
+
+function createServer () {
+  const { TLS_CERT, TLS_KEY, HTTP2 } = process.env
+  if (!TLS_CERT || !TLS_KEY) return http.createServer(handle)
+  const tls = { cert: readFileSync(TLS_CERT), key: readFileSync(TLS_KEY) }
+  return HTTP2 === '1' ? http2.createSecureServer({ ...tls, allowHTTP1: false }, handle) : https.createServer(tls, handle)
+}
+const server = createServer()
 
 setInterval(() => {
   const frame = `data: ${nextEventData()}\n\n`

@@ -11,3 +11,4 @@ pub mod query;
 pub mod sse;
 pub mod stats;
 pub mod sys;
+pub mod tls;

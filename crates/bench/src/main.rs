@@ -11,9 +11,13 @@ use rat_bench::client::{self, Args};
 #[cfg(unix)]
 const USAGE: &str =
     "usage: rat-bench <hello|broadcast|count|chunked|idle|soak|churn> [--option value]...
+       rat-bench cert <dir>   (writes a self-signed cert.pem and key.pem for localhost)
 common:    --addr 127.0.0.1:3000 --connections N --warmup S --duration S
+           --tls http1|h2 (TLS, any certificate, ALPN asking for that protocol only;
+           h2 is for broadcast and idle)
 hello:     --path /hello --expect hello --header 'name: value|name: value'
 broadcast: --path /sse/broadcast --connect-timeout S --connect-concurrency N --header ...
+           --streams-per-conn K (with --tls h2: K subscribers per connection, 100)
            --decode gzip (counts bytes as sent, parses events inflated)
 idle:      same as broadcast; holds N subscribers for --duration without parsing
 count:     --n K --path /sse/count
@@ -35,6 +39,22 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
+    if scenario == "cert" {
+        let Some(dir) = argv.next() else {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        };
+        return match rat_bench::tls::write_self_signed(std::path::Path::new(&dir)) {
+            Ok((cert, key)) => {
+                println!("{}\n{}", cert.display(), key.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("rat-bench cert: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = match Args::parse(argv) {
         Ok(a) => a,
         Err(e) => {

@@ -3,21 +3,25 @@
 //! `broadcast` measures how long all N take to connect (response head received), then over
 //! the window counts events per spec, reads `{"seq":n,"t":ns}` to get publish-to-receive
 //! latency on CLOCK_MONOTONIC and sequence gaps per subscriber, and reports delivered
-//! events/s. `idle` only connects N and holds them (draining whatever arrives unparsed), so
+//! events/s. With `--tls h2` the subscribers are streams, `--streams-per-conn` (100) to each
+//! TLS connection. `idle` only connects N and holds them (draining whatever arrives unparsed), so
 //! the runner can read the server's RSS per connection.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-use super::conn::{get_request_with, HttpConn};
+use super::conn::{get_request_with, HttpConn, Io};
 use super::{marker, measure_window, round, Args, Common, Phase};
 use crate::http::Part;
 use crate::sse::{json_u64, SseParser};
 use crate::stats::Histogram;
+use crate::sys::monotonic_ns;
+use crate::tls::Alpn;
 
 #[derive(Default)]
 struct Shared {
@@ -65,6 +69,14 @@ pub async fn run(mut args: Args, parse: bool) -> Result<Value, String> {
     if !matches!(decode.as_str(), "" | "gzip") {
         return Err(format!("--decode: {decode:?} is not supported (gzip)"));
     }
+
+    let h2 = common.tls.is_some_and(|t| t.alpn == Alpn::H2);
+    // HTTP/2: subscribers share connections, this many streams each.
+    let per_conn = match args.take("streams-per-conn", 0usize)? {
+        0 => 100,
+        k if h2 => k,
+        _ => return Err("--streams-per-conn needs --tls h2".into()),
+    };
     args.finish()?;
 
     let n = common.connections;
@@ -75,15 +87,26 @@ pub async fn run(mut args: Args, parse: bool) -> Result<Value, String> {
         per_sub: (0..n).map(|_| Default::default()).collect(),
         ..Default::default()
     });
-    let request = Rc::new(get_request_with(&path, &headers));
     let gate = Rc::new(Semaphore::new(concurrency.max(1)));
     let start = Instant::now();
     let deadline = tokio::time::Instant::now() + connect_timeout;
-    for id in 0..n {
-        let (shared, request, gate) = (shared.clone(), request.clone(), gate.clone());
-        tokio::task::spawn_local(async move {
-            subscriber(id, common, &shared, &request, &gate, deadline).await
-        });
+    if h2 {
+        let request = Rc::new(h2_request(&path, &headers)?);
+        for first in (0..n).step_by(per_conn) {
+            let ids = first..(first + per_conn).min(n);
+            let (shared, request, gate) = (shared.clone(), request.clone(), gate.clone());
+            tokio::task::spawn_local(async move {
+                h2_subscribers(ids, common, shared, request, &gate, deadline).await
+            });
+        }
+    } else {
+        let request = Rc::new(get_request_with(&path, &headers));
+        for id in 0..n {
+            let (shared, request, gate) = (shared.clone(), request.clone(), gate.clone());
+            tokio::task::spawn_local(async move {
+                subscriber(id, common, &shared, &request, &gate, deadline).await
+            });
+        }
     }
     while shared.connected.get() + shared.failed.get() < n && tokio::time::Instant::now() < deadline
     {
@@ -99,6 +122,12 @@ pub async fn run(mut args: Args, parse: bool) -> Result<Value, String> {
     let elapsed = measure_window(&shared.phase, &common).await.as_secs_f64();
     let mut result = json!({
         "subscribers": n,
+        "protocol": match common.tls {
+            None => "http/1.1",
+            Some(t) if t.alpn == Alpn::H2 => "h2 over TLS",
+            Some(_) => "http/1.1 over TLS",
+        },
+        "connections": if h2 { n.div_ceil(per_conn) } else { n },
         "connected": connected,
         "all_connected": connected == n,
         "connect_failed": shared.failed.get(),
@@ -148,6 +177,70 @@ fn event_stats(s: &Shared, connected: usize, elapsed: f64) -> serde_json::Map<St
     }
 }
 
+/// One subscriber's stream, whichever protocol carries it: its head, then its body bytes.
+struct Stream<'a> {
+    id: usize,
+    s: &'a Shared,
+    began: Instant,
+    parser: SseParser,
+    inflate: Option<Gunzip>,
+    plain: Vec<u8>,
+    last_seq: Option<u64>,
+}
+
+impl<'a> Stream<'a> {
+    fn new(id: usize, s: &'a Shared, began: Instant) -> Self {
+        Self {
+            id,
+            s,
+            began,
+            parser: SseParser::default(),
+            inflate: s.gzip.then(Gunzip::default),
+            plain: Vec::new(),
+            last_seq: None,
+        }
+    }
+
+    /// The response head arrived; returns whether it is a stream (status 200).
+    fn head(&mut self, status: u16) -> bool {
+        let s = self.s;
+        if status != 200 {
+            bump(&s.failed, 1);
+            return false;
+        }
+        bump(&s.connected, 1);
+        let t = Instant::now();
+        s.last_connected_at.set(Some(t));
+        s.connect_time
+            .borrow_mut()
+            .record((t - self.began).as_nanos() as u64);
+        true
+    }
+
+    /// Body bytes read at `now` (CLOCK_MONOTONIC).
+    fn body(&mut self, b: &[u8], now: u64) {
+        let s = self.s;
+        if s.phase.get() == Phase::Measure {
+            bump(&s.bytes, b.len() as u64);
+        }
+        let b = match self.inflate.as_mut() {
+            Some(g) => {
+                if g.feed(b, &mut self.plain).is_err() {
+                    bump(&s.unparsable, 1);
+                }
+                &self.plain[..]
+            }
+            None => b,
+        };
+        if s.parse {
+            let (id, last_seq) = (self.id, &mut self.last_seq);
+            self.parser
+                .feed(b, &mut |data| on_event(id, s, last_seq, data, now));
+        }
+    }
+}
+
+/// An HTTP/1.1 subscriber: one connection (plain or TLS) for one stream.
 async fn subscriber(
     id: usize,
     common: Common,
@@ -160,7 +253,7 @@ async fn subscriber(
         return;
     };
     let began = Instant::now();
-    let mut conn = match HttpConn::connect_until(common.addr, 8192, deadline).await {
+    let mut conn = match HttpConn::connect_until(common.addr, common.tls, 8192, deadline).await {
         Ok(c) => c,
         Err(_) => return bump(&s.failed, 1),
     };
@@ -168,44 +261,16 @@ async fn subscriber(
         return bump(&s.failed, 1);
     }
     let mut permit = Some(permit);
-    let mut parser = SseParser::default();
-    let mut inflate = s.gzip.then(Gunzip::default);
-    let mut plain = Vec::new();
-    let mut last_seq: Option<u64> = None;
+    let mut stream = Stream::new(id, s, began);
     let mut streaming = false;
     // Returns only if the stream ends or breaks: a loss, since the client exits mid-stream.
     let _ = conn
         .read_response(|part, now| match part {
             Part::Head(status) => {
                 drop(permit.take());
-                if status != 200 {
-                    return bump(&s.failed, 1);
-                }
-                streaming = true;
-                bump(&s.connected, 1);
-                let t = Instant::now();
-                s.last_connected_at.set(Some(t));
-                s.connect_time
-                    .borrow_mut()
-                    .record((t - began).as_nanos() as u64);
+                streaming = stream.head(status);
             }
-            Part::Body(b) => {
-                if s.phase.get() == Phase::Measure {
-                    bump(&s.bytes, b.len() as u64);
-                }
-                let b = match inflate.as_mut() {
-                    Some(g) => {
-                        if g.feed(b, &mut plain).is_err() {
-                            bump(&s.unparsable, 1);
-                        }
-                        &plain[..]
-                    }
-                    None => b,
-                };
-                if s.parse {
-                    parser.feed(b, &mut |data| on_event(id, s, &mut last_seq, data, now));
-                }
-            }
+            Part::Body(b) => stream.body(b, now),
             Part::End => {}
         })
         .await;
@@ -214,6 +279,91 @@ async fn subscriber(
     } else if streaming {
         bump(&s.lost, 1);
     }
+}
+
+/// HTTP/2 subscribers `ids`: one TLS connection carrying one stream each. The gate's
+/// permit is held for the handshake, as an HTTP/1.1 subscriber holds it until its head.
+async fn h2_subscribers(
+    ids: std::ops::Range<usize>,
+    common: Common,
+    s: Rc<Shared>,
+    request: Rc<http::Request<()>>,
+    gate: &Semaphore,
+    deadline: tokio::time::Instant,
+) {
+    let Ok(permit) = gate.acquire().await else {
+        return;
+    };
+    let began = Instant::now();
+    let n = ids.len();
+    let Ok(io) = Io::connect_until(common.addr, common.tls, deadline).await else {
+        return bump(&s.failed, n);
+    };
+    // Windows large enough that flow control never holds an event back: the client
+    // releases what it read at once, and a 10 ms publish of ~40-byte events is far below.
+    let handshake = h2::client::Builder::new()
+        .initial_window_size(1 << 20)
+        .initial_connection_window_size(16 << 20)
+        .handshake::<_, Bytes>(io);
+    let Ok((client, connection)) = handshake.await else {
+        return bump(&s.failed, n);
+    };
+    drop(permit);
+    tokio::task::spawn_local(async move {
+        let _ = connection.await;
+    });
+    for id in ids {
+        let (s, request, client) = (s.clone(), request.clone(), client.clone());
+        tokio::task::spawn_local(async move { h2_stream(id, &s, &request, client, began).await });
+    }
+}
+
+async fn h2_stream(
+    id: usize,
+    s: &Shared,
+    request: &http::Request<()>,
+    client: h2::client::SendRequest<Bytes>,
+    began: Instant,
+) {
+    let mut req = http::Request::new(());
+    *req.method_mut() = request.method().clone();
+    *req.uri_mut() = request.uri().clone();
+    *req.headers_mut() = request.headers().clone();
+    let response = match client.ready().await {
+        Ok(mut client) => client.send_request(req, true).map(|(r, _)| r),
+        Err(e) => Err(e),
+    };
+    let response = match response {
+        Ok(r) => r.await,
+        Err(e) => Err(e),
+    };
+    let Ok(response) = response else {
+        return bump(&s.failed, 1); // never got a head
+    };
+    let mut stream = Stream::new(id, s, began);
+    if !stream.head(response.status().as_u16()) {
+        return;
+    }
+    let mut body = response.into_body();
+    while let Some(Ok(data)) = body.data().await {
+        let now = monotonic_ns();
+        let _ = body.flow_control().release_capacity(data.len());
+        stream.body(&data, now);
+    }
+    // The stream ended or broke: a loss, since the client exits mid-stream.
+    bump(&s.lost, 1);
+}
+
+/// The h2 request for `path` with `headers` (`name: value` pairs separated by `|`).
+fn h2_request(path: &str, headers: &str) -> Result<http::Request<()>, String> {
+    let mut req = http::Request::get(format!("https://127.0.0.1{path}"));
+    for h in headers.split('|').map(str::trim).filter(|h| !h.is_empty()) {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("--header: {h:?} is not `name: value`"))?;
+        req = req.header(name.trim().to_ascii_lowercase(), value.trim());
+    }
+    req.body(()).map_err(|e| format!("bad request: {e}"))
 }
 
 fn on_event(id: usize, s: &Shared, last_seq: &mut Option<u64>, data: &[u8], now: u64) {

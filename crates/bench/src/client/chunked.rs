@@ -54,6 +54,7 @@ impl Exchange for Chunked<'_> {
 /// Runs the scenario and returns its JSON result.
 pub async fn run(mut args: Args) -> Result<Value, String> {
     let common = Common::take(&mut args, 4)?;
+    common.http1_only("chunked")?;
     let bytes: u64 = args.take("bytes", 256 << 20)?;
     let size: u64 = args.take("size", 64 << 10)?;
     let requests: u64 = args.take("requests", 1)?;

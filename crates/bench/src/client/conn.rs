@@ -1,18 +1,105 @@
-//! One client connection: raw keep-alive TCP, a reused read buffer and the response decoder.
+//! One client connection: raw keep-alive TCP (or TLS over it), a reused read buffer and the
+//! response decoder.
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::http::{Part, ResponseDecoder};
 use crate::sys::monotonic_ns;
+use crate::tls::TlsClient;
+
+/// A connection's bytes: plain TCP or TLS over it.
+pub enum Io {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS (boxed: a TLS session is ~1 KiB, and most runs are plain).
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Io {
+    /// Connects with TCP_NODELAY, then runs the TLS handshake if `tls` is given.
+    pub async fn connect(addr: SocketAddr, tls: Option<&TlsClient>) -> io::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(match tls {
+            None => Io::Plain(stream),
+            Some(tls) => Io::Tls(Box::new(tls.connect(stream).await?)),
+        })
+    }
+}
+
+impl Io {
+    /// [`connect`](Self::connect), retrying failed attempts (a full accept backlog) every
+    /// 50 ms until `deadline`.
+    pub async fn connect_until(
+        addr: SocketAddr,
+        tls: Option<&TlsClient>,
+        deadline: tokio::time::Instant,
+    ) -> io::Result<Self> {
+        loop {
+            match tokio::time::timeout_at(deadline, Self::connect(addr, tls)).await {
+                Ok(Ok(io)) => return Ok(io),
+                Ok(Err(e)) => {
+                    if tokio::time::Instant::now() + Duration::from_millis(50) >= deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+            }
+        }
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 /// A keep-alive HTTP/1.1 connection to the server under test.
 pub struct HttpConn {
-    stream: TcpStream,
+    stream: Io,
     buf: Box<[u8]>,
     start: usize,
     end: usize,
@@ -37,38 +124,38 @@ pub fn get_request_with(path: &str, headers: &str) -> Vec<u8> {
 }
 
 impl HttpConn {
-    /// Connects with TCP_NODELAY and a read buffer of `buf_size` bytes.
-    pub async fn connect(addr: SocketAddr, buf_size: usize) -> io::Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(Self {
+    /// Connects with TCP_NODELAY (and TLS if `tls` is given) and a read buffer of
+    /// `buf_size` bytes.
+    pub async fn connect(
+        addr: SocketAddr,
+        tls: Option<&TlsClient>,
+        buf_size: usize,
+    ) -> io::Result<Self> {
+        Ok(Self::new(Io::connect(addr, tls).await?, buf_size))
+    }
+
+    fn new(stream: Io, buf_size: usize) -> Self {
+        Self {
             stream,
             buf: vec![0; buf_size].into_boxed_slice(),
             start: 0,
             end: 0,
             decoder: ResponseDecoder::default(),
-        })
+        }
     }
 
     /// Connects, retrying refused or reset attempts (a full accept backlog) every 50 ms
     /// until `deadline`.
     pub async fn connect_until(
         addr: SocketAddr,
+        tls: Option<&TlsClient>,
         buf_size: usize,
         deadline: tokio::time::Instant,
     ) -> io::Result<Self> {
-        loop {
-            match tokio::time::timeout_at(deadline, Self::connect(addr, buf_size)).await {
-                Ok(Ok(conn)) => return Ok(conn),
-                Ok(Err(e)) => {
-                    if tokio::time::Instant::now() + Duration::from_millis(50) >= deadline {
-                        return Err(e);
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
-            }
-        }
+        Ok(Self::new(
+            Io::connect_until(addr, tls, deadline).await?,
+            buf_size,
+        ))
     }
 
     /// Writes a whole request.

@@ -67,6 +67,7 @@ impl Exchange for Count<'_> {
 /// Runs the scenario and returns its JSON result.
 pub async fn run(mut args: Args) -> Result<Value, String> {
     let common = Common::take(&mut args, 50)?;
+    common.http1_only("count")?;
     let n: u64 = args.take("n", 100)?;
     let path: String = args.take("path", "/sse/count".to_owned())?;
     args.finish()?;

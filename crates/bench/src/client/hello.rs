@@ -57,6 +57,7 @@ impl Exchange for Hello<'_> {
 /// Runs the scenario and returns its JSON result.
 pub async fn run(mut args: Args) -> Result<Value, String> {
     let common = Common::take(&mut args, 64)?;
+    common.http1_only("hello")?;
     let path: String = args.take("path", "/hello".to_owned())?;
     let expect: String = args.take("expect", "hello".to_owned())?;
     let headers: String = args.take("header", String::new())?;

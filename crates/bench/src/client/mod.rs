@@ -16,6 +16,8 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use crate::tls::{Alpn, TlsClient};
+
 /// `--key value` options, each of which must be read exactly once by the scenario.
 #[derive(Debug, Default)]
 pub struct Args {
@@ -67,18 +69,36 @@ pub struct Common {
     pub warmup: Duration,
     /// Length of the measured window.
     pub duration: Duration,
+    /// TLS over every connection (`--tls http1|h2`), made once for the whole run.
+    pub tls: Option<&'static TlsClient>,
 }
 
 impl Common {
-    /// Reads `--addr --connections --warmup --duration`.
+    /// Reads `--addr --connections --warmup --duration --tls`.
     pub fn take(args: &mut Args, connections: usize) -> Result<Self, String> {
         let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
+        let tls: String = args.take("tls", String::new())?;
+        let tls = match tls.as_str() {
+            "" => None,
+            s => Some(&*Box::leak(Box::new(TlsClient::new(Alpn::parse(s)?)?))),
+        };
         Ok(Self {
             addr: args.take("addr", SocketAddr::from(([127, 0, 0, 1], 3000)))?,
             connections: args.take("connections", connections)?.max(1),
             warmup: secs(args.take("warmup", 1.0)?),
             duration: secs(args.take("duration", 10.0)?),
+            tls,
         })
+    }
+
+    /// Fails for `--tls h2` in a scenario that speaks HTTP/1.1 only.
+    pub fn http1_only(&self, scenario: &str) -> Result<(), String> {
+        match self.tls {
+            Some(t) if t.alpn == Alpn::H2 => Err(format!(
+                "{scenario}: --tls h2 is for broadcast and idle only"
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -162,7 +182,7 @@ pub async fn repeat_requests(
     while phase.get() != Phase::Done && done < max_requests {
         let c = match conn.as_mut() {
             Some(c) => c,
-            None => match conn::HttpConn::connect(common.addr, buf_size).await {
+            None => match conn::HttpConn::connect(common.addr, common.tls, buf_size).await {
                 Ok(c) => conn.insert(c),
                 Err(_) => {
                     LoopStats::bump(&stats.errors);

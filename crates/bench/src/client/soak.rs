@@ -80,6 +80,9 @@ impl Rng {
 /// Runs `soak` and returns the JSON result.
 pub async fn run(mut args: Args) -> Result<Value, String> {
     let common = Common::take(&mut args, 1000)?;
+    if common.tls.is_some() {
+        return Err("soak: --tls is not supported".into());
+    }
     let path: String = args.take("path", "/soak/channel".to_owned())?;
     let stop_path: String = args.take("stop-path", "/soak/stop".to_owned())?;
     let reconnects_per_s: f64 = args.take("reconnects-per-s", 10.0)?;

@@ -1,0 +1,73 @@
+// The bench's TLS wiring (bench/lib): which server runs in which scenario, the scenarios
+// RAT_BENCH_TLS=1 adds, and the TLS targets, which compare across scenarios and appear only
+// when their scenario ran.
+import { afterEach, describe, expect, it, vi } from 'vitest'
+
+type Server = { name: string; plain?: boolean; tls?: string[]; env?: Record<string, string> }
+type Scenario = { name: string; tls?: string; args: unknown[] }
+
+async function load(tls: boolean) {
+  vi.resetModules()
+  vi.stubEnv('RAT_BENCH_TLS', tls ? '1' : '')
+  // Plain JS modules without declarations: imported by a computed path, typed below.
+  const lib = (name: string) => new URL(`../bench/lib/${name}.mjs`, import.meta.url).href
+  const catalog = await import(lib('catalog'))
+  const targets = await import(lib('targets'))
+  const opts = catalog.runOptions(true)
+  return {
+    servers: catalog.servers({ root: '/nowhere', targetDir: '/nowhere' }) as Server[],
+    scenarios: catalog.scenarios(opts) as Scenario[],
+    serves: catalog.serves as (s: Server, sc: Scenario) => boolean,
+    targetRows: targets.targetRows as (stats: unknown, ours: string, labels: Record<string, string>, fmt: (v: number) => string) => string,
+  }
+}
+
+afterEach(() => {
+  vi.unstubAllEnvs()
+})
+
+describe('bench catalog', () => {
+  it('adds the TLS scenarios and the HTTP/2 peer only with RAT_BENCH_TLS', async () => {
+    const plain = await load(false)
+    expect(plain.scenarios.some((s) => s.tls)).toBe(false)
+    expect(plain.servers.map((s) => s.name)).not.toContain('node-http2')
+
+    const { scenarios, servers, serves } = await load(true)
+    const byName = Object.fromEntries(scenarios.map((s) => [s.name, s]))
+    expect(byName['hello-tls'].args).toEqual(expect.arrayContaining(['--tls', 'http1']))
+    expect(byName['broadcast-10k-100ms-h2'].args).toEqual(expect.arrayContaining(['--tls', 'h2', '--streams-per-conn', 100]))
+    expect(byName['idle-10k-tls'].args).toEqual(expect.arrayContaining(['idle', '--tls', 'http1']))
+    const run = (sc: string) => servers.filter((s) => serves(s, byName[sc])).map((s) => s.name)
+    expect(run('broadcast-10k-100ms-h2')).toEqual(['rat-engine', 'node-http2'])
+    expect(run('broadcast-10k-100ms-tls')).toEqual(['rat-engine', 'node-http', 'bun'])
+    expect(run('broadcast-10k-100ms')).not.toContain('node-http2')
+    expect(run('broadcast-10k-100ms')).toContain('floor')
+    expect(servers.find((s) => s.name === 'node-http2')?.env).toEqual({ HTTP2: '1' })
+  })
+
+  it('checks the TLS targets against ours in plain HTTP/1.1 and against Bun, only when they ran', async () => {
+    const { targetRows } = await load(true)
+    const cell = (med: Record<string, number>) => ({ med })
+    const plainOnly = {
+      'broadcast-10k-100ms': { 'rat-engine': cell({ latency_p99_ms: 80 }) },
+    }
+    expect(targetRows(plainOnly, 'rat-engine', {}, String)).not.toContain('TLS')
+
+    const stats = {
+      ...plainOnly,
+      'broadcast-10k-100ms-tls': {
+        'rat-engine': cell({ latency_p99_ms: 100, server_cpu_us_per_unit: 9, connected: 10_000, gaps: 0 }),
+        bun: cell({ server_cpu_us_per_unit: 10 }),
+      },
+      'idle-10k-tls': { 'rat-engine': cell({ rss_per_connection_bytes: 12_000 }) },
+    }
+    const rows = targetRows(stats, 'rat-engine', { bun: 'Bun.serve' }, String).split('\n')
+    const row = (needle: string) => rows.find((r) => r.includes(needle)) ?? ''
+    // 100 / 80 ms: within 1.3x.
+    expect(row('TLS 10k @100 ms (HTTP/1.1): p99')).toMatch(/1\.25×.*✅ met/)
+    expect(row('TLS 10k @100 ms (HTTP/1.1): server CPU')).toMatch(/0\.90×.*✅ met/)
+    expect(row('idle subscriber RSS (HTTP/1.1')).toContain('❌ missed')
+    // h2 and /hello over TLS did not run: no rows.
+    expect(rows.some((r) => r.includes('(h2)') || r.includes('/hello over TLS'))).toBe(false)
+  })
+})
