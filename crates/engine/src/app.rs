@@ -61,6 +61,16 @@ pub struct RouteOptions {
     pub compress: crate::compress::RouteCompression,
 }
 
+/// The options of a WebSocket route: a stream (no handler timeout, counted against
+/// stream limits).
+pub(crate) fn ws_route_options() -> RouteOptions {
+    RouteOptions {
+        stream: true,
+        compress: crate::compress::RouteCompression::Off,
+        ..RouteOptions::default()
+    }
+}
+
 pub(crate) struct Route {
     pub(crate) handler: Arc<dyn Handler>,
     pub(crate) options: RouteOptions,
@@ -135,6 +145,45 @@ impl App {
             },
         )?;
         Ok(self)
+    }
+
+    /// Adds a WebSocket route: a GET that upgrades (see [`crate::ws`]). The server's
+    /// checks (auth, stream limits per IP, CORS) and the path parameters apply before the
+    /// upgrade; `handler` then serves the socket.
+    ///
+    /// # Errors
+    /// See [`Router::insert`].
+    pub fn ws(&mut self, path: &str, handler: impl crate::ws::WsHandler) -> Result<&mut Self> {
+        self.ws_with(path, handler, crate::ws::WsOptions::default())
+    }
+
+    /// [`ws`](Self::ws) with options (payload limit, idle timeout, send queue).
+    ///
+    /// # Errors
+    /// See [`Router::insert`].
+    pub fn ws_with(
+        &mut self,
+        path: &str,
+        handler: impl crate::ws::WsHandler,
+        options: crate::ws::WsOptions,
+    ) -> Result<&mut Self> {
+        let handler = crate::ws::route_handler(Arc::new(handler), options);
+        self.route_with(Method::GET, path, Arc::new(handler), ws_route_options())
+    }
+
+    /// A WebSocket route whose sockets receive `channel`'s events as text frames (each
+    /// event's data). Messages from clients are ignored.
+    ///
+    /// # Errors
+    /// See [`Router::insert`].
+    pub fn ws_channel(&mut self, path: &str, channel: crate::Channel) -> Result<&mut Self> {
+        self.ws(path, move |_req, mut ws: crate::ws::WebSocket| {
+            let channel = channel.clone();
+            async move {
+                ws.sender().subscribe(&channel);
+                while ws.recv().await.is_some() {}
+            }
+        })
     }
 
     /// Adds a GET route (HEAD is answered by it too, without a body).
