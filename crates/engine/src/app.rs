@@ -61,16 +61,6 @@ pub struct RouteOptions {
     pub compress: crate::compress::RouteCompression,
 }
 
-/// The options of a WebSocket route: a stream (no handler timeout, counted against
-/// stream limits).
-pub(crate) fn ws_route_options() -> RouteOptions {
-    RouteOptions {
-        stream: true,
-        compress: crate::compress::RouteCompression::Off,
-        ..RouteOptions::default()
-    }
-}
-
 pub(crate) struct Route {
     pub(crate) handler: Arc<dyn Handler>,
     pub(crate) options: RouteOptions,
@@ -167,8 +157,28 @@ impl App {
         handler: impl crate::ws::WsHandler,
         options: crate::ws::WsOptions,
     ) -> Result<&mut Self> {
+        self.ws_route_with(path, handler, options, RouteOptions::default())
+    }
+
+    /// [`ws_with`](Self::ws_with) with route options too (CORS, a stream limit...). The
+    /// route is always a stream route, never compressed.
+    ///
+    /// # Errors
+    /// See [`Router::insert`].
+    pub fn ws_route_with(
+        &mut self,
+        path: &str,
+        handler: impl crate::ws::WsHandler,
+        options: crate::ws::WsOptions,
+        route: RouteOptions,
+    ) -> Result<&mut Self> {
         let handler = crate::ws::route_handler(Arc::new(handler), options);
-        self.route_with(Method::GET, path, Arc::new(handler), ws_route_options())
+        let route = RouteOptions {
+            stream: true,
+            compress: crate::compress::RouteCompression::Off,
+            ..route
+        };
+        self.route_with(Method::GET, path, Arc::new(handler), route)
     }
 
     /// A WebSocket route whose sockets receive `channel`'s events as text frames (each

@@ -261,10 +261,13 @@ pub(crate) fn spawn_upgrade(
         let io = match on_upgrade.await {
             Ok(io) => hyper_util::rt::TokioIo::new(io),
             Err(_) => {
+                // The handler still runs, and finds the socket closed.
                 sender.finish(CloseStatus {
                     code: 1006,
                     reason: String::new(),
                 });
+                let (_, rx) = mpsc::channel(1);
+                start(sender.clone(), WebSocket { sender, rx });
                 return;
             }
         };
