@@ -489,3 +489,119 @@ async fn shutdown_closes_sockets_with_1001() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn credentials_and_stream_limits_apply_before_the_upgrade() {
+    use rat_engine::auth::TokenRule;
+    let mut app = echo_app();
+    app.ws(
+        "/admin/ws",
+        |_req, mut ws: rat_engine::ws::WebSocket| async move { while ws.recv().await.is_some() {} },
+    )
+    .unwrap();
+    let config = rat_engine::ServerConfig {
+        max_streams_per_ip: Some(1),
+        ..rat_engine::ServerConfig::default()
+    }
+    .auth(TokenRule::new("/admin").bearer(["s3cret"]));
+    let server = support::serve_with(app, config).await;
+    let addr = server.local_addr();
+
+    let refused = tokio_tungstenite::connect_async(format!("ws://{addr}/admin/ws")).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 401),
+        other => panic!("expected a 401, got {other:?}"),
+    }
+
+    // One stream per IP: a socket holds its slot while open, and frees it when closed.
+    let mut first = connect(addr, "/echo").await;
+    let second = tokio_tungstenite::connect_async(format!("ws://{addr}/echo")).await;
+    match second {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 429),
+        other => panic!("expected a 429, got {other:?}"),
+    }
+    first.close(None).await.unwrap();
+    while let Some(Ok(_)) = within(READ_DEADLINE, "the close", first.next()).await {}
+    let mut again = None;
+    for _ in 0..100 {
+        if let Ok((ws, _)) = tokio_tungstenite::connect_async(format!("ws://{addr}/echo")).await {
+            again = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut again = again.expect("the slot is freed once the first socket closed");
+    again.send(Wire::text("hi")).await.unwrap();
+    assert_eq!(next(&mut again).await, Wire::text("hi"));
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_served_on_the_direct_path_then_upgrades() {
+    let mut app = echo_app();
+    let long = rat_engine::RouteOptions {
+        long_lived: true,
+        ..Default::default()
+    };
+    app.route_with(
+        http::Method::GET,
+        "/hello",
+        Arc::new(|_req| async { "hello" }),
+        long,
+    )
+    .unwrap();
+    let server = serve(app).await;
+    let mut conn = support::RawConn::connect(server.local_addr()).await;
+    let (head, body) = conn.roundtrip("GET", "/hello", &[], b"").await;
+    assert_eq!((head.status, body.as_slice()), (200, &b"hello"[..]));
+    assert!(
+        support::wrote_directly(&head),
+        "the first answer came from the direct path"
+    );
+    conn.send_request(
+        "GET",
+        "/echo",
+        &[
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Version", "13"),
+        ],
+        b"",
+    )
+    .await;
+    // Read by hand: the helper's head reader skips 1xx responses.
+    let (mut stream, mut pending) = conn.into_parts();
+    while !pending.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut b = [0u8; 1024];
+        let n = within(READ_DEADLINE, "the 101", stream.read(&mut b))
+            .await
+            .unwrap();
+        assert!(n > 0, "EOF before the 101");
+        pending.extend_from_slice(&b[..n]);
+    }
+    let end = pending.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8(pending.drain(..end).collect()).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    let mut ws = tokio_tungstenite::WebSocketStream::from_partially_read(
+        stream,
+        pending,
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    ws.send(Wire::text("over the same connection"))
+        .await
+        .unwrap();
+    let got = within(READ_DEADLINE, "the echo", ws.next()).await;
+    assert_eq!(
+        got.unwrap().unwrap(),
+        Wire::text("over the same connection")
+    );
+    server.shutdown(Duration::from_secs(1)).await;
+}
