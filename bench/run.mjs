@@ -78,7 +78,7 @@ function metrics(scenario, client, samples, peakRss) {
   const end = samples['measure-end']
   const base = samples.base
   const m = {}
-  for (const k of ['requests_per_s', 'events_per_s', 'streams_per_s', 'bytes_per_s', 'gib_per_s', 'publishes_per_s', 'delivery_ratio',
+  for (const k of ['requests_per_s', 'events_per_s', 'messages_per_s', 'streams_per_s', 'bytes_per_s', 'gib_per_s', 'publishes_per_s', 'delivery_ratio',
     'gaps', 'subscribers_with_gaps', 'connected', 'connect_s', 'lost', 'errors', 'out_of_order', 'unparsable', 'clock_skew']) {
     if (typeof client[k] === 'number') m[k] = client[k]
   }
@@ -333,6 +333,7 @@ async function main() {
         continue
       }
       for (const server of order) {
+        if (scenario.servers && !scenario.servers.includes(server.name)) continue
         // A run during which other processes took more than MAX_OTHER_LOAD of the two CPUs
         // measured the neighbours as much as the server: it is kept in `discarded` and run
         // again (at most RERUNS times; the last one counts whatever its load).

@@ -49,6 +49,7 @@ async function main(): Promise<void> {
   }
 
   app.text('/hello', () => 'hello')
+  app.ws('/ws/echo', { message: (ws, data, isBinary) => void ws.send(data, isBinary) }, { idleTimeoutMs: 0 })
 
   const broadcast = app.channel('broadcast', { history: 0 })
   app.sse('/sse/broadcast', broadcast)

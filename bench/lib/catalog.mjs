@@ -203,6 +203,17 @@ export function scenarios(opts) {
       perDivisor: MiB,
     },
     {
+      name: 'ws-echo',
+      title: 'WebSocket echo /ws/echo (JS handler), 64-byte text messages, 50 connections, one in flight each',
+      pubMs: NO_PUBLISH,
+      // Only servers with a WebSocket route (node:http serves it with the `ws` package).
+      servers: ['rat-engine', 'rat-engine-baseline', 'node-http', 'bun'],
+      args: ['ws-echo', '--connections', 50, '--size', 64, ...window],
+      metric: 'messages_per_s',
+      unit: 'msg/s',
+      per: 'messages',
+    },
+    {
       name: 'idle-10k',
       title: '10,000 idle SSE connections (no publishes): server RSS per connection',
       pubMs: NO_PUBLISH,

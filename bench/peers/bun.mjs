@@ -92,6 +92,12 @@ setInterval(() => {
   }
 }, PUB_INTERVAL_MS)
 
-const server = Bun.serve({ port: PORT, hostname: HOST, idleTimeout: 0, fetch: route })
+const server = Bun.serve({
+  port: PORT,
+  hostname: HOST,
+  idleTimeout: 0,
+  fetch: (req, srv) => (req.url.endsWith('/ws/echo') && srv.upgrade(req) ? undefined : route(req)),
+  websocket: { idleTimeout: 0, perMessageDeflate: false, message: (ws, data) => void ws.send(data) },
+})
 announce(server.port)
 onSigterm(() => server.stop(true))

@@ -10,7 +10,7 @@ use rat_bench::client::{self, Args};
 
 #[cfg(unix)]
 const USAGE: &str =
-    "usage: rat-bench <hello|broadcast|count|chunked|idle|soak|churn> [--option value]...
+    "usage: rat-bench <hello|broadcast|count|chunked|idle|soak|churn|ws-echo> [--option value]...
 common:    --addr 127.0.0.1:3000 --connections N --warmup S --duration S
 hello:     --path /hello --expect hello --header 'name: value|name: value'
 broadcast: --path /sse/broadcast --connect-timeout S --connect-concurrency N --header ...
@@ -20,7 +20,8 @@ count:     --n K --path /sse/count
 chunked:   --bytes B --size S --requests R --path /chunked (--duration caps the run)
 soak:      --path /soak/channel --stop-path /soak/stop --reconnects-per-s R
            --reconnect-delay-ms M --settle S --seed N (checks every event's sequence)
-churn:     --cycles N --concurrency C --paths /a,/b --early-percent P --timeout S";
+churn:     --cycles N --concurrency C --paths /a,/b --early-percent P --timeout S
+ws-echo:   --path /ws/echo --size B (text messages, one in flight per connection)";
 
 #[cfg(not(unix))]
 fn main() {
@@ -64,6 +65,7 @@ fn main() -> ExitCode {
             "chunked" => client::chunked::run(args).await,
             "soak" => client::soak::run(args).await,
             "churn" => client::churn::run(args).await,
+            "ws-echo" => client::ws_echo::run(args).await,
             other => Err(format!("unknown scenario {other:?}")),
         }
     });

@@ -1,0 +1,90 @@
+//! `ws-echo`: WebSocket echo messages/s over N connections, one text message in flight per
+//! connection, each echo checked, with per-message latency.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{measure_window, round, Args, Common, LoopStats, Phase};
+use crate::stats::Histogram;
+
+#[derive(Default)]
+struct Shared {
+    phase: Cell<Phase>,
+    stats: LoopStats,
+    messages: Cell<u64>,
+    latency: RefCell<Histogram>,
+}
+
+/// One connection echoing until the window is over; reconnects if the server closes.
+async fn echo_loop(common: Common, url: Rc<String>, payload: Rc<String>, shared: Rc<Shared>) {
+    while shared.phase.get() != Phase::Done {
+        let mut ws = match tokio_tungstenite::connect_async(url.as_str()).await {
+            Ok((ws, _)) => ws,
+            Err(_) => {
+                LoopStats::bump(&shared.stats.errors);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = common;
+        loop {
+            if shared.phase.get() == Phase::Done {
+                let _ = ws.close(None).await;
+                return;
+            }
+            let sent = crate::sys::monotonic_ns();
+            if ws.send(Message::text(payload.as_str())).await.is_err() {
+                break;
+            }
+            let echo = loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) => break Some(t),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    _ => break None,
+                }
+            };
+            let Some(echo) = echo else { break };
+            if echo.as_str() != payload.as_str() {
+                LoopStats::bump(&shared.stats.errors);
+            } else if shared.phase.get() == Phase::Measure {
+                shared.messages.set(shared.messages.get() + 1);
+                let now = crate::sys::monotonic_ns();
+                shared.latency.borrow_mut().record(now.saturating_sub(sent));
+            }
+        }
+        LoopStats::bump(&shared.stats.reconnects);
+    }
+}
+
+/// Runs the scenario and returns its JSON result.
+pub async fn run(mut args: Args) -> Result<Value, String> {
+    let common = Common::take(&mut args, 50)?;
+    let path: String = args.take("path", "/ws/echo".to_owned())?;
+    let size: usize = args.take("size", 64)?;
+    args.finish()?;
+
+    let url = Rc::new(format!("ws://{}{}", common.addr, path));
+    let payload: Rc<String> = Rc::new((0..size).map(|i| (b'a' + (i % 26) as u8) as char).collect());
+    let shared = Rc::new(Shared::default());
+    for _ in 0..common.connections {
+        let (url, payload, shared) = (url.clone(), payload.clone(), shared.clone());
+        tokio::task::spawn_local(echo_loop(common, url, payload, shared));
+    }
+    let elapsed = measure_window(&shared.phase, &common).await.as_secs_f64();
+    let messages = shared.messages.get();
+    Ok(json!({
+        "connections": common.connections,
+        "size": size,
+        "duration_s": round(elapsed, 3),
+        "messages": messages,
+        "messages_per_s": round(messages as f64 / elapsed, 1),
+        "errors": shared.stats.errors.get(),
+        "reconnects": shared.stats.reconnects.get(),
+        "latency": shared.latency.borrow().summary_ms(),
+    }))
+}
