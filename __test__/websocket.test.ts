@@ -40,6 +40,11 @@ const started = await startApp(
       close: (_ws, code, reason) => void closes.push([code, reason]),
     })
     app.ws('/private/room', { open: (ws) => void ws.send('welcome') })
+    app.use('/slow', async (req) => {
+      await new Promise((resolve) => setTimeout(resolve, 20))
+      req.locals.user = 'ada'
+    })
+    app.ws('/slow/room', { open: (ws, req) => void ws.send(`welcome ${String(req.locals.user)} to ${req.path}`) })
     app.ws('/feed', feed)
     app.ws('/subscribe', { open: (ws) => ws.subscribe(feed), message: (ws) => ws.unsubscribe(feed) })
     app.ws(
@@ -176,6 +181,12 @@ describe('WebSocket routes', () => {
     ws.terminate()
     const c = await open('/private/room', { authorization: 'Bearer good' })
     expect(await c.next()).toBe('welcome')
+    c.ws.close()
+  })
+
+  test('an async hook: the upgrade waits for it, and open still reads the request', async () => {
+    const c = await open('/slow/room')
+    expect(await c.next()).toBe('welcome ada to /slow/room')
     c.ws.close()
   })
 

@@ -214,6 +214,17 @@ export function scenarios(opts) {
       per: 'messages',
     },
     {
+      name: 'ws-idle-10k',
+      title: '10,000 idle WebSockets on /ws/echo: server RSS per socket',
+      pubMs: NO_PUBLISH,
+      servers: ['rat-engine', 'rat-engine-baseline', 'node-http', 'bun'],
+      args: ['ws-idle', '--connections', 10_000, '--connect-timeout', opts.connectTimeout, '--warmup', 1, '--duration', opts.idleHold],
+      metric: 'rss_per_connection_bytes',
+      unit: 'bytes',
+      lowerIsBetter: true,
+      subscribers: 10_000,
+    },
+    {
       name: 'idle-10k',
       title: '10,000 idle SSE connections (no publishes): server RSS per connection',
       pubMs: NO_PUBLISH,

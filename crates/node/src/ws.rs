@@ -190,28 +190,20 @@ pub(crate) fn accept(call: &Call, options: &WsOptions) -> Result<Option<WsSocket
     let id = call.id();
     let d: Arc<Dispatcher> = call.dispatcher().clone();
     let pump = d.clone();
-    let res = ws::accept(
+    let closes = d.clone();
+    let res = ws::accept_with_callbacks(
         req.headers(),
         req.version(),
         req.remote_addr(),
         options.clone(),
-        move |sender, mut socket| {
-            let d = pump;
-            let drains = d.clone();
-            sender.on_drain(move || drains.push(Item::Ws(id, WsNotice::Drain)));
-            tokio::spawn(async move {
-                while let Some(m) = socket.recv().await {
-                    d.push(Item::Ws(id, WsNotice::Message(m)));
-                }
-                let st = socket.close_status().unwrap_or(ws::CloseStatus {
-                    code: 1006,
-                    reason: String::new(),
-                });
-                d.push(Item::Ws(id, WsNotice::Closed(st.code, st.reason)));
-            });
-        },
+        move |m| pump.push(Item::Ws(id, WsNotice::Message(m))),
+        move |st| closes.push(Item::Ws(id, WsNotice::Closed(st.code, st.reason))),
     );
     let sender = ws::pending_sender(&res);
+    if let Some(s) = &sender {
+        let drains = d.clone();
+        s.on_drain(move || drains.push(Item::Ws(id, WsNotice::Drain)));
+    }
     let prepared = call
         .responder()
         .prepare_response(res)

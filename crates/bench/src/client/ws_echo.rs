@@ -88,3 +88,69 @@ pub async fn run(mut args: Args) -> Result<Value, String> {
         "latency": shared.latency.borrow().summary_ms(),
     }))
 }
+
+/// `ws-idle`: opens N WebSockets (at most `--connect-concurrency` handshakes at once) and
+/// holds them without sending through the window, for the server's RSS per socket.
+pub async fn run_idle(mut args: Args) -> Result<Value, String> {
+    let common = Common::take(&mut args, 10_000)?;
+    let path: String = args.take("path", "/ws/echo".to_owned())?;
+    let connect_timeout = Duration::from_secs_f64(args.take("connect-timeout", 60.0)?);
+    let concurrency: usize = args.take("connect-concurrency", 256)?;
+    args.finish()?;
+
+    let url = Rc::new(format!("ws://{}{}", common.addr, path));
+    let shared = Rc::new(Shared::default());
+    let connected = Rc::new(Cell::new(0usize));
+    let failed = Rc::new(Cell::new(0usize));
+    let gate = Rc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let start = std::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + connect_timeout;
+    for _ in 0..common.connections {
+        let (url, shared, connected, failed, gate) = (
+            url.clone(),
+            shared.clone(),
+            connected.clone(),
+            failed.clone(),
+            gate.clone(),
+        );
+        tokio::task::spawn_local(async move {
+            let permit = gate.acquire().await;
+            let ws =
+                tokio::time::timeout_at(deadline, tokio_tungstenite::connect_async(url.as_str()))
+                    .await;
+            drop(permit);
+            let Ok(Ok((mut ws, _))) = ws else {
+                failed.set(failed.get() + 1);
+                return;
+            };
+            connected.set(connected.get() + 1);
+            // Held until the window is over; anything the server sends is read and dropped.
+            while shared.phase.get() != Phase::Done {
+                match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
+                    Ok(Some(Ok(_))) | Err(_) => {}
+                    Ok(_) => {
+                        LoopStats::bump(&shared.stats.reconnects);
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    while connected.get() + failed.get() < common.connections
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let connect_s = start.elapsed().as_secs_f64();
+    super::marker("connected");
+    let elapsed = measure_window(&shared.phase, &common).await.as_secs_f64();
+    Ok(json!({
+        "subscribers": common.connections,
+        "connected": connected.get(),
+        "all_connected": connected.get() == common.connections,
+        "connect_failed": failed.get(),
+        "connect_s": round(connect_s, 3),
+        "lost": shared.stats.reconnects.get(),
+        "duration_s": round(elapsed, 3),
+    }))
+}

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -15,7 +14,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use super::socket::{CloseStatus, Take, WsSender};
-use super::{Message, WsOptions};
+use super::{Inbox, Message, WsOptions};
 
 /// How long a closing side waits for the peer's close frame (or for its own to be
 /// written) before dropping the connection.
@@ -51,12 +50,12 @@ fn violation(e: &WsError) -> Option<(u16, &'static str)> {
     }
 }
 
-/// Serves an upgraded connection until it ends. `tx` receives the messages (the handler
-/// holds the other end); when it is full, reading waits (TCP backpressure).
+/// Serves an upgraded connection until it ends, handing messages to `inbox` (a handler's
+/// channel: reading waits while it is full, which is TCP backpressure).
 pub(crate) async fn serve<S>(
     ws: WebSocketStream<S>,
     sender: WsSender,
-    tx: mpsc::Sender<Message>,
+    inbox: Inbox,
     options: WsOptions,
     shutdown: CancellationToken,
 ) where
@@ -88,8 +87,13 @@ pub(crate) async fn serve<S>(
                     Wire::Close(frame) => return End::PeerClosed(frame),
                     Wire::Ping(_) | Wire::Pong(_) | Wire::Frame(_) => continue,
                 };
-                // A handler that stopped receiving does not stop the connection.
-                let _ = tx.send(msg).await;
+                match &inbox {
+                    // A handler that stopped receiving does not stop the connection.
+                    Inbox::Channel(tx) => {
+                        let _ = tx.send(msg).await;
+                    }
+                    Inbox::Callback(f) => f(msg),
+                }
             }
         };
         let writer = async {

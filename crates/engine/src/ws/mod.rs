@@ -104,8 +104,23 @@ impl WebSocket {
 /// Messages received and not yet taken by the handler; past this, reading waits.
 const INBOX: usize = 16;
 
-/// What runs once the connection is upgraded.
-pub(crate) type Start = Box<dyn FnOnce(WsSender, WebSocket) + Send>;
+/// What runs once the connection is upgraded: a handler with a [`WebSocket`], or a front
+/// end's callbacks.
+pub(crate) enum Start {
+    Handler(Box<dyn FnOnce(WsSender, WebSocket) + Send>),
+    Callbacks {
+        on_message: Box<dyn Fn(Message) + Send + Sync>,
+        on_close: Box<dyn FnOnce(CloseStatus) + Send>,
+    },
+}
+
+/// Where the connection hands received messages.
+pub(crate) enum Inbox {
+    /// To a handler's [`WebSocket::recv`]; reading waits while it is full.
+    Channel(mpsc::Sender<Message>),
+    /// To a callback, on the connection's task.
+    Callback(Box<dyn Fn(Message) + Send + Sync>),
+}
 
 struct Pending {
     options: WsOptions,
@@ -164,6 +179,39 @@ pub fn accept(
     options: WsOptions,
     start: impl FnOnce(WsSender, WebSocket) + Send + 'static,
 ) -> Response {
+    answer(
+        headers,
+        version,
+        remote,
+        options,
+        Start::Handler(Box::new(start)),
+    )
+}
+
+/// [`accept`] for a front end that takes messages as they are read, on the connection's
+/// task (no task of its own per socket): `on_message` for each, then `on_close` once.
+pub fn accept_with_callbacks(
+    headers: &HeaderMap,
+    version: http::Version,
+    remote: Option<std::net::SocketAddr>,
+    options: WsOptions,
+    on_message: impl Fn(Message) + Send + Sync + 'static,
+    on_close: impl FnOnce(CloseStatus) + Send + 'static,
+) -> Response {
+    let start = Start::Callbacks {
+        on_message: Box::new(on_message),
+        on_close: Box::new(on_close),
+    };
+    answer(headers, version, remote, options, start)
+}
+
+fn answer(
+    headers: &HeaderMap,
+    version: http::Version,
+    remote: Option<std::net::SocketAddr>,
+    options: WsOptions,
+    start: Start,
+) -> Response {
     if version != http::Version::HTTP_11 || !is_upgrade(headers) {
         return response::error(
             StatusCode::BAD_REQUEST,
@@ -203,7 +251,6 @@ pub fn accept(
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     let sender = WsSender::new(options.queue, remote);
-    let start: Start = Box::new(start);
     res.extensions_mut()
         .insert(Upgrade(Arc::new(Mutex::new(Some(Pending {
             options,
@@ -261,13 +308,19 @@ pub(crate) fn spawn_upgrade(
         let io = match on_upgrade.await {
             Ok(io) => hyper_util::rt::TokioIo::new(io),
             Err(_) => {
-                // The handler still runs, and finds the socket closed.
-                sender.finish(CloseStatus {
+                // The handler still runs (or is told), and finds the socket closed.
+                let gone = CloseStatus {
                     code: 1006,
                     reason: String::new(),
-                });
-                let (_, rx) = mpsc::channel(1);
-                start(sender.clone(), WebSocket { sender, rx });
+                };
+                sender.finish(gone.clone());
+                match start {
+                    Start::Handler(f) => {
+                        let (_, rx) = mpsc::channel(1);
+                        f(sender.clone(), WebSocket { sender, rx });
+                    }
+                    Start::Callbacks { on_close, .. } => on_close(gone),
+                }
                 return;
             }
         };
@@ -277,13 +330,28 @@ pub(crate) fn spawn_upgrade(
         config.read_buffer_size = 4096;
         config.write_buffer_size = 64 << 10;
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        let (tx, rx) = mpsc::channel(INBOX);
-        let socket = WebSocket {
-            sender: sender.clone(),
-            rx,
-        };
-        start(sender.clone(), socket);
-        conn::serve(ws, sender, tx, options, shutdown).await;
+        match start {
+            Start::Handler(f) => {
+                let (tx, rx) = mpsc::channel(INBOX);
+                let socket = WebSocket {
+                    sender: sender.clone(),
+                    rx,
+                };
+                f(sender.clone(), socket);
+                conn::serve(ws, sender, Inbox::Channel(tx), options, shutdown).await;
+            }
+            Start::Callbacks {
+                on_message,
+                on_close,
+            } => {
+                let s = sender.clone();
+                conn::serve(ws, sender, Inbox::Callback(on_message), options, shutdown).await;
+                on_close(s.close_status().unwrap_or(CloseStatus {
+                    code: 1006,
+                    reason: String::new(),
+                }));
+            }
+        }
     });
 }
 
