@@ -214,6 +214,19 @@ export function scenarios(opts) {
       per: 'messages',
     },
     {
+      name: 'ws-broadcast-10k-100ms',
+      title: '/ws/broadcast (a channel over WebSocket), 10,000 subscribers, publish every 100 ms',
+      pubMs: 100,
+      warmup: Math.max(opts.warmup, (YOUNG_EVENTS * 100) / 1000),
+      // Ours only: compared with our own SSE figure (broadcast-10k-100ms) of the same run.
+      servers: ['rat-engine', 'rat-engine-baseline'],
+      args: ['ws-broadcast', '--connections', 10_000, '--connect-timeout', opts.connectTimeout, '--warmup', Math.max(opts.warmup, (YOUNG_EVENTS * 100) / 1000), '--duration', opts.duration],
+      metric: 'events_per_s',
+      unit: 'events/s',
+      per: 'events',
+      subscribers: 10_000,
+    },
+    {
       name: 'ws-idle-10k',
       title: '10,000 idle WebSockets on /ws/echo: server RSS per socket',
       pubMs: NO_PUBLISH,

@@ -10,7 +10,7 @@ use rat_bench::client::{self, Args};
 
 #[cfg(unix)]
 const USAGE: &str =
-    "usage: rat-bench <hello|broadcast|count|chunked|idle|soak|churn|ws-echo|ws-idle> [--option value]...
+    "usage: rat-bench <hello|broadcast|count|chunked|idle|soak|churn|ws-echo|ws-idle|ws-broadcast> [--option value]...
 common:    --addr 127.0.0.1:3000 --connections N --warmup S --duration S
 hello:     --path /hello --expect hello --header 'name: value|name: value'
 broadcast: --path /sse/broadcast --connect-timeout S --connect-concurrency N --header ...
@@ -22,7 +22,8 @@ soak:      --path /soak/channel --stop-path /soak/stop --reconnects-per-s R
            --reconnect-delay-ms M --settle S --seed N (checks every event's sequence)
 churn:     --cycles N --concurrency C --paths /a,/b --early-percent P --timeout S
 ws-echo:   --path /ws/echo --size B (text messages, one in flight per connection)
-ws-idle:   --path /ws/echo --connect-timeout S --connect-concurrency N (holds N sockets)";
+ws-idle:   --path /ws/echo --connect-timeout S --connect-concurrency N (holds N sockets)
+ws-broadcast: as ws-idle, --path /ws/broadcast; counts events and their latency";
 
 #[cfg(not(unix))]
 fn main() {
@@ -67,7 +68,8 @@ fn main() -> ExitCode {
             "soak" => client::soak::run(args).await,
             "churn" => client::churn::run(args).await,
             "ws-echo" => client::ws_echo::run(args).await,
-            "ws-idle" => client::ws_echo::run_idle(args).await,
+            "ws-idle" => client::ws_echo::run_idle(args, false).await,
+            "ws-broadcast" => client::ws_echo::run_idle(args, true).await,
             other => Err(format!("unknown scenario {other:?}")),
         }
     });

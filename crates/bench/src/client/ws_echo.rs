@@ -110,9 +110,12 @@ pub async fn run(mut args: Args) -> Result<Value, String> {
 
 /// `ws-idle`: opens N WebSockets (at most `--connect-concurrency` handshakes at once) and
 /// holds them without sending through the window, for the server's RSS per socket.
-pub async fn run_idle(mut args: Args) -> Result<Value, String> {
+/// `ws-broadcast` (`parse`): the same on a channel route, each text frame being an event's
+/// data `{"seq":n,"t":ns}`; counts events and their publish-to-receive latency.
+pub async fn run_idle(mut args: Args, parse: bool) -> Result<Value, String> {
     let common = Common::take(&mut args, 10_000)?;
-    let path: String = args.take("path", "/ws/echo".to_owned())?;
+    let default_path = if parse { "/ws/broadcast" } else { "/ws/echo" };
+    let path: String = args.take("path", default_path.to_owned())?;
     let connect_timeout = Duration::from_secs_f64(args.take("connect-timeout", 60.0)?);
     let concurrency: usize = args.take("connect-concurrency", 256)?;
     args.finish()?;
@@ -144,6 +147,19 @@ pub async fn run_idle(mut args: Args) -> Result<Value, String> {
             // Held until the window is over; anything the server sends is read and dropped.
             while shared.phase.get() != Phase::Done {
                 match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
+                    Ok(Some(Ok(Message::Text(t)))) if parse => {
+                        let now = crate::sys::monotonic_ns();
+                        if shared.phase.get() != Phase::Measure {
+                            continue;
+                        }
+                        match crate::sse::json_u64(t.as_bytes(), "t") {
+                            Some(sent) => {
+                                shared.messages.set(shared.messages.get() + 1);
+                                shared.latency.borrow_mut().record(now.saturating_sub(sent));
+                            }
+                            None => LoopStats::bump(&shared.stats.errors),
+                        }
+                    }
                     Ok(Some(Ok(_))) | Err(_) => {}
                     Ok(_) => {
                         LoopStats::bump(&shared.stats.reconnects);
@@ -161,7 +177,12 @@ pub async fn run_idle(mut args: Args) -> Result<Value, String> {
     let connect_s = start.elapsed().as_secs_f64();
     super::marker("connected");
     let elapsed = measure_window(&shared.phase, &common).await.as_secs_f64();
+    let events = shared.messages.get();
     Ok(json!({
+        "events": events,
+        "events_per_s": round(events as f64 / elapsed, 1),
+        "errors": shared.stats.errors.get(),
+        "latency": shared.latency.borrow().summary_ms(),
         "subscribers": common.connections,
         "connected": connected.get(),
         "all_connected": connected.get() == common.connections,
