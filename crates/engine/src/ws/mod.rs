@@ -37,6 +37,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
 
 pub use socket::{CloseStatus, WsSender};
 
@@ -220,7 +221,7 @@ fn answer(
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
-        .is_none_or_else(|v| v.as_bytes() != b"13")
+        .map_or(true, |v| v.as_bytes() != b"13")
     {
         let mut res = response::error(
             StatusCode::UPGRADE_REQUIRED,
@@ -259,19 +260,6 @@ fn answer(
             held: None,
         })))));
     res
-}
-
-trait NoneOrElse<T> {
-    fn is_none_or_else(&self, f: impl FnOnce(&T) -> bool) -> bool;
-}
-
-impl<T> NoneOrElse<T> for Option<T> {
-    fn is_none_or_else(&self, f: impl FnOnce(&T) -> bool) -> bool {
-        match self {
-            None => true,
-            Some(v) => f(v),
-        }
-    }
 }
 
 /// The sender a 101 response will serve, before the upgrade (a front end registers it).
@@ -354,8 +342,6 @@ pub(crate) fn spawn_upgrade(
         }
     });
 }
-
-use tokio_util::sync::CancellationToken;
 
 /// A WebSocket handler: any `async fn(Request, WebSocket)`.
 pub trait WsHandler: Send + Sync + 'static {
