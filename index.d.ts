@@ -38,14 +38,19 @@ export declare class Engine {
    * id and the id of each, the ids of streams whose client has gone, and the ids of
    * streams whose queue has room again (see `KeptCall.armReady`).
    */
-  constructor(options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[]) => void)
+  constructor(options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[], ws: WsEvent[]) => void)
   /**
-   * Adds a route served by JS. `kind` is `plain`, `sse` or `chunked`; `contentType` is
-   * the chunked default.
+   * Adds a route served by JS. `kind` is `plain`, `sse`, `chunked` or `ws` (a GET that
+   * JS answers with `acceptWs`); `contentType` is the chunked default.
    */
   addRoute(kind: string, method: string, path: string, routeId: number, contentType?: string | undefined | null, options?: RouteOptions | undefined | null): void
   /** Adds an SSE route served entirely by a channel: no JS runs per request or event. */
   addChannelRoute(method: string, path: string, channel: Channel, options?: RouteOptions | undefined | null): void
+  /**
+   * Adds a WebSocket route whose sockets receive the channel's events: no JS runs per
+   * socket or event.
+   */
+  addWsChannelRoute(path: string, channel: Channel, ws?: WsRouteOptions | undefined | null, options?: RouteOptions | undefined | null): void
   /**
    * Binds `host:port` (port 0 picks a free one) and serves, over TLS (HTTP/2 and
    * HTTP/1.1 by ALPN) when `tls` is given. Resolves to the address.
@@ -77,6 +82,11 @@ export declare class Engine {
  * the JS thread per request).
  */
 export declare class KeptCall {
+  /**
+   * Answers a WebSocket route's upgrade; `null` when the request is no valid upgrade
+   * (the engine answered it with 400 or 426).
+   */
+  acceptWs(options?: WsRouteOptions | undefined | null): WsSocket | null
   /** The method, upper-case. */
   method(): string
   /** The path as sent (percent-encoded), without the query. */
@@ -178,6 +188,29 @@ export declare class KeptCall {
   subscribe(channel: Channel, lastEventId?: string | undefined | null): number
 }
 
+/** An open (or opening) WebSocket, for JS to send on. */
+export declare class WsSocket {
+  /** Queues a text message; false past the high-water mark (or once closed). */
+  sendText(text: string): boolean
+  /** Queues a binary message (copied). */
+  sendBinary(data: Uint8Array): boolean
+  /**
+   * Starts the close handshake with `code` (1000, 1001, 1002, 1003, 1007-1014, or
+   * 3000-4999) and `reason` (at most 123 bytes).
+   */
+  close(code?: number | undefined | null, reason?: string | undefined | null): void
+  /** Closes normally (1000) after what is queued. */
+  end(): void
+  /** Delivers the channel's events to this socket as text frames. */
+  subscribe(channel: Channel): void
+  /** Stops delivering the channel's events. */
+  unsubscribe(channel: Channel): void
+  /** Bytes queued and not yet written. */
+  buffered(): number
+  /** True once closing or closed. */
+  closed(): boolean
+}
+
 /** A request in the access log, as JS receives it. */
 export interface AccessLogEntry {
   method: string
@@ -210,6 +243,9 @@ export interface AuthRule {
   /** The header that carries an API key. @default 'x-api-key' */
   header?: string
 }
+
+/** `KeptCall.acceptWs` for request `i` of batch `seq`. */
+export declare function batchAcceptWs(seq: number, i: number, options?: WsRouteOptions | undefined | null): WsSocket | null
 
 /** `KeptCall.body` for request `i` of batch `seq`. */
 export declare function batchBody(seq: number, i: number): Buffer
@@ -498,4 +534,26 @@ export interface TlsOptions {
   key: Buffer
   /** The passphrase of an encrypted key. */
   passphrase?: string
+}
+
+/** A socket event as JS receives it: `kind` 0 message, 1 drain, 2 close. */
+export interface WsEvent {
+  id: number
+  kind: number
+  text?: string
+  data?: Buffer
+  code?: number
+  reason?: string
+}
+
+/** A WebSocket route's settings. */
+export interface WsRouteOptions {
+  /** Largest message in bytes (default 16 MiB); past it the socket closes with 1009. */
+  maxPayload?: number
+  /** Close (1001) a socket that received nothing for this long; 0: never (default 120000). */
+  idleTimeoutMs?: number
+  /** Send queue bytes at which `send` returns false (default 64 KiB). */
+  highWaterMark?: number
+  /** Send queue bytes past which the socket is cut (default max(64 x mark, 8 MiB)). */
+  maxBufferedBytes?: number
 }

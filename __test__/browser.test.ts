@@ -5,6 +5,7 @@ import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { chromium, type Browser, type Page } from 'playwright-core'
 import { afterAll, afterEach, beforeAll, expect, test } from 'vitest'
+import { createChat } from '../examples/chat.js'
 import { createLiveTable } from '../examples/live-table.js'
 import { createLogTail } from '../examples/log-tail.js'
 import { createStreamingDemo } from '../examples/streaming-demo.js'
@@ -300,4 +301,28 @@ test('compression: EventSource decodes gzip, br and zstd streams live, a channel
     expect(JSON.parse(await live)).toEqual({ hello: coding })
   }
   await page.close()
+})
+
+test('chat: a message sent over WebSocket comes down through the channel, over WebSocket and over SSE', async () => {
+  const app = createChat()
+  const base = await serve(app)
+  const writer = await newPage()
+  await writer.goto(base)
+  const reader = await newPage()
+  await reader.goto(`${base}/?via=sse`)
+  for (const p of [writer, reader]) await expect.poll(() => p.evaluate(() => (window as any).chat.open)).toBe(true)
+  // Two sockets and the reader's EventSource.
+  await expect.poll(() => app.channel('chat').subscribers).toBe(3)
+  await writer.fill('#name', 'ada')
+  await writer.fill('#text', 'hello from chromium')
+  await writer.click('#send')
+  for (const p of [writer, reader]) {
+    await expect.poll(() => p.locator('#messages li').count()).toBe(1)
+    expect(await p.locator('#messages li b').textContent()).toBe('ada')
+    expect(await p.locator('#messages li').textContent()).toBe('adahello from chromium')
+  }
+  expect(await writer.locator('#text').inputValue()).toBe('')
+  await writer.screenshot({ path: join(SHOTS, 'chat.png'), fullPage: true })
+  await writer.close()
+  await reader.close()
 })

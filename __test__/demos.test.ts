@@ -595,7 +595,7 @@ describe.concurrent('standalone start', () => {
     return { child, url, exited, output: () => out }
   }
 
-  test.each(['streaming-demo.ts', 'upload-progress.ts', 'log-tail.ts'])('%s serves its page on PORT and closes on SIGTERM', async (file) => {
+  test.each(['streaming-demo.ts', 'upload-progress.ts', 'log-tail.ts', 'chat.ts'])('%s serves its page on PORT and closes on SIGTERM', async (file) => {
     const ex = run(file)
     const url = await ex.url
     const res = await fetch(url)

@@ -90,7 +90,7 @@ function metrics(scenario, client, samples, peakRss) {
   const end = samples['measure-end']
   const base = samples.base
   const m = {}
-  for (const k of ['requests_per_s', 'events_per_s', 'streams_per_s', 'bytes_per_s', 'gib_per_s', 'publishes_per_s', 'delivery_ratio',
+  for (const k of ['requests_per_s', 'events_per_s', 'messages_per_s', 'streams_per_s', 'bytes_per_s', 'gib_per_s', 'publishes_per_s', 'delivery_ratio',
     'gaps', 'subscribers_with_gaps', 'connected', 'connect_s', 'lost', 'errors', 'out_of_order', 'unparsable', 'clock_skew']) {
     if (typeof client[k] === 'number') m[k] = client[k]
   }

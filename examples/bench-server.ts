@@ -51,9 +51,11 @@ async function main(): Promise<void> {
   }
 
   app.text('/hello', () => 'hello')
+  app.ws('/ws/echo', { message: (ws, data, isBinary) => void ws.send(data, isBinary) }, { idleTimeoutMs: 0 })
 
   const broadcast = app.channel('broadcast', { history: 0 })
   app.sse('/sse/broadcast', broadcast)
+  app.ws('/ws/broadcast', broadcast, { idleTimeoutMs: 0 })
   let seq = 0
   // PUB_BYTES: events of about that size, a table of trades (JSON that compresses as real
   // data does, not a run of one byte).

@@ -3,6 +3,8 @@ import { newChunkedStream, type ChunkedStream } from './chunked.js'
 import { fromNative, HttpError, native as call, RatError } from './errors.js'
 import { isIterable, type StreamSource } from './helpers.js'
 import { Call } from './call.js'
+import { nativeWsOptions, Sockets, type WsHandlers, type WsRouteOptions } from './ws.js'
+import type { WsEvent, WsRouteOptions as NativeWsOptions } from './native.js'
 import { hooksFor, isUnder, prefixSegments, type Applied, type Hook, type HookEntry } from './hooks.js'
 import { native, type AccessLogEntry, type EngineMetrics, type EngineNote, type NativeEngine } from './native.js'
 import { prometheusText } from './prometheus.js'
@@ -317,6 +319,8 @@ interface ChannelRoute {
   path: string
   channel: Channel
   options: StreamRouteOptions
+  /** A WebSocket channel route's settings (else an SSE route). */
+  ws?: NativeWsOptions
 }
 interface Live {
   req: RatRequest<unknown>
@@ -350,6 +354,7 @@ export class App {
   readonly #hooks: HookEntry[] = []
   readonly #jsRoutes: JsRoute[] = []
   readonly #channelRoutes: ChannelRoute[] = []
+  readonly #sockets = new Sockets((err, msg) => this.#logError(err, msg))
   /** Hooks resolved and channel routes registered (at `listen()`): no more hooks. */
   #resolved = false
   #address: AddressInfo | null = null
@@ -371,7 +376,7 @@ export class App {
       () =>
         new native.Engine(
           { heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog, limits, cors, compression, auth, accessLog, warnings: logger !== undefined },
-          (seq, routeIds, ids, closed, ready, logs, notes) => this.#dispatch(seq, routeIds, ids, closed, ready, logs, notes),
+          (seq, routeIds, ids, closed, ready, logs, notes, ws) => this.#dispatch(seq, routeIds, ids, closed, ready, logs, notes, ws),
         ),
     )
   }
@@ -379,7 +384,7 @@ export class App {
   // The one entry from the engine: a batch of new requests, of streams whose queue has
   // room again, and of closed streams. The engine releases the requests that no handler
   // kept (see `Call`) when this returns.
-  #dispatch(seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[]): void {
+  #dispatch(seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[], ws: WsEvent[]): void {
     if (logs.length > 0) this.#accessLog(logs)
     for (let i = 0; i < notes.length; i++) this.#note(notes[i])
     for (let i = 0; i < ready.length; i++) {
@@ -395,6 +400,7 @@ export class App {
         this.#fail(c, newRequest(c), err)
       }
     }
+    if (ws.length > 0) this.#sockets.events(ws)
     for (let i = 0; i < closed.length; i++) this.#closed(closed[i])
   }
 
@@ -448,6 +454,7 @@ export class App {
   }
 
   #closed(id: number): void {
+    this.#sockets.abandoned(id)
     const waiting = this.#waiting.get(id)
     if (waiting) {
       this.#waiting.delete(id)
@@ -462,7 +469,7 @@ export class App {
     closedNotice(live.stream)
   }
 
-  #add(kind: 'plain' | 'sse' | 'chunked', method: string, path: string, build: Build, contentType?: string, options: StreamRouteOptions = {}): this {
+  #add(kind: 'plain' | 'sse' | 'chunked' | 'ws', method: string, path: string, build: Build, contentType?: string, options: StreamRouteOptions = {}): this {
     const id = this.#routes.length
     call(() => this.#engine.addRoute(kind, method, path, id, contentType, nativeRouteOptions(options, this.#originChecks)))
     this.#routes.push(build(null))
@@ -478,8 +485,13 @@ export class App {
    */
   #resolve(): void {
     while (this.#channelRoutes.length > 0) {
-      const { method, path, channel, options } = this.#channelRoutes[0]
-      if (hooksFor(path, this.#hooks).length === 0) {
+      const { method, path, channel, options, ws } = this.#channelRoutes[0]
+      const hooked = hooksFor(path, this.#hooks).length > 0
+      if (ws && !hooked) {
+        call(() => this.#engine.addWsChannelRoute(path, nativeChannel(channel), ws, nativeRouteOptions(options, this.#originChecks)))
+      } else if (ws) {
+        this.#add('ws', 'GET', path, this.#wsRun({ open: (s) => s.subscribe(channel) }, ws), undefined, options)
+      } else if (!hooked) {
         call(() => this.#engine.addChannelRoute(method, path, nativeChannel(channel), nativeRouteOptions(options, this.#originChecks)))
       } else {
         const subscribe = (_req: RatRequest<unknown>, stream: SseStream) => void stream.subscribe(channel)
@@ -761,6 +773,43 @@ export class App {
       handler,
       (s, item) => (s as SseStream).send(item),
     )
+  }
+
+  #wsRun(handlers: WsHandlers<string, unknown>, options: NativeWsOptions): Build {
+    const accept: Go<undefined> = (c, req) => {
+      let socket
+      let remote: string | null = null
+      try {
+        remote = c.remoteAddress
+        socket = c.acceptWs(options)
+      } catch (err) {
+        return this.#fail(c, req, err)
+      }
+      if (socket !== null) this.#sockets.opened(c.id, socket, remote, handlers, req)
+    }
+    return (hooks) =>
+      hooks === null
+        ? (c) => accept(c, newRequest(c), undefined)
+        : (c) => this.#guard(c, newRequest(c), hooks, 0, accept, undefined, true)
+  }
+
+  /**
+   * A WebSocket route (GET with `Upgrade: websocket`). Hooks and path params apply before
+   * the upgrade; a hook that answers refuses it. `handler` is the socket's functions, or a
+   * `Channel` whose events each socket receives as text frames (each event's data), served
+   * by the engine with no JS per socket unless hooks apply.
+   */
+  ws<P extends string, D = unknown>(path: P, handler: WsHandlers<P, D> | Channel, options: WsRouteOptions & RouteOptions = {}): this {
+    const ws = nativeWsOptions(options)
+    if (handler instanceof Channel) {
+      const route: ChannelRoute = { method: 'GET', path, channel: handler, options, ws }
+      if (this.#resolved) {
+        this.#channelRoutes.push(route)
+        this.#resolve()
+      } else this.#channelRoutes.push(route)
+      return this
+    }
+    return this.#add('ws', 'GET', path, this.#wsRun(handler as WsHandlers<string, unknown>, ws), undefined, options)
   }
 
   /** A route for any method whose return value is the response. */

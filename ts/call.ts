@@ -1,5 +1,5 @@
 import { fromNative } from './errors.js'
-import { native, type KeptCall, type NativeChannel } from './native.js'
+import { native, type KeptCall, type NativeChannel, type WsRouteOptions, type WsSocket } from './native.js'
 
 /**
  * One request and its response. While the dispatch call that brought it runs, it lives in
@@ -126,6 +126,15 @@ export class Call {
     const k = this.#kept
     try {
       return k === null ? native.batchStarted(this.#seq, this.#i) : k.started()
+    } catch (err) {
+      throw fromNative(err)
+    }
+  }
+  /** Answers a WebSocket route's upgrade: the socket, or null when the engine refused an invalid upgrade. */
+  acceptWs(options: WsRouteOptions): WsSocket | null {
+    const k = this.#kept
+    try {
+      return k === null ? native.batchAcceptWs(this.#seq, this.#i, options) : k.acceptWs(options)
     } catch (err) {
       throw fromNative(err)
     }

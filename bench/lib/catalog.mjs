@@ -19,6 +19,7 @@ const TLS = !!process.env.RAT_BENCH_TLS
  * TLS (bench/run.mjs).
  */
 export function serves(server, scenario) {
+  if (scenario.servers && !scenario.servers.includes(server.name)) return false
   return scenario.tls ? (server.tls ?? []).includes(scenario.tls) : server.plain !== false
 }
 
@@ -261,6 +262,41 @@ export function scenarios(opts) {
       unit: 'bytes/s',
       per: 'MiB',
       perDivisor: MiB,
+    },
+    {
+      name: 'ws-echo',
+      title: 'WebSocket echo /ws/echo (JS handler), 64-byte text messages, 50 connections, one in flight each',
+      pubMs: NO_PUBLISH,
+      // Only servers with a WebSocket route (node:http serves it with the `ws` package).
+      servers: ['rat-engine', 'rat-engine-baseline', 'node-http', 'bun'],
+      args: ['ws-echo', '--connections', 50, '--size', 64, ...window],
+      metric: 'messages_per_s',
+      unit: 'msg/s',
+      per: 'messages',
+    },
+    {
+      name: 'ws-broadcast-10k-100ms',
+      title: '/ws/broadcast (a channel over WebSocket), 10,000 subscribers, publish every 100 ms',
+      pubMs: 100,
+      warmup: Math.max(opts.warmup, (YOUNG_EVENTS * 100) / 1000),
+      // Ours only: compared with our own SSE figure (broadcast-10k-100ms) of the same run.
+      servers: ['rat-engine', 'rat-engine-baseline'],
+      args: ['ws-broadcast', '--connections', 10_000, '--connect-timeout', opts.connectTimeout, '--warmup', Math.max(opts.warmup, (YOUNG_EVENTS * 100) / 1000), '--duration', opts.duration],
+      metric: 'events_per_s',
+      unit: 'events/s',
+      per: 'events',
+      subscribers: 10_000,
+    },
+    {
+      name: 'ws-idle-10k',
+      title: '10,000 idle WebSockets on /ws/echo: server RSS per socket',
+      pubMs: NO_PUBLISH,
+      servers: ['rat-engine', 'rat-engine-baseline', 'node-http', 'bun'],
+      args: ['ws-idle', '--connections', 10_000, '--connect-timeout', opts.connectTimeout, '--warmup', 1, '--duration', opts.idleHold],
+      metric: 'rss_per_connection_bytes',
+      unit: 'bytes',
+      lowerIsBetter: true,
+      subscribers: 10_000,
     },
     idle(10_000),
     ...(TLS ? tlsScenarios : []),

@@ -121,6 +121,13 @@ setInterval(() => {
 
 const { TLS_CERT, TLS_KEY } = process.env
 const tls = TLS_CERT && TLS_KEY ? { tls: { cert: Bun.file(TLS_CERT), key: Bun.file(TLS_KEY) } } : {}
-const server = Bun.serve({ port: PORT, hostname: HOST, idleTimeout: 0, fetch: route, ...tls })
+const server = Bun.serve({
+  port: PORT,
+  hostname: HOST,
+  idleTimeout: 0,
+  fetch: (req, srv) => (req.url.endsWith('/ws/echo') && srv.upgrade(req) ? undefined : route(req)),
+  websocket: { idleTimeout: 0, perMessageDeflate: false, message: (ws, data) => void ws.send(data) },
+  ...tls
+})
 announce(server.port)
 onSigterm(() => server.stop(true))

@@ -7,6 +7,7 @@ import http from 'node:http'
 import http2 from 'node:http2'
 import https from 'node:https'
 import { badRequest, pump, writeChunked } from './node-helpers.mjs'
+import { WebSocketServer } from 'ws'
 import { PORT, PUB_INTERVAL_MS, HOST, pathOf, countParam, chunkedParams, countData, nextEventData, announce, onSigterm } from './common.mjs'
 
 const SSE_HEAD = { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }
@@ -54,6 +55,10 @@ setInterval(() => {
   const frame = `data: ${nextEventData()}\n\n`
   for (const res of subscribers) res.write(frame)
 }, PUB_INTERVAL_MS)
+
+// WebSocket echo with the `ws` package on the same server (the usual Node setup).
+const wss = new WebSocketServer({ server, path: '/ws/echo', perMessageDeflate: false })
+wss.on('connection', (ws) => ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary })))
 
 server.listen(PORT, HOST, () => announce(server.address().port))
 onSigterm(() => {

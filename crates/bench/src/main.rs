@@ -10,7 +10,7 @@ use rat_bench::client::{self, Args};
 
 #[cfg(unix)]
 const USAGE: &str =
-    "usage: rat-bench <hello|broadcast|count|chunked|idle|soak|churn> [--option value]...
+    "usage: rat-bench <hello|broadcast|count|chunked|idle|soak|churn|ws-echo|ws-idle|ws-broadcast> [--option value]...
        rat-bench cert <dir>   (writes a self-signed cert.pem and key.pem for localhost)
 common:    --addr 127.0.0.1:3000 --connections N --warmup S --duration S
            --tls http1|h2 (TLS, any certificate, ALPN asking for that protocol only;
@@ -24,7 +24,10 @@ count:     --n K --path /sse/count
 chunked:   --bytes B --size S --requests R --path /chunked (--duration caps the run)
 soak:      --path /soak/channel --stop-path /soak/stop --reconnects-per-s R
            --reconnect-delay-ms M --settle S --seed N (checks every event's sequence)
-churn:     --cycles N --concurrency C --paths /a,/b --early-percent P --timeout S";
+churn:     --cycles N --concurrency C --paths /a,/b --early-percent P --timeout S
+ws-echo:   --path /ws/echo --size B (text messages, one in flight per connection)
+ws-idle:   --path /ws/echo --connect-timeout S --connect-concurrency N (holds N sockets)
+ws-broadcast: as ws-idle, --path /ws/broadcast; counts events and their latency";
 
 #[cfg(not(unix))]
 fn main() {
@@ -84,6 +87,9 @@ fn main() -> ExitCode {
             "chunked" => client::chunked::run(args).await,
             "soak" => client::soak::run(args).await,
             "churn" => client::churn::run(args).await,
+            "ws-echo" => client::ws_echo::run(args).await,
+            "ws-idle" => client::ws_echo::run_idle(args, false).await,
+            "ws-broadcast" => client::ws_echo::run_idle(args, true).await,
             other => Err(format!("unknown scenario {other:?}")),
         }
     });

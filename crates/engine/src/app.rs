@@ -137,6 +137,65 @@ impl App {
         Ok(self)
     }
 
+    /// Adds a WebSocket route: a GET that upgrades (see [`crate::ws`]). The server's
+    /// checks (auth, stream limits per IP, CORS) and the path parameters apply before the
+    /// upgrade; `handler` then serves the socket.
+    ///
+    /// # Errors
+    /// See [`Router::insert`].
+    pub fn ws(&mut self, path: &str, handler: impl crate::ws::WsHandler) -> Result<&mut Self> {
+        self.ws_with(path, handler, crate::ws::WsOptions::default())
+    }
+
+    /// [`ws`](Self::ws) with options (payload limit, idle timeout, send queue).
+    ///
+    /// # Errors
+    /// See [`Router::insert`].
+    pub fn ws_with(
+        &mut self,
+        path: &str,
+        handler: impl crate::ws::WsHandler,
+        options: crate::ws::WsOptions,
+    ) -> Result<&mut Self> {
+        self.ws_route_with(path, handler, options, RouteOptions::default())
+    }
+
+    /// [`ws_with`](Self::ws_with) with route options too (CORS, a stream limit...). The
+    /// route is always a stream route, never compressed.
+    ///
+    /// # Errors
+    /// See [`Router::insert`].
+    pub fn ws_route_with(
+        &mut self,
+        path: &str,
+        handler: impl crate::ws::WsHandler,
+        options: crate::ws::WsOptions,
+        route: RouteOptions,
+    ) -> Result<&mut Self> {
+        let handler = crate::ws::route_handler(Arc::new(handler), options);
+        let route = RouteOptions {
+            stream: true,
+            compress: crate::compress::RouteCompression::Off,
+            ..route
+        };
+        self.route_with(Method::GET, path, Arc::new(handler), route)
+    }
+
+    /// A WebSocket route whose sockets receive `channel`'s events as text frames (each
+    /// event's data). Messages from clients are ignored.
+    ///
+    /// # Errors
+    /// See [`Router::insert`].
+    pub fn ws_channel(&mut self, path: &str, channel: crate::Channel) -> Result<&mut Self> {
+        self.ws(path, move |_req, mut ws: crate::ws::WebSocket| {
+            let channel = channel.clone();
+            async move {
+                ws.sender().subscribe(&channel);
+                while ws.recv().await.is_some() {}
+            }
+        })
+    }
+
     /// Adds a GET route (HEAD is answered by it too, without a body).
     ///
     /// # Errors

@@ -65,6 +65,7 @@ pub mod stream;
 mod sys;
 pub mod tls;
 mod wire;
+pub mod ws;
 
 pub use app::{App, Handler, RouteOptions};
 pub use channel::{Channel, ChannelMetrics, ChannelOptions, SlowClient};

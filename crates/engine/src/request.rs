@@ -128,6 +128,11 @@ impl Request {
         Self::new(head, params, None, body, Arc::new(Metrics::new()))
     }
 
+    /// The HTTP version.
+    pub fn version(&self) -> http::Version {
+        self.head.version
+    }
+
     /// The method.
     pub fn method(&self) -> &Method {
         &self.head.method

@@ -13,6 +13,7 @@ use rat_engine::{BodyStream, ParamKind, Request};
 
 use crate::channel::Channel;
 use crate::dispatch::{self, Dispatcher, Item};
+use crate::ws::{WsRouteOptions, WsSocket};
 use crate::{build_event, js_error, spawn, to_js_error, Result};
 
 /// A request and its response, on their way to JS in a dispatch batch.
@@ -52,6 +53,18 @@ impl Call {
 
     pub(crate) fn id(&self) -> u32 {
         self.id
+    }
+
+    pub(crate) fn request(&self) -> &Request {
+        &self.req
+    }
+
+    pub(crate) fn responder(&self) -> &Responder {
+        &self.responder
+    }
+
+    pub(crate) fn dispatcher(&self) -> &Arc<Dispatcher> {
+        &self.dispatcher
     }
 
     fn method(&self) -> String {
@@ -189,6 +202,14 @@ impl KeptCall {
 
 #[napi]
 impl KeptCall {
+    /// Answers a WebSocket route's upgrade; `null` when the request is no valid upgrade
+    /// (the engine answered it with 400 or 426).
+    #[napi]
+    pub fn accept_ws(&self, options: Option<WsRouteOptions>) -> Result<Option<WsSocket>> {
+        let o = options.unwrap_or_default().to_engine()?;
+        crate::ws::accept(self.at(), &o)
+    }
+
     /// The method, upper-case.
     #[napi]
     pub fn method(&self) -> Result<String> {
@@ -580,4 +601,15 @@ pub fn batch_respond_error(
     headers: Option<Vec<String>>,
 ) -> Result<()> {
     dispatch::with_batched(seq, i, |c| c.respond_error(status, &message, headers))
+}
+
+/// `KeptCall.acceptWs` for request `i` of batch `seq`.
+#[napi]
+pub fn batch_accept_ws(
+    seq: u32,
+    i: u32,
+    options: Option<WsRouteOptions>,
+) -> Result<Option<WsSocket>> {
+    let o = options.unwrap_or_default().to_engine()?;
+    dispatch::with_batched(seq, i, |c| crate::ws::accept(c, &o))
 }

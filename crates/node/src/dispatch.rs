@@ -152,10 +152,13 @@ pub(crate) enum Item {
     Log(Box<rat_engine::access::AccessEntry>),
     /// An engine warning, or a CORS origin for a JS function to decide.
     Note(Box<EngineNote>),
+    /// A WebSocket's message, drain or close, by the id of the request it upgraded.
+    Ws(u32, crate::ws::WsNotice),
 }
 
 /// The JS dispatch function's signature: `(seq: number, routeIds: number[], ids: number[],
-/// closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[]) => void`;
+/// closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[],
+/// ws: WsEvent[]) => void`;
 /// `routeIds[i]` and
 /// `ids[i]` are the route and the id of request `i` of batch `seq` (plain arrays, so JS does
 /// not make a native call per request to learn them).
@@ -167,6 +170,7 @@ pub(crate) type DispatchArgs = FnArgs<(
     Vec<u32>,
     Vec<AccessLogEntry>,
     Vec<EngineNote>,
+    Vec<crate::ws::WsEvent>,
 )>;
 
 /// Something other than a request for JS: an engine warning for the logger, or a CORS
@@ -299,6 +303,7 @@ impl Dispatcher {
                 let mut ready = Vec::new();
                 let mut logs = Vec::new();
                 let mut notes = Vec::new();
+                let mut ws = Vec::new();
                 batch.drain_with(|items| {
                     // Sized once, as growing a vector by doubling copies what it holds.
                     calls.reserve_exact(items.len());
@@ -313,12 +318,15 @@ impl Dispatcher {
                             Item::Ready(id) => ready.push(id),
                             Item::Log(e) => logs.push(AccessLogEntry::from(*e)),
                             Item::Note(n) => notes.push(*n),
+                            Item::Ws(id, n) => ws.push(crate::ws::WsEvent::from_notice(id, n)),
                         }
                     }
                 });
                 open_outbox(calls.len());
                 let seq = begin_batch(calls);
-                Ok(FnArgs::from((seq, routes, ids, closed, ready, logs, notes)))
+                Ok(FnArgs::from((
+                    seq, routes, ids, closed, ready, logs, notes, ws,
+                )))
             })?;
         *self.tsfn.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(tsfn));
         Ok(())

@@ -15,6 +15,7 @@ use crate::call::Call;
 use crate::channel::Channel;
 use crate::dispatch::{DispatchArgs, Dispatcher, Item};
 use crate::options::{Address, EngineMetrics, EngineOptions, RouteOptions, TlsOptions};
+use crate::ws::WsRouteOptions;
 use crate::{js_error, napi_failure, spawn, to_js_error, Code, Result};
 
 /// A route whose handler is in JS: each request becomes a call in the next batch.
@@ -84,7 +85,7 @@ impl Engine {
     /// streams whose queue has room again (see `KeptCall.armReady`).
     #[napi(
         constructor,
-        ts_args_type = "options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[]) => void"
+        ts_args_type = "options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[], ws: WsEvent[]) => void"
     )]
     pub fn new(
         options: Option<EngineOptions>,
@@ -125,8 +126,8 @@ impl Engine {
         })
     }
 
-    /// Adds a route served by JS. `kind` is `plain`, `sse` or `chunked`; `contentType` is
-    /// the chunked default.
+    /// Adds a route served by JS. `kind` is `plain`, `sse`, `chunked` or `ws` (a GET that
+    /// JS answers with `acceptWs`); `contentType` is the chunked default.
     #[napi]
     pub fn add_route(
         &self,
@@ -137,8 +138,9 @@ impl Engine {
         content_type: Option<String>,
         options: Option<RouteOptions>,
     ) -> Result<()> {
+        let ws = kind == "ws";
         let kind = match kind.as_str() {
-            "plain" => ResponseKind::Plain,
+            "plain" | "ws" => ResponseKind::Plain,
             "sse" => ResponseKind::Sse,
             "chunked" => ResponseKind::Chunked(
                 content_type.unwrap_or_else(|| "application/octet-stream".to_string()),
@@ -146,7 +148,7 @@ impl Engine {
             other => {
                 return Err(js_error(
                     "ERR_INVALID_ARGUMENT",
-                    format!("invalid route kind {other:?}: use plain, sse or chunked"),
+                    format!("invalid route kind {other:?}: use plain, sse, chunked or ws"),
                 ))
             }
         };
@@ -164,8 +166,11 @@ impl Engine {
         // body; hyper serves the rest): stream routes keep small per-connection state and
         // write frames straight to the socket, and a plain GET answered from JS costs less
         // CPU there than through hyper.
-        options.long_lived = true;
-        options.stream = route.kind != ResponseKind::Plain;
+        options.long_lived = !ws;
+        if ws {
+            options.compress = rat_engine::compress::RouteCompression::Off;
+        }
+        options.stream = ws || route.kind != ResponseKind::Plain;
         self.with_app(|app| {
             app.route_with(parse_method(&method)?, &path, Arc::new(route), options)
                 .map(|_| ())
@@ -191,6 +196,35 @@ impl Engine {
         self.with_app(|app| {
             app.route_with(parse_method(&method)?, &path, Arc::new(ch), options)
                 .map(|_| ())
+        })
+    }
+
+    /// Adds a WebSocket route whose sockets receive the channel's events: no JS runs per
+    /// socket or event.
+    #[napi]
+    pub fn add_ws_channel_route(
+        &self,
+        path: String,
+        channel: &Channel,
+        ws: Option<WsRouteOptions>,
+        options: Option<RouteOptions>,
+    ) -> Result<()> {
+        let ch = channel.inner().clone();
+        let ws = ws.unwrap_or_default().to_engine()?;
+        let mut options = match options {
+            Some(o) => o.to_engine(&self.dispatcher).map_err(to_js_error)?,
+            None => rat_engine::RouteOptions::default(),
+        };
+        options.stream = true;
+        self.with_app(|app| {
+            let handler = move |_req: Request, mut socket: rat_engine::ws::WebSocket| {
+                let ch = ch.clone();
+                async move {
+                    socket.sender().subscribe(&ch);
+                    while socket.recv().await.is_some() {}
+                }
+            };
+            app.ws_route_with(&path, handler, ws, options).map(|_| ())
         })
     }
 

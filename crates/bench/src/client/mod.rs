@@ -9,6 +9,7 @@ pub mod conn;
 pub mod count;
 pub mod hello;
 pub mod soak;
+pub mod ws_echo;
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -150,7 +151,7 @@ pub struct LoopStats {
 }
 
 impl LoopStats {
-    fn bump(c: &Cell<u64>) {
+    pub(crate) fn bump(c: &Cell<u64>) {
         c.set(c.get() + 1);
     }
 }

@@ -52,6 +52,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::compress::{Coding, CrcPart};
 use crate::error::{Error, Result};
@@ -144,6 +145,8 @@ struct State {
     /// Frames published so far (events and raw frames): the last one's sequence number.
     seq: u64,
     fan: Fan,
+    /// WebSocket subscribers: each event's data goes to them as a text frame.
+    ws: Vec<crate::ws::WsSender>,
 }
 
 struct Inner {
@@ -204,6 +207,7 @@ impl Channel {
                     closed: false,
                     seq: 0,
                     fan: Fan::default(),
+                    ws: Vec::new(),
                 }),
                 counters: Counters::default(),
             }),
@@ -245,6 +249,14 @@ impl Channel {
             }
         };
         let frame = event.encode();
+        if !st.ws.is_empty() {
+            // One buffer for every socket: each queues a reference to it.
+            let text = Utf8Bytes::from(event.get_data().unwrap_or("").to_string());
+            st.ws.retain(|s| {
+                s.send_shared(text.clone());
+                !s.is_closed()
+            });
+        }
         st.history.expire();
         st.history.push(id.clone(), frame.clone());
         self.inner.counters.published.fetch_add(1, Relaxed);
@@ -440,6 +452,28 @@ impl Channel {
         out
     }
 
+    /// Whether `other` is this channel (or a clone of it).
+    pub(crate) fn same(&self, other: &Channel) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Adds a WebSocket subscriber (see [`WsSender::subscribe`](crate::ws::WsSender::subscribe)).
+    /// A closed channel closes the socket normally.
+    pub(crate) fn subscribe_ws(&self, socket: &crate::ws::WsSender) {
+        let mut st = self.lock();
+        if st.closed {
+            drop(st);
+            socket.end();
+            return;
+        }
+        st.ws.push(socket.clone());
+    }
+
+    /// Removes the WebSocket subscriber with this id.
+    pub(crate) fn unsubscribe_ws(&self, id: u64) {
+        self.lock().ws.retain(|s| s.id() != id);
+    }
+
     /// An SSE response subscribed to this channel, resuming from the request's last event
     /// id. This is what a channel-served route does for each request. When the server
     /// compresses responses and the client accepts gzip or zstd, the stream carries the
@@ -468,7 +502,8 @@ impl Channel {
 
     /// Subscribers now.
     pub fn subscribers(&self) -> usize {
-        self.lock().subs.len
+        let st = self.lock();
+        st.subs.len + st.ws.len()
     }
 
     /// True after [`close`](Self::close).
@@ -493,16 +528,19 @@ impl Channel {
     /// Closes the channel: every subscriber's stream ends after what it has queued,
     /// history is cleared, and later publishes fail.
     pub fn close(&self) {
-        let (subs, tally) = {
+        let (subs, tally, ws) = {
             let mut st = self.lock();
             st.closed = true;
             st.history.clear();
             // What was published before still reaches everyone.
             let tally = self.drain(&mut st);
-            (st.subs.take_all(), tally)
+            (st.subs.take_all(), tally, std::mem::take(&mut st.ws))
         };
         self.count(tally);
         for s in subs {
+            s.end();
+        }
+        for s in ws {
             s.end();
         }
     }

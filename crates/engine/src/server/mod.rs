@@ -357,7 +357,7 @@ where
     let activity = activity::Activity::new();
     let svc = service::EngineService::new(shared.clone(), peer, activity.clone());
     let (builder, graceful, force) = (&shared.builder, &shared.graceful, &shared.force);
-    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), svc);
+    let conn = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), svc);
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => { let _ = res; }

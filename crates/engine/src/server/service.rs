@@ -46,15 +46,23 @@ impl hyper::service::Service<hyper::Request<Incoming>> for EngineService {
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
-    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: hyper::Request<Incoming>) -> Self::Future {
         let shared = self.shared.clone();
+        let upgrade = if req.headers().contains_key(header::UPGRADE) {
+            Some(hyper::upgrade::on(&mut req))
+        } else {
+            None
+        };
         let peer = self.peer;
         let busy = self.activity.begin();
         let log = shared.config.access_log.as_ref();
         let pending =
             crate::access::Pending::new(log, req.method(), req.uri(), req.headers(), Some(peer));
         Box::pin(async move {
-            let res = handle(shared.clone(), peer, req).await;
+            let mut res = handle(shared.clone(), peer, req).await;
+            if let Some(on_upgrade) = upgrade {
+                crate::ws::spawn_upgrade(&mut res, on_upgrade, shared.graceful.clone());
+            }
             shared.metrics.count_response(res.status());
             if let Some(p) = pending {
                 p.finish(shared.config.access_log.as_ref(), &res);
@@ -196,6 +204,12 @@ pub(crate) fn respond<'a>(
                     return rejected(&shared.metrics, StatusCode::GATEWAY_TIMEOUT, &msg);
                 }
             },
+        };
+        // A WebSocket holds its stream slot until it closes.
+        let slot = match slot.map(|s| crate::ws::hold(&res, s)) {
+            Some(Ok(())) => return res,
+            Some(Err(s)) => Some(s),
+            None => None,
         };
         if is_head {
             // Same headers as GET, no body; dropping a stream body tells its producer.

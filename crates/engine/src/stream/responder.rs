@@ -276,6 +276,32 @@ impl Responder {
         Ok(Prepared { tx, res })
     }
 
+    /// Like [`prepare`](Self::prepare) for a response made elsewhere (a WebSocket's 101
+    /// from [`ws::accept`](crate::ws::accept)); headers set before are added to it.
+    ///
+    /// # Errors
+    /// [`Error::is_invalid_argument`] if the response already started.
+    pub fn prepare_response(&self, mut res: Response) -> Result<Prepared> {
+        let mut st = self.lock();
+        let Some(tx) = st.tx.take() else {
+            return Err(Error::invalid_argument(
+                "cannot respond: the response has already started",
+            ));
+        };
+        let set = std::mem::take(&mut st.headers);
+        drop(st);
+        let mut name = None;
+        for (k, v) in set {
+            if let Some(k) = k {
+                name = Some(k);
+            }
+            if let Some(k) = &name {
+                res.headers_mut().append(k.clone(), v);
+            }
+        }
+        Ok(Prepared { tx, res })
+    }
+
     /// Starts a stream: sends the head with the status and headers set so far. Does
     /// nothing if already started. On a plain route it sends an empty 204... unless a
     /// status was set, which it keeps.

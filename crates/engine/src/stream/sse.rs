@@ -110,6 +110,11 @@ impl Event {
         self.id.as_deref()
     }
 
+    /// The data, if set.
+    pub fn get_data(&self) -> Option<&str> {
+        self.data.as_deref()
+    }
+
     /// Encodes the event as one frame ending with a blank line.
     pub fn encode(&self) -> Bytes {
         let mut buf = BytesMut::with_capacity(

@@ -428,6 +428,12 @@ impl RawConn {
         }
     }
 
+    /// The socket, and the bytes read from it but not yet consumed (to hand it to another
+    /// protocol after an upgrade).
+    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
+        (self.stream, self.buf)
+    }
+
     /// Bytes read but not yet consumed.
     pub fn pending(&self) -> &[u8] {
         &self.buf

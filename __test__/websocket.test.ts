@@ -1,0 +1,216 @@
+// WebSocket routes with the `ws` npm client: echo at the length boundaries in order,
+// ping/pong, close codes both ways, a throwing handler (1011, logged, the server goes on),
+// hooks and params before the upgrade, channels over ws, backpressure (send false, drain).
+import { describe, expect, test } from 'vitest'
+import WebSocket from 'ws'
+import { HttpError, RatError, type Channel, type RatWebSocket } from '../ts/index.js'
+import { startApp } from './support/app.js'
+import { deferred, waitFor, within } from './support/wait.js'
+
+const logged: Array<{ obj: unknown; msg: string }> = []
+const logger = {
+  info: () => {},
+  warn: () => {},
+  error: (obj: unknown, msg: string) => void logged.push({ obj, msg }),
+}
+
+const closes: Array<[number, string]> = []
+const drains: string[] = []
+let feed!: Channel
+const started = await startApp(
+  (app) => {
+    feed = app.channel('ws-feed')
+    app.use('/private', (req) => {
+      if (req.header('authorization') !== 'Bearer good') throw new HttpError(401, 'log in first')
+    })
+    app.ws('/echo', {
+      message: (ws, data, isBinary) => void ws.send(data, isBinary),
+    })
+    app.ws('/rooms/:room', {
+      open: (ws, req) => {
+        ws.data = req.params.room
+        ws.send(`joined ${req.params.room} from ${ws.remoteAddress}`)
+      },
+      message: (ws: RatWebSocket<unknown>, data) => {
+        if (data === 'close please') ws.close(4001, 'as you wish')
+        else if (data === 'throw') throw new Error('boom in a handler')
+        else if (data === 'reject') return Promise.reject(new Error('boom in a promise'))
+        else ws.send(`${String(ws.data)}: ${String(data)}`)
+      },
+      close: (_ws, code, reason) => void closes.push([code, reason]),
+    })
+    app.ws('/private/room', { open: (ws) => void ws.send('welcome') })
+    app.use('/slow', async (req) => {
+      await new Promise((resolve) => setTimeout(resolve, 20))
+      req.locals.user = 'ada'
+    })
+    app.ws('/slow/room', { open: (ws, req) => void ws.send(`welcome ${String(req.locals.user)} to ${req.path}`) })
+    app.ws('/feed', feed)
+    app.ws('/subscribe', { open: (ws) => ws.subscribe(feed), message: (ws) => ws.unsubscribe(feed) })
+    app.ws(
+      '/burst',
+      {
+        open: (ws) => {
+          const first = ws.send(Buffer.alloc(64 << 10, 1))
+          ws.send(`first send returned ${first}`)
+        },
+        drain: (ws) => {
+          drains.push('drain')
+          ws.send('drained')
+        },
+      },
+      { highWaterMark: 16 << 10 },
+    )
+  },
+  { logger },
+)
+
+/** Opens a client and resolves once it is open; `messages` collects what arrives. */
+async function open(path: string, headers: Record<string, string> = {}) {
+  const ws = new WebSocket(`ws://127.0.0.1:${started.port}${path}`, { headers })
+  const messages: Array<string | Buffer> = []
+  const waiters: Array<() => void> = []
+  ws.on('message', (data: Buffer, isBinary: boolean) => {
+    messages.push(isBinary ? data : data.toString('utf8'))
+    waiters.splice(0).forEach((w) => w())
+  })
+  const closed = new Promise<[number, string]>((resolve) => ws.on('close', (code, reason) => resolve([code, reason.toString()])))
+  await within(5000, `open ${path}`, new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve())
+    ws.once('error', reject)
+  }))
+  const next = async (): Promise<string | Buffer> => {
+    await within(5000, `a message on ${path}`, waitFor(`a message on ${path}`, () => messages.length > 0))
+    return messages.shift()!
+  }
+  return { ws, messages, next, closed }
+}
+
+describe('WebSocket routes', () => {
+  test('echo of text and binary at 0, 125, 126, 65535, 65536 and 1 MiB, in order', async () => {
+    const c = await open('/echo')
+    const sizes = [0, 125, 126, 65535, 65536, 1 << 20]
+    for (const n of sizes) {
+      c.ws.send('x'.repeat(n))
+      c.ws.send(Buffer.alloc(n, n % 251))
+    }
+    for (const n of sizes) {
+      const t = await c.next()
+      expect(typeof t).toBe('string')
+      expect((t as string).length).toBe(n)
+      expect(t).toBe('x'.repeat(n))
+      const b = await c.next()
+      expect(Buffer.isBuffer(b)).toBe(true)
+      expect((b as Buffer).equals(Buffer.alloc(n, n % 251))).toBe(true)
+    }
+    c.ws.close()
+  })
+
+  test('a ping is answered with a pong carrying its payload', async () => {
+    const c = await open('/echo')
+    const pong = new Promise<Buffer>((resolve) => c.ws.once('pong', resolve))
+    c.ws.ping(Buffer.from('are you there'))
+    expect((await within(5000, 'pong', pong)).toString()).toBe('are you there')
+    c.ws.close()
+  })
+
+  test('path params and the remote address reach open; ws.data keeps state', async () => {
+    const c = await open('/rooms/kitchen')
+    expect(await c.next()).toBe('joined kitchen from 127.0.0.1')
+    c.ws.send('hello')
+    expect(await c.next()).toBe('kitchen: hello')
+    c.ws.close()
+  })
+
+  test('close codes travel both ways', async () => {
+    const a = await open('/rooms/a')
+    await a.next()
+    a.ws.close(4000, 'bye')
+    expect(await within(5000, 'close', a.closed)).toEqual([4000, 'bye'])
+    await waitFor('the close handler', () => closes.some(([c]) => c === 4000))
+    expect(closes).toContainEqual([4000, 'bye'])
+
+    const b = await open('/rooms/b')
+    await b.next()
+    b.ws.send('close please')
+    expect(await within(5000, 'close', b.closed)).toEqual([4001, 'as you wish'])
+    await waitFor('the close handler', () => closes.some(([c]) => c === 4001))
+  })
+
+  test('an invalid close code is refused with a clear error', async () => {
+    const got = deferred<unknown>()
+    const s = await startApp((app) =>
+      app.ws('/bad-close', {
+        open: (ws) => {
+          try {
+            ws.close(1005)
+          } catch (err) {
+            got.resolve(err)
+          }
+        },
+      }),
+    )
+    const c = new WebSocket(`ws://127.0.0.1:${s.port}/bad-close`)
+    c.on('error', () => {}) // terminated before or after the handshake
+    const err = await within(5000, 'the error', got.promise)
+    expect(err).toBeInstanceOf(RatError)
+    expect((err as RatError).code).toBe('ERR_INVALID_ARGUMENT')
+    c.terminate()
+  })
+
+  test('a handler that throws or rejects closes its socket with 1011 and is logged; the server goes on', async () => {
+    for (const what of ['throw', 'reject']) {
+      const c = await open('/rooms/x')
+      await c.next()
+      c.ws.send(what)
+      const [code] = await within(5000, 'close', c.closed)
+      expect(code).toBe(1011)
+      await waitFor('the log line', () => logged.some((l) => l.msg === 'WebSocket handler failed' && String((l.obj as { err: Error }).err.message).includes(what === 'throw' ? 'boom in a handler' : 'boom in a promise')))
+    }
+    const ok = await open('/echo')
+    ok.ws.send('still serving')
+    expect(await ok.next()).toBe('still serving')
+    ok.ws.close()
+  })
+
+  test('hooks run before the upgrade: a refusal is an HTTP answer', async () => {
+    const ws = new WebSocket(`ws://127.0.0.1:${started.port}/private/room`)
+    ws.on('error', () => {}) // the refused handshake, terminated below
+    const status = await within(5000, 'the refusal', new Promise<number>((resolve) => ws.on('unexpected-response', (_req, res) => resolve(res.statusCode!))))
+    expect(status).toBe(401)
+    ws.terminate()
+    const c = await open('/private/room', { authorization: 'Bearer good' })
+    expect(await c.next()).toBe('welcome')
+    c.ws.close()
+  })
+
+  test('an async hook: the upgrade waits for it, and open still reads the request', async () => {
+    const c = await open('/slow/room')
+    expect(await c.next()).toBe('welcome ada to /slow/room')
+    c.ws.close()
+  })
+
+  test("a channel's events reach its ws subscribers as text frames, in order", async () => {
+    const clients = await Promise.all([open('/feed'), open('/feed'), open('/subscribe')])
+    await waitFor('3 subscribers', () => feed.subscribers === 3)
+    for (let i = 0; i < 5; i++) feed.publish({ n: i }, { event: 'tick' })
+    for (const c of clients) {
+      for (let i = 0; i < 5; i++) expect(JSON.parse((await c.next()) as string)).toEqual({ n: i })
+    }
+    // ws.unsubscribe from a handler.
+    clients[2].ws.send('stop')
+    await waitFor('2 subscribers', () => feed.subscribers === 2)
+    for (const c of clients) c.ws.close()
+    await waitFor('no subscribers', () => feed.subscribers === 0)
+  })
+
+  test('backpressure: send returns false past the high-water mark and drain fires when the queue empties', async () => {
+    const c = await open('/burst')
+    const big = await c.next()
+    expect((big as Buffer).length).toBe(64 << 10)
+    expect(await c.next()).toBe('first send returned false')
+    expect(await c.next()).toBe('drained')
+    expect(drains).toEqual(['drain'])
+    c.ws.close()
+  })
+})

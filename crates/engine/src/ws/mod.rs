@@ -1,0 +1,386 @@
+//! WebSocket routes (RFC 6455 over HTTP/1.1).
+//!
+//! A route registered with [`App::ws`](crate::App::ws) answers an upgrade request with
+//! `101 Switching Protocols` after the engine's checks (auth, stream limits, CORS) and the
+//! route's path parameters; its handler then gets the [`Request`] and a [`WebSocket`]:
+//!
+//! ```no_run
+//! use rat_engine::{App, ws::WebSocket};
+//! let mut app = App::new();
+//! app.ws("/echo/:room", |_req, mut ws: WebSocket| async move {
+//!     while let Some(msg) = ws.recv().await {
+//!         ws.sender().send(msg); // false past the high-water mark: see WsSender
+//!     }
+//! })
+//! .unwrap();
+//! ```
+//!
+//! Frames are read and written by `tokio-tungstenite`: pings are answered, fragments
+//! joined, control frames between fragments handled, the close handshake completed. A
+//! text message that is not UTF-8 closes the socket with 1007, a message over
+//! [`WsOptions::max_payload`] with 1009, an unmasked client frame or another protocol
+//! error with 1002. When the handler returns, the socket is closed with 1000 after what
+//! it queued.
+
+mod conn;
+mod socket;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+
+pub use socket::{CloseStatus, WsSender};
+
+use crate::request::Request;
+use crate::response::{self, Response};
+use crate::stream::{Body, QueueLimits};
+
+/// A message received or sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A text message (valid UTF-8).
+    Text(String),
+    /// A binary message.
+    Binary(Bytes),
+}
+
+/// A WebSocket route's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsOptions {
+    /// The largest message (and frame) accepted, in bytes; past it the socket is closed
+    /// with 1009. Default: 16 MiB.
+    pub max_payload: usize,
+    /// A socket that receives nothing (no message, no ping) for this long is closed with
+    /// 1001. Default: 120 s; `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// The send queue's high-water mark and hard limit (see [`WsSender`]).
+    pub queue: QueueLimits,
+}
+
+impl Default for WsOptions {
+    fn default() -> Self {
+        WsOptions {
+            max_payload: 16 << 20,
+            idle_timeout: Some(Duration::from_secs(120)),
+            queue: QueueLimits::default(),
+        }
+    }
+}
+
+/// An open WebSocket, as its handler gets it: messages arrive through
+/// [`recv`](Self::recv); [`sender`](Self::sender) sends (and may be cloned and kept).
+#[derive(Debug)]
+pub struct WebSocket {
+    sender: WsSender,
+    rx: mpsc::Receiver<Message>,
+}
+
+impl WebSocket {
+    /// The next message, or `None` once the socket is closed.
+    pub async fn recv(&mut self) -> Option<Message> {
+        self.rx.recv().await
+    }
+
+    /// The sending side.
+    pub fn sender(&self) -> &WsSender {
+        &self.sender
+    }
+
+    /// How the socket ended, once it has (after `recv` returned `None`).
+    pub fn close_status(&self) -> Option<CloseStatus> {
+        self.sender.close_status()
+    }
+}
+
+/// Messages received and not yet taken by the handler; past this, reading waits.
+const INBOX: usize = 16;
+
+/// What runs once the connection is upgraded: a handler with a [`WebSocket`], or a front
+/// end's callbacks.
+pub(crate) enum Start {
+    Handler(Box<dyn FnOnce(WsSender, WebSocket) + Send>),
+    Callbacks {
+        on_message: Box<dyn Fn(Message) + Send + Sync>,
+        on_close: Box<dyn FnOnce(CloseStatus) + Send>,
+    },
+}
+
+/// Where the connection hands received messages.
+pub(crate) enum Inbox {
+    /// To a handler's [`WebSocket::recv`]; reading waits while it is full.
+    Channel(mpsc::Sender<Message>),
+    /// To a callback, on the connection's task.
+    Callback(Box<dyn Fn(Message) + Send + Sync>),
+}
+
+struct Pending {
+    options: WsOptions,
+    sender: WsSender,
+    start: Start,
+    /// Dropped when the socket closes (a stream limit's slot).
+    held: Option<Box<dyn Send>>,
+}
+
+/// The upgrade a 101 response carries to its connection (a response extension).
+#[derive(Clone)]
+pub(crate) struct Upgrade(Arc<Mutex<Option<Pending>>>);
+
+impl Upgrade {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Pending>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Keeps `guard` until the socket `res` upgrades to closes; `Err(guard)` when `res` is no
+/// upgrade.
+pub(crate) fn hold<T: Send + 'static>(res: &Response, guard: T) -> Result<(), T> {
+    match res.extensions().get::<Upgrade>() {
+        Some(up) if res.status() == StatusCode::SWITCHING_PROTOCOLS => match &mut *up.lock() {
+            Some(p) => {
+                p.held = Some(Box::new(guard));
+                Ok(())
+            }
+            None => Err(guard),
+        },
+        _ => Err(guard),
+    }
+}
+
+/// Whether `headers` ask for a WebSocket upgrade (`Upgrade: websocket` and a
+/// `Connection` naming `upgrade`).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    has_token(header::UPGRADE, "websocket") && has_token(header::CONNECTION, "upgrade")
+}
+
+/// The 101 answer to a valid upgrade request, whose connection then runs `start`; or the
+/// refusal of an invalid one (400, or 426 for another protocol version).
+///
+/// This is what [`App::ws`](crate::App::ws) routes answer; a front end that decides later
+/// (after its own hooks) answers with it too.
+pub fn accept(
+    headers: &HeaderMap,
+    version: http::Version,
+    remote: Option<std::net::SocketAddr>,
+    options: WsOptions,
+    start: impl FnOnce(WsSender, WebSocket) + Send + 'static,
+) -> Response {
+    answer(
+        headers,
+        version,
+        remote,
+        options,
+        Start::Handler(Box::new(start)),
+    )
+}
+
+/// [`accept`] for a front end that takes messages as they are read, on the connection's
+/// task (no task of its own per socket): `on_message` for each, then `on_close` once.
+pub fn accept_with_callbacks(
+    headers: &HeaderMap,
+    version: http::Version,
+    remote: Option<std::net::SocketAddr>,
+    options: WsOptions,
+    on_message: impl Fn(Message) + Send + Sync + 'static,
+    on_close: impl FnOnce(CloseStatus) + Send + 'static,
+) -> Response {
+    let start = Start::Callbacks {
+        on_message: Box::new(on_message),
+        on_close: Box::new(on_close),
+    };
+    answer(headers, version, remote, options, start)
+}
+
+fn answer(
+    headers: &HeaderMap,
+    version: http::Version,
+    remote: Option<std::net::SocketAddr>,
+    options: WsOptions,
+    start: Start,
+) -> Response {
+    if version != http::Version::HTTP_11 || !is_upgrade(headers) {
+        return response::error(
+            StatusCode::BAD_REQUEST,
+            "this route takes WebSocket upgrades (HTTP/1.1 GET with Upgrade: websocket)",
+        );
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map_or(true, |v| v.as_bytes() != b"13")
+    {
+        let mut res = response::error(
+            StatusCode::UPGRADE_REQUIRED,
+            "Sec-WebSocket-Version 13 is the version served",
+        );
+        res.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return res;
+    }
+    let key = match headers.get(header::SEC_WEBSOCKET_KEY) {
+        Some(k) if k.len() == 24 => k,
+        _ => {
+            return response::error(
+                StatusCode::BAD_REQUEST,
+                "a WebSocket upgrade needs a Sec-WebSocket-Key of 16 bytes in base64",
+            )
+        }
+    };
+    let accept_key = derive_accept_key(key.as_bytes());
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept_key) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    let sender = WsSender::new(options.queue, remote);
+    res.extensions_mut()
+        .insert(Upgrade(Arc::new(Mutex::new(Some(Pending {
+            options,
+            sender,
+            start,
+            held: None,
+        })))));
+    res
+}
+
+/// The sender a 101 response will serve, before the upgrade (a front end registers it).
+pub fn pending_sender(res: &Response) -> Option<WsSender> {
+    let up = res.extensions().get::<Upgrade>()?;
+    let pending = up.lock();
+    pending.as_ref().map(|p| p.sender.clone())
+}
+
+/// Runs the upgrade a response carries, once hyper has switched protocols.
+pub(crate) fn spawn_upgrade(
+    res: &mut http::Response<Body>,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    shutdown: CancellationToken,
+) {
+    if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return;
+    }
+    let Some(pending) = res
+        .extensions_mut()
+        .remove::<Upgrade>()
+        .and_then(|u| u.lock().take())
+    else {
+        return;
+    };
+    let Pending {
+        options,
+        sender,
+        start,
+        held,
+    } = pending;
+    tokio::spawn(async move {
+        let _held = held;
+        let io = match on_upgrade.await {
+            Ok(io) => hyper_util::rt::TokioIo::new(io),
+            Err(_) => {
+                // The handler still runs (or is told), and finds the socket closed.
+                let gone = CloseStatus {
+                    code: 1006,
+                    reason: String::new(),
+                };
+                sender.finish(gone.clone());
+                match start {
+                    Start::Handler(f) => {
+                        let (_, rx) = mpsc::channel(1);
+                        f(sender.clone(), WebSocket { sender, rx });
+                    }
+                    Start::Callbacks { on_close, .. } => on_close(gone),
+                }
+                return;
+            }
+        };
+        let mut config = WebSocketConfig::default();
+        config.max_message_size = Some(options.max_payload);
+        config.max_frame_size = Some(options.max_payload);
+        config.read_buffer_size = 4096;
+        config.write_buffer_size = 64 << 10;
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        match start {
+            Start::Handler(f) => {
+                let (tx, rx) = mpsc::channel(INBOX);
+                let socket = WebSocket {
+                    sender: sender.clone(),
+                    rx,
+                };
+                f(sender.clone(), socket);
+                conn::serve(ws, sender, Inbox::Channel(tx), options, shutdown).await;
+            }
+            Start::Callbacks {
+                on_message,
+                on_close,
+            } => {
+                let s = sender.clone();
+                conn::serve(ws, sender, Inbox::Callback(on_message), options, shutdown).await;
+                on_close(s.close_status().unwrap_or(CloseStatus {
+                    code: 1006,
+                    reason: String::new(),
+                }));
+            }
+        }
+    });
+}
+
+/// A WebSocket handler: any `async fn(Request, WebSocket)`.
+pub trait WsHandler: Send + Sync + 'static {
+    /// Serves one socket.
+    fn call(&self, req: Request, ws: WebSocket) -> BoxFuture<'static, ()>;
+}
+
+impl<F, Fut> WsHandler for F
+where
+    F: Fn(Request, WebSocket) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    fn call(&self, req: Request, ws: WebSocket) -> BoxFuture<'static, ()> {
+        (self)(req, ws).boxed()
+    }
+}
+
+/// The HTTP handler of a WebSocket route: checks the upgrade, answers 101 and runs
+/// `handler` on the socket, closing it (1000) when the handler returns.
+pub(crate) fn route_handler(
+    handler: Arc<dyn WsHandler>,
+    options: WsOptions,
+) -> impl Fn(Request) -> std::future::Ready<Response> + Send + Sync + 'static {
+    move |req: Request| {
+        let handler = handler.clone();
+        let headers = req.headers().clone();
+        let version = req.version();
+        let remote = req.remote_addr();
+        std::future::ready(accept(
+            &headers,
+            version,
+            remote,
+            options.clone(),
+            move |sender, ws| {
+                tokio::spawn(async move {
+                    handler.call(req, ws).await;
+                    sender.end();
+                });
+            },
+        ))
+    }
+}

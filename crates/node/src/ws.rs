@@ -1,0 +1,213 @@
+//! WebSockets for JS: the upgrade answered from a dispatch batch, a socket object that
+//! sends, and the socket's messages, drains and close carried back in later batches.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use napi_derive::napi;
+use rat_engine::ws::{self, Message, WsOptions, WsSender};
+use rat_engine::QueueLimits;
+
+use crate::call::Call;
+use crate::channel::Channel;
+use crate::dispatch::{Dispatcher, Item};
+use crate::{js_error, to_js_error, Result};
+
+/// A WebSocket route's settings.
+#[napi(object)]
+#[derive(Default, Clone)]
+pub struct WsRouteOptions {
+    /// Largest message in bytes (default 16 MiB); past it the socket closes with 1009.
+    pub max_payload: Option<f64>,
+    /// Close (1001) a socket that received nothing for this long; 0: never (default 120000).
+    pub idle_timeout_ms: Option<f64>,
+    /// Send queue bytes at which `send` returns false (default 64 KiB).
+    pub high_water_mark: Option<f64>,
+    /// Send queue bytes past which the socket is cut (default max(64 x mark, 8 MiB)).
+    pub max_buffered_bytes: Option<f64>,
+}
+
+impl WsRouteOptions {
+    pub(crate) fn to_engine(&self) -> Result<WsOptions> {
+        let bytes = |v: Option<f64>, name: &str| -> Result<Option<usize>> {
+            match v {
+                None => Ok(None),
+                Some(n) if n.is_finite() && n >= 1.0 && n.fract() == 0.0 => Ok(Some(n as usize)),
+                Some(n) => Err(js_error(
+                    "ERR_INVALID_ARGUMENT",
+                    format!("{name} must be a positive whole number of bytes, not {n}"),
+                )),
+            }
+        };
+        let mut o = WsOptions::default();
+        if let Some(n) = bytes(self.max_payload, "maxPayload")? {
+            o.max_payload = n;
+        }
+        match self.idle_timeout_ms {
+            None => {}
+            Some(0.0) => o.idle_timeout = None,
+            Some(ms) if ms.is_finite() && ms > 0.0 => {
+                o.idle_timeout = Some(Duration::from_millis(ms as u64))
+            }
+            Some(ms) => {
+                return Err(js_error(
+                    "ERR_INVALID_ARGUMENT",
+                    format!("idleTimeoutMs must be 0 (never) or a positive number, not {ms}"),
+                ))
+            }
+        }
+        if let Some(mark) = bytes(self.high_water_mark, "highWaterMark")? {
+            o.queue = QueueLimits::with_high_water_mark(mark);
+        }
+        if let Some(max) = bytes(self.max_buffered_bytes, "maxBufferedBytes")? {
+            o.queue.max_buffered = max.max(o.queue.high_water_mark);
+        }
+        Ok(o)
+    }
+}
+
+/// What happened to a socket, for JS.
+pub(crate) enum WsNotice {
+    Message(Message),
+    Drain,
+    Closed(u16, String),
+}
+
+/// A socket event as JS receives it: `kind` 0 message, 1 drain, 2 close.
+#[napi(object)]
+pub struct WsEvent {
+    pub id: u32,
+    pub kind: u32,
+    pub text: Option<String>,
+    pub data: Option<napi::bindgen_prelude::Buffer>,
+    pub code: Option<u32>,
+    pub reason: Option<String>,
+}
+
+impl WsEvent {
+    pub(crate) fn from_notice(id: u32, n: WsNotice) -> Self {
+        let mut e = WsEvent {
+            id,
+            kind: 0,
+            text: None,
+            data: None,
+            code: None,
+            reason: None,
+        };
+        match n {
+            WsNotice::Message(Message::Text(t)) => e.text = Some(t),
+            WsNotice::Message(Message::Binary(b)) => e.data = Some(b.to_vec().into()),
+            WsNotice::Drain => e.kind = 1,
+            WsNotice::Closed(code, reason) => {
+                e.kind = 2;
+                e.code = Some(u32::from(code));
+                e.reason = Some(reason);
+            }
+        }
+        e
+    }
+}
+
+/// An open (or opening) WebSocket, for JS to send on.
+#[napi]
+pub struct WsSocket {
+    sender: WsSender,
+}
+
+#[napi]
+impl WsSocket {
+    /// Queues a text message; false past the high-water mark (or once closed).
+    #[napi]
+    pub fn send_text(&self, text: String) -> bool {
+        self.sender.send_text(text)
+    }
+
+    /// Queues a binary message (copied).
+    #[napi]
+    pub fn send_binary(&self, data: &[u8]) -> bool {
+        self.sender.send_binary(Bytes::copy_from_slice(data))
+    }
+
+    /// Starts the close handshake with `code` (1000, 1001, 1002, 1003, 1007-1014, or
+    /// 3000-4999) and `reason` (at most 123 bytes).
+    #[napi]
+    pub fn close(&self, code: Option<u32>, reason: Option<String>) -> Result<()> {
+        let code = code.unwrap_or(1000);
+        let valid = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+        if !valid {
+            return Err(js_error(
+                "ERR_INVALID_ARGUMENT",
+                format!("invalid close code {code}: use 1000-1003, 1007-1014 or 3000-4999"),
+            ));
+        }
+        let reason = reason.unwrap_or_default();
+        if reason.len() > 123 {
+            return Err(js_error(
+                "ERR_INVALID_ARGUMENT",
+                format!("a close reason is 123 bytes at most, not {}", reason.len()),
+            ));
+        }
+        self.sender.close(code as u16, &reason);
+        Ok(())
+    }
+
+    /// Closes normally (1000) after what is queued.
+    #[napi]
+    pub fn end(&self) {
+        self.sender.end();
+    }
+
+    /// Delivers the channel's events to this socket as text frames.
+    #[napi]
+    pub fn subscribe(&self, channel: &Channel) {
+        self.sender.subscribe(channel.inner());
+    }
+
+    /// Stops delivering the channel's events.
+    #[napi]
+    pub fn unsubscribe(&self, channel: &Channel) {
+        self.sender.unsubscribe(channel.inner());
+    }
+
+    /// Bytes queued and not yet written.
+    #[napi]
+    pub fn buffered(&self) -> f64 {
+        self.sender.buffered() as f64
+    }
+
+    /// True once closing or closed.
+    #[napi]
+    pub fn closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+}
+
+/// Answers `call` with the upgrade (or the engine's refusal of an invalid one: then
+/// `None`). Messages, drains and the close reach JS as socket events of id `call.id()`.
+pub(crate) fn accept(call: &Call, options: &WsOptions) -> Result<Option<WsSocket>> {
+    let req = call.request();
+    let id = call.id();
+    let d: Arc<Dispatcher> = call.dispatcher().clone();
+    let pump = d.clone();
+    let closes = d.clone();
+    let res = ws::accept_with_callbacks(
+        req.headers(),
+        req.version(),
+        req.remote_addr(),
+        options.clone(),
+        move |m| pump.push(Item::Ws(id, WsNotice::Message(m))),
+        move |st| closes.push(Item::Ws(id, WsNotice::Closed(st.code, st.reason))),
+    );
+    let sender = ws::pending_sender(&res);
+    if let Some(s) = &sender {
+        let drains = d.clone();
+        s.on_drain(move || drains.push(Item::Ws(id, WsNotice::Drain)));
+    }
+    let prepared = call
+        .responder()
+        .prepare_response(res)
+        .map_err(to_js_error)?;
+    crate::dispatch::send_or_defer(prepared);
+    Ok(sender.map(|sender| WsSocket { sender }))
+}

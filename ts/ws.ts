@@ -1,0 +1,193 @@
+import { nativeChannel, type Channel } from './channel.js'
+import { fromNative, RatError } from './errors.js'
+import type { WsEvent, WsRouteOptions as NativeWsOptions, WsSocket } from './native.js'
+import type { RatRequest } from './request.js'
+import type { PathParams } from './types.js'
+
+/** Options of a WebSocket route. */
+export interface WsRouteOptions {
+  /** Largest message in bytes; past it the socket is closed with 1009. @default 16777216 */
+  maxPayload?: number
+  /** Close (1001) a socket that has received nothing for this long; 0: never. @default 120000 */
+  idleTimeoutMs?: number
+  /** Bytes queued at which `ws.send` returns false. @default 65536 */
+  highWaterMark?: number
+  /** Bytes queued past which the socket is cut (a client that never reads). @default max(64 × highWaterMark, 8 MiB) */
+  maxBufferedBytes?: number
+  /** permessage-deflate (RFC 7692) is not available yet: `true` is refused with an error. @default false */
+  compression?: false
+}
+
+/** What a WebSocket route does with its sockets (every function optional). */
+export interface WsHandlers<P extends string = string, D = unknown> {
+  /** The upgrade is accepted (after the hooks); what it sends goes out right after the 101. */
+  open?(ws: RatWebSocket<D>, req: RatRequest<PathParams<P>>): unknown
+  /** A message: a string for text, a Buffer for binary. */
+  message?(ws: RatWebSocket<D>, data: string | Buffer, isBinary: boolean): unknown
+  /** The send queue emptied after a `send` returned false. */
+  drain?(ws: RatWebSocket<D>): unknown
+  /** The socket ended: the close code (1005 none given, 1006 no close frame) and reason. */
+  close?(ws: RatWebSocket<D>, code: number, reason: string): unknown
+}
+
+const KEY = Symbol('RatWebSocket')
+
+/** One WebSocket of a route made with `app.ws()`. */
+export class RatWebSocket<D = unknown> {
+  /** Yours: state kept with the socket. */
+  data: D = undefined as D
+  readonly #native: WsSocket
+  readonly #remote: string | null
+
+  /** @internal */
+  constructor(key: symbol, socket: WsSocket, remoteAddress: string | null) {
+    if (key !== KEY) throw new RatError('ERR_INVALID_ARGUMENT', 'a RatWebSocket is made by the engine')
+    this.#native = socket
+    this.#remote = remoteAddress
+  }
+
+  /** The client's IP address. */
+  get remoteAddress(): string | null {
+    return this.#remote
+  }
+
+  /**
+   * Queues a message: a string as text (or as binary with `isBinary`), bytes as binary.
+   * Returns false once the queued bytes reach the high-water mark (wait for `drain`), or
+   * when the socket is closing or closed.
+   */
+  send(data: string | Uint8Array, isBinary?: boolean): boolean {
+    try {
+      if (typeof data === 'string') {
+        return isBinary === true ? this.#native.sendBinary(Buffer.from(data)) : this.#native.sendText(data)
+      }
+      if (isBinary === false) return this.#native.sendText(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8'))
+      return this.#native.sendBinary(data)
+    } catch (err) {
+      throw fromNative(err)
+    }
+  }
+
+  /** Closes with `code` (default 1000) and `reason` after what is queued. */
+  close(code?: number, reason?: string): void {
+    try {
+      this.#native.close(code, reason)
+    } catch (err) {
+      throw fromNative(err)
+    }
+  }
+
+  /** Closes normally (1000) after what is queued. */
+  end(): void {
+    this.#native.end()
+  }
+
+  /** Delivers the channel's events to this socket as text frames (each event's data). */
+  subscribe(channel: Channel): void {
+    this.#native.subscribe(nativeChannel(channel))
+  }
+
+  /** Stops delivering the channel's events. */
+  unsubscribe(channel: Channel): void {
+    this.#native.unsubscribe(nativeChannel(channel))
+  }
+
+  /** Bytes queued and not yet written to the socket. */
+  get bufferedAmount(): number {
+    return this.#native.buffered()
+  }
+
+  /** True once the socket is closing or closed. */
+  get closed(): boolean {
+    return this.#native.closed()
+  }
+}
+
+/** The native form of route options; `compression: true` is refused. */
+export function nativeWsOptions(o: WsRouteOptions): NativeWsOptions {
+  if ((o.compression as unknown) === true) {
+    throw new RatError('ERR_INVALID_ARGUMENT', 'WebSocket compression (permessage-deflate) is not available yet; leave `compression` out')
+  }
+  const { maxPayload, idleTimeoutMs, highWaterMark, maxBufferedBytes } = o
+  return { maxPayload, idleTimeoutMs, highWaterMark, maxBufferedBytes }
+}
+
+interface Open {
+  ws: RatWebSocket<unknown>
+  handlers: WsHandlers<string, unknown>
+}
+
+const isThenable = (v: unknown): v is PromiseLike<unknown> =>
+  v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as PromiseLike<unknown>).then === 'function'
+
+/**
+ * The app's open sockets, by the id of the request each upgraded: socket events from the
+ * engine's dispatch batches go to their route's handlers. A handler that throws (or whose
+ * promise rejects) closes its socket with 1011 and is logged. @internal
+ */
+export class Sockets {
+  readonly #open = new Map<number, Open>()
+  readonly #logError: (err: unknown, msg: string) => void
+
+  constructor(logError: (err: unknown, msg: string) => void) {
+    this.#logError = logError
+  }
+
+  /** A socket accepted for request `id`: runs `open`. */
+  opened(id: number, socket: WsSocket, remote: string | null, handlers: WsHandlers<string, unknown>, req: RatRequest<unknown>): void {
+    const ws = new RatWebSocket<unknown>(KEY, socket, remote)
+    this.#open.set(id, { ws, handlers })
+    if (handlers.open) this.#run(ws, () => handlers.open!(ws, req as never))
+  }
+
+  /** The events of one dispatch batch, in order. */
+  events(events: WsEvent[]): void {
+    for (let i = 0; i < events.length; i++) {
+      const e = events[i]
+      const o = this.#open.get(e.id)
+      if (!o) continue
+      const { ws, handlers } = o
+      if (e.kind === 0) {
+        if (!handlers.message) continue
+        const binary = e.text === null || e.text === undefined
+        const data = binary ? e.data! : e.text!
+        this.#run(ws, () => handlers.message!(ws, data, binary))
+      } else if (e.kind === 1) {
+        if (handlers.drain) this.#run(ws, () => handlers.drain!(ws))
+      } else {
+        this.#closed(e.id, e.code ?? 1006, e.reason ?? '')
+      }
+    }
+  }
+
+  /** Request `id` was abandoned before its upgrade: a socket opened for it is closed. */
+  abandoned(id: number): void {
+    this.#closed(id, 1006, '')
+  }
+
+  #closed(id: number, code: number, reason: string): void {
+    const o = this.#open.get(id)
+    if (!o) return
+    this.#open.delete(id)
+    const { ws, handlers } = o
+    if (handlers.close) this.#run(ws, () => handlers.close!(ws, code, reason))
+  }
+
+  #run(ws: RatWebSocket<unknown>, f: () => unknown): void {
+    try {
+      const out = f()
+      if (isThenable(out)) out.then(undefined, (err: unknown) => this.#threw(ws, err))
+    } catch (err) {
+      this.#threw(ws, err)
+    }
+  }
+
+  #threw(ws: RatWebSocket<unknown>, err: unknown): void {
+    this.#logError(err, 'WebSocket handler failed')
+    try {
+      ws.close(1011, 'handler error')
+    } catch {
+      // Already closed.
+    }
+  }
+}
