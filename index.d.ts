@@ -48,9 +48,10 @@ export declare class Engine {
   addChannelRoute(method: string, path: string, channel: Channel, options?: RouteOptions | undefined | null): void
   /**
    * Binds `host:port` (port 0 picks a free one) and serves, over TLS (HTTP/2 and
-   * HTTP/1.1 by ALPN) when `tls` is given. Resolves to the address.
+   * HTTP/1.1 by ALPN) when `tls` is given, sharing the port with other processes
+   * (`SO_REUSEPORT`) when `reusePort`. Resolves to the address.
    */
-  listen(host: string, port: number, tls?: TlsOptions | undefined | null): Promise<Address>
+  listen(host: string, port: number, tls?: TlsOptions | undefined | null, reusePort?: boolean | undefined | null): Promise<Address>
   /**
    * Stops accepting, lets streams finish for up to `graceMs` (default 5000), closes the
    * rest, and releases the event loop so that Node can exit.

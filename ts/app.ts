@@ -151,6 +151,13 @@ export interface ListenOptions {
    * all its streams to this origin (HTTP/1.1 allows it six). Node's `https` names.
    */
   tls?: TlsOptions
+  /**
+   * Bind with `SO_REUSEPORT` (Linux, BSDs, macOS), so that several processes (node:cluster
+   * workers, or separate servers) listen on the same port and the kernel spreads
+   * connections between them. Every process on the port must pass it.
+   * @default false
+   */
+  reusePort?: boolean
 }
 
 /** A certificate and its key, in PEM (Node's `https` names). */
@@ -904,7 +911,8 @@ export class App {
     const port = options.port ?? 8080
     this.#resolve()
     try {
-      this.#address = await this.#engine.listen(host, port, options.tls === undefined ? undefined : nativeTls(options.tls))
+      const tls = options.tls === undefined ? undefined : nativeTls(options.tls)
+      this.#address = await this.#engine.listen(host, port, tls, options.reusePort === true)
     } catch (err) {
       throw fromNative(err)
     }

@@ -201,7 +201,8 @@ impl Engine {
     }
 
     /// Binds `host:port` (port 0 picks a free one) and serves, over TLS (HTTP/2 and
-    /// HTTP/1.1 by ALPN) when `tls` is given. Resolves to the address.
+    /// HTTP/1.1 by ALPN) when `tls` is given, sharing the port with other processes
+    /// (`SO_REUSEPORT`) when `reusePort`. Resolves to the address.
     #[napi(ts_return_type = "Promise<Address>")]
     pub fn listen<'env>(
         &self,
@@ -209,6 +210,7 @@ impl Engine {
         host: String,
         port: u32,
         tls: Option<TlsOptions>,
+        reuse_port: Option<bool>,
     ) -> Result<PromiseRaw<'env, Address>> {
         let tls = tls
             .map(|t| t.to_config())
@@ -224,6 +226,7 @@ impl Engine {
         self.dispatcher.connect(&dispatch).map_err(napi_failure)?;
         let mut config = self.config.clone();
         config.tls.clone_from(&tls);
+        config.reuse_port = reuse_port.unwrap_or(false);
         *self.tls.lock().unwrap_or_else(|p| p.into_inner()) = tls;
         let running = self.running.clone();
         let metrics = self.metrics.clone();

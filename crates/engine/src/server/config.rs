@@ -39,6 +39,10 @@ pub struct ServerConfig {
     /// tokio's `TcpSocket` examples; Rust's std listens with 128, which a burst of a few
     /// hundred connects overflows: the dropped SYNs are retried after a second.
     pub backlog: u32,
+    /// Bind with `SO_REUSEPORT` (Unix), so that several processes listening on the same
+    /// address and port share its connections (the kernel spreads them). Every process
+    /// must set it. Default: false.
+    pub reuse_port: bool,
     /// Serve HTTPS with this certificate (HTTP/2 and HTTP/1.1 by ALPN) instead of plain
     /// HTTP. Default: none.
     pub tls: Option<TlsConfig>,
@@ -103,6 +107,7 @@ impl Default for ServerConfig {
             keep_alive: true,
             http1_max_buf_size: 512 * 1024,
             backlog: 1024,
+            reuse_port: false,
             tls: None,
             max_connections: None,
             max_streams_per_ip: None,
@@ -136,6 +141,11 @@ impl ServerConfig {
     /// Sets [`backlog`](Self::backlog).
     pub fn backlog(mut self, connections: u32) -> Self {
         self.backlog = connections.max(1);
+        self
+    }
+    /// Sets [`reuse_port`](Self::reuse_port).
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.reuse_port = on;
         self
     }
     /// Sets [`max_body_bytes`](Self::max_body_bytes).

@@ -116,7 +116,7 @@ impl Server {
         app: App,
         config: ServerConfig,
     ) -> Result<ServerHandle> {
-        let listener = listen(addr, config.backlog).await.map_err(|e| {
+        let listener = listen(addr, config.backlog, config.reuse_port).await.map_err(|e| {
             if e.kind() == std::io::ErrorKind::AddrInUse {
                 Error::io_as("the port is already in use", e)
             } else {
@@ -208,8 +208,13 @@ impl ServerHandle {
 }
 
 /// Binds and listens as `TcpListener::bind` does (address reuse on Unix, each resolved
-/// address in turn), with `backlog`.
-async fn listen(addr: impl ToSocketAddrs, backlog: u32) -> std::io::Result<TcpListener> {
+/// address in turn), with `backlog`, and `SO_REUSEPORT` when `reuse_port` (Unix; elsewhere
+/// an error).
+async fn listen(
+    addr: impl ToSocketAddrs,
+    backlog: u32,
+    reuse_port: bool,
+) -> std::io::Result<TcpListener> {
     let mut last = None;
     for addr in tokio::net::lookup_host(addr).await? {
         let socket = if addr.is_ipv4() {
@@ -219,6 +224,15 @@ async fn listen(addr: impl ToSocketAddrs, backlog: u32) -> std::io::Result<TcpLi
         };
         #[cfg(unix)]
         socket.set_reuseaddr(true)?;
+        if reuse_port {
+            #[cfg(unix)]
+            socket.set_reuseport(true)?;
+            #[cfg(not(unix))]
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "reuse_port needs SO_REUSEPORT (Unix)",
+            ));
+        }
         match socket.bind(addr).and_then(|()| socket.listen(backlog)) {
             Ok(listener) => return Ok(listener),
             Err(e) => last = Some(e),
@@ -391,7 +405,7 @@ mod tests {
     /// nothing accepts: none waits for a SYN retry.
     #[tokio::test]
     async fn the_listen_backlog_holds_a_burst_of_connects() {
-        let listener = super::listen("127.0.0.1:0", 1024).await.unwrap();
+        let listener = super::listen("127.0.0.1:0", 1024, false).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connects = (0..300).map(|_| {
             tokio::time::timeout(
@@ -403,5 +417,18 @@ mod tests {
         let done = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
         assert_eq!(done, 300, "connects completed without being accepted");
         drop(listener);
+    }
+
+    /// With `reuse_port`, a second listener binds the port a first one holds; without it,
+    /// the port is in use.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn reuse_port_lets_listeners_share_a_port() {
+        let a = super::listen("127.0.0.1:0", 16, true).await.unwrap();
+        let addr = a.local_addr().unwrap();
+        let b = super::listen(addr, 16, true).await.unwrap();
+        assert_eq!(b.local_addr().unwrap(), addr);
+        let err = super::listen(addr, 16, false).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
     }
 }
