@@ -67,7 +67,9 @@ pub mod tls;
 mod wire;
 
 pub use app::{App, Handler, RouteOptions};
-pub use channel::{Channel, ChannelMetrics, ChannelOptions, SlowClient};
+pub use channel::{
+    Channel, ChannelMetrics, ChannelOptions, RedisConfig, RedisHub, RedisMetrics, SlowClient,
+};
 pub use error::{Error, Result};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use request::{BodyStream, Request};

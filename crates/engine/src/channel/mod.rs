@@ -45,7 +45,10 @@
 
 mod fanout;
 mod history;
+mod redis;
 mod subscribers;
+
+pub use self::redis::{RedisConfig, RedisHub, RedisMetrics, MIN_STREAM_LEN};
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -144,11 +147,22 @@ struct State {
     /// Frames published so far (events and raw frames): the last one's sequence number.
     seq: u64,
     fan: Fan,
+    /// False for a shared channel until its history is loaded from Redis.
+    ready: bool,
+    /// Subscribers that came before it was ready.
+    waiting: Vec<(StreamSender, Option<String>, Option<Coding>)>,
+}
+
+/// A shared channel's hub and stream key.
+struct Shared {
+    hub: RedisHub,
+    key: String,
 }
 
 struct Inner {
     name: String,
     options: ChannelOptions,
+    shared: Option<Shared>,
     state: Mutex<State>,
     counters: Counters,
 }
@@ -187,6 +201,27 @@ pub struct Subscribed {
 impl Channel {
     /// A new channel.
     pub fn new(name: impl Into<String>, options: ChannelOptions) -> Self {
+        Self::make(name.into(), options, None)
+    }
+
+    /// A channel shared through Redis by every process that makes one of this name with a
+    /// hub on the same Redis and key prefix (see [`RedisHub`]): publishes go to its Redis
+    /// stream, and its subscribers receive what any process published, with Redis's ids.
+    /// A process keeps one shared channel per name and hub.
+    pub fn shared(name: impl Into<String>, options: ChannelOptions, hub: &RedisHub) -> Self {
+        let name = name.into();
+        let key = hub.key(&name);
+        let shared = Shared {
+            hub: hub.clone(),
+            key: key.clone(),
+        };
+        let ch = Self::make(name, options, Some(shared));
+        hub.watch(key, &ch);
+        ch
+    }
+
+    fn make(name: String, options: ChannelOptions, shared: Option<Shared>) -> Self {
+        let ready = shared.is_none();
         let history = History::new(
             options.history,
             options.history_bytes,
@@ -194,8 +229,9 @@ impl Channel {
         );
         Channel {
             inner: Arc::new(Inner {
-                name: name.into(),
+                name,
                 options,
+                shared,
                 state: Mutex::new(State {
                     epoch: epoch().into_boxed_str(),
                     next_id: 1,
@@ -204,6 +240,8 @@ impl Channel {
                     closed: false,
                     seq: 0,
                     fan: Fan::default(),
+                    ready,
+                    waiting: Vec::new(),
                 }),
                 counters: Counters::default(),
             }),
@@ -228,9 +266,22 @@ impl Channel {
     /// event's own, or the next number in sequence). Subscribers receive it in the order
     /// of publishing, at once or from the channel's fan-out task (see the module's doc).
     ///
+    /// A [shared](Self::shared) channel queues the event for Redis and returns an empty
+    /// string: its id is the one Redis assigns, which [`publish_async`](Self::publish_async)
+    /// resolves with. Subscribers here receive it, as everywhere, once read back from Redis.
+    ///
     /// # Errors
-    /// [`Error::is_closed`] after [`close`](Self::close).
+    /// [`Error::is_closed`] after [`close`](Self::close); for a shared channel,
+    /// [`Error::is_invalid_argument`] for an event with an id of its own and
+    /// [`Error::is_redis`] when the hub's buffer is full (nothing is queued).
     pub fn publish(&self, event: Event) -> Result<String> {
+        if let Some(shared) = &self.inner.shared {
+            let frame = self.shared_frame(&event)?;
+            shared
+                .hub
+                .enqueue(shared.key.clone(), self.inner.options.history, frame, None)?;
+            return Ok(String::new());
+        }
         let mut st = self.lock();
         if st.closed {
             return Err(Error::closed());
@@ -252,8 +303,86 @@ impl Channel {
         Ok(id)
     }
 
+    /// Publishes an event and resolves with its id once it is known: at once for a local
+    /// channel, when Redis has stored it for a [shared](Self::shared) one.
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish); [`Error::is_redis`] if Redis refused the event or the
+    /// hub stopped before sending it.
+    pub fn publish_async(
+        &self,
+        event: Event,
+    ) -> impl std::future::Future<Output = Result<String>> + Send + 'static {
+        let queued = match &self.inner.shared {
+            None => Err(self.publish(event)),
+            Some(shared) => self
+                .shared_frame(&event)
+                .and_then(|frame| {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let key = shared.key.clone();
+                    let history = self.inner.options.history;
+                    shared.hub.enqueue(key, history, frame, Some(tx))?;
+                    Ok(rx)
+                })
+                .map_err(Err),
+        };
+        async move {
+            match queued {
+                Err(done) => done,
+                Ok(rx) => rx.await.unwrap_or_else(|_| {
+                    Err(Error::redis(
+                        "the Redis hub stopped before sending the event",
+                    ))
+                }),
+            }
+        }
+    }
+
+    /// The bytes a shared channel stores for `event` (Redis adds the id).
+    fn shared_frame(&self, event: &Event) -> Result<Bytes> {
+        if self.is_closed() {
+            return Err(Error::closed());
+        }
+        if event.get_id().is_some() {
+            return Err(Error::invalid_argument(
+                "a channel shared through Redis gets its event ids from Redis: publish without an id",
+            ));
+        }
+        Ok(event.encode())
+    }
+
+    /// A shared channel's event read back from Redis: into history and out to subscribers.
+    fn deliver(&self, id: &str, frame: Bytes) {
+        let mut st = self.lock();
+        if st.closed {
+            return;
+        }
+        st.history.expire();
+        st.history.push(id.to_string(), frame.clone());
+        self.inner.counters.published.fetch_add(1, Relaxed);
+        self.hand_out(st, frame, true);
+    }
+
+    /// A shared channel's history as loaded from Redis (oldest first); then the
+    /// subscribers that waited for it are served.
+    fn loaded(&self, history: Vec<(String, Bytes)>) {
+        let waiting = {
+            let mut st = self.lock();
+            if !st.ready {
+                for (id, frame) in history {
+                    st.history.push(id, frame);
+                }
+                st.ready = true;
+            }
+            std::mem::take(&mut st.waiting)
+        };
+        for (stream, last, coding) in waiting {
+            self.subscribe_coded(&stream, last.as_deref(), coding);
+        }
+    }
+
     /// Sends already-encoded bytes to every subscriber without an id or history entry
-    /// (e.g. a comment).
+    /// (e.g. a comment). On a shared channel, to this process's subscribers only.
     ///
     /// # Errors
     /// [`Error::is_closed`] after [`close`](Self::close).
@@ -366,6 +495,14 @@ impl Channel {
         if st.closed {
             drop(st);
             stream.end();
+            return Subscribed {
+                replayed: 0,
+                missed: false,
+            };
+        }
+        if !st.ready {
+            st.waiting
+                .push((stream.clone(), last_event_id.map(str::to_string), coding));
             return Subscribed {
                 replayed: 0,
                 missed: false,
@@ -493,18 +630,29 @@ impl Channel {
     /// Closes the channel: every subscriber's stream ends after what it has queued,
     /// history is cleared, and later publishes fail.
     pub fn close(&self) {
-        let (subs, tally) = {
+        if let Some(shared) = &self.inner.shared {
+            shared.hub.unwatch(&shared.key);
+        }
+        let (subs, waiting, tally) = {
             let mut st = self.lock();
             st.closed = true;
             st.history.clear();
             // What was published before still reaches everyone.
             let tally = self.drain(&mut st);
-            (st.subs.take_all(), tally)
+            (st.subs.take_all(), std::mem::take(&mut st.waiting), tally)
         };
         self.count(tally);
         for s in subs {
             s.end();
         }
+        for (s, _, _) in waiting {
+            s.end();
+        }
+    }
+
+    /// True for a channel [shared](Self::shared) through Redis.
+    pub fn is_shared(&self) -> bool {
+        self.inner.shared.is_some()
     }
 }
 

@@ -95,6 +95,10 @@ pub struct ServerConfig {
     /// Receives one [`AccessEntry`](crate::access::AccessEntry) per request when its
     /// response is over. (Entries are also `tracing` events.) Default: none.
     pub access_log: Option<crate::access::AccessLog>,
+    /// The hub of the app's [shared channels](crate::Channel::shared):
+    /// [`Server::bind`](super::Server::bind) connects it (failing when Redis cannot be
+    /// reached) and shutdown stops it. Default: none.
+    pub redis: Option<crate::channel::RedisHub>,
 }
 
 impl Default for ServerConfig {
@@ -124,6 +128,7 @@ impl Default for ServerConfig {
             warnings: None,
             auth: Arc::new([]),
             access_log: None,
+            redis: None,
         }
     }
 }
@@ -187,6 +192,11 @@ impl ServerConfig {
     /// Sets [`compression`](Self::compression).
     pub fn compression(mut self, compression: crate::compress::Compression) -> Self {
         self.compression = Some(Arc::new(compression));
+        self
+    }
+    /// Sets [`redis`](Self::redis).
+    pub fn redis(mut self, hub: crate::channel::RedisHub) -> Self {
+        self.redis = Some(hub);
         self
     }
     /// Sets [`keep_alive`](Self::keep_alive).

@@ -54,6 +54,7 @@ pub struct ServerHandle {
     tracker: TaskTracker,
     accept_loop: tokio::task::JoinHandle<()>,
     streams: Arc<StreamRegistry>,
+    redis: Option<crate::channel::RedisHub>,
 }
 
 /// What every connection task uses, kept here rather than in each task (a task's size is
@@ -109,24 +110,33 @@ impl Server {
     /// bound is used) with the config's [`backlog`](ServerConfig::backlog) and starts
     /// serving `app` on the current tokio runtime.
     ///
+    /// Connects [`ServerConfig::redis`] first, when set.
+    ///
     /// # Errors
-    /// [`Error::is_io`] when the address cannot be bound (in use, not permitted...).
+    /// [`Error::is_io`] when the address cannot be bound (in use, not permitted...);
+    /// [`Error::is_redis`] when Redis cannot be reached.
     pub async fn bind(
         addr: impl ToSocketAddrs,
         app: App,
         config: ServerConfig,
     ) -> Result<ServerHandle> {
-        let listener = listen(addr, config.backlog, config.reuse_port).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AddrInUse {
-                Error::io_as("the port is already in use", e)
-            } else {
-                Error::io("cannot listen", e)
-            }
-        })?;
+        if let Some(hub) = &config.redis {
+            hub.start().await?;
+        }
+        let listener = listen(addr, config.backlog, config.reuse_port)
+            .await
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AddrInUse {
+                    Error::io_as("the port is already in use", e)
+                } else {
+                    Error::io("cannot listen", e)
+                }
+            })?;
         Self::serve(listener, app, config)
     }
 
-    /// Serves `app` on an already bound listener.
+    /// Serves `app` on an already bound listener. (A [`ServerConfig::redis`] hub is not
+    /// connected here: call its `start` first.)
     ///
     /// # Errors
     /// [`Error::is_io`] if the listener's address cannot be read.
@@ -134,6 +144,7 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::io("cannot read the bound address", e))?;
+        let redis = config.redis.clone();
         let shared = Arc::new(Shared::new(app, config));
         let metrics = shared.metrics.clone();
         let streams = shared.streams.clone();
@@ -156,6 +167,7 @@ impl Server {
             tracker,
             accept_loop,
             streams,
+            redis,
         })
     }
 }
@@ -179,6 +191,14 @@ impl ServerHandle {
     /// within a short flush window are closed.
     /// Resolves when every connection is gone.
     pub async fn shutdown(self, grace: Duration) {
+        let redis = self.redis.clone();
+        self.close(grace).await;
+        if let Some(hub) = redis {
+            hub.stop();
+        }
+    }
+
+    async fn close(self, grace: Duration) {
         self.stop_accepting.cancel();
         let _ = self.accept_loop.await;
         self.graceful.cancel();
