@@ -15,8 +15,16 @@ export declare class Channel {
   constructor(name: string, options?: NativeChannelOptions | undefined | null)
   /** The channel's name. */
   get name(): string
-  /** Publishes an event to every subscriber; returns its id. */
+  /**
+   * Publishes an event to every subscriber; returns its id ('' on a channel shared
+   * through Redis: Redis assigns it, see `publishAsync`).
+   */
   publish(data?: string | undefined | null, event?: string | undefined | null, id?: string | undefined | null, retry?: number | undefined | null): string
+  /**
+   * Publishes an event; resolves with its id once known (for a shared channel, when
+   * Redis stored it).
+   */
+  publishAsync(data?: string | undefined | null, event?: string | undefined | null, id?: string | undefined | null, retry?: number | undefined | null): Promise<string>
   /** Sends a comment to every subscriber (not kept in history). */
   comment(text: string): void
   /** Subscribers now. */
@@ -39,6 +47,11 @@ export declare class Engine {
    * streams whose queue has room again (see `KeptCall.armReady`).
    */
   constructor(options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[]) => void)
+  /**
+   * A channel of this engine: shared through its Redis unless it has none or
+   * `options.redis` is false.
+   */
+  channel(name: string, options?: NativeChannelOptions | undefined | null): Channel
   /**
    * Adds a route served by JS. `kind` is `plain`, `sse` or `chunked`; `contentType` is
    * the chunked default.
@@ -333,6 +346,8 @@ export interface EngineMetrics {
   dispatchCount: number
   /** The longest such wait, in ms. */
   dispatchLagMaxMs: number
+  /** The Redis connections, when the app shares channels through Redis. */
+  redis?: RedisState
 }
 
 /**
@@ -400,6 +415,8 @@ export interface EngineOptions {
   accessLog?: boolean
   /** Hand the engine's warnings to `dispatch`. @default false */
   warnings?: boolean
+  /** Share channels between processes through Redis. */
+  redis?: RedisOptions
 }
 
 /** Limits and timeouts of an engine (see `AppOptions.limits`). */
@@ -467,6 +484,39 @@ export interface NativeChannelOptions {
    * @default 65536
    */
   highWaterMark?: number
+  /** Shared through the app's Redis (when it has one). @default true */
+  redis?: boolean
+}
+
+/** Where channels are shared (see `AppOptions.redis`). */
+export interface RedisOptions {
+  /** `redis://[user:password@]host[:port][/db]`. */
+  url: string
+  /** Prepended to a channel's name to make its stream's key. @default 'rat:' */
+  keyPrefix?: string
+  /**
+   * Publishes held while Redis is unreachable; past it `publish` throws `ERR_REDIS`.
+   * @default 100000
+   */
+  buffer?: number
+}
+
+/** The state of the app's Redis connections. */
+export interface RedisState {
+  /** Both connections (publishes, reads) up. */
+  connected: boolean
+  /** Publishes waiting for Redis. */
+  queued: number
+  /** Publishes Redis stored. */
+  sent: number
+  /** Publishes refused because the buffer was full. */
+  rejected: number
+  /** Events read from Redis and handed to this process's channels. */
+  received: number
+  /** Connections lost. */
+  disconnects: number
+  /** Shared channels this process reads. */
+  channels: number
 }
 
 /** Options of one route. */

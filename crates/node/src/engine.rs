@@ -14,7 +14,9 @@ use rat_engine::{
 use crate::call::Call;
 use crate::channel::Channel;
 use crate::dispatch::{DispatchArgs, Dispatcher, Item};
-use crate::options::{Address, EngineMetrics, EngineOptions, RouteOptions, TlsOptions};
+use crate::options::{
+    Address, EngineMetrics, EngineOptions, NativeChannelOptions, RouteOptions, TlsOptions,
+};
 use crate::{js_error, napi_failure, spawn, to_js_error, Code, Result};
 
 /// A route whose handler is in JS: each request becomes a call in the next batch.
@@ -66,6 +68,8 @@ pub struct Engine {
     metrics: Arc<Mutex<Option<Arc<Metrics>>>>,
     /// The TLS settings of a server listening with TLS (their certificate can be swapped).
     tls: Mutex<Option<rat_engine::TlsConfig>>,
+    /// Shares channels through Redis.
+    redis: Option<rat_engine::RedisHub>,
 }
 
 fn not_twice() -> napi::Error<Code> {
@@ -108,6 +112,13 @@ impl Engine {
                 d.push(Item::Note(Box::new(w.into())));
             }));
         }
+        let redis = match &options.redis {
+            Some(r) => Some(r.to_hub().map_err(to_js_error)?),
+            None => None,
+        };
+        if let Some(hub) = &redis {
+            config = config.redis(hub.clone());
+        }
         if options.access_log == Some(true) {
             let d = dispatcher.clone();
             config.access_log = Some(rat_engine::access::AccessLog::new(move |e| {
@@ -122,7 +133,21 @@ impl Engine {
             running: Arc::new(Mutex::new(None)),
             metrics: Arc::new(Mutex::new(None)),
             tls: Mutex::new(None),
+            redis,
         })
+    }
+
+    /// A channel of this engine: shared through its Redis unless it has none or
+    /// `options.redis` is false.
+    #[napi]
+    pub fn channel(&self, name: String, options: Option<NativeChannelOptions>) -> Result<Channel> {
+        let options = options.unwrap_or_default();
+        let opts = rat_engine::ChannelOptions::try_from(&options)?;
+        let ch = match (&self.redis, options.redis) {
+            (Some(hub), None | Some(true)) => rat_engine::Channel::shared(name, opts, hub),
+            _ => rat_engine::Channel::new(name, opts),
+        };
+        Ok(Channel::from_inner(ch))
     }
 
     /// Adds a route served by JS. `kind` is `plain`, `sse` or `chunked`; `contentType` is
@@ -314,6 +339,7 @@ impl Engine {
         out.dispatch_lag_ms = sum;
         out.dispatch_count = count as i64;
         out.dispatch_lag_max_ms = max;
+        out.redis = self.redis.as_ref().map(|h| h.metrics().into());
         out
     }
 

@@ -157,6 +157,8 @@ struct Hub {
     received: AtomicU64,
     disconnects: AtomicU64,
     started: AtomicBool,
+    /// The runtime the tasks run on (a change may come from a thread outside it).
+    runtime: std::sync::OnceLock<tokio::runtime::Handle>,
     stop: CancellationToken,
 }
 
@@ -197,6 +199,7 @@ impl RedisHub {
                 received: AtomicU64::new(0),
                 disconnects: AtomicU64::new(0),
                 started: AtomicBool::new(false),
+                runtime: std::sync::OnceLock::new(),
                 stop: CancellationToken::new(),
             }),
         })
@@ -230,6 +233,7 @@ impl RedisHub {
         }
         let rx = hub.rx.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(rx) = rx {
+            let _ = hub.runtime.set(tokio::runtime::Handle::current());
             *hub.publisher.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
             hub.up_publish.store(true, Relaxed);
             tokio::spawn(publish_loop(hub.clone(), rx, conn));
@@ -336,8 +340,9 @@ impl Hub {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let (Some(mut conn), Ok(rt)) = (conn, tokio::runtime::Handle::try_current()) else {
-            // Not started, or no runtime here: the reader sees the change within BLOCK.
+        let (Some(mut conn), Some(rt)) = (conn, self.runtime.get()) else {
+            // Not started, or no publish connection now: the reader sees the change within
+            // BLOCK (or when it connects).
             return;
         };
         let hub = self.clone();
