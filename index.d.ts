@@ -185,7 +185,8 @@ export declare class KeptCall {
    */
   armReady(): number
   /**
-   * Subscribes this SSE stream to a channel, replaying history after `lastEventId`.
+   * Subscribes this SSE stream to a channel, replaying history after `lastEventId` (the
+   * first subscribe's; with several channels, an id naming a position in each).
    * Returns the number of events replayed (-1 if some were missed: a `missed` event
    * was sent first).
    */

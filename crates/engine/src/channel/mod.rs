@@ -45,9 +45,12 @@
 
 mod fanout;
 mod history;
+mod positions;
 mod redis;
+mod shared;
 mod subscribers;
 
+pub use self::positions::Positions;
 pub use self::redis::{RedisConfig, RedisHub, RedisMetrics, MIN_STREAM_LEN};
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -66,6 +69,7 @@ use crate::stream::{Event, QueueLimits, SseResponse, StreamSender};
 use fanout::SWEEP_STEP;
 use fanout::{serve, Fan, FanOut, Frame, Tally};
 use history::{History, Resume};
+use shared::{Shared, Waiting};
 use subscribers::Subscribers;
 
 /// Bytes published and not yet handed out by the fan-out task past which the publisher
@@ -150,13 +154,7 @@ struct State {
     /// False for a shared channel until its history is loaded from Redis.
     ready: bool,
     /// Subscribers that came before it was ready.
-    waiting: Vec<(StreamSender, Option<String>, Option<Coding>)>,
-}
-
-/// A shared channel's hub and stream key.
-struct Shared {
-    hub: RedisHub,
-    key: String,
+    waiting: Vec<Waiting>,
 }
 
 struct Inner {
@@ -303,84 +301,6 @@ impl Channel {
         Ok(id)
     }
 
-    /// Publishes an event and resolves with its id once it is known: at once for a local
-    /// channel, when Redis has stored it for a [shared](Self::shared) one.
-    ///
-    /// # Errors
-    /// As [`publish`](Self::publish); [`Error::is_redis`] if Redis refused the event or the
-    /// hub stopped before sending it.
-    pub fn publish_async(
-        &self,
-        event: Event,
-    ) -> impl std::future::Future<Output = Result<String>> + Send + 'static {
-        let queued = match &self.inner.shared {
-            None => Err(self.publish(event)),
-            Some(shared) => self
-                .shared_frame(&event)
-                .and_then(|frame| {
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    let key = shared.key.clone();
-                    let history = self.inner.options.history;
-                    shared.hub.enqueue(key, history, frame, Some(tx))?;
-                    Ok(rx)
-                })
-                .map_err(Err),
-        };
-        async move {
-            match queued {
-                Err(done) => done,
-                Ok(rx) => rx.await.unwrap_or_else(|_| {
-                    Err(Error::redis(
-                        "the Redis hub stopped before sending the event",
-                    ))
-                }),
-            }
-        }
-    }
-
-    /// The bytes a shared channel stores for `event` (Redis adds the id).
-    fn shared_frame(&self, event: &Event) -> Result<Bytes> {
-        if self.is_closed() {
-            return Err(Error::closed());
-        }
-        if event.get_id().is_some() {
-            return Err(Error::invalid_argument(
-                "a channel shared through Redis gets its event ids from Redis: publish without an id",
-            ));
-        }
-        Ok(event.encode())
-    }
-
-    /// A shared channel's event read back from Redis: into history and out to subscribers.
-    fn deliver(&self, id: &str, frame: Bytes) {
-        let mut st = self.lock();
-        if st.closed {
-            return;
-        }
-        st.history.expire();
-        st.history.push(id.to_string(), frame.clone());
-        self.inner.counters.published.fetch_add(1, Relaxed);
-        self.hand_out(st, frame, true);
-    }
-
-    /// A shared channel's history as loaded from Redis (oldest first); then the
-    /// subscribers that waited for it are served.
-    fn loaded(&self, history: Vec<(String, Bytes)>) {
-        let waiting = {
-            let mut st = self.lock();
-            if !st.ready {
-                for (id, frame) in history {
-                    st.history.push(id, frame);
-                }
-                st.ready = true;
-            }
-            std::mem::take(&mut st.waiting)
-        };
-        for (stream, last, coding) in waiting {
-            self.subscribe_coded(&stream, last.as_deref(), coding);
-        }
-    }
-
     /// Sends already-encoded bytes to every subscriber without an id or history entry
     /// (e.g. a comment). On a shared channel, to this process's subscribers only.
     ///
@@ -487,6 +407,24 @@ impl Channel {
         last_event_id: Option<&str>,
         coding: Option<Coding>,
     ) -> Subscribed {
+        self.subscribe_with(stream, last_event_id, coding, None)
+    }
+
+    /// Subscribes a stream that may read several channels: it resumes after its position
+    /// in this channel, and its last event id names its position in each (see
+    /// [`Positions`]). Make one `Positions` per stream from the request's last event id.
+    pub fn subscribe_at(&self, stream: &StreamSender, positions: &Arc<Positions>) -> Subscribed {
+        let last = positions.resume(self.name());
+        self.subscribe_with(stream, last.as_deref(), None, Some(positions))
+    }
+
+    fn subscribe_with(
+        &self,
+        stream: &StreamSender,
+        last_event_id: Option<&str>,
+        coding: Option<Coding>,
+        pos: Option<&Arc<Positions>>,
+    ) -> Subscribed {
         if let Some(c) = coding {
             // First, so that even an empty stream is a valid one of its coding.
             stream.set_coding(c);
@@ -501,8 +439,9 @@ impl Channel {
             };
         }
         if !st.ready {
+            let last = last_event_id.map(str::to_string);
             st.waiting
-                .push((stream.clone(), last_event_id.map(str::to_string), coding));
+                .push((stream.clone(), last, coding, pos.cloned()));
             return Subscribed {
                 replayed: 0,
                 missed: false,
@@ -514,7 +453,12 @@ impl Channel {
             missed: false,
         };
         if let Some(last) = last_event_id {
-            let entries = match st.history.resume(last) {
+            // A position naming no event: the channel had none when the stream subscribed.
+            let resume = match (pos, last) {
+                (Some(_), "") => st.history.all(),
+                _ => st.history.resume(last),
+            };
+            let entries = match resume {
                 Resume::After(it) => it,
                 Resume::Missed(it) => {
                     out.missed = true;
@@ -562,7 +506,14 @@ impl Channel {
             st.fan.runtime = tokio::runtime::Handle::try_current().ok();
         }
         let sent = st.seq;
-        let key = st.subs.insert(stream.clone(), sent, coding);
+        let pos = pos.map(|p| {
+            let at = st.history.newest_id().unwrap_or_default().to_string();
+            let slot = p.add(self.name(), at, |f| {
+                let _ = stream.push_unbounded(f, None);
+            });
+            (p.clone(), slot)
+        });
+        let key = st.subs.insert(stream.clone(), sent, coding, pos);
         let queue = stream.queue_addr();
         drop(st);
         // Registered after the lock is released: if the client is already gone this runs
@@ -645,7 +596,7 @@ impl Channel {
         for s in subs {
             s.end();
         }
-        for (s, _, _) in waiting {
+        for (s, _, _, _) in waiting {
             s.end();
         }
     }
