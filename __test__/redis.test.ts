@@ -2,6 +2,7 @@
 // free port). Without redis-server on PATH these tests are skipped, said in one line.
 import { fetch } from 'undici'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { createClusterWorker } from '../examples/cluster.js'
 import { createApp, type App } from '../ts/index.js'
 import { runFixture } from './support/child.js'
 import { freePort, Redis, redisServer } from './support/redis.js'
@@ -111,6 +112,27 @@ describe.skipIf(missing)('channels shared through Redis', () => {
     expect(s.disconnects).toBeGreaterThanOrEqual(1)
     expect((await a.state()).queued).toBe(0)
     onB.socket.destroy()
+  })
+
+  test('examples/cluster.ts: each worker says who served the page; a message said on one reaches the stream of the other', async () => {
+    const workers = [createClusterWorker(redis.url, 'one'), createClusterWorker(redis.url, 'two')]
+    try {
+      const ports: number[] = []
+      for (const w of workers) ports.push((await w.app.listen({ port: 0 })).port)
+      expect(await (await fetch(`http://127.0.0.1:${ports[1]}/`)).text()).toContain('Served by worker two')
+      const stream = new RawSseClient(ports[1], '/ticker')
+      await waitFor('the subscriber', () => workers[1].app.channel('ticker').subscribers === 1)
+      const res = await fetch(`http://127.0.0.1:${ports[0]}/say?text=hello`, { method: 'POST' })
+      const { id } = (await res.json()) as { id: string }
+      await waitFor('the message on worker two', () => stream.events.some((e) => e.id === id), { timeoutMs: 5000 })
+      expect(JSON.parse(stream.events.find((e) => e.id === id)!.data)).toEqual({ worker: 'one', text: 'hello' })
+      stream.socket.destroy()
+    } finally {
+      for (const w of workers) {
+        w.stop()
+        await w.app.close(100)
+      }
+    }
   })
 
   test('a channel made with { redis: false } stays in its process', async () => {
