@@ -500,6 +500,11 @@ export interface RedisOptions {
    * @default 100000
    */
   buffer?: number
+  /**
+   * Entries each channel's Redis stream keeps at least: how far a process may fall
+   * behind a burst without losing events. @default 10000
+   */
+  streamLen?: number
 }
 
 /** The state of the app's Redis connections. */

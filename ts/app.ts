@@ -22,6 +22,12 @@ export interface RedisOptions {
   keyPrefix?: string
   /** Publishes held while Redis is unreachable; past it `publish` throws `ERR_REDIS`. @default 100000 */
   buffer?: number
+  /**
+   * Entries each channel's Redis stream keeps at least (more when its history is larger):
+   * how far a process may fall behind a burst of publishes without losing events.
+   * @default 10000
+   */
+  streamLen?: number
 }
 
 export interface AppOptions {

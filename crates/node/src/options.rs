@@ -56,6 +56,9 @@ pub struct RedisOptions {
     /// Publishes held while Redis is unreachable; past it `publish` throws `ERR_REDIS`.
     /// @default 100000
     pub buffer: Option<u32>,
+    /// Entries each channel's Redis stream keeps at least: how far a process may fall
+    /// behind a burst without losing events. @default 10000
+    pub stream_len: Option<u32>,
 }
 
 impl RedisOptions {
@@ -66,6 +69,9 @@ impl RedisOptions {
         }
         if let Some(b) = self.buffer {
             c = c.buffer(b as usize);
+        }
+        if let Some(n) = self.stream_len {
+            c = c.stream_len(n as usize);
         }
         rat_engine::RedisHub::new(c)
     }

@@ -51,7 +51,7 @@ mod shared;
 mod subscribers;
 
 pub use self::positions::Positions;
-pub use self::redis::{RedisConfig, RedisHub, RedisMetrics, MIN_STREAM_LEN};
+pub use self::redis::{RedisConfig, RedisHub, RedisMetrics};
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};

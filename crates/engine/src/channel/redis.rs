@@ -19,8 +19,9 @@
 //!   connection. After a lost connection the reader reconnects and reads each stream from
 //!   the last id it handed out, so nothing published meanwhile is missed.
 //!
-//! A stream keeps at least [`MIN_STREAM_LEN`] entries (more when a channel's history is
-//! larger), so a reader that is briefly behind a burst still finds what it has not read.
+//! A stream keeps at least [`RedisConfig::stream_len`] entries (more when a channel's
+//! history is larger), so a reader behind a burst still finds what it has not read; a
+//! reader further behind than that loses the entries Redis trimmed.
 //! When a connection fails while a pipeline is in flight the pipeline is sent again: an
 //! `XADD` Redis applied before the failure is then stored twice (at least once, never lost).
 
@@ -41,14 +42,12 @@ use tokio_util::sync::CancellationToken;
 use super::{Channel, Inner};
 use crate::error::{Error, Result};
 
-/// Entries a channel's stream keeps at least (`MAXLEN ~`).
-pub const MIN_STREAM_LEN: usize = 1000;
 /// Publishes sent in one pipeline at most.
 const MAX_BATCH: usize = 1024;
 /// How long one `XREAD` blocks.
 const BLOCK: Duration = Duration::from_secs(2);
 /// Events one `XREAD` returns per stream at most.
-const READ_COUNT: usize = 1000;
+const READ_COUNT: usize = 10_000;
 /// Time allowed to connect, and (publish connection) to answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest pause between reconnection attempts.
@@ -64,6 +63,10 @@ pub struct RedisConfig {
     /// Publishes held while Redis is unreachable (or slower than publishers); past it a
     /// publish fails. Default: 100,000.
     pub buffer: usize,
+    /// Entries a channel's stream keeps at least (`XADD ... MAXLEN ~`; more when the
+    /// channel's history is larger): how far a process's reader may fall behind the
+    /// publishers of a burst without losing events. Default: 10,000.
+    pub stream_len: usize,
 }
 
 impl RedisConfig {
@@ -73,11 +76,17 @@ impl RedisConfig {
             url: url.into(),
             key_prefix: "rat:".into(),
             buffer: 100_000,
+            stream_len: 10_000,
         }
     }
     /// Sets [`key_prefix`](Self::key_prefix).
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.key_prefix = prefix.into();
+        self
+    }
+    /// Sets [`stream_len`](Self::stream_len).
+    pub fn stream_len(mut self, entries: usize) -> Self {
+        self.stream_len = entries;
         self
     }
     /// Sets [`buffer`](Self::buffer) (at least 1).
@@ -138,6 +147,7 @@ struct Hub {
     /// The server's address for messages (never the password).
     addr: String,
     prefix: String,
+    stream_len: usize,
     tx: mpsc::Sender<Outgoing>,
     rx: Mutex<Option<mpsc::Receiver<Outgoing>>>,
     channels: Mutex<HashMap<String, Watch>>,
@@ -183,6 +193,7 @@ impl RedisHub {
                 client,
                 addr,
                 prefix: config.key_prefix,
+                stream_len: config.stream_len,
                 tx,
                 rx: Mutex::new(Some(rx)),
                 channels: Mutex::default(),
@@ -295,7 +306,7 @@ impl RedisHub {
     ) -> Result<()> {
         let out = Outgoing {
             key,
-            maxlen: maxlen.max(MIN_STREAM_LEN),
+            maxlen: maxlen.max(self.hub.stream_len),
             frame,
             reply,
         };
