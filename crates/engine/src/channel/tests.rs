@@ -512,8 +512,8 @@ fn a_stream_on_two_channels_resumes_each_after_its_own_position() {
     // The last id the client holds names both positions.
     let last = text
         .lines()
-        .filter_map(|l| l.strip_prefix("id: "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("id: "))
         .unwrap();
     assert!(last.starts_with('@'), "{text}");
     assert_eq!(p.last_event_id(), last);
