@@ -15,8 +15,16 @@ export declare class Channel {
   constructor(name: string, options?: NativeChannelOptions | undefined | null)
   /** The channel's name. */
   get name(): string
-  /** Publishes an event to every subscriber; returns its id. */
+  /**
+   * Publishes an event to every subscriber; returns its id ('' on a channel shared
+   * through Redis: Redis assigns it, see `publishAsync`).
+   */
   publish(data?: string | undefined | null, event?: string | undefined | null, id?: string | undefined | null, retry?: number | undefined | null): string
+  /**
+   * Publishes an event; resolves with its id once known (for a shared channel, when
+   * Redis stored it).
+   */
+  publishAsync(data?: string | undefined | null, event?: string | undefined | null, id?: string | undefined | null, retry?: number | undefined | null): Promise<string>
   /** Sends a comment to every subscriber (not kept in history). */
   comment(text: string): void
   /** Subscribers now. */
@@ -40,6 +48,11 @@ export declare class Engine {
    */
   constructor(options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[], ws: WsEvent[]) => void)
   /**
+   * A channel of this engine: shared through its Redis unless it has none or
+   * `options.redis` is false.
+   */
+  channel(name: string, options?: NativeChannelOptions | undefined | null): Channel
+  /**
    * Adds a route served by JS. `kind` is `plain`, `sse`, `chunked` or `ws` (a GET that
    * JS answers with `acceptWs`); `contentType` is the chunked default.
    */
@@ -53,9 +66,10 @@ export declare class Engine {
   addWsChannelRoute(path: string, channel: Channel, ws?: WsRouteOptions | undefined | null, options?: RouteOptions | undefined | null): void
   /**
    * Binds `host:port` (port 0 picks a free one) and serves, over TLS (HTTP/2 and
-   * HTTP/1.1 by ALPN) when `tls` is given. Resolves to the address.
+   * HTTP/1.1 by ALPN) when `tls` is given, sharing the port with other processes
+   * (`SO_REUSEPORT`) when `reusePort`. Resolves to the address.
    */
-  listen(host: string, port: number, tls?: TlsOptions | undefined | null): Promise<Address>
+  listen(host: string, port: number, tls?: TlsOptions | undefined | null, reusePort?: boolean | undefined | null): Promise<Address>
   /**
    * Stops accepting, lets streams finish for up to `graceMs` (default 5000), closes the
    * rest, and releases the event loop so that Node can exit.
@@ -181,7 +195,8 @@ export declare class KeptCall {
    */
   armReady(): number
   /**
-   * Subscribes this SSE stream to a channel, replaying history after `lastEventId`.
+   * Subscribes this SSE stream to a channel, replaying history after `lastEventId` (the
+   * first subscribe's; with several channels, an id naming a position in each).
    * Returns the number of events replayed (-1 if some were missed: a `missed` event
    * was sent first).
    */
@@ -368,6 +383,8 @@ export interface EngineMetrics {
   dispatchCount: number
   /** The longest such wait, in ms. */
   dispatchLagMaxMs: number
+  /** The Redis connections, when the app shares channels through Redis. */
+  redis?: RedisState
 }
 
 /**
@@ -435,6 +452,8 @@ export interface EngineOptions {
   accessLog?: boolean
   /** Hand the engine's warnings to `dispatch`. @default false */
   warnings?: boolean
+  /** Share channels between processes through Redis. */
+  redis?: RedisOptions
 }
 
 /** Limits and timeouts of an engine (see `AppOptions.limits`). */
@@ -502,6 +521,44 @@ export interface NativeChannelOptions {
    * @default 65536
    */
   highWaterMark?: number
+  /** Shared through the app's Redis (when it has one). @default true */
+  redis?: boolean
+}
+
+/** Where channels are shared (see `AppOptions.redis`). */
+export interface RedisOptions {
+  /** `redis://[user:password@]host[:port][/db]`. */
+  url: string
+  /** Prepended to a channel's name to make its stream's key. @default 'rat:' */
+  keyPrefix?: string
+  /**
+   * Publishes held while Redis is unreachable; past it `publish` throws `ERR_REDIS`.
+   * @default 100000
+   */
+  buffer?: number
+  /**
+   * Entries each channel's Redis stream keeps at least: how far a process may fall
+   * behind a burst without losing events. @default 10000
+   */
+  streamLen?: number
+}
+
+/** The state of the app's Redis connections. */
+export interface RedisState {
+  /** Both connections (publishes, reads) up. */
+  connected: boolean
+  /** Publishes waiting for Redis. */
+  queued: number
+  /** Publishes Redis stored. */
+  sent: number
+  /** Publishes refused because the buffer was full. */
+  rejected: number
+  /** Events read from Redis and handed to this process's channels. */
+  received: number
+  /** Connections lost. */
+  disconnects: number
+  /** Shared channels this process reads. */
+  channels: number
 }
 
 /** Options of one route. */

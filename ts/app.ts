@@ -16,7 +16,30 @@ import { closedNotice, flush, gone, readyNotice, type BaseStream } from './strea
 import type { PathParams } from './types.js'
 
 /** Options of `createApp`. */
+/** Where channels are shared between processes (see docs/redis.md). */
+export interface RedisOptions {
+  /** `redis://[user:password@]host[:port][/db]`. */
+  url: string
+  /** Prepended to a channel's name to make its Redis stream's key. @default 'rat:' */
+  keyPrefix?: string
+  /** Publishes held while Redis is unreachable; past it `publish` throws `ERR_REDIS`. @default 100000 */
+  buffer?: number
+  /**
+   * Entries each channel's Redis stream keeps at least (more when its history is larger):
+   * how far a process may fall behind a burst of publishes without losing events.
+   * @default 10000
+   */
+  streamLen?: number
+}
+
 export interface AppOptions {
+  /**
+   * Share every channel (unless made with `{ redis: false }`) between all processes using
+   * this Redis: a publish on any reaches subscribers on all, with ids Redis assigns, so a
+   * client resumes with Last-Event-ID on any process. `listen` rejects with `ERR_REDIS`
+   * when Redis cannot be reached. A URL string or `{ url, keyPrefix, buffer }`.
+   */
+  redis?: string | RedisOptions
   /** Heartbeat comment interval on idle SSE streams, in ms; 0 turns it off. @default 15000 */
   heartbeatMs?: number
   /**
@@ -153,6 +176,13 @@ export interface ListenOptions {
    * all its streams to this origin (HTTP/1.1 allows it six). Node's `https` names.
    */
   tls?: TlsOptions
+  /**
+   * Bind with `SO_REUSEPORT` (Linux, BSDs, macOS), so that several processes (node:cluster
+   * workers, or separate servers) listen on the same port and the kernel spreads
+   * connections between them. Every process on the port must pass it.
+   * @default false
+   */
+  reusePort?: boolean
 }
 
 /** A certificate and its key, in PEM (Node's `https` names). */
@@ -372,10 +402,11 @@ export class App {
     const cors = options.cors === undefined ? undefined : nativeCors(options.cors, this.#originChecks)
     const compression = nativeCompression(options.compression)
     const accessLog = logger !== undefined && options.accessLog !== false
+    const redis = typeof options.redis === 'string' ? { url: options.redis } : options.redis
     this.#engine = call(
       () =>
         new native.Engine(
-          { heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog, limits, cors, compression, auth, accessLog, warnings: logger !== undefined },
+          { heartbeatMs, highWaterMark, maxBufferedBytes, maxBodyBytes, keepAlive, backlog, limits, cors, compression, auth, accessLog, warnings: logger !== undefined, redis },
           (seq, routeIds, ids, closed, ready, logs, notes, ws) => this.#dispatch(seq, routeIds, ids, closed, ready, logs, notes, ws),
         ),
     )
@@ -903,7 +934,7 @@ export class App {
   channel(name: string, options?: ChannelOptions): Channel {
     let ch = this.#channels.get(name)
     if (!ch || ch.closed) {
-      ch = newChannel(name, options)
+      ch = newChannel(name, options, this.#engine)
       this.#channels.set(name, ch)
     }
     return ch
@@ -953,7 +984,8 @@ export class App {
     const port = options.port ?? 8080
     this.#resolve()
     try {
-      this.#address = await this.#engine.listen(host, port, options.tls === undefined ? undefined : nativeTls(options.tls))
+      const tls = options.tls === undefined ? undefined : nativeTls(options.tls)
+      this.#address = await this.#engine.listen(host, port, tls, options.reusePort === true)
     } catch (err) {
       throw fromNative(err)
     }

@@ -1,5 +1,5 @@
-import { native as call, RatError } from './errors.js'
-import { native, type NativeChannel, type NativeChannelMetrics } from './native.js'
+import { native as call, fromNative, RatError } from './errors.js'
+import { native, type NativeChannel, type NativeChannelMetrics, type NativeEngine } from './native.js'
 import { jsonText } from './reply.js'
 import { eventArgs, type SseEventOptions } from './sse.js'
 
@@ -22,12 +22,17 @@ export interface ChannelOptions {
    * subscriber that reads is not judged by the size of a burst). @default 65536
    */
   highWaterMark?: number
+  /**
+   * With `createApp({ redis })`: false keeps this channel to this process (its publishes
+   * stay here, its ids are local). @default true
+   */
+  redis?: boolean
 }
 
 const KEY = Symbol('Channel')
 
 /** Makes a channel (apps make theirs with `app.channel(name)`). */
-export let newChannel!: (name: string, options?: ChannelOptions) => Channel
+export let newChannel!: (name: string, options?: ChannelOptions, engine?: NativeEngine) => Channel
 /** The engine's channel behind a `Channel`. */
 export let nativeChannel!: (ch: Channel) => NativeChannel
 
@@ -41,13 +46,13 @@ export let nativeChannel!: (ch: Channel) => NativeChannel
 export class Channel {
   readonly #native: NativeChannel
 
-  private constructor(key: symbol, name: string, options: ChannelOptions) {
+  private constructor(key: symbol, name: string, options: ChannelOptions, engine: NativeEngine | undefined) {
     if (key !== KEY) throw new RatError('ERR_INVALID_ARGUMENT', 'a channel is made by app.channel(name)')
-    this.#native = call(() => new native.Channel(name, options))
+    this.#native = call(() => (engine === undefined ? new native.Channel(name, options) : engine.channel(name, options)))
   }
 
   static {
-    newChannel = (name, options = {}) => new Channel(KEY, name, options)
+    newChannel = (name, options = {}, engine) => new Channel(KEY, name, options, engine)
     nativeChannel = (ch) => ch.#native
   }
 
@@ -58,23 +63,51 @@ export class Channel {
 
   /**
    * Publishes an event and returns its id: `options.id`, or `<epoch>-<n>` where the epoch
-   * names this life of the channel (see the README's Channels section). The same forms as
+   * names this life of the channel (see the README's Channels section). On a channel shared
+   * through Redis it queues the event for Redis and returns `''` (Redis assigns the id:
+   * `publishAsync` resolves with it); subscribers here get it once read back from Redis,
+   * as everywhere. The same forms as
    * `SseStream.send`: `data` (a string as is, whatever it holds; any other value, plain
    * objects included, as JSON) with the fields in `options`, or an `SseEvent` made by
    * `sseEvent()`.
    *
    * @throws RatError `ERR_INVALID_ARGUMENT` for an unknown option or a value of the wrong
-   * type; `ERR_INVALID_FIELD` for an `event` or `id` with CR/LF (or NUL in id).
+   * type, or an `id` on a shared channel; `ERR_INVALID_FIELD` for an `event` or `id` with
+   * CR/LF (or NUL in id); `ERR_REDIS` on a shared channel when the buffer of publishes
+   * waiting for Redis is full (nothing is queued).
    * @throws TypeError for data JSON cannot encode (a BigInt, a circular object, a function,
    * a symbol).
    */
   publish(data: unknown, options?: SseEventOptions): string {
     if (options === undefined && typeof data === 'string') return call(() => this.#native.publish(data))
+    const args = this.#args(data, options)
+    return call(() => this.#native.publish(...args))
+  }
+
+  /**
+   * Publishes as `publish` does and resolves with the event's id once it is known: at once
+   * for a local channel; for a channel shared through Redis (`createApp({ redis })`), when
+   * Redis has stored the event and assigned its id. (`publish` on a shared channel queues
+   * the event and returns `''`.)
+   *
+   * @throws RatError as `publish`, and `ERR_REDIS` (thrown at once) when the buffer of
+   * publishes waiting for Redis is full: the event is not queued.
+   */
+  async publishAsync(data: unknown, options?: SseEventOptions): Promise<string> {
+    const args = this.#args(data, options)
+    try {
+      return await call(() => this.#native.publishAsync(...args))
+    } catch (err) {
+      throw fromNative(err)
+    }
+  }
+
+  #args(data: unknown, options: SseEventOptions | undefined): Parameters<NativeChannel['publish']> {
+    if (options === undefined && typeof data === 'string') return [data]
     const args = eventArgs(data, options)
-    if (args !== null) return call(() => this.#native.publish(...args))
+    if (args !== null) return args
     if (data === undefined) throw new RatError('ERR_INVALID_ARGUMENT', 'publish needs data (a string or a JSON value) or an SseEvent')
-    const text = jsonText(data, "an SSE event's data")
-    return call(() => this.#native.publish(text))
+    return [jsonText(data, "an SSE event's data")]
   }
 
   /** Sends a comment line to every subscriber (not kept in history). */

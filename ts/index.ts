@@ -2,6 +2,7 @@ export { App, createApp } from './app.js'
 export type {
   AddressInfo,
   AppOptions,
+  RedisOptions,
   AuthRule,
   ChunkedHandler,
   ChunkedRouteOptions,

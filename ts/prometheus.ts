@@ -3,7 +3,7 @@ import type { EngineMetrics, NativeChannelMetrics } from './native.js'
 
 type Kind = 'counter' | 'gauge'
 /** The fields of `T` that hold one number. */
-type NumberField<T> = { [K in keyof T]: T[K] extends number ? K : never }[keyof T]
+type NumberField<T> = { [K in keyof T]-?: T[K] extends number ? K : never }[keyof T]
 
 const ENGINE: Array<[name: string, kind: Kind, field: NumberField<EngineMetrics>, help: string]> = [
   ['rat_connections_active', 'gauge', 'activeConnections', 'Connections open now.'],
@@ -62,6 +62,18 @@ export function prometheusText(engine: EngineMetrics, channels: ReadonlyArray<re
   out += '# HELP rat_refusals_total Connections, streams and requests refused by a limit or timeout, by reason.\n'
   out += '# TYPE rat_refusals_total counter\n'
   for (const [reason, field] of REFUSALS) out += `rat_refusals_total{reason="${reason}"} ${sample(engine[field])}\n`
+  if (engine.redis) {
+    const r = engine.redis
+    const families: Array<[string, Kind, number, string]> = [
+      ['rat_redis_connected', 'gauge', r.connected ? 1 : 0, 'Both Redis connections (publishes, reads) are up.'],
+      ['rat_redis_queued', 'gauge', r.queued, 'Publishes waiting for Redis.'],
+      ['rat_redis_sent_total', 'counter', r.sent, 'Publishes Redis stored.'],
+      ['rat_redis_rejected_total', 'counter', r.rejected, 'Publishes refused because the buffer was full.'],
+      ['rat_redis_received_total', 'counter', r.received, 'Events read from Redis for this process.'],
+      ['rat_redis_disconnects_total', 'counter', r.disconnects, 'Redis connections lost.'],
+    ]
+    for (const [name, kind, v, help] of families) out += `# HELP ${name} ${help}\n# TYPE ${name} ${kind}\n${name} ${sample(v)}\n`
+  }
   if (channels.length === 0) return out
   const labels = channels.map(([name]) => `{channel="${escapeLabelValue(name)}"}`)
   for (const [name, kind, field, help] of CHANNEL) {

@@ -222,6 +222,12 @@ export class SseStream extends BaseStream {
    * Last-Event-ID, then every event published, without JS per event. Events sent with
    * `send` before or after keep their order relative to it.
    *
+   * A stream subscribed to several channels resumes each of them: after each piece a
+   * channel hands it, it gets an event named `position` (empty data; `onmessage` never sees
+   * it) whose id names its position in every channel (`@a=<id>&b=<id>`), so the browser
+   * reconnects with one Last-Event-ID that resumes every channel after its own position.
+   * The first `subscribe` of a stream decides where it resumes from (`lastEventId`).
+   *
    * @returns events replayed, or -1 when the id was older than history (a `missed`
    * event was sent first).
    */

@@ -38,6 +38,9 @@ enum Kind {
     Http,
     /// A TLS certificate or key that cannot be used.
     Tls,
+    /// Redis: a URL that cannot be used, a server that cannot be reached at start, or a
+    /// full publish buffer.
+    Redis,
 }
 
 impl Error {
@@ -102,6 +105,10 @@ impl Error {
         Self::new(Kind::Tls, message)
     }
 
+    pub(crate) fn redis(message: impl Into<String>) -> Self {
+        Self::new(Kind::Redis, message)
+    }
+
     /// An invalid argument given to an engine API, with a message saying what is valid.
     pub fn invalid_argument(message: impl Into<String>) -> Self {
         Self::new(Kind::InvalidArgument, message)
@@ -152,6 +159,11 @@ impl Error {
     pub fn is_http(&self) -> bool {
         self.kind == Kind::Http
     }
+    /// A Redis URL or server could not be used, or a publish buffer was full (see
+    /// [`crate::channel::RedisHub`]).
+    pub fn is_redis(&self) -> bool {
+        self.kind == Kind::Redis
+    }
     /// A TLS certificate or key could not be read or used.
     pub fn is_tls(&self) -> bool {
         self.kind == Kind::Tls
@@ -170,6 +182,7 @@ impl Error {
             Kind::Handler => "ERR_HANDLER",
             Kind::Http => "ERR_HTTP",
             Kind::Tls => "ERR_TLS",
+            Kind::Redis => "ERR_REDIS",
         }
     }
 }

@@ -68,7 +68,9 @@ mod wire;
 pub mod ws;
 
 pub use app::{App, Handler, RouteOptions};
-pub use channel::{Channel, ChannelMetrics, ChannelOptions, SlowClient};
+pub use channel::{
+    Channel, ChannelMetrics, ChannelOptions, RedisConfig, RedisHub, RedisMetrics, SlowClient,
+};
 pub use error::{Error, Result};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use request::{BodyStream, Request};

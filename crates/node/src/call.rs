@@ -24,6 +24,8 @@ pub(crate) struct Call {
     responder: Responder,
     body_stream: Option<Arc<tokio::sync::Mutex<BodyStream>>>,
     dispatcher: Arc<Dispatcher>,
+    /// The stream's position in each channel it subscribed to (made at the first).
+    positions: std::sync::OnceLock<Arc<rat_engine::channel::Positions>>,
 }
 
 impl Call {
@@ -44,6 +46,7 @@ impl Call {
             responder,
             body_stream,
             dispatcher,
+            positions: std::sync::OnceLock::new(),
         }
     }
 
@@ -459,7 +462,8 @@ impl KeptCall {
         )
     }
 
-    /// Subscribes this SSE stream to a channel, replaying history after `lastEventId`.
+    /// Subscribes this SSE stream to a channel, replaying history after `lastEventId` (the
+    /// first subscribe's; with several channels, an id naming a position in each).
     /// Returns the number of events replayed (-1 if some were missed: a `missed` event
     /// was sent first).
     #[napi]
@@ -477,8 +481,11 @@ impl KeptCall {
         c.responder.start();
         // Inside the engine's runtime, so that the channel runs its fan-out task there, as
         // it does for subscribers of a channel-served route.
+        let positions = c
+            .positions
+            .get_or_init(|| rat_engine::channel::Positions::new(last_event_id.as_deref()));
         let s = napi::bindgen_prelude::within_runtime_if_available(|| {
-            channel.inner().subscribe(stream, last_event_id.as_deref())
+            channel.inner().subscribe_at(stream, positions)
         });
         Ok(if s.missed { -1 } else { s.replayed as i32 })
     }

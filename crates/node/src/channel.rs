@@ -3,7 +3,9 @@
 use napi_derive::napi;
 
 use crate::options::{NativeChannelMetrics, NativeChannelOptions};
-use crate::{build_event, to_js_error, Result};
+use napi::bindgen_prelude::{Env, PromiseRaw};
+
+use crate::{build_event, spawn, to_js_error, Result};
 
 /// A named broadcast channel (see the engine's `Channel`).
 #[napi]
@@ -14,6 +16,10 @@ pub struct Channel {
 impl Channel {
     pub(crate) fn inner(&self) -> &rat_engine::Channel {
         &self.inner
+    }
+
+    pub(crate) fn from_inner(inner: rat_engine::Channel) -> Self {
+        Channel { inner }
     }
 }
 
@@ -34,7 +40,8 @@ impl Channel {
         self.inner.name().to_string()
     }
 
-    /// Publishes an event to every subscriber; returns its id.
+    /// Publishes an event to every subscriber; returns its id ('' on a channel shared
+    /// through Redis: Redis assigns it, see `publishAsync`).
     #[napi]
     pub fn publish(
         &self,
@@ -45,6 +52,22 @@ impl Channel {
     ) -> Result<String> {
         let ev = build_event(data, event, id, retry)?;
         self.inner.publish(ev).map_err(to_js_error)
+    }
+
+    /// Publishes an event; resolves with its id once known (for a shared channel, when
+    /// Redis stored it).
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn publish_async<'env>(
+        &self,
+        env: &'env Env,
+        data: Option<String>,
+        event: Option<String>,
+        id: Option<String>,
+        retry: Option<u32>,
+    ) -> Result<PromiseRaw<'env, String>> {
+        let ev = build_event(data, event, id, retry)?;
+        let done = self.inner.publish_async(ev);
+        spawn(env, async move { done.await.map_err(to_js_error) })
     }
 
     /// Sends a comment to every subscriber (not kept in history).

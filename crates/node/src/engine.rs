@@ -14,7 +14,9 @@ use rat_engine::{
 use crate::call::Call;
 use crate::channel::Channel;
 use crate::dispatch::{DispatchArgs, Dispatcher, Item};
-use crate::options::{Address, EngineMetrics, EngineOptions, RouteOptions, TlsOptions};
+use crate::options::{
+    Address, EngineMetrics, EngineOptions, NativeChannelOptions, RouteOptions, TlsOptions,
+};
 use crate::ws::WsRouteOptions;
 use crate::{js_error, napi_failure, spawn, to_js_error, Code, Result};
 
@@ -67,6 +69,8 @@ pub struct Engine {
     metrics: Arc<Mutex<Option<Arc<Metrics>>>>,
     /// The TLS settings of a server listening with TLS (their certificate can be swapped).
     tls: Mutex<Option<rat_engine::TlsConfig>>,
+    /// Shares channels through Redis.
+    redis: Option<rat_engine::RedisHub>,
 }
 
 fn not_twice() -> napi::Error<Code> {
@@ -109,6 +113,13 @@ impl Engine {
                 d.push(Item::Note(Box::new(w.into())));
             }));
         }
+        let redis = match &options.redis {
+            Some(r) => Some(r.to_hub().map_err(to_js_error)?),
+            None => None,
+        };
+        if let Some(hub) = &redis {
+            config = config.redis(hub.clone());
+        }
         if options.access_log == Some(true) {
             let d = dispatcher.clone();
             config.access_log = Some(rat_engine::access::AccessLog::new(move |e| {
@@ -123,7 +134,21 @@ impl Engine {
             running: Arc::new(Mutex::new(None)),
             metrics: Arc::new(Mutex::new(None)),
             tls: Mutex::new(None),
+            redis,
         })
+    }
+
+    /// A channel of this engine: shared through its Redis unless it has none or
+    /// `options.redis` is false.
+    #[napi]
+    pub fn channel(&self, name: String, options: Option<NativeChannelOptions>) -> Result<Channel> {
+        let options = options.unwrap_or_default();
+        let opts = rat_engine::ChannelOptions::try_from(&options)?;
+        let ch = match (&self.redis, options.redis) {
+            (Some(hub), None | Some(true)) => rat_engine::Channel::shared(name, opts, hub),
+            _ => rat_engine::Channel::new(name, opts),
+        };
+        Ok(Channel::from_inner(ch))
     }
 
     /// Adds a route served by JS. `kind` is `plain`, `sse`, `chunked` or `ws` (a GET that
@@ -235,7 +260,8 @@ impl Engine {
     }
 
     /// Binds `host:port` (port 0 picks a free one) and serves, over TLS (HTTP/2 and
-    /// HTTP/1.1 by ALPN) when `tls` is given. Resolves to the address.
+    /// HTTP/1.1 by ALPN) when `tls` is given, sharing the port with other processes
+    /// (`SO_REUSEPORT`) when `reusePort`. Resolves to the address.
     #[napi(ts_return_type = "Promise<Address>")]
     pub fn listen<'env>(
         &self,
@@ -243,6 +269,7 @@ impl Engine {
         host: String,
         port: u32,
         tls: Option<TlsOptions>,
+        reuse_port: Option<bool>,
     ) -> Result<PromiseRaw<'env, Address>> {
         let tls = tls
             .map(|t| t.to_config())
@@ -258,6 +285,7 @@ impl Engine {
         self.dispatcher.connect(&dispatch).map_err(napi_failure)?;
         let mut config = self.config.clone();
         config.tls.clone_from(&tls);
+        config.reuse_port = reuse_port.unwrap_or(false);
         *self.tls.lock().unwrap_or_else(|p| p.into_inner()) = tls;
         let running = self.running.clone();
         let metrics = self.metrics.clone();
@@ -345,6 +373,7 @@ impl Engine {
         out.dispatch_lag_ms = sum;
         out.dispatch_count = count as i64;
         out.dispatch_lag_max_ms = max;
+        out.redis = self.redis.as_ref().map(|h| h.metrics().into());
         out
     }
 

@@ -42,6 +42,72 @@ pub struct EngineOptions {
     pub access_log: Option<bool>,
     /// Hand the engine's warnings to `dispatch`. @default false
     pub warnings: Option<bool>,
+    /// Share channels between processes through Redis.
+    pub redis: Option<RedisOptions>,
+}
+
+/// Where channels are shared (see `AppOptions.redis`).
+#[napi(object)]
+pub struct RedisOptions {
+    /// `redis://[user:password@]host[:port][/db]`.
+    pub url: String,
+    /// Prepended to a channel's name to make its stream's key. @default 'rat:'
+    pub key_prefix: Option<String>,
+    /// Publishes held while Redis is unreachable; past it `publish` throws `ERR_REDIS`.
+    /// @default 100000
+    pub buffer: Option<u32>,
+    /// Entries each channel's Redis stream keeps at least: how far a process may fall
+    /// behind a burst without losing events. @default 10000
+    pub stream_len: Option<u32>,
+}
+
+impl RedisOptions {
+    pub(crate) fn to_hub(&self) -> rat_engine::Result<rat_engine::RedisHub> {
+        let mut c = rat_engine::RedisConfig::new(&self.url);
+        if let Some(p) = &self.key_prefix {
+            c = c.key_prefix(p);
+        }
+        if let Some(b) = self.buffer {
+            c = c.buffer(b as usize);
+        }
+        if let Some(n) = self.stream_len {
+            c = c.stream_len(n as usize);
+        }
+        rat_engine::RedisHub::new(c)
+    }
+}
+
+/// The state of the app's Redis connections.
+#[napi(object)]
+pub struct RedisState {
+    /// Both connections (publishes, reads) up.
+    pub connected: bool,
+    /// Publishes waiting for Redis.
+    pub queued: i64,
+    /// Publishes Redis stored.
+    pub sent: i64,
+    /// Publishes refused because the buffer was full.
+    pub rejected: i64,
+    /// Events read from Redis and handed to this process's channels.
+    pub received: i64,
+    /// Connections lost.
+    pub disconnects: i64,
+    /// Shared channels this process reads.
+    pub channels: i64,
+}
+
+impl From<rat_engine::RedisMetrics> for RedisState {
+    fn from(m: rat_engine::RedisMetrics) -> Self {
+        RedisState {
+            connected: m.connected,
+            queued: m.queued as i64,
+            sent: m.sent as i64,
+            rejected: m.rejected as i64,
+            received: m.received as i64,
+            disconnects: m.disconnects as i64,
+            channels: m.channels as i64,
+        }
+    }
 }
 
 /// Response compression as the TS layer hands it over (see `AppOptions.compression`).
@@ -322,6 +388,8 @@ pub struct NativeChannelOptions {
     /// Bytes queued per subscriber before the slow-client policy applies.
     /// @default 65536
     pub high_water_mark: Option<u32>,
+    /// Shared through the app's Redis (when it has one). @default true
+    pub redis: Option<bool>,
 }
 
 impl TryFrom<&NativeChannelOptions> for ChannelOptions {
@@ -406,6 +474,8 @@ pub struct EngineMetrics {
     pub dispatch_count: i64,
     /// The longest such wait, in ms.
     pub dispatch_lag_max_ms: f64,
+    /// The Redis connections, when the app shares channels through Redis.
+    pub redis: Option<RedisState>,
 }
 
 impl From<MetricsSnapshot> for EngineMetrics {
@@ -431,6 +501,7 @@ impl From<MetricsSnapshot> for EngineMetrics {
             dispatch_lag_ms: 0.0,
             dispatch_count: 0,
             dispatch_lag_max_ms: 0.0,
+            redis: None,
         }
     }
 }

@@ -313,6 +313,15 @@ pub(super) fn serve(
                 }
             }
         }
+        if let (false, Some((positions, slot))) = (gone, &sub.pos) {
+            // The stream's last id names its position in every channel it reads.
+            let last = joined.marks[first..].iter().rev().find(|m| m.is_event);
+            if let Some(m) = last {
+                let stream = &sub.stream;
+                let event = &joined.bytes[m.start..m.end];
+                gone = !positions.advance(*slot, event, |f| stream.push_unbounded(f, None).is_ok());
+            }
+        }
         if gone {
             subs.remove(key, None);
         }

@@ -82,6 +82,15 @@ impl History {
         self.entries.front().map(|e| e.id.as_str())
     }
 
+    pub(super) fn newest_id(&self) -> Option<&str> {
+        self.entries.back().map(|e| e.id.as_str())
+    }
+
+    /// Everything history holds, as events that follow.
+    pub(super) fn all(&self) -> Resume<'_> {
+        Resume::After(self.entries.iter())
+    }
+
     pub(super) fn resume(&self, last_id: &str) -> Resume<'_> {
         // Newest first: a reconnecting client is usually only a few events behind.
         match self.entries.iter().rposition(|e| e.id == last_id) {

@@ -45,7 +45,13 @@
 
 mod fanout;
 mod history;
+mod positions;
+mod redis;
+mod shared;
 mod subscribers;
+
+pub use self::positions::Positions;
+pub use self::redis::{RedisConfig, RedisHub, RedisMetrics};
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -64,6 +70,7 @@ use crate::stream::{Event, QueueLimits, SseResponse, StreamSender};
 use fanout::SWEEP_STEP;
 use fanout::{serve, Fan, FanOut, Frame, Tally};
 use history::{History, Resume};
+use shared::{Shared, Waiting};
 use subscribers::Subscribers;
 
 /// Bytes published and not yet handed out by the fan-out task past which the publisher
@@ -147,11 +154,16 @@ struct State {
     fan: Fan,
     /// WebSocket subscribers: each event's data goes to them as a text frame.
     ws: Vec<crate::ws::WsSender>,
+    /// False for a shared channel until its history is loaded from Redis.
+    ready: bool,
+    /// Subscribers that came before it was ready.
+    waiting: Vec<Waiting>,
 }
 
 struct Inner {
     name: String,
     options: ChannelOptions,
+    shared: Option<Shared>,
     state: Mutex<State>,
     counters: Counters,
 }
@@ -190,6 +202,27 @@ pub struct Subscribed {
 impl Channel {
     /// A new channel.
     pub fn new(name: impl Into<String>, options: ChannelOptions) -> Self {
+        Self::make(name.into(), options, None)
+    }
+
+    /// A channel shared through Redis by every process that makes one of this name with a
+    /// hub on the same Redis and key prefix (see [`RedisHub`]): publishes go to its Redis
+    /// stream, and its subscribers receive what any process published, with Redis's ids.
+    /// A process keeps one shared channel per name and hub.
+    pub fn shared(name: impl Into<String>, options: ChannelOptions, hub: &RedisHub) -> Self {
+        let name = name.into();
+        let key = hub.key(&name);
+        let shared = Shared {
+            hub: hub.clone(),
+            key: key.clone(),
+        };
+        let ch = Self::make(name, options, Some(shared));
+        hub.watch(key, &ch);
+        ch
+    }
+
+    fn make(name: String, options: ChannelOptions, shared: Option<Shared>) -> Self {
+        let ready = shared.is_none();
         let history = History::new(
             options.history,
             options.history_bytes,
@@ -197,8 +230,9 @@ impl Channel {
         );
         Channel {
             inner: Arc::new(Inner {
-                name: name.into(),
+                name,
                 options,
+                shared,
                 state: Mutex::new(State {
                     epoch: epoch().into_boxed_str(),
                     next_id: 1,
@@ -208,6 +242,8 @@ impl Channel {
                     seq: 0,
                     fan: Fan::default(),
                     ws: Vec::new(),
+                    ready,
+                    waiting: Vec::new(),
                 }),
                 counters: Counters::default(),
             }),
@@ -232,9 +268,22 @@ impl Channel {
     /// event's own, or the next number in sequence). Subscribers receive it in the order
     /// of publishing, at once or from the channel's fan-out task (see the module's doc).
     ///
+    /// A [shared](Self::shared) channel queues the event for Redis and returns an empty
+    /// string: its id is the one Redis assigns, which [`publish_async`](Self::publish_async)
+    /// resolves with. Subscribers here receive it, as everywhere, once read back from Redis.
+    ///
     /// # Errors
-    /// [`Error::is_closed`] after [`close`](Self::close).
+    /// [`Error::is_closed`] after [`close`](Self::close); for a shared channel,
+    /// [`Error::is_invalid_argument`] for an event with an id of its own and
+    /// [`Error::is_redis`] when the hub's buffer is full (nothing is queued).
     pub fn publish(&self, event: Event) -> Result<String> {
+        if let Some(shared) = &self.inner.shared {
+            let frame = self.shared_frame(&event)?;
+            shared
+                .hub
+                .enqueue(shared.key.clone(), self.inner.options.history, frame, None)?;
+            return Ok(String::new());
+        }
         let mut st = self.lock();
         if st.closed {
             return Err(Error::closed());
@@ -265,7 +314,7 @@ impl Channel {
     }
 
     /// Sends already-encoded bytes to every subscriber without an id or history entry
-    /// (e.g. a comment).
+    /// (e.g. a comment). On a shared channel, to this process's subscribers only.
     ///
     /// # Errors
     /// [`Error::is_closed`] after [`close`](Self::close).
@@ -370,6 +419,24 @@ impl Channel {
         last_event_id: Option<&str>,
         coding: Option<Coding>,
     ) -> Subscribed {
+        self.subscribe_with(stream, last_event_id, coding, None)
+    }
+
+    /// Subscribes a stream that may read several channels: it resumes after its position
+    /// in this channel, and its last event id names its position in each (see
+    /// [`Positions`]). Make one `Positions` per stream from the request's last event id.
+    pub fn subscribe_at(&self, stream: &StreamSender, positions: &Arc<Positions>) -> Subscribed {
+        let last = positions.resume(self.name());
+        self.subscribe_with(stream, last.as_deref(), None, Some(positions))
+    }
+
+    fn subscribe_with(
+        &self,
+        stream: &StreamSender,
+        last_event_id: Option<&str>,
+        coding: Option<Coding>,
+        pos: Option<&Arc<Positions>>,
+    ) -> Subscribed {
         if let Some(c) = coding {
             // First, so that even an empty stream is a valid one of its coding.
             stream.set_coding(c);
@@ -383,13 +450,27 @@ impl Channel {
                 missed: false,
             };
         }
+        if !st.ready {
+            let last = last_event_id.map(str::to_string);
+            st.waiting
+                .push((stream.clone(), last, coding, pos.cloned()));
+            return Subscribed {
+                replayed: 0,
+                missed: false,
+            };
+        }
         st.history.expire();
         let mut out = Subscribed {
             replayed: 0,
             missed: false,
         };
         if let Some(last) = last_event_id {
-            let entries = match st.history.resume(last) {
+            // A position naming no event: the channel had none when the stream subscribed.
+            let resume = match (pos, last) {
+                (Some(_), "") => st.history.all(),
+                _ => st.history.resume(last),
+            };
+            let entries = match resume {
                 Resume::After(it) => it,
                 Resume::Missed(it) => {
                     out.missed = true;
@@ -437,7 +518,14 @@ impl Channel {
             st.fan.runtime = tokio::runtime::Handle::try_current().ok();
         }
         let sent = st.seq;
-        let key = st.subs.insert(stream.clone(), sent, coding);
+        let pos = pos.map(|p| {
+            let at = st.history.newest_id().unwrap_or_default().to_string();
+            let slot = p.add(self.name(), at, |f| {
+                let _ = stream.push_unbounded(f, None);
+            });
+            (p.clone(), slot)
+        });
+        let key = st.subs.insert(stream.clone(), sent, coding, pos);
         let queue = stream.queue_addr();
         drop(st);
         // Registered after the lock is released: if the client is already gone this runs
@@ -528,13 +616,21 @@ impl Channel {
     /// Closes the channel: every subscriber's stream ends after what it has queued,
     /// history is cleared, and later publishes fail.
     pub fn close(&self) {
-        let (subs, tally, ws) = {
+        if let Some(shared) = &self.inner.shared {
+            shared.hub.unwatch(&shared.key);
+        }
+        let (subs, waiting, tally, ws) = {
             let mut st = self.lock();
             st.closed = true;
             st.history.clear();
             // What was published before still reaches everyone.
             let tally = self.drain(&mut st);
-            (st.subs.take_all(), tally, std::mem::take(&mut st.ws))
+            (
+                st.subs.take_all(),
+                std::mem::take(&mut st.waiting),
+                tally,
+                std::mem::take(&mut st.ws),
+            )
         };
         self.count(tally);
         for s in subs {
@@ -543,6 +639,14 @@ impl Channel {
         for s in ws {
             s.end();
         }
+        for (s, _, _, _) in waiting {
+            s.end();
+        }
+    }
+
+    /// True for a channel [shared](Self::shared) through Redis.
+    pub fn is_shared(&self) -> bool {
+        self.inner.shared.is_some()
     }
 }
 

@@ -1,5 +1,8 @@
 //! A channel's subscribers, each in a slot that is its key.
 
+use std::sync::Arc;
+
+use super::positions::Positions;
 use crate::compress::Coding;
 use crate::stream::StreamSender;
 
@@ -9,9 +12,12 @@ pub(super) struct Sub {
     pub(super) stream: StreamSender,
     pub(super) sent: u64,
     pub(super) coding: Option<Coding>,
+    /// The stream's positions and this channel's slot in them, when it was subscribed
+    /// with [`Channel::subscribe_at`](super::Channel::subscribe_at).
+    pub(super) pos: Option<(Arc<Positions>, usize)>,
 }
 
-/// The subscribers in slots (three words each), a subscriber's key being its slot; freed
+/// The subscribers in slots, a subscriber's key being its slot; freed
 /// slots are reused.
 #[derive(Default)]
 pub(super) struct Subscribers {
@@ -26,12 +32,14 @@ impl Subscribers {
         stream: StreamSender,
         sent: u64,
         coding: Option<Coding>,
+        pos: Option<(Arc<Positions>, usize)>,
     ) -> usize {
         self.len += 1;
         let sub = Some(Sub {
             stream,
             sent,
             coding,
+            pos,
         });
         match self.free.pop() {
             Some(slot) => {

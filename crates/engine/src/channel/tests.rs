@@ -488,3 +488,46 @@ fn a_fan_out_task_dropped_with_its_runtime_still_delivers() {
     assert_eq!(ids(&drain(&mut body)), ["3"]);
     assert!(!ch.lock().fan.running);
 }
+
+#[test]
+fn a_stream_on_two_channels_resumes_each_after_its_own_position() {
+    let (a, b) = (
+        Channel::new("a", ChannelOptions::default()),
+        Channel::new("b", ChannelOptions::default()),
+    );
+    b.publish(Event::data_only("b0")).unwrap();
+    let (tx, mut body) = subscriber(QueueLimits::default());
+    let p = Positions::new(None);
+    a.subscribe_at(&tx, &p);
+    b.subscribe_at(&tx, &p);
+    a.publish(Event::data_only("a1")).unwrap();
+    b.publish(Event::data_only("b1")).unwrap();
+    a.publish(Event::data_only("a2")).unwrap();
+    let text = drain(&mut body);
+    let data: Vec<_> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data, ["a1", "b1", "a2"]);
+    // The last id the client holds names both positions.
+    let last = text
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap();
+    assert!(last.starts_with('@'), "{text}");
+    assert_eq!(p.last_event_id(), last);
+    // Away: one more on each, then the client comes back with that id.
+    a.publish(Event::data_only("a3")).unwrap();
+    b.publish(Event::data_only("b2")).unwrap();
+    let (tx2, mut body2) = subscriber(QueueLimits::default());
+    let p2 = Positions::new(Some(last));
+    assert_eq!(a.subscribe_at(&tx2, &p2).replayed, 1);
+    assert_eq!(b.subscribe_at(&tx2, &p2).replayed, 1);
+    let text = drain(&mut body2);
+    let data: Vec<_> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data, ["a3", "b2"], "{text}");
+}

@@ -39,6 +39,10 @@ pub struct ServerConfig {
     /// tokio's `TcpSocket` examples; Rust's std listens with 128, which a burst of a few
     /// hundred connects overflows: the dropped SYNs are retried after a second.
     pub backlog: u32,
+    /// Bind with `SO_REUSEPORT` (Unix), so that several processes listening on the same
+    /// address and port share its connections (the kernel spreads them). Every process
+    /// must set it. Default: false.
+    pub reuse_port: bool,
     /// Serve HTTPS with this certificate (HTTP/2 and HTTP/1.1 by ALPN) instead of plain
     /// HTTP. Default: none.
     pub tls: Option<TlsConfig>,
@@ -91,6 +95,10 @@ pub struct ServerConfig {
     /// Receives one [`AccessEntry`](crate::access::AccessEntry) per request when its
     /// response is over. (Entries are also `tracing` events.) Default: none.
     pub access_log: Option<crate::access::AccessLog>,
+    /// The hub of the app's [shared channels](crate::Channel::shared):
+    /// [`Server::bind`](super::Server::bind) connects it (failing when Redis cannot be
+    /// reached) and shutdown stops it. Default: none.
+    pub redis: Option<crate::channel::RedisHub>,
 }
 
 impl Default for ServerConfig {
@@ -103,6 +111,7 @@ impl Default for ServerConfig {
             keep_alive: true,
             http1_max_buf_size: 512 * 1024,
             backlog: 1024,
+            reuse_port: false,
             tls: None,
             max_connections: None,
             max_streams_per_ip: None,
@@ -119,6 +128,7 @@ impl Default for ServerConfig {
             warnings: None,
             auth: Arc::new([]),
             access_log: None,
+            redis: None,
         }
     }
 }
@@ -136,6 +146,11 @@ impl ServerConfig {
     /// Sets [`backlog`](Self::backlog).
     pub fn backlog(mut self, connections: u32) -> Self {
         self.backlog = connections.max(1);
+        self
+    }
+    /// Sets [`reuse_port`](Self::reuse_port).
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.reuse_port = on;
         self
     }
     /// Sets [`max_body_bytes`](Self::max_body_bytes).
@@ -177,6 +192,11 @@ impl ServerConfig {
     /// Sets [`compression`](Self::compression).
     pub fn compression(mut self, compression: crate::compress::Compression) -> Self {
         self.compression = Some(Arc::new(compression));
+        self
+    }
+    /// Sets [`redis`](Self::redis).
+    pub fn redis(mut self, hub: crate::channel::RedisHub) -> Self {
+        self.redis = Some(hub);
         self
     }
     /// Sets [`keep_alive`](Self::keep_alive).

@@ -54,6 +54,7 @@ pub struct ServerHandle {
     tracker: TaskTracker,
     accept_loop: tokio::task::JoinHandle<()>,
     streams: Arc<StreamRegistry>,
+    redis: Option<crate::channel::RedisHub>,
 }
 
 /// What every connection task uses, kept here rather than in each task (a task's size is
@@ -109,24 +110,33 @@ impl Server {
     /// bound is used) with the config's [`backlog`](ServerConfig::backlog) and starts
     /// serving `app` on the current tokio runtime.
     ///
+    /// Connects [`ServerConfig::redis`] first, when set.
+    ///
     /// # Errors
-    /// [`Error::is_io`] when the address cannot be bound (in use, not permitted...).
+    /// [`Error::is_io`] when the address cannot be bound (in use, not permitted...);
+    /// [`Error::is_redis`] when Redis cannot be reached.
     pub async fn bind(
         addr: impl ToSocketAddrs,
         app: App,
         config: ServerConfig,
     ) -> Result<ServerHandle> {
-        let listener = listen(addr, config.backlog).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AddrInUse {
-                Error::io_as("the port is already in use", e)
-            } else {
-                Error::io("cannot listen", e)
-            }
-        })?;
+        if let Some(hub) = &config.redis {
+            hub.start().await?;
+        }
+        let listener = listen(addr, config.backlog, config.reuse_port)
+            .await
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AddrInUse {
+                    Error::io_as("the port is already in use", e)
+                } else {
+                    Error::io("cannot listen", e)
+                }
+            })?;
         Self::serve(listener, app, config)
     }
 
-    /// Serves `app` on an already bound listener.
+    /// Serves `app` on an already bound listener. (A [`ServerConfig::redis`] hub is not
+    /// connected here: call its `start` first.)
     ///
     /// # Errors
     /// [`Error::is_io`] if the listener's address cannot be read.
@@ -134,6 +144,7 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::io("cannot read the bound address", e))?;
+        let redis = config.redis.clone();
         let shared = Arc::new(Shared::new(app, config));
         let metrics = shared.metrics.clone();
         let streams = shared.streams.clone();
@@ -156,6 +167,7 @@ impl Server {
             tracker,
             accept_loop,
             streams,
+            redis,
         })
     }
 }
@@ -179,6 +191,14 @@ impl ServerHandle {
     /// within a short flush window are closed.
     /// Resolves when every connection is gone.
     pub async fn shutdown(self, grace: Duration) {
+        let redis = self.redis.clone();
+        self.close(grace).await;
+        if let Some(hub) = redis {
+            hub.stop();
+        }
+    }
+
+    async fn close(self, grace: Duration) {
         self.stop_accepting.cancel();
         let _ = self.accept_loop.await;
         self.graceful.cancel();
@@ -208,8 +228,13 @@ impl ServerHandle {
 }
 
 /// Binds and listens as `TcpListener::bind` does (address reuse on Unix, each resolved
-/// address in turn), with `backlog`.
-async fn listen(addr: impl ToSocketAddrs, backlog: u32) -> std::io::Result<TcpListener> {
+/// address in turn), with `backlog`, and `SO_REUSEPORT` when `reuse_port` (Unix; elsewhere
+/// an error).
+async fn listen(
+    addr: impl ToSocketAddrs,
+    backlog: u32,
+    reuse_port: bool,
+) -> std::io::Result<TcpListener> {
     let mut last = None;
     for addr in tokio::net::lookup_host(addr).await? {
         let socket = if addr.is_ipv4() {
@@ -219,6 +244,15 @@ async fn listen(addr: impl ToSocketAddrs, backlog: u32) -> std::io::Result<TcpLi
         };
         #[cfg(unix)]
         socket.set_reuseaddr(true)?;
+        if reuse_port {
+            #[cfg(unix)]
+            socket.set_reuseport(true)?;
+            #[cfg(not(unix))]
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "reuse_port needs SO_REUSEPORT (Unix)",
+            ));
+        }
         match socket.bind(addr).and_then(|()| socket.listen(backlog)) {
             Ok(listener) => return Ok(listener),
             Err(e) => last = Some(e),
@@ -391,7 +425,7 @@ mod tests {
     /// nothing accepts: none waits for a SYN retry.
     #[tokio::test]
     async fn the_listen_backlog_holds_a_burst_of_connects() {
-        let listener = super::listen("127.0.0.1:0", 1024).await.unwrap();
+        let listener = super::listen("127.0.0.1:0", 1024, false).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connects = (0..300).map(|_| {
             tokio::time::timeout(
@@ -403,5 +437,18 @@ mod tests {
         let done = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
         assert_eq!(done, 300, "connects completed without being accepted");
         drop(listener);
+    }
+
+    /// With `reuse_port`, a second listener binds the port a first one holds; without it,
+    /// the port is in use.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn reuse_port_lets_listeners_share_a_port() {
+        let a = super::listen("127.0.0.1:0", 16, true).await.unwrap();
+        let addr = a.local_addr().unwrap();
+        let b = super::listen(addr, 16, true).await.unwrap();
+        assert_eq!(b.local_addr().unwrap(), addr);
+        let err = super::listen(addr, 16, false).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
     }
 }
