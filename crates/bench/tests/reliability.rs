@@ -3,27 +3,18 @@
 //! server (scripts/soak.mjs), here with a Rust publisher.
 #![cfg(unix)]
 
-use std::process::Command;
+mod support;
+
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::Method;
 use rat_engine::{
-    App, Channel, ChannelOptions, Event, Request, RouteOptions, Server, ServerConfig, SseResponse,
+    App, Channel, ChannelOptions, Event, Request, Server, ServerConfig, SseResponse,
     StreamingResponse,
 };
-use serde_json::Value;
-
-const LONG: RouteOptions = RouteOptions {
-    stream_body: false,
-    body_limit: None,
-    long_lived: true,
-    stream: true,
-    max_streams: None,
-    cors: rat_engine::cors::RouteCors::Inherit,
-    compress: rat_engine::compress::RouteCompression::Inherit,
-};
+use support::{rat_bench, LONG};
 
 /// The channel's publisher: `{"n":k}` for k = 1, 2, ... until stopped.
 struct Publisher {
@@ -107,19 +98,6 @@ fn app(publisher: Arc<Publisher>, churn: Channel) -> App {
     app.route_with(Method::GET, "/churn/channel", Arc::new(churn), LONG)
         .unwrap();
     app
-}
-
-fn rat_bench(args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_rat-bench"))
-        .args(args)
-        .output()
-        .expect("run rat-bench");
-    assert!(
-        out.status.success(),
-        "rat-bench {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("rat-bench prints JSON")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,8 @@
 //! h2 (many streams per connection), with no gaps.
 #![cfg(unix)]
 
+mod support;
+
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
@@ -11,32 +13,10 @@ use std::time::Duration;
 
 use http::Method;
 use rat_engine::{
-    App, Channel, ChannelOptions, Event, RouteOptions, Server, ServerConfig, TlsConfig,
+    App, Channel, ChannelOptions, Event, Server, ServerConfig, TlsConfig,
 };
 use serde_json::Value;
-
-const LONG: RouteOptions = RouteOptions {
-    stream_body: false,
-    body_limit: None,
-    long_lived: true,
-    stream: true,
-    max_streams: None,
-    cors: rat_engine::cors::RouteCors::Inherit,
-    compress: rat_engine::compress::RouteCompression::Inherit,
-};
-
-fn rat_bench(args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_rat-bench"))
-        .args(args)
-        .output()
-        .expect("run rat-bench");
-    assert!(
-        out.status.success(),
-        "rat-bench {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("rat-bench prints JSON")
-}
+use support::{rat_bench, LONG};
 
 /// Runs rat-bench off the test's runtime (it blocks until the child exits).
 async fn run(args: Vec<String>) -> Value {
