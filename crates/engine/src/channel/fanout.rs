@@ -317,9 +317,11 @@ pub(super) fn serve(
             // The stream's last id names its position in every channel it reads.
             let last = joined.marks[first..].iter().rev().find(|m| m.is_event);
             if let Some(m) = last {
-                let stream = &sub.stream;
+                let (stream, coding) = (&sub.stream, sub.coding);
                 let event = &joined.bytes[m.start..m.end];
-                gone = !positions.advance(*slot, event, |f| stream.push_unbounded(f, None).is_ok());
+                gone = !positions.advance(*slot, event, |f| {
+                    super::push_replay(stream, coding, f).is_ok()
+                });
             }
         }
         if gone {

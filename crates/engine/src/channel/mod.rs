@@ -521,7 +521,7 @@ impl Channel {
         let pos = pos.map(|p| {
             let at = st.history.newest_id().unwrap_or_default().to_string();
             let slot = p.add(self.name(), at, |f| {
-                let _ = stream.push_unbounded(f, None);
+                let _ = push_replay(stream, coding, f);
             });
             (p.clone(), slot)
         });
@@ -650,7 +650,8 @@ impl Channel {
     }
 }
 
-/// Queues a replayed piece for a subscriber, compressed for it if it has a coding.
+/// Queues a piece outside the fan-out's frames (a replay, a notice) for a subscriber,
+/// compressed for it if it has a coding.
 fn push_replay(stream: &StreamSender, coding: Option<Coding>, plain: Bytes) -> Result<()> {
     match coding {
         None => stream.push_unbounded(plain, None),
