@@ -12,9 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
-use rat_engine::{
-    App, Channel, ChannelOptions, Event, Server, ServerConfig, TlsConfig,
-};
+use rat_engine::{App, Channel, ChannelOptions, Event, Server, ServerConfig, TlsConfig};
 use serde_json::Value;
 use support::{rat_bench, LONG};
 

@@ -338,7 +338,9 @@ async fn a_channel_compresses_each_event_once_for_all_subscribers_of_a_coding(wi
             })
             .await;
         }
-        channel.broadcast_raw(bytes::Bytes::from(f.clone())).unwrap();
+        channel
+            .broadcast_raw(bytes::Bytes::from(f.clone()))
+            .unwrap();
         if i % 7 == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

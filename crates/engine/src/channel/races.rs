@@ -298,8 +298,7 @@ fn run_seed(seed: u64) {
                     };
                     // Subscribed from the runtime, as a server's route is (the first one
                     // gives the channel its fan-out task).
-                    let sub =
-                        rt.block_on(async { ch.subscribe_coded(&tx, id.as_deref(), coding) });
+                    let sub = rt.block_on(async { ch.subscribe_coded(&tx, id.as_deref(), coding) });
                     let (r, stop) = (Rng::new(seed * 1000 + i), stop.clone());
                     let task = rt.spawn(read(body, r, slow, stop));
                     readers.lock().unwrap().push((join, sub, coding, task));

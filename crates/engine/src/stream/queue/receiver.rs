@@ -9,8 +9,8 @@ use tokio::net::TcpStream;
 
 use super::{Heartbeat, Shared, Stall, State, StreamSender};
 use crate::compress::CrcPart;
-use crate::stream::HEARTBEAT;
 use crate::metrics::Metrics;
+use crate::stream::HEARTBEAT;
 use crate::wire::{Chunk, Framing, Sink};
 
 /// The largest frame the body hands to hyper when it coalesces queued chunks.

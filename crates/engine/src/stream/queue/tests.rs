@@ -180,20 +180,31 @@ fn a_coded_stream_ends_with_the_trailer_of_what_it_carried() {
     for e in [&b"data: a\n\n"[..], b"data: bb\n\n"] {
         let part = CrcPart::of(e);
         let piece = coding.compress(e).unwrap();
-        assert_eq!(tx.push_with_policy(piece, false, Some(&part)), Pushed::Queued);
+        assert_eq!(
+            tx.push_with_policy(piece, false, Some(&part)),
+            Pushed::Queued
+        );
         plain.extend_from_slice(e);
     }
-    let Poll::Ready(Some(Ok(b))) = poll(&mut rx) else { panic!() };
+    let Poll::Ready(Some(Ok(b))) = poll(&mut rx) else {
+        panic!()
+    };
     wire.extend_from_slice(&b);
-    let Heartbeat::Send(beat) = rx.claim_heartbeat() else { panic!("idle") };
+    let Heartbeat::Send(beat) = rx.claim_heartbeat() else {
+        panic!("idle")
+    };
     wire.extend_from_slice(&beat);
     plain.extend_from_slice(crate::stream::HEARTBEAT);
     tx.end();
-    let Poll::Ready(Some(Ok(end))) = poll(&mut rx) else { panic!("the trailer") };
+    let Poll::Ready(Some(Ok(end))) = poll(&mut rx) else {
+        panic!("the trailer")
+    };
     wire.extend_from_slice(&end);
     assert_eq!(poll(&mut rx), Poll::Ready(None));
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(&wire[..]).read_to_end(&mut out).unwrap();
+    flate2::read::GzDecoder::new(&wire[..])
+        .read_to_end(&mut out)
+        .unwrap();
     assert_eq!(out, plain);
 }
 
@@ -220,8 +231,14 @@ fn a_coded_stream_that_lost_pieces_is_cut_at_its_end() {
     }
     assert!(dropped > 0);
     tx.end();
-    let Poll::Ready(Some(Ok(kept))) = poll(&mut rx) else { panic!() };
-    assert_eq!(kept[..10], *coding.header().unwrap(), "the header is never dropped");
+    let Poll::Ready(Some(Ok(kept))) = poll(&mut rx) else {
+        panic!()
+    };
+    assert_eq!(
+        kept[..10],
+        *coding.header().unwrap(),
+        "the header is never dropped"
+    );
     assert!(matches!(poll(&mut rx), Poll::Ready(Some(Err(_)))));
 }
 
