@@ -1,16 +1,19 @@
 // A real redis-server on a free port for the tests that share channels through Redis.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { statSync } from 'node:fs'
 import net from 'node:net'
 import { delimiter, join } from 'node:path'
 import { waitFor } from './wait.js'
 
-/** `redis-server` on PATH, or null. */
+/** `redis-server` on PATH (a regular file with an execute bit, as a shell finds it), or null. */
 export const redisServer: string | null =
   (process.env.PATH ?? '')
     .split(delimiter)
     .map((d) => join(d, 'redis-server'))
-    .find((p) => existsSync(p)) ?? null
+    .find((p) => {
+      const st = statSync(p, { throwIfNoEntry: false })
+      return st !== undefined && st.isFile() && (st.mode & 0o111) !== 0
+    }) ?? null
 
 export async function freePort(): Promise<number> {
   const srv = net.createServer()
