@@ -101,6 +101,11 @@ function metrics(scenario, client, samples, peakRss) {
     m.latency_p99_ms = client.latency.p99_ms
     m.latency_max_ms = client.latency.max_ms
   }
+  if (client.arrival_latency) {
+    m.arrival_p50_ms = client.arrival_latency.p50_ms
+    m.arrival_p99_ms = client.arrival_latency.p99_ms
+  }
+  if (client.events_per_s > 0 && typeof client.bytes_per_s === 'number') m.bytes_per_event = client.bytes_per_s / client.events_per_s
   if (start && end) {
     const window = (end.at - start.at) / 1000
     // The runner's window should match the client's; if not, the runner read markers late.
@@ -275,6 +280,7 @@ function summary(r, scenario) {
   const v = m[scenario.metric]
   const parts = [`${scenario.metric}=${v === undefined ? '-' : Math.round(v).toLocaleString('en-US')}`]
   if (m.latency_p99_ms !== undefined) parts.push(`p99=${m.latency_p99_ms}ms`)
+  if (m.arrival_p99_ms !== undefined) parts.push(`arrival p99=${m.arrival_p99_ms}ms`)
   if (m.gaps !== undefined) parts.push(`gaps=${m.gaps}`)
   if (m.connected !== undefined) parts.push(`connected=${m.connected} in ${m.connect_s}s`)
   if (m.server_cpu_util !== undefined) parts.push(`srv cpu=${(m.server_cpu_util * 100).toFixed(0)}%`)

@@ -72,6 +72,8 @@ const COLUMNS = [
   ['latency_p50_ms', 'p50 ms', (v) => fmt(v)],
   ['latency_p99_ms', 'p99 ms', (v) => fmt(v)],
   ['latency_max_ms', 'max ms', (v) => fmt(v)],
+  ['arrival_p99_ms', 'arrival p99 ms', (v) => fmt(v)],
+  ['bytes_per_event', 'bytes/event', (v) => fmt(v)],
   ['streams_per_s', 'streams/s', (v) => fmt(v)],
   ['publishes_per_s', 'publishes/s', (v) => fmt(v)],
   ['gaps', 'gaps (max)', null],

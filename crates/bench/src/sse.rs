@@ -46,7 +46,7 @@ impl SseParser {
                 chunk = rest;
             }
         }
-        while let Some(eol) = chunk.iter().position(|&b| b == b'\n' || b == b'\r') {
+        while let Some(eol) = memchr::memchr2(b'\n', b'\r', chunk) {
             if self.partial.is_empty() {
                 self.line(&chunk[..eol], on_event);
             } else {
@@ -86,7 +86,7 @@ impl SseParser {
         if line[0] == b':' {
             return;
         }
-        let (field, value) = match line.iter().position(|&b| b == b':') {
+        let (field, value) = match memchr::memchr(b':', line) {
             Some(i) => (
                 &line[..i],
                 line[i + 1..].strip_prefix(b" ").unwrap_or(&line[i + 1..]),

@@ -1,18 +1,90 @@
-//! The two OS facilities std does not expose: the raw CLOCK_MONOTONIC reading (servers stamp
-//! events with it, so the client must read the very same clock) and RLIMIT_NOFILE.
+//! The OS facilities std does not expose: the raw CLOCK_MONOTONIC reading (servers stamp
+//! events with it, so the client must read the very same clock), RLIMIT_NOFILE, and the
+//! kernel's receive timestamps on a socket (SO_TIMESTAMPNS).
 #![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::RawFd;
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock behind Node's `process.hrtime.bigint()`, so a
 /// client on the same host can subtract a server's publish stamp from it.
 pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// CLOCK_REALTIME in nanoseconds: the clock of the kernel's receive timestamps.
+pub fn realtime_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid, writable timespec and CLOCK_MONOTONIC always exists on Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) failed");
+    // SAFETY: `ts` is a valid, writable timespec and both clocks used here always exist.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime({clock}) failed");
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Asks the kernel to stamp every segment that socket `fd` receives with the time it
+/// reached the socket (SO_TIMESTAMPNS); [`recv_stamped`] reads the stamps.
+pub fn enable_rx_timestamps(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is a valid c_int for the option's length given.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `recv` on a non-blocking socket with receive timestamps enabled: the bytes read, and the
+/// CLOCK_REALTIME time (ns) at which the last segment of them reached the socket (TCP
+/// reports the newest segment of a read, so an earlier event in the same read is stamped
+/// no earlier than it arrived).
+pub fn recv_stamped(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
+    // Room for one SCM_TIMESTAMPNS message, u64-aligned as cmsghdr needs.
+    let mut control = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: `msg` points at `iov` (covering `buf`) and `control`, all alive for the call.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut stamp = None;
+    // SAFETY: the CMSG macros walk the control buffer the kernel filled, within
+    // `msg_controllen`; an SCM_TIMESTAMPNS message carries one timespec.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                stamp = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((n as usize, stamp))
 }
 
 /// Raises the soft open-file limit to the hard limit (10,000 subscribers need 10,000+

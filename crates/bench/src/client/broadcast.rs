@@ -9,18 +9,19 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-use super::conn::{get_request_with, HttpConn, Io};
+use super::conn::{get_request_with, HttpConn, Io, Stamp, Stamps};
 use super::{marker, measure_window, round, Args, Common, Phase};
 use crate::http::Part;
 use crate::sse::{json_u64, SseParser};
 use crate::stats::Histogram;
-use crate::sys::monotonic_ns;
 use crate::tls::Alpn;
 
 #[derive(Default)]
@@ -45,9 +46,15 @@ struct Shared {
     unparsable: Cell<u64>,
     /// Events stamped later than they were read: clocks disagree (should stay 0).
     clock_skew: Cell<u64>,
+    /// Events whose read brought no kernel receive timestamp (their arrival is the read).
+    unstamped: Cell<u64>,
     min_seq: Cell<u64>,
     max_seq: Cell<u64>,
+    /// Publish to read (the client's read time).
     latency: RefCell<Histogram>,
+    /// Publish to arrival at the client's socket (the kernel's receive timestamp): the
+    /// server's and the network's share, without the time a busy client takes to read.
+    arrival_latency: RefCell<Histogram>,
     /// Per subscriber: events and gaps in the window.
     per_sub: Vec<(Cell<u32>, Cell<u32>)>,
 }
@@ -169,7 +176,9 @@ fn event_stats(s: &Shared, connected: usize, elapsed: f64) -> serde_json::Map<St
         "out_of_order": s.out_of_order.get(),
         "unparsable": s.unparsable.get(),
         "clock_skew": s.clock_skew.get(),
+        "unstamped_events": s.unstamped.get(),
         "latency": s.latency.borrow().summary_ms(),
+        "arrival_latency": s.arrival_latency.borrow().summary_ms(),
     });
     match json {
         Value::Object(map) => map,
@@ -217,8 +226,8 @@ impl<'a> Stream<'a> {
         true
     }
 
-    /// Body bytes read at `now` (CLOCK_MONOTONIC).
-    fn body(&mut self, b: &[u8], now: u64) {
+    /// Body bytes read at `now`.
+    fn body(&mut self, b: &[u8], now: Stamp) {
         let s = self.s;
         if s.phase.get() == Phase::Measure {
             bump(&s.bytes, b.len() as u64);
@@ -253,10 +262,11 @@ async fn subscriber(
         return;
     };
     let began = Instant::now();
-    let mut conn = match HttpConn::connect_until(common.addr, common.tls, 8192, deadline).await {
-        Ok(c) => c,
-        Err(_) => return bump(&s.failed, 1),
-    };
+    let mut conn =
+        match HttpConn::connect_until(common.addr, common.tls, Stamps::On, 8192, deadline).await {
+            Ok(c) => c,
+            Err(_) => return bump(&s.failed, 1),
+        };
     if conn.send(request).await.is_err() {
         return bump(&s.failed, 1);
     }
@@ -296,9 +306,10 @@ async fn h2_subscribers(
     };
     let began = Instant::now();
     let n = ids.len();
-    let Ok(io) = Io::connect_until(common.addr, common.tls, deadline).await else {
+    let Ok(io) = Io::connect_until(common.addr, common.tls, Stamps::On, deadline).await else {
         return bump(&s.failed, n);
     };
+    let arrival = io.arrival();
     // Windows large enough that flow control never holds an event back: the client
     // releases what it read at once, and a 10 ms publish of ~40-byte events is far below.
     let handshake = h2::client::Builder::new()
@@ -314,7 +325,10 @@ async fn h2_subscribers(
     });
     for id in ids {
         let (s, request, client) = (s.clone(), request.clone(), client.clone());
-        tokio::task::spawn_local(async move { h2_stream(id, &s, &request, client, began).await });
+        let arrival = arrival.clone();
+        tokio::task::spawn_local(async move {
+            h2_stream(id, &s, &request, client, arrival, began).await
+        });
     }
 }
 
@@ -323,6 +337,7 @@ async fn h2_stream(
     s: &Shared,
     request: &http::Request<()>,
     client: h2::client::SendRequest<Bytes>,
+    arrival: Option<Arc<AtomicU64>>,
     began: Instant,
 ) {
     let mut req = http::Request::new(());
@@ -346,7 +361,8 @@ async fn h2_stream(
     }
     let mut body = response.into_body();
     while let Some(Ok(data)) = body.data().await {
-        let now = monotonic_ns();
+        // The connection's last read: no earlier than this frame's.
+        let now = Stamp::now(arrival.as_deref());
         let _ = body.flow_control().release_capacity(data.len());
         stream.body(&data, now);
     }
@@ -366,7 +382,7 @@ fn h2_request(path: &str, headers: &str) -> Result<http::Request<()>, String> {
     req.body(()).map_err(|e| format!("bad request: {e}"))
 }
 
-fn on_event(id: usize, s: &Shared, last_seq: &mut Option<u64>, data: &[u8], now: u64) {
+fn on_event(id: usize, s: &Shared, last_seq: &mut Option<u64>, data: &[u8], now: Stamp) {
     let measure = s.phase.get() == Phase::Measure;
     let (Some(seq), Some(t)) = (json_u64(data, "seq"), json_u64(data, "t")) else {
         if measure {
@@ -391,10 +407,17 @@ fn on_event(id: usize, s: &Shared, last_seq: &mut Option<u64>, data: &[u8], now:
     bump(&s.events, 1);
     s.min_seq.set(s.min_seq.get().min(seq));
     s.max_seq.set(s.max_seq.get().max(seq));
-    if t > now {
+    let arrival = now.arrival.unwrap_or_else(|| {
+        bump(&s.unstamped, 1);
+        now.read
+    });
+    if t > arrival {
         bump(&s.clock_skew, 1);
     }
-    s.latency.borrow_mut().record(now.saturating_sub(t));
+    s.latency.borrow_mut().record(now.read.saturating_sub(t));
+    s.arrival_latency
+        .borrow_mut()
+        .record(arrival.saturating_sub(t));
 }
 
 /// A gzip stream inflated as it arrives (one member, a header without optional fields, as

@@ -3,47 +3,146 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::http::{Part, ResponseDecoder};
-use crate::sys::monotonic_ns;
+use crate::sys::{enable_rx_timestamps, monotonic_ns, realtime_ns, recv_stamped};
 use crate::tls::TlsClient;
+
+/// A TCP connection that may read the kernel's receive timestamps.
+pub struct Tcp {
+    stream: TcpStream,
+    /// When the last read's newest segment reached the socket, on CLOCK_MONOTONIC (0: no
+    /// stamp yet, or stamps are off). Shared with readers above a protocol layer (h2).
+    arrival: Option<Arc<AtomicU64>>,
+}
+
+impl Tcp {
+    /// The arrival time of the last read's bytes (CLOCK_MONOTONIC ns), or 0 when stamps
+    /// are off or none came.
+    pub fn arrival(&self) -> &Option<Arc<AtomicU64>> {
+        &self.arrival
+    }
+}
+
+impl AsyncRead for Tcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let Some(arrival) = &this.arrival else {
+            return Pin::new(&mut this.stream).poll_read(cx, buf);
+        };
+        loop {
+            ready!(this.stream.poll_read_ready(cx))?;
+            let fd = this.stream.as_raw_fd();
+            let unfilled = buf.initialize_unfilled();
+            match this
+                .stream
+                .try_io(Interest::READABLE, || recv_stamped(fd, unfilled))
+            {
+                Ok((n, stamp)) => {
+                    // The stamp's age, taken off the monotonic clock read beside it.
+                    let at = stamp.map_or(0, |at| {
+                        monotonic_ns().saturating_sub(realtime_ns().saturating_sub(at))
+                    });
+                    arrival.store(at, Ordering::Relaxed);
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Tcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
 
 /// A connection's bytes: plain TCP or TLS over it.
 pub enum Io {
     /// Plain TCP.
-    Plain(TcpStream),
+    Plain(Tcp),
     /// TLS (boxed: a TLS session is ~1 KiB, and most runs are plain).
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Tls(Box<tokio_rustls::client::TlsStream<Tcp>>),
+}
+
+/// Whether a connection reads the kernel's receive timestamps ([`Io::arrival`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Stamps {
+    Off,
+    On,
 }
 
 impl Io {
-    /// Connects with TCP_NODELAY, then runs the TLS handshake if `tls` is given.
-    pub async fn connect(addr: SocketAddr, tls: Option<&TlsClient>) -> io::Result<Self> {
+    /// Connects with TCP_NODELAY (and receive timestamps if asked), then runs the TLS
+    /// handshake if `tls` is given.
+    pub async fn connect(
+        addr: SocketAddr,
+        tls: Option<&TlsClient>,
+        stamps: Stamps,
+    ) -> io::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
+        let arrival = match stamps {
+            Stamps::Off => None,
+            Stamps::On => {
+                enable_rx_timestamps(stream.as_raw_fd())?;
+                Some(Arc::default())
+            }
+        };
+        let stream = Tcp { stream, arrival };
         Ok(match tls {
             None => Io::Plain(stream),
             Some(tls) => Io::Tls(Box::new(tls.connect(stream).await?)),
         })
     }
-}
 
-impl Io {
+    /// Where the arrival time of the connection's last read is kept (`Some` when
+    /// connected with [`Stamps::On`]).
+    pub fn arrival(&self) -> Option<Arc<AtomicU64>> {
+        match self {
+            Io::Plain(s) => s.arrival().clone(),
+            Io::Tls(s) => s.get_ref().0.arrival().clone(),
+        }
+    }
+
     /// [`connect`](Self::connect), retrying failed attempts (a full accept backlog) every
     /// 50 ms until `deadline`.
     pub async fn connect_until(
         addr: SocketAddr,
         tls: Option<&TlsClient>,
+        stamps: Stamps,
         deadline: tokio::time::Instant,
     ) -> io::Result<Self> {
         loop {
-            match tokio::time::timeout_at(deadline, Self::connect(addr, tls)).await {
+            match tokio::time::timeout_at(deadline, Self::connect(addr, tls, stamps)).await {
                 Ok(Ok(io)) => return Ok(io),
                 Ok(Err(e)) => {
                     if tokio::time::Instant::now() + Duration::from_millis(50) >= deadline {
@@ -97,6 +196,28 @@ impl AsyncWrite for Io {
     }
 }
 
+/// When a read's bytes came, on CLOCK_MONOTONIC (ns).
+#[derive(Clone, Copy, Debug)]
+pub struct Stamp {
+    /// Just after the read returned: includes the time the client took to get to it.
+    pub read: u64,
+    /// When the bytes reached the socket, by the kernel's receive timestamp (None when the
+    /// connection has no stamps or the read brought none).
+    pub arrival: Option<u64>,
+}
+
+impl Stamp {
+    /// Now, with the arrival kept in `arrival` (if any).
+    pub fn now(arrival: Option<&AtomicU64>) -> Self {
+        let read = monotonic_ns();
+        let arrival = match arrival.map(|a| a.load(Ordering::Relaxed)) {
+            Some(t) if t > 0 => Some(t.min(read)),
+            _ => None,
+        };
+        Self { read, arrival }
+    }
+}
+
 /// A keep-alive HTTP/1.1 connection to the server under test.
 pub struct HttpConn {
     stream: Io,
@@ -131,7 +252,10 @@ impl HttpConn {
         tls: Option<&TlsClient>,
         buf_size: usize,
     ) -> io::Result<Self> {
-        Ok(Self::new(Io::connect(addr, tls).await?, buf_size))
+        Ok(Self::new(
+            Io::connect(addr, tls, Stamps::Off).await?,
+            buf_size,
+        ))
     }
 
     fn new(stream: Io, buf_size: usize) -> Self {
@@ -149,11 +273,12 @@ impl HttpConn {
     pub async fn connect_until(
         addr: SocketAddr,
         tls: Option<&TlsClient>,
+        stamps: Stamps,
         buf_size: usize,
         deadline: tokio::time::Instant,
     ) -> io::Result<Self> {
         Ok(Self::new(
-            Io::connect_until(addr, tls, deadline).await?,
+            Io::connect_until(addr, tls, stamps, deadline).await?,
             buf_size,
         ))
     }
@@ -164,14 +289,15 @@ impl HttpConn {
     }
 
     /// Reads until the current response ends. `on_part` gets each part together with the
-    /// CLOCK_MONOTONIC time of the read that delivered it (one clock read per `read()`:
-    /// everything in one read arrived together). Returns Ok(false) if the server closed
-    /// the connection before the response ended.
+    /// times of the read that delivered it (one clock read per `read()`: everything in one
+    /// read arrived together). Returns Ok(false) if the server closed the connection
+    /// before the response ended.
     pub async fn read_response(
         &mut self,
-        mut on_part: impl FnMut(Part<'_>, u64),
+        mut on_part: impl FnMut(Part<'_>, Stamp),
     ) -> io::Result<bool> {
-        let mut now = monotonic_ns();
+        let arrival = self.stream.arrival();
+        let mut now = Stamp::now(arrival.as_deref());
         loop {
             if self.end > self.start {
                 let (used, done) = self
@@ -200,7 +326,7 @@ impl HttpConn {
             if n == 0 {
                 return Ok(false);
             }
-            now = monotonic_ns();
+            now = Stamp::now(arrival.as_deref());
             self.end += n;
         }
     }

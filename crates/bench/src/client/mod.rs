@@ -195,7 +195,7 @@ pub async fn repeat_requests(
         ex.begin();
         let sent = crate::sys::monotonic_ns();
         let outcome = match c.send(request).await {
-            Ok(()) => c.read_response(|part, now| ex.part(part, now)).await,
+            Ok(()) => c.read_response(|part, t| ex.part(part, t.read)).await,
             Err(e) => Err(e),
         };
         if !matches!(outcome, Ok(true)) {
