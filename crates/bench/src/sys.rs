@@ -107,3 +107,27 @@ pub fn raise_nofile_limit() -> std::io::Result<libc::rlim_t> {
     }
     Ok(lim.rlim_cur)
 }
+
+/// Moves the calling thread to SCHED_IDLE (it runs only when no other thread wants a CPU)
+/// and lets it run on every CPU, whatever the process was pinned to.
+pub fn run_when_idle_on_any_cpu() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is valid for SCHED_IDLE (priority 0).
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes within it for indexes below its size.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // Online CPUs (not `available_parallelism`, which honours the pinning being widened).
+    // SAFETY: sysconf has no preconditions.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
+    for cpu in 0..cpus.min(libc::CPU_SETSIZE as usize) {
+        // SAFETY: `cpu` is below CPU_SETSIZE.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: `set` is a valid cpu_set_t of the size given; pid 0 is the calling thread.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

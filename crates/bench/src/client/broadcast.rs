@@ -18,19 +18,18 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 use super::conn::{get_request_with, HttpConn, Io, Stamp, Stamps};
+use super::decode::Decode;
 use super::{marker, measure_window, round, Args, Common, Phase};
 use crate::http::Part;
-use crate::sse::{json_u64, SseParser};
 use crate::stats::Histogram;
 use crate::tls::Alpn;
 
-#[derive(Default)]
 struct Shared {
     phase: Cell<Phase>,
-    parse: bool,
-    /// The stream is gzip-coded (`--decode gzip`): bytes count as they arrive, events
-    /// are parsed once inflated.
-    gzip: bool,
+    /// Where body bytes go to be decoded (broadcast), or None (idle: drained unparsed).
+    decode: RefCell<Option<Decode>>,
+    /// Why the decoding could not keep up, if it could not.
+    decode_error: RefCell<Option<String>>,
     connected: Cell<usize>,
     /// Connects that failed, or heads that were not 200.
     failed: Cell<usize>,
@@ -38,25 +37,8 @@ struct Shared {
     lost: Cell<usize>,
     last_connected_at: Cell<Option<Instant>>,
     connect_time: RefCell<Histogram>,
-    // Counted inside the window only:
-    events: Cell<u64>,
+    /// Body bytes read inside the window.
     bytes: Cell<u64>,
-    gaps: Cell<u64>,
-    out_of_order: Cell<u64>,
-    unparsable: Cell<u64>,
-    /// Events stamped later than they were read: clocks disagree (should stay 0).
-    clock_skew: Cell<u64>,
-    /// Events whose read brought no kernel receive timestamp (their arrival is the read).
-    unstamped: Cell<u64>,
-    min_seq: Cell<u64>,
-    max_seq: Cell<u64>,
-    /// Publish to read (the client's read time).
-    latency: RefCell<Histogram>,
-    /// Publish to arrival at the client's socket (the kernel's receive timestamp): the
-    /// server's and the network's share, without the time a busy client takes to read.
-    arrival_latency: RefCell<Histogram>,
-    /// Per subscriber: events and gaps in the window.
-    per_sub: Vec<(Cell<u32>, Cell<u32>)>,
 }
 
 fn bump<T: Copy + std::ops::Add<Output = T>>(c: &Cell<T>, by: T) {
@@ -88,11 +70,15 @@ pub async fn run(mut args: Args, parse: bool) -> Result<Value, String> {
 
     let n = common.connections;
     let shared = Rc::new(Shared {
-        parse,
-        gzip: decode == "gzip",
-        min_seq: Cell::new(u64::MAX),
-        per_sub: (0..n).map(|_| Default::default()).collect(),
-        ..Default::default()
+        phase: Cell::default(),
+        decode: RefCell::new(parse.then(|| Decode::start(n, decode == "gzip"))),
+        decode_error: RefCell::default(),
+        connected: Cell::default(),
+        failed: Cell::default(),
+        lost: Cell::default(),
+        last_connected_at: Cell::default(),
+        connect_time: RefCell::default(),
+        bytes: Cell::default(),
     });
     let gate = Rc::new(Semaphore::new(concurrency.max(1)));
     let start = Instant::now();
@@ -144,46 +130,20 @@ pub async fn run(mut args: Args, parse: bool) -> Result<Value, String> {
         "duration_s": round(elapsed, 3),
         "bytes_per_s": round(shared.bytes.get() as f64 / elapsed, 0),
     });
-    if parse {
+    if let Some(e) = shared.decode_error.take() {
+        return Err(e);
+    }
+    // The subscribers' tasks stay behind (the process exits after the result); the stats
+    // come from the decoding thread once it has decoded everything read in the window.
+    let decoded = shared.decode.borrow_mut().take();
+    let stats = decoded.map(|mut d| d.finish());
+    if let Some(stats) = stats {
         result
             .as_object_mut()
             .expect("object")
-            .extend(event_stats(&shared, connected, elapsed));
+            .extend(stats.json(connected, elapsed));
     }
     Ok(result)
-}
-
-fn event_stats(s: &Shared, connected: usize, elapsed: f64) -> serde_json::Map<String, Value> {
-    let events = s.events.get();
-    let publishes = if events == 0 {
-        0
-    } else {
-        s.max_seq.get() - s.min_seq.get() + 1
-    };
-    let expected = publishes * connected as u64;
-    let live: Vec<_> = s.per_sub.iter().filter(|(e, _)| e.get() > 0).collect();
-    let json = json!({
-        "events": events,
-        "events_per_s": round(events as f64 / elapsed, 1),
-        "publishes_seen": publishes,
-        "publishes_per_s": round(publishes as f64 / elapsed, 2),
-        "delivery_ratio": if expected == 0 { 0.0 } else { round(events as f64 / expected as f64, 4) },
-        "gaps": s.gaps.get(),
-        "subscribers_with_gaps": s.per_sub.iter().filter(|(_, g)| g.get() > 0).count(),
-        "subscribers_without_events": connected.saturating_sub(live.len()),
-        "events_per_subscriber_min": live.iter().map(|(e, _)| e.get()).min().unwrap_or(0),
-        "events_per_subscriber_max": live.iter().map(|(e, _)| e.get()).max().unwrap_or(0),
-        "out_of_order": s.out_of_order.get(),
-        "unparsable": s.unparsable.get(),
-        "clock_skew": s.clock_skew.get(),
-        "unstamped_events": s.unstamped.get(),
-        "latency": s.latency.borrow().summary_ms(),
-        "arrival_latency": s.arrival_latency.borrow().summary_ms(),
-    });
-    match json {
-        Value::Object(map) => map,
-        _ => unreachable!(),
-    }
 }
 
 /// One subscriber's stream, whichever protocol carries it: its head, then its body bytes.
@@ -191,23 +151,11 @@ struct Stream<'a> {
     id: usize,
     s: &'a Shared,
     began: Instant,
-    parser: SseParser,
-    inflate: Option<Gunzip>,
-    plain: Vec<u8>,
-    last_seq: Option<u64>,
 }
 
 impl<'a> Stream<'a> {
     fn new(id: usize, s: &'a Shared, began: Instant) -> Self {
-        Self {
-            id,
-            s,
-            began,
-            parser: SseParser::default(),
-            inflate: s.gzip.then(Gunzip::default),
-            plain: Vec::new(),
-            last_seq: None,
-        }
+        Self { id, s, began }
     }
 
     /// The response head arrived; returns whether it is a stream (status 200).
@@ -229,22 +177,14 @@ impl<'a> Stream<'a> {
     /// Body bytes read at `now`.
     fn body(&mut self, b: &[u8], now: Stamp) {
         let s = self.s;
-        if s.phase.get() == Phase::Measure {
+        let measured = s.phase.get() == Phase::Measure;
+        if measured {
             bump(&s.bytes, b.len() as u64);
         }
-        let b = match self.inflate.as_mut() {
-            Some(g) => {
-                if g.feed(b, &mut self.plain).is_err() {
-                    bump(&s.unparsable, 1);
-                }
-                &self.plain[..]
+        if let Some(d) = &*s.decode.borrow() {
+            if let Err(e) = d.push(self.id, measured, now, b) {
+                s.decode_error.borrow_mut().get_or_insert(e);
             }
-            None => b,
-        };
-        if s.parse {
-            let (id, last_seq) = (self.id, &mut self.last_seq);
-            self.parser
-                .feed(b, &mut |data| on_event(id, s, last_seq, data, now));
         }
     }
 }
@@ -380,78 +320,4 @@ fn h2_request(path: &str, headers: &str) -> Result<http::Request<()>, String> {
         req = req.header(name.trim().to_ascii_lowercase(), value.trim());
     }
     req.body(()).map_err(|e| format!("bad request: {e}"))
-}
-
-fn on_event(id: usize, s: &Shared, last_seq: &mut Option<u64>, data: &[u8], now: Stamp) {
-    let measure = s.phase.get() == Phase::Measure;
-    let (Some(seq), Some(t)) = (json_u64(data, "seq"), json_u64(data, "t")) else {
-        if measure {
-            bump(&s.unparsable, 1);
-        }
-        return;
-    };
-    let prev = last_seq.replace(seq);
-    if !measure {
-        return;
-    }
-    let (events, gaps) = &s.per_sub[id];
-    match prev {
-        Some(p) if seq > p + 1 => {
-            bump(&s.gaps, seq - p - 1);
-            bump(gaps, 1);
-        }
-        Some(p) if seq <= p => bump(&s.out_of_order, 1),
-        _ => {}
-    }
-    bump(events, 1);
-    bump(&s.events, 1);
-    s.min_seq.set(s.min_seq.get().min(seq));
-    s.max_seq.set(s.max_seq.get().max(seq));
-    let arrival = now.arrival.unwrap_or_else(|| {
-        bump(&s.unstamped, 1);
-        now.read
-    });
-    if t > arrival {
-        bump(&s.clock_skew, 1);
-    }
-    s.latency.borrow_mut().record(now.read.saturating_sub(t));
-    s.arrival_latency
-        .borrow_mut()
-        .record(arrival.saturating_sub(t));
-}
-
-/// A gzip stream inflated as it arrives (one member, a header without optional fields, as
-/// the servers here send).
-#[derive(Default)]
-struct Gunzip {
-    header_left: Option<usize>,
-    inflate: Option<flate2::Decompress>,
-}
-
-impl Gunzip {
-    /// Inflates `input` into `out` (cleared first).
-    fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), ()> {
-        out.clear();
-        let left = self.header_left.get_or_insert(10);
-        let skip = (*left).min(input.len());
-        *left -= skip;
-        input = &input[skip..];
-        let inflate = self
-            .inflate
-            .get_or_insert_with(|| flate2::Decompress::new(false));
-        // Until all is read and the output did not fill what it was given.
-        loop {
-            out.reserve(input.len() * 8 + 1024);
-            let before = inflate.total_in();
-            match inflate.decompress_vec(input, out, flate2::FlushDecompress::Sync) {
-                Ok(flate2::Status::StreamEnd) => return Ok(()),
-                Ok(_) => {}
-                Err(_) => return Err(()),
-            }
-            input = &input[(inflate.total_in() - before) as usize..];
-            if input.is_empty() && out.len() < out.capacity() {
-                return Ok(());
-            }
-        }
-    }
 }

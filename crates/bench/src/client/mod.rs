@@ -7,6 +7,7 @@ pub mod chunked;
 pub mod churn;
 pub mod conn;
 pub mod count;
+pub mod decode;
 pub mod hello;
 pub mod soak;
 pub mod ws_echo;

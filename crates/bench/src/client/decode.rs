@@ -1,0 +1,275 @@
+//! The broadcast scenario's decoding, off the reading thread: subscribers' body bytes go,
+//! stamped when read, to one thread that inflates (`--decode gzip`), parses SSE and
+//! records sequence and latency per subscriber.
+//!
+//! The reader then only reads and stamps, so its read times stay close to the arrivals
+//! even when decoding costs more than a core's spare time (10,000 gzip streams). The
+//! decoding thread runs at SCHED_IDLE on any CPU: it takes only time no other thread wants,
+//! so it never delays the server or the reader, and its backlog (bounded) waits for it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use serde_json::{json, Value};
+
+use super::conn::Stamp;
+use super::round;
+use crate::sse::{json_u64, SseParser};
+use crate::stats::Histogram;
+
+/// Bytes read but not yet decoded past which the run fails rather than grow further.
+const MAX_BACKLOG: usize = 1 << 30;
+
+/// One read's bytes of one subscriber's body.
+struct Chunk {
+    id: u32,
+    /// Read inside the measured window.
+    measured: bool,
+    at: Stamp,
+    bytes: Vec<u8>,
+}
+
+/// The reading side: hands chunks to the decoding thread.
+pub struct Decode {
+    tx: Option<mpsc::Sender<Chunk>>,
+    backlog: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<Stats>>,
+}
+
+impl Decode {
+    /// Starts the decoding thread for `n` subscribers whose bodies are gzip-coded or not.
+    pub fn start(n: usize, gzip: bool) -> Self {
+        let (tx, rx) = mpsc::channel::<Chunk>();
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let left = backlog.clone();
+        let thread = std::thread::Builder::new()
+            .name("decode".into())
+            .spawn(move || {
+                // Best effort: without them the thread still decodes, at normal priority.
+                let _ = crate::sys::run_when_idle_on_any_cpu();
+                let mut subs: Vec<Sub> = (0..n).map(|_| Sub::new(gzip)).collect();
+                let mut stats = Stats::new(n);
+                for c in rx {
+                    left.fetch_sub(c.bytes.len(), Ordering::Relaxed);
+                    subs[c.id as usize].feed(c.id, &c, &mut stats);
+                }
+                stats
+            })
+            .expect("spawn the decoding thread");
+        Self {
+            tx: Some(tx),
+            backlog,
+            thread: Some(thread),
+        }
+    }
+
+    /// Hands over subscriber `id`'s body bytes read at `at`. Fails when the decoding thread
+    /// is [`MAX_BACKLOG`] behind.
+    pub fn push(&self, id: usize, measured: bool, at: Stamp, bytes: &[u8]) -> Result<(), String> {
+        let Some(tx) = &self.tx else {
+            return Ok(()); // the window is over
+        };
+        if self.backlog.fetch_add(bytes.len(), Ordering::Relaxed) > MAX_BACKLOG {
+            return Err(format!(
+                "the decoding thread fell more than {MAX_BACKLOG} bytes behind the reads"
+            ));
+        }
+        let chunk = Chunk {
+            id: id as u32,
+            measured,
+            at,
+            bytes: bytes.to_vec(),
+        };
+        tx.send(chunk)
+            .map_err(|_| "the decoding thread stopped".to_string())
+    }
+
+    /// Stops taking chunks, waits until all handed over are decoded, and returns the stats.
+    pub fn finish(&mut self) -> Stats {
+        drop(self.tx.take());
+        self.thread
+            .take()
+            .expect("finish once")
+            .join()
+            .expect("the decoding thread panicked")
+    }
+}
+
+/// One subscriber's decoding state.
+struct Sub {
+    parser: SseParser,
+    inflate: Option<Gunzip>,
+    plain: Vec<u8>,
+    last_seq: Option<u64>,
+}
+
+impl Sub {
+    fn new(gzip: bool) -> Self {
+        Self {
+            parser: SseParser::default(),
+            inflate: gzip.then(Gunzip::default),
+            plain: Vec::new(),
+            last_seq: None,
+        }
+    }
+
+    fn feed(&mut self, id: u32, c: &Chunk, s: &mut Stats) {
+        let b = match self.inflate.as_mut() {
+            Some(g) => {
+                if g.feed(&c.bytes, &mut self.plain).is_err() && c.measured {
+                    s.unparsable += 1;
+                }
+                &self.plain[..]
+            }
+            None => &c.bytes[..],
+        };
+        let last_seq = &mut self.last_seq;
+        self.parser
+            .feed(b, &mut |data| s.event(id, last_seq, data, c.measured, c.at));
+    }
+}
+
+/// What the decoding thread counted inside the window.
+#[derive(Default)]
+pub struct Stats {
+    events: u64,
+    gaps: u64,
+    out_of_order: u64,
+    unparsable: u64,
+    /// Events stamped later than they were read: clocks disagree (should stay 0).
+    clock_skew: u64,
+    /// Events whose read brought no kernel receive timestamp (their arrival is the read).
+    unstamped: u64,
+    min_seq: u64,
+    max_seq: u64,
+    /// Publish to read (the reader's read time).
+    latency: Histogram,
+    /// Publish to arrival at the client's socket (the kernel's receive timestamp).
+    arrival: Histogram,
+    /// Per subscriber: events and gaps in the window.
+    per_sub: Vec<(u32, u32)>,
+}
+
+impl Stats {
+    fn new(n: usize) -> Self {
+        Self {
+            min_seq: u64::MAX,
+            per_sub: vec![(0, 0); n],
+            ..Default::default()
+        }
+    }
+
+    fn event(
+        &mut self,
+        id: u32,
+        last_seq: &mut Option<u64>,
+        data: &[u8],
+        measured: bool,
+        at: Stamp,
+    ) {
+        let (Some(seq), Some(t)) = (json_u64(data, "seq"), json_u64(data, "t")) else {
+            if measured {
+                self.unparsable += 1;
+            }
+            return;
+        };
+        let prev = last_seq.replace(seq);
+        if !measured {
+            return;
+        }
+        let (events, gaps) = &mut self.per_sub[id as usize];
+        match prev {
+            Some(p) if seq > p + 1 => {
+                self.gaps += seq - p - 1;
+                *gaps += 1;
+            }
+            Some(p) if seq <= p => self.out_of_order += 1,
+            _ => {}
+        }
+        *events += 1;
+        self.events += 1;
+        self.min_seq = self.min_seq.min(seq);
+        self.max_seq = self.max_seq.max(seq);
+        let arrival = at.arrival.unwrap_or_else(|| {
+            self.unstamped += 1;
+            at.read
+        });
+        if t > arrival {
+            self.clock_skew += 1;
+        }
+        self.latency.record(at.read.saturating_sub(t));
+        self.arrival.record(arrival.saturating_sub(t));
+    }
+
+    /// The event figures of the result, for `connected` subscribers over `elapsed` s.
+    pub fn json(&self, connected: usize, elapsed: f64) -> serde_json::Map<String, Value> {
+        let events = self.events;
+        let publishes = if events == 0 {
+            0
+        } else {
+            self.max_seq - self.min_seq + 1
+        };
+        let expected = publishes * connected as u64;
+        let live: Vec<_> = self.per_sub.iter().filter(|(e, _)| *e > 0).collect();
+        let json = json!({
+            "events": events,
+            "events_per_s": round(events as f64 / elapsed, 1),
+            "publishes_seen": publishes,
+            "publishes_per_s": round(publishes as f64 / elapsed, 2),
+            "delivery_ratio": if expected == 0 { 0.0 } else { round(events as f64 / expected as f64, 4) },
+            "gaps": self.gaps,
+            "subscribers_with_gaps": self.per_sub.iter().filter(|(_, g)| *g > 0).count(),
+            "subscribers_without_events": connected.saturating_sub(live.len()),
+            "events_per_subscriber_min": live.iter().map(|(e, _)| *e).min().unwrap_or(0),
+            "events_per_subscriber_max": live.iter().map(|(e, _)| *e).max().unwrap_or(0),
+            "out_of_order": self.out_of_order,
+            "unparsable": self.unparsable,
+            "clock_skew": self.clock_skew,
+            "unstamped_events": self.unstamped,
+            "latency": self.latency.summary_ms(),
+            "arrival_latency": self.arrival.summary_ms(),
+        });
+        match json {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        }
+    }
+}
+
+/// A gzip stream inflated as it arrives (one member, a header without optional fields, as
+/// the servers here send).
+#[derive(Default)]
+struct Gunzip {
+    header_left: Option<usize>,
+    inflate: Option<flate2::Decompress>,
+}
+
+impl Gunzip {
+    /// Inflates `input` into `out` (cleared first).
+    fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), ()> {
+        out.clear();
+        let left = self.header_left.get_or_insert(10);
+        let skip = (*left).min(input.len());
+        *left -= skip;
+        input = &input[skip..];
+        let inflate = self
+            .inflate
+            .get_or_insert_with(|| flate2::Decompress::new(false));
+        // Until all is read and the output did not fill what it was given.
+        loop {
+            out.reserve(input.len() * 8 + 1024);
+            let before = inflate.total_in();
+            match inflate.decompress_vec(input, out, flate2::FlushDecompress::Sync) {
+                Ok(flate2::Status::StreamEnd) => return Ok(()),
+                Ok(_) => {}
+                Err(_) => return Err(()),
+            }
+            input = &input[(inflate.total_in() - before) as usize..];
+            if input.is_empty() && out.len() < out.capacity() {
+                return Ok(());
+            }
+        }
+    }
+}
