@@ -96,15 +96,17 @@ function targets(ours, name, fmt) {
 
 /**
  * The markdown table of targets for server `ours`; `labels` maps server names to labels and
- * `fmt(value, unit)` formats numbers.
+ * `fmt(value, unit)` formats numbers. `measuredOnly` leaves out rows that could not be
+ * checked (for a run without `ours`); '' when no row is left.
  */
-export function targetRows(stats, ours, labels, fmt) {
+export function targetRows(stats, ours, labels, fmt, { measuredOnly = false } = {}) {
   const get = (sc, server, key, agg = 'med') => stats[sc]?.[server]?.[agg]?.[key]
   const ran = (t) => (!t.gated || stats[t.gated]) && (!t.servers || t.servers[1].every((server) => stats[t.servers[0]]?.[server]))
-  const rows = targets(ours, (n) => labels[n] ?? n, fmt).filter(ran).map((t) => {
-    const r = t.check(get)
+  const checked = targets(ours, (n) => labels[n] ?? n, fmt).filter(ran).map((t) => [t, t.check(get)])
+  const rows = checked.filter(([, r]) => r !== null || !measuredOnly).map(([t, r]) => {
     const status = r === null ? 'not measured' : t.needed === null ? 'info' : r.ok ? '✅ met' : '❌ missed'
     return `| ${t.target} | ${r?.measured ?? '–'} | ${t.needed ?? '–'} | ${status} |`
   })
+  if (rows.length === 0) return ''
   return ['| target | measured (ours vs them) | needed | status |', '| --- | --- | --- | --- |', ...rows].join('\n')
 }
