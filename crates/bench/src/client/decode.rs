@@ -273,3 +273,76 @@ impl Gunzip {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use flate2::write::GzEncoder;
+
+    use super::*;
+
+    /// `n` events `{"seq":i,"t":i}` as SSE, gzip-coded with a sync flush after each one (as
+    /// a server that keeps a stream live sends them).
+    fn gzip_events(n: u64) -> Vec<u8> {
+        let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
+        for i in 0..n {
+            write!(gz, "data: {{\"seq\":{i},\"t\":{i}}}\n\n").unwrap();
+            gz.flush().unwrap();
+        }
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn decodes_gzip_streams_split_anywhere_and_counts_every_event() {
+        let body = gzip_events(50);
+        let mut d = Decode::start(3, true);
+        // Three subscribers, each reading the same stream in pieces of a different size.
+        for (id, step) in [(0usize, 1usize), (1, 7), (2, body.len())] {
+            for (k, piece) in body.chunks(step).enumerate() {
+                let at = Stamp {
+                    read: 1_000 + k as u64,
+                    arrival: Some(900),
+                };
+                d.push(id, true, at, piece).unwrap();
+            }
+        }
+        let s = d.finish();
+        assert_eq!(s.events, 150);
+        assert_eq!((s.gaps, s.out_of_order, s.unparsable), (0, 0, 0));
+        assert_eq!((s.clock_skew, s.unstamped), (0, 0));
+        assert_eq!(s.per_sub, vec![(50, 0); 3]);
+        let j = s.json(3, 1.0);
+        assert_eq!(j["publishes_seen"], 50);
+        assert_eq!(j["delivery_ratio"], 1.0);
+        // Arrival (900 - seq) is never later than the read.
+        assert!(
+            s.arrival.summary_ms()["max_ms"].as_f64() <= s.latency.summary_ms()["max_ms"].as_f64()
+        );
+    }
+
+    #[test]
+    fn counts_gaps_and_what_is_not_measured_stays_out() {
+        let mut d = Decode::start(1, false);
+        let at = Stamp {
+            read: 10,
+            arrival: None,
+        };
+        d.push(0, false, at, b"data: {\"seq\":1,\"t\":1}\n\n")
+            .unwrap();
+        d.push(
+            0,
+            true,
+            at,
+            b"data: {\"seq\":2,\"t\":1}\n\ndata: {\"seq\":5,\"t\":1}\n\n",
+        )
+        .unwrap();
+        d.push(0, true, at, b"data: nope\n\n").unwrap();
+        let s = d.finish();
+        assert_eq!(s.events, 2);
+        assert_eq!(s.gaps, 2);
+        assert_eq!(s.per_sub, vec![(2, 1)]);
+        assert_eq!(s.unstamped, 2);
+        assert_eq!(s.unparsable, 1);
+    }
+}
