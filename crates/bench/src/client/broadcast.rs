@@ -3,7 +3,9 @@
 //! `broadcast` measures how long all N take to connect (response head received), then over
 //! the window counts events per spec, reads `{"seq":n,"t":ns}` to get publish-to-receive
 //! latency on CLOCK_MONOTONIC and sequence gaps per subscriber, and reports delivered
-//! events/s. With `--tls h2` the subscribers are streams, `--streams-per-conn` (100) to each
+//! events/s. Latency is taken twice: when the client read the bytes, and when they reached
+//! its socket (the kernel's receive timestamp). Reads are decoded on another thread
+//! (`decode.rs`), so this one only reads and stamps. With `--tls h2` the subscribers are streams, `--streams-per-conn` (100) to each
 //! TLS connection. `idle` only connects N and holds them (draining whatever arrives unparsed), so
 //! the runner can read the server's RSS per connection.
 
