@@ -4,7 +4,9 @@
 //! the window counts events per spec, reads `{"seq":n,"t":ns}` to get publish-to-receive
 //! latency on CLOCK_MONOTONIC and sequence gaps per subscriber, and reports delivered
 //! events/s. With `--tls h2` the subscribers are streams, `--streams-per-conn` (100) to each
-//! TLS connection. `idle` only connects N and holds them (draining whatever arrives unparsed), so
+//! TLS connection. With several `--addr` (one server in several processes) subscriber `i`
+//! (h2: connection `i`) goes to address `i mod k`, and the result counts each address's
+//! subscribers and events (`per_addr`). `idle` only connects N and holds them (draining whatever arrives unparsed), so
 //! the runner can read the server's RSS per connection.
 
 use std::cell::{Cell, RefCell};
@@ -50,6 +52,8 @@ struct Shared {
     latency: RefCell<Histogram>,
     /// Per subscriber: events and gaps in the window.
     per_sub: Vec<(Cell<u32>, Cell<u32>)>,
+    /// Per address (`--addr a,b`): subscribers connected.
+    per_addr: Vec<Cell<usize>>,
 }
 
 fn bump<T: Copy + std::ops::Add<Output = T>>(c: &Cell<T>, by: T) {
@@ -58,7 +62,7 @@ fn bump<T: Copy + std::ops::Add<Output = T>>(c: &Cell<T>, by: T) {
 
 /// Runs `broadcast` (`parse`) or `idle` (`!parse`) and returns the JSON result.
 pub async fn run(mut args: Args, parse: bool) -> Result<Value, String> {
-    let common = Common::take(&mut args, 1000)?;
+    let common = Common::take_many(&mut args, 1000)?;
     let path: String = args.take("path", "/sse/broadcast".to_owned())?;
     let connect_timeout = Duration::from_secs_f64(args.take("connect-timeout", 60.0)?);
     // Connections in the handshake at once: a polite ramp rather than a SYN flood, so the
@@ -80,11 +84,15 @@ pub async fn run(mut args: Args, parse: bool) -> Result<Value, String> {
     args.finish()?;
 
     let n = common.connections;
+    // The address of subscriber `i`: in turn, by subscriber (HTTP/1.1) or connection (h2).
+    let k = common.addrs.len();
+    let addr_of = move |i: usize| if h2 { (i / per_conn) % k } else { i % k };
     let shared = Rc::new(Shared {
         parse,
         gzip: decode == "gzip",
         min_seq: Cell::new(u64::MAX),
         per_sub: (0..n).map(|_| Default::default()).collect(),
+        per_addr: common.addrs.iter().map(|_| Default::default()).collect(),
         ..Default::default()
     });
     let gate = Rc::new(Semaphore::new(concurrency.max(1)));
@@ -94,9 +102,10 @@ pub async fn run(mut args: Args, parse: bool) -> Result<Value, String> {
         let request = Rc::new(h2_request(&path, &headers)?);
         for first in (0..n).step_by(per_conn) {
             let ids = first..(first + per_conn).min(n);
+            let at = addr_of(first);
             let (shared, request, gate) = (shared.clone(), request.clone(), gate.clone());
             tokio::task::spawn_local(async move {
-                h2_subscribers(ids, common, shared, request, &gate, deadline).await
+                h2_subscribers(ids, at, common, shared, request, &gate, deadline).await
             });
         }
     } else {
@@ -104,7 +113,7 @@ pub async fn run(mut args: Args, parse: bool) -> Result<Value, String> {
         for id in 0..n {
             let (shared, request, gate) = (shared.clone(), request.clone(), gate.clone());
             tokio::task::spawn_local(async move {
-                subscriber(id, common, &shared, &request, &gate, deadline).await
+                subscriber(id, addr_of(id), common, &shared, &request, &gate, deadline).await
             });
         }
     }
@@ -134,6 +143,7 @@ pub async fn run(mut args: Args, parse: bool) -> Result<Value, String> {
         "connect_s": round(connect_s, 3),
         "connect_time_per_subscriber": shared.connect_time.borrow().summary_ms(),
         "lost": shared.lost.get(),
+        "per_addr": per_addr(&shared, common, parse, &addr_of),
         "duration_s": round(elapsed, 3),
         "bytes_per_s": round(shared.bytes.get() as f64 / elapsed, 0),
     });
@@ -144,6 +154,22 @@ pub async fn run(mut args: Args, parse: bool) -> Result<Value, String> {
             .extend(event_stats(&shared, connected, elapsed));
     }
     Ok(result)
+}
+
+/// Each address's subscribers connected and (`parse`) events received in the window.
+fn per_addr(s: &Shared, common: Common, parse: bool, addr_of: &dyn Fn(usize) -> usize) -> Value {
+    let mut events = vec![0u64; common.addrs.len()];
+    for (i, (e, _)) in s.per_sub.iter().enumerate() {
+        events[addr_of(i)] += u64::from(e.get());
+    }
+    let list = common.addrs.iter().enumerate().map(|(a, addr)| {
+        let mut one = json!({ "addr": addr.to_string(), "connected": s.per_addr[a].get() });
+        if parse {
+            one["events"] = events[a].into();
+        }
+        one
+    });
+    Value::Array(list.collect())
 }
 
 fn event_stats(s: &Shared, connected: usize, elapsed: f64) -> serde_json::Map<String, Value> {
@@ -180,6 +206,8 @@ fn event_stats(s: &Shared, connected: usize, elapsed: f64) -> serde_json::Map<St
 /// One subscriber's stream, whichever protocol carries it: its head, then its body bytes.
 struct Stream<'a> {
     id: usize,
+    /// Index of its server address.
+    at: usize,
     s: &'a Shared,
     began: Instant,
     parser: SseParser,
@@ -189,9 +217,10 @@ struct Stream<'a> {
 }
 
 impl<'a> Stream<'a> {
-    fn new(id: usize, s: &'a Shared, began: Instant) -> Self {
+    fn new(id: usize, at: usize, s: &'a Shared, began: Instant) -> Self {
         Self {
             id,
+            at,
             s,
             began,
             parser: SseParser::default(),
@@ -209,6 +238,7 @@ impl<'a> Stream<'a> {
             return false;
         }
         bump(&s.connected, 1);
+        bump(&s.per_addr[self.at], 1);
         let t = Instant::now();
         s.last_connected_at.set(Some(t));
         s.connect_time
@@ -243,6 +273,7 @@ impl<'a> Stream<'a> {
 /// An HTTP/1.1 subscriber: one connection (plain or TLS) for one stream.
 async fn subscriber(
     id: usize,
+    at: usize,
     common: Common,
     s: &Shared,
     request: &[u8],
@@ -253,7 +284,8 @@ async fn subscriber(
         return;
     };
     let began = Instant::now();
-    let mut conn = match HttpConn::connect_until(common.addr, common.tls, 8192, deadline).await {
+    let mut conn = match HttpConn::connect_until(common.addrs[at], common.tls, 8192, deadline).await
+    {
         Ok(c) => c,
         Err(_) => return bump(&s.failed, 1),
     };
@@ -261,7 +293,7 @@ async fn subscriber(
         return bump(&s.failed, 1);
     }
     let mut permit = Some(permit);
-    let mut stream = Stream::new(id, s, began);
+    let mut stream = Stream::new(id, at, s, began);
     let mut streaming = false;
     // Returns only if the stream ends or breaks: a loss, since the client exits mid-stream.
     let _ = conn
@@ -285,6 +317,7 @@ async fn subscriber(
 /// permit is held for the handshake, as an HTTP/1.1 subscriber holds it until its head.
 async fn h2_subscribers(
     ids: std::ops::Range<usize>,
+    at: usize,
     common: Common,
     s: Rc<Shared>,
     request: Rc<http::Request<()>>,
@@ -296,7 +329,7 @@ async fn h2_subscribers(
     };
     let began = Instant::now();
     let n = ids.len();
-    let Ok(io) = Io::connect_until(common.addr, common.tls, deadline).await else {
+    let Ok(io) = Io::connect_until(common.addrs[at], common.tls, deadline).await else {
         return bump(&s.failed, n);
     };
     // Windows large enough that flow control never holds an event back: the client
@@ -314,12 +347,15 @@ async fn h2_subscribers(
     });
     for id in ids {
         let (s, request, client) = (s.clone(), request.clone(), client.clone());
-        tokio::task::spawn_local(async move { h2_stream(id, &s, &request, client, began).await });
+        tokio::task::spawn_local(
+            async move { h2_stream(id, at, &s, &request, client, began).await },
+        );
     }
 }
 
 async fn h2_stream(
     id: usize,
+    at: usize,
     s: &Shared,
     request: &http::Request<()>,
     client: h2::client::SendRequest<Bytes>,
@@ -340,7 +376,7 @@ async fn h2_stream(
     let Ok(response) = response else {
         return bump(&s.failed, 1); // never got a head
     };
-    let mut stream = Stream::new(id, s, began);
+    let mut stream = Stream::new(id, at, s, began);
     if !stream.head(response.status().as_u16()) {
         return;
     }
