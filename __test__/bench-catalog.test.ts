@@ -1,14 +1,15 @@
-// The bench's TLS wiring (bench/lib): which server runs in which scenario, the scenarios
-// RAT_BENCH_TLS=1 adds, and the TLS targets, which compare across scenarios and appear only
-// when their scenario ran.
+// The bench's TLS and Redis wiring (bench/lib): which server runs in which scenario, the
+// scenarios RAT_BENCH_TLS=1 and RAT_BENCH_REDIS=1 add, and their targets, which compare
+// across scenarios or servers and appear only when their scenario ran.
 import { afterEach, describe, expect, it, vi } from 'vitest'
 
 type Server = { name: string; plain?: boolean; tls?: string[]; env?: Record<string, string> }
-type Scenario = { name: string; tls?: string; args: unknown[] }
+type Scenario = { name: string; tls?: string; args: unknown[]; cluster?: { subscribers: number; publisher: boolean } }
 
-async function load(tls: boolean) {
+async function load(tls: boolean, redis = false) {
   vi.resetModules()
   vi.stubEnv('RAT_BENCH_TLS', tls ? '1' : '')
+  vi.stubEnv('RAT_BENCH_REDIS', redis ? '1' : '')
   // Plain JS modules without declarations: imported by a computed path, typed below.
   const lib = (name: string) => new URL(`../bench/lib/${name}.mjs`, import.meta.url).href
   const catalog = await import(lib('catalog'))
@@ -69,5 +70,47 @@ describe('bench catalog', () => {
     expect(row('idle subscriber RSS (HTTP/1.1')).toContain('❌ missed')
     // h2 and /hello over TLS did not run: no rows.
     expect(rows.some((r) => r.includes('(h2)') || r.includes('/hello over TLS'))).toBe(false)
+  })
+
+  it('adds the Redis scenarios, run by ours alone and as a Redis group, only with RAT_BENCH_REDIS', async () => {
+    const plain = await load(false)
+    expect(plain.scenarios.some((s) => s.name.startsWith('redis-'))).toBe(false)
+    expect(plain.servers.map((s) => s.name)).not.toContain('rat-engine-redis')
+
+    const { scenarios, servers, serves } = await load(false, true)
+    const byName = Object.fromEntries(scenarios.map((s) => [s.name, s]))
+    const run = (sc: string) => servers.filter((s) => serves(s, byName[sc])).map((s) => s.name)
+    expect(run('redis-broadcast-10k-100ms')).toEqual(['rat-engine', 'rat-engine-redis'])
+    expect(run('redis-publish-rate')).toEqual(['rat-engine', 'rat-engine-redis'])
+    expect(run('broadcast-10k-100ms')).not.toContain('rat-engine-redis')
+    expect(byName['redis-broadcast-10k-100ms'].cluster).toMatchObject({ subscribers: 2, publisher: true })
+    expect(byName['redis-broadcast-10k-100ms'].args).toEqual(expect.arrayContaining(['--connections', 10_000]))
+    expect(byName['redis-publish-rate'].cluster).toMatchObject({ subscribers: 1, publisher: false })
+    expect(byName['redis-publish-rate'].args).toEqual(expect.arrayContaining(['--connections', 10]))
+  })
+
+  it('checks the Redis targets against ours with a local channel, only when they ran', async () => {
+    const { targetRows } = await load(false, true)
+    const cell = (med: Record<string, number>, max: Record<string, number> = {}) => ({ med, max })
+    expect(targetRows({}, 'rat-engine', {}, String)).not.toContain('Redis')
+    const stats = {
+      'redis-broadcast-10k-100ms': {
+        'rat-engine': cell({ latency_p99_ms: 100 }),
+        'rat-engine-redis': cell({ latency_p99_ms: 101.5 }, { gaps: 0 }),
+      },
+      'redis-publish-rate': {
+        'rat-engine': cell({ publishes_per_s: 200_000 }),
+        'rat-engine-redis': cell({ publishes_per_s: 99_000 }, { gaps: 2 }),
+      },
+    }
+    const rows = targetRows(stats, 'rat-engine', {}, String).split('\n')
+    const row = (needle: string) => rows.find((r) => r.includes(needle)) ?? ''
+    expect(row('p99 latency vs the local channel')).toMatch(/\+1\.5 ms.*✅ met/)
+    expect(row('Redis 10k @100 ms: gaps')).toContain('✅ met')
+    expect(row('Redis publish rate: gaps')).toMatch(/\| 2 \|.*❌ missed/)
+    expect(row('events/s each subscriber received')).toMatch(/99000.*❌ missed/)
+    expect(row('vs the local channel (report only)')).toMatch(/0\.49×.*info/)
+    stats['redis-broadcast-10k-100ms']['rat-engine-redis'].med.latency_p99_ms = 102.5
+    expect(targetRows(stats, 'rat-engine', {}, String)).toMatch(/\+2\.5 ms[^\n]*❌ missed/)
   })
 })
