@@ -183,6 +183,7 @@ async function runOne(server, scenario, round, port, opts) {
         onPhase: (name, clientPid) => {
           samples[name] = { ...sampleOf(handle), client: sampleTree(clientPid), machineS: machineBusyS(BENCH_CPUS) }
           if (handle.redisPid) samples[name].redis = sampleTree(handle.redisPid)
+          if (handle.pids) samples[name].each = handle.pids.map(sampleTree)
           if (scenario.stats && name.startsWith('measure-')) stats[name.slice(8)] = readStats(handle.statsPort ?? port).catch((err) => ({ error: String(err.message ?? err) }))
         },
       })
@@ -191,6 +192,12 @@ async function runOne(server, scenario, round, port, opts) {
       const gone = handle.exited()
       if (gone !== null) throw new Error(`${server.name} exited (${gone}) during the run\n${handle.stderr.join('\n')}`)
       record.metrics = metrics(scenario, record.client, samples, peakRss, stats)
+      // A Redis group: each process's share of a CPU over the window (subscribers first,
+      // then the publisher if separate).
+      const { 'measure-start': s0, 'measure-end': s1 } = samples
+      if (s0?.each && s1?.each) {
+        record.process_cpu_util = s1.each.map((x, k) => (x.cpuS - s0.each[k].cpuS) / ((x.at - s0.each[k].at) / 1000))
+      }
     } finally {
       clearInterval(ticker)
     }
