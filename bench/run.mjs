@@ -98,7 +98,7 @@ function sampleOf(handle) {
 }
 
 /** Flat numbers the report uses, from the client's JSON and the server samples. */
-function metrics(scenario, client, samples, peakRss, stats) {
+function metrics(scenario, client, samples, peakRss, stats, grouped = false) {
   const start = samples['measure-start']
   const end = samples['measure-end']
   const base = samples.base
@@ -141,7 +141,9 @@ function metrics(scenario, client, samples, peakRss, stats) {
   }
   m.rss_base_mib = base.rss / MiB
   m.rss_peak_mib = peakRss / MiB
-  if (scenario.subscribers && client.connected > 0 && end) {
+  // Not for a Redis group: the RSS of its several Node processes moved by more than the
+  // subscribers add (-1,336 B per subscriber in bench/results/2026-12-06T16-50-58-536Z).
+  if (scenario.subscribers && client.connected > 0 && end && !grouped) {
     m.rss_per_connection_bytes = (end.rss - base.rss) / client.connected
   }
   return m
@@ -191,7 +193,7 @@ async function runOne(server, scenario, round, port, opts) {
       // A server that died mid-run measured nothing: an error, with what it last said.
       const gone = handle.exited()
       if (gone !== null) throw new Error(`${server.name} exited (${gone}) during the run\n${handle.stderr.join('\n')}`)
-      record.metrics = metrics(scenario, record.client, samples, peakRss, stats)
+      record.metrics = metrics(scenario, record.client, samples, peakRss, stats, !!handle.pids)
       // A Redis group: each process's share of a CPU over the window (subscribers first,
       // then the publisher if separate).
       const { 'measure-start': s0, 'measure-end': s1 } = samples
