@@ -159,10 +159,10 @@ async function runOne(server, scenario, round, port, opts) {
     record.busyBefore = await waitForQuiet(BENCH_CPUS, { maxMs: opts.quietWaitMs })
     // A TLS scenario hands the server the run's certificate (see `certificate`).
     const env = scenario.tls ? { ...server.env, ...opts.tlsEnv } : server.env
-    // A Redis group (server.redis in a scenario with `cluster`): the subscribers' processes
+    // A group (server.group in a scenario with `cluster`): the subscribers' processes
     // on the server's CPU, redis-server and a separate publisher on the client's (placed
     // with the server, they made the 10k p99 worse: docs/redis.md).
-    handle = server.redis && scenario.cluster
+    handle = server.group && scenario.cluster
       ? await startGroup({ ...server, env }, scenario, { cpu: SERVER_CPU, sideCpu: CLIENT_CPU, port })
       : await startServer({ ...server, env }, { cpu: SERVER_CPU, port, pubMs: scenario.pubMs })
     await sleep(500) // let start-up work (JIT, first GC) settle before the baseline

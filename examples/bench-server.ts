@@ -112,7 +112,16 @@ async function main(): Promise<void> {
     else setTimeout(pump, 1)
   }
   if (PUB_INTERVAL_MS === 0) pump()
-  else {
+  else if (process.env.PUB_ALIGN) {
+    // PUB_ALIGN=1: publish at the multiples of the interval on the wall clock, so that
+    // several processes publish at the same moments (bench/lib/catalog.mjs, rat-engine-split).
+    const tick = () => {
+      broadcast.publish(next())
+      seq++
+      setTimeout(tick, PUB_INTERVAL_MS - (Date.now() % PUB_INTERVAL_MS))
+    }
+    setTimeout(tick, PUB_INTERVAL_MS - (Date.now() % PUB_INTERVAL_MS))
+  } else {
     setInterval(() => {
       broadcast.publish(next())
       seq++

@@ -154,9 +154,25 @@ export function servers({ root, targetDir }) {
             label: 'rat-engine, channel through Redis',
             cmd: [node, '--import', 'tsx', 'examples/bench-server.ts'],
             cwd: root,
+            group: true,
             redis: true,
             scenarios: REDIS_SCENARIOS,
             available: () => (redisServer() ? null : 'redis-server is not on PATH'),
+          },
+          // The split without Redis: the Redis group's subscriber processes, each publishing
+          // to a local channel of its own at the same moments (PUB_ALIGN: the multiples of
+          // the interval on the wall clock), as an event read from Redis reaches both at once:
+          // what two processes on one core cost by themselves.
+          {
+            name: 'rat-engine-split',
+            label: 'rat-engine, 2 processes, a local channel each',
+            cmd: [node, '--import', 'tsx', 'examples/bench-server.ts'],
+            cwd: root,
+            env: { PUB_ALIGN: '1' },
+            group: true,
+            redis: false,
+            scenarios: ['redis-broadcast-10k-100ms'],
+            available: () => null,
           },
         ]
       : []),
@@ -330,7 +346,8 @@ export function scenarios(opts) {
 /**
  * The Redis scenarios, each run by `rat-engine` (one process, a local channel: the same
  * run's reference) and `rat-engine-redis` (processes sharing the channel through Redis as
- * `cluster` says; bench/lib/redis.mjs). Placement: our subscribers' processes on CPU 0 as
+ * `cluster` says; bench/lib/redis.mjs); the 10k one also by `rat-engine-split` (its two
+ * subscriber processes without Redis, each publishing to a local channel). Placement: our subscribers' processes on CPU 0 as
  * the single server is; redis-server and a separate publisher on CPU 1 with the client.
  */
 function redisScenarios(opts) {
@@ -341,7 +358,7 @@ function redisScenarios(opts) {
       title: '/sse/broadcast, 10,000 subscribers, publish every 100 ms: one process with a local channel, or 2 subscriber processes (5,000 each) and a third publishing, through Redis',
       pubMs: 100,
       warmup,
-      servers: ['rat-engine', 'rat-engine-redis'],
+      servers: ['rat-engine', 'rat-engine-redis', 'rat-engine-split'],
       cluster: { subscribers: 2, publisher: true },
       args: ['broadcast', '--connections', 10_000, '--connect-timeout', opts.connectTimeout, '--warmup', warmup, '--duration', opts.duration],
       metric: 'latency_p99_ms',

@@ -1,6 +1,7 @@
 // The Redis group of `npm run bench` (RAT_BENCH_REDIS=1, bench/lib/catalog.mjs): a
 // redis-server of the run's own and our server as several processes sharing their channel
-// through it, started as one handle that the runner samples and stops like one server.
+// through it (or, for comparison, the same processes with a local channel each), started
+// as one handle that the runner samples and stops like one server.
 
 import { spawn } from 'node:child_process'
 import { accessSync, constants } from 'node:fs'
@@ -63,15 +64,18 @@ async function startRedis(cpu) {
  * `statsPort` (the publishing process, for GET /stats).
  */
 export async function startGroup(server, scenario, { cpu, sideCpu, port }) {
-  const { subscribers, publisher } = scenario.cluster
-  const redis = await startRedis(sideCpu)
+  // `server.redis === false`: the same processes without Redis, each publishing to its own
+  // local channel (the cost of the split alone).
+  const { subscribers } = scenario.cluster
+  const publisher = scenario.cluster.publisher && server.redis !== false
+  const redis = server.redis === false ? null : await startRedis(sideCpu)
   const handles = []
   const stopAll = async () => {
     await Promise.all(handles.map((h) => h.stop()))
-    await stopProcess(redis.child, 1000)
+    if (redis) await stopProcess(redis.child, 1000)
   }
   try {
-    const env = { ...server.env, REDIS_URL: redis.url, REDIS_KEY_PREFIX: `bench:${port}:` }
+    const env = redis ? { ...server.env, REDIS_URL: redis.url, REDIS_KEY_PREFIX: `bench:${port}:` } : { ...server.env }
     for (let k = 0; k < subscribers; k++) {
       const pubMs = publisher ? NO_PUBLISH : scenario.pubMs
       handles.push(await startServer({ ...server, env, name: `${server.name}#${k + 1}` }, { cpu, port: port + k, pubMs }))
@@ -86,14 +90,14 @@ export async function startGroup(server, scenario, { cpu, sideCpu, port }) {
   return {
     pid: handles[0].pid,
     pids: handles.map((h) => h.pid),
-    redisPid: redis.child.pid,
+    redisPid: redis?.child.pid,
     addrs: handles.slice(0, subscribers).map((_, k) => `127.0.0.1:${port + k}`),
     statsPort: port + handles.length - 1,
     stop: stopAll,
     exited: () => {
       const gone = handles.find((h) => h.exited() !== null)
       if (gone) return gone.exited()
-      return redis.child.exitCode ?? redis.child.signalCode
+      return redis ? (redis.child.exitCode ?? redis.child.signalCode) : null
     },
     stderr: handles.flatMap((h) => h.stderr),
   }
