@@ -4,7 +4,8 @@
 // CPU 1; every scenario runs every server that speaks its protocol in turn, round after
 // round; the server's CPU and RSS are read from /proc at the client's window markers.
 // More servers and scenarios by environment: RAT_BENCH_TLS, RAT_BENCH_EDGE,
-// RAT_BENCH_COMPRESSION, RAT_BENCH_BASELINE (bench/lib/catalog.mjs).
+// RAT_BENCH_COMPRESSION, RAT_BENCH_BASELINE, RAT_BENCH_REDIS (bench/lib/catalog.mjs).
+// RAT_BENCH_CLIENT: the rat-bench binary to run (default: the target dir's).
 //
 //   node bench/run.mjs [--quick] [--rounds N] [--duration S] [--connect-timeout S]
 //                      [--only a,b] [--scenario a,b]
@@ -18,6 +19,7 @@ import os from 'node:os'
 import { parseArgs } from 'node:util'
 import { runOptions, scenarios as allScenarios, servers as allServers, serves } from './lib/catalog.mjs'
 import { machineBusyS, machineInfo, runClient, sampleTree, setNiceness, startServer, waitForQuiet } from './lib/proc.mjs'
+import { readStats, startGroup } from './lib/redis.mjs'
 import { median, writeReport } from './lib/report.mjs'
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
@@ -57,6 +59,7 @@ if (flags.help) {
 
 // CARGO_TARGET_DIR is honoured as cargo itself does; by default ./target.
 const targetDir = process.env.CARGO_TARGET_DIR ? resolve(process.env.CARGO_TARGET_DIR) : join(root, 'target')
+const ratBench = process.env.RAT_BENCH_CLIENT ? resolve(process.env.RAT_BENCH_CLIENT) : join(targetDir, 'release', 'rat-bench')
 const list = (s) => (s ? s.split(',').map((x) => x.trim()).filter(Boolean) : null)
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
@@ -80,12 +83,22 @@ function build() {
  */
 function certificate() {
   const dir = join(root, 'bench', 'results', 'tls')
-  execFileSync(join(targetDir, 'release', 'rat-bench'), ['cert', dir], { cwd: root })
+  execFileSync(ratBench, ['cert', dir], { cwd: root })
   return { TLS_CERT: join(dir, 'cert.pem'), TLS_KEY: join(dir, 'key.pem') }
 }
 
+/**
+ * CPU seconds and RSS of a server handle: one process tree, or (a Redis group) the sum over
+ * its processes.
+ */
+function sampleOf(handle) {
+  if (!handle.pids) return sampleTree(handle.pid)
+  const xs = handle.pids.map(sampleTree)
+  return { cpuS: xs.reduce((a, x) => a + x.cpuS, 0), rss: xs.reduce((a, x) => a + x.rss, 0), at: xs[0].at }
+}
+
 /** Flat numbers the report uses, from the client's JSON and the server samples. */
-function metrics(scenario, client, samples, peakRss) {
+function metrics(scenario, client, samples, peakRss, stats, grouped = false) {
   const start = samples['measure-start']
   const end = samples['measure-end']
   const base = samples.base
@@ -113,15 +126,29 @@ function metrics(scenario, client, samples, peakRss) {
     const cpuS = end.cpuS - start.cpuS
     m.server_cpu_util = cpuS / window
     m.client_cpu_util = (end.client.cpuS - start.client.cpuS) / window
+    // A Redis group's redis-server: part of the run, not noise.
+    if (end.redis) m.redis_cpu_util = (end.redis.cpuS - start.redis.cpuS) / window
     // Whatever else ran on the two CPUs meanwhile (a shared machine): noise to be aware of.
-    m.other_cpu_util = Math.max(0, (end.machineS - start.machineS) / window - m.server_cpu_util - m.client_cpu_util)
+    m.other_cpu_util = Math.max(0, (end.machineS - start.machineS) / window - m.server_cpu_util - m.client_cpu_util - (m.redis_cpu_util ?? 0))
     const units = scenario.per === 'MiB' ? client.bytes / MiB : client[scenario.per]
     if (scenario.per && units > 0) m.server_cpu_us_per_unit = (cpuS * 1e6) / units
     m.rss_end_mib = end.rss / MiB
   }
+  // What the publishing process says it published in the window (GET /stats).
+  if (stats?.start?.atNs && stats?.end?.atNs) {
+    m.published_per_s = (stats.end.published - stats.start.published) / (Number(stats.end.atNs - stats.start.atNs) / 1e9)
+    m.rejected = stats.end.rejected
+  }
+  // Subscribers per server process when the client spread them over several.
+  if (client.per_addr?.length > 1) {
+    m.process_subscribers_min = Math.min(...client.per_addr.map((a) => a.connected))
+    m.process_subscribers_max = Math.max(...client.per_addr.map((a) => a.connected))
+  }
   m.rss_base_mib = base.rss / MiB
   m.rss_peak_mib = peakRss / MiB
-  if (scenario.subscribers && client.connected > 0 && end) {
+  // Not for a Redis group: the RSS of its several Node processes moved by more than the
+  // subscribers add (-1,336 B per subscriber in bench/results/2026-12-06T16-50-58-536Z).
+  if (scenario.subscribers && client.connected > 0 && end && !grouped) {
     m.rss_per_connection_bytes = (end.rss - base.rss) / client.connected
   }
   return m
@@ -137,16 +164,23 @@ async function runOne(server, scenario, round, port, opts) {
     record.busyBefore = await waitForQuiet(BENCH_CPUS, { maxMs: opts.quietWaitMs })
     // A TLS scenario hands the server the run's certificate (see `certificate`).
     const env = scenario.tls ? { ...server.env, ...opts.tlsEnv } : server.env
-    handle = await startServer({ ...server, env }, { cpu: SERVER_CPU, port, pubMs: scenario.pubMs })
+    // A group (server.group in a scenario with `cluster`): the subscribers' processes
+    // on the server's CPU, redis-server and a separate publisher on the client's (placed
+    // with the server, they made the 10k p99 worse: docs/redis.md).
+    handle = server.group && scenario.cluster
+      ? await startGroup({ ...server, env }, scenario, { cpu: SERVER_CPU, sideCpu: CLIENT_CPU, port })
+      : await startServer({ ...server, env }, { cpu: SERVER_CPU, port, pubMs: scenario.pubMs })
     await sleep(500) // let start-up work (JIT, first GC) settle before the baseline
-    const samples = { base: sampleTree(handle.pid) }
+    const samples = { base: sampleOf(handle) }
     let peakRss = samples.base.rss
     const ticker = setInterval(() => {
-      peakRss = Math.max(peakRss, sampleTree(handle.pid).rss)
+      peakRss = Math.max(peakRss, sampleOf(handle).rss)
     }, 250)
     // A server variant may ask for more client options (request headers) in a scenario.
     const args = [...scenario.args, ...(server.clientArgs?.[scenario.name] ?? [])].map(String)
-    const cmd = [join(targetDir, 'release', 'rat-bench'), ...args, '--addr', `127.0.0.1:${port}`]
+    const cmd = [ratBench, ...args, '--addr', handle.addrs?.join(',') ?? `127.0.0.1:${port}`]
+    // `scenario.stats`: the publisher's counts at the window's edges.
+    const stats = {}
     const timeoutMs = (opts.connectTimeout + opts.warmup + Math.max(opts.duration, 120) + 60) * 1000
     try {
       record.client = await runClient(cmd, {
@@ -154,13 +188,23 @@ async function runOne(server, scenario, round, port, opts) {
         cwd: root,
         timeoutMs,
         onPhase: (name, clientPid) => {
-          samples[name] = { ...sampleTree(handle.pid), client: sampleTree(clientPid), machineS: machineBusyS(BENCH_CPUS) }
+          samples[name] = { ...sampleOf(handle), client: sampleTree(clientPid), machineS: machineBusyS(BENCH_CPUS) }
+          if (handle.redisPid) samples[name].redis = sampleTree(handle.redisPid)
+          if (handle.pids) samples[name].each = handle.pids.map(sampleTree)
+          if (scenario.stats && name.startsWith('measure-')) stats[name.slice(8)] = readStats(handle.statsPort ?? port).catch((err) => ({ error: String(err.message ?? err) }))
         },
       })
+      for (const k of Object.keys(stats)) stats[k] = await stats[k]
       // A server that died mid-run measured nothing: an error, with what it last said.
       const gone = handle.exited()
       if (gone !== null) throw new Error(`${server.name} exited (${gone}) during the run\n${handle.stderr.join('\n')}`)
-      record.metrics = metrics(scenario, record.client, samples, peakRss)
+      record.metrics = metrics(scenario, record.client, samples, peakRss, stats, !!handle.pids)
+      // A Redis group: each process's share of a CPU over the window (subscribers first,
+      // then the publisher if separate).
+      const { 'measure-start': s0, 'measure-end': s1 } = samples
+      if (s0?.each && s1?.each) {
+        record.process_cpu_util = s1.each.map((x, k) => (x.cpuS - s0.each[k].cpuS) / ((x.at - s0.each[k].at) / 1000))
+      }
     } finally {
       clearInterval(ticker)
     }
@@ -197,7 +241,7 @@ async function runInterleaved(servers, scenario, round, firstPort, opts) {
     const base = live.map((k) => sampleTree(handles[k].pid))
     const slices = live.map(() => [])
     const timeoutMs = (Math.max(opts.duration, 120) + 60) * 1000
-    const cmd = (k) => [join(targetDir, 'release', 'rat-bench'), ...scenario.args.map(String), '--addr', `127.0.0.1:${records[k].port}`]
+    const cmd = (k) => [ratBench, ...scenario.args.map(String), '--addr', `127.0.0.1:${records[k].port}`]
     const client = (k, onPhase = () => {}) => runClient(cmd(k), { cpu: CLIENT_CPU, cwd: root, timeoutMs, onPhase })
     // One unmeasured slice each first: JIT warm-up and the first buffers.
     for (const k of live) {
@@ -362,7 +406,8 @@ async function main() {
         // measured the neighbours as much as the server: it is kept in `discarded` and run
         // again (at most RERUNS times; the last one counts whatever its load).
         for (let attempt = 0; ; attempt++) {
-          const r = await runOne(server, scenario, round, port++, opts)
+          const r = await runOne(server, scenario, round, port, opts)
+          port += scenario.cluster ? 4 : 1 // a Redis group takes a port per process
           const noisy = (r.metrics?.other_cpu_util ?? 0) > MAX_OTHER_LOAD && attempt < RERUNS
           ;(noisy ? results.discarded : results.runs).push(r)
           console.log(`[${round}/${opts.rounds}] ${scenario.name.padEnd(20)} ${server.name.padEnd(11)} ${summary(r, scenario)}${noisy ? ' (other load: discarded, run again)' : ''}`)

@@ -5,13 +5,24 @@
 //
 // Run: `npm run bench:server` (PORT and PUB_INTERVAL_MS from the environment). With
 // TLS_CERT and TLS_KEY (PEM file paths) it serves TLS, ALPN offering h2 and http/1.1.
+// With REDIS_URL (and REDIS_KEY_PREFIX) its channel is shared through Redis (docs/redis.md).
+// PUB_INTERVAL_MS=0 publishes as fast as the channel takes it (see `pump`); GET /stats
+// tells what was published (`{"published","rejected","at"}`, `at` in CLOCK_MONOTONIC ns).
 import { readFileSync } from 'node:fs'
-import { createApp, HttpError } from '../ts/index.js'
+import { createApp, HttpError, RatError } from '../ts/index.js'
 
 const PORT = Number(process.env.PORT ?? 3000)
 const PUB_INTERVAL_MS = Number(process.env.PUB_INTERVAL_MS ?? 100)
 /** Largest /chunked write size accepted, as in every peer: a bigger one is a 400. */
 const MAX_WRITE = 16 << 20
+/**
+ * PUB_INTERVAL_MS=0 through Redis: events published and not yet read back from Redis past
+ * which the publisher waits, so its own reader stays well within the stream's 10,000
+ * entries (what lags further is trimmed).
+ */
+const PUMP_WINDOW = 5000
+/** PUB_INTERVAL_MS=0: events published per turn of the event loop at most. */
+const PUMP_BATCH = 1000
 
 /** Query parameter `name` as a positive integer no larger than `max`, else a 400. */
 function positive(value: string | string[] | undefined, name: string, max = Number.MAX_SAFE_INTEGER): number {
@@ -43,6 +54,7 @@ async function main(): Promise<void> {
       ? { cors: { origin: 'https://app.example' }, auth: [{ prefix: '/hello', bearer: ['bench-token'] }] }
       : {}),
     ...(edge === 'gzip' ? { compression: { encodings: ['gzip'] as Array<'gzip'> } } : {}),
+    ...(process.env.REDIS_URL ? { redis: { url: process.env.REDIS_URL, keyPrefix: process.env.REDIS_KEY_PREFIX ?? 'bench:' } } : {}),
   })
   if (edge === 'hook') {
     app.use('/hello', (req) => {
@@ -53,7 +65,10 @@ async function main(): Promise<void> {
   app.text('/hello', () => 'hello')
   app.ws('/ws/echo', { message: (ws, data, isBinary) => void ws.send(data, isBinary) }, { idleTimeoutMs: 0 })
 
-  const broadcast = app.channel('broadcast', { history: 0 })
+  // Publishing as fast as it can, a subscriber may be handed events faster than the
+  // client reads them for a while: a deeper queue than the default 64 KiB before it
+  // counts as slow (and is closed).
+  const broadcast = app.channel('broadcast', { history: 0, ...(PUB_INTERVAL_MS === 0 ? { highWaterMark: 16 << 20 } : {}) })
   app.sse('/sse/broadcast', broadcast)
   app.ws('/ws/broadcast', broadcast, { idleTimeoutMs: 0 })
   let seq = 0
@@ -68,11 +83,51 @@ async function main(): Promise<void> {
     }
     return out
   }
-  setInterval(() => {
-    // `t` must be a JSON number, and a bigint does not survive JSON.stringify: built by hand.
+  // Publishes refused because the Redis buffer was full (ERR_REDIS): sent again later
+  // with the same seq, so a gap at a subscriber is a lost event.
+  let rejected = 0
+  // `t` must be a JSON number, and a bigint does not survive JSON.stringify: built by hand.
+  const next = () => {
     const t = process.hrtime.bigint()
-    broadcast.publish(pubBytes > 0 ? `{"seq":${seq},"t":${t},"rows":[${rows(seq++)}]}` : `{"seq":${seq++},"t":${t}}`)
-  }, PUB_INTERVAL_MS)
+    return pubBytes > 0 ? `{"seq":${seq},"t":${t},"rows":[${rows(seq)}]}` : `{"seq":${seq},"t":${t}}`
+  }
+  // PUB_INTERVAL_MS=0: once someone subscribes, up to PUMP_BATCH publishes per turn; a
+  // shared channel keeps at most PUMP_WINDOW of them unread by this process's reader.
+  const shared = !!process.env.REDIS_URL
+  const pump = () => {
+    if (broadcast.subscribers === 0) return void setTimeout(pump, 10)
+    let n = PUMP_BATCH
+    if (shared) n = Math.min(n, PUMP_WINDOW - (seq - broadcast.metrics().published))
+    for (let i = 0; i < n; i++) {
+      try {
+        broadcast.publish(next())
+      } catch (err) {
+        if (!(err instanceof RatError && err.code === 'ERR_REDIS')) throw err
+        rejected++
+        break
+      }
+      seq++
+    }
+    if (n > 0) setImmediate(pump)
+    else setTimeout(pump, 1)
+  }
+  if (PUB_INTERVAL_MS === 0) pump()
+  else if (process.env.PUB_ALIGN) {
+    // PUB_ALIGN=1: publish at the multiples of the interval on the wall clock, so that
+    // several processes publish at the same moments (bench/lib/catalog.mjs, rat-engine-split).
+    const tick = () => {
+      broadcast.publish(next())
+      seq++
+      setTimeout(tick, PUB_INTERVAL_MS - (Date.now() % PUB_INTERVAL_MS))
+    }
+    setTimeout(tick, PUB_INTERVAL_MS - (Date.now() % PUB_INTERVAL_MS))
+  } else {
+    setInterval(() => {
+      broadcast.publish(next())
+      seq++
+    }, PUB_INTERVAL_MS)
+  }
+  app.text('/stats', () => JSON.stringify({ published: seq, rejected, at: String(process.hrtime.bigint()) }))
 
   // Validated before the generator starts, so a bad `n` is a 400 rather than a broken stream.
   app.sse('/sse/count', (req) => countEvents(positive(req.query.n, 'n')))

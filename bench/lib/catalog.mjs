@@ -4,6 +4,7 @@
 import { existsSync, readdirSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { execFileSync } from 'node:child_process'
+import { redisServer } from './redis.mjs'
 
 const MiB = 1 << 20
 /** Publish interval for scenarios that do not subscribe: effectively never. */
@@ -11,6 +12,12 @@ const NO_PUBLISH = 3_600_000
 
 /** `RAT_BENCH_TLS=1`: the TLS scenarios and the TLS-only peer (see `scenarios`). */
 const TLS = !!process.env.RAT_BENCH_TLS
+/** `RAT_BENCH_REDIS=1`: the Redis scenarios and our server sharing its channel through Redis. */
+const REDIS = !!process.env.RAT_BENCH_REDIS
+/** The Redis scenarios: each run by our server alone (a local channel) and as a Redis group. */
+const REDIS_SCENARIOS = ['redis-broadcast-10k-100ms', 'redis-publish-rate']
+/** Subscribers of `redis-publish-rate`, each of which must get every event. */
+export const RATE_SUBSCRIBERS = 10
 
 /**
  * Whether `server` runs in `scenario`: a plain scenario needs a plain server (all but
@@ -20,6 +27,7 @@ const TLS = !!process.env.RAT_BENCH_TLS
  */
 export function serves(server, scenario) {
   if (scenario.servers && !scenario.servers.includes(server.name)) return false
+  if (server.scenarios && !server.scenarios.includes(scenario.name)) return false
   return scenario.tls ? (server.tls ?? []).includes(scenario.tls) : server.plain !== false
 }
 
@@ -134,6 +142,37 @@ export function servers({ root, targetDir }) {
               'broadcast-1k-100ms': ['--header', 'accept-encoding: gzip', '--decode', 'gzip'],
             },
             available: () => bunRuns(),
+          },
+        ]
+      : []),
+    // `RAT_BENCH_REDIS=1`: our server with its channel shared through a redis-server of the
+    // run's own, as several processes (the scenario's `cluster`; bench/lib/redis.mjs).
+    ...(REDIS
+      ? [
+          {
+            name: 'rat-engine-redis',
+            label: 'rat-engine, channel through Redis',
+            cmd: [node, '--import', 'tsx', 'examples/bench-server.ts'],
+            cwd: root,
+            group: true,
+            redis: true,
+            scenarios: REDIS_SCENARIOS,
+            available: () => (redisServer() ? null : 'redis-server is not on PATH'),
+          },
+          // The split without Redis: the Redis group's subscriber processes, each publishing
+          // to a local channel of its own at the same moments (PUB_ALIGN: the multiples of
+          // the interval on the wall clock), as an event read from Redis reaches both at once:
+          // what two processes on one core cost by themselves.
+          {
+            name: 'rat-engine-split',
+            label: 'rat-engine, 2 processes, a local channel each',
+            cmd: [node, '--import', 'tsx', 'examples/bench-server.ts'],
+            cwd: root,
+            env: { PUB_ALIGN: '1' },
+            group: true,
+            redis: false,
+            scenarios: ['redis-broadcast-10k-100ms'],
+            available: () => null,
           },
         ]
       : []),
@@ -300,6 +339,46 @@ export function scenarios(opts) {
     },
     idle(10_000),
     ...(TLS ? tlsScenarios : []),
+    ...(REDIS ? redisScenarios(opts) : []),
+  ]
+}
+
+/**
+ * The Redis scenarios, each run by `rat-engine` (one process, a local channel: the same
+ * run's reference) and `rat-engine-redis` (processes sharing the channel through Redis as
+ * `cluster` says; bench/lib/redis.mjs); the 10k one also by `rat-engine-split` (its two
+ * subscriber processes without Redis, each publishing to a local channel). Placement: our subscribers' processes on CPU 0 as
+ * the single server is; redis-server and a separate publisher on CPU 1 with the client.
+ */
+function redisScenarios(opts) {
+  const warmup = Math.max(opts.warmup, (YOUNG_EVENTS * 100) / 1000)
+  return [
+    {
+      name: 'redis-broadcast-10k-100ms',
+      title: '/sse/broadcast, 10,000 subscribers, publish every 100 ms: one process with a local channel, or 2 subscriber processes (5,000 each) and a third publishing, through Redis',
+      pubMs: 100,
+      warmup,
+      servers: ['rat-engine', 'rat-engine-redis', 'rat-engine-split'],
+      cluster: { subscribers: 2, publisher: true },
+      args: ['broadcast', '--connections', 10_000, '--connect-timeout', opts.connectTimeout, '--warmup', warmup, '--duration', opts.duration],
+      metric: 'latency_p99_ms',
+      unit: 'ms',
+      lowerIsBetter: true,
+      per: 'events',
+      subscribers: 10_000,
+    },
+    {
+      name: 'redis-publish-rate',
+      title: `one process publishing as fast as it can, ${RATE_SUBSCRIBERS} subscribers on it that must each get every event: events/s each subscriber received (local channel, or through Redis)`,
+      pubMs: 0,
+      servers: ['rat-engine', 'rat-engine-redis'],
+      cluster: { subscribers: 1, publisher: false },
+      stats: true,
+      args: ['broadcast', '--connections', RATE_SUBSCRIBERS, '--connect-timeout', opts.connectTimeout, '--warmup', opts.warmup, '--duration', opts.duration],
+      metric: 'publishes_per_s',
+      unit: 'events/s',
+      per: 'events',
+    },
   ]
 }
 

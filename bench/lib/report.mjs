@@ -77,6 +77,11 @@ const COLUMNS = [
   ['streams_per_s', 'streams/s', (v) => fmt(v)],
   ['publishes_per_s', 'publishes/s', (v) => fmt(v)],
   ['gaps', 'gaps (max)', null],
+  ['delivery_ratio', 'delivered', (v) => v.toFixed(4)],
+  ['published_per_s', 'published/s', (v) => fmt(v)],
+  ['rejected', 'rejected', (v) => String(v)],
+  ['process_subscribers_min', 'subscribers per process (min)', (v) => fmt(v)],
+  ['process_subscribers_max', 'subscribers per process (max)', (v) => fmt(v)],
   ['connected', 'connected', (v) => fmt(v)],
   ['connect_s', 'connect s', (v) => v.toFixed(2)],
   ['server_cpu_util', 'server CPU', (v) => `${Math.round(v * 100)}%`],
@@ -84,6 +89,7 @@ const COLUMNS = [
   ['rss_peak_mib', 'peak RSS MiB', (v) => v.toFixed(0)],
   ['rss_per_connection_bytes', 'RSS per conn', (v) => fmt(v, 'bytes')],
   ['client_cpu_util', 'client CPU', (v) => `${Math.round(v * 100)}%`],
+  ['redis_cpu_util', 'redis-server CPU', (v) => `${Math.round(v * 100)}%`],
   ['other_cpu_util', 'other load', (v) => `${Math.round(v * 100)}%`],
 ]
 

@@ -11,6 +11,9 @@ const B10K_FAST = 'broadcast-10k-10ms'
 const B10K_TLS = 'broadcast-10k-100ms-tls'
 const B10K_H2 = 'broadcast-10k-100ms-h2'
 const TLS_SCENARIOS = ['hello-tls', B10K_TLS, B10K_H2]
+const R10K = 'redis-broadcast-10k-100ms'
+const RRATE = 'redis-publish-rate'
+const REDIS = 'rat-engine-redis'
 
 /**
  * Each target: what it compares, and `check(get)` returning { measured, ok } or null when a
@@ -91,6 +94,36 @@ function targets(ours, name, fmt) {
         rel(sc, 'server_cpu_us_per_unit', 'bun-2k-gzip', Infinity, { ...gz, lower: true, servers: ['rat-engine-2k-gzip', 'bun-2k-gzip'], peerName: 'Bun.serve, gzip per connection', label: `gzip channel, ${n} @100 ms, 2 KiB events: server CPU per delivered event vs Bun (report only)` }),
       ]
     }),
+    // Issue 26: channels through Redis (RAT_BENCH_REDIS=1), against ours with a local channel.
+    ...[['arrival_p99_ms', 'on arrival', 2], ['latency_p99_ms', 'when the client reads (report only)', Infinity]].map(([key, how, need]) => ({
+      target: `Redis 10k @100 ms over 2 processes: p99 latency ${how} vs the local channel`,
+      gated: R10K,
+      needed: need === Infinity ? null : `≤ local p99 + ${need} ms`,
+      check: (get) => {
+        const [a, b] = [get(R10K, REDIS, key), get(R10K, ours, key)]
+        if (!(a > 0) || !(b > 0)) return null
+        return { measured: `${a - b >= 0 ? '+' : ''}${(a - b).toFixed(1)} ms (${fmt(a)} vs ${fmt(b)} ms)`, ok: a <= b + need }
+      },
+    })),
+    ...[[R10K, 'Redis 10k @100 ms'], [RRATE, 'Redis publish rate']].map(([sc, what]) => ({
+      target: `${what}: gaps (every subscriber got every event)`,
+      gated: sc,
+      needed: '0',
+      check: (get) => {
+        const v = get(sc, REDIS, 'gaps', 'max')
+        return v === undefined ? null : { measured: String(v), ok: v === 0 }
+      },
+    })),
+    {
+      target: 'Redis publish rate: events/s each subscriber received, one process',
+      gated: RRATE,
+      needed: '≥ 100,000',
+      check: (get) => {
+        const v = get(RRATE, REDIS, 'publishes_per_s')
+        return v === undefined ? null : { measured: fmt(v), ok: v >= 100_000 }
+      },
+    },
+    rel(RRATE, 'publishes_per_s', ours, Infinity, { of: REDIS, peerName: 'the local channel', gated: RRATE, label: 'Redis publish rate vs the local channel (report only)' }),
   ]
 }
 

@@ -13,6 +13,7 @@ const USAGE: &str =
     "usage: rat-bench <hello|broadcast|count|chunked|idle|soak|churn|ws-echo|ws-idle|ws-broadcast> [--option value]...
        rat-bench cert <dir>   (writes a self-signed cert.pem and key.pem for localhost)
 common:    --addr 127.0.0.1:3000 --connections N --warmup S --duration S
+           (broadcast, idle: --addr a,b,... spreads the subscribers over them in turn)
            --tls http1|h2 (TLS, any certificate, ALPN asking for that protocol only;
            h2 is for broadcast and idle)
 hello:     --path /hello --expect hello --header 'name: value|name: value'

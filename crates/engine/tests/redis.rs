@@ -1,6 +1,7 @@
 //! Channels shared through a real `redis-server` (started here on a free port): two
 //! engines, publishes on one reaching subscribers of both with Redis's ids, resuming on the
-//! other, and Redis killed and restarted mid-stream. Without `redis-server` on PATH they
+//! other, Redis killed and restarted mid-stream, and a reader that Redis trimmed past
+//! sending `missed`. Without `redis-server` on PATH they
 //! say so in one line and return (libtest counts them as passed; CI has redis-server).
 
 mod support;
@@ -105,8 +106,20 @@ struct Node {
 }
 
 async fn node(url: &str, prefix: &str) -> Node {
-    let hub = RedisHub::new(RedisConfig::new(url).key_prefix(prefix)).unwrap();
-    let channel = Channel::shared("news", ChannelOptions::default(), &hub);
+    node_with(url, prefix, ChannelOptions::default().history, 10_000).await
+}
+
+/// `node` with the channel's `history` and the hub's `stream_len`.
+async fn node_with(url: &str, prefix: &str, history: usize, stream_len: usize) -> Node {
+    let config = RedisConfig::new(url)
+        .key_prefix(prefix)
+        .stream_len(stream_len);
+    let hub = RedisHub::new(config).unwrap();
+    let options = ChannelOptions {
+        history,
+        ..Default::default()
+    };
+    let channel = Channel::shared("news", options, &hub);
     let mut app = App::new();
     let long = RouteOptions {
         long_lived: true,
@@ -277,6 +290,90 @@ async fn redis_killed_and_restarted_mid_stream_loses_nothing_published_after() {
     assert_eq!(got[5].0, id);
     let m = b.hub.metrics();
     assert!(m.connected && m.disconnects >= 1, "{m:?}");
+}
+
+/// Adds events `<name>0..<name>n` to stream `key` in one transaction (so that a reader
+/// gets them in one read), trimmed to exactly `maxlen` entries if given.
+async fn xadd_all(
+    c: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    name: &str,
+    n: usize,
+    maxlen: Option<usize>,
+) {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for i in 0..n {
+        let frame = format!("data: {name}{i}\n\n");
+        match maxlen {
+            Some(len) => pipe.xadd_maxlen(
+                key,
+                redis::streams::StreamMaxlen::Equals(len),
+                "*",
+                &[("f", frame)],
+            ),
+            None => pipe.xadd(key, "*", &[("f", frame)]),
+        };
+    }
+    let _: redis::Value = pipe.query_async(c).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reader_that_redis_trimmed_past_sends_missed_and_forgets_history() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let p = prefix("trimmed");
+    // History 200 (so the stream keeps 200 through this engine's publishes).
+    let a = node_with(&redis.url(), &p, 200, 20).await;
+    let mut on_a = subscribe(&a, None, 0).await;
+    for i in 0..3 {
+        a.channel
+            .publish(Event::new().data(format!("m{i}")))
+            .unwrap();
+    }
+    assert_eq!(read(&mut on_a, 3).await[2].1, "m2");
+    let key = a.hub.key("news");
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    // 100 at once with nothing trimmed: the reader checks, and nothing is missed.
+    xadd_all(&mut c, &key, "kept", 100, None).await;
+    let mut kept = Vec::new();
+    for i in 0..100 {
+        let e = within(Duration::from_secs(10), "an event", on_a.next_event())
+            .await
+            .unwrap()
+            .event;
+        assert_eq!(
+            (e.event_type.as_str(), e.data.as_str()),
+            ("message", &*format!("kept{i}"))
+        );
+        kept.push(e.last_event_id);
+    }
+    // 300 at once, the stream trimmed to its last 100: the reader never sees over0..over199.
+    xadd_all(&mut c, &key, "over", 300, Some(100)).await;
+    let missed = within(Duration::from_secs(10), "missed", on_a.next_event())
+        .await
+        .unwrap()
+        .event;
+    assert_eq!(missed.event_type, "missed", "{missed:?}");
+    let notice: serde_json::Value = serde_json::from_str(&missed.data).unwrap();
+    assert_eq!(notice["lastEventId"], kept[99].as_str());
+    let rest = read(&mut on_a, 100).await;
+    assert_eq!(notice["firstAvailableId"], rest[0].0.as_str());
+    let data: Vec<_> = rest.iter().map(|(_, d)| d.clone()).collect();
+    let want: Vec<_> = (200..300).map(|i| format!("over{i}")).collect();
+    assert_eq!(data, want);
+    // History starts after the gap: a resume from before it gets `missed` too, then the
+    // events after the gap.
+    let mut late = subscribe(&a, Some(&kept[99]), 1).await;
+    let first = within(Duration::from_secs(5), "missed", late.next_event())
+        .await
+        .unwrap()
+        .event;
+    assert_eq!(first.event_type, "missed", "{first:?}");
+    let replayed = read(&mut late, 100).await;
+    assert_eq!(replayed, rest);
 }
 
 #[tokio::test]

@@ -5,8 +5,11 @@
 //! latency on CLOCK_MONOTONIC and sequence gaps per subscriber, and reports delivered
 //! events/s. Latency is taken twice: when the client read the bytes, and when they reached
 //! its socket (the kernel's receive timestamp). Reads are decoded on another thread
-//! (`decode.rs`), so this one only reads and stamps. With `--tls h2` the subscribers are streams, `--streams-per-conn` (100) to each
-//! TLS connection. `idle` only connects N and holds them (draining whatever arrives unparsed), so
+//! (`decode.rs`), so this one only reads and stamps. With `--tls h2` the subscribers are
+//! streams, `--streams-per-conn` (100) to each TLS connection. With several `--addr` (one
+//! server in several processes) subscriber `i` (h2: connection `i`) goes to address
+//! `i mod k`, and the result counts each address's subscribers and events (`per_addr`).
+//! `idle` only connects N and holds them (draining whatever arrives unparsed), so
 //! the runner can read the server's RSS per connection.
 
 use std::cell::{Cell, RefCell};
@@ -41,6 +44,8 @@ struct Shared {
     connect_time: RefCell<Histogram>,
     /// Body bytes read inside the window.
     bytes: Cell<u64>,
+    /// Per address (`--addr a,b`): subscribers connected.
+    per_addr: Vec<Cell<usize>>,
 }
 
 fn bump<T: Copy + std::ops::Add<Output = T>>(c: &Cell<T>, by: T) {
@@ -49,7 +54,7 @@ fn bump<T: Copy + std::ops::Add<Output = T>>(c: &Cell<T>, by: T) {
 
 /// Runs `broadcast` (`parse`) or `idle` (`!parse`) and returns the JSON result.
 pub async fn run(mut args: Args, parse: bool) -> Result<Value, String> {
-    let common = Common::take(&mut args, 1000)?;
+    let common = Common::take_many(&mut args, 1000)?;
     let path: String = args.take("path", "/sse/broadcast".to_owned())?;
     let connect_timeout = Duration::from_secs_f64(args.take("connect-timeout", 60.0)?);
     // Connections in the handshake at once: a polite ramp rather than a SYN flood, so the
@@ -71,6 +76,9 @@ pub async fn run(mut args: Args, parse: bool) -> Result<Value, String> {
     args.finish()?;
 
     let n = common.connections;
+    // The address of subscriber `i`: in turn, by subscriber (HTTP/1.1) or connection (h2).
+    let k = common.addrs.len();
+    let addr_of = move |i: usize| if h2 { (i / per_conn) % k } else { i % k };
     let shared = Rc::new(Shared {
         phase: Cell::default(),
         decode: RefCell::new(parse.then(|| Decode::start(n, decode == "gzip"))),
@@ -81,6 +89,7 @@ pub async fn run(mut args: Args, parse: bool) -> Result<Value, String> {
         last_connected_at: Cell::default(),
         connect_time: RefCell::default(),
         bytes: Cell::default(),
+        per_addr: common.addrs.iter().map(|_| Default::default()).collect(),
     });
     let gate = Rc::new(Semaphore::new(concurrency.max(1)));
     let start = Instant::now();
@@ -89,9 +98,10 @@ pub async fn run(mut args: Args, parse: bool) -> Result<Value, String> {
         let request = Rc::new(h2_request(&path, &headers)?);
         for first in (0..n).step_by(per_conn) {
             let ids = first..(first + per_conn).min(n);
+            let at = addr_of(first);
             let (shared, request, gate) = (shared.clone(), request.clone(), gate.clone());
             tokio::task::spawn_local(async move {
-                h2_subscribers(ids, common, shared, request, &gate, deadline).await
+                h2_subscribers(ids, at, common, shared, request, &gate, deadline).await
             });
         }
     } else {
@@ -99,7 +109,7 @@ pub async fn run(mut args: Args, parse: bool) -> Result<Value, String> {
         for id in 0..n {
             let (shared, request, gate) = (shared.clone(), request.clone(), gate.clone());
             tokio::task::spawn_local(async move {
-                subscriber(id, common, &shared, &request, &gate, deadline).await
+                subscriber(id, addr_of(id), common, &shared, &request, &gate, deadline).await
             });
         }
     }
@@ -139,25 +149,52 @@ pub async fn run(mut args: Args, parse: bool) -> Result<Value, String> {
     // come from the decoding thread once it has decoded everything read in the window.
     let decoded = shared.decode.borrow_mut().take();
     let stats = decoded.map(|mut d| d.finish());
+    let events = stats.as_ref().map(|s| s.events_per_sub());
+    let map = result.as_object_mut().expect("object");
+    map.insert(
+        "per_addr".into(),
+        per_addr(&shared, common, events.as_deref(), &addr_of),
+    );
     if let Some(stats) = stats {
-        result
-            .as_object_mut()
-            .expect("object")
-            .extend(stats.json(connected, elapsed));
+        map.extend(stats.json(connected, elapsed));
     }
     Ok(result)
+}
+
+/// Each address's subscribers connected and (`events`, per subscriber) events received in
+/// the window.
+fn per_addr(
+    s: &Shared,
+    common: Common,
+    events: Option<&[u32]>,
+    addr_of: &dyn Fn(usize) -> usize,
+) -> Value {
+    let mut sum = vec![0u64; common.addrs.len()];
+    for (i, e) in events.unwrap_or_default().iter().enumerate() {
+        sum[addr_of(i)] += u64::from(*e);
+    }
+    let list = common.addrs.iter().enumerate().map(|(a, addr)| {
+        let mut one = json!({ "addr": addr.to_string(), "connected": s.per_addr[a].get() });
+        if events.is_some() {
+            one["events"] = sum[a].into();
+        }
+        one
+    });
+    Value::Array(list.collect())
 }
 
 /// One subscriber's stream, whichever protocol carries it: its head, then its body bytes.
 struct Stream<'a> {
     id: usize,
+    /// Index of its server address.
+    at: usize,
     s: &'a Shared,
     began: Instant,
 }
 
 impl<'a> Stream<'a> {
-    fn new(id: usize, s: &'a Shared, began: Instant) -> Self {
-        Self { id, s, began }
+    fn new(id: usize, at: usize, s: &'a Shared, began: Instant) -> Self {
+        Self { id, at, s, began }
     }
 
     /// The response head arrived; returns whether it is a stream (status 200).
@@ -168,6 +205,7 @@ impl<'a> Stream<'a> {
             return false;
         }
         bump(&s.connected, 1);
+        bump(&s.per_addr[self.at], 1);
         let t = Instant::now();
         s.last_connected_at.set(Some(t));
         s.connect_time
@@ -194,6 +232,7 @@ impl<'a> Stream<'a> {
 /// An HTTP/1.1 subscriber: one connection (plain or TLS) for one stream.
 async fn subscriber(
     id: usize,
+    at: usize,
     common: Common,
     s: &Shared,
     request: &[u8],
@@ -204,16 +243,16 @@ async fn subscriber(
         return;
     };
     let began = Instant::now();
-    let mut conn =
-        match HttpConn::connect_until(common.addr, common.tls, Stamps::On, 8192, deadline).await {
-            Ok(c) => c,
-            Err(_) => return bump(&s.failed, 1),
-        };
+    let conn = HttpConn::connect_until(common.addrs[at], common.tls, Stamps::On, 8192, deadline);
+    let mut conn = match conn.await {
+        Ok(c) => c,
+        Err(_) => return bump(&s.failed, 1),
+    };
     if conn.send(request).await.is_err() {
         return bump(&s.failed, 1);
     }
     let mut permit = Some(permit);
-    let mut stream = Stream::new(id, s, began);
+    let mut stream = Stream::new(id, at, s, began);
     let mut streaming = false;
     // Returns only if the stream ends or breaks: a loss, since the client exits mid-stream.
     let _ = conn
@@ -237,6 +276,7 @@ async fn subscriber(
 /// permit is held for the handshake, as an HTTP/1.1 subscriber holds it until its head.
 async fn h2_subscribers(
     ids: std::ops::Range<usize>,
+    at: usize,
     common: Common,
     s: Rc<Shared>,
     request: Rc<http::Request<()>>,
@@ -248,7 +288,7 @@ async fn h2_subscribers(
     };
     let began = Instant::now();
     let n = ids.len();
-    let Ok(io) = Io::connect_until(common.addr, common.tls, Stamps::On, deadline).await else {
+    let Ok(io) = Io::connect_until(common.addrs[at], common.tls, Stamps::On, deadline).await else {
         return bump(&s.failed, n);
     };
     let arrival = io.arrival();
@@ -269,13 +309,14 @@ async fn h2_subscribers(
         let (s, request, client) = (s.clone(), request.clone(), client.clone());
         let arrival = arrival.clone();
         tokio::task::spawn_local(async move {
-            h2_stream(id, &s, &request, client, arrival, began).await
+            h2_stream(id, at, &s, &request, client, arrival, began).await
         });
     }
 }
 
 async fn h2_stream(
     id: usize,
+    at: usize,
     s: &Shared,
     request: &http::Request<()>,
     client: h2::client::SendRequest<Bytes>,
@@ -297,7 +338,7 @@ async fn h2_stream(
     let Ok(response) = response else {
         return bump(&s.failed, 1); // never got a head
     };
-    let mut stream = Stream::new(id, s, began);
+    let mut stream = Stream::new(id, at, s, began);
     if !stream.head(response.status().as_u16()) {
         return;
     }

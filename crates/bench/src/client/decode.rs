@@ -203,6 +203,11 @@ impl Stats {
         self.arrival.record(arrival.saturating_sub(t));
     }
 
+    /// Events each subscriber received in the window, by subscriber id.
+    pub fn events_per_sub(&self) -> Vec<u32> {
+        self.per_sub.iter().map(|(e, _)| *e).collect()
+    }
+
     /// The event figures of the result, for `connected` subscribers over `elapsed` s.
     pub fn json(&self, connected: usize, elapsed: f64) -> serde_json::Map<String, Value> {
         let events = self.events;

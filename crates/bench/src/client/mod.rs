@@ -63,8 +63,11 @@ impl Args {
 /// The options every scenario has.
 #[derive(Debug, Clone, Copy)]
 pub struct Common {
-    /// Server address.
+    /// Server address (the first of `addrs`).
     pub addr: SocketAddr,
+    /// Every server address (`--addr a,b`: the same server in several processes); the
+    /// scenarios that take more than one spread their connections over them in turn.
+    pub addrs: &'static [SocketAddr],
     /// Concurrent connections (subscribers for the SSE scenarios).
     pub connections: usize,
     /// Unmeasured time before the window.
@@ -76,8 +79,26 @@ pub struct Common {
 }
 
 impl Common {
-    /// Reads `--addr --connections --warmup --duration --tls`.
+    /// Reads `--addr --connections --warmup --duration --tls`, one address.
     pub fn take(args: &mut Args, connections: usize) -> Result<Self, String> {
+        let common = Self::take_many(args, connections)?;
+        match common.addrs.len() {
+            1 => Ok(common),
+            _ => Err("one --addr only (several are for broadcast and idle)".into()),
+        }
+    }
+
+    /// As [`take`](Self::take), with `--addr a,b,...` (comma-separated) allowed.
+    pub fn take_many(args: &mut Args, connections: usize) -> Result<Self, String> {
+        let addrs: String = args.take("addr", "127.0.0.1:3000".to_owned())?;
+        let addrs = addrs
+            .split(',')
+            .map(|a| {
+                a.trim()
+                    .parse::<SocketAddr>()
+                    .map_err(|_| format!("--addr: cannot parse {a:?}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
         let tls: String = args.take("tls", String::new())?;
         let tls = match tls.as_str() {
@@ -85,7 +106,8 @@ impl Common {
             s => Some(&*Box::leak(Box::new(TlsClient::new(Alpn::parse(s)?)?))),
         };
         Ok(Self {
-            addr: args.take("addr", SocketAddr::from(([127, 0, 0, 1], 3000)))?,
+            addr: addrs[0],
+            addrs: Box::leak(addrs.into_boxed_slice()),
             connections: args.take("connections", connections)?.max(1),
             warmup: secs(args.take("warmup", 1.0)?),
             duration: secs(args.take("duration", 10.0)?),

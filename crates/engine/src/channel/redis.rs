@@ -21,7 +21,8 @@
 //!
 //! A stream keeps at least [`RedisConfig::stream_len`] entries (more when a channel's
 //! history is larger), so a reader behind a burst still finds what it has not read; a
-//! reader further behind than that loses the entries Redis trimmed.
+//! reader further behind than that loses the entries Redis trimmed, and its channel's
+//! subscribers get the `missed` event (see [`TRIM_CHECK`]).
 //! When a connection fails while a pipeline is in flight the pipeline is sent again: an
 //! `XADD` Redis applied before the failure is then stored twice (at least once, never lost).
 
@@ -39,6 +40,7 @@ use redis::{AsyncConnectionConfig, RedisError, Value};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::shared::id_after;
 use super::{Channel, Inner};
 use crate::error::{Error, Result};
 
@@ -48,6 +50,10 @@ const MAX_BATCH: usize = 1024;
 const BLOCK: Duration = Duration::from_secs(2);
 /// Events one `XREAD` returns per stream at most.
 const READ_COUNT: usize = 10_000;
+/// Entries one read of a stream returns from which the reader checks that its last id is
+/// still in the stream (else Redis trimmed entries it had not read). A stream trimmed past
+/// a reader holds at least its `MAXLEN` entries after it (Redis trims whole nodes of 100).
+const TRIM_CHECK: usize = 100;
 /// Time allowed to connect, and (publish connection) to answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest pause between reconnection attempts.
@@ -606,21 +612,41 @@ async fn read_once(hub: &Hub, conn: &mut MultiplexedConnection) -> redis::RedisR
         return Ok(());
     };
     for stream in reply.keys {
-        let Some(last) = stream.ids.last().map(|e| e.id.clone()) else {
+        let (Some(first), Some(last)) = (stream.ids.first(), stream.ids.last()) else {
             continue;
         };
-        let weak = {
-            let mut channels = hub.lock_channels();
-            let Some(w) = channels.get_mut(&stream.key) else {
-                continue;
-            };
-            w.last = Some(last);
-            w.ch.clone()
+        let Some((weak, before)) = hub
+            .lock_channels()
+            .get(&stream.key)
+            .map(|w| (w.ch.clone(), w.last.clone()))
+        else {
+            continue;
         };
         let Some(inner) = weak.upgrade() else {
             continue;
         };
         let ch = Channel { inner };
+        let maxlen = hub.stream_len.max(ch.inner.options.history);
+        if let Some(before) = before.filter(|b| b != "0-0") {
+            if stream.ids.len() >= TRIM_CHECK.min(maxlen) {
+                let oldest: StreamRangeReply = redis::cmd("XRANGE")
+                    .arg(&stream.key)
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(conn)
+                    .await?;
+                if oldest.ids.first().is_some_and(|o| id_after(&o.id, &before)) {
+                    tracing::warn!(target: "rat_engine::redis", "the reader of {} fell behind the stream's length: entries after {before} were trimmed before it read them", stream.key);
+                    ch.gap(&before, &first.id);
+                }
+            }
+        }
+        // Once nothing can fail before the entries are handed out.
+        if let Some(w) = hub.lock_channels().get_mut(&stream.key) {
+            w.last = Some(last.id.clone());
+        }
         hub.received.fetch_add(stream.ids.len() as u64, Relaxed);
         for e in &stream.ids {
             if let Some(frame) = frame_of(e) {

@@ -87,6 +87,25 @@ impl Channel {
         self.hand_out(st, frame, true);
     }
 
+    /// Redis trimmed entries from the stream that this process's reader had not read: the
+    /// subscribers get the `missed` event (as a replay from an id older than history does)
+    /// naming the last id handed out and the first one after the gap, and history is
+    /// emptied, so that a resume from an id before the gap also gets `missed` rather than
+    /// skipping it.
+    pub(super) fn gap(&self, last: &str, first: &str) {
+        let mut st = self.lock();
+        if st.closed {
+            return;
+        }
+        st.history.clear();
+        let notice = serde_json::json!({ "lastEventId": last, "firstAvailableId": first });
+        let frame = Event::new()
+            .event("missed")
+            .data(notice.to_string())
+            .encode();
+        self.hand_out(st, frame, false);
+    }
+
     /// A shared channel's history as loaded from Redis (oldest first); then the
     /// subscribers that waited for it are served.
     pub(super) fn loaded(&self, history: Vec<(String, Bytes)>) {
@@ -103,5 +122,29 @@ impl Channel {
         for (stream, last, coding, pos) in waiting {
             self.subscribe_with(&stream, last.as_deref(), coding, pos.as_ref());
         }
+    }
+}
+
+/// Whether Redis stream id `a` (`<ms>-<n>`) is later than `b`; false for ids that do not
+/// parse.
+pub(super) fn id_after(a: &str, b: &str) -> bool {
+    let parse = |id: &str| {
+        let (ms, n) = id.split_once('-')?;
+        Some((ms.parse::<u64>().ok()?, n.parse::<u64>().ok()?))
+    };
+    matches!((parse(a), parse(b)), (Some(a), Some(b)) if a > b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::id_after;
+
+    #[test]
+    fn stream_ids_compare_by_time_then_sequence() {
+        assert!(id_after("1700000000001-0", "1700000000000-9"));
+        assert!(id_after("5-10", "5-9"));
+        assert!(!id_after("5-9", "5-9"));
+        assert!(!id_after("5-9", "5-10"));
+        assert!(!id_after("x", "5-9"));
     }
 }

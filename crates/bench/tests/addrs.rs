@@ -1,0 +1,114 @@
+//! `broadcast --addr a,b`: one server in two processes (here two engines in this process,
+//! each with its own channel and the same publishes) gets the subscribers in turn, and the
+//! result counts each address's subscribers and events; a scenario that talks to one server
+//! refuses several addresses.
+#![cfg(unix)]
+
+mod support;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use rat_engine::{App, Channel, ChannelOptions, Event, Server, ServerConfig, ServerHandle};
+use support::{rat_bench, LONG};
+
+async fn engine(channel: &Channel) -> ServerHandle {
+    let mut app = App::new();
+    app.get("/hello", |_req| async { "hello" }).unwrap();
+    app.route_with(
+        Method::GET,
+        "/sse/broadcast",
+        Arc::new(channel.clone()),
+        LONG,
+    )
+    .unwrap();
+    let config = ServerConfig::default().heartbeat(None);
+    Server::bind("127.0.0.1:0", app, config).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_spreads_subscribers_over_addresses() {
+    let channels = [
+        Channel::new("a", ChannelOptions::default()),
+        Channel::new("b", ChannelOptions::default()),
+    ];
+    let a = engine(&channels[0]).await;
+    let b = engine(&channels[1]).await;
+    let addrs = format!("{},{}", a.local_addr(), b.local_addr());
+    let running = Arc::new(AtomicBool::new(true));
+    let ticker = {
+        let (channels, running) = (channels.clone(), running.clone());
+        tokio::spawn(async move {
+            let mut seq = 0u64;
+            while running.load(SeqCst) {
+                let t = rat_bench::sys::monotonic_ns();
+                for ch in &channels {
+                    let _ = ch.publish(Event::data_only(format!("{{\"seq\":{seq},\"t\":{t}}}")));
+                }
+                seq += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+
+    let args = [
+        "broadcast",
+        "--addr",
+        &addrs,
+        "--connections",
+        "21",
+        "--warmup",
+        "0.5",
+        "--duration",
+        "1.5",
+        "--connect-timeout",
+        "10",
+    ];
+    let args = args.map(String::from);
+    let r = tokio::task::spawn_blocking(move || rat_bench(&args.each_ref().map(String::as_str)))
+        .await
+        .unwrap();
+    running.store(false, SeqCst);
+    ticker.await.unwrap();
+    println!("{r}");
+    assert_eq!(r["connected"], 21, "{r}");
+    assert_eq!(r["gaps"], 0, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    let per = r["per_addr"].as_array().unwrap();
+    assert_eq!(per.len(), 2, "{r}");
+    assert_eq!(per[0]["addr"], a.local_addr().to_string(), "{r}");
+    assert_eq!(per[1]["addr"], b.local_addr().to_string(), "{r}");
+    assert_eq!(
+        (&per[0]["connected"], &per[1]["connected"]),
+        (&11.into(), &10.into()),
+        "{r}"
+    );
+    // Each engine's subscribers got its events: the two together are all of them.
+    let (ea, eb) = (
+        per[0]["events"].as_u64().unwrap(),
+        per[1]["events"].as_u64().unwrap(),
+    );
+    assert!(ea > 0 && eb > 0, "{r}");
+    assert_eq!(ea + eb, r["events"].as_u64().unwrap(), "{r}");
+    // And each engine handed its events to its own subscribers.
+    for (ch, per) in channels.iter().zip(per) {
+        assert!(
+            ch.metrics().delivered >= per["events"].as_u64().unwrap(),
+            "{r}"
+        );
+    }
+
+    let out = Command::new(env!("CARGO_BIN_EXE_rat-bench"))
+        .args(["hello", "--addr", &addrs, "--duration", "0.1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("one --addr only"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
