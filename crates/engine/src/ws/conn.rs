@@ -8,13 +8,13 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message as Wire;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use super::socket::{CloseStatus, Take, WsSender};
-use super::{Inbox, Message, WsOptions};
+use super::{Inbox, Message};
 
 /// How long a closing side waits for the peer's close frame (or for its own to be
 /// written) before dropping the connection.
@@ -53,16 +53,17 @@ fn violation(e: &WsError) -> Option<(u16, &'static str)> {
 /// Serves an upgraded connection until it ends, handing messages to `inbox` (a handler's
 /// channel: reading waits while it is full, which is TCP backpressure).
 pub(crate) async fn serve<S>(
-    ws: WebSocketStream<S>,
+    io: S,
+    config: WebSocketConfig,
     sender: WsSender,
     inbox: Inbox,
-    options: WsOptions,
+    idle: Option<Duration>,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     let (mut sink, mut stream) = ws.split();
-    let idle = options.idle_timeout;
     let end = {
         let reader = async {
             loop {
