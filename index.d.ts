@@ -224,6 +224,8 @@ export declare class WsSocket {
   buffered(): number
   /** True once closing or closed. */
   closed(): boolean
+  /** The client's IP address. */
+  remoteAddress(): string | null
 }
 
 /** A request in the access log, as JS receives it. */

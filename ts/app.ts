@@ -809,14 +809,12 @@ export class App {
   #wsRun(handlers: WsHandlers<string, unknown>, options: NativeWsOptions): Build {
     const accept: Go<undefined> = (c, req) => {
       let socket
-      let remote: string | null = null
       try {
-        remote = c.remoteAddress
         socket = c.acceptWs(options)
       } catch (err) {
         return this.#fail(c, req, err)
       }
-      if (socket !== null) this.#sockets.opened(c.id, socket, remote, handlers, req)
+      if (socket !== null) this.#sockets.opened(c.id, socket, handlers, req)
     }
     return (hooks) =>
       hooks === null

@@ -31,24 +31,27 @@ export interface WsHandlers<P extends string = string, D = unknown> {
 }
 
 const KEY = Symbol('RatWebSocket')
+/** The route's handlers, kept on the socket (one object per socket). */
+const HANDLERS: unique symbol = Symbol('handlers')
 
 /** One WebSocket of a route made with `app.ws()`. */
 export class RatWebSocket<D = unknown> {
   /** Yours: state kept with the socket. */
   data: D = undefined as D
   readonly #native: WsSocket
-  readonly #remote: string | null
+  /** @internal */
+  readonly [HANDLERS]: WsHandlers<string, unknown>
 
   /** @internal */
-  constructor(key: symbol, socket: WsSocket, remoteAddress: string | null) {
+  constructor(key: symbol, socket: WsSocket, handlers: WsHandlers<string, unknown>) {
     if (key !== KEY) throw new RatError('ERR_INVALID_ARGUMENT', 'a RatWebSocket is made by the engine')
     this.#native = socket
-    this.#remote = remoteAddress
+    this[HANDLERS] = handlers
   }
 
   /** The client's IP address. */
   get remoteAddress(): string | null {
-    return this.#remote
+    return this.#native.remoteAddress()
   }
 
   /**
@@ -112,11 +115,6 @@ export function nativeWsOptions(o: WsRouteOptions): NativeWsOptions {
   return { maxPayload, idleTimeoutMs, highWaterMark, maxBufferedBytes }
 }
 
-interface Open {
-  ws: RatWebSocket<unknown>
-  handlers: WsHandlers<string, unknown>
-}
-
 const isThenable = (v: unknown): v is PromiseLike<unknown> =>
   v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as PromiseLike<unknown>).then === 'function'
 
@@ -126,7 +124,7 @@ const isThenable = (v: unknown): v is PromiseLike<unknown> =>
  * promise rejects) closes its socket with 1011 and is logged. @internal
  */
 export class Sockets {
-  readonly #open = new Map<number, Open>()
+  readonly #open = new Map<number, RatWebSocket<unknown>>()
   readonly #logError: (err: unknown, msg: string) => void
 
   constructor(logError: (err: unknown, msg: string) => void) {
@@ -134,9 +132,9 @@ export class Sockets {
   }
 
   /** A socket accepted for request `id`: runs `open`. */
-  opened(id: number, socket: WsSocket, remote: string | null, handlers: WsHandlers<string, unknown>, req: RatRequest<unknown>): void {
-    const ws = new RatWebSocket<unknown>(KEY, socket, remote)
-    this.#open.set(id, { ws, handlers })
+  opened(id: number, socket: WsSocket, handlers: WsHandlers<string, unknown>, req: RatRequest<unknown>): void {
+    const ws = new RatWebSocket<unknown>(KEY, socket, handlers)
+    this.#open.set(id, ws)
     if (handlers.open) this.#run(ws, () => handlers.open!(ws, req as never))
   }
 
@@ -144,9 +142,9 @@ export class Sockets {
   events(events: WsEvent[]): void {
     for (let i = 0; i < events.length; i++) {
       const e = events[i]
-      const o = this.#open.get(e.id)
-      if (!o) continue
-      const { ws, handlers } = o
+      const ws = this.#open.get(e.id)
+      if (!ws) continue
+      const handlers = ws[HANDLERS]
       if (e.kind === 0) {
         if (!handlers.message) continue
         const binary = e.text === null || e.text === undefined
@@ -166,10 +164,10 @@ export class Sockets {
   }
 
   #closed(id: number, code: number, reason: string): void {
-    const o = this.#open.get(id)
-    if (!o) return
+    const ws = this.#open.get(id)
+    if (!ws) return
     this.#open.delete(id)
-    const { ws, handlers } = o
+    const handlers = ws[HANDLERS]
     if (handlers.close) this.#run(ws, () => handlers.close!(ws, code, reason))
   }
 

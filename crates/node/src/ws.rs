@@ -181,6 +181,12 @@ impl WsSocket {
     pub fn closed(&self) -> bool {
         self.sender.is_closed()
     }
+
+    /// The client's IP address.
+    #[napi]
+    pub fn remote_address(&self) -> Option<String> {
+        self.sender.remote_addr().map(|a| a.ip().to_string())
+    }
 }
 
 /// Answers `call` with the upgrade (or the engine's refusal of an invalid one: then
