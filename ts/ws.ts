@@ -1,6 +1,6 @@
 import { nativeChannel, type Channel } from './channel.js'
 import { fromNative, RatError } from './errors.js'
-import type { WsEvent, WsRouteOptions as NativeWsOptions, WsSocket } from './native.js'
+import type { WsRouteOptions as NativeWsOptions, WsSocket } from './native.js'
 import type { RatRequest } from './request.js'
 import type { PathParams } from './types.js'
 
@@ -138,22 +138,30 @@ export class Sockets {
     if (handlers.open) this.#run(ws, () => handlers.open!(ws, req as never))
   }
 
-  /** The events of one dispatch batch, in order. */
-  events(events: WsEvent[]): void {
-    for (let i = 0; i < events.length; i++) {
-      const e = events[i]
-      const ws = this.#open.get(e.id)
+  /**
+   * The events of one dispatch batch, in order, three values each: the socket's id; 0
+   * text, 1 binary, 2 drain, else the close code; the message, 0, or the close reason.
+   */
+  events(events: Array<number | string | Buffer>): void {
+    for (let i = 0; i + 2 < events.length; i += 3) {
+      const id = events[i] as number
+      const kind = events[i + 1] as number
+      const ws = this.#open.get(id)
       if (!ws) continue
       const handlers = ws[HANDLERS]
-      if (e.kind === 0) {
-        if (!handlers.message) continue
-        const binary = e.text === null || e.text === undefined
-        const data = binary ? e.data! : e.text!
-        this.#run(ws, () => handlers.message!(ws, data, binary))
-      } else if (e.kind === 1) {
+      if (kind <= 1) {
+        const message = handlers.message
+        if (!message) continue
+        try {
+          const out = message(ws, events[i + 2] as string | Buffer, kind === 1)
+          if (isThenable(out)) out.then(undefined, (err: unknown) => this.#threw(ws, err))
+        } catch (err) {
+          this.#threw(ws, err)
+        }
+      } else if (kind === 2) {
         if (handlers.drain) this.#run(ws, () => handlers.drain!(ws))
       } else {
-        this.#closed(e.id, e.code ?? 1006, e.reason ?? '')
+        this.#closed(id, kind, events[i + 2] as string)
       }
     }
   }

@@ -89,7 +89,7 @@ impl Engine {
     /// streams whose queue has room again (see `KeptCall.armReady`).
     #[napi(
         constructor,
-        ts_args_type = "options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[], ws: WsEvent[]) => void"
+        ts_args_type = "options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[], ws: Array<number | string | Buffer>) => void"
     )]
     pub fn new(
         options: Option<EngineOptions>,
