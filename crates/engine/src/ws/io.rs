@@ -1,7 +1,8 @@
 //! The upgraded socket as tungstenite reads it: tungstenite keeps a read buffer of
-//! [`READ_BUFFER`] bytes per socket for its life, so each read is made here into a larger
-//! buffer that exists only while it holds bytes tungstenite has not taken yet. An idle
-//! socket keeps no read buffer beyond tungstenite's small one.
+//! [`READ_BUFFER`] bytes per socket for its life, so a read that fills it (more may be
+//! waiting) is followed by one into a larger buffer that exists only while it holds bytes
+//! tungstenite has not taken yet. An idle socket keeps no read buffer beyond
+//! tungstenite's small one, and a poll that finds nothing to read allocates nothing.
 
 use std::io;
 use std::pin::Pin;
@@ -20,6 +21,8 @@ const READ: usize = 8 << 10;
 /// An IO whose reads go through a buffer allocated for a read and freed once emptied.
 pub(crate) struct OnDemand<T> {
     io: T,
+    /// Bytes read and not yet taken; or, empty with room, the large buffer the next read
+    /// goes into (after a read that filled the caller's buffer).
     unread: BytesMut,
 }
 
@@ -40,11 +43,16 @@ impl<T: AsyncRead + Unpin> AsyncRead for OnDemand<T> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.unread.is_empty() {
-            if out.remaining() >= READ {
-                return Pin::new(&mut this.io).poll_read(cx, out);
+            if this.unread.capacity() == 0 || out.remaining() >= READ {
+                let before = out.remaining();
+                ready!(Pin::new(&mut this.io).poll_read(cx, out))?;
+                if before > 0 && out.remaining() == 0 {
+                    this.unread = BytesMut::with_capacity(READ);
+                }
+                return Poll::Ready(Ok(()));
             }
             // Dropped (freed) if nothing is there to read.
-            let mut buf = BytesMut::with_capacity(READ);
+            let mut buf = std::mem::take(&mut this.unread);
             let n = ready!(tokio_util::io::poll_read_buf(
                 Pin::new(&mut this.io),
                 cx,
@@ -105,16 +113,25 @@ mod tests {
         let mut r = OnDemand::new(b);
         let mut got = Vec::new();
         let mut chunk = [0u8; READ_BUFFER];
+        let mut buffered = false;
         loop {
             let n = r.read(&mut chunk).await.unwrap();
             if n == 0 {
                 break;
             }
             got.extend_from_slice(&chunk[..n]);
-            if r.unread.is_empty() {
+            if !r.unread.is_empty() {
+                buffered = true;
+            }
+            if r.unread.is_empty() && n < READ_BUFFER {
                 assert_eq!(r.unread.capacity(), 0, "an emptied buffer is freed");
             }
         }
         assert_eq!(got, data);
+        assert_eq!(r.unread.capacity(), 0, "nothing kept at the end");
+        assert!(
+            buffered,
+            "reads after a full one go through the large buffer"
+        );
     }
 }
