@@ -46,7 +46,7 @@ export declare class Engine {
    * id and the id of each, the ids of streams whose client has gone, and the ids of
    * streams whose queue has room again (see `KeptCall.armReady`).
    */
-  constructor(options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[], ws: WsEvent[]) => void)
+  constructor(options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[], ws: Array<number | string | Buffer>) => void)
   /**
    * A channel of this engine: shared through its Redis unless it has none or
    * `options.redis` is false.
@@ -224,6 +224,8 @@ export declare class WsSocket {
   buffered(): number
   /** True once closing or closed. */
   closed(): boolean
+  /** The client's IP address. */
+  remoteAddress(): string | null
 }
 
 /** A request in the access log, as JS receives it. */
@@ -591,16 +593,6 @@ export interface TlsOptions {
   key: Buffer
   /** The passphrase of an encrypted key. */
   passphrase?: string
-}
-
-/** A socket event as JS receives it: `kind` 0 message, 1 drain, 2 close. */
-export interface WsEvent {
-  id: number
-  kind: number
-  text?: string
-  data?: Buffer
-  code?: number
-  reason?: string
 }
 
 /** A WebSocket route's settings. */

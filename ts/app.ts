@@ -4,7 +4,7 @@ import { fromNative, HttpError, native as call, RatError } from './errors.js'
 import { isIterable, type StreamSource } from './helpers.js'
 import { Call } from './call.js'
 import { nativeWsOptions, Sockets, type WsHandlers, type WsRouteOptions } from './ws.js'
-import type { WsEvent, WsRouteOptions as NativeWsOptions } from './native.js'
+import type { WsRouteOptions as NativeWsOptions } from './native.js'
 import { hooksFor, isUnder, prefixSegments, type Applied, type Hook, type HookEntry } from './hooks.js'
 import { native, type AccessLogEntry, type EngineMetrics, type EngineNote, type NativeEngine } from './native.js'
 import { prometheusText } from './prometheus.js'
@@ -415,7 +415,7 @@ export class App {
   // The one entry from the engine: a batch of new requests, of streams whose queue has
   // room again, and of closed streams. The engine releases the requests that no handler
   // kept (see `Call`) when this returns.
-  #dispatch(seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[], ws: WsEvent[]): void {
+  #dispatch(seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[], ws: Array<number | string | Buffer>): void {
     if (logs.length > 0) this.#accessLog(logs)
     for (let i = 0; i < notes.length; i++) this.#note(notes[i])
     for (let i = 0; i < ready.length; i++) {
@@ -809,14 +809,12 @@ export class App {
   #wsRun(handlers: WsHandlers<string, unknown>, options: NativeWsOptions): Build {
     const accept: Go<undefined> = (c, req) => {
       let socket
-      let remote: string | null = null
       try {
-        remote = c.remoteAddress
         socket = c.acceptWs(options)
       } catch (err) {
         return this.#fail(c, req, err)
       }
-      if (socket !== null) this.#sockets.opened(c.id, socket, remote, handlers, req)
+      if (socket !== null) this.#sockets.opened(c.id, socket, handlers, req)
     }
     return (hooks) =>
       hooks === null

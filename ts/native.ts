@@ -36,4 +36,4 @@ function load(): typeof Native {
 }
 
 export const native: typeof Native = load()
-export type { AccessLogEntry, EngineNote, KeptCall, WsEvent, WsRouteOptions, WsSocket, Channel as NativeChannel, Engine as NativeEngine, EngineMetrics, NativeChannelMetrics } from '../index.js'
+export type { AccessLogEntry, EngineNote, KeptCall, WsRouteOptions, WsSocket, Channel as NativeChannel, Engine as NativeEngine, EngineMetrics, NativeChannelMetrics } from '../index.js'

@@ -1,6 +1,6 @@
 import { nativeChannel, type Channel } from './channel.js'
 import { fromNative, RatError } from './errors.js'
-import type { WsEvent, WsRouteOptions as NativeWsOptions, WsSocket } from './native.js'
+import type { WsRouteOptions as NativeWsOptions, WsSocket } from './native.js'
 import type { RatRequest } from './request.js'
 import type { PathParams } from './types.js'
 
@@ -31,24 +31,27 @@ export interface WsHandlers<P extends string = string, D = unknown> {
 }
 
 const KEY = Symbol('RatWebSocket')
+/** The route's handlers, kept on the socket (one object per socket). */
+const HANDLERS: unique symbol = Symbol('handlers')
 
 /** One WebSocket of a route made with `app.ws()`. */
 export class RatWebSocket<D = unknown> {
   /** Yours: state kept with the socket. */
   data: D = undefined as D
   readonly #native: WsSocket
-  readonly #remote: string | null
+  /** @internal */
+  readonly [HANDLERS]: WsHandlers<string, unknown>
 
   /** @internal */
-  constructor(key: symbol, socket: WsSocket, remoteAddress: string | null) {
+  constructor(key: symbol, socket: WsSocket, handlers: WsHandlers<string, unknown>) {
     if (key !== KEY) throw new RatError('ERR_INVALID_ARGUMENT', 'a RatWebSocket is made by the engine')
     this.#native = socket
-    this.#remote = remoteAddress
+    this[HANDLERS] = handlers
   }
 
   /** The client's IP address. */
   get remoteAddress(): string | null {
-    return this.#remote
+    return this.#native.remoteAddress()
   }
 
   /**
@@ -112,11 +115,6 @@ export function nativeWsOptions(o: WsRouteOptions): NativeWsOptions {
   return { maxPayload, idleTimeoutMs, highWaterMark, maxBufferedBytes }
 }
 
-interface Open {
-  ws: RatWebSocket<unknown>
-  handlers: WsHandlers<string, unknown>
-}
-
 const isThenable = (v: unknown): v is PromiseLike<unknown> =>
   v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as PromiseLike<unknown>).then === 'function'
 
@@ -126,7 +124,7 @@ const isThenable = (v: unknown): v is PromiseLike<unknown> =>
  * promise rejects) closes its socket with 1011 and is logged. @internal
  */
 export class Sockets {
-  readonly #open = new Map<number, Open>()
+  readonly #open = new Map<number, RatWebSocket<unknown>>()
   readonly #logError: (err: unknown, msg: string) => void
 
   constructor(logError: (err: unknown, msg: string) => void) {
@@ -134,28 +132,36 @@ export class Sockets {
   }
 
   /** A socket accepted for request `id`: runs `open`. */
-  opened(id: number, socket: WsSocket, remote: string | null, handlers: WsHandlers<string, unknown>, req: RatRequest<unknown>): void {
-    const ws = new RatWebSocket<unknown>(KEY, socket, remote)
-    this.#open.set(id, { ws, handlers })
+  opened(id: number, socket: WsSocket, handlers: WsHandlers<string, unknown>, req: RatRequest<unknown>): void {
+    const ws = new RatWebSocket<unknown>(KEY, socket, handlers)
+    this.#open.set(id, ws)
     if (handlers.open) this.#run(ws, () => handlers.open!(ws, req as never))
   }
 
-  /** The events of one dispatch batch, in order. */
-  events(events: WsEvent[]): void {
-    for (let i = 0; i < events.length; i++) {
-      const e = events[i]
-      const o = this.#open.get(e.id)
-      if (!o) continue
-      const { ws, handlers } = o
-      if (e.kind === 0) {
-        if (!handlers.message) continue
-        const binary = e.text === null || e.text === undefined
-        const data = binary ? e.data! : e.text!
-        this.#run(ws, () => handlers.message!(ws, data, binary))
-      } else if (e.kind === 1) {
+  /**
+   * The events of one dispatch batch, in order, three values each: the socket's id; 0
+   * text, 1 binary, 2 drain, else the close code; the message, 0, or the close reason.
+   */
+  events(events: Array<number | string | Buffer>): void {
+    for (let i = 0; i + 2 < events.length; i += 3) {
+      const id = events[i] as number
+      const kind = events[i + 1] as number
+      const ws = this.#open.get(id)
+      if (!ws) continue
+      const handlers = ws[HANDLERS]
+      if (kind <= 1) {
+        const message = handlers.message
+        if (!message) continue
+        try {
+          const out = message(ws, events[i + 2] as string | Buffer, kind === 1)
+          if (isThenable(out)) out.then(undefined, (err: unknown) => this.#threw(ws, err))
+        } catch (err) {
+          this.#threw(ws, err)
+        }
+      } else if (kind === 2) {
         if (handlers.drain) this.#run(ws, () => handlers.drain!(ws))
       } else {
-        this.#closed(e.id, e.code ?? 1006, e.reason ?? '')
+        this.#closed(id, kind, events[i + 2] as string)
       }
     }
   }
@@ -166,10 +172,10 @@ export class Sockets {
   }
 
   #closed(id: number, code: number, reason: string): void {
-    const o = this.#open.get(id)
-    if (!o) return
+    const ws = this.#open.get(id)
+    if (!ws) return
     this.#open.delete(id)
-    const { ws, handlers } = o
+    const handlers = ws[HANDLERS]
     if (handlers.close) this.#run(ws, () => handlers.close!(ws, code, reason))
   }
 

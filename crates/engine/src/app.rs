@@ -182,18 +182,34 @@ impl App {
     }
 
     /// A WebSocket route whose sockets receive `channel`'s events as text frames (each
-    /// event's data). Messages from clients are ignored.
+    /// event's data). Messages from clients are read and dropped; no task runs per socket
+    /// beyond its connection.
     ///
     /// # Errors
     /// See [`Router::insert`].
     pub fn ws_channel(&mut self, path: &str, channel: crate::Channel) -> Result<&mut Self> {
-        self.ws(path, move |_req, mut ws: crate::ws::WebSocket| {
-            let channel = channel.clone();
-            async move {
-                ws.sender().subscribe(&channel);
-                while ws.recv().await.is_some() {}
-            }
-        })
+        let options = crate::ws::WsOptions::default();
+        self.ws_channel_route_with(path, channel, options, RouteOptions::default())
+    }
+
+    /// [`ws_channel`](Self::ws_channel) with WebSocket and route options.
+    ///
+    /// # Errors
+    /// See [`Router::insert`].
+    pub fn ws_channel_route_with(
+        &mut self,
+        path: &str,
+        channel: crate::Channel,
+        options: crate::ws::WsOptions,
+        route: RouteOptions,
+    ) -> Result<&mut Self> {
+        let handler = crate::ws::channel_handler(channel, options);
+        let route = RouteOptions {
+            stream: true,
+            compress: crate::compress::RouteCompression::Off,
+            ..route
+        };
+        self.route_with(Method::GET, path, Arc::new(handler), route)
     }
 
     /// Adds a GET route (HEAD is answered by it too, without a body).

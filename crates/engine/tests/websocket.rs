@@ -605,3 +605,44 @@ async fn a_keep_alive_connection_served_on_the_direct_path_then_upgrades() {
     );
     server.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_socket_that_receives_nothing_for_the_idle_timeout_is_closed_with_1001() {
+    let mut app = App::new();
+    let options = WsOptions {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..WsOptions::default()
+    };
+    app.ws_with(
+        "/echo",
+        |_req, mut ws: rat_engine::ws::WebSocket| async move {
+            while let Some(m) = ws.recv().await {
+                ws.sender().send(m);
+            }
+        },
+        options,
+    )
+    .unwrap();
+    let server = serve(app).await;
+    let mut ws = connect(server.local_addr(), "/echo").await;
+    // Messages 200 ms apart keep it open past the timeout.
+    for i in 0..3 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        ws.send(Wire::text(format!("m{i}"))).await.unwrap();
+        assert_eq!(next(&mut ws).await, Wire::text(format!("m{i}")));
+    }
+    let quiet = tokio::time::Instant::now();
+    match next(&mut ws).await {
+        Wire::Close(Some(f)) => {
+            assert_eq!(u16::from(f.code), 1001);
+            assert_eq!(f.reason.as_str(), "idle timeout");
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    let waited = quiet.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250),
+        "closed {waited:?} after the last message"
+    );
+    server.shutdown(Duration::from_secs(1)).await;
+}

@@ -158,7 +158,7 @@ pub(crate) enum Item {
 
 /// The JS dispatch function's signature: `(seq: number, routeIds: number[], ids: number[],
 /// closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[],
-/// ws: WsEvent[]) => void`;
+/// ws: (number | string | Buffer)[]) => void` (`ws`: see [`crate::ws::push_event`]);
 /// `routeIds[i]` and
 /// `ids[i]` are the route and the id of request `i` of batch `seq` (plain arrays, so JS does
 /// not make a native call per request to learn them).
@@ -170,7 +170,7 @@ pub(crate) type DispatchArgs = FnArgs<(
     Vec<u32>,
     Vec<AccessLogEntry>,
     Vec<EngineNote>,
-    Vec<crate::ws::WsEvent>,
+    Vec<crate::ws::WsValue>,
 )>;
 
 /// Something other than a request for JS: an engine warning for the logger, or a CORS
@@ -318,7 +318,7 @@ impl Dispatcher {
                             Item::Ready(id) => ready.push(id),
                             Item::Log(e) => logs.push(AccessLogEntry::from(*e)),
                             Item::Note(n) => notes.push(*n),
-                            Item::Ws(id, n) => ws.push(crate::ws::WsEvent::from_notice(id, n)),
+                            Item::Ws(id, n) => crate::ws::push_event(&mut ws, id, n),
                         }
                     }
                 });

@@ -89,7 +89,7 @@ impl Engine {
     /// streams whose queue has room again (see `KeptCall.armReady`).
     #[napi(
         constructor,
-        ts_args_type = "options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[], ws: WsEvent[]) => void"
+        ts_args_type = "options: EngineOptions | undefined | null, dispatch: (seq: number, routeIds: number[], ids: number[], closed: number[], ready: number[], logs: AccessLogEntry[], notes: EngineNote[], ws: Array<number | string | Buffer>) => void"
     )]
     pub fn new(
         options: Option<EngineOptions>,
@@ -236,20 +236,13 @@ impl Engine {
     ) -> Result<()> {
         let ch = channel.inner().clone();
         let ws = ws.unwrap_or_default().to_engine()?;
-        let mut options = match options {
+        let options = match options {
             Some(o) => o.to_engine(&self.dispatcher).map_err(to_js_error)?,
             None => rat_engine::RouteOptions::default(),
         };
-        options.stream = true;
         self.with_app(|app| {
-            let handler = move |_req: Request, mut socket: rat_engine::ws::WebSocket| {
-                let ch = ch.clone();
-                async move {
-                    socket.sender().subscribe(&ch);
-                    while socket.recv().await.is_some() {}
-                }
-            };
-            app.ws_route_with(&path, handler, ws, options).map(|_| ())
+            app.ws_channel_route_with(&path, ch, ws, options)
+                .map(|_| ())
         })
     }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use napi::bindgen_prelude::{Buffer, Either3};
 use napi_derive::napi;
 use rat_engine::ws::{self, Message, WsOptions, WsSender};
 use rat_engine::QueueLimits;
@@ -74,38 +75,31 @@ pub(crate) enum WsNotice {
     Closed(u16, String),
 }
 
-/// A socket event as JS receives it: `kind` 0 message, 1 drain, 2 close.
-#[napi(object)]
-pub struct WsEvent {
-    pub id: u32,
-    pub kind: u32,
-    pub text: Option<String>,
-    pub data: Option<napi::bindgen_prelude::Buffer>,
-    pub code: Option<u32>,
-    pub reason: Option<String>,
-}
+/// One value of the flat socket-event array JS receives: see [`push_event`].
+pub(crate) type WsValue = Either3<u32, String, Buffer>;
 
-impl WsEvent {
-    pub(crate) fn from_notice(id: u32, n: WsNotice) -> Self {
-        let mut e = WsEvent {
-            id,
-            kind: 0,
-            text: None,
-            data: None,
-            code: None,
-            reason: None,
-        };
-        match n {
-            WsNotice::Message(Message::Text(t)) => e.text = Some(t),
-            WsNotice::Message(Message::Binary(b)) => e.data = Some(b.to_vec().into()),
-            WsNotice::Drain => e.kind = 1,
-            WsNotice::Closed(code, reason) => {
-                e.kind = 2;
-                e.code = Some(u32::from(code));
-                e.reason = Some(reason);
-            }
+/// Appends a socket event to `out` as three values: the socket's id; `0` text, `1` binary,
+/// `2` drain or else the close code; then the message (a string or a Buffer), `0` for a
+/// drain, or the close reason. One array per batch, no object per event.
+pub(crate) fn push_event(out: &mut Vec<WsValue>, id: u32, n: WsNotice) {
+    out.push(Either3::A(id));
+    match n {
+        WsNotice::Message(Message::Text(t)) => {
+            out.push(Either3::A(0));
+            out.push(Either3::B(t));
         }
-        e
+        WsNotice::Message(Message::Binary(b)) => {
+            out.push(Either3::A(1));
+            out.push(Either3::C(b.to_vec().into()));
+        }
+        WsNotice::Drain => {
+            out.push(Either3::A(2));
+            out.push(Either3::A(0));
+        }
+        WsNotice::Closed(code, reason) => {
+            out.push(Either3::A(u32::from(code)));
+            out.push(Either3::B(reason));
+        }
     }
 }
 
@@ -180,6 +174,12 @@ impl WsSocket {
     #[napi]
     pub fn closed(&self) -> bool {
         self.sender.is_closed()
+    }
+
+    /// The client's IP address.
+    #[napi]
+    pub fn remote_address(&self) -> Option<String> {
+        self.sender.remote_addr().map(|a| a.ip().to_string())
     }
 }
 

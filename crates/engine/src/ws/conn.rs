@@ -1,24 +1,37 @@
 //! A WebSocket connection after the upgrade: reads frames (tungstenite answers pings and
 //! checks the protocol), hands messages to the handler, writes the socket's queue, and
 //! ends with a close handshake or a cut.
+//!
+//! The connection is one small state machine polled by its task ([`Conn::poll`]): the
+//! tungstenite stream unsplit, the batch being written, and a timer only when the route
+//! has an idle timeout, so an idle socket's task holds little.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message as Wire;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use super::socket::{CloseStatus, Take, WsSender};
-use super::{Inbox, Message, WsOptions};
+use super::{Inbox, Message};
 
 /// How long a closing side waits for the peer's close frame (or for its own to be
 /// written) before dropping the connection.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Messages read (or batches written) per poll before the task yields to others.
+const BUDGET: usize = 64;
 
 enum End {
     /// The peer sent a close frame (tungstenite queued the reply).
@@ -50,82 +63,190 @@ fn violation(e: &WsError) -> Option<(u16, &'static str)> {
     }
 }
 
+type Reserve = Pin<Box<dyn Future<Output = Option<mpsc::OwnedPermit<Message>>> + Send>>;
+
+/// The connection's state between polls.
+struct Conn<'a, S> {
+    ws: &'a mut WebSocketStream<S>,
+    sender: &'a WsSender,
+    inbox: &'a Inbox,
+    /// Messages taken from the queue and not yet given to tungstenite.
+    batch: VecDeque<Wire>,
+    /// Bytes of the messages taken and not yet flushed.
+    bytes: usize,
+    /// Messages were given to tungstenite since the last flush.
+    fed: bool,
+    /// A close frame was given to tungstenite: its code and reason.
+    close: Option<(u16, String)>,
+    /// A message waiting for room in a full handler channel (allocated only then).
+    waiting: Option<(Message, Reserve)>,
+    /// When something last arrived (kept only with an idle timeout).
+    last_read: Option<Instant>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
+    /// Writes what is queued; `Ready` when the connection ends.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        for _ in 0..BUDGET {
+            if self.batch.is_empty() && !self.fed {
+                match self.sender.poll_take(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Take::Cut) => return Poll::Ready(End::Cut),
+                    Poll::Ready(Take::Write(batch, bytes)) => {
+                        self.batch = batch;
+                        self.bytes = bytes;
+                    }
+                }
+            } else if self.sender.poll_cut(cx).is_ready() {
+                // A client that does not read, with a write blocked.
+                return Poll::Ready(End::Cut);
+            }
+            while !self.batch.is_empty() {
+                match Pin::new(&mut *self.ws).poll_ready(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(_)) => return Poll::Ready(End::Gone),
+                    Poll::Ready(Ok(())) => {}
+                }
+                let Some(m) = self.batch.pop_front() else {
+                    break;
+                };
+                if let Wire::Close(Some(f)) = &m {
+                    self.close = Some((u16::from(f.code), f.reason.to_string()));
+                }
+                if Pin::new(&mut *self.ws).start_send(m).is_err() {
+                    return Poll::Ready(End::Gone);
+                }
+                self.fed = true;
+            }
+            // Nothing kept while idle.
+            self.batch = VecDeque::new();
+            match Pin::new(&mut *self.ws).poll_flush(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(End::Gone),
+                Poll::Ready(Ok(())) => {}
+            }
+            self.fed = false;
+            self.sender.written(std::mem::take(&mut self.bytes));
+            if let Some((code, reason)) = self.close.take() {
+                return Poll::Ready(End::SentClose(code, reason));
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Reads messages and hands them on; `Ready` when the connection ends.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        let mut read = false;
+        let end = self.read_some(cx, &mut read);
+        if read {
+            if let Some(last) = &mut self.last_read {
+                *last = Instant::now();
+            }
+        }
+        end
+    }
+
+    fn read_some(&mut self, cx: &mut Context<'_>, read: &mut bool) -> Poll<End> {
+        for _ in 0..BUDGET {
+            if let Some((_, reserve)) = &mut self.waiting {
+                let permit = match reserve.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(p) => p,
+                };
+                if let Some((msg, _)) = self.waiting.take() {
+                    // A handler that stopped receiving does not stop the connection.
+                    if let Some(p) = permit {
+                        p.send(msg);
+                    }
+                }
+            }
+            let msg = match Pin::new(&mut *self.ws).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(End::Gone),
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(match violation(&e) {
+                        Some((code, why)) => End::Violation(code, why),
+                        None => End::Gone,
+                    })
+                }
+                Poll::Ready(Some(Ok(m))) => m,
+            };
+            *read = true;
+            let msg = match msg {
+                Wire::Text(t) => Message::Text(t.as_str().to_owned()),
+                Wire::Binary(b) => Message::Binary(b),
+                Wire::Close(frame) => return Poll::Ready(End::PeerClosed(frame)),
+                Wire::Ping(_) | Wire::Pong(_) | Wire::Frame(_) => continue,
+            };
+            match self.inbox {
+                Inbox::Callback(f) => f(msg),
+                Inbox::Channel(tx) => match tx.try_send(msg) {
+                    Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    Err(mpsc::error::TrySendError::Full(msg)) => {
+                        let tx = tx.clone();
+                        let reserve: Reserve =
+                            Box::pin(async move { tx.reserve_owned().await.ok() });
+                        self.waiting = Some((msg, reserve));
+                    }
+                },
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
 /// Serves an upgraded connection until it ends, handing messages to `inbox` (a handler's
 /// channel: reading waits while it is full, which is TCP backpressure).
 pub(crate) async fn serve<S>(
-    ws: WebSocketStream<S>,
+    io: S,
+    config: WebSocketConfig,
     sender: WsSender,
     inbox: Inbox,
-    options: WsOptions,
+    idle: Option<Duration>,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut sink, mut stream) = ws.split();
-    let idle = options.idle_timeout;
+    let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     let end = {
-        let reader = async {
-            loop {
-                let next = match idle {
-                    Some(t) => match tokio::time::timeout(t, stream.next()).await {
-                        Ok(n) => n,
-                        Err(_) => return End::Idle,
-                    },
-                    None => stream.next().await,
-                };
-                let msg = match next {
-                    None => return End::Gone,
-                    Some(Err(e)) => match violation(&e) {
-                        Some((code, why)) => return End::Violation(code, why),
-                        None => return End::Gone,
-                    },
-                    Some(Ok(m)) => m,
-                };
-                let msg = match msg {
-                    Wire::Text(t) => Message::Text(t.as_str().to_owned()),
-                    Wire::Binary(b) => Message::Binary(b),
-                    Wire::Close(frame) => return End::PeerClosed(frame),
-                    Wire::Ping(_) | Wire::Pong(_) | Wire::Frame(_) => continue,
-                };
-                match &inbox {
-                    // A handler that stopped receiving does not stop the connection.
-                    Inbox::Channel(tx) => {
-                        let _ = tx.send(msg).await;
+        let mut stop = std::pin::pin!(shutdown.cancelled());
+        // Allocated only for a route with an idle timeout.
+        let mut timer: Option<Pin<Box<Sleep>>> = idle.map(|t| Box::pin(tokio::time::sleep(t)));
+        let mut conn = Conn {
+            ws: &mut ws,
+            sender: &sender,
+            inbox: &inbox,
+            batch: VecDeque::new(),
+            bytes: 0,
+            fed: false,
+            close: None,
+            waiting: None,
+            last_read: idle.map(|_| Instant::now()),
+        };
+        std::future::poll_fn(|cx| {
+            if stop.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(End::Shutdown);
+            }
+            if let Poll::Ready(end) = conn.poll_write(cx) {
+                return Poll::Ready(end);
+            }
+            if let Poll::Ready(end) = conn.poll_read(cx) {
+                return Poll::Ready(end);
+            }
+            if let (Some(sleep), Some(t), Some(last)) = (&mut timer, idle, conn.last_read) {
+                while sleep.as_mut().poll(cx).is_ready() {
+                    let due = last + t;
+                    if due <= Instant::now() {
+                        return Poll::Ready(End::Idle);
                     }
-                    Inbox::Callback(f) => f(msg),
+                    sleep.as_mut().reset(due);
                 }
             }
-        };
-        let writer = async {
-            loop {
-                let (batch, bytes) = match sender.take().await {
-                    Take::Cut => return End::Cut,
-                    Take::Write(batch, bytes) => (batch, bytes),
-                };
-                let mut close = None;
-                for m in batch {
-                    if let Wire::Close(Some(f)) = &m {
-                        close = Some((u16::from(f.code), f.reason.to_string()));
-                    }
-                    if sink.feed(m).await.is_err() {
-                        return End::Gone;
-                    }
-                }
-                if sink.flush().await.is_err() {
-                    return End::Gone;
-                }
-                sender.written(bytes);
-                if let Some((code, reason)) = close {
-                    return End::SentClose(code, reason);
-                }
-            }
-        };
-        tokio::select! {
-            e = reader => e,
-            e = writer => e,
-            _ = sender.cut() => End::Cut,
-            _ = shutdown.cancelled() => End::Shutdown,
-        }
+            Poll::Pending
+        })
+        .await
     };
     let status = |code: u16, reason: &str| CloseStatus {
         code,
@@ -134,28 +255,28 @@ pub(crate) async fn serve<S>(
     let ended = match end {
         End::PeerClosed(frame) => {
             // tungstenite queued the echo of the peer's close frame: write it.
-            let _ = tokio::time::timeout(CLOSE_WAIT, sink.flush()).await;
+            let _ = tokio::time::timeout(CLOSE_WAIT, ws.flush()).await;
             match frame {
                 Some(f) => status(u16::from(f.code), &f.reason),
                 None => status(1005, ""),
             }
         }
         End::Violation(code, why) => {
-            close_with(&mut sink, code, why).await;
+            close_with(&mut ws, code, why).await;
             status(code, why)
         }
         End::Idle => {
-            close_with(&mut sink, 1001, "idle timeout").await;
-            await_close(&mut stream).await;
+            close_with(&mut ws, 1001, "idle timeout").await;
+            await_close(&mut ws).await;
             status(1001, "idle timeout")
         }
         End::Shutdown => {
-            close_with(&mut sink, 1001, "server shutting down").await;
-            await_close(&mut stream).await;
+            close_with(&mut ws, 1001, "server shutting down").await;
+            await_close(&mut ws).await;
             status(1001, "server shutting down")
         }
         End::SentClose(code, reason) => {
-            await_close(&mut stream).await;
+            await_close(&mut ws).await;
             status(code, &reason)
         }
         End::Cut => status(1006, "send queue over its limit"),
@@ -164,28 +285,25 @@ pub(crate) async fn serve<S>(
     sender.finish(ended);
 }
 
-async fn close_with<S>(
-    sink: &mut futures_util::stream::SplitSink<WebSocketStream<S>, Wire>,
-    code: u16,
-    reason: &str,
-) where
+async fn close_with<S>(ws: &mut WebSocketStream<S>, code: u16, reason: &str)
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let frame = CloseFrame {
         code: CloseCode::from(code),
         reason: reason.to_string().into(),
     };
-    let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(Wire::Close(Some(frame)))).await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, ws.send(Wire::Close(Some(frame)))).await;
 }
 
 /// Reads (and drops) what the peer still sends until its close frame, the end of the
 /// connection or `CLOSE_WAIT`.
-async fn await_close<S>(stream: &mut futures_util::stream::SplitStream<WebSocketStream<S>>)
+async fn await_close<S>(ws: &mut WebSocketStream<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let _ = tokio::time::timeout(CLOSE_WAIT, async {
-        while let Some(Ok(m)) = stream.next().await {
+        while let Some(Ok(m)) = ws.next().await {
             if matches!(m, Wire::Close(_)) {
                 // tungstenite writes nothing more after the peer's reply.
                 break;

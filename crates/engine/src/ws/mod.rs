@@ -23,6 +23,7 @@
 //! it queued.
 
 mod conn;
+mod io;
 mod socket;
 
 use std::future::Future;
@@ -35,8 +36,7 @@ use futures_util::FutureExt;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 pub use socket::{CloseStatus, WsSender};
@@ -113,6 +113,8 @@ pub(crate) enum Start {
         on_message: Box<dyn Fn(Message) + Send + Sync>,
         on_close: Box<dyn FnOnce(CloseStatus) + Send>,
     },
+    /// A channel's subscriber: messages from the client are read and dropped.
+    Channel(crate::Channel),
 }
 
 /// Where the connection hands received messages.
@@ -294,7 +296,7 @@ pub(crate) fn spawn_upgrade(
     tokio::spawn(async move {
         let _held = held;
         let io = match on_upgrade.await {
-            Ok(io) => hyper_util::rt::TokioIo::new(io),
+            Ok(io) => io::OnDemand::new(hyper_util::rt::TokioIo::new(io)),
             Err(_) => {
                 // The handler still runs (or is told), and finds the socket closed.
                 let gone = CloseStatus {
@@ -308,6 +310,7 @@ pub(crate) fn spawn_upgrade(
                         f(sender.clone(), WebSocket { sender, rx });
                     }
                     Start::Callbacks { on_close, .. } => on_close(gone),
+                    Start::Channel(_) => {}
                 }
                 return;
             }
@@ -315,10 +318,9 @@ pub(crate) fn spawn_upgrade(
         let mut config = WebSocketConfig::default();
         config.max_message_size = Some(options.max_payload);
         config.max_frame_size = Some(options.max_payload);
-        config.read_buffer_size = 4096;
+        config.read_buffer_size = io::READ_BUFFER;
         config.write_buffer_size = 64 << 10;
-        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        match start {
+        let (inbox, on_close) = match start {
             Start::Handler(f) => {
                 let (tx, rx) = mpsc::channel(INBOX);
                 let socket = WebSocket {
@@ -326,21 +328,44 @@ pub(crate) fn spawn_upgrade(
                     rx,
                 };
                 f(sender.clone(), socket);
-                conn::serve(ws, sender, Inbox::Channel(tx), options, shutdown).await;
+                (Inbox::Channel(tx), None)
             }
             Start::Callbacks {
                 on_message,
                 on_close,
-            } => {
-                let s = sender.clone();
-                conn::serve(ws, sender, Inbox::Callback(on_message), options, shutdown).await;
-                on_close(s.close_status().unwrap_or(CloseStatus {
-                    code: 1006,
-                    reason: String::new(),
-                }));
+            } => (Inbox::Callback(on_message), Some(on_close)),
+            Start::Channel(channel) => {
+                sender.subscribe(&channel);
+                (Inbox::Callback(Box::new(|_| {})), None)
             }
+        };
+        let s = sender.clone();
+        conn::serve(io, config, sender, inbox, options.idle_timeout, shutdown).await;
+        if let Some(on_close) = on_close {
+            on_close(s.close_status().unwrap_or(CloseStatus {
+                code: 1006,
+                reason: String::new(),
+            }));
         }
     });
+}
+
+/// The HTTP handler of a route whose sockets receive `channel`'s events (no task of its
+/// own per socket; what clients send is dropped).
+pub(crate) fn channel_handler(
+    channel: crate::Channel,
+    options: WsOptions,
+) -> impl Fn(Request) -> std::future::Ready<Response> + Send + Sync + 'static {
+    move |req: Request| {
+        let start = Start::Channel(channel.clone());
+        std::future::ready(answer(
+            req.headers(),
+            req.version(),
+            req.remote_addr(),
+            options.clone(),
+            start,
+        ))
+    }
 }
 
 /// A WebSocket handler: any `async fn(Request, WebSocket)`.

@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -51,10 +54,9 @@ struct State {
 
 pub(crate) struct Socket {
     state: Mutex<State>,
-    /// Wakes the connection's writer.
-    wake: Notify,
-    /// Tells the connection the queue passed its hard limit (while it may be writing).
-    cut: Notify,
+    /// Wakes the connection's task: something to write, or the queue passed its hard
+    /// limit (while it may be writing).
+    wake: AtomicWaker,
     /// Wakes [`WsSender::drained`] and [`WsSender::closed`] waiters.
     drained: Notify,
     limits: QueueLimits,
@@ -85,7 +87,7 @@ impl std::fmt::Debug for WsSender {
 /// What the connection's writer takes at once.
 pub(crate) enum Take {
     /// Messages to write, and their bytes.
-    Write(Vec<Wire>, usize),
+    Write(VecDeque<Wire>, usize),
     /// The queue passed its hard limit: cut the connection.
     Cut,
 }
@@ -113,8 +115,7 @@ impl WsSender {
                     closed_with: None,
                     channels: Vec::new(),
                 }),
-                wake: Notify::new(),
-                cut: Notify::new(),
+                wake: AtomicWaker::new(),
                 drained: Notify::new(),
                 limits,
                 remote,
@@ -166,8 +167,7 @@ impl WsSender {
             st.cut = true;
             st.queue.clear();
             drop(st);
-            self.socket.wake.notify_one();
-            self.socket.cut.notify_one();
+            self.socket.wake.wake();
             return false;
         }
         let below = st.bytes < self.socket.limits.high_water_mark;
@@ -177,7 +177,7 @@ impl WsSender {
         let first = st.queue.len() == 1;
         drop(st);
         if first {
-            self.socket.wake.notify_one();
+            self.socket.wake.wake();
         }
         below
     }
@@ -207,7 +207,7 @@ impl WsSender {
         st.bytes += wire_len(&m);
         st.queue.push_back(m);
         drop(st);
-        self.socket.wake.notify_one();
+        self.socket.wake.wake();
     }
 
     /// Closes normally (1000) after the messages already queued.
@@ -292,30 +292,29 @@ impl WsSender {
             .unwrap_or_else(|p| p.into_inner()) = Some(hook);
     }
 
-    /// The writer waits for messages (or a cut).
-    pub(crate) async fn take(&self) -> Take {
-        loop {
-            {
-                let mut st = self.lock();
-                if st.cut {
-                    return Take::Cut;
-                }
-                if !st.queue.is_empty() {
-                    let bytes = st.queue.iter().map(wire_len).sum();
-                    return Take::Write(st.queue.drain(..).collect(), bytes);
-                }
-            }
-            self.socket.wake.notified().await;
+    /// The connection's task takes everything queued, or learns of a cut; `Pending` (and
+    /// woken later) when neither.
+    pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Take> {
+        self.socket.wake.register(cx.waker());
+        let mut st = self.lock();
+        if st.cut {
+            return Poll::Ready(Take::Cut);
         }
+        if st.queue.is_empty() {
+            return Poll::Pending;
+        }
+        let bytes = st.queue.iter().map(wire_len).sum();
+        Poll::Ready(Take::Write(std::mem::take(&mut st.queue), bytes))
     }
 
-    /// Resolves when the queue passes its hard limit.
-    pub(crate) async fn cut(&self) {
-        loop {
-            if self.lock().cut {
-                return;
-            }
-            self.socket.cut.notified().await;
+    /// `Ready` once the queue has passed its hard limit; else the task is woken when it
+    /// does.
+    pub(crate) fn poll_cut(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.socket.wake.register(cx.waker());
+        if self.lock().cut {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
     }
 

@@ -1,0 +1,137 @@
+//! Heap held by idle WebSockets: a counting allocator measures the bytes a server keeps
+//! per open, idle socket (the clients are raw sockets, which allocate nothing).
+
+// The counting allocator is the one unsafe item here: GlobalAlloc is an unsafe trait.
+#![allow(unsafe_code)]
+
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rat_engine::ws::{self, WsOptions};
+use rat_engine::{App, Channel, ChannelOptions, Request};
+use support::serve;
+
+/// Heap an idle socket may keep on the server: its connection task, tungstenite's state
+/// and small read buffer, the send queue (no read or write buffer while idle).
+const LIMIT: isize = 2700;
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Relaxed);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Relaxed);
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as isize - layout.size() as isize, Relaxed);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Upgrades a blocking socket by hand (no heap: the head is read into a stack buffer).
+fn upgrade(addr: SocketAddr, path: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET ").unwrap();
+    s.write_all(path.as_bytes()).unwrap();
+    s.write_all(
+        b" HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = [0u8; 512];
+    let mut n = 0;
+    while !head[..n].ends_with(b"\r\n\r\n") {
+        assert!(n < head.len(), "a 101 head too long");
+        let got = s.read(&mut head[n..n + 1]).unwrap();
+        assert_eq!(got, 1, "the connection ended before the 101 head");
+        n += 1;
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "not a 101");
+    s
+}
+
+/// Heap bytes the server keeps per idle socket on `path`, over `n` sockets; `open()`
+/// counts the sockets the server has open.
+async fn held_per_socket(
+    addr: SocketAddr,
+    path: &'static str,
+    n: usize,
+    open: impl Fn() -> usize,
+) -> isize {
+    let settle = || tokio::time::sleep(Duration::from_millis(300));
+    // One socket first, so that what the first one initialises is not counted.
+    let warm = tokio::task::spawn_blocking(move || upgrade(addr, path))
+        .await
+        .unwrap();
+    settle().await;
+    let mut socks = Vec::with_capacity(n);
+    let before = LIVE.load(Relaxed);
+    let socks = tokio::task::spawn_blocking(move || {
+        for _ in 0..n {
+            socks.push(upgrade(addr, path));
+        }
+        socks
+    })
+    .await
+    .unwrap();
+    settle().await;
+    assert_eq!(open(), n + 1, "every socket on {path} is open");
+    let held = (LIVE.load(Relaxed) - before) / n as isize;
+    drop((warm, socks));
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_socket_holds_little_heap() {
+    let news = Channel::new("news", ChannelOptions::default());
+    let opened = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(AtomicUsize::new(0));
+    let (o, c) = (opened.clone(), closed.clone());
+    let mut app = App::new();
+    app.get("/cb", move |req: Request| {
+        o.fetch_add(1, Relaxed);
+        let c = c.clone();
+        async move {
+            let options = WsOptions {
+                idle_timeout: None,
+                ..WsOptions::default()
+            };
+            ws::accept_with_callbacks(
+                req.headers(),
+                req.version(),
+                req.remote_addr(),
+                options,
+                |_| {},
+                move |_| {
+                    c.fetch_add(1, Relaxed);
+                },
+            )
+        }
+    })
+    .unwrap();
+    app.ws_channel("/news", news.clone()).unwrap();
+    let server = serve(app).await;
+    let addr = server.local_addr();
+    let open = || opened.load(Relaxed) - closed.load(Relaxed);
+    let cb = held_per_socket(addr, "/cb", 500, open).await;
+    let sub = held_per_socket(addr, "/news", 500, || news.subscribers()).await;
+    eprintln!("heap per idle socket: callbacks {cb} B, channel subscriber {sub} B");
+    assert!(cb <= LIMIT, "{cb} B per idle socket with callbacks");
+    assert!(sub <= LIMIT, "{sub} B per idle channel subscriber");
+}
