@@ -98,7 +98,7 @@ impl Drop for Redis {
     }
 }
 
-/// An engine serving the shared channel `news` at `/events`.
+/// An engine serving the shared channel `news` at `/events` (SSE) and `/ws` (WebSocket).
 struct Node {
     server: ServerHandle,
     channel: Channel,
@@ -127,6 +127,7 @@ async fn node_with(url: &str, prefix: &str, history: usize, stream_len: usize) -
     };
     app.route_with(Method::GET, "/events", Arc::new(channel.clone()), long)
         .unwrap();
+    app.ws_channel("/ws", channel.clone()).unwrap();
     let config = ServerConfig::default().redis(hub.clone());
     let server = Server::bind("127.0.0.1:0", app, config).await.unwrap();
     Node {
@@ -203,6 +204,54 @@ async fn a_publish_on_one_engine_reaches_both_in_order_with_equal_ids() {
     let m = a.hub.metrics();
     assert!(m.connected && m.sent == 50 && m.queued == 0, "{m:?}");
     assert_eq!(b.hub.metrics().received, 50);
+}
+
+#[tokio::test]
+async fn websocket_subscribers_of_a_shared_channel_get_its_events_in_order() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let p = prefix("ws");
+    let (a, b) = (node(&redis.url(), &p).await, node(&redis.url(), &p).await);
+    // An SSE subscriber is served once B has read the stream's history from Redis: from
+    // then on B's reader hands out every new entry.
+    let mut sse = subscribe(&b, None, 0).await;
+    let url = format!("ws://{}/ws", b.server.local_addr());
+    let (mut ws, _) = within(
+        Duration::from_secs(10),
+        "the upgrade",
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .expect("upgrade");
+    let ch = b.channel.clone();
+    eventually(Duration::from_secs(5), "the socket to subscribe", || {
+        ch.subscribers() > 1
+    })
+    .await;
+    for i in 0..20 {
+        a.channel
+            .publish(Event::new().event("e").data(format!("m{i}\nline")))
+            .unwrap();
+    }
+    for i in 0..20 {
+        let m = within(Duration::from_secs(10), "a message", ws.next())
+            .await
+            .expect("a message, not the end")
+            .expect("a message, not an error");
+        assert_eq!(m, Message::text(format!("m{i}\nline")));
+    }
+    let over_sse: Vec<String> = read(&mut sse, 20)
+        .await
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(
+        over_sse,
+        (0..20).map(|i| format!("m{i}\nline")).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]

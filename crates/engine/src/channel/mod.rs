@@ -298,14 +298,7 @@ impl Channel {
             }
         };
         let frame = event.encode();
-        if !st.ws.is_empty() {
-            // One buffer for every socket: each queues a reference to it.
-            let text = Utf8Bytes::from(event.get_data().unwrap_or("").to_string());
-            st.ws.retain(|s| {
-                s.send_shared(text.clone());
-                !s.is_closed()
-            });
-        }
+        send_ws(&mut st, || event.get_data().unwrap_or("").to_string());
         st.history.expire();
         st.history.push(id.clone(), frame.clone());
         self.inner.counters.published.fetch_add(1, Relaxed);
@@ -699,3 +692,17 @@ impl crate::app::Handler for Channel {
 mod races;
 #[cfg(test)]
 mod tests;
+
+/// Sends an event's data to the channel's WebSocket subscribers as one text frame they all
+/// share (each queues a reference to one buffer), and forgets the closed ones. `data` is
+/// only made when there is a subscriber.
+fn send_ws(st: &mut State, data: impl FnOnce() -> String) {
+    if st.ws.is_empty() {
+        return;
+    }
+    let text = Utf8Bytes::from(data());
+    st.ws.retain(|s| {
+        s.send_shared(text.clone());
+        !s.is_closed()
+    });
+}

@@ -75,12 +75,14 @@ impl Channel {
         Ok(event.encode())
     }
 
-    /// A shared channel's event read back from Redis: into history and out to subscribers.
+    /// A shared channel's event read back from Redis: into history and out to subscribers
+    /// (SSE and WebSocket).
     pub(super) fn deliver(&self, id: &str, frame: Bytes) {
         let mut st = self.lock();
         if st.closed {
             return;
         }
+        super::send_ws(&mut st, || crate::stream::sse::data_of(&frame));
         st.history.expire();
         st.history.push(id.to_string(), frame.clone());
         self.inner.counters.published.fetch_add(1, Relaxed);

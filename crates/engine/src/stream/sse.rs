@@ -166,6 +166,24 @@ pub(crate) fn encode_data_into(buf: &mut BytesMut, data: &str) {
     buf.put_u8(b'\n');
 }
 
+/// The data of an encoded event frame, as an EventSource dispatches it: its `data` lines
+/// joined with LF (empty when it has none).
+pub(crate) fn data_of(frame: &[u8]) -> String {
+    let mut out = Vec::new();
+    let mut first = true;
+    for line in frame.split(|&b| b == b'\n') {
+        if let Some(value) = line.strip_prefix(b"data:") {
+            if !first {
+                out.push(b'\n');
+            }
+            first = false;
+            out.extend_from_slice(value.strip_prefix(b" ").unwrap_or(value));
+        }
+    }
+    // The frame was encoded from a `String`, and lines split on ASCII bytes.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 fn itoa(n: u64) -> String {
     n.to_string()
 }
@@ -513,6 +531,25 @@ impl<E: std::fmt::Display> SseItem for std::result::Result<Event, E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_of_a_frame_is_what_an_eventsource_dispatches() {
+        for (event, data) in [
+            (Event::new().data("plain"), "plain"),
+            (
+                Event::new().event("e").id("7").unwrap().data("a\r\nb\rc\n"),
+                "a\nb\nc\n",
+            ),
+            (
+                Event::new().comment("data: not this").data(" lead"),
+                " lead",
+            ),
+            (Event::new().event("ping"), ""),
+            (Event::new().data("é€😀"), "é€😀"),
+        ] {
+            assert_eq!(data_of(&event.encode()), data, "{event:?}");
+        }
+    }
 
     fn enc(e: Event) -> String {
         String::from_utf8(e.encode().to_vec()).unwrap()
