@@ -26,8 +26,8 @@ pub struct Tcp {
 }
 
 impl Tcp {
-    /// The arrival time of the last read's bytes (CLOCK_MONOTONIC ns), or 0 when stamps
-    /// are off or none came.
+    /// Where the arrival of the last read's bytes is kept (CLOCK_MONOTONIC ns; 0 when that
+    /// read brought no stamp), or None when stamps are off.
     pub fn arrival(&self) -> &Option<Arc<AtomicU64>> {
         &self.arrival
     }
