@@ -11,7 +11,7 @@ import { createLogTail } from '../examples/log-tail.js'
 import { createStreamingDemo } from '../examples/streaming-demo.js'
 import { createUploadProgress } from '../examples/upload-progress.js'
 import selfsigned from 'selfsigned'
-import { createApp, html, sseEvent, type App } from '../ts/index.js'
+import { createApp, html, type App } from '../ts/index.js'
 import { findBrowser } from './support/browser.js'
 
 const SHOTS = join(__dirname, '..', 'test-output', 'screenshots')
@@ -253,10 +253,13 @@ test('compression: EventSource decodes gzip, br and zstd streams live, a channel
     const news = app.channel('news')
     app.get('/', () => html('<!doctype html><title>compressed</title>'))
     app.get('/rows', () => Array.from({ length: 100 }, (_, i) => ({ id: i, name: `row ${i}` })))
-    app.sse('/ticks', async function* () {
+    app.sse('/ticks', async (_req, stream) => {
+      // The head and a first coded piece go out at once, so every event below is measured
+      // on an open stream (not the browser's first connection to the page's origin).
+      stream.comment('open')
       for (let i = 0; i < 4; i++) {
-        if (i > 0) await new Promise((r) => setTimeout(r, 300))
-        yield sseEvent({ i, sentMs: Date.now(), pad: 'y'.repeat(200) })
+        await new Promise((r) => setTimeout(r, 300))
+        stream.send({ i, sentMs: Date.now(), pad: 'y'.repeat(200) })
       }
       // The page closes the EventSource once it has all four.
       await new Promise((r) => setTimeout(r, 5000))
