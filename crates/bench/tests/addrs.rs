@@ -7,26 +7,15 @@
 mod support;
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::Arc;
-use std::time::Duration;
 
-use http::Method;
-use rat_engine::{App, Channel, ChannelOptions, Event, Server, ServerConfig, ServerHandle};
-use support::{rat_bench, LONG};
+use rat_engine::{Channel, ChannelOptions, Server, ServerConfig, ServerHandle};
+use support::{bench_app, rat_bench, Ticker};
 
 async fn engine(channel: &Channel) -> ServerHandle {
-    let mut app = App::new();
-    app.get("/hello", |_req| async { "hello" }).unwrap();
-    app.route_with(
-        Method::GET,
-        "/sse/broadcast",
-        Arc::new(channel.clone()),
-        LONG,
-    )
-    .unwrap();
     let config = ServerConfig::default().heartbeat(None);
-    Server::bind("127.0.0.1:0", app, config).await.unwrap()
+    Server::bind("127.0.0.1:0", bench_app(channel), config)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,21 +27,7 @@ async fn broadcast_spreads_subscribers_over_addresses() {
     let a = engine(&channels[0]).await;
     let b = engine(&channels[1]).await;
     let addrs = format!("{},{}", a.local_addr(), b.local_addr());
-    let running = Arc::new(AtomicBool::new(true));
-    let ticker = {
-        let (channels, running) = (channels.clone(), running.clone());
-        tokio::spawn(async move {
-            let mut seq = 0u64;
-            while running.load(SeqCst) {
-                let t = rat_bench::sys::monotonic_ns();
-                for ch in &channels {
-                    let _ = ch.publish(Event::data_only(format!("{{\"seq\":{seq},\"t\":{t}}}")));
-                }
-                seq += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
+    let ticker = Ticker::start(channels.to_vec());
 
     let args = [
         "broadcast",
@@ -71,8 +46,7 @@ async fn broadcast_spreads_subscribers_over_addresses() {
     let r = tokio::task::spawn_blocking(move || rat_bench(&args.each_ref().map(String::as_str)))
         .await
         .unwrap();
-    running.store(false, SeqCst);
-    ticker.await.unwrap();
+    ticker.stop().await;
     println!("{r}");
     assert_eq!(r["connected"], 21, "{r}");
     assert_eq!(r["gaps"], 0, "{r}");

@@ -7,14 +7,11 @@
 mod support;
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::Arc;
 use std::time::Duration;
 
-use http::Method;
-use rat_engine::{App, Channel, ChannelOptions, Event, Server, ServerConfig, TlsConfig};
+use rat_engine::{Channel, ChannelOptions, Server, ServerConfig, TlsConfig};
 use serde_json::Value;
-use support::{rat_bench, LONG};
+use support::{bench_app, rat_bench, Ticker};
 
 /// Runs rat-bench off the test's runtime (it blocks until the child exits).
 async fn run(args: Vec<String>) -> Value {
@@ -48,31 +45,12 @@ async fn hello_and_broadcast_over_tls_http1_and_h2() {
     let tls = TlsConfig::from_pem(&cert, &key, None).unwrap();
 
     let channel = Channel::new("broadcast", ChannelOptions::default());
-    let mut app = App::new();
-    app.get("/hello", |_req| async { "hello" }).unwrap();
-    app.route_with(
-        Method::GET,
-        "/sse/broadcast",
-        Arc::new(channel.clone()),
-        LONG,
-    )
-    .unwrap();
     let config = ServerConfig::default().heartbeat(None).tls(tls);
-    let server = Server::bind("127.0.0.1:0", app, config).await.unwrap();
+    let server = Server::bind("127.0.0.1:0", bench_app(&channel), config)
+        .await
+        .unwrap();
     let addr = server.local_addr().to_string();
-    let running = Arc::new(AtomicBool::new(true));
-    let ticker = {
-        let (channel, running) = (channel.clone(), running.clone());
-        tokio::spawn(async move {
-            let mut seq = 0u64;
-            while running.load(SeqCst) {
-                let t = rat_bench::sys::monotonic_ns();
-                let _ = channel.publish(Event::data_only(format!("{{\"seq\":{seq},\"t\":{t}}}")));
-                seq += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
+    let ticker = Ticker::start(vec![channel.clone()]);
 
     let hello = run(args(&[
         "hello",
@@ -149,7 +127,6 @@ async fn hello_and_broadcast_over_tls_http1_and_h2() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls h2"));
 
-    running.store(false, SeqCst);
-    ticker.await.unwrap();
+    ticker.stop().await;
     server.shutdown(Duration::from_secs(1)).await;
 }
