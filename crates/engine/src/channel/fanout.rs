@@ -212,6 +212,51 @@ pub(super) struct Tally {
     pub(super) metrics: Option<Arc<Metrics>>,
 }
 
+impl Tally {
+    /// Counts a chunk of `events` events queued under the policy; whether the subscriber
+    /// is gone.
+    fn pushed(&mut self, pushed: Pushed, events: u64) -> bool {
+        match pushed {
+            Pushed::Queued => self.delivered += events,
+            Pushed::DroppedOldest(n) => {
+                self.delivered += events;
+                self.dropped += n;
+            }
+            Pushed::ClosedFull => {
+                self.closed_slow += 1;
+                return true;
+            }
+            Pushed::Closed => return true,
+        }
+        false
+    }
+}
+
+/// `owed` (in the subscriber's coding, with its trailer part) followed by `id_frame`
+/// coded the same way, as one piece.
+fn with_id_frame(
+    owed: &[u8],
+    owed_part: Option<&CrcPart>,
+    id_frame: Option<Bytes>,
+    coding: Option<Coding>,
+) -> crate::error::Result<(Bytes, Option<CrcPart>)> {
+    let Some(id_frame) = id_frame else {
+        return Ok((Bytes::copy_from_slice(owed), owed_part.copied()));
+    };
+    let (coded, part) = match coding {
+        None => (id_frame, None),
+        Some(c) => (c.compress(&id_frame)?, Some(CrcPart::of(&id_frame))),
+    };
+    let mut piece = bytes::BytesMut::with_capacity(owed.len() + coded.len());
+    piece.extend_from_slice(owed);
+    piece.extend_from_slice(&coded);
+    let part = match (owed_part, part) {
+        (Some(a), Some(b)) => Some(a.then(b)),
+        (a, b) => a.copied().or(b),
+    };
+    Ok((piece.freeze(), part))
+}
+
 /// Gives the subscribers in `slots` what they were not given yet of `joined` (compressed,
 /// for a subscriber with a coding): straight to the socket when `through` and nothing waits
 /// in the subscriber's queue, else queued frame by frame under the slow-client policy.
@@ -279,51 +324,65 @@ pub(super) fn serve(
                 }
             }
         };
-        let mut gone = false;
-        let direct = if through {
-            sub.stream.push_through(owed, owed_part)
-        } else {
-            None
-        };
-        match direct {
-            Some(Pushed::Closed | Pushed::ClosedFull) => gone = true,
-            Some(_) => {
-                tally.delivered += joined.marks[first].events_from;
-                tally.bytes_through += owed.len() as u64;
-            }
+        let gone = match &sub.pos {
             None => {
-                for (i, m) in joined.marks.iter().enumerate().skip(first) {
-                    let (bytes, part) = frame(i);
-                    match sub.stream.push_with_policy(bytes, drop_oldest, part) {
-                        Pushed::Queued => tally.delivered += u64::from(m.is_event),
-                        Pushed::DroppedOldest(n) => {
-                            tally.delivered += u64::from(m.is_event);
-                            tally.dropped += n;
+                let direct = if through {
+                    sub.stream.push_through(owed, owed_part)
+                } else {
+                    None
+                };
+                match direct {
+                    Some(Pushed::Closed | Pushed::ClosedFull) => true,
+                    Some(_) => {
+                        tally.delivered += joined.marks[first].events_from;
+                        tally.bytes_through += owed.len() as u64;
+                        false
+                    }
+                    None => {
+                        let mut gone = false;
+                        for (i, m) in joined.marks.iter().enumerate().skip(first) {
+                            let (bytes, part) = frame(i);
+                            let pushed = sub.stream.push_with_policy(bytes, drop_oldest, part);
+                            if tally.pushed(pushed, u64::from(m.is_event)) {
+                                gone = true;
+                                break;
+                            }
                         }
-                        Pushed::ClosedFull => {
-                            tally.closed_slow += 1;
-                            gone = true;
-                            break;
-                        }
-                        Pushed::Closed => {
-                            gone = true;
-                            break;
-                        }
+                        gone
                     }
                 }
             }
-        }
-        if let (false, Some((positions, slot))) = (gone, &sub.pos) {
-            // The stream's last id names its position in every channel it reads.
-            let last = joined.marks[first..].iter().rev().find(|m| m.is_event);
-            if let Some(m) = last {
+            Some((positions, slot)) => {
+                // The owed frames and the id frame naming the stream's position in every
+                // channel go as one chunk (see `positions`), under the policy as a whole.
+                let last = joined.marks[first..].iter().rev().find(|m| m.is_event);
+                let event = last.map(|m| &joined.bytes[m.start..m.end]);
                 let (stream, coding) = (&sub.stream, sub.coding);
-                let event = &joined.bytes[m.start..m.end];
-                gone = !positions.advance(*slot, event, |f| {
-                    super::push_replay(stream, coding, f).is_ok()
-                });
+                positions.advance(*slot, event, |id_frame| {
+                    let (bytes, part) = match with_id_frame(owed, owed_part, id_frame, coding) {
+                        Ok(piece) => piece,
+                        Err(e) => {
+                            stream.abort(e.to_string());
+                            return true;
+                        }
+                    };
+                    let events = joined.marks[first].events_from;
+                    if through {
+                        match stream.push_through(&bytes, part.as_ref()) {
+                            Some(Pushed::Closed | Pushed::ClosedFull) => return true,
+                            Some(_) => {
+                                tally.delivered += events;
+                                tally.bytes_through += bytes.len() as u64;
+                                return false;
+                            }
+                            None => {}
+                        }
+                    }
+                    let pushed = stream.push_with_policy(bytes, drop_oldest, part.as_ref());
+                    tally.pushed(pushed, events)
+                })
             }
-        }
+        };
         if gone {
             subs.remove(key, None);
         }

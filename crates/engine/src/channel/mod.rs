@@ -457,6 +457,7 @@ impl Channel {
             replayed: 0,
             missed: false,
         };
+        let mut replay = Bytes::new();
         if let Some(last) = last_event_id {
             // A position naming no event: the channel had none when the stream subscribed.
             let resume = match (pos, last) {
@@ -480,8 +481,17 @@ impl Channel {
                 }
             };
             // Replay ignores the high-water mark: history is bounded, and the client asked
-            // for exactly these events. Compressed, it is one piece.
+            // for exactly these events. Compressed, it is one piece; for a stream with
+            // positions, one chunk with the id frame after it (queued below).
             match coding {
+                _ if pos.is_some() => {
+                    let mut all = bytes::BytesMut::new();
+                    for e in entries {
+                        all.extend_from_slice(&e.frame);
+                        out.replayed += 1;
+                    }
+                    replay = all.freeze();
+                }
                 None => {
                     for e in entries {
                         if stream.push_unbounded(e.frame.clone(), None).is_err() {
@@ -501,11 +511,6 @@ impl Channel {
                     }
                 }
             }
-            self.inner
-                .counters
-                .replayed
-                .fetch_add(out.replayed as u64, Relaxed);
-            stream.count_events(out.replayed as u64);
         }
         if st.fan.runtime.is_none() {
             st.fan.runtime = tokio::runtime::Handle::try_current().ok();
@@ -513,11 +518,21 @@ impl Channel {
         let sent = st.seq;
         let pos = pos.map(|p| {
             let at = st.history.newest_id().unwrap_or_default().to_string();
-            let slot = p.add(self.name(), at, |f| {
-                let _ = push_replay(stream, coding, f);
+            let (slot, queued) = p.add(self.name(), at, |f| {
+                let mut chunk = bytes::BytesMut::from(&replay[..]);
+                chunk.extend_from_slice(f.as_deref().unwrap_or_default());
+                chunk.is_empty() || push_replay(stream, coding, chunk.freeze()).is_ok()
             });
+            if !queued {
+                out.replayed = 0;
+            }
             (p.clone(), slot)
         });
+        self.inner
+            .counters
+            .replayed
+            .fetch_add(out.replayed as u64, Relaxed);
+        stream.count_events(out.replayed as u64);
         let key = st.subs.insert(stream.clone(), sent, coding, pos);
         let queue = stream.queue_addr();
         drop(st);

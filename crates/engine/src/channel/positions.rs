@@ -10,12 +10,12 @@
 //! each channel resumes after its own position. An empty position means the channel had no
 //! event when the stream subscribed: it resumes with all of its history.
 //!
-//! A position is advanced after the piece with that event was queued, and the id frame is
-//! made and queued under the positions' lock, so the last one queued names the newest
-//! position in every channel and never an event the stream was not given: no gap, no
-//! repeat. A last id without the `@` (a plain id: the client left between an event and its
-//! id frame, or the stream read one channel when it left) resumes every channel from that
-//! id, as for a stream with one channel.
+//! A channel's piece and the id frame after it are queued as one chunk, made and queued
+//! under the positions' lock: the stream cannot end between them, and the last id frame
+//! queued names the newest position in every channel and never an event the stream was
+//! not given: no gap, no repeat. A last id without the `@` (a plain id: the connection was
+//! cut inside such a chunk, or the stream read one channel when it left) resumes every
+//! channel from that id, as for a stream with one channel.
 
 use std::sync::{Arc, Mutex};
 
@@ -80,36 +80,42 @@ impl Positions {
         }
     }
 
-    /// Adds channel `name` at position `at`; returns its slot. When the stream now has
-    /// several channels, `queue` is given the id frame naming every position.
-    pub(super) fn add(&self, name: &str, at: String, queue: impl FnOnce(Bytes)) -> usize {
+    /// Adds channel `name` at position `at`; returns its slot and what `queue` returned.
+    /// `queue` is called under the lock with the id frame naming every position when the
+    /// stream now has several channels, to queue it after the replay in one chunk.
+    pub(super) fn add<R>(
+        &self,
+        name: &str,
+        at: String,
+        queue: impl FnOnce(Option<Bytes>) -> R,
+    ) -> (usize, R) {
         let mut st = self.lock();
         st.channels.push((name.into(), at));
-        if let Some(f) = frame(&st.channels) {
-            queue(f);
-        }
-        st.channels.len() - 1
+        let r = queue(frame(&st.channels));
+        (st.channels.len() - 1, r)
     }
 
-    /// Moves the channel in `slot` to the event whose frame is `event`; when the stream has
-    /// several channels, `queue` is given the id frame (under the lock: see the module doc)
-    /// and its answer returned.
-    pub(super) fn advance(
+    /// Moves the channel in `slot` to `event`, the last event of a piece (none: the piece
+    /// has no event), and calls `queue` under the lock with the id frame to queue in one
+    /// chunk after that piece when the stream has several channels (see the module doc).
+    /// The position moves whatever `queue` does: a stream that could not take the piece
+    /// is gone.
+    pub(super) fn advance<R>(
         &self,
         slot: usize,
-        event: &[u8],
-        queue: impl FnOnce(Bytes) -> bool,
-    ) -> bool {
-        let Some(id) = event_id(event) else {
-            return true;
-        };
+        event: Option<&[u8]>,
+        queue: impl FnOnce(Option<Bytes>) -> R,
+    ) -> R {
         let mut st = self.lock();
-        let Some(entry) = st.channels.get_mut(slot) else {
-            return true;
+        let moved = match (event.and_then(event_id), st.channels.get_mut(slot)) {
+            (Some(id), Some(entry)) => {
+                entry.1.clear();
+                entry.1.push_str(id);
+                true
+            }
+            _ => false,
         };
-        entry.1.clear();
-        entry.1.push_str(id);
-        frame(&st.channels).map_or(true, queue)
+        queue(if moved { frame(&st.channels) } else { None })
     }
 
     /// The last id frame's value (for tests and diagnostics).
@@ -151,14 +157,14 @@ mod tests {
     fn a_position_per_channel_round_trips_through_the_last_event_id() {
         let p = Positions::new(None);
         let mut queued = Vec::new();
-        assert_eq!(p.add("news", "7".into(), |f| queued.push(f)), 0);
+        assert_eq!(p.add("news", "7".into(), |f| queued.extend(f)).0, 0);
         assert!(queued.is_empty(), "one channel: its own ids suffice");
-        assert_eq!(p.add("a=b&c", String::new(), |f| queued.push(f)), 1);
-        let ok = p.advance(1, b"event: x\nid: 12-0\ndata: id: no\n\n", |f| {
-            queued.push(f);
-            true
+        assert_eq!(p.add("a=b&c", String::new(), |f| queued.extend(f)).0, 1);
+        p.advance(1, Some(b"event: x\nid: 12-0\ndata: id: no\n\n"), |f| {
+            queued.extend(f)
         });
-        assert!(ok);
+        p.advance(1, Some(b"data: no id\n\n"), |f| assert_eq!(f, None));
+        p.advance(0, None, |f| assert_eq!(f, None));
         assert_eq!(
             queued,
             [

@@ -531,3 +531,46 @@ fn a_stream_on_two_channels_resumes_each_after_its_own_position() {
         .collect();
     assert_eq!(data, ["a3", "b2"], "{text}");
 }
+
+#[test]
+fn a_stream_on_two_channels_ending_during_a_publish_never_holds_an_event_without_its_position() {
+    // The handler ends the stream while a channel hands it an event: what the client got
+    // ends with the id frame naming both positions, whenever the end lands.
+    let (a, b) = (
+        Channel::new("a", ChannelOptions::default()),
+        Channel::new("b", ChannelOptions::default()),
+    );
+    b.publish(Event::data_only("b0")).unwrap();
+    let started = std::time::Instant::now();
+    let mut given = 0;
+    for round in 0..3000 {
+        if started.elapsed() > std::time::Duration::from_secs(10) {
+            break;
+        }
+        let (tx, mut body) = subscriber(QueueLimits::default());
+        let p = Positions::new(None);
+        a.subscribe_at(&tx, &p);
+        b.subscribe_at(&tx, &p);
+        let go = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                go.wait();
+                // Spin a little, differently each round, to move the end across the push.
+                for _ in 0..(round % 64) {
+                    std::hint::spin_loop();
+                }
+                tx.end();
+            });
+            go.wait();
+            a.publish(Event::data_only("a")).unwrap();
+        });
+        let text = drain(&mut body);
+        let last = text.lines().rev().find_map(|l| l.strip_prefix("id: "));
+        if text.contains("data: a\n") {
+            given += 1;
+            assert!(last.is_some_and(|id| id.starts_with('@')), "{text}");
+            assert_eq!(p.last_event_id(), last.unwrap(), "{text}");
+        }
+    }
+    assert!(given > 0, "no round gave the event before the end");
+}
