@@ -69,7 +69,7 @@ use crate::stream::{Event, QueueLimits, SseResponse, StreamSender};
 #[cfg(test)]
 use fanout::SWEEP_STEP;
 use fanout::{serve, Fan, FanOut, Frame, Tally};
-use history::{History, Resume};
+use history::{epoch, History, Resume};
 use shared::{Shared, Waiting};
 use subscribers::Subscribers;
 
@@ -668,33 +668,6 @@ fn push_replay(stream: &StreamSender, coding: Option<Coding>, plain: Bytes) -> R
             stream.push_unbounded(c.compress(&plain)?, Some(&part))
         }
     }
-}
-
-/// A new channel's epoch: its creation time in milliseconds and three random digits, in
-/// base 36 (11 characters until the year 5188).
-fn epoch() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    // std's per-process random hasher keys: a fresh pair for every `RandomState`.
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish()
-        % 36u64.pow(3);
-    format!("{}{:0>3}", base36(ms), base36(random))
-}
-
-fn base36(mut n: u64) -> String {
-    let mut digits = Vec::new();
-    loop {
-        digits.push(char::from_digit((n % 36) as u32, 36).unwrap_or('0'));
-        n /= 36;
-        if n == 0 {
-            break;
-        }
-    }
-    digits.iter().rev().collect()
 }
 
 impl crate::app::Handler for Channel {
