@@ -59,6 +59,7 @@ export function servers({ root, targetDir }) {
       available: () => {
         if (!existsSync(join(root, 'ts', 'index.ts'))) return 'ts/index.ts does not exist yet'
         if (!readdirSync(root).some((f) => f.endsWith('.node'))) return 'the addon is not built: run `npm run build:native`'
+        if (!existsSync(join(root, 'dist', 'index.js'))) return 'the TypeScript is not compiled: run `npm run build:ts`'
         return null
       },
     },
