@@ -12,7 +12,7 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
+use crate::wire::Conn;
 
 /// Asks the CPU to bring the cache line holding `p` in, without waiting for it. A hint:
 /// any address is fine, nothing is read.
@@ -35,14 +35,14 @@ pub(crate) fn prefetch<T>(p: *const T) {
 pub(crate) struct Socket<T> {
     /// On Unix only held, not read: it keeps `fd` open.
     #[cfg_attr(unix, allow(dead_code))]
-    io: Arc<TcpStream>,
+    io: Arc<Conn>,
     #[cfg(unix)]
     fd: RawFd,
     pub(crate) tag: T,
 }
 
 impl<T> Socket<T> {
-    pub(crate) fn new(io: Arc<TcpStream>, tag: T) -> Self {
+    pub(crate) fn new(io: Arc<Conn>, tag: T) -> Self {
         Socket {
             #[cfg(unix)]
             fd: io.as_raw_fd(),
@@ -56,7 +56,7 @@ impl<T> Socket<T> {
         #[cfg(unix)]
         return socket2::SockRef::from(self);
         #[cfg(not(unix))]
-        return socket2::SockRef::from(&*self.io);
+        return socket2::SockRef::from(self.io.plain_tcp().expect("a sink over TLS is Unix-only"));
     }
 }
 

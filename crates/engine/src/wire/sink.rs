@@ -12,9 +12,9 @@ use std::io::{self, IoSlice};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::net::TcpStream;
 
 use super::chunk;
+use super::Conn;
 use super::Framing;
 use crate::sys::Socket;
 
@@ -48,7 +48,7 @@ pub(crate) enum Wrote {
 impl Sink {
     /// `io`'s socket, taking bytes framed for `framing` (chunks, or as they are for a
     /// close-delimited body).
-    pub(crate) fn new(io: Arc<TcpStream>, framing: Framing) -> Sink {
+    pub(crate) fn new(io: Arc<Conn>, framing: Framing) -> Sink {
         Sink {
             socket: Socket::new(io, framing),
         }
@@ -127,13 +127,13 @@ impl Sink {
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
-    async fn pair() -> (Arc<TcpStream>, TcpStream) {
+    async fn pair() -> (Arc<Conn>, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
-        (Arc::new(accepted.unwrap().0), client.unwrap())
+        (Arc::new(Conn::plain(accepted.unwrap().0)), client.unwrap())
     }
 
     #[tokio::test]
