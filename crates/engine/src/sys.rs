@@ -33,8 +33,7 @@ pub(crate) fn prefetch<T>(p: *const T) {
 /// socket's allocation. `tag` is a small value of the user's, kept in what would otherwise
 /// be padding.
 pub(crate) struct Socket<T> {
-    /// On Unix only held, not read: it keeps `fd` open.
-    #[cfg_attr(unix, allow(dead_code))]
+    /// Keeps `fd` open; on Unix read only for a TLS session (see [`conn`](Self::conn)).
     io: Arc<Conn>,
     #[cfg(unix)]
     fd: RawFd,
@@ -49,6 +48,11 @@ impl<T> Socket<T> {
             io,
             tag,
         }
+    }
+
+    /// The connection (its TLS session): a read of its allocation.
+    pub(crate) fn conn(&self) -> &Conn {
+        &self.io
     }
 
     /// The socket, for plain (non-blocking) `send`s that bypass tokio's readiness.

@@ -2,7 +2,9 @@
 //! are written by the engine itself, sealed for the connection, as on a plain socket;
 //! everything else on the same connection is handed to hyper, pipelined requests
 //! included; a channel reaches its TLS subscribers and notices them leave; graceful
-//! shutdown ends a TLS stream cleanly. The clients are rustls, speaking raw bytes.
+//! shutdown ends a TLS stream cleanly; a producer's writes are sealed and sent from its
+//! own thread through the stream's sink, in order once the socket fills. The clients are
+//! rustls, speaking raw bytes.
 
 mod support;
 
@@ -11,13 +13,14 @@ use std::time::Duration;
 
 use http::Method;
 use rat_engine::{
-    App, Channel, ChannelOptions, Event, Handler, Request, RouteOptions, ServerConfig, SseResponse,
-    TlsConfig,
+    App, Channel, ChannelOptions, Event, Handler, QueueLimits, Request, RouteOptions, ServerConfig,
+    SseResponse, StreamSender, StreamingResponse, TlsConfig,
 };
 use rustls::pki_types::{CertificateDer, ServerName};
 use support::{eventually, serve_with, within, Head};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::mpsc;
 use tokio_rustls::client::TlsStream;
 
 const LONG: RouteOptions = RouteOptions {
@@ -39,10 +42,14 @@ struct Fixture {
     server: rat_engine::ServerHandle,
     channel: Channel,
     der: CertificateDer<'static>,
+    senders: mpsc::UnboundedReceiver<StreamSender>,
 }
 
+const CHUNK: usize = support::SEQ_CHUNK;
+
 /// `/count` (long-lived): three events and the end. `/forever` (long-lived): one event,
-/// then open. `/ch` (long-lived): a channel. `/hello`: plain text.
+/// then open. `/ch` (long-lived): a channel. `/firehose` (long-lived): a byte stream whose
+/// sender goes to the test (high-water mark 4 chunks). `/hello`: plain text.
 async fn start() -> Fixture {
     let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let (pem, key) = (c.cert.pem(), c.signing_key.serialize_pem());
@@ -72,10 +79,24 @@ async fn start() -> Fixture {
     });
     let channel = Channel::new("ch", ChannelOptions::default());
     long_lived(&mut app, "/ch", channel.clone());
+    let (tx, senders) = mpsc::unbounded_channel();
+    long_lived(&mut app, "/firehose", move |_req: Request| {
+        let tx = tx.clone();
+        async move {
+            let limits = QueueLimits {
+                high_water_mark: 4 * CHUNK,
+                max_buffered: 4096 * CHUNK,
+            };
+            let (res, sender) = StreamingResponse::channel("application/octet-stream", limits);
+            tx.send(sender).unwrap();
+            res
+        }
+    });
     Fixture {
         server: serve_with(app, ServerConfig::default().tls(tls)).await,
         channel,
         der: c.cert.der().clone(),
+        senders,
     }
 }
 
@@ -92,6 +113,11 @@ struct Raw {
 
 impl Raw {
     async fn connect(f: &Fixture, alpn: &[&[u8]]) -> Raw {
+        let tcp = TcpStream::connect(f.server.local_addr()).await.unwrap();
+        Raw::connect_over(f, tcp, alpn).await
+    }
+
+    async fn connect_over(f: &Fixture, tcp: TcpStream, alpn: &[&[u8]]) -> Raw {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(f.der.clone()).unwrap();
         let mut config = rustls::ClientConfig::builder_with_provider(provider())
@@ -100,7 +126,6 @@ impl Raw {
             .with_root_certificates(roots)
             .with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        let tcp = TcpStream::connect(f.server.local_addr()).await.unwrap();
         let name = ServerName::try_from("localhost").unwrap();
         let connect = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp);
         let tls = within(Duration::from_secs(5), "the TLS handshake", connect)
@@ -165,6 +190,37 @@ impl Raw {
                     (k.to_ascii_lowercase(), v.trim().to_string())
                 })
                 .collect(),
+        }
+    }
+
+    /// Reads a chunked body to its last chunk.
+    async fn chunked_body(&mut self) -> Vec<u8> {
+        let mut body = Vec::new();
+        loop {
+            let line = self.take_through(b"\r\n").await;
+            let size = usize::from_str_radix(line.trim_end(), 16).expect("a chunk size");
+            while self.buf.len() < size + 2 {
+                assert!(self.fill_more().await, "EOF in a chunk");
+            }
+            assert_eq!(&self.buf[size..size + 2], b"\r\n", "a chunk's CRLF");
+            body.extend(self.buf.drain(..size));
+            self.buf.drain(..2);
+            if size == 0 {
+                return body;
+            }
+        }
+    }
+
+    /// Reads once more into `buf`; false at EOF.
+    async fn fill_more(&mut self) -> bool {
+        let mut tmp = [0u8; 16384];
+        let read = within(Duration::from_secs(10), "bytes", self.tls.read(&mut tmp)).await;
+        match read {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&tmp[..n]);
+                true
+            }
         }
     }
 
@@ -272,4 +328,45 @@ async fn graceful_shutdown_ends_a_direct_tls_stream_cleanly() {
     within(Duration::from_secs(5), "shutdown", shutdown)
         .await
         .unwrap();
+}
+
+/// On a current-thread runtime the connection task cannot run while the test writes, so
+/// `buffered()` shows whether a write was sent from the producer's call (0) or queued.
+#[tokio::test]
+async fn a_tls_stream_writes_through_its_sink_and_keeps_its_order_once_the_socket_fills() {
+    let mut f = start().await;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(f.server.local_addr()).await.unwrap();
+    let mut c = Raw::connect_over(&f, tcp, &[b"http/1.1"]).await;
+    c.get("/firehose").await;
+    assert!(support::wrote_directly(&c.head().await));
+    let tx = within(Duration::from_secs(2), "the sender", f.senders.recv())
+        .await
+        .unwrap();
+    // Nothing queued or unwritten: the producer's write is sealed and sent at once.
+    assert!(tx.write_slice(&support::seq_chunk(0)).unwrap());
+    assert_eq!(tx.buffered(), 0, "the write went straight to the socket");
+    // The client does not read: the socket fills, and what it did not take waits (sealed
+    // in the session, or framed in the queue); the producer is told to wait.
+    let mut seq = 1u64;
+    while tx.write_slice(&support::seq_chunk(seq)).unwrap() {
+        seq += 1;
+        assert!(seq < 100_000, "the socket never filled");
+    }
+    seq += 1;
+    assert!(tx.buffered() < 4 * CHUNK, "the rest of one write at most");
+    // Writes that ignore it are queued behind, in order.
+    while tx.buffered() < 8 * CHUNK {
+        assert!(!tx.write(support::seq_chunk(seq)).unwrap());
+        seq += 1;
+    }
+    let producer = support::spawn_seq_producer(tx.clone(), seq..seq + 64);
+    let body = c.chunked_body().await;
+    producer.await.unwrap();
+    let n = seq as usize + 64;
+    assert_eq!(body.len(), n * CHUNK);
+    for (i, chunk) in body.chunks(CHUNK).enumerate() {
+        assert_eq!(chunk, &support::seq_chunk(i as u64)[..], "chunk {i}");
+    }
 }

@@ -75,6 +75,22 @@ impl Conn {
         }
     }
 
+    /// True over TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self.io, Io::Tls { .. })
+    }
+
+    /// Runs `f` on the TLS session, under its lock (`None` on a plain connection).
+    pub(crate) fn with_session<R>(
+        &self,
+        f: impl FnOnce(&mut rustls::ServerConnection) -> R,
+    ) -> Option<R> {
+        match &self.io {
+            Io::Plain(_) => None,
+            Io::Tls { tls, .. } => Some(f(Self::lock(tls).get_mut().1)),
+        }
+    }
+
     fn lock(tls: &Mutex<TlsStream<TcpStream>>) -> MutexGuard<'_, TlsStream<TcpStream>> {
         tls.lock().unwrap_or_else(|p| p.into_inner())
     }

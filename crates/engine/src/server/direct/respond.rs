@@ -111,9 +111,19 @@ pub(super) fn poll_response(
         }
         if !*sink {
             *sink = true;
-            if matches!(framing, Framing::Chunked | Framing::Close) && stream.plain_tcp().is_some()
-            {
+            // Over TLS only on Unix, where a sink sends on the descriptor it keeps.
+            let can = cfg!(unix) || stream.plain_tcp().is_some();
+            if matches!(framing, Framing::Chunked | Framing::Close) && can {
                 body.attach_sink(stream, framing);
+            }
+        }
+        // What a sink left sealed in a TLS session goes out before the next chunk.
+        match stream.poll_flush(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
+            Poll::Pending => {
+                body.set_stalled();
+                return Poll::Pending;
             }
         }
         match body.poll_wire(cx) {
