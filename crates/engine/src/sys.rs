@@ -12,7 +12,7 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
+use crate::wire::Conn;
 
 /// Asks the CPU to bring the cache line holding `p` in, without waiting for it. A hint:
 /// any address is fine, nothing is read.
@@ -33,16 +33,15 @@ pub(crate) fn prefetch<T>(p: *const T) {
 /// socket's allocation. `tag` is a small value of the user's, kept in what would otherwise
 /// be padding.
 pub(crate) struct Socket<T> {
-    /// On Unix only held, not read: it keeps `fd` open.
-    #[cfg_attr(unix, allow(dead_code))]
-    io: Arc<TcpStream>,
+    /// Keeps `fd` open; on Unix read only for a TLS session (see [`conn`](Self::conn)).
+    io: Arc<Conn>,
     #[cfg(unix)]
     fd: RawFd,
     pub(crate) tag: T,
 }
 
 impl<T> Socket<T> {
-    pub(crate) fn new(io: Arc<TcpStream>, tag: T) -> Self {
+    pub(crate) fn new(io: Arc<Conn>, tag: T) -> Self {
         Socket {
             #[cfg(unix)]
             fd: io.as_raw_fd(),
@@ -51,12 +50,17 @@ impl<T> Socket<T> {
         }
     }
 
+    /// The connection (its TLS session): a read of its allocation.
+    pub(crate) fn conn(&self) -> &Conn {
+        &self.io
+    }
+
     /// The socket, for plain (non-blocking) `send`s that bypass tokio's readiness.
     pub(crate) fn sock_ref(&self) -> socket2::SockRef<'_> {
         #[cfg(unix)]
         return socket2::SockRef::from(self);
         #[cfg(not(unix))]
-        return socket2::SockRef::from(&*self.io);
+        return socket2::SockRef::from(self.io.plain_tcp().expect("a sink over TLS is Unix-only"));
     }
 }
 

@@ -320,7 +320,11 @@ async fn accept_loop(
                 acceptor.clone(),
                 shared.clone(),
             )),
-            None => tracker.spawn(direct::connection(stream, Box::new(peer), shared.clone())),
+            None => tracker.spawn(direct::connection(
+                crate::wire::Conn::plain(stream),
+                Box::new(peer),
+                shared.clone(),
+            )),
         };
     }
 }
@@ -345,17 +349,42 @@ async fn refuse_connection(stream: tokio::net::TcpStream) {
 /// A TLS handshake not finished within this time closes its connection.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves one TLS connection: the handshake (bounded in time), then hyper, which speaks
-/// HTTP/2 or HTTP/1.1 as ALPN chose. A client that does not complete the handshake (plain
-/// HTTP, garbage, or nothing) loses only its own connection.
+/// Serves one TLS connection: the handshake (bounded in time), then hyper for HTTP/2, or
+/// for HTTP/1.1 (ALPN `http/1.1` or none) the direct path, as a plain connection. A client
+/// that does not complete the handshake (plain HTTP, garbage, or nothing) loses only its
+/// own connection.
 async fn tls_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     acceptor: tokio_rustls::TlsAcceptor,
     shared: Arc<Shared>,
 ) {
+    // Boxed, as is hyper's part: the task keeps only the state it idles in (the direct
+    // path's), not the handshake's (a TLS session inline, over 1 KiB).
+    let Some(tls) = Box::pin(handshake(stream, peer, acceptor, &shared)).await else {
+        Metrics::sub(&shared.metrics.active_connections, 1);
+        return;
+    };
+    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        Box::pin(serve_io(tls, peer, &shared)).await;
+        Metrics::sub(&shared.metrics.active_connections, 1);
+    } else {
+        // The direct path counts the connection out when it ends.
+        let conn = crate::wire::Conn::tls(tls);
+        direct::connection(conn, Box::new(peer), shared).await;
+    }
+}
+
+/// The TLS handshake, bounded in time and ended by shutdown: `None` when it did not finish
+/// (the reason is logged).
+async fn handshake(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shared: &Shared,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
     let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-    let accepted = tokio::select! {
+    tokio::select! {
         biased;
         _ = shared.graceful.cancelled() => None,
         r = handshake => match r {
@@ -370,11 +399,7 @@ async fn tls_connection(
                 None
             }
         },
-    };
-    if let Some(tls) = accepted {
-        serve_io(tls, peer, &shared).await;
     }
-    Metrics::sub(&shared.metrics.active_connections, 1);
 }
 
 /// How long a connection closed for idleness has to finish its goodbye (HTTP/2's GOAWAY and

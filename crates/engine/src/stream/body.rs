@@ -289,7 +289,7 @@ impl Body {
     /// has nothing of theirs left to write (see [`QueueReceiver::attach_sink`]).
     /// Heartbeats claim the wire before they are written (see
     /// [`QueueReceiver::claim_heartbeat`]).
-    pub(crate) fn attach_sink(&self, io: &Arc<tokio::net::TcpStream>, framing: Framing) {
+    pub(crate) fn attach_sink(&self, io: &Arc<crate::wire::Conn>, framing: Framing) {
         if let Kind::Queue(q) = &self.kind {
             q.rx.attach_sink(io, framing);
         }

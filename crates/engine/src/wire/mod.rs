@@ -14,11 +14,13 @@
 //! connection attached, if any, and the sink frames it.
 
 pub(crate) mod chunk;
+pub(crate) mod conn;
 pub(crate) mod head;
 pub(crate) mod sink;
 
 use bytes::Bytes;
 
+pub(crate) use conn::Conn;
 pub(crate) use head::Framing;
 pub(crate) use sink::{Sink, Wrote};
 

@@ -7,14 +7,18 @@
 //! Bun socket; what the socket does not take is queued, already framed, for the connection
 //! to write. The queue decides when a write may go through (the order of bytes); the sink
 //! frames it and writes it.
+//!
+//! Over TLS the sink frames the write, has the connection's session seal it (one record)
+//! and sends the record the same way. What the socket does not take stays sealed in the
+//! session, which the connection writes out before anything else.
 
 use std::io::{self, IoSlice};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::net::TcpStream;
 
 use super::chunk;
+use super::Conn;
 use super::Framing;
 use crate::sys::Socket;
 
@@ -26,8 +30,15 @@ pub const MAX_VECTORED: usize = 64;
 
 /// A socket that takes a stream's payload framed for its response.
 pub(crate) struct Sink {
-    /// Tagged with the framing its bytes get (chunks, or as they are).
-    socket: Socket<Framing>,
+    /// Tagged with the framing its bytes get (chunks, or as they are), and whether they
+    /// are sealed by a TLS session.
+    socket: Socket<Tag>,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct Tag {
+    framing: Framing,
+    tls: bool,
 }
 
 /// What became of a write through a [`Sink`].
@@ -48,14 +59,15 @@ pub(crate) enum Wrote {
 impl Sink {
     /// `io`'s socket, taking bytes framed for `framing` (chunks, or as they are for a
     /// close-delimited body).
-    pub(crate) fn new(io: Arc<TcpStream>, framing: Framing) -> Sink {
+    pub(crate) fn new(io: Arc<Conn>, framing: Framing) -> Sink {
+        let tls = io.is_tls();
         Sink {
-            socket: Socket::new(io, framing),
+            socket: Socket::new(io, Tag { framing, tls }),
         }
     }
 
     fn framing(&self) -> Framing {
-        self.socket.tag
+        self.socket.tag.framing
     }
 
     /// Writes `data` (at most [`MAX_VECTORED`] buffers, `len` bytes in all, not 0) as one
@@ -65,6 +77,10 @@ impl Sink {
     /// write one `EAGAIN`.
     pub(crate) fn write(&self, data: &[&[u8]], len: usize) -> Wrote {
         debug_assert!(data.len() <= MAX_VECTORED && len > 0);
+        if self.socket.tag.tls {
+            let sealed = self.socket.conn().with_session(|s| self.seal(s, data, len));
+            return sealed.unwrap_or(Wrote::Failed);
+        }
         let (size, tail) = chunk::around(self.framing(), len);
         let head = size.as_bytes();
         let total = head.len() + len + tail.len();
@@ -114,6 +130,56 @@ impl Sink {
         Wrote::Part(rest.freeze())
     }
 
+    /// [`write`](Self::write) over TLS: `data` framed, sealed as one record by `session`
+    /// and sent. What the socket does not take stays in the session (the connection
+    /// writes it out first): [`Wrote::Part`] then, with the framed plaintext the session
+    /// did not take (usually none). Blocked while the session holds bytes of its own.
+    fn seal(&self, session: &mut rustls::ServerConnection, data: &[&[u8]], len: usize) -> Wrote {
+        if session.wants_write() {
+            return Wrote::Blocked;
+        }
+        let (size, tail) = chunk::around(self.framing(), len);
+        let head = size.as_bytes();
+        let parts = || {
+            std::iter::once(head)
+                .chain(data.iter().copied())
+                .chain([tail])
+                .filter(|p| !p.is_empty())
+        };
+        let mut slices = [IoSlice::new(&[]); MAX_VECTORED + 2];
+        let mut n = 0;
+        for p in parts() {
+            slices[n] = IoSlice::new(p);
+            n += 1;
+        }
+        let total = head.len() + len + tail.len();
+        let Ok(taken) = io::Write::write_vectored(&mut session.writer(), &slices[..n]) else {
+            return Wrote::Failed;
+        };
+        let mut socket = Send(self.socket.sock_ref());
+        while session.wants_write() {
+            match session.write_tls(&mut socket) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => return Wrote::Failed,
+            }
+        }
+        if taken == total && !session.wants_write() {
+            return Wrote::All;
+        }
+        let mut rest = BytesMut::with_capacity(total - taken);
+        let mut skip = taken;
+        for p in parts() {
+            if skip >= p.len() {
+                skip -= p.len();
+                continue;
+            }
+            rest.extend_from_slice(&p[skip..]);
+            skip = 0;
+        }
+        Wrote::Part(rest.freeze())
+    }
+
     /// `framed` (the rest of a write, see [`Wrote::Part`]) followed by `more` framed as one
     /// frame: what the connection writes once the socket has room.
     pub(crate) fn frame_after(&self, framed: &[u8], more: &[&[u8]]) -> Bytes {
@@ -123,17 +189,41 @@ impl Sink {
     }
 }
 
+/// A socket written with plain non-blocking `send`s (a TLS session's records).
+struct Send<'a>(socket2::SockRef<'a>);
+
+impl io::Write for Send<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.0.send(buf)? {
+            0 => Err(io::ErrorKind::WouldBlock.into()),
+            n => Ok(n),
+        }
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match bufs {
+            [one] => self.write(one),
+            _ => match self.0.send_vectored(bufs)? {
+                0 => Err(io::ErrorKind::WouldBlock.into()),
+                n => Ok(n),
+            },
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
-    async fn pair() -> (Arc<TcpStream>, TcpStream) {
+    async fn pair() -> (Arc<Conn>, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
-        (Arc::new(accepted.unwrap().0), client.unwrap())
+        (Arc::new(Conn::plain(accepted.unwrap().0)), client.unwrap())
     }
 
     #[tokio::test]

@@ -7,18 +7,28 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use crate::server::Shared;
+use crate::wire::conn::{Conn, Unwrapped};
 
 /// hyper serves the rest of the connection, starting with `prefix`.
-pub(super) async fn serve_hyper(stream: TcpStream, prefix: Bytes, shared: Arc<Shared>) {
-    // Asked for here rather than kept by every task (32 bytes each); a client already
-    // gone (no peer address) is not served.
-    let Ok(peer) = stream.peer_addr() else {
-        return;
-    };
-    crate::server::serve_io(Prefixed::new(prefix, stream), peer, &shared).await;
+pub(super) async fn serve_hyper(stream: Conn, prefix: Bytes, shared: Arc<Shared>) {
+    match stream.into_inner() {
+        Unwrapped::Plain(tcp) => {
+            // Asked for here rather than kept by every task (32 bytes each); a client
+            // already gone (no peer address) is not served.
+            let Ok(peer) = tcp.peer_addr() else {
+                return;
+            };
+            crate::server::serve_io(Prefixed::new(prefix, tcp), peer, &shared).await;
+        }
+        Unwrapped::Tls(tls) => {
+            let Ok(peer) = tls.get_ref().0.peer_addr() else {
+                return;
+            };
+            crate::server::serve_io(Prefixed::new(prefix, *tls), peer, &shared).await;
+        }
+    }
 }
 
 /// An IO that first replays bytes already read from it.

@@ -23,11 +23,10 @@ use std::task::Poll;
 use bytes::Bytes;
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::{service, Shared};
 use crate::metrics::Metrics;
+use crate::wire::Conn;
 use handover::serve_hyper;
 #[cfg(test)]
 use read::{parse, Parse, MAX_HEADERS};
@@ -46,7 +45,7 @@ pub(crate) type Builder = auto::Builder<TokioExecutor>;
 /// this task's size is paid by every idle subscriber.
 #[allow(clippy::manual_async_fn)] // not an `async fn`: see above
 pub(crate) fn connection(
-    stream: TcpStream,
+    stream: Conn,
     peer: Box<SocketAddr>,
     shared: Arc<Shared>,
 ) -> impl std::future::Future<Output = ()> + Send {
@@ -61,13 +60,11 @@ pub(crate) fn connection(
         };
         let metrics = shared.metrics.clone();
         // Sinks go with their bodies, so this task holds the only reference now.
-        if let Ok(mut stream) = Arc::try_unwrap(stream) {
+        if let Ok(stream) = Arc::try_unwrap(stream) {
             match handover {
                 // Boxed: this task's own state stays small while it serves directly.
                 Some(prefix) => Box::pin(serve_hyper(stream, Bytes::from(prefix), shared)).await,
-                None => {
-                    let _ = stream.shutdown().await;
-                }
+                None => Box::pin(stream.shutdown()).await,
             }
         }
         Metrics::sub(&metrics.active_connections, 1);
@@ -78,7 +75,7 @@ pub(crate) fn connection(
 /// when the connection goes to hyper, `None` once it is done (the caller shuts it down).
 #[allow(clippy::manual_async_fn)] // see `connection`
 fn direct<'a>(
-    stream: &'a Arc<TcpStream>,
+    stream: &'a Arc<Conn>,
     peer: Box<SocketAddr>,
     shared: &'a Shared,
 ) -> impl std::future::Future<Output = Option<Vec<u8>>> + Send + 'a {
@@ -106,7 +103,7 @@ fn direct<'a>(
 /// Serves one request; true when the connection may carry another.
 #[allow(clippy::manual_async_fn)] // see `connection`
 fn serve<'a>(
-    stream: &'a Arc<TcpStream>,
+    stream: &'a Arc<Conn>,
     shared: &'a Shared,
     req: Box<DirectRequest<'a>>,
     pending: &'a mut Vec<u8>,
@@ -152,7 +149,7 @@ fn serve<'a>(
 /// client that leaves before its response is ready is noticed at once: `None` then, and
 /// `res` is dropped, which tells its handler (a front end aborts the request's signal).
 async fn until_gone<F: std::future::Future + Unpin>(
-    stream: &TcpStream,
+    stream: &Conn,
     pending: &mut Vec<u8>,
     mut res: F,
 ) -> Option<F::Output> {
@@ -201,6 +198,7 @@ mod tests {
     use super::*;
     use crate::app::App;
     use crate::server::ServerConfig;
+    use tokio::net::TcpStream;
 
     #[tokio::test]
     async fn a_connection_task_is_small() {
@@ -210,7 +208,7 @@ mod tests {
         let (stream, _) = accepted.unwrap();
         let shared = Arc::new(Shared::new(App::new(), ServerConfig::default()));
         let peer = stream.peer_addr().unwrap();
-        let task = connection(stream, Box::new(peer), shared);
+        let task = connection(Conn::plain(stream), Box::new(peer), shared);
         let size = std::mem::size_of_val(&task);
         // 408 bytes in release builds with Rust 1.95 (hyper's two buffers alone are 16 KiB),
         // 16 of them for the boxed peer address (moved into the inner future, its slot kept

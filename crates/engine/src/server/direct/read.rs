@@ -3,13 +3,10 @@
 //! a limit, refused).
 
 use std::future::poll_fn;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
-use tokio::io::Interest;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::respond::{poll_response, start};
@@ -17,6 +14,7 @@ use crate::app::Route;
 use crate::metrics::Metrics;
 use crate::router::{Params, RouteMatch};
 use crate::server::{service, Shared};
+use crate::wire::Conn;
 
 /// The first read of a request head. Just under 1 KiB: glibc's malloc serves 1 KiB and up
 /// from its large bins, and each such request first consolidates the fast bins (~1% of
@@ -42,7 +40,7 @@ pub(super) enum HeadRead<'a> {
 /// has the header timeout from the start; a later one waits for its first byte up to the
 /// idle timeout (keep-alive), then has the header timeout.
 pub(super) async fn read_head<'a>(
-    stream: &Arc<TcpStream>,
+    stream: &Arc<Conn>,
     pending: &mut Vec<u8>,
     peer: SocketAddr,
     shared: &'a Shared,
@@ -80,10 +78,20 @@ pub(super) async fn read_head<'a>(
             }
         }
         // Wait without a buffer: an idle keep-alive connection holds none.
+        let grow = |buf: &mut Vec<u8>| {
+            if buf.len() == buf.capacity() {
+                let more = if buf.is_empty() {
+                    FIRST_READ
+                } else {
+                    buf.len()
+                };
+                buf.reserve_exact(more.min(MAX_HEAD - buf.len()));
+            }
+        };
         tokio::select! {
             biased;
             _ = shared.graceful.cancelled() => return HeadRead::Closed,
-            r = stream.readable() => if r.is_err() { return HeadRead::Closed },
+            r = stream.read(&mut buf, grow) => if !matches!(r, Ok(1..)) { return HeadRead::Closed },
             _ = tokio::time::sleep_until(deadline) => {
                 if !idle {
                     Metrics::add(&shared.metrics.header_timeouts, 1);
@@ -91,42 +99,6 @@ pub(super) async fn read_head<'a>(
                 return HeadRead::Closed;
             }
         }
-        if buf.len() == buf.capacity() {
-            let more = if buf.is_empty() {
-                FIRST_READ
-            } else {
-                buf.len()
-            };
-            buf.reserve_exact(more.min(MAX_HEAD - buf.len()));
-        }
-        match read_some(stream, &mut buf) {
-            Ok(0) => return HeadRead::Closed,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return HeadRead::Closed,
-        }
-    }
-}
-
-/// Reads what the socket holds into `buf`'s spare capacity. A read that does not fill it
-/// took everything there was, so the socket's readiness is cleared at once: the next wait
-/// needs no read that fails with `EAGAIN` (one syscall fewer per keep-alive request).
-/// tokio clears it only if no readiness event arrived since it was observed, and never
-/// clears the read-closed state, so bytes or an EOF arriving meanwhile still wake the task.
-fn read_some(stream: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let spare = buf.capacity() - buf.len();
-    let mut got = None;
-    let res = stream.try_io(Interest::READABLE, || {
-        let n = stream.try_read_buf(buf)?;
-        if n == 0 || n >= spare {
-            return Ok(n);
-        }
-        got = Some(n);
-        Err(io::ErrorKind::WouldBlock.into())
-    });
-    match (res, got) {
-        (_, Some(n)) => Ok(n),
-        (res, None) => res,
     }
 }
 
@@ -252,7 +224,7 @@ fn head_too_large<'a>(max: usize) -> Parse<'a> {
 /// Answers a request refused before it was parsed in full (`status`, a JSON body) and
 /// ends the connection.
 async fn refuse(
-    stream: &Arc<TcpStream>,
+    stream: &Arc<Conn>,
     shared: &Shared,
     status: StatusCode,
     msg: &str,

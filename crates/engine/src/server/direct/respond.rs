@@ -10,28 +10,15 @@ use futures_util::FutureExt;
 use http::{StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
-use tokio::net::TcpStream;
 
 use crate::server::Shared;
 use crate::stream::Body;
 use crate::wire::chunk::{SizeLine, Tail};
-use crate::wire::{head, Chunk, Framing};
+use crate::wire::{head, Chunk, Conn, Framing};
 
 /// Bytes of pipelined requests kept while a response streams; past it the socket is not
 /// read until the response is done.
 const MAX_PIPELINED: usize = 16 * 1024;
-/// Bytes read at once, on the stack, while a response streams (pipelined requests, or the
-/// EOF of a client that went away).
-const PROBE: usize = 1024;
-/// Frames up to this size are copied into one buffer and written with `write`; larger
-/// ones go out with `writev` (no copy).
-const SMALL_WRITE: usize = 4096;
-
-thread_local! {
-    /// The buffer small frames are copied into (per runtime thread, reused).
-    static SCRATCH: std::cell::RefCell<Vec<u8>> =
-        std::cell::RefCell::new(Vec::with_capacity(SMALL_WRITE));
-}
 
 /// Readies a response for the wire: its framing, whether the connection is kept, its
 /// head queued (with the first frame when one is ready: a full body, or a stream whose
@@ -94,7 +81,7 @@ pub(super) fn start(
 #[allow(clippy::too_many_arguments)] // the streaming state, kept by the caller's closure
 pub(super) fn poll_response(
     cx: &mut Context<'_>,
-    stream: &Arc<TcpStream>,
+    stream: &Arc<Conn>,
     body: &mut Body,
     framing: Framing,
     pending: &mut Vec<u8>,
@@ -124,8 +111,19 @@ pub(super) fn poll_response(
         }
         if !*sink {
             *sink = true;
-            if matches!(framing, Framing::Chunked | Framing::Close) {
+            // Over TLS only on Unix, where a sink sends on the descriptor it keeps.
+            let can = cfg!(unix) || stream.plain_tcp().is_some();
+            if matches!(framing, Framing::Chunked | Framing::Close) && can {
                 body.attach_sink(stream, framing);
+            }
+        }
+        // What a sink left sealed in a TLS session goes out before the next chunk.
+        match stream.poll_flush(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
+            Poll::Pending => {
+                body.set_stalled();
+                return Poll::Pending;
             }
         }
         match body.poll_wire(cx) {
@@ -146,27 +144,8 @@ pub(super) fn poll_response(
 
 /// Reads what the client sent meanwhile into `pending` (up to a bound, then it is left in
 /// the socket). `Err` at EOF or on an error: the client is gone.
-pub(super) fn probe(
-    cx: &mut Context<'_>,
-    stream: &TcpStream,
-    pending: &mut Vec<u8>,
-) -> Result<(), ()> {
-    while pending.len() < MAX_PIPELINED {
-        match stream.poll_read_ready(cx) {
-            Poll::Pending => break,
-            Poll::Ready(Err(_)) => return Err(()),
-            Poll::Ready(Ok(())) => {}
-        }
-        let mut buf = [0u8; PROBE];
-        match stream.try_read(&mut buf) {
-            Ok(0) => return Err(()),
-            Ok(n) => pending.extend_from_slice(&buf[..n]),
-            // Readiness was cleared: polling it again registers for the next.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return Err(()),
-        }
-    }
-    Ok(())
+pub(super) fn probe(cx: &mut Context<'_>, stream: &Conn, pending: &mut Vec<u8>) -> Result<(), ()> {
+    stream.poll_read_into(cx, pending, MAX_PIPELINED)
 }
 
 /// Bytes on their way to the socket: the response head (once), a chunk-size line, the
@@ -221,9 +200,8 @@ impl Out {
     }
 
     /// Writes everything queued, with vectored writes; then frees it.
-    fn poll_write(&mut self, cx: &mut Context<'_>, stream: &TcpStream) -> Poll<io::Result<()>> {
+    fn poll_write(&mut self, cx: &mut Context<'_>, stream: &Conn) -> Poll<io::Result<()>> {
         loop {
-            std::task::ready!(stream.poll_write_ready(cx))?;
             let parts = self.parts();
             let mut slices = [IoSlice::new(&[]); 4];
             let mut used = 0;
@@ -238,29 +216,11 @@ impl Out {
                 used += 1;
             }
             if used == 0 {
+                std::task::ready!(stream.poll_flush(cx))?;
                 *self = Out::new(Vec::new());
                 return Poll::Ready(Ok(()));
             }
-            let left: usize = slices[..used].iter().map(|s| s.len()).sum();
-            let n = if used > 1 && left <= SMALL_WRITE {
-                // A small frame (an event: size line, data, CRLF) is copied into one buffer
-                // and sent with one `write`: cheaper in the kernel than a `writev` of three.
-                SCRATCH.with_borrow_mut(|buf| {
-                    buf.clear();
-                    for s in &slices[..used] {
-                        buf.extend_from_slice(s);
-                    }
-                    stream.try_write(buf)
-                })
-            } else {
-                stream.try_write_vectored(&slices[..used])
-            };
-            let n = match n {
-                Ok(n) => n,
-                // Readiness was cleared: polling it again registers for the next.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            };
+            let n = std::task::ready!(stream.poll_write(cx, &slices[..used]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use tokio::net::TcpStream;
 
 use super::{Heartbeat, Shared, Stall, State, StreamSender};
 use crate::compress::CrcPart;
@@ -52,7 +51,7 @@ impl QueueReceiver {
     /// syscall and no hand-over. Only for a connection that writes nothing but this body
     /// until it ends, after the response head is out; the sink is dropped with the
     /// receiver, so producers never write past the body's end.
-    pub(crate) fn attach_sink(&self, io: &Arc<TcpStream>, framing: Framing) {
+    pub(crate) fn attach_sink(&self, io: &Arc<crate::wire::Conn>, framing: Framing) {
         let mut st = self.shared.lock();
         if !st.is_closed() && st.sink.is_none() {
             st.sink = Some(Sink::new(io.clone(), framing));

@@ -1,0 +1,276 @@
+//! A connection's transport on the direct HTTP/1.1 path: a TCP socket, or a TLS session
+//! over one (ALPN `http/1.1`, or none).
+//!
+//! Reads append what arrived to a caller's buffer, so that an idle connection keeps no
+//! read buffer of its own (a TLS session keeps rustls's: see `docs/benchmarks.md`).
+//! Writes take vectors of plaintext; over TLS each write is sealed as one record.
+
+use std::io::{self, IoSlice};
+#[cfg(unix)]
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+/// Writes up to this size are copied into one buffer and sent with one `write`: cheaper in
+/// the kernel than a `writev` of several (an event is a size line, the data and a CRLF).
+const SMALL_WRITE: usize = 4096;
+/// Plaintext taken out of a TLS session at once, on the stack.
+const TLS_READ: usize = 4096;
+
+thread_local! {
+    /// The buffer small writes are copied into (per runtime thread, reused).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(Vec::with_capacity(SMALL_WRITE));
+}
+
+/// A connection served on the direct path, shared by its task and the producers of a
+/// streaming response that write through its [`Sink`](super::Sink).
+pub(crate) struct Conn {
+    io: Io,
+}
+
+enum Io {
+    Plain(TcpStream),
+    /// The session behind a lock: the connection's task and a sink's writers both use it.
+    Tls {
+        #[cfg(unix)]
+        fd: RawFd,
+        tls: Box<Mutex<TlsStream<TcpStream>>>,
+    },
+}
+
+/// What a connection is once its task no longer serves it directly.
+pub(crate) enum Unwrapped {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Conn {
+    /// A plain TCP connection.
+    pub(crate) fn plain(tcp: TcpStream) -> Conn {
+        Conn { io: Io::Plain(tcp) }
+    }
+
+    /// A TLS connection whose handshake is done.
+    pub(crate) fn tls(tls: TlsStream<TcpStream>) -> Conn {
+        Conn {
+            io: Io::Tls {
+                #[cfg(unix)]
+                fd: tls.get_ref().0.as_raw_fd(),
+                tls: Box::new(Mutex::new(tls)),
+            },
+        }
+    }
+
+    /// The socket of a plain connection.
+    pub(crate) fn plain_tcp(&self) -> Option<&TcpStream> {
+        match &self.io {
+            Io::Plain(tcp) => Some(tcp),
+            Io::Tls { .. } => None,
+        }
+    }
+
+    /// True over TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self.io, Io::Tls { .. })
+    }
+
+    /// Runs `f` on the TLS session, under its lock (`None` on a plain connection).
+    pub(crate) fn with_session<R>(
+        &self,
+        f: impl FnOnce(&mut rustls::ServerConnection) -> R,
+    ) -> Option<R> {
+        match &self.io {
+            Io::Plain(_) => None,
+            Io::Tls { tls, .. } => Some(f(Self::lock(tls).get_mut().1)),
+        }
+    }
+
+    fn lock(tls: &Mutex<TlsStream<TcpStream>>) -> MutexGuard<'_, TlsStream<TcpStream>> {
+        tls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gives the transport back, for hyper or for closing.
+    pub(crate) fn into_inner(self) -> Unwrapped {
+        match self.io {
+            Io::Plain(tcp) => Unwrapped::Plain(tcp),
+            Io::Tls { tls, .. } => Unwrapped::Tls(Box::new(
+                tls.into_inner().unwrap_or_else(|p| p.into_inner()),
+            )),
+        }
+    }
+
+    /// Closes the connection (a TLS one with its `close_notify` first).
+    pub(crate) async fn shutdown(self) {
+        let _ = match self.into_inner() {
+            Unwrapped::Plain(mut tcp) => tcp.shutdown().await,
+            Unwrapped::Tls(mut tls) => tls.shutdown().await,
+        };
+    }
+
+    /// Waits for bytes and appends them to `buf`: `Ok(0)` at the end of the stream. A plain
+    /// connection calls `grow` only once bytes wait in the socket, then reads into `buf`'s
+    /// spare capacity, so that a connection waiting for a request holds no buffer.
+    pub(crate) async fn read(
+        &self,
+        buf: &mut Vec<u8>,
+        grow: impl Fn(&mut Vec<u8>),
+    ) -> io::Result<usize> {
+        match &self.io {
+            Io::Plain(tcp) => loop {
+                tcp.readable().await?;
+                grow(buf);
+                match read_some(tcp, buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    r => return r,
+                }
+            },
+            Io::Tls { tls, .. } => std::future::poll_fn(|cx| poll_read_tls(tls, cx, buf)).await,
+        }
+    }
+
+    /// Appends to `buf` what arrived, up to about `max` bytes in `buf` (past that it is left
+    /// where it is). `Err` at the end of the stream or on an error.
+    pub(crate) fn poll_read_into(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<u8>,
+        max: usize,
+    ) -> Result<(), ()> {
+        while buf.len() < max {
+            match &self.io {
+                Io::Plain(tcp) => {
+                    match tcp.poll_read_ready(cx) {
+                        Poll::Pending => break,
+                        Poll::Ready(Err(_)) => return Err(()),
+                        Poll::Ready(Ok(())) => {}
+                    }
+                    let mut chunk = [0u8; 1024];
+                    match tcp.try_read(&mut chunk) {
+                        Ok(0) => return Err(()),
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        // Readiness was cleared: polling it again registers for the next.
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(_) => return Err(()),
+                    }
+                }
+                Io::Tls { tls, .. } => match poll_read_tls(tls, cx, buf) {
+                    Poll::Pending => break,
+                    Poll::Ready(Ok(0) | Err(_)) => return Err(()),
+                    Poll::Ready(Ok(_)) => {}
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes some of `bufs` (not all empty): how much was taken. Over TLS the bytes taken
+    /// are sealed as one record, and may wait in the session for [`poll_flush`].
+    ///
+    /// [`poll_flush`]: Self::poll_flush
+    pub(crate) fn poll_write(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        let small = bufs.len() > 1 && len <= SMALL_WRITE;
+        match &self.io {
+            Io::Plain(tcp) => loop {
+                std::task::ready!(tcp.poll_write_ready(cx))?;
+                let n = if small {
+                    SCRATCH.with_borrow_mut(|buf| tcp.try_write(gather(buf, bufs)))
+                } else {
+                    tcp.try_write_vectored(bufs)
+                };
+                match n {
+                    // Readiness was cleared: polling it again registers for the next.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    r => return Poll::Ready(r),
+                }
+            },
+            Io::Tls { tls, .. } => {
+                let mut tls = Self::lock(tls);
+                let tls = Pin::new(&mut *tls);
+                if small {
+                    SCRATCH.with_borrow_mut(|buf| tls.poll_write(cx, gather(buf, bufs)))
+                } else {
+                    tls.poll_write_vectored(cx, bufs)
+                }
+            }
+        }
+    }
+
+    /// Writes out what a TLS session holds (nothing to do on a plain connection).
+    pub(crate) fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &self.io {
+            Io::Plain(_) => Poll::Ready(Ok(())),
+            Io::Tls { tls, .. } => Pin::new(&mut *Self::lock(tls)).poll_flush(cx),
+        }
+    }
+}
+
+#[cfg(unix)]
+impl AsRawFd for Conn {
+    fn as_raw_fd(&self) -> RawFd {
+        match &self.io {
+            Io::Plain(tcp) => tcp.as_raw_fd(),
+            Io::Tls { fd, .. } => *fd,
+        }
+    }
+}
+
+/// `bufs` copied into `buf`.
+fn gather<'a>(buf: &'a mut Vec<u8>, bufs: &[IoSlice<'_>]) -> &'a [u8] {
+    buf.clear();
+    for b in bufs {
+        buf.extend_from_slice(b);
+    }
+    buf
+}
+
+/// Appends the plaintext a TLS session has or can read now to `buf`.
+fn poll_read_tls(
+    tls: &Mutex<TlsStream<TcpStream>>,
+    cx: &mut Context<'_>,
+    buf: &mut Vec<u8>,
+) -> Poll<io::Result<usize>> {
+    let mut tls = Conn::lock(tls);
+    let mut chunk = [0u8; TLS_READ];
+    let mut read = ReadBuf::new(&mut chunk);
+    match Pin::new(&mut *tls).poll_read(cx, &mut read) {
+        Poll::Ready(Ok(())) => {
+            buf.extend_from_slice(read.filled());
+            Poll::Ready(Ok(read.filled().len()))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// Reads what the socket holds into `buf`'s spare capacity. A read that does not fill it
+/// took everything there was, so the socket's readiness is cleared at once: the next wait
+/// needs no read that fails with `EAGAIN` (one syscall fewer per keep-alive request).
+/// tokio clears it only if no readiness event arrived since it was observed, and never
+/// clears the read-closed state, so bytes or an EOF arriving meanwhile still wake the task.
+fn read_some(stream: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let spare = buf.capacity() - buf.len();
+    let mut got = None;
+    let res = stream.try_io(Interest::READABLE, || {
+        let n = stream.try_read_buf(buf)?;
+        if n == 0 || n >= spare {
+            return Ok(n);
+        }
+        got = Some(n);
+        Err(io::ErrorKind::WouldBlock.into())
+    });
+    match (res, got) {
+        (_, Some(n)) => Ok(n),
+        (res, None) => res,
+    }
+}

@@ -1,0 +1,155 @@
+//! Heap held by idle TLS subscribers: a counting allocator measures the bytes a server
+//! keeps per open TLS HTTP/1.1 subscriber of a channel that has nothing to send. The
+//! server runs on its own runtime, whose threads alone are counted (the rustls clients
+//! run in the same process).
+
+// The counting allocator is the one unsafe item here: GlobalAlloc is an unsafe trait.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use rat_engine::{App, Channel, ChannelOptions, RouteOptions, Server, ServerConfig, TlsConfig};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Heap an idle TLS subscriber may keep on the server: rustls's session (its state, the
+/// traffic keys, and the 4 KiB receive buffer it keeps once it has read), the connection's
+/// task and the subscriber's queue, with no read or write buffer of the engine's or
+/// hyper's (10.3 KiB measured; hyper's two 8 KiB buffers alone would pass the limit).
+const LIMIT: isize = 12 * 1024;
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+thread_local! {
+    /// True on the server's runtime threads: only their allocations are counted.
+    static COUNTED: Cell<bool> = const { Cell::new(false) };
+}
+
+fn counted() -> bool {
+    COUNTED.try_with(Cell::get).unwrap_or(false)
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if counted() {
+            LIVE.fetch_add(layout.size() as isize, Relaxed);
+        }
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if counted() {
+            LIVE.fetch_sub(layout.size() as isize, Relaxed);
+        }
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if counted() {
+            LIVE.fetch_add(new_size as isize - layout.size() as isize, Relaxed);
+        }
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+#[allow(deprecated)] // the ring provider: see the engine's tls module
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A TLS HTTP/1.1 subscriber of `/news`, its response head read.
+async fn subscribe(
+    addr: std::net::SocketAddr,
+    connector: &tokio_rustls::TlsConnector,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    tls.write_all(b"GET /news HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(tls.read(&mut b).await.unwrap(), 1, "EOF before the head");
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "not a 200");
+    tls
+}
+
+#[test]
+fn an_idle_tls_subscriber_holds_little_heap() {
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let tls = TlsConfig::from_pem(
+        c.cert.pem().as_bytes(),
+        c.signing_key.serialize_pem().as_bytes(),
+        None,
+    )
+    .unwrap();
+    let news = Channel::new("news", ChannelOptions::default());
+    let mut app = App::new();
+    let long = RouteOptions {
+        long_lived: true,
+        ..RouteOptions::default()
+    };
+    app.route_with(Method::GET, "/news", Arc::new(news.clone()), long)
+        .unwrap();
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .on_thread_start(|| COUNTED.with(|c| c.set(true)))
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = server_rt
+        .block_on(async {
+            tokio::spawn(Server::bind(
+                "127.0.0.1:0",
+                app,
+                ServerConfig::default().tls(tls),
+            ))
+            .await
+        })
+        .unwrap()
+        .unwrap();
+    let addr = server.local_addr();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(c.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let client_rt = tokio::runtime::Runtime::new().unwrap();
+    let n = 300;
+    let held = client_rt.block_on(async {
+        let settle = || tokio::time::sleep(Duration::from_millis(300));
+        // One subscriber first, so that what the first one initialises is not counted.
+        let warm = subscribe(addr, &connector).await;
+        settle().await;
+        let before = LIVE.load(Relaxed);
+        let mut subs = Vec::with_capacity(n);
+        for _ in 0..n {
+            subs.push(subscribe(addr, &connector).await);
+        }
+        settle().await;
+        assert_eq!(news.subscribers(), n + 1, "every subscriber is open");
+        let held = (LIVE.load(Relaxed) - before) / n as isize;
+        drop((warm, subs));
+        held
+    });
+    eprintln!("heap per idle TLS subscriber: {held} B");
+    assert!(held <= LIMIT, "{held} B per idle TLS subscriber");
+    server_rt.block_on(server.shutdown(Duration::from_millis(100)));
+}
