@@ -21,6 +21,25 @@ pub(super) async fn serve_hyper(stream: TcpStream, prefix: Bytes, shared: Arc<Sh
     crate::server::serve_io(Prefixed::new(prefix, stream), peer, &shared).await;
 }
 
+/// The TCP stream of a connection hyper upgraded, if it is one the direct path handed over,
+/// with the bytes read and not yet taken (hyper's and the replay's), which come first;
+/// else the upgraded IO back.
+pub(crate) fn upgraded_tcp(
+    up: hyper::upgrade::Upgraded,
+) -> Result<(Bytes, TcpStream), hyper::upgrade::Upgraded> {
+    type Handed = hyper_util::rt::TokioIo<Prefixed<TcpStream>>;
+    let parts = hyper_util::server::conn::auto::upgrade::downcast::<Handed>(up)?;
+    let Prefixed { prefix, io } = parts.io.into_inner();
+    // An empty slice of hyper's read buffer would keep the whole buffer.
+    let unread = match (parts.read_buf.is_empty(), prefix.is_empty()) {
+        (true, true) => Bytes::new(),
+        (false, true) => Bytes::copy_from_slice(&parts.read_buf),
+        (true, false) => prefix,
+        (false, false) => [parts.read_buf, prefix].concat().into(),
+    };
+    Ok((unread, io))
+}
+
 /// An IO that first replays bytes already read from it.
 struct Prefixed<T> {
     prefix: Bytes,
