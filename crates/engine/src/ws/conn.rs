@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
@@ -259,7 +259,12 @@ pub(crate) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    // Ready at once (nothing is awaited inside): not kept in this future's state.
+    let Some(mut ws) =
+        WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).now_or_never()
+    else {
+        return;
+    };
     // Takes the socket back from channels however this ends (also if dropped).
     let _detach = Detach(&sender);
     let (end, mid_frame) = {
@@ -309,11 +314,22 @@ pub(crate) async fn serve<S>(
         // A frame written in part: nothing else may follow it, not even a close frame.
         (end, !conn.raw.is_empty() || sender.has_rest())
     };
+    // The close handshake's futures (timers among them) live in their own allocation,
+    // made only when the socket ends, not in every idle socket's task.
+    let ended = Box::pin(close(&mut ws, end, mid_frame)).await;
+    sender.finish(ended);
+}
+
+/// Ends the connection as `end` says; returns how it ended.
+async fn close<S>(ws: &mut WebSocketStream<S>, end: End, mid_frame: bool) -> CloseStatus
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let status = |code: u16, reason: &str| CloseStatus {
         code,
         reason: reason.to_string(),
     };
-    let ended = match end {
+    match end {
         End::PeerClosed(frame) => {
             // tungstenite queued the echo of the peer's close frame: write it.
             let _ = tokio::time::timeout(CLOSE_WAIT, ws.flush()).await;
@@ -324,29 +340,28 @@ pub(crate) async fn serve<S>(
         }
         End::Violation(code, why) => {
             if !mid_frame {
-                close_with(&mut ws, code, why).await;
+                close_with(ws, code, why).await;
             }
             status(code, why)
         }
         End::Idle | End::Shutdown if mid_frame => status(1006, ""),
         End::Idle => {
-            close_with(&mut ws, 1001, "idle timeout").await;
-            await_close(&mut ws).await;
+            close_with(ws, 1001, "idle timeout").await;
+            await_close(ws).await;
             status(1001, "idle timeout")
         }
         End::Shutdown => {
-            close_with(&mut ws, 1001, "server shutting down").await;
-            await_close(&mut ws).await;
+            close_with(ws, 1001, "server shutting down").await;
+            await_close(ws).await;
             status(1001, "server shutting down")
         }
         End::SentClose(code, reason) => {
-            await_close(&mut ws).await;
+            await_close(ws).await;
             status(code, &reason)
         }
         End::Cut => status(1006, "send queue over its limit"),
         End::Gone => status(1006, ""),
-    };
-    sender.finish(ended);
+    }
 }
 
 struct Detach<'a>(&'a WsSender);
