@@ -5,8 +5,7 @@
 //! subscriber, [`Out::Framed`]). When the connection has nothing queued or unwritten and
 //! lent its socket ([`WsSender::attach`]), a channel's fan-out writes them straight to the
 //! socket ([`WsSender::push_through`]), without waking the connection's task, as an SSE
-//! subscriber's sink does; a handler's text or binary message sent then is framed and
-//! written the same way. What the socket does not take is queued for the connection.
+//! subscriber's sink does; what the socket does not take is queued for the connection.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -60,7 +59,7 @@ pub(crate) enum Out {
     },
 }
 
-/// What became of frames a channel pushed ([`WsSender::push_frames`]).
+/// What became of frames a channel pushed ([`WsSender::push_through`], [`WsSender::push_frame`]).
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Pushed {
     /// Written to the socket (all, or the rest queued).
@@ -210,15 +209,8 @@ impl WsSender {
         if st.phase != Phase::Open || st.cut {
             return false;
         }
-        let m = match st.writer_idle && st.queue.is_empty() {
-            true => match self.write_through(&mut st, m) {
-                Ok(below) => return below,
-                Err(m) => m,
-            },
-            false => Out::Msg(m),
-        };
-        st.bytes += out_len(&m);
-        st.queue.push_back(m);
+        st.bytes += wire_len(&m);
+        st.queue.push_back(Out::Msg(m));
         if st.bytes > self.socket.limits.max_buffered {
             st.cut = true;
             st.queue.clear();
@@ -236,51 +228,6 @@ impl WsSender {
             self.socket.wake.wake();
         }
         below
-    }
-
-    /// Writes a text or binary message straight to the lent socket (the connection is
-    /// idle and nothing is queued: see the module doc); the rest of a partial write is
-    /// queued. `Ok(below the mark)`, or what to queue instead.
-    fn write_through(&self, st: &mut State, m: Wire) -> Result<bool, Out> {
-        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-        let Some(sock) = &st.through else {
-            return Err(Out::Msg(m));
-        };
-        let frame = match m {
-            Wire::Text(t) => Frame::message(Bytes::from(t), OpCode::Data(Data::Text), true),
-            Wire::Binary(b) => Frame::message(b, OpCode::Data(Data::Binary), true),
-            m => return Err(Out::Msg(m)),
-        };
-        let mut buf = Vec::with_capacity(frame.len());
-        // Writing to a Vec cannot fail.
-        let _ = frame.format(&mut buf);
-        match sock.sock_ref().send(&buf) {
-            Ok(n) if n == buf.len() => Ok(true),
-            Ok(n) if n > 0 => {
-                let rest = Bytes::from(buf).slice(n..);
-                st.bytes += rest.len();
-                st.queue.push_back(Out::Framed {
-                    bytes: rest,
-                    events: 0,
-                    rest: true,
-                });
-                st.writer_idle = false;
-                self.socket.wake.wake();
-                let below = st.bytes < self.socket.limits.high_water_mark;
-                st.full |= !below;
-                Ok(below)
-            }
-            // Full, or failed (the connection meets the error): queued, framed.
-            _ => {
-                st.writer_idle = false;
-                Err(Out::Framed {
-                    bytes: Bytes::from(buf),
-                    events: 0,
-                    rest: false,
-                })
-            }
-        }
     }
 
     /// Starts the close handshake with `code` and `reason` (at most 123 bytes; longer is
