@@ -367,9 +367,9 @@ pub(super) fn serve(
 }
 
 /// Gives the WebSocket subscribers in `slots` the WebSocket frames of what they were not
-/// given yet of the log (straight to the socket when `through` and nothing waits, see
-/// [`WsSender::push_frames`](crate::ws::WsSender)). Removes subscribers found closed or
-/// cut.
+/// given yet of the log: straight to the socket when `through` and nothing waits (see
+/// `ws/socket.rs`), else queued frame by frame under the slow-client policy. Removes
+/// subscribers found closed or cut.
 pub(super) fn serve_ws(
     subs: &mut WsSubs,
     fan: &mut Fan,
