@@ -123,6 +123,29 @@ describe('bench catalog', () => {
     expect(targetRows(stats, 'rat-engine', {}, String)).toMatch(/\+2\.5 ms[^\n]*❌ missed/)
   })
 
+  it('checks the WebSocket targets, the channel on arrival against our SSE, only when they ran', async () => {
+    const { targetRows } = await load(false)
+    const cell = (med: Record<string, number>) => ({ med, min: med, max: med })
+    expect(targetRows({}, 'rat-engine', {}, String)).not.toContain('WebSocket')
+    const stats = {
+      'broadcast-10k-100ms': { 'rat-engine': cell({ arrival_p99_ms: 100, latency_p99_ms: 100 }) },
+      'ws-broadcast-10k-100ms': { 'rat-engine': cell({ arrival_p99_ms: 108, latency_p99_ms: 300, connected: 10_000, gaps: 0 }) },
+      'ws-echo': { 'rat-engine': cell({ messages_per_s: 90_000 }), 'node-http': cell({ messages_per_s: 40_000 }), bun: cell({ messages_per_s: 100_000 }) },
+      'ws-idle-10k': { 'rat-engine': cell({ rss_per_connection_bytes: 1500 }) },
+    }
+    const rows = targetRows(stats, 'rat-engine', {}, String).split('\n')
+    const row = (needle: string) => rows.find((r) => r.includes(needle)) ?? ''
+    // On arrival 108 / 100 ms: within 1.1x; when the client reads (300 / 100 ms) only reported.
+    expect(row('WebSocket 10k @100 ms: p99 latency on arrival vs our SSE')).toMatch(/1\.08×.*✅ met/)
+    expect(row('WebSocket 10k @100 ms: p99 latency when the client reads')).toMatch(/3\.00×.*info/)
+    expect(row('WebSocket 10k @100 ms: gaps')).toMatch(/✅ met/)
+    expect(row('echo msg/s, 50 connections, vs `ws`')).toMatch(/2\.25×.*✅ met/)
+    expect(row('echo msg/s, 50 connections, vs Bun')).toMatch(/0\.90×.*❌ missed/)
+    expect(row('WebSocket: idle socket RSS')).toMatch(/✅ met/)
+    stats['ws-broadcast-10k-100ms']['rat-engine'].med.arrival_p99_ms = 112
+    expect(targetRows(stats, 'rat-engine', {}, String)).toMatch(/on arrival vs our SSE[^\n]*1\.12×[^\n]*❌ missed/)
+  })
+
   it('checks the compression targets on arrival p99 only when both 2 KiB servers ran, and without our default server', async () => {
     const { targetRows } = await load(false)
     const cell = (med: Record<string, number>) => ({ med })

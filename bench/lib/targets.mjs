@@ -14,6 +14,7 @@ const TLS_SCENARIOS = ['hello-tls', B10K_TLS, B10K_H2]
 const R10K = 'redis-broadcast-10k-100ms'
 const RRATE = 'redis-publish-rate'
 const REDIS = 'rat-engine-redis'
+const WS_B10K = 'ws-broadcast-10k-100ms'
 
 /**
  * Each target: what it compares, and `check(get)` returning { measured, ok } or null when a
@@ -41,7 +42,7 @@ function targets(ours, name, fmt) {
   })
   const abs = (sc, key, label, needed, test, show, agg = 'med') => ({
     target: label,
-    gated: sc.startsWith('idle-') || TLS_SCENARIOS.includes(sc) ? sc : undefined,
+    gated: sc.startsWith('idle-') || sc.startsWith('ws-') || TLS_SCENARIOS.includes(sc) ? sc : undefined,
     needed,
     check: (get) => {
       const v = get(sc, ours, key, agg)
@@ -68,6 +69,15 @@ function targets(ours, name, fmt) {
     rel('count', 'events_per_s', 'bun', 1, { label: '/sse/count events/s vs Bun' }),
     rel('chunked', 'bytes_per_s', 'bun', 1, { label: '/chunked bytes/s vs Bun', unit: 'bytes/s' }),
     rel('chunked', 'bytes_per_s', 'floor', 0.9, { label: '/chunked bytes/s vs floor (stretch)', unit: 'bytes/s' }),
+    // Issue 27: WebSocket, beside the `ws` package on node:http and Bun; a channel's
+    // WebSocket subscribers against its SSE subscribers (broadcast-10k-100ms) in the run.
+    rel('ws-echo', 'messages_per_s', 'node-http', 2, { gated: 'ws-echo', peerName: '`ws` on node:http', label: 'WebSocket echo msg/s, 50 connections, vs `ws`' }),
+    rel('ws-echo', 'messages_per_s', 'bun', 1, { gated: 'ws-echo', label: 'WebSocket echo msg/s, 50 connections, vs Bun' }),
+    abs('ws-idle-10k', 'rss_per_connection_bytes', 'WebSocket: idle socket RSS', '≤ 1.5 KiB', (v) => v <= 1536, (v) => fmt(v, 'bytes')),
+    abs(WS_B10K, 'connected', 'WebSocket 10k @100 ms: subscribers connected', '10,000', (v) => v >= 10_000, (v) => fmt(v), 'min'),
+    abs(WS_B10K, 'gaps', 'WebSocket 10k @100 ms: gaps', '0', (v) => v === 0, (v) => String(v), 'max'),
+    rel(WS_B10K, 'arrival_p99_ms', ours, 1.1, { lower: true, peerSc: B10K, peerName: 'ours over SSE', gated: WS_B10K, label: 'WebSocket 10k @100 ms: p99 latency on arrival vs our SSE' }),
+    rel(WS_B10K, 'latency_p99_ms', ours, Infinity, { lower: true, peerSc: B10K, peerName: 'ours over SSE', gated: WS_B10K, label: 'WebSocket 10k @100 ms: p99 latency when the client reads vs our SSE (report only)' }),
     // Issue 23: TLS (RAT_BENCH_TLS=1).
     abs('idle-10k-tls', 'rss_per_connection_bytes', 'TLS: idle subscriber RSS (HTTP/1.1, a connection each)', '≤ 4 KiB', (v) => v <= 4096, (v) => fmt(v, 'bytes')),
     abs('idle-10k-h2', 'rss_per_connection_bytes', 'TLS: idle subscriber RSS (h2, 100 streams per connection)', '≤ 4 KiB', (v) => v <= 4096, (v) => fmt(v, 'bytes')),

@@ -28,7 +28,7 @@ soak:      --path /soak/channel --stop-path /soak/stop --reconnects-per-s R
 churn:     --cycles N --concurrency C --paths /a,/b --early-percent P --timeout S
 ws-echo:   --path /ws/echo --size B (text messages, one in flight per connection)
 ws-idle:   --path /ws/echo --connect-timeout S --connect-concurrency N (holds N sockets)
-ws-broadcast: as ws-idle, --path /ws/broadcast; counts events and their latency";
+ws-broadcast: as ws-idle, --path /ws/broadcast; events, gaps, latency on read and arrival";
 
 #[cfg(not(unix))]
 fn main() {

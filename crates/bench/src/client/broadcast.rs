@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 use super::conn::{get_request_with, HttpConn, Io, Stamp, Stamps};
-use super::decode::Decode;
+use super::decode::{Decode, Format};
 use super::{marker, measure_window, round, Args, Common, Phase};
 use crate::http::Part;
 use crate::stats::Histogram;
@@ -81,7 +81,16 @@ pub async fn run(mut args: Args, parse: bool) -> Result<Value, String> {
     let addr_of = move |i: usize| if h2 { (i / per_conn) % k } else { i % k };
     let shared = Rc::new(Shared {
         phase: Cell::default(),
-        decode: RefCell::new(parse.then(|| Decode::start(n, decode == "gzip"))),
+        decode: RefCell::new(parse.then(|| {
+            Decode::start(
+                n,
+                if decode == "gzip" {
+                    Format::SseGzip
+                } else {
+                    Format::Sse
+                },
+            )
+        })),
         decode_error: RefCell::default(),
         connected: Cell::default(),
         failed: Cell::default(),

@@ -1,6 +1,7 @@
-//! The broadcast scenario's decoding, off the reading thread: subscribers' body bytes go,
-//! stamped when read, to one thread that inflates (`--decode gzip`), parses SSE and
-//! records sequence and latency per subscriber.
+//! The broadcast scenarios' decoding, off the reading thread: subscribers' body bytes go,
+//! stamped when read, to one thread that inflates (`--decode gzip`), parses SSE (or takes
+//! each chunk as one event's data: WebSocket messages, [`Format::Messages`]) and records
+//! sequence and latency per subscriber.
 //!
 //! The reader then only reads and stamps, so its read times stay close to the arrivals
 //! even when decoding costs more than a core's spare time (10,000 gzip streams). The
@@ -22,6 +23,17 @@ use crate::stats::Histogram;
 /// Bytes read but not yet decoded past which the run fails rather than grow further.
 const MAX_BACKLOG: usize = 1 << 30;
 
+/// What a subscriber's chunks are.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// An SSE body, plain.
+    Sse,
+    /// An SSE body, gzip-coded.
+    SseGzip,
+    /// Whole messages, each one event's data (WebSocket text frames).
+    Messages,
+}
+
 /// One read's bytes of one subscriber's body.
 struct Chunk {
     id: u32,
@@ -39,8 +51,8 @@ pub struct Decode {
 }
 
 impl Decode {
-    /// Starts the decoding thread for `n` subscribers whose bodies are gzip-coded or not.
-    pub fn start(n: usize, gzip: bool) -> Self {
+    /// Starts the decoding thread for `n` subscribers whose chunks are `format`.
+    pub fn start(n: usize, format: Format) -> Self {
         let (tx, rx) = mpsc::channel::<Chunk>();
         let backlog = Arc::new(AtomicUsize::new(0));
         let left = backlog.clone();
@@ -49,7 +61,7 @@ impl Decode {
             .spawn(move || {
                 // Best effort: without them the thread still decodes, at normal priority.
                 let _ = crate::sys::run_when_idle_on_any_cpu();
-                let mut subs: Vec<Sub> = (0..n).map(|_| Sub::new(gzip)).collect();
+                let mut subs: Vec<Sub> = (0..n).map(|_| Sub::new(format)).collect();
                 let mut stats = Stats::new(n);
                 for c in rx {
                     left.fetch_sub(c.bytes.len(), Ordering::Relaxed);
@@ -99,23 +111,27 @@ impl Decode {
 
 /// One subscriber's decoding state.
 struct Sub {
-    parser: SseParser,
+    /// None: each chunk is one event's data.
+    parser: Option<SseParser>,
     inflate: Option<Gunzip>,
     plain: Vec<u8>,
     last_seq: Option<u64>,
 }
 
 impl Sub {
-    fn new(gzip: bool) -> Self {
+    fn new(format: Format) -> Self {
         Self {
-            parser: SseParser::default(),
-            inflate: gzip.then(Gunzip::default),
+            parser: (format != Format::Messages).then(SseParser::default),
+            inflate: (format == Format::SseGzip).then(Gunzip::default),
             plain: Vec::new(),
             last_seq: None,
         }
     }
 
     fn feed(&mut self, id: u32, c: &Chunk, s: &mut Stats) {
+        let Some(parser) = self.parser.as_mut() else {
+            return s.event(id, &mut self.last_seq, &c.bytes, c.measured, c.at);
+        };
         let b = match self.inflate.as_mut() {
             Some(g) => {
                 if g.feed(&c.bytes, &mut self.plain).is_err() && c.measured {
@@ -126,8 +142,7 @@ impl Sub {
             None => &c.bytes[..],
         };
         let last_seq = &mut self.last_seq;
-        self.parser
-            .feed(b, &mut |data| s.event(id, last_seq, data, c.measured, c.at));
+        parser.feed(b, &mut |data| s.event(id, last_seq, data, c.measured, c.at));
     }
 }
 
@@ -301,7 +316,7 @@ mod tests {
     #[test]
     fn decodes_gzip_streams_split_anywhere_and_counts_every_event() {
         let body = gzip_events(50);
-        let mut d = Decode::start(3, true);
+        let mut d = Decode::start(3, Format::SseGzip);
         // Three subscribers, each reading the same stream in pieces of a different size.
         for (id, step) in [(0usize, 1usize), (1, 7), (2, body.len())] {
             for (k, piece) in body.chunks(step).enumerate() {
@@ -328,7 +343,7 @@ mod tests {
 
     #[test]
     fn counts_gaps_and_what_is_not_measured_stays_out() {
-        let mut d = Decode::start(1, false);
+        let mut d = Decode::start(1, Format::Sse);
         let at = Stamp {
             read: 10,
             arrival: None,
@@ -349,5 +364,31 @@ mod tests {
         assert_eq!(s.per_sub, vec![(2, 1)]);
         assert_eq!(s.unstamped, 2);
         assert_eq!(s.unparsable, 1);
+    }
+
+    #[test]
+    fn takes_each_message_as_one_event() {
+        const MS: u64 = 1_000_000;
+        let mut d = Decode::start(2, Format::Messages);
+        let at = |arrival| Stamp {
+            read: 5 * MS,
+            arrival,
+        };
+        // Subscriber 0: seq 1, 2, 4 (one gap), published at 1 ms, arrived at 3 ms.
+        for seq in [1, 2, 4] {
+            let m = format!("{{\"seq\":{seq},\"t\":{MS}}}");
+            d.push(0, true, at(Some(3 * MS)), m.as_bytes()).unwrap();
+        }
+        // Subscriber 1: no stamp (its arrival is the read), then a message that is no event.
+        let m = format!("{{\"seq\":1,\"t\":{MS}}}");
+        d.push(1, true, at(None), m.as_bytes()).unwrap();
+        d.push(1, true, at(None), b"data: {\"seq\":2}").unwrap();
+        let s = d.finish();
+        assert_eq!(s.events, 4);
+        assert_eq!(s.per_sub, vec![(3, 1), (1, 0)]);
+        assert_eq!((s.gaps, s.unparsable, s.unstamped), (1, 1, 1));
+        // Arrival: 2 ms three times, 4 ms once; read: 4 ms each.
+        assert_eq!(s.arrival.summary_ms()["mean_ms"], 2.5);
+        assert_eq!(s.latency.summary_ms()["mean_ms"], 4.0);
     }
 }

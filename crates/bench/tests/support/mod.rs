@@ -37,8 +37,8 @@ pub fn rat_bench(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("rat-bench prints JSON")
 }
 
-/// The routes rat-bench's `hello` and `broadcast` ask for: `/hello`, and `channel` at
-/// `/sse/broadcast`.
+/// The routes rat-bench's `hello`, `broadcast` and `ws-broadcast` ask for: `/hello`, and
+/// `channel` at `/sse/broadcast` and (WebSocket) `/ws/broadcast`.
 pub fn bench_app(channel: &Channel) -> App {
     let mut app = App::new();
     app.get("/hello", |_req| async { "hello" }).unwrap();
@@ -49,6 +49,7 @@ pub fn bench_app(channel: &Channel) -> App {
         LONG,
     )
     .unwrap();
+    app.ws_channel("/ws/broadcast", channel.clone()).unwrap();
     app
 }
 

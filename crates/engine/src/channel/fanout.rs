@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::subscribers::Subscribers;
+use super::subscribers::{Subscribers, WsSubs};
 use super::Channel;
 use crate::compress::{Coding, CrcPart};
 use crate::metrics::Metrics;
 use crate::stream::Pushed;
+use crate::ws::WsPushed;
 
 /// Subscribers served by the fan-out task while it holds the channel's lock: a publish
 /// waits for at most that many `send`s.
@@ -42,6 +43,8 @@ pub(super) struct Frame {
     pub(super) seq: u64,
     pub(super) bytes: Bytes,
     pub(super) is_event: bool,
+    /// An event's data as one WebSocket text frame (when it had WebSocket subscribers).
+    pub(super) ws: Option<Bytes>,
     /// The frame compressed for each coding asked so far: made once however often the
     /// log is joined again.
     pub(super) coded: Vec<Piece>,
@@ -62,6 +65,38 @@ pub(super) struct Joined {
     /// The same frames compressed, for the codings subscribers asked for (made when the
     /// first of them is served).
     coded: Vec<Coded>,
+    /// The frames' WebSocket frames (made when the first WebSocket subscriber is served).
+    ws: Option<WsJoined>,
+}
+
+/// The log's WebSocket frames in one buffer.
+struct WsJoined {
+    bytes: Bytes,
+    /// Per frame of the log: where its WebSocket frame starts (or would), and how many
+    /// WebSocket frames there are from it to the end.
+    at: Vec<(usize, u32)>,
+}
+
+impl WsJoined {
+    fn new(frames: &[Frame]) -> WsJoined {
+        let mut all = bytes::BytesMut::new();
+        let mut at = Vec::with_capacity(frames.len());
+        for f in frames {
+            at.push((all.len(), 0));
+            if let Some(b) = &f.ws {
+                all.extend_from_slice(b);
+            }
+        }
+        let mut n = 0;
+        for (a, f) in at.iter_mut().zip(frames).rev() {
+            n += u32::from(f.ws.is_some());
+            a.1 = n;
+        }
+        WsJoined {
+            bytes: all.freeze(),
+            at,
+        }
+    }
 }
 
 /// The log's frames compressed for one coding, each on its own, in one buffer.
@@ -161,6 +196,7 @@ impl Joined {
             bytes,
             marks,
             coded: Vec::new(),
+            ws: None,
         }
     }
 }
@@ -389,6 +425,98 @@ pub(super) fn serve(
     }
 }
 
+/// Gives the WebSocket subscribers in `slots` the WebSocket frames of what they were not
+/// given yet of the log: straight to the socket when `through` and nothing waits (see
+/// `ws/socket.rs`), else queued frame by frame under the slow-client policy. Removes
+/// subscribers found closed or cut.
+pub(super) fn serve_ws(
+    subs: &mut WsSubs,
+    fan: &mut Fan,
+    slots: std::ops::Range<usize>,
+    through: bool,
+    drop_oldest: bool,
+    tally: &mut Tally,
+) {
+    let end = subs.slots.len().min(slots.end);
+    if slots.start >= end {
+        return;
+    }
+    let Some(last) = fan.joined().marks.last().map(|m| m.seq) else {
+        return;
+    };
+    if fan.joined.as_ref().is_some_and(|j| j.ws.is_none()) {
+        let ws = WsJoined::new(&fan.log);
+        if let Some(j) = fan.joined.as_mut() {
+            j.ws = Some(ws);
+        }
+    }
+    let Some(joined) = fan.joined.as_ref() else {
+        return;
+    };
+    let Some(ws) = joined.ws.as_ref() else {
+        return;
+    };
+    for key in slots.start..end {
+        let Some(sub) = &mut subs.slots[key] else {
+            continue;
+        };
+        if sub.sent >= last {
+            continue;
+        }
+        let first = joined.marks.partition_point(|m| m.seq <= sub.sent);
+        sub.sent = last;
+        let (start, events) = ws.at[first];
+        if events == 0 {
+            continue;
+        }
+        let direct = if through {
+            sub.sender.push_through(&ws.bytes.slice(start..))
+        } else {
+            None
+        };
+        let gone = match direct {
+            Some(WsPushed::Closed) => true,
+            Some(_) => {
+                tally.delivered += u64::from(events);
+                false
+            }
+            None => {
+                // Frame by frame, each under the slow-client policy.
+                let mut gone = false;
+                for i in first..ws.at.len() {
+                    let (from, n) = ws.at[i];
+                    let to = ws.at.get(i + 1).map_or(ws.bytes.len(), |a| a.0);
+                    if from == to || n == 0 {
+                        continue;
+                    }
+                    let frame = ws.bytes.slice(from..to);
+                    match sub.sender.push_frame(&frame, 1, drop_oldest) {
+                        WsPushed::Through | WsPushed::Queued => tally.delivered += 1,
+                        WsPushed::DroppedOldest(d) => {
+                            tally.delivered += 1;
+                            tally.dropped += d;
+                        }
+                        WsPushed::Dropped(d) => tally.dropped += d,
+                        WsPushed::ClosedFull => {
+                            tally.closed_slow += 1;
+                            gone = true;
+                            break;
+                        }
+                        WsPushed::Closed => {
+                            gone = true;
+                            break;
+                        }
+                    }
+                }
+                gone
+            }
+        };
+        if gone {
+            subs.remove(key);
+        }
+    }
+}
+
 /// The fan-out task of a channel: sweeps the subscribers until a sweep finds nothing new
 /// was published while it ran. If it is dropped unfinished (its runtime shut down), its
 /// drop hands out what is left, so nothing published is lost.
@@ -407,7 +535,8 @@ impl FanOut {
                 let mut st = ch.lock();
                 let st = &mut *st;
                 let fan = &mut st.fan;
-                if fan.cursor >= st.subs.slots.len() {
+                let sse = st.subs.slots.len();
+                if fan.cursor >= sse + st.ws.slots.len() {
                     // A sweep ended (or none ran): everyone has everything up to `swept`.
                     let swept = fan.swept;
                     let kept = fan.log.partition_point(|f| f.seq <= swept);
@@ -427,14 +556,18 @@ impl FanOut {
                 }
                 let from = fan.cursor;
                 fan.cursor = from.saturating_add(SWEEP_STEP);
+                // Slots past the SSE subscribers' are the WebSocket subscribers'.
+                let step = from..from + SWEEP_STEP;
                 serve(
                     &mut st.subs,
                     fan,
-                    from..from + SWEEP_STEP,
+                    step.clone(),
                     true,
                     drop_oldest,
                     &mut tally,
                 );
+                let ws = step.start.saturating_sub(sse)..step.end.saturating_sub(sse);
+                serve_ws(&mut st.ws, fan, ws, true, drop_oldest, &mut tally);
             }
             ch.count(tally);
             // Lets the runtime's other tasks (and its I/O) in between steps.

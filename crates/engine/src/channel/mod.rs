@@ -42,6 +42,10 @@
 //! a runtime (a channel used on its own) a publish queues for every subscriber itself, as
 //! it also does when more than [`PENDING_LIMIT`] bytes are logged; [`Channel::close`]
 //! first hands out everything published.
+//!
+//! WebSocket subscribers ([`WsSender::subscribe`](crate::ws::WsSender::subscribe)) are
+//! swept after the SSE ones, in the same way: each event as one text frame whose bytes all
+//! share, under the same policy (see `ws/socket.rs`).
 
 mod fanout;
 mod history;
@@ -58,7 +62,6 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::compress::{Coding, CrcPart};
 use crate::error::{Error, Result};
@@ -68,10 +71,10 @@ use crate::response::{IntoResponse, Response};
 use crate::stream::{Event, QueueLimits, SseResponse, StreamSender};
 #[cfg(test)]
 use fanout::SWEEP_STEP;
-use fanout::{serve, Fan, FanOut, Frame, Tally};
+use fanout::{serve, serve_ws, Fan, FanOut, Frame, Tally};
 use history::{epoch, History, Resume};
 use shared::{Shared, Waiting};
-use subscribers::Subscribers;
+use subscribers::{ws_text_frame, Subscribers, WsSubs};
 
 /// Bytes published and not yet handed out by the fan-out task past which the publisher
 /// hands them out itself (as a channel without a runtime does): a publisher that outruns
@@ -153,7 +156,7 @@ struct State {
     seq: u64,
     fan: Fan,
     /// WebSocket subscribers: each event's data goes to them as a text frame.
-    ws: Vec<crate::ws::WsSender>,
+    ws: WsSubs,
     /// False for a shared channel until its history is loaded from Redis.
     ready: bool,
     /// Subscribers that came before it was ready.
@@ -241,7 +244,7 @@ impl Channel {
                     closed: false,
                     seq: 0,
                     fan: Fan::default(),
-                    ws: Vec::new(),
+                    ws: WsSubs::default(),
                     ready,
                     waiting: Vec::new(),
                 }),
@@ -298,11 +301,11 @@ impl Channel {
             }
         };
         let frame = event.encode();
-        send_ws(&mut st, || event.get_data().unwrap_or("").to_string());
+        let ws = (st.ws.len > 0).then(|| ws_text_frame(event.get_data().unwrap_or("")));
         st.history.expire();
         st.history.push(id.clone(), frame.clone());
         self.inner.counters.published.fetch_add(1, Relaxed);
-        self.hand_out(st, frame, true);
+        self.hand_out(st, frame, true, ws);
         Ok(id)
     }
 
@@ -316,15 +319,21 @@ impl Channel {
         if st.closed {
             return Err(Error::closed());
         }
-        self.hand_out(st, frame, false);
+        self.hand_out(st, frame, false, None);
         Ok(())
     }
 
     /// Gives a published frame its sequence number and logs it for the fan-out task, or
     /// hands it out at once (no runtime, or too much logged). `is_event` says whether it
     /// counts as an event in `delivered` and the server's `events_sent` (a comment does
-    /// not).
-    fn hand_out(&self, mut st: MutexGuard<'_, State>, bytes: Bytes, is_event: bool) {
+    /// not); `ws` is the event as a WebSocket frame, when there are WebSocket subscribers.
+    fn hand_out(
+        &self,
+        mut st: MutexGuard<'_, State>,
+        bytes: Bytes,
+        is_event: bool,
+        ws: Option<Bytes>,
+    ) {
         st.seq += 1;
         let seq = st.seq;
         st.fan.log_bytes += bytes.len();
@@ -332,6 +341,7 @@ impl Channel {
             seq,
             bytes,
             is_event,
+            ws,
             coded: Vec::new(),
         });
         let runtime = match &st.fan.runtime {
@@ -373,6 +383,8 @@ impl Channel {
                 self.drop_oldest(),
                 &mut tally,
             );
+            let (all, d) = (0..usize::MAX, self.drop_oldest());
+            serve_ws(&mut st.ws, &mut st.fan, all, false, d, &mut tally);
             st.fan.clear_log(st.seq);
         }
         tally
@@ -553,23 +565,6 @@ impl Channel {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    /// Adds a WebSocket subscriber (see [`WsSender::subscribe`](crate::ws::WsSender::subscribe)).
-    /// A closed channel closes the socket normally.
-    pub(crate) fn subscribe_ws(&self, socket: &crate::ws::WsSender) {
-        let mut st = self.lock();
-        if st.closed {
-            drop(st);
-            socket.end();
-            return;
-        }
-        st.ws.push(socket.clone());
-    }
-
-    /// Removes the WebSocket subscriber with this id.
-    pub(crate) fn unsubscribe_ws(&self, id: u64) {
-        self.lock().ws.retain(|s| s.id() != id);
-    }
-
     /// An SSE response subscribed to this channel, resuming from the request's last event
     /// id. This is what a channel-served route does for each request. When the server
     /// compresses responses and the client accepts gzip or zstd, the stream carries the
@@ -599,7 +594,7 @@ impl Channel {
     /// Subscribers now.
     pub fn subscribers(&self) -> usize {
         let st = self.lock();
-        st.subs.len + st.ws.len()
+        st.subs.len + st.ws.len
     }
 
     /// True after [`close`](Self::close).
@@ -637,7 +632,7 @@ impl Channel {
                 st.subs.take_all(),
                 std::mem::take(&mut st.waiting),
                 tally,
-                std::mem::take(&mut st.ws),
+                st.ws.take_all(),
             )
         };
         self.count(tally);
@@ -680,17 +675,3 @@ impl crate::app::Handler for Channel {
 mod races;
 #[cfg(test)]
 mod tests;
-
-/// Sends an event's data to the channel's WebSocket subscribers as one text frame they all
-/// share (each queues a reference to one buffer), and forgets the closed ones. `data` is
-/// only made when there is a subscriber.
-fn send_ws(st: &mut State, data: impl FnOnce() -> String) {
-    if st.ws.is_empty() {
-        return;
-    }
-    let text = Utf8Bytes::from(data());
-    st.ws.retain(|s| {
-        s.send_shared(text.clone());
-        !s.is_closed()
-    });
-}

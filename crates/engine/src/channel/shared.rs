@@ -82,11 +82,12 @@ impl Channel {
         if st.closed {
             return;
         }
-        super::send_ws(&mut st, || crate::stream::sse::data_of(&frame));
+        let ws = (st.ws.len > 0)
+            .then(|| super::subscribers::ws_text_frame(&crate::stream::sse::data_of(&frame)));
         st.history.expire();
         st.history.push(id.to_string(), frame.clone());
         self.inner.counters.published.fetch_add(1, Relaxed);
-        self.hand_out(st, frame, true);
+        self.hand_out(st, frame, true, ws);
     }
 
     /// Redis trimmed entries from the stream that this process's reader had not read: the
@@ -105,7 +106,7 @@ impl Channel {
             .event("missed")
             .data(notice.to_string())
             .encode();
-        self.hand_out(st, frame, false);
+        self.hand_out(st, frame, false, None);
     }
 
     /// A shared channel's history as loaded from Redis (oldest first); then the

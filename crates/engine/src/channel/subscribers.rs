@@ -2,9 +2,12 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use super::positions::Positions;
 use crate::compress::Coding;
 use crate::stream::StreamSender;
+use crate::ws::WsSender;
 
 /// A subscriber: its stream, the sequence number of the last frame it was given (when it
 /// subscribed: the last one published), and the coding its stream is compressed with.
@@ -77,5 +80,100 @@ impl Subscribers {
             .flatten()
             .map(|s| s.stream)
             .collect()
+    }
+}
+
+/// A WebSocket subscriber: its sender and the sequence number of the last frame it was
+/// given.
+pub(super) struct WsSub {
+    pub(super) sender: WsSender,
+    pub(super) sent: u64,
+}
+
+/// The WebSocket subscribers in slots, as [`Subscribers`].
+#[derive(Default)]
+pub(super) struct WsSubs {
+    pub(super) slots: Vec<Option<WsSub>>,
+    free: Vec<usize>,
+    pub(super) len: usize,
+}
+
+impl WsSubs {
+    pub(super) fn insert(&mut self, sender: WsSender, sent: u64) {
+        self.len += 1;
+        let sub = Some(WsSub { sender, sent });
+        match self.free.pop() {
+            Some(slot) => self.slots[slot] = sub,
+            None => self.slots.push(sub),
+        }
+    }
+
+    pub(super) fn remove(&mut self, slot: usize) {
+        if let Some(entry @ Some(_)) = self.slots.get_mut(slot) {
+            *entry = None;
+            self.free.push(slot);
+            self.len -= 1;
+        }
+    }
+
+    /// Removes the subscriber whose sender has this id.
+    pub(super) fn remove_id(&mut self, id: u64) {
+        let found = self
+            .slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.sender.id() == id));
+        if let Some(slot) = found {
+            self.remove(slot);
+        }
+    }
+
+    pub(super) fn take_all(&mut self) -> Vec<WsSender> {
+        self.free = Vec::new();
+        self.len = 0;
+        std::mem::take(&mut self.slots)
+            .into_iter()
+            .flatten()
+            .map(|s| s.sender)
+            .collect()
+    }
+}
+
+/// `data` as one unmasked WebSocket text frame (what a server sends), the same bytes for
+/// every subscriber.
+pub(super) fn ws_text_frame(data: &str) -> Bytes {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
+    let frame = WsFrame::message(
+        Bytes::copy_from_slice(data.as_bytes()),
+        OpCode::Data(Data::Text),
+        true,
+    );
+    let mut out = Vec::with_capacity(frame.len());
+    // Writing to a Vec cannot fail.
+    let _ = frame.format(&mut out);
+    Bytes::from(out)
+}
+
+impl super::Channel {
+    /// Adds a WebSocket subscriber (see [`WsSender::subscribe`](crate::ws::WsSender::subscribe)):
+    /// it receives the events published from now on, from the fan-out as SSE subscribers
+    /// do. A closed channel closes the socket normally.
+    pub(crate) fn subscribe_ws(&self, socket: &crate::ws::WsSender) {
+        let mut st = self.lock();
+        if st.closed {
+            drop(st);
+            socket.end();
+            return;
+        }
+        if st.fan.runtime.is_none() {
+            st.fan.runtime = tokio::runtime::Handle::try_current().ok();
+        }
+        let sent = st.seq;
+        st.ws.insert(socket.clone(), sent);
+    }
+
+    /// Removes the WebSocket subscriber with this id.
+    pub(crate) fn unsubscribe_ws(&self, id: u64) {
+        self.lock().ws.remove_id(id);
     }
 }

@@ -16,6 +16,7 @@
 mod activity;
 mod config;
 mod direct;
+pub(crate) use direct::upgraded_tcp;
 mod registry;
 mod service;
 

@@ -5,6 +5,12 @@
 //! The connection is one small state machine polled by its task ([`Conn::poll`]): the
 //! tungstenite stream unsplit, the batch being written, and a timer only when the route
 //! has an idle timeout, so an idle socket's task holds little.
+//!
+//! Frames already encoded (a channel's events) are written to the socket as they are, once
+//! tungstenite's buffer is out; nothing is read while such a write is unfinished, since a
+//! read may make tungstenite write a pong. Between polls, with nothing left to write, the
+//! connection tells its sender it is idle, and channels may then write to the socket
+//! themselves (see `socket.rs`); each poll first takes that back.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -12,7 +18,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use bytes::{Buf, Bytes};
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
@@ -23,7 +30,7 @@ use tokio_tungstenite::tungstenite::Message as Wire;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-use super::socket::{CloseStatus, Take, WsSender};
+use super::socket::{CloseStatus, Out, Take, WsSender};
 use super::{Inbox, Message};
 
 /// How long a closing side waits for the peer's close frame (or for its own to be
@@ -70,8 +77,11 @@ struct Conn<'a, S> {
     ws: &'a mut WebSocketStream<S>,
     sender: &'a WsSender,
     inbox: &'a Inbox,
-    /// Messages taken from the queue and not yet given to tungstenite.
-    batch: VecDeque<Wire>,
+    /// Messages taken from the queue and not yet given to tungstenite (or written).
+    batch: VecDeque<Out>,
+    /// Encoded frames being written to the socket; nothing else is written (or read)
+    /// until they are out.
+    raw: Bytes,
     /// Bytes of the messages taken and not yet flushed.
     bytes: usize,
     /// Messages were given to tungstenite since the last flush.
@@ -88,7 +98,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     /// Writes what is queued; `Ready` when the connection ends.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<End> {
         for _ in 0..BUDGET {
-            if self.batch.is_empty() && !self.fed {
+            if self.batch.is_empty() && !self.fed && self.raw.is_empty() {
                 match self.sender.poll_take(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Take::Cut) => return Poll::Ready(End::Cut),
@@ -101,29 +111,55 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 // A client that does not read, with a write blocked.
                 return Poll::Ready(End::Cut);
             }
-            while !self.batch.is_empty() {
-                match Pin::new(&mut *self.ws).poll_ready(cx) {
+            loop {
+                while !self.raw.is_empty() {
+                    match Pin::new(self.ws.get_mut()).poll_write(cx, &self.raw) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(_) | Ok(0)) => return Poll::Ready(End::Gone),
+                        Poll::Ready(Ok(n)) => self.raw.advance(n),
+                    }
+                }
+                match self.batch.front() {
+                    None => break,
+                    Some(Out::Framed { .. }) => {
+                        // Whatever tungstenite holds (ours, or a pong) goes out first.
+                        match Pin::new(&mut *self.ws).poll_flush(cx) {
+                            Poll::Pending => return Poll::Pending,
+                            Poll::Ready(Err(_)) => return Poll::Ready(End::Gone),
+                            Poll::Ready(Ok(())) => {}
+                        }
+                        if let Some(Out::Framed { bytes, .. }) = self.batch.pop_front() {
+                            self.raw = bytes;
+                        }
+                    }
+                    Some(Out::Msg(_)) => {
+                        match Pin::new(&mut *self.ws).poll_ready(cx) {
+                            Poll::Pending => return Poll::Pending,
+                            Poll::Ready(Err(_)) => return Poll::Ready(End::Gone),
+                            Poll::Ready(Ok(())) => {}
+                        }
+                        let Some(Out::Msg(m)) = self.batch.pop_front() else {
+                            break;
+                        };
+                        if let Wire::Close(Some(f)) = &m {
+                            self.close = Some((u16::from(f.code), f.reason.to_string()));
+                        }
+                        if Pin::new(&mut *self.ws).start_send(m).is_err() {
+                            return Poll::Ready(End::Gone);
+                        }
+                        self.fed = true;
+                    }
+                }
+            }
+            // Nothing kept while idle.
+            self.batch = VecDeque::new();
+            self.raw = Bytes::new();
+            if self.fed {
+                match Pin::new(&mut *self.ws).poll_flush(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Err(_)) => return Poll::Ready(End::Gone),
                     Poll::Ready(Ok(())) => {}
                 }
-                let Some(m) = self.batch.pop_front() else {
-                    break;
-                };
-                if let Wire::Close(Some(f)) = &m {
-                    self.close = Some((u16::from(f.code), f.reason.to_string()));
-                }
-                if Pin::new(&mut *self.ws).start_send(m).is_err() {
-                    return Poll::Ready(End::Gone);
-                }
-                self.fed = true;
-            }
-            // Nothing kept while idle.
-            self.batch = VecDeque::new();
-            match Pin::new(&mut *self.ws).poll_flush(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(_)) => return Poll::Ready(End::Gone),
-                Poll::Ready(Ok(())) => {}
             }
             self.fed = false;
             self.sender.written(std::mem::take(&mut self.bytes));
@@ -133,6 +169,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         }
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+
+    /// Nothing taken is left to write and tungstenite's buffer is out: tells the sender,
+    /// which lets channels write to the socket until the next poll. Wakes the task when
+    /// something was queued meanwhile.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) {
+        if !self.batch.is_empty() || self.fed || !self.raw.is_empty() {
+            return;
+        }
+        if let Poll::Ready(Ok(())) = Pin::new(&mut *self.ws).poll_flush(cx) {
+            if !self.sender.idle() {
+                cx.waker().wake_by_ref();
+            }
+        }
     }
 
     /// Reads messages and hands them on; `Ready` when the connection ends.
@@ -209,8 +259,15 @@ pub(crate) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-    let end = {
+    // Ready at once (nothing is awaited inside): not kept in this future's state.
+    let Some(mut ws) =
+        WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).now_or_never()
+    else {
+        return;
+    };
+    // Takes the socket back from channels however this ends (also if dropped).
+    let _detach = Detach(&sender);
+    let (end, mid_frame) = {
         let mut stop = std::pin::pin!(shutdown.cancelled());
         // Allocated only for a route with an idle timeout.
         let mut timer: Option<Pin<Box<Sleep>>> = idle.map(|t| Box::pin(tokio::time::sleep(t)));
@@ -219,21 +276,26 @@ pub(crate) async fn serve<S>(
             sender: &sender,
             inbox: &inbox,
             batch: VecDeque::new(),
+            raw: Bytes::new(),
             bytes: 0,
             fed: false,
             close: None,
             waiting: None,
             last_read: idle.map(|_| Instant::now()),
         };
-        std::future::poll_fn(|cx| {
+        let end = std::future::poll_fn(|cx| {
+            // No write straight to the socket from here until `poll_idle`.
+            sender.busy();
             if stop.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(End::Shutdown);
             }
             if let Poll::Ready(end) = conn.poll_write(cx) {
                 return Poll::Ready(end);
             }
-            if let Poll::Ready(end) = conn.poll_read(cx) {
-                return Poll::Ready(end);
+            if conn.raw.is_empty() {
+                if let Poll::Ready(end) = conn.poll_read(cx) {
+                    return Poll::Ready(end);
+                }
             }
             if let (Some(sleep), Some(t), Some(last)) = (&mut timer, idle, conn.last_read) {
                 while sleep.as_mut().poll(cx).is_ready() {
@@ -244,15 +306,30 @@ pub(crate) async fn serve<S>(
                     sleep.as_mut().reset(due);
                 }
             }
+            conn.poll_idle(cx);
             Poll::Pending
         })
-        .await
+        .await;
+        sender.detach();
+        // A frame written in part: nothing else may follow it, not even a close frame.
+        (end, !conn.raw.is_empty() || sender.has_rest())
     };
+    // The close handshake's futures (timers among them) live in their own allocation,
+    // made only when the socket ends, not in every idle socket's task.
+    let ended = Box::pin(close(&mut ws, end, mid_frame)).await;
+    sender.finish(ended);
+}
+
+/// Ends the connection as `end` says; returns how it ended.
+async fn close<S>(ws: &mut WebSocketStream<S>, end: End, mid_frame: bool) -> CloseStatus
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let status = |code: u16, reason: &str| CloseStatus {
         code,
         reason: reason.to_string(),
     };
-    let ended = match end {
+    match end {
         End::PeerClosed(frame) => {
             // tungstenite queued the echo of the peer's close frame: write it.
             let _ = tokio::time::timeout(CLOSE_WAIT, ws.flush()).await;
@@ -262,27 +339,37 @@ pub(crate) async fn serve<S>(
             }
         }
         End::Violation(code, why) => {
-            close_with(&mut ws, code, why).await;
+            if !mid_frame {
+                close_with(ws, code, why).await;
+            }
             status(code, why)
         }
+        End::Idle | End::Shutdown if mid_frame => status(1006, ""),
         End::Idle => {
-            close_with(&mut ws, 1001, "idle timeout").await;
-            await_close(&mut ws).await;
+            close_with(ws, 1001, "idle timeout").await;
+            await_close(ws).await;
             status(1001, "idle timeout")
         }
         End::Shutdown => {
-            close_with(&mut ws, 1001, "server shutting down").await;
-            await_close(&mut ws).await;
+            close_with(ws, 1001, "server shutting down").await;
+            await_close(ws).await;
             status(1001, "server shutting down")
         }
         End::SentClose(code, reason) => {
-            await_close(&mut ws).await;
+            await_close(ws).await;
             status(code, &reason)
         }
         End::Cut => status(1006, "send queue over its limit"),
         End::Gone => status(1006, ""),
-    };
-    sender.finish(ended);
+    }
+}
+
+struct Detach<'a>(&'a WsSender);
+
+impl Drop for Detach<'_> {
+    fn drop(&mut self) {
+        self.0.detach();
+    }
 }
 
 async fn close_with<S>(ws: &mut WebSocketStream<S>, code: u16, reason: &str)

@@ -6,10 +6,15 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::wire::Conn;
 
 /// tungstenite's read buffer (`WebSocketConfig::read_buffer_size`): the most it takes
 /// from [`OnDemand`] per call.
@@ -96,6 +101,91 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for OnDemand<T> {
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// An upgraded connection's bytes: its TCP stream, shared with the sender that lends it to
+/// channels (see `socket.rs`), after what was read before the upgrade; or hyper's upgraded
+/// IO (TLS).
+pub(crate) enum WsIo {
+    Tcp { unread: Bytes, tcp: Arc<Conn> },
+    Upgraded(TokioIo<hyper::upgrade::Upgraded>),
+}
+
+/// The TCP stream of a connection made [`WsIo::Tcp`] (always a plain one).
+fn plain(conn: &Conn) -> &TcpStream {
+    conn.plain_tcp()
+        .expect("WsIo::Tcp holds a plain connection")
+}
+
+impl AsyncRead for WsIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WsIo::Upgraded(io) => Pin::new(io).poll_read(cx, buf),
+            WsIo::Tcp { unread, tcp } => {
+                let tcp = plain(tcp);
+                if !unread.is_empty() {
+                    let n = unread.len().min(buf.remaining());
+                    buf.put_slice(&unread[..n]);
+                    unread.advance(n);
+                    if unread.is_empty() {
+                        *unread = Bytes::new();
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                loop {
+                    ready!(tcp.poll_read_ready(cx))?;
+                    match tcp.try_read(buf.initialize_unfilled()) {
+                        Ok(n) => {
+                            buf.advance(n);
+                            return Poll::Ready(Ok(()));
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return Poll::Ready(Err(e)),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for WsIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WsIo::Upgraded(io) => Pin::new(io).poll_write(cx, buf),
+            WsIo::Tcp { tcp, .. } => loop {
+                let tcp = plain(tcp);
+                ready!(tcp.poll_write_ready(cx))?;
+                match tcp.try_write(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    res => return Poll::Ready(res),
+                }
+            },
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WsIo::Upgraded(io) => Pin::new(io).poll_flush(cx),
+            WsIo::Tcp { .. } => Poll::Ready(Ok(())),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WsIo::Upgraded(io) => Pin::new(io).poll_shutdown(cx),
+            WsIo::Tcp { tcp, .. } => {
+                // Half-closes the write side, as tokio's TcpStream does.
+                let _ = socket2::SockRef::from(plain(tcp)).shutdown(std::net::Shutdown::Write);
+                Poll::Ready(Ok(()))
+            }
+        }
     }
 }
 

@@ -21,6 +21,10 @@
 //! [`WsOptions::max_payload`] with 1009, an unmasked client frame or another protocol
 //! error with 1002. When the handler returns, the socket is closed with 1000 after what
 //! it queued.
+//!
+//! A channel's events reach its WebSocket subscribers from the channel's fan-out, as its
+//! SSE subscribers' do: one text frame encoded per event, its bytes shared, written
+//! straight to each socket with nothing waiting (see `socket.rs`).
 
 mod conn;
 mod io;
@@ -39,6 +43,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use socket::Pushed as WsPushed;
 pub use socket::{CloseStatus, WsSender};
 
 use crate::request::Request;
@@ -296,7 +301,14 @@ pub(crate) fn spawn_upgrade(
     tokio::spawn(async move {
         let _held = held;
         let io = match on_upgrade.await {
-            Ok(io) => io::OnDemand::new(hyper_util::rt::TokioIo::new(io)),
+            Ok(up) => io::OnDemand::new(match crate::server::upgraded_tcp(up) {
+                Ok((unread, tcp)) => {
+                    let tcp = Arc::new(crate::wire::Conn::plain(tcp));
+                    sender.attach(tcp.clone());
+                    io::WsIo::Tcp { unread, tcp }
+                }
+                Err(up) => io::WsIo::Upgraded(hyper_util::rt::TokioIo::new(up)),
+            }),
             Err(_) => {
                 // The handler still runs (or is told), and finds the socket closed.
                 let gone = CloseStatus {

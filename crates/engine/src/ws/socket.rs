@@ -1,5 +1,11 @@
 //! One WebSocket's sending side: a bounded queue of outgoing messages that its connection
 //! task writes, shared by the handler, the channels it subscribed to and the front end.
+//!
+//! A channel's events come already framed (one text frame's bytes shared by every
+//! subscriber, [`Out::Framed`]). When the connection has nothing queued or unwritten and
+//! lent its socket ([`WsSender::attach`]), a channel's fan-out writes them straight to the
+//! socket ([`WsSender::push_through`]), without waking the connection's task, as an SSE
+//! subscriber's sink does; what the socket does not take is queued for the connection.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -12,10 +18,11 @@ use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Message as Wire, Utf8Bytes};
+use tokio_tungstenite::tungstenite::Message as Wire;
 
 use crate::channel::Channel;
 use crate::stream::QueueLimits;
+use crate::sys::Socket as RawSocket;
 
 /// A close code and reason: how a socket ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,8 +45,40 @@ enum Phase {
 
 pub(crate) type DrainHook = Box<dyn Fn() + Send + Sync>;
 
+/// An item of the send queue.
+pub(crate) enum Out {
+    /// A message, framed by tungstenite when written.
+    Msg(Wire),
+    /// Whole frames already encoded: `events` of a channel's events (which `DropOldest`
+    /// may drop), or with `events` 0 a handler's message; or, with `rest`, what the socket
+    /// did not take of a write straight to it, which must go first.
+    Framed {
+        bytes: Bytes,
+        events: u32,
+        rest: bool,
+    },
+}
+
+/// What became of frames a channel pushed ([`WsSender::push_through`], [`WsSender::push_frame`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Written to the socket (all, or the rest queued).
+    Through,
+    /// Queued for the connection.
+    Queued,
+    /// Queued after dropping this many older events of channels (`DropOldest`).
+    DroppedOldest(u64),
+    /// Not queued (`DropOldest`, the queue's bytes all taken by the connection): this many
+    /// events dropped, these included.
+    Dropped(u64),
+    /// The socket was behind and is cut (`Close`).
+    ClosedFull,
+    /// The socket is closing or closed: nothing queued.
+    Closed,
+}
+
 struct State {
-    queue: VecDeque<Wire>,
+    queue: VecDeque<Out>,
     /// Bytes queued plus bytes taken by the writer and not yet written.
     bytes: usize,
     phase: Phase,
@@ -50,6 +89,11 @@ struct State {
     cut: bool,
     closed_with: Option<CloseStatus>,
     channels: Vec<Channel>,
+    /// The connection's socket, while it lends it (see [`WsSender::attach`]).
+    through: Option<RawSocket<()>>,
+    /// The connection has nothing taken and unwritten, nor anything in tungstenite's
+    /// buffer: a write straight to `through` keeps the order of bytes.
+    writer_idle: bool,
 }
 
 pub(crate) struct Socket {
@@ -87,7 +131,7 @@ impl std::fmt::Debug for WsSender {
 /// What the connection's writer takes at once.
 pub(crate) enum Take {
     /// Messages to write, and their bytes.
-    Write(VecDeque<Wire>, usize),
+    Write(VecDeque<Out>, usize),
     /// The queue passed its hard limit: cut the connection.
     Cut,
 }
@@ -98,6 +142,13 @@ pub(crate) fn wire_len(m: &Wire) -> usize {
         Wire::Binary(b) | Wire::Ping(b) | Wire::Pong(b) => b.len(),
         Wire::Close(c) => 2 + c.as_ref().map_or(0, |c| c.reason.len()),
         Wire::Frame(f) => f.len(),
+    }
+}
+
+pub(crate) fn out_len(o: &Out) -> usize {
+    match o {
+        Out::Msg(m) => wire_len(m),
+        Out::Framed { bytes, .. } => bytes.len(),
     }
 }
 
@@ -114,6 +165,8 @@ impl WsSender {
                     cut: false,
                     closed_with: None,
                     channels: Vec::new(),
+                    through: None,
+                    writer_idle: false,
                 }),
                 wake: AtomicWaker::new(),
                 drained: Notify::new(),
@@ -151,18 +204,13 @@ impl WsSender {
         }
     }
 
-    /// Queues a text message whose bytes are shared (a channel's event).
-    pub(crate) fn send_shared(&self, text: Utf8Bytes) -> bool {
-        self.send_wire(Wire::Text(text))
-    }
-
     fn send_wire(&self, m: Wire) -> bool {
         let mut st = self.lock();
         if st.phase != Phase::Open || st.cut {
             return false;
         }
         st.bytes += wire_len(&m);
-        st.queue.push_back(m);
+        st.queue.push_back(Out::Msg(m));
         if st.bytes > self.socket.limits.max_buffered {
             st.cut = true;
             st.queue.clear();
@@ -205,7 +253,7 @@ impl WsSender {
         };
         let m = Wire::Close(Some(frame));
         st.bytes += wire_len(&m);
-        st.queue.push_back(m);
+        st.queue.push_back(Out::Msg(m));
         drop(st);
         self.socket.wake.wake();
     }
@@ -303,7 +351,7 @@ impl WsSender {
         if st.queue.is_empty() {
             return Poll::Pending;
         }
-        let bytes = st.queue.iter().map(wire_len).sum();
+        let bytes = st.queue.iter().map(out_len).sum();
         Poll::Ready(Take::Write(std::mem::take(&mut st.queue), bytes))
     }
 
@@ -349,6 +397,8 @@ impl WsSender {
             st.queue.clear();
             st.bytes = 0;
             st.closed_with = Some(status);
+            st.through = None;
+            st.writer_idle = false;
             std::mem::take(&mut st.channels)
         };
         for c in channels {
@@ -360,5 +410,146 @@ impl WsSender {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
+    }
+
+    /// Lends the connection's socket to channels' fan-outs (see the module doc).
+    pub(crate) fn attach(&self, io: std::sync::Arc<crate::wire::Conn>) {
+        let mut st = self.lock();
+        if st.phase != Phase::Closed {
+            st.through = Some(RawSocket::new(io, ()));
+        }
+    }
+
+    /// Takes the socket back: nothing is written to it from elsewhere from now on.
+    pub(crate) fn detach(&self) {
+        let mut st = self.lock();
+        st.through = None;
+        st.writer_idle = false;
+    }
+
+    /// The queue starts with the rest of a frame written in part.
+    pub(crate) fn has_rest(&self) -> bool {
+        matches!(
+            self.lock().queue.front(),
+            Some(Out::Framed { rest: true, .. })
+        )
+    }
+
+    /// The connection is about to write (or read, which may write a pong): no write
+    /// straight to the socket until [`idle`](Self::idle).
+    pub(crate) fn busy(&self) {
+        self.lock().writer_idle = false;
+    }
+
+    /// The connection wrote everything it took and tungstenite holds nothing: writes may go
+    /// straight to the socket while the queue stays empty. False (and nothing changed)
+    /// when something was queued meanwhile.
+    pub(crate) fn idle(&self) -> bool {
+        let mut st = self.lock();
+        if !st.queue.is_empty() || st.cut {
+            return false;
+        }
+        st.writer_idle = st.through.is_some();
+        true
+    }
+
+    /// Writes a channel's frames straight to the socket when nothing waits (see the module
+    /// doc); the rest of a partial write is queued. `None` when they must be queued
+    /// ([`push_frame`](Self::push_frame)).
+    pub(crate) fn push_through(&self, bytes: &Bytes) -> Option<Pushed> {
+        let mut st = self.lock();
+        if st.phase != Phase::Open || st.cut {
+            return Some(Pushed::Closed);
+        }
+        if !st.writer_idle || !st.queue.is_empty() {
+            return None;
+        }
+        let sock = st.through.as_ref()?;
+        match sock.sock_ref().send(bytes) {
+            Ok(n) if n == bytes.len() => Some(Pushed::Through),
+            Ok(n) if n > 0 => {
+                let rest = bytes.slice(n..);
+                st.bytes += rest.len();
+                st.queue.push_back(Out::Framed {
+                    bytes: rest,
+                    events: 0,
+                    rest: true,
+                });
+                st.writer_idle = false;
+                drop(st);
+                self.socket.wake.wake();
+                Some(Pushed::Through)
+            }
+            // Full, or failed (the connection meets the error): queued.
+            _ => {
+                st.writer_idle = false;
+                None
+            }
+        }
+    }
+
+    /// Queues a channel's frame of `events` events. A socket whose queue holds the
+    /// high-water mark or more is behind: `drop_oldest` drops the oldest queued channel
+    /// frames to make room (this one, when the connection took all there was), else the
+    /// socket is cut (it ends with 1006). Past the hard limit it is cut either way.
+    pub(crate) fn push_frame(&self, bytes: &Bytes, events: u32, drop_oldest: bool) -> Pushed {
+        let limits = self.socket.limits;
+        let mut st = self.lock();
+        if st.phase != Phase::Open || st.cut {
+            return Pushed::Closed;
+        }
+        let mut dropped = 0;
+        if st.bytes >= limits.high_water_mark {
+            if !drop_oldest {
+                st.cut = true;
+                st.queue.clear();
+                drop(st);
+                self.socket.wake.wake();
+                return Pushed::ClosedFull;
+            }
+            let mut i = 0;
+            while st.bytes + bytes.len() > limits.high_water_mark && i < st.queue.len() {
+                match &st.queue[i] {
+                    Out::Framed {
+                        bytes: b,
+                        events,
+                        rest: false,
+                    } if *events > 0 => {
+                        let (len, n) = (b.len(), *events);
+                        st.queue.remove(i);
+                        st.bytes -= len;
+                        dropped += u64::from(n);
+                    }
+                    _ => i += 1,
+                }
+            }
+            if st.bytes + bytes.len() > limits.high_water_mark {
+                // What is left was taken by the connection: these events are dropped too.
+                return Pushed::Dropped(dropped + u64::from(events));
+            }
+        }
+        if st.bytes + bytes.len() > limits.max_buffered {
+            st.cut = true;
+            st.queue.clear();
+            drop(st);
+            self.socket.wake.wake();
+            return Pushed::ClosedFull;
+        }
+        st.bytes += bytes.len();
+        st.queue.push_back(Out::Framed {
+            bytes: bytes.clone(),
+            events,
+            rest: false,
+        });
+        let first = st.queue.len() == 1;
+        drop(st);
+        if first {
+            self.socket.wake.wake();
+        }
+        if dropped > 0 {
+            Pushed::DroppedOldest(dropped)
+        } else {
+            Pushed::Queued
+        }
     }
 }

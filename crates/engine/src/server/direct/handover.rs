@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 use crate::server::Shared;
 use crate::wire::conn::{Conn, Unwrapped};
@@ -29,6 +30,25 @@ pub(super) async fn serve_hyper(stream: Conn, prefix: Bytes, shared: Arc<Shared>
             crate::server::serve_io(Prefixed::new(prefix, *tls), peer, &shared).await;
         }
     }
+}
+
+/// The TCP stream of a connection hyper upgraded, if it is one the direct path handed over,
+/// with the bytes read and not yet taken (hyper's and the replay's), which come first;
+/// else the upgraded IO back.
+pub(crate) fn upgraded_tcp(
+    up: hyper::upgrade::Upgraded,
+) -> Result<(Bytes, TcpStream), hyper::upgrade::Upgraded> {
+    type Handed = hyper_util::rt::TokioIo<Prefixed<TcpStream>>;
+    let parts = hyper_util::server::conn::auto::upgrade::downcast::<Handed>(up)?;
+    let Prefixed { prefix, io } = parts.io.into_inner();
+    // An empty slice of hyper's read buffer would keep the whole buffer.
+    let unread = match (parts.read_buf.is_empty(), prefix.is_empty()) {
+        (true, true) => Bytes::new(),
+        (false, true) => Bytes::copy_from_slice(&parts.read_buf),
+        (true, false) => prefix,
+        (false, false) => [parts.read_buf, prefix].concat().into(),
+    };
+    Ok((unread, io))
 }
 
 /// An IO that first replays bytes already read from it.

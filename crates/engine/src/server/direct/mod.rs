@@ -11,6 +11,7 @@
 //! read them itself (h2c, HEAD, bodies, upgrades, malformed heads...).
 
 mod handover;
+pub(crate) use handover::upgraded_tcp;
 mod read;
 mod respond;
 
