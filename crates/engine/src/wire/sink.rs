@@ -117,17 +117,7 @@ impl Sink {
         if written == total {
             return Wrote::All;
         }
-        let mut rest = BytesMut::with_capacity(total - written);
-        let mut skip = written;
-        for p in parts() {
-            if skip >= p.len() {
-                skip -= p.len();
-                continue;
-            }
-            rest.extend_from_slice(&p[skip..]);
-            skip = 0;
-        }
-        Wrote::Part(rest.freeze())
+        Wrote::Part(after(parts(), written, total))
     }
 
     /// [`write`](Self::write) over TLS: `data` framed, sealed as one record by `session`
@@ -167,17 +157,7 @@ impl Sink {
         if taken == total && !session.wants_write() {
             return Wrote::All;
         }
-        let mut rest = BytesMut::with_capacity(total - taken);
-        let mut skip = taken;
-        for p in parts() {
-            if skip >= p.len() {
-                skip -= p.len();
-                continue;
-            }
-            rest.extend_from_slice(&p[skip..]);
-            skip = 0;
-        }
-        Wrote::Part(rest.freeze())
+        Wrote::Part(after(parts(), taken, total))
     }
 
     /// `framed` (the rest of a write, see [`Wrote::Part`]) followed by `more` framed as one
@@ -211,6 +191,21 @@ impl io::Write for Send<'_> {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// What of `parts` (`total` bytes in all) follows its first `done` bytes, in one buffer.
+fn after<'a>(parts: impl Iterator<Item = &'a [u8]>, done: usize, total: usize) -> Bytes {
+    let mut rest = BytesMut::with_capacity(total - done);
+    let mut skip = done;
+    for p in parts {
+        if skip >= p.len() {
+            skip -= p.len();
+            continue;
+        }
+        rest.extend_from_slice(&p[skip..]);
+        skip = 0;
+    }
+    rest.freeze()
 }
 
 #[cfg(test)]
