@@ -9,7 +9,7 @@ mod support;
 use std::process::Command;
 
 use rat_engine::{Channel, ChannelOptions, Server, ServerConfig, ServerHandle};
-use support::{bench_app, rat_bench, Ticker};
+use support::{args, bench_app, run, Ticker};
 
 async fn engine(channel: &Channel) -> ServerHandle {
     let config = ServerConfig::default().heartbeat(None);
@@ -29,7 +29,7 @@ async fn broadcast_spreads_subscribers_over_addresses() {
     let addrs = format!("{},{}", a.local_addr(), b.local_addr());
     let ticker = Ticker::start(channels.to_vec());
 
-    let args = [
+    let cmd = args(&[
         "broadcast",
         "--addr",
         &addrs,
@@ -41,11 +41,8 @@ async fn broadcast_spreads_subscribers_over_addresses() {
         "1.5",
         "--connect-timeout",
         "10",
-    ];
-    let args = args.map(String::from);
-    let r = tokio::task::spawn_blocking(move || rat_bench(&args.each_ref().map(String::as_str)))
-        .await
-        .unwrap();
+    ]);
+    let r = run(cmd).await;
     ticker.stop().await;
     println!("{r}");
     assert_eq!(r["connected"], 21, "{r}");

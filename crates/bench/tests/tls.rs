@@ -10,22 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use rat_engine::{Channel, ChannelOptions, Server, ServerConfig, TlsConfig};
-use serde_json::Value;
-use support::{bench_app, rat_bench, Ticker};
-
-/// Runs rat-bench off the test's runtime (it blocks until the child exits).
-async fn run(args: Vec<String>) -> Value {
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        rat_bench(&args)
-    })
-    .await
-    .unwrap()
-}
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
+use support::{args, bench_app, run, Ticker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hello_and_broadcast_over_tls_http1_and_h2() {

@@ -6,7 +6,7 @@
 mod support;
 
 use rat_engine::{Channel, ChannelOptions, Server, ServerConfig};
-use support::{bench_app, rat_bench, Ticker};
+use support::{args, bench_app, run, Ticker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ws_broadcast_counts_events_and_stamps_their_arrival() {
@@ -17,7 +17,7 @@ async fn ws_broadcast_counts_events_and_stamps_their_arrival() {
         .unwrap();
     let addr = server.local_addr().to_string();
     let ticker = Ticker::start(vec![channel.clone()]);
-    let args = [
+    let cmd = args(&[
         "ws-broadcast",
         "--addr",
         &addr,
@@ -29,11 +29,8 @@ async fn ws_broadcast_counts_events_and_stamps_their_arrival() {
         "1.5",
         "--connect-timeout",
         "10",
-    ]
-    .map(String::from);
-    let r = tokio::task::spawn_blocking(move || rat_bench(&args.each_ref().map(String::as_str)))
-        .await
-        .unwrap();
+    ]);
+    let r = run(cmd).await;
     ticker.stop().await;
     println!("{r}");
     assert_eq!(r["connected"], 20, "{r}");

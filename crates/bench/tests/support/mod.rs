@@ -23,6 +23,22 @@ pub const LONG: RouteOptions = RouteOptions {
     compress: rat_engine::compress::RouteCompression::Inherit,
 };
 
+/// [`rat_bench`] from an async test, on a blocking thread (the server under test runs on the
+/// same runtime).
+pub async fn run(args: Vec<String>) -> Value {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        rat_bench(&args)
+    })
+    .await
+    .unwrap()
+}
+
+/// A command line as owned strings, for [`run`].
+pub fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
 /// Runs rat-bench with `args` and returns the JSON it prints; fails the test if it fails.
 pub fn rat_bench(args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_rat-bench"))
