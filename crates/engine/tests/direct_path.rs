@@ -13,34 +13,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, StatusCode};
+use http::StatusCode;
 use http_body_util::{BodyExt, Full};
 use rat_engine::{
-    App, Channel, ChannelOptions, Error, Event, Handler, QueueLimits, Request, RouteOptions,
-    ServerConfig, SseResponse, SseSender, StreamSender, StreamingResponse,
+    App, Channel, ChannelOptions, Error, Event, QueueLimits, Request, ServerConfig, SseResponse,
+    SseSender, StreamSender, StreamingResponse,
 };
 use support::{
-    eventually, open_sse, seq_chunk, serve_with, spawn_seq_producer, within, Chunk, Head, RawConn,
-    SseReader,
+    eventually, long_lived, open_sse, seq_chunk, serve_with, spawn_seq_producer, within, Chunk,
+    Head, RawConn, SseReader,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
-
-const LONG: RouteOptions = RouteOptions {
-    stream_body: false,
-    body_limit: None,
-    long_lived: true,
-    stream: false,
-    max_streams: None,
-    cors: rat_engine::cors::RouteCors::Inherit,
-    compress: rat_engine::compress::RouteCompression::Inherit,
-};
-
-fn long_lived(app: &mut App, path: &str, handler: impl Handler) {
-    app.route_with(Method::GET, path, Arc::new(handler), LONG)
-        .unwrap();
-}
 
 /// True when the direct path wrote this head (see the module doc).
 fn direct(head: &Head) -> bool {

@@ -11,32 +11,16 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Method;
 use rat_engine::{
-    App, Channel, ChannelOptions, Event, Handler, QueueLimits, Request, RouteOptions, ServerConfig,
-    SseResponse, StreamSender, StreamingResponse, TlsConfig,
+    App, Channel, ChannelOptions, Event, QueueLimits, Request, ServerConfig, SseResponse,
+    StreamSender, StreamingResponse, TlsConfig,
 };
 use rustls::pki_types::{CertificateDer, ServerName};
-use support::{eventually, serve_with, within, Head};
+use support::{eventually, long_lived, serve_with, within, Head};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::client::TlsStream;
-
-const LONG: RouteOptions = RouteOptions {
-    stream_body: false,
-    body_limit: None,
-    long_lived: true,
-    stream: false,
-    max_streams: None,
-    cors: rat_engine::cors::RouteCors::Inherit,
-    compress: rat_engine::compress::RouteCompression::Inherit,
-};
-
-fn long_lived(app: &mut App, path: &str, handler: impl Handler) {
-    app.route_with(Method::GET, path, Arc::new(handler), LONG)
-        .unwrap();
-}
 
 struct Fixture {
     server: rat_engine::ServerHandle,

@@ -119,6 +119,11 @@ impl Wire {
     }
 }
 
+/// Adds a long-lived GET route (its plain HTTP/1.1 requests served by the direct path).
+pub fn long_lived(app: &mut App, path: &str, handler: impl Handler) {
+    Wire::Direct.get(app, path, handler).unwrap();
+}
+
 /// True when the engine's direct path wrote `head`: it writes `date` before the framing
 /// header, hyper after it.
 #[track_caller]
