@@ -18,11 +18,11 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Heap an idle TLS subscriber may keep on the server: rustls's session (its state, the
-/// traffic keys, and the 4 KiB receive buffer it keeps once it has read), the connection's
-/// task and the subscriber's queue, with no read or write buffer of the engine's or
-/// hyper's (10.3 KiB measured; hyper's two 8 KiB buffers alone would pass the limit).
-const LIMIT: isize = 12 * 1024;
+/// Heap an idle TLS subscriber may keep on the server: rustls's unbuffered session (its
+/// state and the two traffic keys), the connection's task and the subscriber's queue, with
+/// no buffer at all: no record buffer of rustls's (a buffered session keeps 4 KiB once it
+/// has read), no read or write buffer of the engine's or hyper's (5.2 KiB measured).
+const LIMIT: isize = 6 * 1024;
 
 struct Counting;
 
