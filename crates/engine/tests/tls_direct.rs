@@ -413,3 +413,37 @@ async fn a_key_update_mid_stream_is_answered_and_the_stream_goes_on() {
     let got = c.take_through(b"data: after4\n\n").await;
     assert_eq!(got.matches("data: after").count(), 5, "{got}");
 }
+
+/// A handshake the server refuses ends with rustls's alert saying why, not a bare close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_handshake_gets_the_alert_that_says_why() {
+    let f = start().await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(f.der.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"spdy/1".to_vec()];
+    let tcp = TcpStream::connect(f.server.local_addr()).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let connect = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp);
+    let err = within(Duration::from_secs(5), "the refused handshake", connect)
+        .await
+        .expect_err("no common ALPN protocol");
+    let inner = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>());
+    assert_eq!(
+        inner,
+        Some(&rustls::Error::AlertReceived(
+            rustls::AlertDescription::NoApplicationProtocol
+        )),
+        "{err:?}"
+    );
+    // The server goes on.
+    let mut c = Raw::connect(&f, &[b"http/1.1"]).await;
+    c.get("/count").await;
+    assert_eq!(c.head().await.status, 200);
+}

@@ -147,7 +147,19 @@ impl Session {
             match read {
                 // Readiness was cleared: polling it again registers for the next.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => return Poll::Ready(r),
+                Err(e) => {
+                    // The alert that says why, if the socket takes it.
+                    if self.has_unsent() {
+                        let _ = tcp.try_write(&self.unsent);
+                    }
+                    return Poll::Ready(Err(e));
+                }
+                Ok(()) => {
+                    if self.eof {
+                        self.partial = Vec::new();
+                    }
+                    return Poll::Ready(Ok(()));
+                }
             }
         }
     }
@@ -159,7 +171,14 @@ impl Session {
         loop {
             let status = self.conn.process_tls_records(&mut buf[at..]);
             let mut discard = status.discard;
-            match status.state.map_err(invalid)? {
+            let state = match status.state {
+                Ok(state) => state,
+                Err(e) => {
+                    self.queue_alert();
+                    return Err(invalid(e));
+                }
+            };
+            match state {
                 ConnectionState::ReadTraffic(mut records) => {
                     while let Some(record) = records.next_record() {
                         let record = record.map_err(invalid)?;
@@ -273,6 +292,23 @@ impl Session {
         }
         self.unsent = Vec::new();
         Poll::Ready(Ok(()))
+    }
+
+    /// Queues what rustls has for a peer it failed with: the alert, after the handshake
+    /// messages it goes with.
+    fn queue_alert(&mut self) {
+        loop {
+            let status = self.conn.process_tls_records(&mut []);
+            match status.state {
+                Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                    if encode(&mut self.unsent, &mut data).is_err() {
+                        return;
+                    }
+                }
+                Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
+                _ => return,
+            }
+        }
     }
 
     /// Queues a `close_notify` (once the handshake is done).
