@@ -65,12 +65,14 @@ export function servers({ root, targetDir }) {
     },
     // `RAT_BENCH_BASELINE=<checkout>`: our server from another checkout of the project
     // (built there: `git worktree add ../base <commit> && cd ../base && npm ci && npm run
-    // build`), so that a change's before/after ratios come from one run.
+    // build`), so that a change's before/after ratios come from one run. It takes the TLS
+    // scenarios too (a checkout without TLS fails them).
     ...(process.env.RAT_BENCH_BASELINE
       ? [
           {
             name: 'rat-engine-baseline',
             label: 'rat-engine (baseline checkout)',
+            tls: ['http1', 'h2'],
             cmd: [node, '--import', 'tsx', 'examples/bench-server.ts'],
             cwd: resolve(process.env.RAT_BENCH_BASELINE),
             available: () =>

@@ -104,8 +104,9 @@ impl TlsConfig {
         Ok(())
     }
 
-    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(self.config.clone())
+    /// rustls's configuration, which each connection's session starts from.
+    pub(crate) fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.config.clone()
     }
 }
 

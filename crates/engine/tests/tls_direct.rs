@@ -354,3 +354,96 @@ async fn a_tls_stream_writes_through_its_sink_and_keeps_its_order_once_the_socke
         assert_eq!(chunk, &support::seq_chunk(i as u64)[..], "chunk {i}");
     }
 }
+
+/// A request whose TLS record reaches the server in pieces (a partial header, then part of
+/// the body) is served once the record is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_arrives_in_pieces_is_read_once_whole() {
+    let f = start().await;
+    let mut c = Raw::connect(&f, &[b"http/1.1"]).await;
+    let (tcp, session) = c.tls.get_mut();
+    std::io::Write::write_all(
+        &mut session.writer(),
+        b"GET /count HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .unwrap();
+    let mut record = Vec::new();
+    while session.wants_write() {
+        session.write_tls(&mut record).unwrap();
+    }
+    assert!(record.len() > 30, "one record: {} bytes", record.len());
+    for piece in [&record[..3], &record[3..20], &record[20..]] {
+        tcp.write_all(piece).await.unwrap();
+        tcp.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(support::wrote_directly(&c.head().await));
+    let body = c.take_through(b"0\r\n\r\n").await;
+    assert!(body.contains("data: n2\n\n"), "{body}");
+}
+
+/// A client's TLS 1.3 key update mid-stream: the session answers it, and events sealed
+/// afterwards (by the channel's sink) still reach the client, as does the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_update_mid_stream_is_answered_and_the_stream_goes_on() {
+    let f = start().await;
+    let mut c = Raw::connect(&f, &[b"http/1.1"]).await;
+    assert_eq!(
+        c.tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    c.get("/ch").await;
+    assert!(support::wrote_directly(&c.head().await));
+    eventually(Duration::from_secs(2), "subscribed", || {
+        f.channel.subscribers() == 1
+    })
+    .await;
+    f.channel.publish(Event::data_only("before")).unwrap();
+    c.take_through(b"data: before\n\n").await;
+    c.tls.get_mut().1.refresh_traffic_keys().unwrap();
+    c.tls.flush().await.unwrap();
+    // The server has read the key update once it has answered it (the answer comes
+    // before any record sealed with its new key).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..5 {
+        f.channel
+            .publish(Event::data_only(format!("after{i}")))
+            .unwrap();
+    }
+    let got = c.take_through(b"data: after4\n\n").await;
+    assert_eq!(got.matches("data: after").count(), 5, "{got}");
+}
+
+/// A handshake the server refuses ends with rustls's alert saying why, not a bare close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_handshake_gets_the_alert_that_says_why() {
+    let f = start().await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(f.der.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"spdy/1".to_vec()];
+    let tcp = TcpStream::connect(f.server.local_addr()).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let connect = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp);
+    let err = within(Duration::from_secs(5), "the refused handshake", connect)
+        .await
+        .expect_err("no common ALPN protocol");
+    let inner = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>());
+    assert_eq!(
+        inner,
+        Some(&rustls::Error::AlertReceived(
+            rustls::AlertDescription::NoApplicationProtocol
+        )),
+        "{err:?}"
+    );
+    // The server goes on.
+    let mut c = Raw::connect(&f, &[b"http/1.1"]).await;
+    c.get("/count").await;
+    assert_eq!(c.head().await.status, 200);
+}

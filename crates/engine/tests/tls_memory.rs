@@ -18,15 +18,23 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Heap an idle TLS subscriber may keep on the server: rustls's session (its state, the
-/// traffic keys, and the 4 KiB receive buffer it keeps once it has read), the connection's
-/// task and the subscriber's queue, with no read or write buffer of the engine's or
-/// hyper's (10.3 KiB measured; hyper's two 8 KiB buffers alone would pass the limit).
-const LIMIT: isize = 12 * 1024;
+/// Heap an idle TLS subscriber may keep on the server: rustls's unbuffered session (its
+/// state and the two traffic keys), the connection's task and the subscriber's queue, with
+/// no buffer at all: no record buffer of rustls's (a buffered session keeps 4 KiB once it
+/// has read), no read or write buffer of the engine's or hyper's (5.2 KiB measured).
+const LIMIT: isize = 6 * 1024;
 
 struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+/// Live allocations by size (the last slot counts every larger one).
+const SIZES: usize = 20 * 1024;
+static BY_SIZE: [AtomicIsize; SIZES + 1] = [const { AtomicIsize::new(0) }; SIZES + 1];
+
+fn count(size: usize, n: isize) {
+    BY_SIZE[size.min(SIZES)].fetch_add(n, Relaxed);
+}
 
 thread_local! {
     /// True on the server's runtime threads: only their allocations are counted.
@@ -41,18 +49,22 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if counted() {
             LIVE.fetch_add(layout.size() as isize, Relaxed);
+            count(layout.size(), 1);
         }
         System.alloc(layout)
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if counted() {
             LIVE.fetch_sub(layout.size() as isize, Relaxed);
+            count(layout.size(), -1);
         }
         System.dealloc(ptr, layout)
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if counted() {
             LIVE.fetch_add(new_size as isize - layout.size() as isize, Relaxed);
+            count(layout.size(), -1);
+            count(new_size, 1);
         }
         System.realloc(ptr, layout, new_size)
     }
@@ -139,6 +151,7 @@ fn an_idle_tls_subscriber_holds_little_heap() {
         let warm = subscribe(addr, &connector).await;
         settle().await;
         let before = LIVE.load(Relaxed);
+        let sizes_before: Vec<isize> = BY_SIZE.iter().map(|c| c.load(Relaxed)).collect();
         let mut subs = Vec::with_capacity(n);
         for _ in 0..n {
             subs.push(subscribe(addr, &connector).await);
@@ -146,10 +159,28 @@ fn an_idle_tls_subscriber_holds_little_heap() {
         settle().await;
         assert_eq!(news.subscribers(), n + 1, "every subscriber is open");
         let held = (LIVE.load(Relaxed) - before) / n as isize;
+        // What one subscriber keeps, by allocation size: allocations held by at least a
+        // tenth of the subscribers.
+        let mut listed = 0;
+        for (size, c) in BY_SIZE.iter().enumerate() {
+            let live = c.load(Relaxed) - sizes_before[size];
+            if live * 10 >= n as isize {
+                let per = live as f64 / n as f64;
+                listed += (per * size as f64) as isize;
+                eprintln!("  {size:>6} B x {per:.2} = {:.0} B", per * size as f64);
+            }
+        }
+        eprintln!("  listed: {listed} B of {held} B");
         drop((warm, subs));
         held
     });
     eprintln!("heap per idle TLS subscriber: {held} B");
+    eprintln!(
+        "size_of: ServerConnection {} B, TlsStream {} B, UnbufferedServerConnection {} B",
+        std::mem::size_of::<rustls::ServerConnection>(),
+        std::mem::size_of::<tokio_rustls::server::TlsStream<TcpStream>>(),
+        std::mem::size_of::<rustls::server::UnbufferedServerConnection>()
+    );
     assert!(held <= LIMIT, "{held} B per idle TLS subscriber");
     server_rt.block_on(server.shutdown(Duration::from_millis(100)));
 }

@@ -72,7 +72,7 @@ pub(crate) struct Shared {
     /// Drops the connections still open when the grace period is over.
     pub(crate) force: CancellationToken,
     /// Accepts TLS connections, when the server serves HTTPS.
-    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     /// Streams open per client IP, with `max_streams_per_ip`.
     pub(crate) streams_per_ip: service::StreamsPerIp,
 }
@@ -87,7 +87,7 @@ impl Shared {
             .header_read_timeout(config.header_timeout)
             .max_buf_size(config.http1_max_buf_size.max(8192));
         builder.http2().timer(TokioTimer::new());
-        let tls = config.tls.as_ref().map(TlsConfig::acceptor);
+        let tls = config.tls.as_ref().map(TlsConfig::server_config);
         let metrics = Metrics::new();
         if let Some(w) = &config.warnings {
             let _ = metrics.warnings.set(w.clone());
@@ -315,12 +315,7 @@ async fn accept_loop(
         Metrics::add(&shared.metrics.active_connections, 1);
         Metrics::add(&shared.metrics.total_connections, 1);
         match &shared.tls {
-            Some(acceptor) => tracker.spawn(tls_connection(
-                stream,
-                peer,
-                acceptor.clone(),
-                shared.clone(),
-            )),
+            Some(tls) => tracker.spawn(tls_connection(stream, peer, tls.clone(), shared.clone())),
             None => tracker.spawn(direct::connection(
                 crate::wire::Conn::plain(stream),
                 Box::new(peer),
@@ -357,21 +352,22 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 async fn tls_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    acceptor: tokio_rustls::TlsAcceptor,
+    tls: Arc<rustls::ServerConfig>,
     shared: Arc<Shared>,
 ) {
     // Boxed, as is hyper's part: the task keeps only the state it idles in (the direct
-    // path's), not the handshake's (a TLS session inline, over 1 KiB).
-    let Some(tls) = Box::pin(handshake(stream, peer, acceptor, &shared)).await else {
+    // path's), not the handshake's.
+    let Some(session) = Box::pin(handshake(&stream, peer, tls, &shared)).await else {
         Metrics::sub(&shared.metrics.active_connections, 1);
         return;
     };
-    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-        Box::pin(serve_io(tls, peer, &shared)).await;
+    if session.alpn_protocol() == Some(b"h2") {
+        let io = crate::wire::tls::TlsIo::new(stream, session);
+        Box::pin(serve_io(io, peer, &shared)).await;
         Metrics::sub(&shared.metrics.active_connections, 1);
     } else {
         // The direct path counts the connection out when it ends.
-        let conn = crate::wire::Conn::tls(tls);
+        let conn = crate::wire::Conn::tls(stream, session);
         direct::connection(conn, Box::new(peer), shared).await;
     }
 }
@@ -379,17 +375,18 @@ async fn tls_connection(
 /// The TLS handshake, bounded in time and ended by shutdown: `None` when it did not finish
 /// (the reason is logged).
 async fn handshake(
-    stream: tokio::net::TcpStream,
+    stream: &tokio::net::TcpStream,
     peer: SocketAddr,
-    acceptor: tokio_rustls::TlsAcceptor,
+    tls: Arc<rustls::ServerConfig>,
     shared: &Shared,
-) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
-    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+) -> Option<Box<crate::wire::tls::Session>> {
+    let accept = crate::wire::tls::Session::accept(stream, tls);
+    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept);
     tokio::select! {
         biased;
         _ = shared.graceful.cancelled() => None,
         r = handshake => match r {
-            Ok(Ok(tls)) => Some(tls),
+            Ok(Ok(session)) => Some(session),
             Ok(Err(e)) => {
                 shared.metrics.warn("tls_handshake", format!("TLS handshake failed: {e}"), Some(peer), None);
                 None

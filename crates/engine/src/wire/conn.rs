@@ -2,25 +2,23 @@
 //! over one (ALPN `http/1.1`, or none).
 //!
 //! Reads append what arrived to a caller's buffer, so that an idle connection keeps no
-//! read buffer of its own (a TLS session keeps rustls's: see `docs/benchmarks.md`).
-//! Writes take vectors of plaintext; over TLS each write is sealed as one record.
+//! read buffer of its own (nor does its TLS session: see [`super::tls`]). Writes take
+//! vectors of plaintext; over TLS each write is sealed and sent at once.
 
 use std::io::{self, IoSlice};
 #[cfg(unix)]
 use std::os::fd::{AsRawFd, RawFd};
-use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
+
+use super::tls::{Session, TlsIo};
 
 /// Writes up to this size are copied into one buffer and sent with one `write`: cheaper in
 /// the kernel than a `writev` of several (an event is a size line, the data and a CRLF).
 const SMALL_WRITE: usize = 4096;
-/// Plaintext taken out of a TLS session at once, on the stack.
-const TLS_READ: usize = 4096;
 
 thread_local! {
     /// The buffer small writes are copied into (per runtime thread, reused).
@@ -38,16 +36,15 @@ enum Io {
     Plain(TcpStream),
     /// The session behind a lock: the connection's task and a sink's writers both use it.
     Tls {
-        #[cfg(unix)]
-        fd: RawFd,
-        tls: Box<Mutex<TlsStream<TcpStream>>>,
+        tcp: TcpStream,
+        session: Box<Mutex<Session>>,
     },
 }
 
 /// What a connection is once its task no longer serves it directly.
 pub(crate) enum Unwrapped {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(TlsIo),
 }
 
 impl Conn {
@@ -57,12 +54,11 @@ impl Conn {
     }
 
     /// A TLS connection whose handshake is done.
-    pub(crate) fn tls(tls: TlsStream<TcpStream>) -> Conn {
+    pub(crate) fn tls(tcp: TcpStream, session: Box<Session>) -> Conn {
         Conn {
             io: Io::Tls {
-                #[cfg(unix)]
-                fd: tls.get_ref().0.as_raw_fd(),
-                tls: Box::new(Mutex::new(tls)),
+                tcp,
+                session: Box::new(Mutex::new(*session)),
             },
         }
     }
@@ -81,26 +77,24 @@ impl Conn {
     }
 
     /// Runs `f` on the TLS session, under its lock (`None` on a plain connection).
-    pub(crate) fn with_session<R>(
-        &self,
-        f: impl FnOnce(&mut rustls::ServerConnection) -> R,
-    ) -> Option<R> {
+    pub(crate) fn with_session<R>(&self, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
         match &self.io {
             Io::Plain(_) => None,
-            Io::Tls { tls, .. } => Some(f(Self::lock(tls).get_mut().1)),
+            Io::Tls { session, .. } => Some(f(&mut Self::lock(session))),
         }
     }
 
-    fn lock(tls: &Mutex<TlsStream<TcpStream>>) -> MutexGuard<'_, TlsStream<TcpStream>> {
-        tls.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(session: &Mutex<Session>) -> MutexGuard<'_, Session> {
+        session.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Gives the transport back, for hyper or for closing.
     pub(crate) fn into_inner(self) -> Unwrapped {
         match self.io {
             Io::Plain(tcp) => Unwrapped::Plain(tcp),
-            Io::Tls { tls, .. } => Unwrapped::Tls(Box::new(
-                tls.into_inner().unwrap_or_else(|p| p.into_inner()),
+            Io::Tls { tcp, session } => Unwrapped::Tls(TlsIo::new(
+                tcp,
+                Box::new(session.into_inner().unwrap_or_else(|p| p.into_inner())),
             )),
         }
     }
@@ -109,7 +103,7 @@ impl Conn {
     pub(crate) async fn shutdown(self) {
         let _ = match self.into_inner() {
             Unwrapped::Plain(mut tcp) => tcp.shutdown().await,
-            Unwrapped::Tls(mut tls) => tls.shutdown().await,
+            Unwrapped::Tls(mut tls) => tls.session.close(&mut tls.tcp).await,
         };
     }
 
@@ -130,7 +124,9 @@ impl Conn {
                     r => return r,
                 }
             },
-            Io::Tls { tls, .. } => std::future::poll_fn(|cx| poll_read_tls(tls, cx, buf)).await,
+            Io::Tls { tcp, session } => {
+                std::future::poll_fn(|cx| poll_read_tls(tcp, session, cx, buf)).await
+            }
         }
     }
 
@@ -159,7 +155,7 @@ impl Conn {
                         Err(_) => return Err(()),
                     }
                 }
-                Io::Tls { tls, .. } => match poll_read_tls(tls, cx, buf) {
+                Io::Tls { tcp, session } => match poll_read_tls(tcp, session, cx, buf) {
                     Poll::Pending => break,
                     Poll::Ready(Ok(0) | Err(_)) => return Err(()),
                     Poll::Ready(Ok(_)) => {}
@@ -170,7 +166,8 @@ impl Conn {
     }
 
     /// Writes some of `bufs` (not all empty): how much was taken. Over TLS the bytes taken
-    /// are sealed as one record, and may wait in the session for [`poll_flush`].
+    /// are sealed, and what the socket did not take waits in the session for
+    /// [`poll_flush`].
     ///
     /// [`poll_flush`]: Self::poll_flush
     pub(crate) fn poll_write(
@@ -194,14 +191,10 @@ impl Conn {
                     r => return Poll::Ready(r),
                 }
             },
-            Io::Tls { tls, .. } => {
-                let mut tls = Self::lock(tls);
-                let tls = Pin::new(&mut *tls);
-                if small {
-                    SCRATCH.with_borrow_mut(|buf| tls.poll_write(cx, gather(buf, bufs)))
-                } else {
-                    tls.poll_write_vectored(cx, bufs)
-                }
+            Io::Tls { tcp, session } => {
+                let mut session = Self::lock(session);
+                std::task::ready!(session.poll_flush(tcp, cx))?;
+                Poll::Ready(session.seal(bufs, |b| tcp.try_write(b)))
             }
         }
     }
@@ -210,7 +203,7 @@ impl Conn {
     pub(crate) fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &self.io {
             Io::Plain(_) => Poll::Ready(Ok(())),
-            Io::Tls { tls, .. } => Pin::new(&mut *Self::lock(tls)).poll_flush(cx),
+            Io::Tls { tcp, session } => Self::lock(session).poll_flush(tcp, cx),
         }
     }
 }
@@ -220,7 +213,7 @@ impl AsRawFd for Conn {
     fn as_raw_fd(&self) -> RawFd {
         match &self.io {
             Io::Plain(tcp) => tcp.as_raw_fd(),
-            Io::Tls { fd, .. } => *fd,
+            Io::Tls { tcp, .. } => tcp.as_raw_fd(),
         }
     }
 }
@@ -236,21 +229,18 @@ fn gather<'a>(buf: &'a mut Vec<u8>, bufs: &[IoSlice<'_>]) -> &'a [u8] {
 
 /// Appends the plaintext a TLS session has or can read now to `buf`.
 fn poll_read_tls(
-    tls: &Mutex<TlsStream<TcpStream>>,
+    tcp: &TcpStream,
+    session: &Mutex<Session>,
     cx: &mut Context<'_>,
     buf: &mut Vec<u8>,
 ) -> Poll<io::Result<usize>> {
-    let mut tls = Conn::lock(tls);
-    let mut chunk = [0u8; TLS_READ];
-    let mut read = ReadBuf::new(&mut chunk);
-    match Pin::new(&mut *tls).poll_read(cx, &mut read) {
-        Poll::Ready(Ok(())) => {
-            buf.extend_from_slice(read.filled());
-            Poll::Ready(Ok(read.filled().len()))
-        }
-        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-        Poll::Pending => Poll::Pending,
+    let mut session = Conn::lock(session);
+    if std::task::ready!(session.poll_plain(tcp, cx))? == 0 {
+        return Poll::Ready(Ok(0));
     }
+    Poll::Ready(Ok(
+        session.take_plain(usize::MAX, |p| buf.extend_from_slice(p))
+    ))
 }
 
 /// Reads what the socket holds into `buf`'s spare capacity. A read that does not fill it

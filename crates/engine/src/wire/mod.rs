@@ -6,6 +6,7 @@
 //! - [`chunk`]: chunked transfer coding, the one implementation every writer uses.
 //! - [`sink`]: a connection's socket lent to a stream's producers, who write their bytes
 //!   to it themselves while the connection has nothing of theirs left to write.
+//! - [`tls`]: TLS sessions whose buffers the engine owns, for the direct path and hyper.
 //!
 //! A stream's bytes always go through its queue ([`crate::stream`]), which hands them to
 //! the connection as [`Chunk`]s: the direct HTTP/1.1 path frames and writes them, hyper
@@ -17,6 +18,7 @@ pub(crate) mod chunk;
 pub(crate) mod conn;
 pub(crate) mod head;
 pub(crate) mod sink;
+pub(crate) mod tls;
 
 use bytes::Bytes;
 

@@ -8,9 +8,9 @@
 //! to write. The queue decides when a write may go through (the order of bytes); the sink
 //! frames it and writes it.
 //!
-//! Over TLS the sink frames the write, has the connection's session seal it (one record)
-//! and sends the record the same way. What the socket does not take stays sealed in the
-//! session, which the connection writes out before anything else.
+//! Over TLS the sink frames the write, has the connection's session seal it and sends the
+//! records the same way. What the socket does not take stays sealed in the session, which
+//! the connection writes out before anything else.
 
 use std::io::{self, IoSlice};
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::chunk;
+use super::tls::Session;
 use super::Conn;
 use super::Framing;
 use crate::sys::Socket;
@@ -120,12 +121,12 @@ impl Sink {
         Wrote::Part(after(parts(), written, total))
     }
 
-    /// [`write`](Self::write) over TLS: `data` framed, sealed as one record by `session`
-    /// and sent. What the socket does not take stays in the session (the connection
-    /// writes it out first): [`Wrote::Part`] then, with the framed plaintext the session
-    /// did not take (usually none). Blocked while the session holds bytes of its own.
-    fn seal(&self, session: &mut rustls::ServerConnection, data: &[&[u8]], len: usize) -> Wrote {
-        if session.wants_write() {
+    /// [`write`](Self::write) over TLS: `data` framed, sealed by `session` and sent. What
+    /// the socket does not take stays in the session (the connection writes it out
+    /// first): [`Wrote::Part`] then, with the framed plaintext the session did not seal
+    /// (usually none). Blocked while the session holds bytes the socket did not take.
+    fn seal(&self, session: &mut Session, data: &[&[u8]], len: usize) -> Wrote {
+        if session.has_unsent() {
             return Wrote::Blocked;
         }
         let (size, tail) = chunk::around(self.framing(), len);
@@ -143,18 +144,11 @@ impl Sink {
             n += 1;
         }
         let total = head.len() + len + tail.len();
-        let Ok(taken) = io::Write::write_vectored(&mut session.writer(), &slices[..n]) else {
+        let socket = self.socket.sock_ref();
+        let Ok(taken) = session.seal(&slices[..n], |b| socket.send(b)) else {
             return Wrote::Failed;
         };
-        let mut socket = Send(self.socket.sock_ref());
-        while session.wants_write() {
-            match session.write_tls(&mut socket) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => return Wrote::Failed,
-            }
-        }
-        if taken == total && !session.wants_write() {
+        if taken == total && !session.has_unsent() {
             return Wrote::All;
         }
         Wrote::Part(after(parts(), taken, total))
@@ -166,30 +160,6 @@ impl Sink {
         let mut buf = BytesMut::from(framed);
         chunk::frame_into(&mut buf, more, self.framing());
         buf.freeze()
-    }
-}
-
-/// A socket written with plain non-blocking `send`s (a TLS session's records).
-struct Send<'a>(socket2::SockRef<'a>);
-
-impl io::Write for Send<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self.0.send(buf)? {
-            0 => Err(io::ErrorKind::WouldBlock.into()),
-            n => Ok(n),
-        }
-    }
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match bufs {
-            [one] => self.write(one),
-            _ => match self.0.send_vectored(bufs)? {
-                0 => Err(io::ErrorKind::WouldBlock.into()),
-                n => Ok(n),
-            },
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 

@@ -24,10 +24,10 @@ pub(super) async fn serve_hyper(stream: Conn, prefix: Bytes, shared: Arc<Shared>
             crate::server::serve_io(Prefixed::new(prefix, tcp), peer, &shared).await;
         }
         Unwrapped::Tls(tls) => {
-            let Ok(peer) = tls.get_ref().0.peer_addr() else {
+            let Ok(peer) = tls.tcp.peer_addr() else {
                 return;
             };
-            crate::server::serve_io(Prefixed::new(prefix, *tls), peer, &shared).await;
+            crate::server::serve_io(Prefixed::new(prefix, tls), peer, &shared).await;
         }
     }
 }

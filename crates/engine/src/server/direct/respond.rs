@@ -216,8 +216,10 @@ impl Out {
                 used += 1;
             }
             if used == 0 {
-                std::task::ready!(stream.poll_flush(cx))?;
+                // Emptied before the flush: a flush that waits must not leave written
+                // bytes counted against the next frame.
                 *self = Out::new(Vec::new());
+                std::task::ready!(stream.poll_flush(cx))?;
                 return Poll::Ready(Ok(()));
             }
             let n = std::task::ready!(stream.poll_write(cx, &slices[..used]))?;
