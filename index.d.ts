@@ -82,6 +82,11 @@ export declare class Engine {
    * The answer of the TS layer's origin function to the note with `token`.
    */
   originDecided(token: number, allowed: boolean): void
+  /**
+   * The socket accepted with `acceptWsLazy` for request `id`, once (null after, or for
+   * an id with none).
+   */
+  takeWs(id: number): WsSocket | null
   metrics(): EngineMetrics
   /** Records a handler error that JS handled itself (counted in metrics). */
   recordHandlerError(): void
@@ -101,6 +106,11 @@ export declare class KeptCall {
    * (the engine answered it with 400 or 426).
    */
   acceptWs(options?: WsRouteOptions | undefined | null): WsSocket | null
+  /**
+   * `acceptWs` with no socket object until its first event (`Engine.takeWs`); false
+   * when the request is no valid upgrade.
+   */
+  acceptWsLazy(options: WsRouteOptions | undefined | null, tag: number): boolean
   /** The method, upper-case. */
   method(): string
   /** The path as sent (percent-encoded), without the query. */
@@ -205,6 +215,8 @@ export declare class KeptCall {
 
 /** An open (or opening) WebSocket, for JS to send on. */
 export declare class WsSocket {
+  /** The tag given to `acceptWsLazy` (0 for a socket from `acceptWs`). */
+  get tag(): number
   /** Queues a text message; false past the high-water mark (or once closed). */
   sendText(text: string): boolean
   /** Queues a binary message (copied). */
@@ -263,6 +275,9 @@ export interface AuthRule {
 
 /** `KeptCall.acceptWs` for request `i` of batch `seq`. */
 export declare function batchAcceptWs(seq: number, i: number, options?: WsRouteOptions | undefined | null): WsSocket | null
+
+/** `KeptCall.acceptWsLazy` for request `i` of batch `seq`. */
+export declare function batchAcceptWsLazy(seq: number, i: number, options: WsRouteOptions | undefined | null, tag: number): boolean
 
 /** `KeptCall.body` for request `i` of batch `seq`. */
 export declare function batchBody(seq: number, i: number): Buffer

@@ -840,6 +840,7 @@ module.exports.Engine = nativeBinding.Engine
 module.exports.KeptCall = nativeBinding.KeptCall
 module.exports.WsSocket = nativeBinding.WsSocket
 module.exports.batchAcceptWs = nativeBinding.batchAcceptWs
+module.exports.batchAcceptWsLazy = nativeBinding.batchAcceptWsLazy
 module.exports.batchBody = nativeBinding.batchBody
 module.exports.batchBodyStreamed = nativeBinding.batchBodyStreamed
 module.exports.batchLastEventId = nativeBinding.batchLastEventId

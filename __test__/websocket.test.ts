@@ -213,4 +213,46 @@ describe('WebSocket routes', () => {
     expect(drains).toEqual(['drain'])
     c.ws.close()
   })
+
+  test('routes with no open handler: each socket reaches its own route\'s handlers, with one ws object from its first event to its close', async () => {
+    const seen: string[] = []
+    const objects = new Set<RatWebSocket<unknown>>()
+    const s = await startApp((app) => {
+      app.ws('/talk', {
+        message: (ws, data) => {
+          objects.add(ws)
+          ws.data = `talk:${String(data)}`
+          ws.send(String(ws.data))
+        },
+        close: (ws, code, reason) => {
+          objects.add(ws)
+          seen.push(`${String(ws.data)} closed ${code} ${reason}`)
+        },
+      })
+      app.ws('/quiet', { close: (ws, code, reason) => void seen.push(`quiet ${String(ws.data)} closed ${code} ${reason}`) })
+    })
+    const connect = (path: string) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${s.port}${path}`)
+      const got: string[] = []
+      ws.on('message', (d: Buffer) => void got.push(d.toString('utf8')))
+      const closed = new Promise<void>((resolve) => ws.on('close', () => resolve()))
+      const opened = new Promise<void>((resolve, reject) => {
+        ws.once('open', () => resolve())
+        ws.once('error', reject)
+      })
+      return { ws, got, closed, opened }
+    }
+    const talk = connect('/talk')
+    const quiet = connect('/quiet')
+    await within(5000, 'both open', Promise.all([talk.opened, quiet.opened]))
+    talk.ws.send('hi')
+    await waitFor('the echo', () => talk.got.length === 1)
+    expect(talk.got).toEqual(['talk:hi'])
+    quiet.ws.close(4002, 'quiet bye')
+    talk.ws.close(4003, 'talk bye')
+    await within(5000, 'both closed', Promise.all([talk.closed, quiet.closed]))
+    await waitFor('both close handlers', () => seen.length === 2)
+    expect(seen.sort()).toEqual(['quiet undefined closed 4002 quiet bye', 'talk:hi closed 4003 talk bye'])
+    expect(objects.size).toBe(1)
+  })
 })

@@ -384,7 +384,10 @@ export class App {
   readonly #hooks: HookEntry[] = []
   readonly #jsRoutes: JsRoute[] = []
   readonly #channelRoutes: ChannelRoute[] = []
-  readonly #sockets = new Sockets((err, msg) => this.#logError(err, msg))
+  readonly #sockets = new Sockets(
+    (err, msg) => this.#logError(err, msg),
+    (id) => this.#engine.takeWs(id),
+  )
   /** Hooks resolved and channel routes registered (at `listen()`): no more hooks. */
   #resolved = false
   #address: AddressInfo | null = null
@@ -807,9 +810,11 @@ export class App {
   }
 
   #wsRun(handlers: WsHandlers<string, unknown>, options: NativeWsOptions): Build {
+    const tag = this.#sockets.lazyTag(handlers)
     const accept: Go<undefined> = (c, req) => {
       let socket
       try {
+        if (tag !== null) return void c.acceptWsLazy(options, tag)
         socket = c.acceptWs(options)
       } catch (err) {
         return this.#fail(c, req, err)

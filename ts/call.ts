@@ -139,6 +139,15 @@ export class Call {
       throw fromNative(err)
     }
   }
+  /** `acceptWs` with no socket object until the socket's first event (`Engine.takeWs`, tag `tag`): false when refused. */
+  acceptWsLazy(options: WsRouteOptions, tag: number): boolean {
+    const k = this.#kept
+    try {
+      return k === null ? native.batchAcceptWsLazy(this.#seq, this.#i, options, tag) : k.acceptWsLazy(options, tag)
+    } catch (err) {
+      throw fromNative(err)
+    }
+  }
   respond(status: number, headers?: string[] | null, body?: string | null): void {
     const k = this.#kept
     try {

@@ -120,15 +120,27 @@ const isThenable = (v: unknown): v is PromiseLike<unknown> =>
 
 /**
  * The app's open sockets, by the id of the request each upgraded: socket events from the
- * engine's dispatch batches go to their route's handlers. A handler that throws (or whose
- * promise rejects) closes its socket with 1011 and is logged. @internal
+ * engine's dispatch batches go to their route's handlers. A route with no `open` handler
+ * accepts its sockets lazily: the engine keeps each one with the route's tag until its
+ * first event, when `take` hands it over, so an idle socket has no JS object. A handler
+ * that throws (or whose promise rejects) closes its socket with 1011 and is logged. @internal
  */
 export class Sockets {
   readonly #open = new Map<number, RatWebSocket<unknown>>()
+  /** The handlers of the routes whose sockets are accepted lazily, by tag. */
+  readonly #routes: Array<WsHandlers<string, unknown>> = []
   readonly #logError: (err: unknown, msg: string) => void
+  readonly #take: (id: number) => WsSocket | null
 
-  constructor(logError: (err: unknown, msg: string) => void) {
+  constructor(logError: (err: unknown, msg: string) => void, take: (id: number) => WsSocket | null) {
     this.#logError = logError
+    this.#take = take
+  }
+
+  /** The tag of a route whose sockets are accepted lazily (it has no `open`), else null. */
+  lazyTag(handlers: WsHandlers<string, unknown>): number | null {
+    if (handlers.open) return null
+    return this.#routes.push(handlers) - 1
   }
 
   /** A socket accepted for request `id`: runs `open`. */
@@ -136,6 +148,17 @@ export class Sockets {
     const ws = new RatWebSocket<unknown>(KEY, socket, handlers)
     this.#open.set(id, ws)
     if (handlers.open) this.#run(ws, () => handlers.open!(ws, req as never))
+  }
+
+  /** The socket of request `id`: open, or accepted lazily and taken now. */
+  #get(id: number): RatWebSocket<unknown> | undefined {
+    const ws = this.#open.get(id)
+    if (ws) return ws
+    const socket = this.#take(id)
+    if (socket === null) return undefined
+    const taken = new RatWebSocket<unknown>(KEY, socket, this.#routes[socket.tag])
+    this.#open.set(id, taken)
+    return taken
   }
 
   /**
@@ -146,7 +169,7 @@ export class Sockets {
     for (let i = 0; i + 2 < events.length; i += 3) {
       const id = events[i] as number
       const kind = events[i + 1] as number
-      const ws = this.#open.get(id)
+      const ws = this.#get(id)
       if (!ws) continue
       const handlers = ws[HANDLERS]
       if (kind <= 1) {

@@ -19,7 +19,7 @@ use support::serve;
 
 /// Heap an idle socket may keep on the server: its connection task, tungstenite's state
 /// and small read buffer, the send queue (no read or write buffer while idle).
-const LIMIT: isize = 2500;
+const LIMIT: isize = 2100;
 
 struct Counting;
 

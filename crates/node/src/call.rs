@@ -213,6 +213,14 @@ impl KeptCall {
         crate::ws::accept(self.at(), &o)
     }
 
+    /// `acceptWs` with no socket object until its first event (`Engine.takeWs`); false
+    /// when the request is no valid upgrade.
+    #[napi]
+    pub fn accept_ws_lazy(&self, options: Option<WsRouteOptions>, tag: u32) -> Result<bool> {
+        let o = options.unwrap_or_default().to_engine()?;
+        crate::ws::accept_lazy(self.at(), &o, tag)
+    }
+
     /// The method, upper-case.
     #[napi]
     pub fn method(&self) -> Result<String> {
@@ -619,4 +627,16 @@ pub fn batch_accept_ws(
 ) -> Result<Option<WsSocket>> {
     let o = options.unwrap_or_default().to_engine()?;
     dispatch::with_batched(seq, i, |c| crate::ws::accept(c, &o))
+}
+
+/// `KeptCall.acceptWsLazy` for request `i` of batch `seq`.
+#[napi]
+pub fn batch_accept_ws_lazy(
+    seq: u32,
+    i: u32,
+    options: Option<WsRouteOptions>,
+    tag: u32,
+) -> Result<bool> {
+    let o = options.unwrap_or_default().to_engine()?;
+    dispatch::with_batched(seq, i, |c| crate::ws::accept_lazy(c, &o, tag))
 }

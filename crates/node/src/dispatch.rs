@@ -256,6 +256,8 @@ pub(crate) struct Dispatcher {
     /// waiting), and what those waits came to: total ms, calls, longest ms.
     waiting_since: AtomicU64,
     lag: Mutex<(f64, u64, f64)>,
+    /// Sockets accepted with no JS object yet, by id (see [`crate::ws::accept_lazy`]).
+    pub(crate) ws_lazy: crate::ws::LazySockets,
 }
 
 /// The clock of `Dispatcher::waiting_since`.
@@ -293,7 +295,8 @@ impl Dispatcher {
             .callee_handled::<false>()
             .weak::<false>()
             .build_callback(move |_ctx| {
-                if let Some(d) = me.upgrade() {
+                let d = me.upgrade();
+                if let Some(d) = &d {
                     d.record_lag();
                 }
                 let mut calls = Vec::new();
@@ -314,7 +317,12 @@ impl Dispatcher {
                                 ids.push(c.id());
                                 calls.push(Some(c));
                             }
-                            Item::Closed(id) => closed.push(id),
+                            Item::Closed(id) => {
+                                closed.push(id);
+                                if let Some(d) = &d {
+                                    d.ws_lazy.abandoned(&mut ws, id);
+                                }
+                            }
                             Item::Ready(id) => ready.push(id),
                             Item::Log(e) => logs.push(AccessLogEntry::from(*e)),
                             Item::Note(n) => notes.push(*n),
@@ -335,6 +343,7 @@ impl Dispatcher {
     /// Drops the TSFN so that Node may exit; later items are answered in Rust.
     pub(crate) fn disconnect(&self) {
         self.tsfn.write().unwrap_or_else(|p| p.into_inner()).take();
+        self.ws_lazy.clear();
         self.fail_pending();
     }
 

@@ -358,6 +358,13 @@ impl Engine {
         self.dispatcher.origin_decided(token, allowed);
     }
 
+    /// The socket accepted with `acceptWsLazy` for request `id`, once (null after, or for
+    /// an id with none).
+    #[napi]
+    pub fn take_ws(&self, id: u32) -> Option<crate::ws::WsSocket> {
+        self.dispatcher.ws_lazy.take(id)
+    }
+
     #[napi]
     pub fn metrics(&self) -> EngineMetrics {
         let m = self.metrics.lock().unwrap_or_else(|p| p.into_inner());

@@ -15,10 +15,10 @@ mod ws;
 // The batch functions JS calls (napi registers them); public so that a test build, which
 // does not register them, does not count them as dead code.
 pub use call::{
-    batch_accept_ws, batch_body, batch_body_streamed, batch_last_event_id, batch_method,
-    batch_path, batch_query_string, batch_raw_headers, batch_raw_params, batch_remote_address,
-    batch_remote_port, batch_respond, batch_respond_buffer, batch_respond_error, batch_started,
-    take_call,
+    batch_accept_ws, batch_accept_ws_lazy, batch_body, batch_body_streamed, batch_last_event_id,
+    batch_method, batch_path, batch_query_string, batch_raw_headers, batch_raw_params,
+    batch_remote_address, batch_remote_port, batch_respond, batch_respond_buffer,
+    batch_respond_error, batch_started, take_call,
 };
 
 /// The tokio runtime napi-rs runs the engine on: its default (a multi-thread runtime with

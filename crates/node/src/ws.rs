@@ -1,7 +1,8 @@
 //! WebSockets for JS: the upgrade answered from a dispatch batch, a socket object that
 //! sends, and the socket's messages, drains and close carried back in later batches.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -107,10 +108,17 @@ pub(crate) fn push_event(out: &mut Vec<WsValue>, id: u32, n: WsNotice) {
 #[napi]
 pub struct WsSocket {
     sender: WsSender,
+    tag: u32,
 }
 
 #[napi]
 impl WsSocket {
+    /// The tag given to `acceptWsLazy` (0 for a socket from `acceptWs`).
+    #[napi(getter)]
+    pub fn tag(&self) -> u32 {
+        self.tag
+    }
+
     /// Queues a text message; false past the high-water mark (or once closed).
     #[napi]
     pub fn send_text(&self, text: String) -> bool {
@@ -183,9 +191,61 @@ impl WsSocket {
     }
 }
 
+/// Sockets accepted without a JS object ([`accept_lazy`]), by id, with their tags: JS
+/// takes one ([`LazySockets::take`]) at the socket's first event, so an idle socket of a
+/// route with no `open` handler has no JS object, napi reference or finalizer.
+#[derive(Default)]
+pub(crate) struct LazySockets(Mutex<HashMap<u32, (WsSender, u32)>>);
+
+impl LazySockets {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u32, (WsSender, u32)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn take(&self, id: u32) -> Option<WsSocket> {
+        let mut map = self.map();
+        let socket = map
+            .remove(&id)
+            .map(|(sender, tag)| WsSocket { sender, tag });
+        if map.is_empty() {
+            map.shrink_to_fit();
+        }
+        socket
+    }
+
+    /// Request `id` was abandoned: a socket accepted for it and not taken yet is closed
+    /// for JS (1006; JS takes it with this event), as an open one is by `abandoned` in JS.
+    pub(crate) fn abandoned(&self, out: &mut Vec<WsValue>, id: u32) {
+        if self.map().contains_key(&id) {
+            push_event(out, id, WsNotice::Closed(1006, String::new()));
+        }
+    }
+
+    pub(crate) fn clear(&self) {
+        *self.map() = HashMap::new();
+    }
+}
+
+/// [`accept`] with no JS object for the socket until JS takes it (`Engine.takeWs`), at
+/// its first event; false when the engine refused an invalid upgrade.
+pub(crate) fn accept_lazy(call: &Call, options: &WsOptions, tag: u32) -> Result<bool> {
+    let Some(sender) = accept_sender(call, options)? else {
+        return Ok(false);
+    };
+    call.dispatcher()
+        .ws_lazy
+        .map()
+        .insert(call.id(), (sender, tag));
+    Ok(true)
+}
+
 /// Answers `call` with the upgrade (or the engine's refusal of an invalid one: then
 /// `None`). Messages, drains and the close reach JS as socket events of id `call.id()`.
 pub(crate) fn accept(call: &Call, options: &WsOptions) -> Result<Option<WsSocket>> {
+    Ok(accept_sender(call, options)?.map(|sender| WsSocket { sender, tag: 0 }))
+}
+
+fn accept_sender(call: &Call, options: &WsOptions) -> Result<Option<WsSender>> {
     let req = call.request();
     let id = call.id();
     let d: Arc<Dispatcher> = call.dispatcher().clone();
@@ -209,5 +269,5 @@ pub(crate) fn accept(call: &Call, options: &WsOptions) -> Result<Option<WsSocket
         .prepare_response(res)
         .map_err(to_js_error)?;
     crate::dispatch::send_or_defer(prepared);
-    Ok(sender.map(|sender| WsSocket { sender }))
+    Ok(sender)
 }

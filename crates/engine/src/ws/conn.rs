@@ -86,10 +86,11 @@ struct Conn<'a, S> {
     bytes: usize,
     /// Messages were given to tungstenite since the last flush.
     fed: bool,
-    /// A close frame was given to tungstenite: its code and reason.
-    close: Option<(u16, String)>,
+    /// A close frame was given to tungstenite: its code and reason (boxed: rare, and
+    /// this is in every idle socket's task).
+    close: Option<Box<(u16, String)>>,
     /// A message waiting for room in a full handler channel (allocated only then).
-    waiting: Option<(Message, Reserve)>,
+    waiting: Option<Box<(Message, Reserve)>>,
     /// When something last arrived (kept only with an idle timeout).
     last_read: Option<Instant>,
 }
@@ -142,7 +143,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                             break;
                         };
                         if let Wire::Close(Some(f)) = &m {
-                            self.close = Some((u16::from(f.code), f.reason.to_string()));
+                            self.close = Some(Box::new((u16::from(f.code), f.reason.to_string())));
                         }
                         if Pin::new(&mut *self.ws).start_send(m).is_err() {
                             return Poll::Ready(End::Gone);
@@ -163,7 +164,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             }
             self.fed = false;
             self.sender.written(std::mem::take(&mut self.bytes));
-            if let Some((code, reason)) = self.close.take() {
+            if let Some(close) = self.close.take() {
+                let (code, reason) = *close;
                 return Poll::Ready(End::SentClose(code, reason));
             }
         }
@@ -199,12 +201,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
 
     fn read_some(&mut self, cx: &mut Context<'_>, read: &mut bool) -> Poll<End> {
         for _ in 0..BUDGET {
-            if let Some((_, reserve)) = &mut self.waiting {
-                let permit = match reserve.as_mut().poll(cx) {
+            if let Some(waiting) = &mut self.waiting {
+                let permit = match waiting.1.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(p) => p,
                 };
-                if let Some((msg, _)) = self.waiting.take() {
+                if let Some(waiting) = self.waiting.take() {
+                    let (msg, _) = *waiting;
                     // A handler that stopped receiving does not stop the connection.
                     if let Some(p) = permit {
                         p.send(msg);
@@ -237,7 +240,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                         let tx = tx.clone();
                         let reserve: Reserve =
                             Box::pin(async move { tx.reserve_owned().await.ok() });
-                        self.waiting = Some((msg, reserve));
+                        self.waiting = Some(Box::new((msg, reserve)));
                     }
                 },
             }
@@ -247,77 +250,104 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     }
 }
 
-/// Serves an upgraded connection until it ends, handing messages to `inbox` (a handler's
-/// channel: reading waits while it is full, which is TCP backpressure).
-pub(crate) async fn serve<S>(
-    io: S,
-    config: WebSocketConfig,
-    sender: WsSender,
-    inbox: Inbox,
-    idle: Option<Duration>,
-    shutdown: CancellationToken,
-) where
+/// tungstenite's stream over an upgraded connection (ready at once: nothing is awaited).
+pub(crate) fn stream<S>(io: S, config: WebSocketConfig) -> Option<WebSocketStream<S>>
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    // Ready at once (nothing is awaited inside): not kept in this future's state.
-    let Some(mut ws) =
-        WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).now_or_never()
-    else {
-        return;
-    };
-    // Takes the socket back from channels however this ends (also if dropped).
-    let _detach = Detach(&sender);
-    let (end, mid_frame) = {
-        let mut stop = std::pin::pin!(shutdown.cancelled());
-        // Allocated only for a route with an idle timeout.
-        let mut timer: Option<Pin<Box<Sleep>>> = idle.map(|t| Box::pin(tokio::time::sleep(t)));
-        let mut conn = Conn {
-            ws: &mut ws,
-            sender: &sender,
-            inbox: &inbox,
-            batch: VecDeque::new(),
-            raw: Bytes::new(),
-            bytes: 0,
-            fed: false,
-            close: None,
-            waiting: None,
-            last_read: idle.map(|_| Instant::now()),
-        };
-        let end = std::future::poll_fn(|cx| {
-            // No write straight to the socket from here until `poll_idle`.
-            sender.busy();
-            if stop.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(End::Shutdown);
-            }
-            if let Poll::Ready(end) = conn.poll_write(cx) {
-                return Poll::Ready(end);
-            }
-            if conn.raw.is_empty() {
-                if let Poll::Ready(end) = conn.poll_read(cx) {
+    WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).now_or_never()
+}
+
+/// What [`serve`] serves, kept in its future as it is (each part used in place).
+pub(crate) struct Serve<S> {
+    pub(crate) ws: WebSocketStream<S>,
+    pub(crate) sender: WsSender,
+    /// Where messages go (a handler's channel: reading waits while it is full, which is
+    /// TCP backpressure).
+    pub(crate) inbox: Inbox,
+    /// Told how the socket ended, once it has.
+    pub(crate) on_close: Option<Box<dyn FnOnce(CloseStatus) + Send>>,
+    pub(crate) idle: Option<Duration>,
+    pub(crate) shutdown: CancellationToken,
+    /// Dropped when the socket ends (a stream limit's slot).
+    pub(crate) held: Option<Box<dyn Send>>,
+}
+
+/// Serves an upgraded connection until it ends.
+// Not an `async fn`: one stores its argument twice (as passed, and moved into the body's
+// local), 1,184 bytes against 744 in a debug build (see the test below).
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn serve<S>(mut this: Serve<S>) -> impl Future<Output = ()> + Send
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    // `this` is used in place, not moved into locals: its parts are stored once in this
+    // future, which an idle socket's task holds.
+    async move {
+        let end_and_mid = {
+            // Takes the socket back from channels however this ends (also if dropped).
+            let _detach = Detach(&this.sender);
+            let mut stop = std::pin::pin!(this.shutdown.cancelled());
+            // Allocated only for a route with an idle timeout.
+            let idle = this.idle;
+            let mut timer: Option<Pin<Box<Sleep>>> = idle.map(|t| Box::pin(tokio::time::sleep(t)));
+            let sender = &this.sender;
+            let mut conn = Conn {
+                ws: &mut this.ws,
+                sender,
+                inbox: &this.inbox,
+                batch: VecDeque::new(),
+                raw: Bytes::new(),
+                bytes: 0,
+                fed: false,
+                close: None,
+                waiting: None,
+                last_read: idle.map(|_| Instant::now()),
+            };
+            let end = std::future::poll_fn(|cx| {
+                // No write straight to the socket from here until `poll_idle`.
+                sender.busy();
+                if stop.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(End::Shutdown);
+                }
+                if let Poll::Ready(end) = conn.poll_write(cx) {
                     return Poll::Ready(end);
                 }
-            }
-            if let (Some(sleep), Some(t), Some(last)) = (&mut timer, idle, conn.last_read) {
-                while sleep.as_mut().poll(cx).is_ready() {
-                    let due = last + t;
-                    if due <= Instant::now() {
-                        return Poll::Ready(End::Idle);
+                if conn.raw.is_empty() {
+                    if let Poll::Ready(end) = conn.poll_read(cx) {
+                        return Poll::Ready(end);
                     }
-                    sleep.as_mut().reset(due);
                 }
-            }
-            conn.poll_idle(cx);
-            Poll::Pending
-        })
-        .await;
-        sender.detach();
-        // A frame written in part: nothing else may follow it, not even a close frame.
-        (end, !conn.raw.is_empty() || sender.has_rest())
-    };
-    // The close handshake's futures (timers among them) live in their own allocation,
-    // made only when the socket ends, not in every idle socket's task.
-    let ended = Box::pin(close(&mut ws, end, mid_frame)).await;
-    sender.finish(ended);
+                if let (Some(sleep), Some(t), Some(last)) = (&mut timer, idle, conn.last_read) {
+                    while sleep.as_mut().poll(cx).is_ready() {
+                        let due = last + t;
+                        if due <= Instant::now() {
+                            return Poll::Ready(End::Idle);
+                        }
+                        sleep.as_mut().reset(due);
+                    }
+                }
+                conn.poll_idle(cx);
+                Poll::Pending
+            })
+            .await;
+            sender.detach();
+            // A frame written in part: nothing else may follow it, not even a close frame.
+            (end, !conn.raw.is_empty() || sender.has_rest())
+        };
+        let (end, mid_frame) = end_and_mid;
+        // The close handshake's futures (timers among them) live in their own allocation,
+        // made only when the socket ends, not in every idle socket's task.
+        let ended = Box::pin(close(&mut this.ws, end, mid_frame)).await;
+        this.sender.finish(ended);
+        if let Some(on_close) = this.on_close.take() {
+            on_close(this.sender.close_status().unwrap_or(CloseStatus {
+                code: 1006,
+                reason: String::new(),
+            }));
+        }
+        drop(this.held.take());
+    }
 }
 
 /// Ends the connection as `end` says; returns how it ended.
@@ -398,4 +428,43 @@ where
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::QueueLimits;
+    use crate::ws::io::{OnDemand, WsIo};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn an_idle_socket_task_is_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let tcp = Arc::new(crate::wire::Conn::plain(accepted.unwrap().0));
+        let io = OnDemand::new(WsIo::Tcp {
+            unread: Bytes::new(),
+            tcp,
+        });
+        let ws = stream(io, WebSocketConfig::default()).unwrap();
+        let task = serve(Serve {
+            ws,
+            sender: WsSender::new(QueueLimits::default(), None),
+            inbox: Inbox::Callback(Box::new(|_| {})),
+            on_close: None,
+            idle: None,
+            shutdown: CancellationToken::new(),
+            held: None,
+        });
+        let size = std::mem::size_of_val(&task);
+        // 744 bytes in a debug build. tokio's task cell adds 112 bytes and is aligned to
+        // 128 (see the connection task's test in server/direct): up to 784, the task is 896.
+        println!("WebSocket connection future: {size} bytes");
+        assert!(
+            size <= 784,
+            "the WebSocket connection future is {size} bytes"
+        );
+        drop(client);
+    }
 }

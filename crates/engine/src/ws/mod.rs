@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use futures_util::future::Either;
 use futures_util::FutureExt;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use tokio::sync::mpsc;
@@ -298,9 +299,10 @@ pub(crate) fn spawn_upgrade(
         start,
         held,
     } = pending;
-    tokio::spawn(async move {
-        let _held = held;
-        let io = match on_upgrade.await {
+    // Once upgraded, the task holds the connection's future only: what the upgrade needed
+    // (the options, the handler's start) is used and dropped before it.
+    tokio::spawn(on_upgrade.then(move |up| {
+        let io = match up {
             Ok(up) => io::OnDemand::new(match crate::server::upgraded_tcp(up) {
                 Ok((unread, tcp)) => {
                     let tcp = Arc::new(crate::wire::Conn::plain(tcp));
@@ -324,7 +326,7 @@ pub(crate) fn spawn_upgrade(
                     Start::Callbacks { on_close, .. } => on_close(gone),
                     Start::Channel(_) => {}
                 }
-                return;
+                return Either::Right(std::future::ready(()));
             }
         };
         let mut config = WebSocketConfig::default();
@@ -351,15 +353,25 @@ pub(crate) fn spawn_upgrade(
                 (Inbox::Callback(Box::new(|_| {})), None)
             }
         };
-        let s = sender.clone();
-        conn::serve(io, config, sender, inbox, options.idle_timeout, shutdown).await;
-        if let Some(on_close) = on_close {
-            on_close(s.close_status().unwrap_or(CloseStatus {
-                code: 1006,
-                reason: String::new(),
-            }));
-        }
-    });
+        let Some(ws) = conn::stream(io, config) else {
+            if let Some(on_close) = on_close {
+                on_close(CloseStatus {
+                    code: 1006,
+                    reason: String::new(),
+                });
+            }
+            return Either::Right(std::future::ready(()));
+        };
+        Either::Left(conn::serve(conn::Serve {
+            ws,
+            sender,
+            inbox,
+            on_close,
+            idle: options.idle_timeout,
+            shutdown,
+            held,
+        }))
+    }));
 }
 
 /// The HTTP handler of a route whose sockets receive `channel`'s events (no task of its

@@ -87,7 +87,8 @@ struct State {
     full: bool,
     /// The queue passed its hard limit: the connection is cut.
     cut: bool,
-    closed_with: Option<CloseStatus>,
+    /// How the socket ended (boxed: set once, at the end).
+    closed_with: Option<Box<CloseStatus>>,
     channels: Vec<Channel>,
     /// The connection's socket, while it lends it (see [`WsSender::attach`]).
     through: Option<RawSocket<()>>,
@@ -276,7 +277,7 @@ impl WsSender {
 
     /// How the socket ended, once it has.
     pub fn close_status(&self) -> Option<CloseStatus> {
-        self.lock().closed_with.clone()
+        self.lock().closed_with.as_deref().cloned()
     }
 
     /// The client's address.
@@ -396,7 +397,7 @@ impl WsSender {
             st.phase = Phase::Closed;
             st.queue.clear();
             st.bytes = 0;
-            st.closed_with = Some(status);
+            st.closed_with = Some(Box::new(status));
             st.through = None;
             st.writer_idle = false;
             std::mem::take(&mut st.channels)
@@ -551,5 +552,16 @@ impl WsSender {
         } else {
             Pushed::Queued
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_socket_fits_256_bytes() {
+        // With Arc's two counts: one 256-byte block per socket.
+        let size = std::mem::size_of::<super::Socket>() + 2 * std::mem::size_of::<usize>();
+        println!("ws Socket with Arc's counts: {size} bytes");
+        assert!(size <= 256, "a ws Socket takes {size} bytes");
     }
 }
