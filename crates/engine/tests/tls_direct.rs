@@ -89,6 +89,19 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A client that trusts the fixture's certificate and offers `alpn`.
+fn connector(f: &Fixture, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(f.der.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
 /// A raw HTTP/1.1 connection over TLS, offering `alpn`.
 struct Raw {
     tls: TlsStream<TcpStream>,
@@ -102,16 +115,8 @@ impl Raw {
     }
 
     async fn connect_over(f: &Fixture, tcp: TcpStream, alpn: &[&[u8]]) -> Raw {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(f.der.clone()).unwrap();
-        let mut config = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let name = ServerName::try_from("localhost").unwrap();
-        let connect = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp);
+        let connect = connector(f, alpn).connect(name, tcp);
         let tls = within(Duration::from_secs(5), "the TLS handshake", connect)
             .await
             .unwrap();
@@ -418,17 +423,9 @@ async fn a_key_update_mid_stream_is_answered_and_the_stream_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_handshake_gets_the_alert_that_says_why() {
     let f = start().await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(f.der.clone()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"spdy/1".to_vec()];
     let tcp = TcpStream::connect(f.server.local_addr()).await.unwrap();
     let name = ServerName::try_from("localhost").unwrap();
-    let connect = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp);
+    let connect = connector(&f, &[b"spdy/1"]).connect(name, tcp);
     let err = within(Duration::from_secs(5), "the refused handshake", connect)
         .await
         .expect_err("no common ALPN protocol");
