@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, Re
 use tokio::net::TcpStream;
 
 use crate::http::{Part, ResponseDecoder};
-use crate::sys::{enable_rx_timestamps, monotonic_ns, realtime_ns, recv_stamped};
+use crate::sys::{enable_rx_timestamps, monotonic_ns, realtime_to_monotonic, recv_stamped};
 use crate::tls::TlsClient;
 
 /// A TCP connection that may read the kernel's receive timestamps.
@@ -52,10 +52,7 @@ impl AsyncRead for Tcp {
                 .try_io(Interest::READABLE, || recv_stamped(fd, unfilled))
             {
                 Ok((n, stamp)) => {
-                    // The stamp's age, taken off the monotonic clock read beside it.
-                    let at = stamp.map_or(0, |at| {
-                        monotonic_ns().saturating_sub(realtime_ns().saturating_sub(at))
-                    });
+                    let at = stamp.map_or(0, realtime_to_monotonic);
                     arrival.store(at, Ordering::Relaxed);
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
