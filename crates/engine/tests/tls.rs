@@ -6,7 +6,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -41,27 +40,14 @@ fn tls_config(cert: &Cert) -> TlsConfig {
     TlsConfig::from_pem(cert.pem.as_bytes(), cert.key.as_bytes(), None).unwrap()
 }
 
-#[allow(deprecated)] // the ring provider: see the engine's tls module
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// A TLS client that trusts `cert` and offers `alpn`.
 async fn connect(addr: SocketAddr, cert: &Cert, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.der.clone()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from("localhost").unwrap();
     within(
         Duration::from_secs(5),
         "the TLS handshake",
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
+        support::tls_connector(&cert.der, alpn).connect(name, tcp),
     )
     .await
     .expect("handshake")

@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use rat_engine::{
@@ -84,22 +83,9 @@ async fn start() -> Fixture {
     }
 }
 
-#[allow(deprecated)] // the ring provider: see the engine's tls module
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// A client that trusts the fixture's certificate and offers `alpn`.
 fn connector(f: &Fixture, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(f.der.clone()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    support::tls_connector(&f.der, alpn)
 }
 
 /// A raw HTTP/1.1 connection over TLS, offering `alpn`.

@@ -52,6 +52,28 @@ pub async fn serve_with(app: App, config: ServerConfig) -> ServerHandle {
         .expect("bind 127.0.0.1:0")
 }
 
+/// rustls with the ring provider, as the engine's tls module has it.
+#[allow(deprecated)] // the ring provider: see the engine's tls module
+pub fn tls_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A TLS client that trusts the certificate `der` and offers `alpn`.
+pub fn tls_connector(
+    der: &rustls::pki_types::CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(tls_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
 /// Awaits `fut` or panics with `what` after `limit`.
 pub async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
     match timeout(limit, fut).await {
