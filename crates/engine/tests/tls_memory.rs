@@ -6,14 +6,15 @@
 // The counting allocator is the one unsafe item here: GlobalAlloc is an unsafe trait.
 #![allow(unsafe_code)]
 
+mod support;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Method;
-use rat_engine::{App, Channel, ChannelOptions, RouteOptions, Server, ServerConfig, TlsConfig};
+use rat_engine::{App, Channel, ChannelOptions, Server, ServerConfig, TlsConfig};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -73,11 +74,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-#[allow(deprecated)] // the ring provider: see the engine's tls module
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// A TLS HTTP/1.1 subscriber of `/news`, its response head read.
 async fn subscribe(
     addr: std::net::SocketAddr,
@@ -110,12 +106,7 @@ fn an_idle_tls_subscriber_holds_little_heap() {
     .unwrap();
     let news = Channel::new("news", ChannelOptions::default());
     let mut app = App::new();
-    let long = RouteOptions {
-        long_lived: true,
-        ..RouteOptions::default()
-    };
-    app.route_with(Method::GET, "/news", Arc::new(news.clone()), long)
-        .unwrap();
+    support::long_lived(&mut app, "/news", news.clone());
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .on_thread_start(|| COUNTED.with(|c| c.set(true)))
@@ -137,7 +128,7 @@ fn an_idle_tls_subscriber_holds_little_heap() {
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(c.cert.der().clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(provider())
+    let config = rustls::ClientConfig::builder_with_provider(support::tls_provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
