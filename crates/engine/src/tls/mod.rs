@@ -24,6 +24,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::error::{Error, Result};
 
+mod keys;
+
 /// A server's TLS settings: cheap to clone (clones share the certificate, so
 /// [`set_certificate`](Self::set_certificate) on one applies to all).
 #[derive(Clone)]
@@ -58,9 +60,12 @@ impl ResolvesServerCert for Swappable {
 /// rustls's `ring` provider: it builds for every target of the npm package with a C
 /// compiler alone. (rustls deprecates it for lacking post-quantum key exchange, which its
 /// `aws-lc-rs` provider has, at the price of cmake, and NASM on Windows, in every build.)
+/// Its TLS 1.3 suites keep each connection's traffic keys unexpanded ([`keys`]).
 #[allow(deprecated)]
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = keys::lean(provider.cipher_suites);
+    Arc::new(provider)
 }
 
 impl TlsConfig {
