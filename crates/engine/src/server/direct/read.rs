@@ -16,9 +16,9 @@ use crate::router::{Params, RouteMatch};
 use crate::server::{service, Shared};
 use crate::wire::Conn;
 
-/// The first read of a request head. Just under 1 KiB: glibc's malloc serves 1 KiB and up
-/// from its large bins, and each such request first consolidates the fast bins (~1% of
-/// the CPU of a small request when it happened once per request).
+/// The first read of a request head. Just under 1 KiB: glibc's malloc (a Rust program's
+/// default; the Node addon uses mimalloc) serves 1 KiB and up from its large bins, and
+/// each such request first consolidates the fast bins (~1% of a small request's CPU).
 const FIRST_READ: usize = 1000;
 /// A head not complete within this many bytes goes to hyper (which answers it per its
 /// own limits).

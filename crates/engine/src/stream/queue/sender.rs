@@ -152,7 +152,8 @@ impl StreamSender {
     /// queued by the caller (which wakes the consumer to write it once the socket has
     /// room). The caller counts `data` in the metrics' `bytes_sent` when it was written: a
     /// channel's sweep counts once for all its subscribers, as reading each queue's
-    /// metrics after the `send` was a cache miss per subscriber (~2% of a sweep's CPU).
+    /// metrics after its `send` would cost a cache miss per subscriber (~2% of a sweep's
+    /// CPU).
     pub(super) fn write_through(&self, st: &mut State, data: &[&[u8]]) -> Option<Option<Bytes>> {
         debug_assert!(data.len() <= MAX_VECTORED);
         let len: usize = data.iter().map(|d| d.len()).sum();

@@ -297,9 +297,9 @@ mod size {
             std::mem::size_of::<State>()
         );
         // 160 bytes with Rust 1.95 (216 with the rare parts inline), 16 of them the sink
-        // (its handle and its descriptor, see `sys::Sink`); the Arc adds 16. mimalloc (the
-        // addon's allocator) serves 168 and 176 bytes from the same 192-byte bin; glibc
-        // gives 176 a 192-byte chunk, 16 more than 168 got.
+        // (its handle and its descriptor, see `sys::Socket`); the Arc adds 16. The 176
+        // bytes take a 192-byte bin in mimalloc (the addon's allocator) and a 192-byte
+        // chunk in glibc.
         assert!(size <= 160, "the queue's shared state is {size} bytes");
         let (tx, rx) = queue(QueueLimits::default());
         tx.on_close(|| {});
