@@ -60,10 +60,17 @@ impl std::fmt::Debug for TlsClient {
 
 impl TlsClient {
     /// A client offering `alpn`, with rustls's default session resumption (a browser
-    /// resumes too), that accepts any certificate whose signatures verify.
+    /// resumes too), that accepts any certificate whose signatures verify. It offers the
+    /// key exchange groups in the order browsers and Node do, X25519 first (a server takes
+    /// the client's first group it supports). rustls's `ring` provider lists P-384 first,
+    /// whose ECDH is generic code in ring: with it a handshake cost our server 1.6 ms of CPU
+    /// here, with X25519 0.3–0.4 ms, a cost no browser makes a server pay.
     pub fn new(alpn: Alpn) -> Result<Self, String> {
+        use rustls::crypto::ring::kx_group;
         #[allow(deprecated)] // see the engine's tls.rs: `ring` builds everywhere
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.kx_groups = vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1];
+        let provider = Arc::new(provider);
         let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS client: {e}"))?
@@ -176,5 +183,31 @@ mod tests {
         assert_eq!(Alpn::parse("http/1.1"), Ok(Alpn::Http1));
         assert_eq!(Alpn::parse("h2"), Ok(Alpn::H2));
         assert!(Alpn::parse("h3").unwrap_err().contains("h3"));
+    }
+
+    /// Against a server with rustls's defaults (P-384 listed first), the client's order
+    /// decides: X25519, as with a browser.
+    #[tokio::test]
+    async fn the_key_exchange_is_x25519_as_a_browsers() {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::PrivateKeyDer;
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let key = PrivateKeyDer::from_pem_slice(c.signing_key.serialize_pem().as_bytes()).unwrap();
+        #[allow(deprecated)]
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![c.cert.der().clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let client = TlsClient::new(Alpn::Http1).unwrap();
+        let (server, client) = tokio::join!(acceptor.accept(a), client.connect(b));
+        let (server, _client) = (server.unwrap(), client.unwrap());
+        let group = server.get_ref().1.negotiated_key_exchange_group().unwrap();
+        assert_eq!(group.name(), rustls::NamedGroup::X25519);
     }
 }
