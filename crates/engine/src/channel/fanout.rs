@@ -457,6 +457,10 @@ pub(super) fn serve_ws(
         return;
     };
     for key in slots.start..end {
+        // As in `serve`: the `send` below gives the prefetch time to land.
+        if let Some(Some(ahead)) = subs.slots.get(key + PREFETCH_AHEAD) {
+            ahead.sender.prefetch();
+        }
         let Some(sub) = &mut subs.slots[key] else {
             continue;
         };
@@ -470,7 +474,7 @@ pub(super) fn serve_ws(
             continue;
         }
         let direct = if through {
-            sub.sender.push_through(&ws.bytes.slice(start..))
+            sub.sender.push_through(&ws.bytes, start)
         } else {
             None
         };
