@@ -294,6 +294,14 @@ impl Body {
             q.rx.attach_sink(io, framing);
         }
     }
+
+    /// Lets the producers of a stream body send straight to its HTTP/2 stream whenever the
+    /// stream's task has nothing of theirs left to send (see [`QueueReceiver::attach_h2`]).
+    pub(crate) fn attach_h2(&self, out: &Arc<crate::wire::h2::H2Out>) {
+        if let Kind::Queue(q) = &self.kind {
+            q.rx.attach_h2(out);
+        }
+    }
 }
 
 impl Drop for Body {
