@@ -137,6 +137,12 @@ fn poll_send(cx: &mut Context<'_>, body: &mut Body, out: &H2Out, pending: &mut B
                         Poll::Pending => {
                             drop(send);
                             body.set_stalled();
+                            // A producer that fails the stream meanwhile (a broadcast's
+                            // policy closing a client that does not read) resets it.
+                            if body.poll_failed(cx) {
+                                out.lock().send_reset(Reason::INTERNAL_ERROR);
+                                return Poll::Ready(());
+                            }
                             return Poll::Pending;
                         }
                         Poll::Ready(Some(Ok(_))) => continue,
