@@ -61,14 +61,19 @@ async fn start(tls: bool, options: ChannelOptions) -> Fixture {
     }
 }
 
-/// An h2 client connection whose streams get a receive window of `window` bytes.
+/// An h2 client connection whose streams get a receive window of `window` bytes (8 MiB
+/// for the connection).
 async fn connect(f: &Fixture, window: u32) -> h2::client::SendRequest<Bytes> {
-    let addr: SocketAddr = f.server.local_addr();
-    let tcp = TcpStream::connect(addr).await.unwrap();
     let mut builder = h2::client::Builder::new();
     builder
         .initial_window_size(window)
         .initial_connection_window_size(8 << 20);
+    connect_with(f, builder).await
+}
+
+async fn connect_with(f: &Fixture, builder: h2::client::Builder) -> h2::client::SendRequest<Bytes> {
+    let addr: SocketAddr = f.server.local_addr();
+    let tcp = TcpStream::connect(addr).await.unwrap();
     let send = match &f.der {
         Some(der) => {
             let tls = support::tls_connector(der, &[b"h2"])
@@ -174,6 +179,39 @@ async fn subscribers_get_every_event_in_order(tls: bool) {
         assert!(text == expected, "subscriber {i} got other bytes");
     }
     assert_eq!(f.channel.metrics().delivered, 50 * 6);
+}
+
+/// Forty subscribers on one connection with HTTP/2's default windows (64 KiB for the
+/// whole connection) all get a few events: the send capacity a stream keeps for its next
+/// events never starves the others (the client updates the connection's window only once
+/// half of it is read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_subscribers_share_a_default_connection_window() {
+    let mut f = start(true, ChannelOptions::default()).await;
+    let conn = connect_with(&f, h2::client::Builder::new()).await;
+    let (mut bodies, _) = subscribe(&mut f, std::slice::from_ref(&conn), 40).await;
+    let mut expected = String::new();
+    for i in 0..3 {
+        let id = format!("e{i}");
+        let data = format!("{i:0>100}");
+        f.channel
+            .publish(Event::data_only(data.clone()).id(id.clone()).unwrap())
+            .unwrap();
+        expected.push_str(&frame(&id, &data));
+    }
+    let end = frame("e2", &format!("{:0>100}", 2));
+    let reads = bodies.iter_mut().map(|body| async {
+        let mut text = String::new();
+        read_until(body, &mut text, &end).await;
+        text
+    });
+    for (i, text) in futures_util::future::join_all(reads)
+        .await
+        .iter()
+        .enumerate()
+    {
+        assert!(*text == expected, "subscriber {i} got other bytes");
+    }
 }
 
 /// On a current-thread runtime no connection or stream task runs while the test writes:

@@ -16,10 +16,16 @@ use h2::SendStream;
 
 use super::Wrote;
 
-/// Send capacity a write through the sink asks for when the stream has too little: more
-/// than one event, so that a stream of small events asks (and its task is woken by h2's
-/// capacity notice) once per many of them.
+/// Send capacity a write through the sink keeps when the stream has too little: more than
+/// one event, so that a stream of small events asks for capacity (and its task is woken by
+/// h2's notice that it has some) once per many of them.
 const RESERVE: usize = 8 * 1024;
+
+/// Connection capacity a stream's reserve must leave to the others: the reserve is kept
+/// only if this much more was granted too, so idle streams' reserves never take the
+/// connection's window from streams that need it (a client's default window is 64 KiB for
+/// all its streams). Otherwise the stream asks for each write's size alone.
+const LEAVE: usize = 16 * 1024;
 
 /// A stream's send half.
 pub(crate) struct H2Out {
@@ -46,7 +52,11 @@ impl H2Out {
     pub(crate) fn write(&self, data: &[&[u8]], len: usize) -> Wrote {
         let mut send = self.lock();
         if send.capacity() < len {
-            send.reserve_capacity(len.max(RESERVE));
+            let keep = len.max(RESERVE);
+            send.reserve_capacity(keep + LEAVE);
+            let spare = send.capacity() >= keep + LEAVE;
+            // What is not kept goes back to the connection, for its other streams.
+            send.reserve_capacity(if spare { keep } else { len });
             if send.capacity() < len {
                 return Wrote::Blocked;
             }
