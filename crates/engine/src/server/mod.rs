@@ -1,6 +1,7 @@
-//! The HTTP server: accepts connections, serves HTTP/1.1 and h2c through hyper-util's auto
-//! builder (plain GETs of long-lived routes on a lean direct path, see `direct`), routes
-//! requests to handlers and shuts down gracefully.
+//! The HTTP server: accepts connections, serves HTTP/1.1 (plain GETs of long-lived routes
+//! on a lean direct path, see `direct`; the rest through hyper-util's auto builder) and
+//! HTTP/2 over TLS or h2c (the `h2` crate, see `h2`), routes requests to handlers and shuts
+//! down gracefully.
 //!
 //! ```no_run
 //! # async fn run() -> rat_engine::Result<()> {
@@ -408,7 +409,7 @@ async fn handshake(
 /// ping) before it is dropped.
 pub(crate) const IDLE_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// hyper serves a connection (HTTP/1.1 or HTTP/2) until it closes, finishing it gracefully
+/// hyper serves a connection (HTTP/1.1) until it closes, finishing it gracefully
 /// at shutdown and dropping it when the grace period is over, and closing it once it has
 /// had nothing in flight for the idle timeout.
 pub(crate) async fn serve_io<I>(io: I, peer: SocketAddr, shared: &Arc<Shared>)
