@@ -2,7 +2,7 @@
 //! the response head, then its body as the stream's flow control allows, until the body
 //! ends or the client resets the stream.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -23,13 +23,33 @@ use crate::wire::Chunk;
 /// Answers one request. A client that resets the stream while its handler runs drops the
 /// handler's future (a front end sees the request closed); one that resets it while the
 /// body streams drops the body (its producers see the stream closed).
-pub(super) async fn stream(
+///
+/// The request's part (the request, the handler's future) is boxed and freed once the head
+/// is sent: the task keeps only the state it streams in, which an idle subscriber pays for.
+pub(super) fn stream(
     shared: Arc<Shared>,
     peer: SocketAddr,
     busy: Busy,
     req: http::Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+) -> impl Future<Output = ()> + Send {
+    let head = Box::pin(answer(shared, peer, req, respond));
+    async move {
+        if let Some((body, send)) = head.await {
+            send_body(body, send).await;
+        }
+        drop(busy);
+    }
+}
+
+/// The request answered and the response head sent: the body and the stream to send it
+/// on, unless the response has no body (or the client reset the stream).
+async fn answer(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    req: http::Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
-) {
+) -> Option<(Body, h2::SendStream<Bytes>)> {
     let log = shared.config.access_log.as_ref();
     let pending =
         crate::access::Pending::new(log, req.method(), req.uri(), req.headers(), Some(peer));
@@ -40,10 +60,10 @@ pub(super) async fn stream(
         .and_then(|v| v.parse::<u64>().ok());
     let req = req.map(|recv| RequestBody::H2 { recv, length });
     // Boxed: the task keeps only the state it streams in, not the handler's.
-    let answer = Box::pin(service::handle(shared.clone(), peer, req));
+    let answer = service::handle(shared.clone(), peer, req);
     let res = tokio::select! {
         res = answer => res,
-        _ = poll_fn(|cx| respond.poll_reset(cx)) => return,
+        _ = poll_fn(|cx| respond.poll_reset(cx)) => return None,
     };
     shared.metrics.count_response(res.status());
     if let Some(p) = pending {
@@ -51,13 +71,8 @@ pub(super) async fn stream(
     }
     let (head, body) = head_of(res);
     let end = body.is_end_stream();
-    let Ok(send) = respond.send_response(head, end) else {
-        return;
-    };
-    if !end {
-        send_body(body, send).await;
-    }
-    drop(busy);
+    let send = respond.send_response(head, end).ok()?;
+    (!end).then_some((body, send))
 }
 
 /// The response head as HTTP/2 carries it, and its body: a 1xx becomes a 500 (as on the
@@ -111,14 +126,19 @@ use http::HeaderName;
 /// the stream), fails (the stream is reset) or the client resets the stream. A stream
 /// body's producers send through the stream themselves whenever nothing of theirs is left
 /// here (see [`crate::wire::h2`]).
-async fn send_body(mut body: Body, send: h2::SendStream<Bytes>) {
-    let out = Arc::new(H2Out::new(send));
-    if body.is_streaming() {
-        body.report_stalls();
-        body.attach_h2(&out);
+///
+/// Not an `async fn`, which would keep its arguments twice (as captured and as locals).
+#[allow(clippy::manual_async_fn)] // not an `async fn`: see above
+fn send_body(mut body: Body, send: h2::SendStream<Bytes>) -> impl Future<Output = ()> + Send {
+    async move {
+        let out = Arc::new(H2Out::new(send));
+        if body.is_streaming() {
+            body.report_stalls();
+            body.attach_h2(&out);
+        }
+        let mut pending = Bytes::new();
+        poll_fn(|cx| poll_send(cx, &mut body, &out, &mut pending)).await;
     }
-    let mut pending = Bytes::new();
-    poll_fn(|cx| poll_send(cx, &mut body, &out, &mut pending)).await;
 }
 
 /// Ready when the stream is done, one way or another.
