@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream};
-use http::{header, HeaderMap, HeaderValue, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body::Body as _;
 
 use crate::request::RequestBody;
@@ -59,7 +59,6 @@ async fn answer(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let req = req.map(|recv| RequestBody::H2 { recv, length });
-    // Boxed: the task keeps only the state it streams in, not the handler's.
     let answer = service::handle(shared.clone(), peer, req);
     let res = tokio::select! {
         res = answer => res,
@@ -119,8 +118,6 @@ fn strip_connection_headers(headers: &mut HeaderMap) {
         headers.remove(header::TE);
     }
 }
-
-use http::HeaderName;
 
 /// Sends a body's frames as the stream's capacity allows, until it ends (then the end of
 /// the stream), fails (the stream is reset) or the client resets the stream. A stream
