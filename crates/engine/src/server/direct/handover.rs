@@ -1,4 +1,5 @@
-//! The hand-over of a connection to hyper, with the bytes already read replayed first.
+//! The hand-over of a connection to hyper (or, when it opens with HTTP/2's preface, to the
+//! HTTP/2 server), with the bytes already read replayed first.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -18,7 +19,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
 /// The rest of the connection, starting with `prefix`, goes to the engine's HTTP/2 server
 /// when it opens with HTTP/2's preface, to hyper otherwise.
-pub(super) async fn serve_hyper(stream: Conn, prefix: Bytes, shared: Arc<Shared>) {
+pub(super) async fn serve_handed_over(stream: Conn, prefix: Bytes, shared: Arc<Shared>) {
     let h2 = prefix.starts_with(H2_PREFACE);
     match stream.into_inner() {
         Unwrapped::Plain(tcp) => {
