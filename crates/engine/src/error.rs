@@ -97,7 +97,7 @@ impl Error {
         )
     }
 
-    pub(crate) fn body_read(err: hyper::Error) -> Self {
+    pub(crate) fn body_read(err: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::new(Kind::Io, format!("could not read the request body: {err}")).with_source(err)
     }
 

@@ -8,6 +8,8 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Uri};
 
 use hyper::body::Incoming;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -28,9 +30,61 @@ pub struct Request {
     offered: Option<crate::compress::Coding>,
 }
 
+/// A request's body as it arrives: from hyper (HTTP/1.1, h2c), or an HTTP/2 stream the
+/// engine serves with the `h2` crate, whose flow-control window is released as data is
+/// read.
+pub(crate) enum RequestBody {
+    Hyper(Incoming),
+    H2 {
+        recv: h2::RecvStream,
+        /// The declared `content-length`, if any.
+        length: Option<u64>,
+    },
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<http_body::Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            RequestBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            RequestBody::H2 { recv, .. } => match std::task::ready!(recv.poll_data(cx)) {
+                None => Poll::Ready(None),
+                Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
+                Some(Ok(data)) => {
+                    // Read, so the client may send as much again.
+                    let _ = recv.flow_control().release_capacity(data.len());
+                    Poll::Ready(Some(Ok(http_body::Frame::data(data))))
+                }
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Hyper(b) => b.is_end_stream(),
+            RequestBody::H2 { recv, .. } => recv.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            RequestBody::Hyper(b) => b.size_hint(),
+            RequestBody::H2 { length, .. } => match length {
+                Some(n) => http_body::SizeHint::with_exact(*n),
+                None => http_body::SizeHint::default(),
+            },
+        }
+    }
+}
+
 /// A request body read chunk by chunk as the client sends it, within a byte limit.
 pub struct BodyStream {
-    incoming: Incoming,
+    incoming: RequestBody,
     limit: u64,
     read: u64,
     /// Time allowed between two reads.
@@ -47,7 +101,7 @@ impl std::fmt::Debug for BodyStream {
 }
 
 impl BodyStream {
-    pub(crate) fn new(incoming: Incoming, limit: u64, timeout: std::time::Duration) -> Self {
+    pub(crate) fn new(incoming: RequestBody, limit: u64, timeout: std::time::Duration) -> Self {
         BodyStream {
             incoming,
             limit,
@@ -70,7 +124,7 @@ impl BodyStream {
             };
             match next {
                 None => return Ok(None),
-                Some(Err(e)) => return Err(Error::body_read(e)),
+                Some(Err(e)) => return Err(Error::body_read(BoxedError(e))),
                 Some(Ok(frame)) => {
                     let Ok(data) = frame.into_data() else {
                         continue;
@@ -225,6 +279,22 @@ impl Request {
     /// The server's metrics (so that responders can count errors and events).
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+}
+
+/// A boxed error as an [`std::error::Error`] (for [`Error`]'s source).
+#[derive(Debug)]
+pub(crate) struct BoxedError(pub(crate) Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for BoxedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BoxedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
     }
 }
 

@@ -1,7 +1,7 @@
-//! When a connection hyper serves has nothing to do: no request in flight and no response
-//! body open. Past the idle timeout such a connection is shut down gracefully, on HTTP/2
-//! (hyper's h2 has no idle timeout: a client that sent only the preface held its socket
-//! for ever) as on HTTP/1.1.
+//! When a connection hyper or the HTTP/2 server serves has nothing to do: no request in
+//! flight and no response body open. Past the idle timeout such a connection is shut down
+//! gracefully, on HTTP/2 (h2 has no idle timeout: a client that sent only the preface
+//! would hold its socket for ever) as on HTTP/1.1.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,6 +1,7 @@
-//! The HTTP server: accepts connections, serves HTTP/1.1 and h2c through hyper-util's auto
-//! builder (plain GETs of long-lived routes on a lean direct path, see `direct`), routes
-//! requests to handlers and shuts down gracefully.
+//! The HTTP server: accepts connections, serves HTTP/1.1 (plain GETs of long-lived routes
+//! on a lean direct path, see `direct`; the rest through hyper-util's auto builder) and
+//! HTTP/2 over TLS or h2c (the `h2` crate, see `h2`), routes requests to handlers and shuts
+//! down gracefully.
 //!
 //! ```no_run
 //! # async fn run() -> rat_engine::Result<()> {
@@ -17,6 +18,7 @@ mod activity;
 mod config;
 mod direct;
 pub(crate) use direct::upgraded_tcp;
+pub(crate) mod h2;
 mod registry;
 mod service;
 
@@ -67,6 +69,8 @@ pub(crate) struct Shared {
     pub(crate) streams: Arc<StreamRegistry>,
     /// hyper's auto builder, for connections handed over to it.
     pub(crate) builder: direct::Builder,
+    /// The settings of HTTP/2 connections over TLS (see `h2`).
+    pub(crate) h2: ::h2::server::Builder,
     /// Asks connections to finish (shutdown).
     pub(crate) graceful: CancellationToken,
     /// Drops the connections still open when the grace period is over.
@@ -100,6 +104,7 @@ impl Shared {
             metrics: Arc::new(metrics),
             streams: Arc::new(StreamRegistry::default()),
             builder,
+            h2: h2::builder(),
             graceful: CancellationToken::new(),
             force: CancellationToken::new(),
         }
@@ -345,10 +350,10 @@ async fn refuse_connection(stream: tokio::net::TcpStream) {
 /// A TLS handshake not finished within this time closes its connection.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves one TLS connection: the handshake (bounded in time), then hyper for HTTP/2, or
-/// for HTTP/1.1 (ALPN `http/1.1` or none) the direct path, as a plain connection. A client
-/// that does not complete the handshake (plain HTTP, garbage, or nothing) loses only its
-/// own connection.
+/// Serves one TLS connection: the handshake (bounded in time), then the engine's HTTP/2
+/// server (`h2`), or for HTTP/1.1 (ALPN `http/1.1` or none) the direct path, as a plain
+/// connection. A client that does not complete the handshake (plain HTTP, garbage, or
+/// nothing) loses only its own connection.
 async fn tls_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -363,7 +368,7 @@ async fn tls_connection(
     };
     if session.alpn_protocol() == Some(b"h2") {
         let io = crate::wire::tls::TlsIo::new(stream, session);
-        Box::pin(serve_io(io, peer, &shared)).await;
+        Box::pin(h2::serve(io, peer, &shared)).await;
         Metrics::sub(&shared.metrics.active_connections, 1);
     } else {
         // The direct path counts the connection out when it ends.
@@ -402,9 +407,9 @@ async fn handshake(
 
 /// How long a connection closed for idleness has to finish its goodbye (HTTP/2's GOAWAY and
 /// ping) before it is dropped.
-const IDLE_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) const IDLE_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// hyper serves a connection (HTTP/1.1 or HTTP/2) until it closes, finishing it gracefully
+/// hyper serves a connection (HTTP/1.1) until it closes, finishing it gracefully
 /// at shutdown and dropping it when the grace period is over, and closing it once it has
 /// had nothing in flight for the idle timeout.
 pub(crate) async fn serve_io<I>(io: I, peer: SocketAddr, shared: &Arc<Shared>)

@@ -19,7 +19,7 @@ use super::Shared;
 use crate::app::Route;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::request::{BodyStream, Request};
+use crate::request::{BodyStream, Request, RequestBody};
 use crate::response::{self, Response};
 use crate::router::{Params, RouteMatch};
 use crate::stream::Body;
@@ -59,7 +59,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for EngineService {
         let pending =
             crate::access::Pending::new(log, req.method(), req.uri(), req.headers(), Some(peer));
         Box::pin(async move {
-            let mut res = handle(shared.clone(), peer, req).await;
+            let mut res = handle(shared.clone(), peer, req.map(RequestBody::Hyper)).await;
             if let Some(on_upgrade) = upgrade {
                 crate::ws::spawn_upgrade(&mut res, on_upgrade, shared.graceful.clone());
             }
@@ -258,7 +258,7 @@ pub(crate) fn respond<'a>(
 /// The answer to a CORS preflight (`OPTIONS` with an `Origin` and
 /// `Access-Control-Request-Method`) for a path with a route whose policy has CORS; `None`
 /// for any other request.
-async fn preflight(shared: &Shared, req: &hyper::Request<Incoming>) -> Option<Response> {
+async fn preflight(shared: &Shared, req: &http::Request<RequestBody>) -> Option<Response> {
     if req.method() != Method::OPTIONS {
         return None;
     }
@@ -285,7 +285,7 @@ async fn preflight(shared: &Shared, req: &hyper::Request<Incoming>) -> Option<Re
 
 /// Reads a whole request body of at most `limit` bytes, each read within the body timeout.
 #[allow(clippy::result_large_err)] // the error is the answer, returned at once
-async fn read_body(shared: &Shared, mut body: Incoming, limit: u64) -> Result<Bytes, Response> {
+async fn read_body(shared: &Shared, mut body: RequestBody, limit: u64) -> Result<Bytes, Response> {
     let metrics = &shared.metrics;
     let wait = shared.config.body_timeout;
     let mut buf = bytes::BytesMut::new();
@@ -465,7 +465,12 @@ pub(crate) fn host_ok(version: Version, hosts: usize) -> bool {
     }
 }
 
-async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: hyper::Request<Incoming>) -> Response {
+/// Answers a request: the edge's checks, its body read or streamed, then its handler.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    req: http::Request<RequestBody>,
+) -> Response {
     let metrics = &shared.metrics;
     if !host_ok(
         req.version(),

@@ -294,6 +294,26 @@ impl Body {
             q.rx.attach_sink(io, framing);
         }
     }
+
+    /// For a connection that holds a frame of this body it cannot write yet: true once the
+    /// body's producer failed it (see [`QueueReceiver::poll_failed`]); otherwise the task is
+    /// woken when that happens.
+    pub(crate) fn poll_failed(&self, cx: &mut Context<'_>) -> bool {
+        match &self.kind {
+            Kind::Queue(q) => q.rx.poll_failed(cx),
+            Kind::Pulled(p) => p.control.poll_failed(cx),
+            Kind::Encoded(e) => e.inner.poll_failed(cx),
+            Kind::Empty | Kind::Full(_) => false,
+        }
+    }
+
+    /// Lets the producers of a stream body send straight to its HTTP/2 stream whenever the
+    /// stream's task has nothing of theirs left to send (see [`QueueReceiver::attach_h2`]).
+    pub(crate) fn attach_h2(&self, out: &Arc<crate::wire::h2::H2Out>) {
+        if let Kind::Queue(q) = &self.kind {
+            q.rx.attach_h2(out);
+        }
+    }
 }
 
 impl Drop for Body {

@@ -3,7 +3,7 @@
 
 mod body;
 mod chunked;
-mod queue;
+pub(crate) mod queue;
 pub(crate) mod responder;
 pub mod sse;
 

@@ -54,6 +54,22 @@ pub(crate) fn asks_close(headers: &HeaderMap) -> bool {
     })
 }
 
+/// Runs `f` with the current `date` header value, formatted once a second per thread, as
+/// hyper does.
+pub(crate) fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
+    DATE.with_borrow_mut(|(secs, text)| {
+        let now = SystemTime::now();
+        let s = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if *secs != s || text.is_empty() {
+            *secs = s;
+            *text = httpdate::fmt_http_date(now);
+        }
+        f(text)
+    })
+}
+
 /// The status line and headers, with `date` (unless given) and the framing header
 /// (`content-length: length` or `transfer-encoding: chunked`; any the handler set is
 /// replaced, as the engine frames the body itself), and `connection: close` on an HTTP/1.1
@@ -91,18 +107,7 @@ pub(crate) fn encode(
     }
     if !headers.contains_key(header::DATE) {
         out.extend_from_slice(b"date: ");
-        DATE.with_borrow_mut(|(secs, text)| {
-            // Formatted once a second per thread, as hyper does.
-            let now = SystemTime::now();
-            let s = now
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            if *secs != s || text.is_empty() {
-                *secs = s;
-                *text = httpdate::fmt_http_date(now);
-            }
-            out.extend_from_slice(text.as_bytes());
-        });
+        with_date(|text| out.extend_from_slice(text.as_bytes()));
         out.extend_from_slice(b"\r\n");
     }
     match framing {

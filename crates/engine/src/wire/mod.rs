@@ -6,7 +6,8 @@
 //! - [`chunk`]: chunked transfer coding, the one implementation every writer uses.
 //! - [`sink`]: a connection's socket lent to a stream's producers, who write their bytes
 //!   to it themselves while the connection has nothing of theirs left to write.
-//! - [`tls`]: TLS sessions whose buffers the engine owns, for the direct path and hyper.
+//! - [`tls`]: TLS sessions whose buffers the engine owns, for the direct path and HTTP/2.
+//! - [`h2`]: an HTTP/2 stream's send half, which a sink may also be.
 //!
 //! A stream's bytes always go through its queue ([`crate::stream`]), which hands them to
 //! the connection as [`Chunk`]s: the direct HTTP/1.1 path frames and writes them, hyper
@@ -16,6 +17,7 @@
 
 pub(crate) mod chunk;
 pub(crate) mod conn;
+pub(crate) mod h2;
 pub(crate) mod head;
 pub(crate) mod sink;
 pub(crate) mod tls;

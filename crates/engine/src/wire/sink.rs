@@ -18,6 +18,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::chunk;
+use super::h2::H2Out;
 use super::tls::Session;
 use super::Conn;
 use super::Framing;
@@ -29,8 +30,15 @@ const SMALL_FRAME: usize = 1024;
 /// The most buffers one write through a sink takes (one vectored `send`).
 pub const MAX_VECTORED: usize = 64;
 
+/// Where a stream's producers write: a socket that takes the payload framed for its
+/// response, or an HTTP/2 stream that takes it as a DATA frame.
+pub(crate) enum Sink {
+    Socket(SocketSink),
+    H2(Arc<H2Out>),
+}
+
 /// A socket that takes a stream's payload framed for its response.
-pub(crate) struct Sink {
+pub(crate) struct SocketSink {
     /// Tagged with the framing its bytes get (chunks, or as they are), and whether they
     /// are sealed by a TLS session.
     socket: Socket<Tag>,
@@ -62,11 +70,35 @@ impl Sink {
     /// close-delimited body).
     pub(crate) fn new(io: Arc<Conn>, framing: Framing) -> Sink {
         let tls = io.is_tls();
-        Sink {
+        Sink::Socket(SocketSink {
             socket: Socket::new(io, Tag { framing, tls }),
+        })
+    }
+
+    /// Writes `data` (at most [`MAX_VECTORED`] buffers, `len` bytes in all, not 0) as one
+    /// frame: see [`SocketSink::write`] and [`H2Out::write`] (which never answers
+    /// [`Wrote::Part`]).
+    pub(crate) fn write(&self, data: &[&[u8]], len: usize) -> Wrote {
+        match self {
+            Sink::Socket(s) => s.write(data, len),
+            Sink::H2(out) => out.write(data, len),
         }
     }
 
+    /// `framed` (the rest of a write, see [`Wrote::Part`]) followed by `more` framed as one
+    /// frame: what the connection writes once the socket has room.
+    pub(crate) fn frame_after(&self, framed: &[u8], more: &[&[u8]]) -> Bytes {
+        let mut buf = BytesMut::from(framed);
+        let framing = match self {
+            Sink::Socket(s) => s.framing(),
+            Sink::H2(_) => Framing::Close,
+        };
+        chunk::frame_into(&mut buf, more, framing);
+        buf.freeze()
+    }
+}
+
+impl SocketSink {
     fn framing(&self) -> Framing {
         self.socket.tag.framing
     }
@@ -76,7 +108,7 @@ impl Sink {
     /// reading it is a cache miss per socket when a channel writes to thousands in turn (~5%
     /// of a sweep). A stale "writable" left behind only costs the connection's own next
     /// write one `EAGAIN`.
-    pub(crate) fn write(&self, data: &[&[u8]], len: usize) -> Wrote {
+    fn write(&self, data: &[&[u8]], len: usize) -> Wrote {
         debug_assert!(data.len() <= MAX_VECTORED && len > 0);
         if self.socket.tag.tls {
             let sealed = self.socket.conn().with_session(|s| self.seal(s, data, len));
@@ -152,14 +184,6 @@ impl Sink {
             return Wrote::All;
         }
         Wrote::Part(after(parts(), taken, total))
-    }
-
-    /// `framed` (the rest of a write, see [`Wrote::Part`]) followed by `more` framed as one
-    /// frame: what the connection writes once the socket has room.
-    pub(crate) fn frame_after(&self, framed: &[u8], more: &[&[u8]]) -> Bytes {
-        let mut buf = BytesMut::from(framed);
-        chunk::frame_into(&mut buf, more, self.framing());
-        buf.freeze()
     }
 }
 

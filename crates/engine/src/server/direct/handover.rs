@@ -1,4 +1,5 @@
-//! The hand-over of a connection to hyper, with the bytes already read replayed first.
+//! The hand-over of a connection to hyper (or, when it opens with HTTP/2's preface, to the
+//! HTTP/2 server), with the bytes already read replayed first.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -12,8 +13,14 @@ use tokio::net::TcpStream;
 use crate::server::Shared;
 use crate::wire::conn::{Conn, Unwrapped};
 
-/// hyper serves the rest of the connection, starting with `prefix`.
-pub(super) async fn serve_hyper(stream: Conn, prefix: Bytes, shared: Arc<Shared>) {
+/// The start of HTTP/2's connection preface (RFC 9113 §3.4): what a client with prior
+/// knowledge (h2c) sends first, read by the direct path as a head.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
+/// The rest of the connection, starting with `prefix`, goes to the engine's HTTP/2 server
+/// when it opens with HTTP/2's preface, to hyper otherwise.
+pub(super) async fn serve_handed_over(stream: Conn, prefix: Bytes, shared: Arc<Shared>) {
+    let h2 = prefix.starts_with(H2_PREFACE);
     match stream.into_inner() {
         Unwrapped::Plain(tcp) => {
             // Asked for here rather than kept by every task (32 bytes each); a client
@@ -21,13 +28,23 @@ pub(super) async fn serve_hyper(stream: Conn, prefix: Bytes, shared: Arc<Shared>
             let Ok(peer) = tcp.peer_addr() else {
                 return;
             };
-            crate::server::serve_io(Prefixed::new(prefix, tcp), peer, &shared).await;
+            let io = Prefixed::new(prefix, tcp);
+            if h2 {
+                crate::server::h2::serve(io, peer, &shared).await;
+            } else {
+                crate::server::serve_io(io, peer, &shared).await;
+            }
         }
         Unwrapped::Tls(tls) => {
             let Ok(peer) = tls.tcp.peer_addr() else {
                 return;
             };
-            crate::server::serve_io(Prefixed::new(prefix, tls), peer, &shared).await;
+            let io = Prefixed::new(prefix, tls);
+            if h2 {
+                crate::server::h2::serve(io, peer, &shared).await;
+            } else {
+                crate::server::serve_io(io, peer, &shared).await;
+            }
         }
     }
 }

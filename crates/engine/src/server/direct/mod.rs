@@ -28,7 +28,7 @@ use hyper_util::server::conn::auto;
 use super::{service, Shared};
 use crate::metrics::Metrics;
 use crate::wire::Conn;
-use handover::serve_hyper;
+use handover::serve_handed_over;
 #[cfg(test)]
 use read::{parse, Parse, MAX_HEADERS};
 use read::{read_head, DirectRequest, HeadRead};
@@ -64,7 +64,9 @@ pub(crate) fn connection(
         if let Ok(stream) = Arc::try_unwrap(stream) {
             match handover {
                 // Boxed: this task's own state stays small while it serves directly.
-                Some(prefix) => Box::pin(serve_hyper(stream, Bytes::from(prefix), shared)).await,
+                Some(prefix) => {
+                    Box::pin(serve_handed_over(stream, Bytes::from(prefix), shared)).await
+                }
                 None => Box::pin(stream.shutdown()).await,
             }
         }

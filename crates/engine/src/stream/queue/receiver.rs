@@ -58,6 +58,31 @@ impl QueueReceiver {
         }
     }
 
+    /// Lets producers send straight to an HTTP/2 stream (see [`crate::wire::h2`]) whenever
+    /// this consumer has nothing queued or unwritten, as [`attach_sink`](Self::attach_sink)
+    /// does for a socket.
+    pub(crate) fn attach_h2(&self, out: &Arc<crate::wire::h2::H2Out>) {
+        let mut st = self.shared.lock();
+        if !st.is_closed() && st.sink.is_none() {
+            st.sink = Some(Sink::H2(out.clone()));
+        }
+    }
+
+    /// True once the producer failed the stream (aborted it, or a broadcast's policy closed
+    /// it). Otherwise the consumer is woken when that happens (and by any push meanwhile):
+    /// for a consumer that holds a chunk it cannot write yet.
+    pub(crate) fn poll_failed(&self, cx: &mut Context<'_>) -> bool {
+        let mut st = self.shared.lock();
+        if st.failed {
+            return true;
+        }
+        match &st.rx_waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => st.rx_waker = Some(cx.waker().clone()),
+        }
+        false
+    }
+
     /// The consumer will report its socket's stalls ([`set_stalled`](Self::set_stalled)), so a
     /// broadcast judges this subscriber by them (see [`StreamSender::push_with_policy`]).
     pub(crate) fn report_stalls(&self) {
