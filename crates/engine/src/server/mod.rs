@@ -320,7 +320,13 @@ async fn accept_loop(
         Metrics::add(&shared.metrics.active_connections, 1);
         Metrics::add(&shared.metrics.total_connections, 1);
         match &shared.tls {
-            Some(tls) => tracker.spawn(tls_connection(stream, peer, tls.clone(), shared.clone())),
+            Some(tls) => tracker.spawn(tls_connection(
+                stream,
+                peer,
+                tls.clone(),
+                shared.clone(),
+                tracker.clone(),
+            )),
             None => tracker.spawn(direct::connection(
                 crate::wire::Conn::plain(stream),
                 Box::new(peer),
@@ -359,6 +365,7 @@ async fn tls_connection(
     peer: SocketAddr,
     tls: Arc<rustls::ServerConfig>,
     shared: Arc<Shared>,
+    tracker: TaskTracker,
 ) {
     // Boxed, as is hyper's part: the task keeps only the state it idles in (the direct
     // path's), not the handshake's.
@@ -371,9 +378,11 @@ async fn tls_connection(
         Box::pin(h2::serve(io, peer, &shared)).await;
         Metrics::sub(&shared.metrics.active_connections, 1);
     } else {
-        // The direct path counts the connection out when it ends.
+        // The direct path counts the connection out when it ends. A task of its own, as a
+        // plain connection's: the one it idles in holds the direct path's future only, not
+        // this one's around it.
         let conn = crate::wire::Conn::tls(stream, session);
-        direct::connection(conn, Box::new(peer), shared).await;
+        tracker.spawn(direct::connection(conn, Box::new(peer), shared));
     }
 }
 
