@@ -15,7 +15,7 @@ use rat_engine::{
     App, Channel, ChannelOptions, Event, Request, ServerConfig, SseResponse, TlsConfig,
 };
 use rustls::pki_types::{CertificateDer, ServerName};
-use support::{eventually, serve_with, within};
+use support::{eventually, serve_with, within, HttpClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -84,36 +84,6 @@ fn req(method: &str, path: &str, body: &'static str) -> http::Request<Full<Bytes
         .header("host", "localhost")
         .body(Full::new(Bytes::from_static(body.as_bytes())))
         .unwrap()
-}
-
-enum Client {
-    H1(H1),
-    H2(H2),
-}
-
-impl Client {
-    async fn send(
-        &mut self,
-        r: http::Request<Full<Bytes>>,
-    ) -> http::Response<hyper::body::Incoming> {
-        let fut = async {
-            match self {
-                Client::H1(c) => {
-                    c.ready().await?;
-                    c.send_request(r).await
-                }
-                Client::H2(c) => {
-                    // h2 takes the authority from the URI.
-                    let (mut parts, body) = r.into_parts();
-                    parts.headers.remove("host");
-                    c.send_request(http::Request::from_parts(parts, body)).await
-                }
-            }
-        };
-        within(Duration::from_secs(5), "a response", fut)
-            .await
-            .unwrap()
-    }
 }
 
 struct Fixture {
@@ -196,9 +166,9 @@ async fn routes_streams_channels_and_disconnects_work_over_h2_and_http1() {
     let addr = f.server.local_addr();
     for proto in ["h2", "http/1.1"] {
         let mut c = if proto == "h2" {
-            Client::H2(h2(addr, &cert).await)
+            HttpClient::H2(h2(addr, &cert).await)
         } else {
-            Client::H1(h1(addr, &cert).await)
+            HttpClient::H1(h1(addr, &cert).await)
         };
         let want = if proto == "h2" {
             http::Version::HTTP_2
@@ -237,7 +207,7 @@ async fn routes_streams_channels_and_disconnects_work_over_h2_and_http1() {
         drop(body);
         if proto == "http/1.1" {
             // The response was left unfinished: HTTP/1.1 needs a new connection.
-            c = Client::H1(h1(addr, &cert).await);
+            c = HttpClient::H1(h1(addr, &cert).await);
         }
         eventually(Duration::from_secs(2), "unsubscribed", || {
             f.channel.subscribers() == 0
@@ -256,7 +226,7 @@ async fn routes_streams_channels_and_disconnects_work_over_h2_and_http1() {
         );
         drop(body);
         if proto == "http/1.1" {
-            c = Client::H1(h1(addr, &cert).await);
+            c = HttpClient::H1(h1(addr, &cert).await);
         }
 
         // The client leaving a stream reaches its producer.
@@ -373,7 +343,7 @@ async fn plain_http_or_garbage_on_the_tls_port_closes_only_that_connection() {
         .await;
         assert!(closed);
     }
-    let mut c = Client::H2(h2(addr, &cert).await);
+    let mut c = HttpClient::H2(h2(addr, &cert).await);
     assert_eq!(text(c.send(req("GET", "/hello", "")).await).await, "hello");
 }
 
@@ -398,7 +368,7 @@ async fn a_handshake_that_does_not_come_is_closed_after_ten_seconds() {
 async fn graceful_shutdown_ends_tls_streams_and_completes() {
     let cert = self_signed();
     let f = start(&cert).await;
-    let mut c = Client::H2(h2(f.server.local_addr(), &cert).await);
+    let mut c = HttpClient::H2(h2(f.server.local_addr(), &cert).await);
     let res = c.send(req("GET", "/forever", "")).await;
     let mut body = res.into_body();
     read_events(&mut body, 1).await;

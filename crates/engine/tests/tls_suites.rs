@@ -15,7 +15,7 @@ use rat_engine::{App, Channel, ChannelOptions, Event, Request, ServerConfig, Tls
 use rustls::crypto::ring::cipher_suite as suites;
 use rustls::pki_types::ServerName;
 use rustls::SupportedCipherSuite;
-use support::{eventually, serve_with, within};
+use support::{eventually, serve_with, within, HttpClient};
 use tokio::net::TcpStream;
 
 /// A client that trusts `der`, offers `alpn` and only `suite`.
@@ -56,36 +56,6 @@ fn req(method: &str, path: &str, body: Bytes) -> http::Request<Full<Bytes>> {
         .header("host", "localhost")
         .body(Full::new(body))
         .unwrap()
-}
-
-enum Client {
-    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
-    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
-}
-
-impl Client {
-    async fn send(
-        &mut self,
-        r: http::Request<Full<Bytes>>,
-    ) -> http::Response<hyper::body::Incoming> {
-        let fut = async {
-            match self {
-                Client::H1(c) => {
-                    c.ready().await?;
-                    c.send_request(r).await
-                }
-                Client::H2(c) => {
-                    // h2 takes the authority from the URI.
-                    let (mut parts, body) = r.into_parts();
-                    parts.headers.remove("host");
-                    c.send_request(http::Request::from_parts(parts, body)).await
-                }
-            }
-        };
-        within(Duration::from_secs(5), "a response", fut)
-            .await
-            .unwrap()
-    }
 }
 
 async fn body_of(res: http::Response<hyper::body::Incoming>) -> Bytes {
@@ -131,11 +101,11 @@ async fn every_offered_suite_carries_requests_bodies_and_events_over_both_protoc
                     .await
                     .unwrap();
                 tokio::spawn(conn);
-                Client::H2(s)
+                HttpClient::H2(s)
             } else {
                 let (s, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
                 tokio::spawn(conn);
-                Client::H1(s)
+                HttpClient::H1(s)
             };
             let res = client.send(req("GET", "/hello", Bytes::new())).await;
             assert_eq!(body_of(res).await, "hello", "{what}");

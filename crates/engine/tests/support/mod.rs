@@ -680,3 +680,35 @@ pub fn spawn_seq_producer(
         tx.end();
     })
 }
+
+/// A hyper client connection, HTTP/1.1 or h2, for requests built with a `host` header
+/// (h2 takes the authority from the URI instead, so it is removed there).
+pub enum HttpClient {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl HttpClient {
+    /// Sends `r` and waits for the response's head (5 s at most).
+    pub async fn send(
+        &mut self,
+        r: http::Request<Full<Bytes>>,
+    ) -> http::Response<hyper::body::Incoming> {
+        let fut = async {
+            match self {
+                HttpClient::H1(c) => {
+                    c.ready().await?;
+                    c.send_request(r).await
+                }
+                HttpClient::H2(c) => {
+                    let (mut parts, body) = r.into_parts();
+                    parts.headers.remove("host");
+                    c.send_request(http::Request::from_parts(parts, body)).await
+                }
+            }
+        };
+        within(Duration::from_secs(5), "a response", fut)
+            .await
+            .unwrap()
+    }
+}
