@@ -42,8 +42,8 @@ pub struct RouteOptions {
     /// The route answers with long-lived streams (SSE, long polls of chunks...): the
     /// server serves its plain HTTP/1.1 GET requests on a lean direct path that keeps no
     /// per-connection read or write buffers while the response streams, instead of
-    /// hyper's (about 16 KiB per connection). Other requests to it (HEAD, h2c, ones with
-    /// a body...) are served by hyper as usual. Also worth it for short answers whose
+    /// hyper's (about 16 KiB per connection). Other HTTP/1.1 requests to it (HEAD, ones
+    /// with a body...) are served by hyper as usual, HTTP/2 ones by the HTTP/2 server. Also worth it for short answers whose
     /// handler replies later (from another thread): the Node binding sets it on every
     /// route. Default: false.
     pub long_lived: bool,

@@ -30,7 +30,7 @@ pub struct Request {
     offered: Option<crate::compress::Coding>,
 }
 
-/// A request's body as it arrives: from hyper (HTTP/1.1, h2c), or an HTTP/2 stream the
+/// A request's body as it arrives: from hyper (handed-over HTTP/1.1), or an HTTP/2 stream the
 /// engine serves with the `h2` crate, whose flow-control window is released as data is
 /// read.
 pub(crate) enum RequestBody {

@@ -8,7 +8,8 @@
 //!
 //! [`Session`] is driven by its owner's socket: the direct HTTP/1.1 path's
 //! [`Conn`](super::Conn) (whose sink seals and sends from a producer's thread), or
-//! [`TlsIo`], the `AsyncRead`/`AsyncWrite` hyper serves HTTP/2 and handed-over HTTP/1.1 on.
+//! [`TlsIo`], the `AsyncRead`/`AsyncWrite` the HTTP/2 server (`server/h2/`) and hyper
+//! (handed-over HTTP/1.1) serve on.
 
 use std::cell::RefCell;
 use std::io::{self, IoSlice};
