@@ -21,8 +21,6 @@ use rustls::{
 };
 
 /// One of ring's AEADs, as rustls's TLS 1.3 suites use it.
-struct Aead(Kind);
-
 #[derive(Clone, Copy)]
 enum Kind {
     Aes128Gcm,
@@ -40,25 +38,19 @@ impl Kind {
         }
     }
 
+    fn as_static(self) -> &'static Kind {
+        match self {
+            Kind::Aes128Gcm => &Kind::Aes128Gcm,
+            Kind::Aes256Gcm => &Kind::Aes256Gcm,
+            Kind::Chacha20Poly1305 => &Kind::Chacha20Poly1305,
+        }
+    }
+
     fn algorithm(self) -> &'static aead::Algorithm {
         match self {
             Kind::Aes128Gcm => &aead::AES_128_GCM,
             Kind::Aes256Gcm => &aead::AES_256_GCM,
             Kind::Chacha20Poly1305 => &aead::CHACHA20_POLY1305,
-        }
-    }
-}
-
-static AES_128_GCM: Aead = Aead(Kind::Aes128Gcm);
-static AES_256_GCM: Aead = Aead(Kind::Aes256Gcm);
-static CHACHA20_POLY1305: Aead = Aead(Kind::Chacha20Poly1305);
-
-impl Aead {
-    fn of(kind: Kind) -> &'static Aead {
-        match kind {
-            Kind::Aes128Gcm => &AES_128_GCM,
-            Kind::Aes256Gcm => &AES_256_GCM,
-            Kind::Chacha20Poly1305 => &CHACHA20_POLY1305,
         }
     }
 }
@@ -92,7 +84,7 @@ pub(super) fn lean(suites: Vec<SupportedCipherSuite>) -> Vec<SupportedCipherSuit
                         confidentiality_limit: tls13.common.confidentiality_limit,
                     },
                     hkdf_provider: tls13.hkdf_provider,
-                    aead_alg: Aead::of(kind),
+                    aead_alg: kind.as_static(),
                     quic: tls13.quic,
                 }));
                 made.push(s);
@@ -103,10 +95,10 @@ pub(super) fn lean(suites: Vec<SupportedCipherSuite>) -> Vec<SupportedCipherSuit
         .collect()
 }
 
-impl Tls13AeadAlgorithm for Aead {
+impl Tls13AeadAlgorithm for Kind {
     fn encrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageEncrypter> {
         Box::new(Keys {
-            kind: self.0,
+            kind: *self,
             key,
             iv,
         })
@@ -114,14 +106,14 @@ impl Tls13AeadAlgorithm for Aead {
 
     fn decrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageDecrypter> {
         Box::new(Keys {
-            kind: self.0,
+            kind: *self,
             key,
             iv,
         })
     }
 
     fn key_len(&self) -> usize {
-        self.0.algorithm().key_len()
+        self.algorithm().key_len()
     }
 
     fn extract_keys(
@@ -129,7 +121,7 @@ impl Tls13AeadAlgorithm for Aead {
         key: AeadKey,
         iv: Iv,
     ) -> Result<ConnectionTrafficSecrets, UnsupportedOperationError> {
-        Ok(match self.0 {
+        Ok(match self {
             Kind::Aes128Gcm => ConnectionTrafficSecrets::Aes128Gcm { key, iv },
             Kind::Aes256Gcm => ConnectionTrafficSecrets::Aes256Gcm { key, iv },
             Kind::Chacha20Poly1305 => ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv },
