@@ -10,7 +10,6 @@
 mod counting;
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
@@ -51,14 +50,7 @@ fn an_idle_tls_subscriber_holds_little_heap() {
     let (server_rt, server, news, der) = (s.rt, s.server, s.news, s.der);
     let addr = server.local_addr();
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(der).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(support::tls_provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = support::tls_connector(&der, &[]);
     let client_rt = tokio::runtime::Runtime::new().unwrap();
     let n = 300;
     let held = client_rt.block_on(async {

@@ -27,20 +27,13 @@ async fn connect(
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut provider = (*support::tls_provider()).clone();
     provider.cipher_suites = vec![suite];
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(der.clone()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
+    let connector = support::tls_connector_with(Arc::new(provider), der, &[alpn]);
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from("localhost").unwrap();
     let tls = within(
         Duration::from_secs(5),
         "the TLS handshake",
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
+        connector.connect(name, tcp),
     )
     .await
     .expect("handshake");

@@ -63,9 +63,18 @@ pub fn tls_connector(
     der: &rustls::pki_types::CertificateDer<'static>,
     alpn: &[&[u8]],
 ) -> tokio_rustls::TlsConnector {
+    tls_connector_with(tls_provider(), der, alpn)
+}
+
+/// [`tls_connector`] with the given crypto provider (e.g. one cipher suite only).
+pub fn tls_connector_with(
+    provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
+    der: &rustls::pki_types::CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(der.clone()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(tls_provider())
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
