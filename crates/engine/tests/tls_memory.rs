@@ -16,12 +16,13 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Heap an idle TLS subscriber may keep on the server: rustls's unbuffered session (its
-/// state, and the two traffic keys unexpanded: `tls::keys`), the connection's task and the
-/// subscriber's queue, with no buffer at all: no record buffer of rustls's (a buffered
-/// session keeps 4 KiB once it has read), no read or write buffer of the engine's or
-/// hyper's (4.0 KiB measured in a debug build; ring's expanded keys would add 1 KiB).
-const LIMIT: isize = 4352;
+/// Heap an idle TLS 1.3 subscriber may keep on the server: the engine's record layer (two
+/// traffic keys unexpanded and rustls's key schedule: `tls::records`), the connection's
+/// task and the subscriber's queue, with no buffer at all: no record buffer of rustls's (a
+/// buffered session keeps 4 KiB once it has read), no read or write buffer of the engine's
+/// or hyper's (2,736 B measured in a debug build; rustls's whole session would add 1.3
+/// KiB).
+const LIMIT: isize = 3072;
 
 /// A TLS HTTP/1.1 subscriber of `/news`, its response head read.
 async fn subscribe(

@@ -1,7 +1,7 @@
 //! Every cipher suite the server offers carries requests, request bodies of many records,
 //! responses and a channel's events both ways, over HTTP/1.1 (the direct path and its
-//! sink) and h2: the TLS 1.3 suites seal and open records with the engine's unexpanded
-//! keys, the TLS 1.2 ones with rustls's own.
+//! sink) and h2: the TLS 1.3 suites' records are the engine's after the handshake
+//! (`tls/records.rs`), the TLS 1.2 ones rustls's.
 
 mod support;
 

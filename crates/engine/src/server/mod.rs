@@ -373,7 +373,7 @@ async fn tls_connection(
         Metrics::sub(&shared.metrics.active_connections, 1);
         return;
     };
-    if session.alpn_protocol() == Some(b"h2") {
+    if session.is_h2() {
         let io = crate::wire::tls::TlsIo::new(stream, session);
         Box::pin(h2::serve(io, peer, &shared)).await;
         Metrics::sub(&shared.metrics.active_connections, 1);

@@ -24,7 +24,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::error::{Error, Result};
 
-mod keys;
+pub(crate) mod records;
 
 /// A server's TLS settings: cheap to clone (clones share the certificate, so
 /// [`set_certificate`](Self::set_certificate) on one applies to all).
@@ -60,12 +60,9 @@ impl ResolvesServerCert for Swappable {
 /// rustls's `ring` provider: it builds for every target of the npm package with a C
 /// compiler alone. (rustls deprecates it for lacking post-quantum key exchange, which its
 /// `aws-lc-rs` provider has, at the price of cmake, and NASM on Windows, in every build.)
-/// Its TLS 1.3 suites keep each connection's traffic keys unexpanded ([`keys`]).
 #[allow(deprecated)]
 fn provider() -> Arc<CryptoProvider> {
-    let mut provider = rustls::crypto::ring::default_provider();
-    provider.cipher_suites = keys::lean(provider.cipher_suites);
-    Arc::new(provider)
+    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 impl TlsConfig {
@@ -88,6 +85,8 @@ impl TlsConfig {
             .with_no_client_auth()
             .with_cert_resolver(resolver.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // A TLS 1.3 session's records are the engine's after the handshake (`records`).
+        config.enable_secret_extraction = true;
         Ok(TlsConfig {
             resolver,
             config: Arc::new(config),

@@ -6,6 +6,10 @@
 //! not yet complete. Writes are sealed into a per-thread buffer and sent at once; a session
 //! keeps only what the socket did not take. An idle session holds no buffer.
 //!
+//! rustls does the handshake. After it a TLS 1.3 session's records are sealed and opened
+//! by [`Records`], which keeps the keys and rustls's key schedule only (TLS 1.2 sessions
+//! stay with rustls).
+//!
 //! [`Session`] is driven by its owner's socket: the direct HTTP/1.1 path's
 //! [`Conn`](super::Conn) (whose sink seals and sends from a producer's thread), or
 //! [`TlsIo`], the `AsyncRead`/`AsyncWrite` the HTTP/2 server (`server/h2/`) and hyper
@@ -21,8 +25,11 @@ use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{
     ConnectionState, EncodeError, EncodeTlsData, EncryptError, InsufficientSizeError,
 };
+use rustls::ProtocolVersion;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::tls::records::Records;
 
 /// The largest TLS record on the wire: a 16 KiB fragment, the most expansion TLS 1.2
 /// allows, and the record header.
@@ -39,10 +46,11 @@ thread_local! {
     static SEAL: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// A server's TLS session: rustls's state and keys, and the few bytes it cannot give away
-/// yet.
+/// A server's TLS session: its record layer, and the few bytes it cannot give away yet.
 pub(crate) struct Session {
-    conn: UnbufferedServerConnection,
+    layer: Layer,
+    /// ALPN chose HTTP/2.
+    h2: bool,
     /// Received bytes of a record not yet complete.
     partial: Vec<u8>,
     /// Decrypted plaintext not yet taken by a reader.
@@ -51,6 +59,15 @@ pub(crate) struct Session {
     unsent: Vec<u8>,
     /// The peer closed its side (`close_notify`, or the end of the TCP stream).
     eof: bool,
+}
+
+enum Layer {
+    /// rustls's session: during the handshake, and after it for TLS 1.2.
+    Rustls(Box<UnbufferedServerConnection>),
+    /// The engine's TLS 1.3 records.
+    Own(Records),
+    /// Handing the session over failed: the connection is unusable.
+    Failed,
 }
 
 fn invalid(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
@@ -66,7 +83,8 @@ impl Session {
     ) -> io::Result<Box<Session>> {
         let conn = UnbufferedServerConnection::new(config).map_err(invalid)?;
         let mut s = Box::new(Session {
-            conn,
+            layer: Layer::Rustls(Box::new(conn)),
+            h2: false,
             partial: Vec::new(),
             plain: Vec::new(),
             unsent: Vec::new(),
@@ -75,7 +93,7 @@ impl Session {
         std::future::poll_fn(|cx| -> Poll<io::Result<()>> {
             loop {
                 ready!(s.poll_flush(tcp, cx))?;
-                if !s.conn.is_handshaking() {
+                if !s.rustls().is_handshaking() {
                     return Poll::Ready(Ok(()));
                 }
                 if s.eof {
@@ -85,12 +103,46 @@ impl Session {
             }
         })
         .await?;
+        s.h2 = s.rustls().alpn_protocol() == Some(b"h2");
+        s.take_over()?;
         Ok(s)
     }
 
-    /// The protocol ALPN chose, if any.
-    pub(crate) fn alpn_protocol(&self) -> Option<&[u8]> {
-        self.conn.alpn_protocol()
+    /// rustls's session, during the handshake.
+    fn rustls(&self) -> &UnbufferedServerConnection {
+        match &self.layer {
+            Layer::Rustls(conn) => conn,
+            _ => unreachable!("the handshake is rustls's"),
+        }
+    }
+
+    /// After the handshake: a TLS 1.3 session's records become the engine's, once rustls
+    /// has handed out what it had to send (the session tickets).
+    fn take_over(&mut self) -> io::Result<()> {
+        let Layer::Rustls(conn) = &mut self.layer else {
+            return Ok(());
+        };
+        if conn.protocol_version() != Some(ProtocolVersion::TLSv1_3) {
+            return Ok(());
+        }
+        loop {
+            match conn.process_tls_records(&mut []).state.map_err(invalid)? {
+                ConnectionState::EncodeTlsData(mut data) => encode(&mut self.unsent, &mut data)?,
+                ConnectionState::TransmitTlsData(t) => t.done(),
+                ConnectionState::WriteTraffic(_) => break,
+                _ => return Ok(()),
+            }
+        }
+        let Layer::Rustls(conn) = std::mem::replace(&mut self.layer, Layer::Failed) else {
+            unreachable!()
+        };
+        self.layer = Layer::Own(Records::take_over(*conn).map_err(invalid)?);
+        Ok(())
+    }
+
+    /// ALPN chose HTTP/2.
+    pub(crate) fn is_h2(&self) -> bool {
+        self.h2
     }
 
     /// True while sealed bytes wait for the socket.
@@ -165,17 +217,40 @@ impl Session {
         }
     }
 
-    /// Processes the records in `buf`: plaintext to `plain`, handshake messages to
-    /// `unsent`, the bytes of an incomplete record kept in `partial`.
+    /// Processes the records in `buf`: plaintext to `plain`, handshake messages and alerts
+    /// to `unsent`, the bytes of an incomplete record kept in `partial`.
     fn process(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        let at = match &mut self.layer {
+            Layer::Own(records) => {
+                let opened = records.open(buf, &mut self.plain, &mut self.unsent)?;
+                self.eof |= opened.closed;
+                opened.used
+            }
+            Layer::Rustls(_) => self.process_rustls(buf)?,
+            Layer::Failed => return Err(io::ErrorKind::NotConnected.into()),
+        };
+        if at == buf.len() {
+            self.partial = Vec::new();
+        } else {
+            self.partial.clear();
+            self.partial.extend_from_slice(&buf[at..]);
+        }
+        Ok(())
+    }
+
+    /// [`process`](Self::process) by rustls: how many bytes of `buf` it consumed.
+    fn process_rustls(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Layer::Rustls(conn) = &mut self.layer else {
+            unreachable!()
+        };
         let mut at = 0;
         loop {
-            let status = self.conn.process_tls_records(&mut buf[at..]);
+            let status = conn.process_tls_records(&mut buf[at..]);
             let mut discard = status.discard;
             let state = match status.state {
                 Ok(state) => state,
                 Err(e) => {
-                    self.queue_alert();
+                    queue_alert(conn, &mut self.unsent);
                     return Err(invalid(e));
                 }
             };
@@ -204,13 +279,7 @@ impl Session {
             }
             at += discard;
         }
-        if at == buf.len() {
-            self.partial = Vec::new();
-        } else {
-            self.partial.clear();
-            self.partial.extend_from_slice(&buf[at..]);
-        }
-        Ok(())
+        Ok(at)
     }
 
     /// Seals `bufs` (up to [`MAX_SEAL`] bytes of them) and hands the records to `send`,
@@ -253,13 +322,22 @@ impl Session {
 
     /// `data` sealed into `sealed` as records: their length.
     fn seal_into(&mut self, data: &[u8], sealed: &mut Vec<u8>) -> io::Result<usize> {
+        let conn = match &mut self.layer {
+            Layer::Own(records) => {
+                sealed.clear();
+                records.seal(data, sealed)?;
+                return Ok(sealed.len());
+            }
+            Layer::Rustls(conn) => conn,
+            Layer::Failed => return Err(io::ErrorKind::NotConnected.into()),
+        };
         let records = data.len().div_ceil(16 * 1024);
         let mut need = data.len() + records * 64;
         loop {
             if sealed.len() < need {
                 sealed.resize(need, 0);
             }
-            let status = self.conn.process_tls_records(&mut []);
+            let status = conn.process_tls_records(&mut []);
             match status.state.map_err(invalid)? {
                 ConnectionState::WriteTraffic(mut w) => match w.encrypt(data, sealed) {
                     Ok(n) => return Ok(n),
@@ -295,26 +373,14 @@ impl Session {
         Poll::Ready(Ok(()))
     }
 
-    /// Queues what rustls has for a peer it failed with: the alert, after the handshake
-    /// messages it goes with.
-    fn queue_alert(&mut self) {
-        loop {
-            let status = self.conn.process_tls_records(&mut []);
-            match status.state {
-                Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    if encode(&mut self.unsent, &mut data).is_err() {
-                        return;
-                    }
-                }
-                Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
-                _ => return,
-            }
-        }
-    }
-
     /// Queues a `close_notify` (once the handshake is done).
     fn queue_close_notify(&mut self) {
-        let status = self.conn.process_tls_records(&mut []);
+        let conn = match &mut self.layer {
+            Layer::Own(records) => return records.close_notify(&mut self.unsent),
+            Layer::Rustls(conn) => conn,
+            Layer::Failed => return,
+        };
+        let status = conn.process_tls_records(&mut []);
         if let Ok(ConnectionState::WriteTraffic(mut w)) = status.state {
             let mut alert = [0u8; 64];
             if let Ok(n) = w.queue_close_notify(&mut alert) {
@@ -328,6 +394,23 @@ impl Session {
         self.queue_close_notify();
         std::future::poll_fn(|cx| self.poll_flush(tcp, cx)).await?;
         tcp.shutdown().await
+    }
+}
+
+/// Queues what rustls has for a peer it failed with: the alert, after the handshake
+/// messages it goes with.
+fn queue_alert(conn: &mut UnbufferedServerConnection, unsent: &mut Vec<u8>) {
+    loop {
+        let status = conn.process_tls_records(&mut []);
+        match status.state {
+            Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                if encode(unsent, &mut data).is_err() {
+                    return;
+                }
+            }
+            Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
+            _ => return,
+        }
     }
 }
 
