@@ -217,11 +217,12 @@ async function runOne(server, scenario, round, port, opts) {
 }
 
 /**
- * A fixed-work scenario with `interleave: N` slices: every server is started at once (an
- * idle one costs nothing) and the client goes round them N times, one slice of the work
- * each, each pass starting one server later. Gives one record per server, like `runOne`:
- * the rate is the median of its slices, CPU and RSS are read from /proc before and after
- * each slice (the other servers are idle meanwhile), and the slices are kept in `slices`.
+ * A scenario with `interleave: N` slices: every server is started at once (an idle one
+ * costs nothing) and the client goes round them N times, one slice of the work each, each
+ * pass starting one server later, so that the machine's drift and the run order fall on
+ * every server alike. Gives one record per server, like `runOne`: the rate is the median
+ * of its slices; CPU is read from /proc around each slice (a `fixedWork` scenario's whole
+ * run, else the client's window), RSS after it; the slices are kept in `slices`.
  */
 async function runInterleaved(servers, scenario, round, firstPort, opts) {
   const records = servers.map((server, k) => ({ server: server.name, scenario: scenario.name, round, port: firstPort + k }))
@@ -231,7 +232,8 @@ async function runInterleaved(servers, scenario, round, firstPort, opts) {
     for (const [k, server] of servers.entries()) {
       records[k].busyBefore = busyBefore
       try {
-        handles[k] = await startServer(server, { cpu: SERVER_CPU, port: records[k].port, pubMs: scenario.pubMs })
+        const env = scenario.tls ? { ...server.env, ...opts.tlsEnv } : server.env
+        handles[k] = await startServer({ ...server, env }, { cpu: SERVER_CPU, port: records[k].port, pubMs: scenario.pubMs })
       } catch (err) {
         records[k].error = errorText(err)
       }
@@ -256,24 +258,28 @@ async function runInterleaved(servers, scenario, round, firstPort, opts) {
         const j = (step + pass) % live.length
         const k = live[j]
         if (records[k].error) continue
-        // The server is sampled before the client starts and after it exits (it is idle
-        // otherwise), the client at its window markers.
+        // A fixed amount of work is timed from the client's start to its exit (the server is
+        // idle otherwise); a rate, within the client's window markers, server and client alike.
         const s0 = sampleTree(handles[k].pid)
         const m0 = machineBusyS(BENCH_CPUS)
         const marks = {}
         try {
-          const c = await client(k, (name, pid) => (marks[name] = sampleTree(pid)))
+          const c = await client(k, (name, pid) => (marks[name] = { client: sampleTree(pid), server: sampleTree(handles[k].pid) }))
           const s1 = sampleTree(handles[k].pid)
-          const window = (s1.at - s0.at) / 1000
-          const serverS = s1.cpuS - s0.cpuS
-          const { 'measure-start': c0, 'measure-end': c1 } = marks
+          const { 'measure-start': w0, 'measure-end': w1 } = marks
           // A marker read after the client exited finds no process: no client figure then.
-          const clientS = c0 && c1 && c1.cpuS >= c0.cpuS && c1.at > c0.at ? c1.cpuS - c0.cpuS : undefined
+          const clientS = w0 && w1 && w1.client.cpuS >= w0.client.cpuS && w1.client.at > w0.client.at ? w1.client.cpuS - w0.client.cpuS : undefined
+          const [a, b] = scenario.fixedWork ? [s0, s1] : [w0?.server, w1?.server]
+          if (!a || !b) throw new Error('the client gave no window markers')
+          const window = (b.at - a.at) / 1000
+          const serverS = b.cpuS - a.cpuS
           slices[j].push({
             ...c,
+            units: scenario.per === 'MiB' ? c.bytes / MiB : c[scenario.per],
+            window_s: window,
             server_cpu_s: serverS,
-            client_cpu_util: clientS === undefined ? undefined : clientS / ((c1.at - c0.at) / 1000),
-            other_cpu_util: Math.max(0, (machineBusyS(BENCH_CPUS) - m0 - serverS - (clientS ?? 0)) / window),
+            client_cpu_util: clientS === undefined ? undefined : clientS / ((w1.client.at - w0.client.at) / 1000),
+            other_cpu_util: Math.max(0, (machineBusyS(BENCH_CPUS) - m0 - serverS - (clientS ?? 0)) / ((s1.at - s0.at) / 1000)),
             rss: s1.rss,
           })
         } catch (err) {
@@ -293,7 +299,7 @@ async function runInterleaved(servers, scenario, round, firstPort, opts) {
         const xs = done.map(f).filter((x) => typeof x === 'number')
         return xs.length ? median(xs) : undefined
       }
-      const bytes = sum((x) => x.bytes)
+      const bytes = sum((x) => x.bytes ?? 0)
       const seconds = sum((x) => x.duration_s)
       const cpuS = sum((x) => x.server_cpu_s)
       records[k].client = { slices: done.length, bytes, duration_s: seconds, errors: sum((x) => x.errors ?? 0) }
@@ -302,10 +308,10 @@ async function runInterleaved(servers, scenario, round, firstPort, opts) {
         [scenario.metric]: mid((x) => x[scenario.metric]),
         gib_per_s: mid((x) => x.gib_per_s),
         errors: records[k].client.errors,
-        server_cpu_util: cpuS / seconds,
+        server_cpu_util: cpuS / sum((x) => x.window_s),
         client_cpu_util: mid((x) => x.client_cpu_util),
         other_cpu_util: mid((x) => x.other_cpu_util),
-        server_cpu_us_per_unit: (cpuS * 1e6) / (bytes / MiB),
+        server_cpu_us_per_unit: (cpuS * 1e6) / sum((x) => x.units),
         rss_base_mib: base[j].rss / MiB,
         rss_end_mib: done.at(-1).rss / MiB,
         rss_peak_mib: Math.max(base[j].rss, ...done.map((x) => x.rss)) / MiB,

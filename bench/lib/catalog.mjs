@@ -216,6 +216,9 @@ export const YOUNG_EVENTS = 20
  */
 export function scenarios(opts) {
   const window = ['--warmup', opts.warmup, '--duration', opts.duration]
+  // A slice of an interleaved rate scenario: half the window. (Run one after the other, the
+  // server that ran first in a round measured /hello 5-15% slower, whichever it was.)
+  const slice = ['--warmup', opts.warmup, '--duration', Math.max(1, opts.duration / 2)]
   // A broadcast's window starts once the subscribers' first YOUNG_EVENTS events are
   // behind them. Every server here spends ~1.5x its steady CPU per event while its
   // subscribers are young: the phase lasts ~1.5 s at 100 ms publishes and ~3 s at 200 ms, so
@@ -253,10 +256,11 @@ export function scenarios(opts) {
   const tlsScenarios = [
     {
       name: 'hello-tls',
-      title: 'GET /hello (JS handler) over TLS (HTTP/1.1), 64 keep-alive connections',
+      title: `GET /hello (JS handler) over TLS (HTTP/1.1), 64 keep-alive connections, the servers alternated in ${opts.helloTlsSlices} slices`,
       pubMs: NO_PUBLISH,
       tls: 'http1',
-      args: ['hello', '--connections', 64, ...window, ...tlsArgs('http1')],
+      interleave: opts.helloTlsSlices,
+      args: ['hello', '--connections', 64, ...slice, ...tlsArgs('http1')],
       metric: 'requests_per_s',
       unit: 'req/s',
       per: 'requests',
@@ -269,9 +273,10 @@ export function scenarios(opts) {
   return [
     {
       name: 'hello',
-      title: 'GET /hello (JS handler), 64 keep-alive connections',
+      title: `GET /hello (JS handler), 64 keep-alive connections, the servers alternated in ${opts.helloSlices} slices`,
       pubMs: NO_PUBLISH,
-      args: ['hello', '--connections', 64, ...window],
+      interleave: opts.helloSlices,
+      args: ['hello', '--connections', 64, ...slice],
       metric: 'requests_per_s',
       unit: 'req/s',
       per: 'requests',
@@ -298,6 +303,7 @@ export function scenarios(opts) {
       // them slice by slice (bench/run.mjs, runInterleaved); one long run each compared
       // servers under different conditions.
       interleave: opts.chunkedSlices,
+      fixedWork: true,
       // --duration only caps a stalled server here: the work is fixed.
       args: ['chunked', '--connections', 4, '--bytes', opts.chunkedTotal / opts.chunkedSlices / 4, '--size', 64 * 1024, '--duration', 120],
       metric: 'bytes_per_s',
@@ -394,6 +400,6 @@ const tlsArgs = (tls) => (tls === 'h2' ? ['--tls', 'h2', '--streams-per-conn', 1
 /** Run sizes: `--quick` is a smoke test of the harness, not a measurement. */
 export function runOptions(quick) {
   return quick
-    ? { rounds: 1, warmup: 0.5, duration: 2, connectTimeout: 20, idleHold: 1, chunkedTotal: 256 * MiB, chunkedSlices: 2, quietWaitMs: 2000 }
-    : { rounds: 3, warmup: 1, duration: 10, connectTimeout: 60, idleHold: 3, chunkedTotal: 2048 * MiB, chunkedSlices: 8, quietWaitMs: 30_000 }
+    ? { rounds: 1, warmup: 0.5, duration: 2, connectTimeout: 20, idleHold: 1, chunkedTotal: 256 * MiB, chunkedSlices: 2, helloSlices: 1, helloTlsSlices: 2, quietWaitMs: 2000 }
+    : { rounds: 3, warmup: 1, duration: 10, connectTimeout: 60, idleHold: 3, chunkedTotal: 2048 * MiB, chunkedSlices: 8, helloSlices: 2, helloTlsSlices: 4, quietWaitMs: 30_000 }
 }

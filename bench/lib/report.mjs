@@ -164,10 +164,11 @@ function interleaved(results) {
   return `
   ${names.join(', ')}: every server is started at once (the others idle) and the client goes
   round them one slice at a time, each pass starting one server later; a round's figure is
-  the median of its slices, and the server's CPU is read before and after each slice. The
-  host's memory bandwidth, which such a run measures as much as the server, drifts within
-  a second here, so slices a fraction of a second apart compare the servers under the same
-  conditions.`
+  the median of its slices, and the server's CPU is read around each slice (/chunked's
+  whole slice, a rate's window). The host's memory bandwidth, which /chunked measures as
+  much as the server, drifts within a second here; /hello run once per server measured the
+  server that ran first 5-15% slower, whichever it was. Slices a few seconds apart compare
+  the servers under the same conditions.`
 }
 
 /** How the TLS scenarios ran, as list items (or nothing when none ran). */
@@ -185,7 +186,7 @@ function tlsMethod(results) {
 
 function method(results) {
   const o = results.options
-  return `- Each server runs alone${results.scenarios.some((s) => s.interleave) ? ' (but see /chunked below)' : ''}, pinned with \`taskset -c 0\` (our engine's tokio threads and its JS
+  return `- Each server runs alone${results.scenarios.some((s) => s.interleave) ? ' (but see the interleaved scenarios below)' : ''}, pinned with \`taskset -c 0\` (our engine's tokio threads and its JS
   thread share that one core); the load client \`rat-bench\` (crates/bench, Rust, one thread,
   raw TCP with its own HTTP/SSE reader) runs on \`taskset -c 1\`. Every scenario runs every
   server in turn; that is repeated for ${o.rounds} round(s)${o.rotate ? ', each round starting one server later than the one before' : ''}, and the tables give medians.
