@@ -264,7 +264,7 @@ async function runInterleaved(servers, scenario, round, firstPort, opts) {
         const m0 = machineBusyS(BENCH_CPUS)
         const marks = {}
         try {
-          const c = await client(k, (name, pid) => (marks[name] = { client: sampleTree(pid), server: sampleTree(handles[k].pid) }))
+          const c = await client(k, (name, pid) => (marks[name] = { client: sampleTree(pid), server: sampleTree(handles[k].pid), machineS: machineBusyS(BENCH_CPUS) }))
           const s1 = sampleTree(handles[k].pid)
           const { 'measure-start': w0, 'measure-end': w1 } = marks
           // A marker read after the client exited finds no process: no client figure then.
@@ -273,13 +273,14 @@ async function runInterleaved(servers, scenario, round, firstPort, opts) {
           if (!a || !b) throw new Error('the client gave no window markers')
           const window = (b.at - a.at) / 1000
           const serverS = b.cpuS - a.cpuS
+          const machineS = scenario.fixedWork ? machineBusyS(BENCH_CPUS) - m0 : w1.machineS - w0.machineS
           slices[j].push({
             ...c,
             units: scenario.per === 'MiB' ? c.bytes / MiB : c[scenario.per],
             window_s: window,
             server_cpu_s: serverS,
             client_cpu_util: clientS === undefined ? undefined : clientS / ((w1.client.at - w0.client.at) / 1000),
-            other_cpu_util: Math.max(0, (machineBusyS(BENCH_CPUS) - m0 - serverS - (clientS ?? 0)) / ((s1.at - s0.at) / 1000)),
+            other_cpu_util: Math.max(0, (machineS - serverS - (clientS ?? 0)) / window),
             rss: s1.rss,
           })
         } catch (err) {

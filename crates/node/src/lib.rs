@@ -38,10 +38,16 @@ fn build_runtime() {
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_start(dispatch::mark_worker)
-        .on_thread_park(dispatch::on_park)
+        .on_thread_park(|| {
+            dispatch::on_park();
+            alloc::on_park();
+        })
         .build()
     {
-        Ok(rt) => napi::bindgen_prelude::create_custom_tokio_runtime(rt),
+        Ok(rt) => {
+            rt.spawn(alloc::trim_task());
+            napi::bindgen_prelude::create_custom_tokio_runtime(rt)
+        }
         // napi-rs then builds its default runtime, and dispatch does without the hook.
         Err(e) => eprintln!("rat-engine: cannot build the tokio runtime with hooks: {e}"),
     }
