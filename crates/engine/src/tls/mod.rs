@@ -163,10 +163,11 @@ fn private_key(pem: &[u8], passphrase: Option<&str>) -> Result<PrivateKeyDer<'st
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn self_signed() -> (String, String) {
+    /// A self-signed certificate for `localhost` and its key, in PEM.
+    pub(crate) fn self_signed() -> (String, String) {
         let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
         (c.cert.pem(), c.signing_key.serialize_pem())
     }

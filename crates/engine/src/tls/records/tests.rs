@@ -39,16 +39,13 @@ fn client_config(suite: SupportedCipherSuite, der: &[u8]) -> Arc<rustls::ClientC
     Arc::new(config)
 }
 
-/// The engine's server config (with its lean TLS 1.3 suites) and the certificate's DER.
+/// The engine's server config and the certificate's DER.
 fn server_config() -> (Arc<rustls::ServerConfig>, Vec<u8>) {
-    let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let tls = TlsConfig::from_pem(
-        c.cert.pem().as_bytes(),
-        c.signing_key.serialize_pem().as_bytes(),
-        None,
-    )
-    .unwrap();
-    (tls.server_config(), c.cert.der().to_vec())
+    use rustls::pki_types::pem::PemObject;
+    let (cert, key) = crate::tls::tests::self_signed();
+    let tls = TlsConfig::from_pem(cert.as_bytes(), key.as_bytes(), None).unwrap();
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+    (tls.server_config(), der.to_vec())
 }
 
 /// Drives `server` over what the client sent (`incoming`, consumed as processed), its
