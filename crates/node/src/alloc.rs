@@ -47,8 +47,8 @@ static TRIM_WAKE: tokio::sync::Notify = tokio::sync::Notify::const_new();
 /// but only when the thread that freed it next allocates or frees: a server that goes
 /// idle after a burst of connects (10,000 HTTP/2 streams opened in 0.3 s) kept the burst's
 /// freed pages, 2 KiB per subscriber, for as long as it stayed idle. Purging at once instead
-/// (`purge_delay` 0) cost `/hello` 5-10% of its requests/s in syscalls; here a busy worker
-/// collects once a second, and an idle one no more.
+/// (`purge_delay` 0) puts syscalls on the request path; here a busy worker collects once a
+/// second, and an idle one no more.
 pub(crate) fn on_park() {
     let now = std::time::Instant::now();
     let due = NEXT_TRIM.with(|next| match next.get() {
@@ -58,6 +58,7 @@ pub(crate) fn on_park() {
             true
         }
     });
+    // A busy worker parks often: the shared flag is read before it is swapped.
     if due {
         #[cfg(not(target_env = "musl"))]
         // SAFETY: mimalloc's collection of the calling thread's heap and of the arenas'
@@ -65,7 +66,9 @@ pub(crate) fn on_park() {
         unsafe {
             libmimalloc_sys::mi_collect(true);
         }
-    } else if !TRIM_ASKED.swap(true, std::sync::atomic::Ordering::AcqRel) {
+    } else if !TRIM_ASKED.load(std::sync::atomic::Ordering::Relaxed)
+        && !TRIM_ASKED.swap(true, std::sync::atomic::Ordering::AcqRel)
+    {
         TRIM_WAKE.notify_one();
     }
 }

@@ -4,7 +4,7 @@
 //! kTLS): the two directions' traffic keys and sequence numbers, and a
 //! [`KernelConnection`] that derives the next keys when either side updates them. The
 //! session's state machine, its handshake deframer and its record layer are dropped, so
-//! an idle connection keeps its two keys (unexpanded: [`Keys`]) and rustls's key schedule:
+//! an idle connection keeps its two keys (unexpanded: [`Direction`]) and rustls's key schedule:
 //! about 1 KiB, where the session took 2 KiB.
 //!
 //! What is done here is RFC 8446's record layer after the handshake (section 5.2): records
@@ -66,18 +66,19 @@ impl Kind {
 }
 
 /// One direction's traffic key and IV, kept as their bytes (`AeadKey` clears them when
-/// dropped): the key is expanded for each record, a few hundred nanoseconds beside the
-/// `send` the record goes out with, where ring's expanded key would take 560 bytes for as
-/// long as the connection lives.
-struct Keys {
+/// dropped), and the sequence number of its next record. The key is expanded for each
+/// record, a few hundred nanoseconds beside the `send` the record goes out with, where
+/// ring's expanded key would take 560 bytes for as long as the connection lives.
+struct Direction {
     kind: Kind,
     key: AeadKey,
     iv: Iv,
+    seq: u64,
 }
 
-impl Keys {
+impl Direction {
     /// The keys rustls hands over, for an AEAD the engine seals with.
-    fn from_secrets(secrets: ConnectionTrafficSecrets) -> Option<Keys> {
+    fn new((seq, secrets): (u64, ConnectionTrafficSecrets)) -> Option<Direction> {
         let (kind, key, iv) = match secrets {
             ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (Kind::Aes128Gcm, key, iv),
             ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (Kind::Aes256Gcm, key, iv),
@@ -86,26 +87,11 @@ impl Keys {
             }
             _ => return None,
         };
-        Some(Keys { kind, key, iv })
+        Some(Direction { kind, key, iv, seq })
     }
 
     fn tag_len(&self) -> usize {
         self.kind.algorithm().tag_len()
-    }
-}
-
-/// One direction's keys and the sequence number of its next record.
-struct Direction {
-    keys: Keys,
-    seq: u64,
-}
-
-impl Direction {
-    fn new((seq, secrets): (u64, ConnectionTrafficSecrets)) -> Option<Direction> {
-        Some(Direction {
-            keys: Keys::from_secrets(secrets)?,
-            seq,
-        })
     }
 
     /// The key expanded for the next record and that record's nonce; the sequence number
@@ -113,9 +99,9 @@ impl Direction {
     fn next(&mut self) -> Result<(aead::LessSafeKey, aead::Nonce), u8> {
         let seq = self.seq;
         self.seq = seq.checked_add(1).ok_or(INTERNAL_ERROR)?;
-        let key = aead::UnboundKey::new(self.keys.kind.algorithm(), self.keys.key.as_ref())
+        let key = aead::UnboundKey::new(self.kind.algorithm(), self.key.as_ref())
             .map_err(|_| INTERNAL_ERROR)?;
-        let nonce = aead::Nonce::assume_unique_for_key(Nonce::new(&self.keys.iv, seq).0);
+        let nonce = aead::Nonce::assume_unique_for_key(Nonce::new(&self.iv, seq).0);
         Ok((aead::LessSafeKey::new(key), nonce))
     }
 }
@@ -123,7 +109,7 @@ impl Direction {
 /// One record of `typ` carrying `plain` (at most 16 KiB) sealed with `dir`'s next key,
 /// appended to `out`.
 fn seal(dir: &mut Direction, typ: u8, plain: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
-    let len = plain.len() + 1 + dir.keys.tag_len();
+    let len = plain.len() + 1 + dir.tag_len();
     let start = out.len();
     out.extend_from_slice(&[APPLICATION_DATA, 3, 3]);
     out.extend_from_slice(&(len as u16).to_be_bytes());
@@ -208,9 +194,9 @@ impl Records {
     }
 
     /// The bytes `data` takes sealed (it is cut into records of at most 16 KiB).
-    pub(crate) fn sealed_len(&self, data: usize) -> usize {
+    fn sealed_len(&self, data: usize) -> usize {
         let records = data.div_ceil(MAX_PLAIN).max(1);
-        data + records * (HEADER + 1 + self.tx.keys.tag_len())
+        data + records * (HEADER + 1 + self.tx.tag_len())
     }
 
     /// Seals `data` as application-data records appended to `out`. An empty `data` seals
@@ -239,17 +225,13 @@ impl Records {
         if self.tx.seq.saturating_add(1) >= self.limit {
             self.update_tx(out)?;
         }
-        self.seal_one(typ, plain, out)
-    }
-
-    fn seal_one(&mut self, typ: u8, plain: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
         seal(&mut self.tx, typ, plain, out)
     }
 
     /// Sends a `KeyUpdate` (not asking the peer for one) under the current key, then
     /// seals with the next.
     fn update_tx(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
-        self.seal_one(HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, 0], out)?;
+        seal(&mut self.tx, HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, 0], out)?;
         let next = self.kernel.update_tx_secret().map_err(io::Error::other)?;
         self.tx = Direction::new(next).ok_or_else(|| io::Error::other("TLS: key update"))?;
         Ok(())
@@ -306,7 +288,7 @@ impl Records {
             }
             let body = &mut buf[at + HEADER..at + HEADER + len];
             at += HEADER + len;
-            if len < self.rx.keys.tag_len() {
+            if len < self.rx.tag_len() {
                 return Err(fail(DECODE_ERROR, "a record shorter than its tag"));
             }
             let (key, nonce) = self.rx.next().map_err(|a| fail(a, "sequence number"))?;
