@@ -17,9 +17,9 @@ use rat_engine::ws::{self, WsOptions};
 use rat_engine::{App, Channel, ChannelOptions, Request};
 use support::serve;
 
-/// Heap an idle socket may keep on the server: its connection task, tungstenite's state
-/// and small read buffer, the send queue (no read or write buffer while idle).
-const LIMIT: isize = 2100;
+/// Heap an idle socket may keep on the server: its connection task, tokio's registration,
+/// the send queue's state (no tungstenite state, no read or write buffer while idle).
+const LIMIT: isize = 1440;
 
 struct Counting;
 

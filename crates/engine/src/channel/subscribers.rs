@@ -141,8 +141,8 @@ impl WsSubs {
 /// `data` as one unmasked WebSocket text frame (what a server sends), the same bytes for
 /// every subscriber.
 pub(super) fn ws_text_frame(data: &str) -> Bytes {
-    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-    use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tungstenite::protocol::frame::Frame as WsFrame;
     let frame = WsFrame::message(
         Bytes::copy_from_slice(data.as_bytes()),
         OpCode::Data(Data::Text),

@@ -3,14 +3,16 @@
 //! ends with a close handshake or a cut.
 //!
 //! The connection is one small state machine polled by its task ([`Conn::poll`]): the
-//! tungstenite stream unsplit, the batch being written, and a timer only when the route
-//! has an idle timeout, so an idle socket's task holds little.
+//! socket with tungstenite's state (made only while needed, see `io.rs`), the batch being
+//! written, and a timer only when the route has an idle timeout, so an idle socket's task
+//! holds little.
 //!
 //! Frames already encoded (a channel's events) are written to the socket as they are, once
 //! tungstenite's buffer is out; nothing is read while such a write is unfinished, since a
 //! read may make tungstenite write a pong. Between polls, with nothing left to write, the
-//! connection tells its sender it is idle, and channels may then write to the socket
-//! themselves (see `socket.rs`); each poll first takes that back.
+//! connection drops tungstenite's state if it holds nothing and tells its sender it is
+//! idle; channels may then write to the socket themselves (see `socket.rs`); each poll
+//! first takes that back.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -19,17 +21,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message as Wire;
-use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
+use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::Message as Wire;
 
+use super::io::Ws;
 use super::socket::{CloseStatus, Out, Take, WsSender};
 use super::{Inbox, Message};
 
@@ -73,8 +73,8 @@ fn violation(e: &WsError) -> Option<(u16, &'static str)> {
 type Reserve = Pin<Box<dyn Future<Output = Option<mpsc::OwnedPermit<Message>>> + Send>>;
 
 /// The connection's state between polls.
-struct Conn<'a, S> {
-    ws: &'a mut WebSocketStream<S>,
+struct Conn<'a> {
+    ws: &'a mut Ws,
     sender: &'a WsSender,
     inbox: &'a Inbox,
     /// Messages taken from the queue and not yet given to tungstenite (or written).
@@ -95,7 +95,7 @@ struct Conn<'a, S> {
     last_read: Option<Instant>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
+impl Conn<'_> {
     /// Writes what is queued; `Ready` when the connection ends.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<End> {
         for _ in 0..BUDGET {
@@ -114,7 +114,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             }
             loop {
                 while !self.raw.is_empty() {
-                    match Pin::new(self.ws.get_mut()).poll_write(cx, &self.raw) {
+                    match self.ws.poll_write_raw(cx, &self.raw) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Err(_) | Ok(0)) => return Poll::Ready(End::Gone),
                         Poll::Ready(Ok(n)) => self.raw.advance(n),
@@ -124,7 +124,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                     None => break,
                     Some(Out::Framed { .. }) => {
                         // Whatever tungstenite holds (ours, or a pong) goes out first.
-                        match Pin::new(&mut *self.ws).poll_flush(cx) {
+                        match self.ws.poll_flush(cx) {
                             Poll::Pending => return Poll::Pending,
                             Poll::Ready(Err(_)) => return Poll::Ready(End::Gone),
                             Poll::Ready(Ok(())) => {}
@@ -134,7 +134,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                         }
                     }
                     Some(Out::Msg(_)) => {
-                        match Pin::new(&mut *self.ws).poll_ready(cx) {
+                        match self.ws.poll_ready(cx) {
                             Poll::Pending => return Poll::Pending,
                             Poll::Ready(Err(_)) => return Poll::Ready(End::Gone),
                             Poll::Ready(Ok(())) => {}
@@ -145,7 +145,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                         if let Wire::Close(Some(f)) = &m {
                             self.close = Some(Box::new((u16::from(f.code), f.reason.to_string())));
                         }
-                        if Pin::new(&mut *self.ws).start_send(m).is_err() {
+                        if self.ws.start_send(cx, m).is_err() {
                             return Poll::Ready(End::Gone);
                         }
                         self.fed = true;
@@ -156,7 +156,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             self.batch = VecDeque::new();
             self.raw = Bytes::new();
             if self.fed {
-                match Pin::new(&mut *self.ws).poll_flush(cx) {
+                match self.ws.poll_flush(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Err(_)) => return Poll::Ready(End::Gone),
                     Poll::Ready(Ok(())) => {}
@@ -180,7 +180,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         if !self.batch.is_empty() || self.fed || !self.raw.is_empty() {
             return;
         }
-        if let Poll::Ready(Ok(())) = Pin::new(&mut *self.ws).poll_flush(cx) {
+        if let Poll::Ready(Ok(())) = self.ws.poll_flush(cx) {
+            self.ws.release();
             if !self.sender.idle() {
                 cx.waker().wake_by_ref();
             }
@@ -214,7 +215,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                     }
                 }
             }
-            let msg = match Pin::new(&mut *self.ws).poll_next(cx) {
+            let msg = match self.ws.poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => return Poll::Ready(End::Gone),
                 Poll::Ready(Some(Err(e))) => {
@@ -250,17 +251,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     }
 }
 
-/// tungstenite's stream over an upgraded connection (ready at once: nothing is awaited).
-pub(crate) fn stream<S>(io: S, config: WebSocketConfig) -> Option<WebSocketStream<S>>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).now_or_never()
-}
-
 /// What [`serve`] serves, kept in its future as it is (each part used in place).
-pub(crate) struct Serve<S> {
-    pub(crate) ws: WebSocketStream<S>,
+pub(crate) struct Serve {
+    pub(crate) ws: Ws,
     pub(crate) sender: WsSender,
     /// Where messages go (a handler's channel: reading waits while it is full, which is
     /// TCP backpressure).
@@ -275,12 +268,9 @@ pub(crate) struct Serve<S> {
 
 /// Serves an upgraded connection until it ends.
 // Not an `async fn`: one stores its argument twice (as passed, and moved into the body's
-// local), 1,184 bytes against 744 in a debug build (see the test below).
+// local), which an idle socket's task would hold (see the test below).
 #[allow(clippy::manual_async_fn)]
-pub(crate) fn serve<S>(mut this: Serve<S>) -> impl Future<Output = ()> + Send
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
+pub(crate) fn serve(mut this: Serve) -> impl Future<Output = ()> + Send {
     // `this` is used in place, not moved into locals: its parts are stored once in this
     // future, which an idle socket's task holds.
     async move {
@@ -351,10 +341,7 @@ where
 }
 
 /// Ends the connection as `end` says; returns how it ended.
-async fn close<S>(ws: &mut WebSocketStream<S>, end: End, mid_frame: bool) -> CloseStatus
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+async fn close(ws: &mut Ws, end: End, mid_frame: bool) -> CloseStatus {
     let status = |code: u16, reason: &str| CloseStatus {
         code,
         reason: reason.to_string(),
@@ -362,7 +349,8 @@ where
     match end {
         End::PeerClosed(frame) => {
             // tungstenite queued the echo of the peer's close frame: write it.
-            let _ = tokio::time::timeout(CLOSE_WAIT, ws.flush()).await;
+            let flush = std::future::poll_fn(|cx| ws.poll_flush(cx));
+            let _ = tokio::time::timeout(CLOSE_WAIT, flush).await;
             match frame {
                 Some(f) => status(u16::from(f.code), &f.reason),
                 None => status(1005, ""),
@@ -402,25 +390,26 @@ impl Drop for Detach<'_> {
     }
 }
 
-async fn close_with<S>(ws: &mut WebSocketStream<S>, code: u16, reason: &str)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let frame = CloseFrame {
+async fn close_with(ws: &mut Ws, code: u16, reason: &str) {
+    let mut frame = Some(Wire::Close(Some(CloseFrame {
         code: CloseCode::from(code),
         reason: reason.to_string().into(),
-    };
-    let _ = tokio::time::timeout(CLOSE_WAIT, ws.send(Wire::Close(Some(frame)))).await;
+    })));
+    let send = std::future::poll_fn(|cx| {
+        if let Some(m) = frame.take() {
+            std::task::ready!(ws.poll_ready(cx))?;
+            ws.start_send(cx, m)?;
+        }
+        ws.poll_flush(cx)
+    });
+    let _ = tokio::time::timeout(CLOSE_WAIT, send).await;
 }
 
 /// Reads (and drops) what the peer still sends until its close frame, the end of the
 /// connection or `CLOSE_WAIT`.
-async fn await_close<S>(ws: &mut WebSocketStream<S>)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+async fn await_close(ws: &mut Ws) {
     let _ = tokio::time::timeout(CLOSE_WAIT, async {
-        while let Some(Ok(m)) = ws.next().await {
+        while let Some(Ok(m)) = std::future::poll_fn(|cx| ws.poll_next(cx)).await {
             if matches!(m, Wire::Close(_)) {
                 // tungstenite writes nothing more after the peer's reply.
                 break;
@@ -434,7 +423,7 @@ where
 mod tests {
     use super::*;
     use crate::stream::QueueLimits;
-    use crate::ws::io::{OnDemand, WsIo};
+    use crate::ws::io::WsIo;
     use std::sync::Arc;
 
     #[tokio::test]
@@ -443,11 +432,7 @@ mod tests {
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
         let tcp = Arc::new(crate::wire::Conn::plain(accepted.unwrap().0));
-        let io = OnDemand::new(WsIo::Tcp {
-            unread: Bytes::new(),
-            tcp,
-        });
-        let ws = stream(io, WebSocketConfig::default()).unwrap();
+        let ws = Ws::new(WsIo::Tcp(tcp), Bytes::new(), 16 << 20);
         let task = serve(Serve {
             ws,
             sender: WsSender::new(QueueLimits::default(), None),
@@ -458,11 +443,11 @@ mod tests {
             held: None,
         });
         let size = std::mem::size_of_val(&task);
-        // 744 bytes in a debug build. tokio's task cell adds 112 bytes and is aligned to
-        // 128 (see the connection task's test in server/direct): up to 784, the task is 896.
+        // 472 bytes in a debug build. tokio's task cell adds 112 bytes and is aligned to
+        // 128 (see the connection task's test in server/direct): up to 528, the task is 640.
         println!("WebSocket connection future: {size} bytes");
         assert!(
-            size <= 784,
+            size <= 528,
             "the WebSocket connection future is {size} bytes"
         );
         drop(client);

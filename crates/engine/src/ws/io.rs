@@ -1,10 +1,15 @@
-//! The upgraded socket as tungstenite reads it: tungstenite keeps a read buffer of
-//! [`READ_BUFFER`] bytes per socket for its life, so a read that fills it (more may be
-//! waiting) is followed by one into a larger buffer that exists only while it holds bytes
-//! tungstenite has not taken yet. An idle socket keeps no read buffer beyond
-//! tungstenite's small one, and a poll that finds nothing to read allocates nothing.
+//! The upgraded socket under tungstenite's protocol state ([`Ws`]).
+//!
+//! tungstenite's `WebSocketContext` (its state, 256 bytes, and its read buffer) exists only
+//! while the socket is in the middle of something: a frame or a fragmented message being
+//! read, or bytes tungstenite has not written yet. tungstenite is given whole frames only
+//! (each frame's header is parsed with tungstenite's own `FrameHeader::parse` to know where
+//! it ends), so once it has taken the last frame given and written everything, it holds
+//! nothing a new context would not: the connection then drops it ([`Ws::release`]), and an
+//! idle socket keeps no protocol state and no buffer. Bytes read from the socket wait in a
+//! buffer that exists only while it holds some.
 
-use std::io;
+use std::io::{self, Cursor, Read, Write};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -13,103 +18,278 @@ use bytes::{Buf, Bytes, BytesMut};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tungstenite::error::Error as WsError;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
+use tungstenite::Message as Wire;
 
 use crate::wire::Conn;
 
-/// tungstenite's read buffer (`WebSocketConfig::read_buffer_size`): the most it takes
-/// from [`OnDemand`] per call.
+/// tungstenite's read buffer (`WebSocketConfig::read_buffer_size`): the most it takes per
+/// read.
 pub(crate) const READ_BUFFER: usize = 256;
 
 /// The size of one read from the socket.
 const READ: usize = 8 << 10;
 
-/// An IO whose reads go through a buffer allocated for a read and freed once emptied.
-pub(crate) struct OnDemand<T> {
-    io: T,
-    /// Bytes read and not yet taken; or, empty with room, the large buffer the next read
-    /// goes into (after a read that filled the caller's buffer).
+/// An upgraded connection's bytes: its TCP stream, shared with the sender that lends it to
+/// channels (see `socket.rs`); or hyper's upgraded IO (TLS; boxed, as it is rare and
+/// larger).
+pub(crate) enum WsIo {
+    Tcp(Arc<Conn>),
+    Upgraded(Box<TokioIo<hyper::upgrade::Upgraded>>),
+}
+
+/// Where the frames read from the socket stand.
+#[derive(Default)]
+struct Frames {
+    /// Bytes read and not yet given to tungstenite (no buffer while empty).
     unread: BytesMut,
+    /// Bytes of the frame being given to tungstenite that it has not had yet: 0 between
+    /// frames. `u64::MAX` after a header tungstenite will refuse (it reads on and fails).
+    left: u64,
+    /// A message in fragments has begun and not ended.
+    fragmented: bool,
 }
 
-impl<T> OnDemand<T> {
-    pub(crate) fn new(io: T) -> Self {
-        OnDemand {
-            io,
-            unread: BytesMut::new(),
-        }
+/// An upgraded connection with tungstenite's protocol state, kept only while needed.
+pub(crate) struct Ws {
+    io: WsIo,
+    frames: Frames,
+    proto: Option<Box<WebSocketContext>>,
+    max_payload: usize,
+    /// tungstenite ended the connection (or failed): reads return `None` from now on.
+    ended: bool,
+    /// A message given to tungstenite is not all written: flush before the next.
+    blocked: bool,
+}
+
+/// tungstenite's `Read + Write` view of the connection during one poll: `WouldBlock` when
+/// the socket would block (the task is woken when it can go on).
+struct Std<'a, 'b> {
+    io: &'a mut WsIo,
+    frames: &'a mut Frames,
+    cx: &'a mut Context<'b>,
+}
+
+fn would_block<T>(p: Poll<io::Result<T>>) -> io::Result<T> {
+    match p {
+        Poll::Ready(r) => r,
+        Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for OnDemand<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.unread.is_empty() {
-            if this.unread.capacity() == 0 || out.remaining() >= READ {
-                let before = out.remaining();
-                ready!(Pin::new(&mut this.io).poll_read(cx, out))?;
-                if before > 0 && out.remaining() == 0 {
-                    this.unread = BytesMut::with_capacity(READ);
+impl Read for Std<'_, '_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let f = &mut *self.frames;
+        if f.left == 0 {
+            // A frame starts: read until its header is whole.
+            loop {
+                let mut cursor = Cursor::new(&f.unread[..]);
+                match FrameHeader::parse(&mut cursor) {
+                    Ok(Some((header, len))) => {
+                        f.left = cursor.position().saturating_add(len);
+                        match header.opcode {
+                            OpCode::Data(Data::Continue) => f.fragmented &= !header.is_final,
+                            OpCode::Data(_) => f.fragmented = !header.is_final,
+                            OpCode::Control(_) => {}
+                        }
+                        break;
+                    }
+                    Ok(None) => {
+                        if fill(self.io, &mut f.unread, self.cx)? == 0 {
+                            // The end, maybe within a header: tungstenite gets what there is.
+                            if f.unread.is_empty() {
+                                return Ok(0);
+                            }
+                            f.left = u64::MAX;
+                            break;
+                        }
+                    }
+                    Err(_) => {
+                        f.left = u64::MAX;
+                        break;
+                    }
                 }
-                return Poll::Ready(Ok(()));
             }
-            // Dropped (freed) if nothing is there to read.
-            let mut buf = std::mem::take(&mut this.unread);
-            let n = ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut this.io),
-                cx,
-                &mut buf
-            ))?;
-            if n == 0 {
-                return Poll::Ready(Ok(()));
-            }
-            this.unread = buf;
         }
-        let n = this.unread.len().min(out.remaining());
-        out.put_slice(&this.unread[..n]);
-        this.unread.advance(n);
-        if this.unread.is_empty() {
-            this.unread = BytesMut::new();
+        if f.unread.is_empty() && fill(self.io, &mut f.unread, self.cx)? == 0 {
+            return Ok(0);
         }
-        Poll::Ready(Ok(()))
+        let n = (f.unread.len() as u64).min(f.left).min(out.len() as u64) as usize;
+        out[..n].copy_from_slice(&f.unread[..n]);
+        f.unread.advance(n);
+        if f.left != u64::MAX {
+            f.left -= n as u64;
+        }
+        if f.unread.is_empty() {
+            f.unread = BytesMut::new();
+        }
+        Ok(n)
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for OnDemand<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
+/// Reads what the socket has after `buf`'s bytes; 0 at its end.
+fn fill(io: &mut WsIo, buf: &mut BytesMut, cx: &mut Context<'_>) -> io::Result<usize> {
+    buf.reserve(READ);
+    let n = would_block(tokio_util::io::poll_read_buf(Pin::new(io), cx, buf));
+    if buf.is_empty() {
+        // Nothing read: no buffer kept.
+        *buf = BytesMut::new();
+    }
+    n
+}
+
+impl Write for Std<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        would_block(Pin::new(&mut *self.io).poll_write(self.cx, buf))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        would_block(Pin::new(&mut *self.io).poll_flush(self.cx))
+    }
+}
+
+/// `Pending` for tungstenite's `WouldBlock`.
+fn pending<T>(r: Result<T, WsError>) -> Poll<Result<T, WsError>> {
+    match r {
+        Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+        r => Poll::Ready(r),
+    }
+}
+
+impl Ws {
+    /// `unread`: what was read before the upgrade and belongs to the WebSocket.
+    pub(crate) fn new(io: WsIo, unread: Bytes, max_payload: usize) -> Self {
+        Ws {
+            io,
+            frames: Frames {
+                unread: BytesMut::from(&unread[..]),
+                ..Frames::default()
+            },
+            proto: None,
+            max_payload,
+            ended: false,
+            blocked: false,
+        }
+    }
+
+    /// tungstenite's state, made when missing, and the connection as it reads and writes it.
+    fn parts<'a, 'b>(
+        &'a mut self,
+        cx: &'a mut Context<'b>,
+    ) -> (&'a mut WebSocketContext, Std<'a, 'b>) {
+        let max = self.max_payload;
+        let proto = self.proto.get_or_insert_with(|| {
+            let config = WebSocketConfig::default()
+                .max_message_size(Some(max))
+                .max_frame_size(Some(max))
+                .read_buffer_size(READ_BUFFER)
+                .write_buffer_size(64 << 10);
+            Box::new(WebSocketContext::new(Role::Server, Some(config)))
+        });
+        let std = Std {
+            io: &mut self.io,
+            frames: &mut self.frames,
+            cx,
+        };
+        (proto, std)
+    }
+
+    /// The next message (pings are answered, fragments joined); `None` at the end.
+    pub(crate) fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Wire, WsError>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if self.proto.is_none() && self.frames.unread.is_empty() {
+            // Idle: no state is made unless something arrives.
+            match fill(&mut self.io, &mut self.frames.unread, cx) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                _ => {}
+            }
+        }
+        let (proto, mut io) = self.parts(cx);
+        match ready!(pending(proto.read(&mut io))) {
+            Ok(m) => Poll::Ready(Some(Ok(m))),
+            Err(e) => {
+                self.ended = true;
+                match e {
+                    WsError::AlreadyClosed | WsError::ConnectionClosed => Poll::Ready(None),
+                    e => Poll::Ready(Some(Err(e))),
+                }
+            }
+        }
+    }
+
+    /// `Ready` when a message may be given to [`start_send`](Self::start_send).
+    pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        if !self.blocked {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_flush(cx)
+    }
+
+    /// Gives tungstenite a message to frame and write (the rest when the socket is full is
+    /// written by [`poll_flush`](Self::poll_flush)).
+    pub(crate) fn start_send(&mut self, cx: &mut Context<'_>, m: Wire) -> Result<(), WsError> {
+        let (proto, mut io) = self.parts(cx);
+        match pending(proto.write(&mut io, m)) {
+            Poll::Pending => {
+                self.blocked = true;
+                Ok(())
+            }
+            Poll::Ready(r) => r,
+        }
+    }
+
+    /// Writes what tungstenite holds (messages, pongs, the close reply).
+    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        let r = match &mut self.proto {
+            None => ready!(Pin::new(&mut self.io).poll_flush(cx)).map_err(WsError::Io),
+            Some(_) => {
+                let (proto, mut io) = self.parts(cx);
+                match ready!(pending(proto.flush(&mut io))) {
+                    Err(WsError::ConnectionClosed) => Ok(()),
+                    r => r,
+                }
+            }
+        };
+        self.blocked = false;
+        Poll::Ready(r)
+    }
+
+    /// Writes bytes already framed straight to the socket (after a flush: nothing of
+    /// tungstenite's may be waiting).
+    pub(crate) fn poll_write_raw(
+        &mut self,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
 
-/// An upgraded connection's bytes: its TCP stream, shared with the sender that lends it to
-/// channels (see `socket.rs`), after what was read before the upgrade; or hyper's upgraded
-/// IO (TLS).
-pub(crate) enum WsIo {
-    Tcp { unread: Bytes, tcp: Arc<Conn> },
-    Upgraded(TokioIo<hyper::upgrade::Upgraded>),
+    /// Drops tungstenite's state when it holds nothing: between frames, no message in
+    /// fragments, everything written (call after a flush that returned `Ready(Ok)`), the
+    /// connection open both ways.
+    pub(crate) fn release(&mut self) {
+        let f = &self.frames;
+        let between = f.left == 0 && f.unread.is_empty() && !f.fragmented;
+        let open = self
+            .proto
+            .as_ref()
+            .is_some_and(|p| p.can_read() && p.can_write());
+        if between && open && !self.blocked && !self.ended {
+            self.proto = None;
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn holds_state(&self) -> bool {
+        self.proto.is_some() || self.frames.unread.capacity() > 0
+    }
 }
 
 /// The TCP stream of a connection made [`WsIo::Tcp`] (always a plain one).
@@ -125,18 +305,9 @@ impl AsyncRead for WsIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            WsIo::Upgraded(io) => Pin::new(io).poll_read(cx, buf),
-            WsIo::Tcp { unread, tcp } => {
+            WsIo::Upgraded(io) => Pin::new(&mut **io).poll_read(cx, buf),
+            WsIo::Tcp(tcp) => {
                 let tcp = plain(tcp);
-                if !unread.is_empty() {
-                    let n = unread.len().min(buf.remaining());
-                    buf.put_slice(&unread[..n]);
-                    unread.advance(n);
-                    if unread.is_empty() {
-                        *unread = Bytes::new();
-                    }
-                    return Poll::Ready(Ok(()));
-                }
                 loop {
                     ready!(tcp.poll_read_ready(cx))?;
                     match tcp.try_read(buf.initialize_unfilled()) {
@@ -160,8 +331,8 @@ impl AsyncWrite for WsIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            WsIo::Upgraded(io) => Pin::new(io).poll_write(cx, buf),
-            WsIo::Tcp { tcp, .. } => loop {
+            WsIo::Upgraded(io) => Pin::new(&mut **io).poll_write(cx, buf),
+            WsIo::Tcp(tcp) => loop {
                 let tcp = plain(tcp);
                 ready!(tcp.poll_write_ready(cx))?;
                 match tcp.try_write(buf) {
@@ -173,14 +344,14 @@ impl AsyncWrite for WsIo {
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            WsIo::Upgraded(io) => Pin::new(io).poll_flush(cx),
-            WsIo::Tcp { .. } => Poll::Ready(Ok(())),
+            WsIo::Upgraded(io) => Pin::new(&mut **io).poll_flush(cx),
+            WsIo::Tcp(_) => Poll::Ready(Ok(())),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            WsIo::Upgraded(io) => Pin::new(io).poll_shutdown(cx),
-            WsIo::Tcp { tcp, .. } => {
+            WsIo::Upgraded(io) => Pin::new(&mut **io).poll_shutdown(cx),
+            WsIo::Tcp(tcp) => {
                 // Half-closes the write side, as tokio's TcpStream does.
                 let _ = socket2::SockRef::from(plain(tcp)).shutdown(std::net::Shutdown::Write);
                 Poll::Ready(Ok(()))
@@ -190,38 +361,4 @@ impl AsyncWrite for WsIo {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    #[tokio::test]
-    async fn passes_every_byte_in_small_reads_and_keeps_no_buffer_once_emptied() {
-        let (mut a, b) = tokio::io::duplex(64 << 10);
-        let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
-        a.write_all(&data).await.unwrap();
-        drop(a);
-        let mut r = OnDemand::new(b);
-        let mut got = Vec::new();
-        let mut chunk = [0u8; READ_BUFFER];
-        let mut buffered = false;
-        loop {
-            let n = r.read(&mut chunk).await.unwrap();
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&chunk[..n]);
-            if !r.unread.is_empty() {
-                buffered = true;
-            }
-            if r.unread.is_empty() && n < READ_BUFFER {
-                assert_eq!(r.unread.capacity(), 0, "an emptied buffer is freed");
-            }
-        }
-        assert_eq!(got, data);
-        assert_eq!(r.unread.capacity(), 0, "nothing kept at the end");
-        assert!(
-            buffered,
-            "reads after a full one go through the large buffer"
-        );
-    }
-}
+mod tests;

@@ -15,7 +15,7 @@
 //! .unwrap();
 //! ```
 //!
-//! Frames are read and written by `tokio-tungstenite`: pings are answered, fragments
+//! Frames are read and written by `tungstenite` (see `io.rs`): pings are answered, fragments
 //! joined, control frames between fragments handled, the close handshake completed. A
 //! text message that is not UTF-8 closes the socket with 1007, a message over
 //! [`WsOptions::max_payload`] with 1009, an unmasked client frame or another protocol
@@ -40,9 +40,8 @@ use futures_util::future::Either;
 use futures_util::FutureExt;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
+use tungstenite::handshake::derive_accept_key;
 
 pub(crate) use socket::Pushed as WsPushed;
 pub use socket::{CloseStatus, WsSender};
@@ -303,14 +302,18 @@ pub(crate) fn spawn_upgrade(
     // (the options, the handler's start) is used and dropped before it.
     tokio::spawn(on_upgrade.then(move |up| {
         let io = match up {
-            Ok(up) => io::OnDemand::new(match crate::server::upgraded_tcp(up) {
+            Ok(up) => match crate::server::upgraded_tcp(up) {
                 Ok((unread, tcp)) => {
                     let tcp = Arc::new(crate::wire::Conn::plain(tcp));
                     sender.attach(tcp.clone());
-                    io::WsIo::Tcp { unread, tcp }
+                    io::Ws::new(io::WsIo::Tcp(tcp), unread, options.max_payload)
                 }
-                Err(up) => io::WsIo::Upgraded(hyper_util::rt::TokioIo::new(up)),
-            }),
+                Err(up) => io::Ws::new(
+                    io::WsIo::Upgraded(Box::new(hyper_util::rt::TokioIo::new(up))),
+                    Bytes::new(),
+                    options.max_payload,
+                ),
+            },
             Err(_) => {
                 // The handler still runs (or is told), and finds the socket closed.
                 let gone = CloseStatus {
@@ -329,11 +332,6 @@ pub(crate) fn spawn_upgrade(
                 return Either::Right(std::future::ready(()));
             }
         };
-        let mut config = WebSocketConfig::default();
-        config.max_message_size = Some(options.max_payload);
-        config.max_frame_size = Some(options.max_payload);
-        config.read_buffer_size = io::READ_BUFFER;
-        config.write_buffer_size = 64 << 10;
         let (inbox, on_close) = match start {
             Start::Handler(f) => {
                 let (tx, rx) = mpsc::channel(INBOX);
@@ -353,17 +351,8 @@ pub(crate) fn spawn_upgrade(
                 (Inbox::Callback(Box::new(|_| {})), None)
             }
         };
-        let Some(ws) = conn::stream(io, config) else {
-            if let Some(on_close) = on_close {
-                on_close(CloseStatus {
-                    code: 1006,
-                    reason: String::new(),
-                });
-            }
-            return Either::Right(std::future::ready(()));
-        };
         Either::Left(conn::serve(conn::Serve {
-            ws,
+            ws: io,
             sender,
             inbox,
             on_close,
