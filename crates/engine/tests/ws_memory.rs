@@ -19,7 +19,7 @@ use support::serve;
 
 /// Heap an idle socket may keep on the server: its connection task, tokio's registration,
 /// the send queue's state (no tungstenite state, no read or write buffer while idle).
-const LIMIT: isize = 1440;
+const LIMIT: isize = 1024;
 
 struct Counting;
 

@@ -208,6 +208,7 @@ impl ServerHandle {
         self.stop_accepting.cancel();
         let _ = self.accept_loop.await;
         self.graceful.cancel();
+        self.streams.shut_down_ws();
         self.tracker.close();
         if tokio::time::timeout(grace, self.tracker.wait())
             .await

@@ -1,11 +1,13 @@
 //! The streams a server has open, so that shutdown can end them: SSE streams cleanly (the
 //! browser reconnects and resumes), byte streams as cut short (see
 //! [`StreamSender::end_truncated`]), since their client cannot tell a cut from a
-//! complete response otherwise.
+//! complete response otherwise; and its WebSockets, which close with 1001 when shutdown
+//! begins.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, Weak};
 
 use crate::stream::{StreamSender, WeakSender};
+use crate::ws::{WeakWs, WsSender};
 
 /// Weak handles, so that tracking costs a stream one pointer and no close callback; the
 /// handles of streams that are over are dropped when a list would grow.
@@ -18,6 +20,7 @@ pub(crate) struct StreamRegistry {
 struct Lists {
     sse: Vec<WeakSender>,
     bytes: Vec<WeakSender>,
+    ws: Vec<WeakWs>,
 }
 
 impl std::fmt::Debug for StreamRegistry {
@@ -48,6 +51,23 @@ impl StreamRegistry {
             open.retain(live);
         }
         open.push(stream.downgrade());
+    }
+
+    /// Tracks a WebSocket until it closes.
+    pub(crate) fn track_ws(&self, socket: &WsSender) {
+        let mut lists = self.lock();
+        if lists.ws.len() == lists.ws.capacity() {
+            lists.ws.retain(|w| Weak::strong_count(w) > 0);
+        }
+        lists.ws.push(socket.downgrade());
+    }
+
+    /// Tells every open WebSocket that the server shuts down (it closes with 1001).
+    pub(crate) fn shut_down_ws(&self) {
+        let ws = std::mem::take(&mut self.lock().ws);
+        for socket in ws.iter().filter_map(Weak::upgrade) {
+            WsSender { socket }.shut_down();
+        }
     }
 
     /// Ends every open stream after what it has queued: SSE streams cleanly, byte streams

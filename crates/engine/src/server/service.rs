@@ -61,7 +61,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for EngineService {
         Box::pin(async move {
             let mut res = handle(shared.clone(), peer, req.map(RequestBody::Hyper)).await;
             if let Some(on_upgrade) = upgrade {
-                crate::ws::spawn_upgrade(&mut res, on_upgrade, shared.graceful.clone());
+                crate::ws::spawn_upgrade(&mut res, on_upgrade, &shared);
             }
             shared.metrics.count_response(res.status());
             if let Some(p) = pending {

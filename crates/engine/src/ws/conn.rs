@@ -20,10 +20,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::CancellationToken;
 use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
@@ -79,9 +77,9 @@ struct Conn<'a> {
     inbox: &'a Inbox,
     /// Messages taken from the queue and not yet given to tungstenite (or written).
     batch: VecDeque<Out>,
-    /// Encoded frames being written to the socket; nothing else is written (or read)
-    /// until they are out.
-    raw: Bytes,
+    /// Bytes written of the encoded frames at the batch's front: while some are and not
+    /// all, nothing else is written (or read).
+    written: usize,
     /// Bytes of the messages taken and not yet flushed.
     bytes: usize,
     /// Messages were given to tungstenite since the last flush.
@@ -91,47 +89,51 @@ struct Conn<'a> {
     close: Option<Box<(u16, String)>>,
     /// A message waiting for room in a full handler channel (allocated only then).
     waiting: Option<Box<(Message, Reserve)>>,
-    /// When something last arrived (kept only with an idle timeout).
-    last_read: Option<Instant>,
 }
 
 impl Conn<'_> {
     /// Writes what is queued; `Ready` when the connection ends.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<End> {
         for _ in 0..BUDGET {
-            if self.batch.is_empty() && !self.fed && self.raw.is_empty() {
+            if self.batch.is_empty() && !self.fed {
                 match self.sender.poll_take(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Take::Cut) => return Poll::Ready(End::Cut),
+                    Poll::Ready(Take::ShutDown) => return Poll::Ready(End::Shutdown),
                     Poll::Ready(Take::Write(batch, bytes)) => {
                         self.batch = batch;
                         self.bytes = bytes;
                     }
                 }
-            } else if self.sender.poll_cut(cx).is_ready() {
-                // A client that does not read, with a write blocked.
-                return Poll::Ready(End::Cut);
+            } else {
+                match self.sender.poll_cut(cx) {
+                    Poll::Pending => {}
+                    // A client that does not read, with a write blocked.
+                    Poll::Ready(Take::Cut) => return Poll::Ready(End::Cut),
+                    Poll::Ready(_) => return Poll::Ready(End::Shutdown),
+                }
             }
             loop {
-                while !self.raw.is_empty() {
-                    match self.ws.poll_write_raw(cx, &self.raw) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Err(_) | Ok(0)) => return Poll::Ready(End::Gone),
-                        Poll::Ready(Ok(n)) => self.raw.advance(n),
-                    }
-                }
                 match self.batch.front() {
                     None => break,
-                    Some(Out::Framed { .. }) => {
-                        // Whatever tungstenite holds (ours, or a pong) goes out first.
-                        match self.ws.poll_flush(cx) {
-                            Poll::Pending => return Poll::Pending,
-                            Poll::Ready(Err(_)) => return Poll::Ready(End::Gone),
-                            Poll::Ready(Ok(())) => {}
+                    Some(Out::Framed { bytes, .. }) => {
+                        if self.written == 0 {
+                            // Whatever tungstenite holds (ours, or a pong) goes out first.
+                            match self.ws.poll_flush(cx) {
+                                Poll::Pending => return Poll::Pending,
+                                Poll::Ready(Err(_)) => return Poll::Ready(End::Gone),
+                                Poll::Ready(Ok(())) => {}
+                            }
                         }
-                        if let Some(Out::Framed { bytes, .. }) = self.batch.pop_front() {
-                            self.raw = bytes;
+                        while self.written < bytes.len() {
+                            match self.ws.poll_write_raw(cx, &bytes[self.written..]) {
+                                Poll::Pending => return Poll::Pending,
+                                Poll::Ready(Err(_) | Ok(0)) => return Poll::Ready(End::Gone),
+                                Poll::Ready(Ok(n)) => self.written += n,
+                            }
                         }
+                        self.written = 0;
+                        self.batch.pop_front();
                     }
                     Some(Out::Msg(_)) => {
                         match self.ws.poll_ready(cx) {
@@ -154,7 +156,6 @@ impl Conn<'_> {
             }
             // Nothing kept while idle.
             self.batch = VecDeque::new();
-            self.raw = Bytes::new();
             if self.fed {
                 match self.ws.poll_flush(cx) {
                     Poll::Pending => return Poll::Pending,
@@ -177,7 +178,7 @@ impl Conn<'_> {
     /// which lets channels write to the socket until the next poll. Wakes the task when
     /// something was queued meanwhile.
     fn poll_idle(&mut self, cx: &mut Context<'_>) {
-        if !self.batch.is_empty() || self.fed || !self.raw.is_empty() {
+        if !self.batch.is_empty() || self.fed {
             return;
         }
         if let Poll::Ready(Ok(())) = self.ws.poll_flush(cx) {
@@ -188,16 +189,12 @@ impl Conn<'_> {
         }
     }
 
-    /// Reads messages and hands them on; `Ready` when the connection ends.
-    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+    /// Reads messages and hands them on; `Ready` when the connection ends; and whether
+    /// anything arrived.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> (Poll<End>, bool) {
         let mut read = false;
         let end = self.read_some(cx, &mut read);
-        if read {
-            if let Some(last) = &mut self.last_read {
-                *last = Instant::now();
-            }
-        }
-        end
+        (end, read)
     }
 
     fn read_some(&mut self, cx: &mut Context<'_>, read: &mut bool) -> Poll<End> {
@@ -261,7 +258,6 @@ pub(crate) struct Serve {
     /// Told how the socket ended, once it has.
     pub(crate) on_close: Option<Box<dyn FnOnce(CloseStatus) + Send>>,
     pub(crate) idle: Option<Duration>,
-    pub(crate) shutdown: CancellationToken,
     /// Dropped when the socket ends (a stream limit's slot).
     pub(crate) held: Option<Box<dyn Send>>,
 }
@@ -277,44 +273,40 @@ pub(crate) fn serve(mut this: Serve) -> impl Future<Output = ()> + Send {
         let end_and_mid = {
             // Takes the socket back from channels however this ends (also if dropped).
             let _detach = Detach(&this.sender);
-            let mut stop = std::pin::pin!(this.shutdown.cancelled());
-            // Allocated only for a route with an idle timeout.
-            let idle = this.idle;
-            let mut timer: Option<Pin<Box<Sleep>>> = idle.map(|t| Box::pin(tokio::time::sleep(t)));
+            // Allocated only for a route with an idle timeout; moved later by each read.
+            let mut timer: Option<Pin<Box<Sleep>>> =
+                this.idle.map(|t| Box::pin(tokio::time::sleep(t)));
             let sender = &this.sender;
             let mut conn = Conn {
                 ws: &mut this.ws,
                 sender,
                 inbox: &this.inbox,
                 batch: VecDeque::new(),
-                raw: Bytes::new(),
+                written: 0,
                 bytes: 0,
                 fed: false,
                 close: None,
                 waiting: None,
-                last_read: idle.map(|_| Instant::now()),
             };
             let end = std::future::poll_fn(|cx| {
                 // No write straight to the socket from here until `poll_idle`.
                 sender.busy();
-                if stop.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(End::Shutdown);
-                }
                 if let Poll::Ready(end) = conn.poll_write(cx) {
                     return Poll::Ready(end);
                 }
-                if conn.raw.is_empty() {
-                    if let Poll::Ready(end) = conn.poll_read(cx) {
+                if conn.written == 0 {
+                    let (end, read) = conn.poll_read(cx);
+                    if let (true, Some(sleep), Some(t)) = (read, &mut timer, this.idle) {
+                        // Only moved later: cheap (tokio extends the entry in place).
+                        sleep.as_mut().reset(Instant::now() + t);
+                    }
+                    if let Poll::Ready(end) = end {
                         return Poll::Ready(end);
                     }
                 }
-                if let (Some(sleep), Some(t), Some(last)) = (&mut timer, idle, conn.last_read) {
-                    while sleep.as_mut().poll(cx).is_ready() {
-                        let due = last + t;
-                        if due <= Instant::now() {
-                            return Poll::Ready(End::Idle);
-                        }
-                        sleep.as_mut().reset(due);
+                if let Some(sleep) = &mut timer {
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(End::Idle);
                     }
                 }
                 conn.poll_idle(cx);
@@ -323,7 +315,7 @@ pub(crate) fn serve(mut this: Serve) -> impl Future<Output = ()> + Send {
             .await;
             sender.detach();
             // A frame written in part: nothing else may follow it, not even a close frame.
-            (end, !conn.raw.is_empty() || sender.has_rest())
+            (end, conn.written > 0 || sender.has_rest())
         };
         let (end, mid_frame) = end_and_mid;
         // The close handshake's futures (timers among them) live in their own allocation,
@@ -432,22 +424,21 @@ mod tests {
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
         let tcp = Arc::new(crate::wire::Conn::plain(accepted.unwrap().0));
-        let ws = Ws::new(WsIo::Tcp(tcp), Bytes::new(), 16 << 20);
+        let ws = Ws::new(WsIo::Tcp(tcp), bytes::Bytes::new(), 16 << 20);
         let task = serve(Serve {
             ws,
             sender: WsSender::new(QueueLimits::default(), None),
             inbox: Inbox::Callback(Box::new(|_| {})),
             on_close: None,
             idle: None,
-            shutdown: CancellationToken::new(),
             held: None,
         });
         let size = std::mem::size_of_val(&task);
-        // 472 bytes in a debug build. tokio's task cell adds 112 bytes and is aligned to
-        // 128 (see the connection task's test in server/direct): up to 528, the task is 640.
+        // 272 bytes in a debug build. tokio's task cell adds 112 bytes and is aligned to
+        // 128 (see the connection task's test in server/direct): up to 272, the task is 384.
         println!("WebSocket connection future: {size} bytes");
         assert!(
-            size <= 528,
+            size <= 272,
             "the WebSocket connection future is {size} bytes"
         );
         drop(client);

@@ -56,13 +56,36 @@ struct Frames {
 /// An upgraded connection with tungstenite's protocol state, kept only while needed.
 pub(crate) struct Ws {
     io: WsIo,
-    frames: Frames,
-    proto: Option<Box<WebSocketContext>>,
+    proto: Option<Box<Proto>>,
     max_payload: usize,
     /// tungstenite ended the connection (or failed): reads return `None` from now on.
     ended: bool,
     /// A message given to tungstenite is not all written: flush before the next.
     blocked: bool,
+}
+
+/// tungstenite's state and the frames being read: what a socket holds only while busy.
+struct Proto {
+    ctx: WebSocketContext,
+    frames: Frames,
+}
+
+impl Proto {
+    /// A fresh state for messages of `max_payload` bytes at most, `unread` read first.
+    fn new(max_payload: usize, unread: BytesMut) -> Box<Self> {
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(max_payload))
+            .max_frame_size(Some(max_payload))
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(64 << 10);
+        Box::new(Proto {
+            ctx: WebSocketContext::new(Role::Server, Some(config)),
+            frames: Frames {
+                unread,
+                ..Frames::default()
+            },
+        })
+    }
 }
 
 /// tungstenite's `Read + Write` view of the connection during one poll: `WouldBlock` when
@@ -161,17 +184,17 @@ fn pending<T>(r: Result<T, WsError>) -> Poll<Result<T, WsError>> {
 impl Ws {
     /// `unread`: what was read before the upgrade and belongs to the WebSocket.
     pub(crate) fn new(io: WsIo, unread: Bytes, max_payload: usize) -> Self {
-        Ws {
+        let mut ws = Ws {
             io,
-            frames: Frames {
-                unread: BytesMut::from(&unread[..]),
-                ..Frames::default()
-            },
             proto: None,
             max_payload,
             ended: false,
             blocked: false,
+        };
+        if !unread.is_empty() {
+            ws.proto = Some(Proto::new(max_payload, BytesMut::from(&unread[..])));
         }
+        ws
     }
 
     /// tungstenite's state, made when missing, and the connection as it reads and writes it.
@@ -180,20 +203,15 @@ impl Ws {
         cx: &'a mut Context<'b>,
     ) -> (&'a mut WebSocketContext, Std<'a, 'b>) {
         let max = self.max_payload;
-        let proto = self.proto.get_or_insert_with(|| {
-            let config = WebSocketConfig::default()
-                .max_message_size(Some(max))
-                .max_frame_size(Some(max))
-                .read_buffer_size(READ_BUFFER)
-                .write_buffer_size(64 << 10);
-            Box::new(WebSocketContext::new(Role::Server, Some(config)))
-        });
+        let proto = self
+            .proto
+            .get_or_insert_with(|| Proto::new(max, BytesMut::new()));
         let std = Std {
             io: &mut self.io,
-            frames: &mut self.frames,
+            frames: &mut proto.frames,
             cx,
         };
-        (proto, std)
+        (&mut proto.ctx, std)
     }
 
     /// The next message (pings are answered, fragments joined); `None` at the end.
@@ -204,11 +222,12 @@ impl Ws {
         if self.ended {
             return Poll::Ready(None);
         }
-        if self.proto.is_none() && self.frames.unread.is_empty() {
-            // Idle: no state is made unless something arrives.
-            match fill(&mut self.io, &mut self.frames.unread, cx) {
+        if self.proto.is_none() {
+            // Idle: no state is made unless something arrives (or the connection ends).
+            let mut unread = BytesMut::new();
+            match fill(&mut self.io, &mut unread, cx) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
-                _ => {}
+                _ => self.proto = Some(Proto::new(self.max_payload, unread)),
             }
         }
         let (proto, mut io) = self.parts(cx);
@@ -247,7 +266,7 @@ impl Ws {
 
     /// Writes what tungstenite holds (messages, pongs, the close reply).
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
-        let r = match &mut self.proto {
+        let r = match &self.proto {
             None => ready!(Pin::new(&mut self.io).poll_flush(cx)).map_err(WsError::Io),
             Some(_) => {
                 let (proto, mut io) = self.parts(cx);
@@ -275,12 +294,12 @@ impl Ws {
     /// fragments, everything written (call after a flush that returned `Ready(Ok)`), the
     /// connection open both ways.
     pub(crate) fn release(&mut self) {
-        let f = &self.frames;
+        let Some(p) = &self.proto else {
+            return;
+        };
+        let f = &p.frames;
         let between = f.left == 0 && f.unread.is_empty() && !f.fragmented;
-        let open = self
-            .proto
-            .as_ref()
-            .is_some_and(|p| p.can_read() && p.can_write());
+        let open = p.ctx.can_read() && p.ctx.can_write();
         if between && open && !self.blocked && !self.ended {
             self.proto = None;
         }
@@ -288,7 +307,7 @@ impl Ws {
 
     #[cfg(test)]
     pub(crate) fn holds_state(&self) -> bool {
-        self.proto.is_some() || self.frames.unread.capacity() > 0
+        self.proto.is_some()
     }
 }
 

@@ -40,11 +40,13 @@ use futures_util::future::Either;
 use futures_util::FutureExt;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tungstenite::handshake::derive_accept_key;
 
 pub(crate) use socket::Pushed as WsPushed;
 pub use socket::{CloseStatus, WsSender};
+
+/// A WebSocket as the server's registry holds it (see `WsSender::shut_down`).
+pub(crate) type WeakWs = std::sync::Weak<socket::Socket>;
 
 use crate::request::Request;
 use crate::response::{self, Response};
@@ -280,7 +282,7 @@ pub fn pending_sender(res: &Response) -> Option<WsSender> {
 pub(crate) fn spawn_upgrade(
     res: &mut http::Response<Body>,
     on_upgrade: hyper::upgrade::OnUpgrade,
-    shutdown: CancellationToken,
+    shared: &crate::server::Shared,
 ) {
     if res.status() != StatusCode::SWITCHING_PROTOCOLS {
         return;
@@ -298,6 +300,11 @@ pub(crate) fn spawn_upgrade(
         start,
         held,
     } = pending;
+    // Tracked before the check, so that a shutdown that begins between them still finds it.
+    shared.streams.track_ws(&sender);
+    if shared.graceful.is_cancelled() {
+        sender.shut_down();
+    }
     // Once upgraded, the task holds the connection's future only: what the upgrade needed
     // (the options, the handler's start) is used and dropped before it.
     tokio::spawn(on_upgrade.then(move |up| {
@@ -357,7 +364,6 @@ pub(crate) fn spawn_upgrade(
             inbox,
             on_close,
             idle: options.idle_timeout,
-            shutdown,
             held,
         }))
     }));

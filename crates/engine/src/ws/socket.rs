@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -95,6 +96,8 @@ struct State {
     /// The connection has nothing taken and unwritten, nor anything in tungstenite's
     /// buffer: a write straight to `through` keeps the order of bytes.
     writer_idle: bool,
+    /// The server shuts down: the connection closes with 1001.
+    shut_down: bool,
 }
 
 pub(crate) struct Socket {
@@ -135,6 +138,8 @@ pub(crate) enum Take {
     Write(VecDeque<Out>, usize),
     /// The queue passed its hard limit: cut the connection.
     Cut,
+    /// The server shuts down: close the connection (1001).
+    ShutDown,
 }
 
 pub(crate) fn wire_len(m: &Wire) -> usize {
@@ -155,7 +160,7 @@ pub(crate) fn out_len(o: &Out) -> usize {
 
 impl WsSender {
     pub(crate) fn new(limits: QueueLimits, remote: Option<SocketAddr>) -> Self {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        static NEXT: AtomicU64 = AtomicU64::new(1);
         WsSender {
             socket: Arc::new(Socket {
                 state: Mutex::new(State {
@@ -168,13 +173,14 @@ impl WsSender {
                     channels: Vec::new(),
                     through: None,
                     writer_idle: false,
+                    shut_down: false,
                 }),
                 wake: AtomicWaker::new(),
                 drained: Notify::new(),
                 limits,
                 remote,
                 on_drain: Mutex::new(None),
-                id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                id: NEXT.fetch_add(1, Ordering::Relaxed),
             }),
         }
     }
@@ -341,13 +347,16 @@ impl WsSender {
             .unwrap_or_else(|p| p.into_inner()) = Some(hook);
     }
 
-    /// The connection's task takes everything queued, or learns of a cut; `Pending` (and
-    /// woken later) when neither.
+    /// The connection's task takes everything queued, or learns of a cut or of the
+    /// shutdown; `Pending` (and woken later) when none.
     pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Take> {
         self.socket.wake.register(cx.waker());
         let mut st = self.lock();
         if st.cut {
             return Poll::Ready(Take::Cut);
+        }
+        if st.shut_down {
+            return Poll::Ready(Take::ShutDown);
         }
         if st.queue.is_empty() {
             return Poll::Pending;
@@ -356,12 +365,15 @@ impl WsSender {
         Poll::Ready(Take::Write(std::mem::take(&mut st.queue), bytes))
     }
 
-    /// `Ready` once the queue has passed its hard limit; else the task is woken when it
-    /// does.
-    pub(crate) fn poll_cut(&self, cx: &mut Context<'_>) -> Poll<()> {
+    /// `Ready` once the queue has passed its hard limit (`Take::Cut`) or the server shuts
+    /// down (`Take::ShutDown`); else the task is woken when either happens.
+    pub(crate) fn poll_cut(&self, cx: &mut Context<'_>) -> Poll<Take> {
         self.socket.wake.register(cx.waker());
-        if self.lock().cut {
-            Poll::Ready(())
+        let st = self.lock();
+        if st.cut {
+            Poll::Ready(Take::Cut)
+        } else if st.shut_down {
+            Poll::Ready(Take::ShutDown)
         } else {
             Poll::Pending
         }
@@ -411,6 +423,16 @@ impl WsSender {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
+    }
+
+    /// The server shuts down: the connection closes with 1001.
+    pub(crate) fn shut_down(&self) {
+        self.lock().shut_down = true;
+        self.socket.wake.wake();
+    }
+
+    pub(crate) fn downgrade(&self) -> super::WeakWs {
+        Arc::downgrade(&self.socket)
     }
 
     /// Lends the connection's socket to channels' fan-outs (see the module doc).
