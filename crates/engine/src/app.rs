@@ -40,12 +40,13 @@ pub struct RouteOptions {
     /// `max_body_bytes`. Past it: 413 (or an error from the body stream).
     pub body_limit: Option<u64>,
     /// The route answers with long-lived streams (SSE, long polls of chunks...): the
-    /// server serves its plain HTTP/1.1 GET requests on a lean direct path that keeps no
-    /// per-connection read or write buffers while the response streams, instead of
-    /// hyper's (about 16 KiB per connection). Other HTTP/1.1 requests to it (HEAD, ones
-    /// with a body...) are served by hyper as usual, HTTP/2 ones by the HTTP/2 server. Also worth it for short answers whose
-    /// handler replies later (from another thread): the Node binding sets it on every
-    /// route. Default: false.
+    /// server serves its plain HTTP/1.1 GET requests (WebSocket upgrades on plain
+    /// connections included) on a lean direct path that keeps no per-connection read or
+    /// write buffers while the response streams, instead of hyper's (about 16 KiB per
+    /// connection). Other HTTP/1.1 requests to it (HEAD, ones with a body...) are served by
+    /// hyper as usual, HTTP/2 ones by the HTTP/2 server. Also worth it for short answers
+    /// whose handler replies later (from another thread): the Node binding sets it on
+    /// every route, and WebSocket routes have it. Default: false.
     pub long_lived: bool,
     /// The route answers with streams: exempt from the server's
     /// [`handler_timeout`](crate::ServerConfig::handler_timeout), and counted against
@@ -175,6 +176,7 @@ impl App {
         let handler = crate::ws::route_handler(Arc::new(handler), options);
         let route = RouteOptions {
             stream: true,
+            long_lived: true,
             compress: crate::compress::RouteCompression::Off,
             ..route
         };
@@ -206,6 +208,7 @@ impl App {
         let handler = crate::ws::channel_handler(channel, options);
         let route = RouteOptions {
             stream: true,
+            long_lived: true,
             compress: crate::compress::RouteCompression::Off,
             ..route
         };

@@ -379,3 +379,67 @@ async fn graceful_shutdown_ends_tls_streams_and_completes() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn websockets_work_over_tls_handler_and_channel_routes() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as Wire;
+    let cert = self_signed();
+    let news = Channel::new("news", ChannelOptions::default());
+    let mut app = App::new();
+    app.ws(
+        "/echo",
+        |_req, mut ws: rat_engine::ws::WebSocket| async move {
+            while let Some(m) = ws.recv().await {
+                ws.sender().send(m);
+            }
+        },
+    )
+    .unwrap();
+    app.ws_channel("/news", news.clone()).unwrap();
+    let config = ServerConfig {
+        tls: Some(tls_config(&cert)),
+        ..ServerConfig::default()
+    };
+    let server = serve_with(app, config).await;
+    let addr = server.local_addr();
+    let open = |path: &'static str| {
+        let cert = &cert;
+        async move {
+            let tls = connect(addr, cert, &[b"http/1.1"]).await;
+            let url = format!("wss://localhost{path}");
+            let (ws, res) = within(
+                Duration::from_secs(5),
+                "the upgrade",
+                tokio_tungstenite::client_async(url, tls),
+            )
+            .await
+            .expect("upgrade");
+            assert_eq!(res.status(), 101);
+            ws
+        }
+    };
+    let mut echo = open("/echo").await;
+    for n in [0usize, 125, 70_000] {
+        let text: String = "x".repeat(n);
+        echo.send(Wire::text(text.clone())).await.unwrap();
+        let got = within(Duration::from_secs(5), "the echo", echo.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, Wire::text(text));
+    }
+    let mut sub = open("/news").await;
+    eventually(Duration::from_secs(5), "the subscriber", || {
+        news.subscribers() == 1
+    })
+    .await;
+    news.publish(Event::data_only("over tls")).unwrap();
+    let got = within(Duration::from_secs(5), "the event", sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, Wire::text("over tls"));
+    echo.close(None).await.unwrap();
+    server.shutdown(Duration::from_secs(1)).await;
+}

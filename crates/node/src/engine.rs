@@ -188,10 +188,10 @@ impl Engine {
             None => rat_engine::RouteOptions::default(),
         };
         // Every JS route is served on the engine's lean HTTP/1.1 path (plain GETs without a
-        // body; hyper serves the rest): stream routes keep small per-connection state and
-        // write frames straight to the socket, and a plain GET answered from JS costs less
-        // CPU there than through hyper.
-        options.long_lived = !ws;
+        // body, WebSocket upgrades on plain connections; hyper serves the rest): stream
+        // routes keep small per-connection state and write frames straight to the socket,
+        // and a plain GET answered from JS costs less CPU there than through hyper.
+        options.long_lived = true;
         if ws {
             options.compress = rat_engine::compress::RouteCompression::Off;
         }

@@ -50,6 +50,7 @@ pub(crate) type WeakWs = std::sync::Weak<socket::Socket>;
 
 use crate::request::Request;
 use crate::response::{self, Response};
+use crate::server::Shared;
 use crate::stream::{Body, QueueLimits};
 
 /// A message received or sent.
@@ -278,95 +279,140 @@ pub fn pending_sender(res: &Response) -> Option<WsSender> {
     pending.as_ref().map(|p| p.sender.clone())
 }
 
+/// The upgrade a 101 response carries, taken out of it; `None` for another response.
+pub(crate) fn take_upgrade(res: &mut http::Response<Body>) -> Option<Taken> {
+    if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return None;
+    }
+    let pending = res
+        .extensions_mut()
+        .remove::<Upgrade>()
+        .and_then(|u| u.lock().take())?;
+    Some(Taken(pending))
+}
+
+/// An upgrade taken from its response ([`take_upgrade`]), to run once the 101 is out.
+pub(crate) struct Taken(Pending);
+
+impl Taken {
+    /// Serves the socket over `tcp` (the direct path's connection): `head` (the 101's) is
+    /// the first thing written, `unread` the first read. The task is the connection's
+    /// future alone.
+    pub(crate) fn spawn(
+        self,
+        tcp: Arc<crate::wire::Conn>,
+        head: Bytes,
+        unread: Bytes,
+        shared: &Shared,
+    ) {
+        let max = self.0.options.max_payload;
+        self.0.sender.push_head(head);
+        track(&self.0.sender, shared);
+        self.0.sender.attach(tcp.clone());
+        let ws = io::Ws::new(io::WsIo::Tcp(tcp), unread, max);
+        tokio::spawn(run(self.0, ws));
+    }
+
+    /// The 101 could not be written: the handler still runs (or is told), and finds the
+    /// socket closed.
+    pub(crate) fn gone(self) {
+        let Pending { sender, start, .. } = self.0;
+        let gone = CloseStatus {
+            code: 1006,
+            reason: String::new(),
+        };
+        sender.finish(gone.clone());
+        match start {
+            Start::Handler(f) => {
+                let (_, rx) = mpsc::channel(1);
+                f(sender.clone(), WebSocket { sender, rx });
+            }
+            Start::Callbacks { on_close, .. } => on_close(gone),
+            Start::Channel(_) => {}
+        }
+    }
+}
+
 /// Runs the upgrade a response carries, once hyper has switched protocols.
 pub(crate) fn spawn_upgrade(
     res: &mut http::Response<Body>,
     on_upgrade: hyper::upgrade::OnUpgrade,
-    shared: &crate::server::Shared,
+    shared: &Shared,
 ) {
-    if res.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return;
-    }
-    let Some(pending) = res
-        .extensions_mut()
-        .remove::<Upgrade>()
-        .and_then(|u| u.lock().take())
-    else {
+    let Some(Taken(pending)) = take_upgrade(res) else {
         return;
     };
+    track(&pending.sender, shared);
+    tokio::spawn(on_upgrade.then(move |up| {
+        let max = pending.options.max_payload;
+        let ws = match up {
+            Ok(up) => match crate::server::upgraded_tcp(up) {
+                Ok((unread, tcp)) => {
+                    let tcp = Arc::new(crate::wire::Conn::plain(tcp));
+                    pending.sender.attach(tcp.clone());
+                    io::Ws::new(io::WsIo::Tcp(tcp), unread, max)
+                }
+                Err(up) => io::Ws::new(
+                    io::WsIo::Upgraded(Box::new(hyper_util::rt::TokioIo::new(up))),
+                    Bytes::new(),
+                    max,
+                ),
+            },
+            Err(_) => {
+                Taken(pending).gone();
+                return Either::Right(std::future::ready(()));
+            }
+        };
+        Either::Left(run(pending, ws))
+    }));
+}
+
+/// Tracks a socket for the server's shutdown (see `WsSender::shut_down`).
+fn track(sender: &WsSender, shared: &Shared) {
+    // Tracked before the check, so that a shutdown that begins between them still finds it.
+    shared.streams.track_ws(sender);
+    if shared.graceful.is_cancelled() {
+        sender.shut_down();
+    }
+}
+
+/// Starts the handler (or subscribes the channel) and returns the connection's future:
+/// all that the upgrade needed (the options, the handler's start) is used and dropped
+/// before it.
+fn run(pending: Pending, ws: io::Ws) -> impl Future<Output = ()> + Send {
     let Pending {
         options,
         sender,
         start,
         held,
     } = pending;
-    // Tracked before the check, so that a shutdown that begins between them still finds it.
-    shared.streams.track_ws(&sender);
-    if shared.graceful.is_cancelled() {
-        sender.shut_down();
-    }
-    // Once upgraded, the task holds the connection's future only: what the upgrade needed
-    // (the options, the handler's start) is used and dropped before it.
-    tokio::spawn(on_upgrade.then(move |up| {
-        let io = match up {
-            Ok(up) => match crate::server::upgraded_tcp(up) {
-                Ok((unread, tcp)) => {
-                    let tcp = Arc::new(crate::wire::Conn::plain(tcp));
-                    sender.attach(tcp.clone());
-                    io::Ws::new(io::WsIo::Tcp(tcp), unread, options.max_payload)
-                }
-                Err(up) => io::Ws::new(
-                    io::WsIo::Upgraded(Box::new(hyper_util::rt::TokioIo::new(up))),
-                    Bytes::new(),
-                    options.max_payload,
-                ),
-            },
-            Err(_) => {
-                // The handler still runs (or is told), and finds the socket closed.
-                let gone = CloseStatus {
-                    code: 1006,
-                    reason: String::new(),
-                };
-                sender.finish(gone.clone());
-                match start {
-                    Start::Handler(f) => {
-                        let (_, rx) = mpsc::channel(1);
-                        f(sender.clone(), WebSocket { sender, rx });
-                    }
-                    Start::Callbacks { on_close, .. } => on_close(gone),
-                    Start::Channel(_) => {}
-                }
-                return Either::Right(std::future::ready(()));
-            }
-        };
-        let (inbox, on_close) = match start {
-            Start::Handler(f) => {
-                let (tx, rx) = mpsc::channel(INBOX);
-                let socket = WebSocket {
-                    sender: sender.clone(),
-                    rx,
-                };
-                f(sender.clone(), socket);
-                (Inbox::Channel(tx), None)
-            }
-            Start::Callbacks {
-                on_message,
-                on_close,
-            } => (Inbox::Callback(on_message), Some(on_close)),
-            Start::Channel(channel) => {
-                sender.subscribe(&channel);
-                (Inbox::Callback(Box::new(|_| {})), None)
-            }
-        };
-        Either::Left(conn::serve(conn::Serve {
-            ws: io,
-            sender,
-            inbox,
+    let (inbox, on_close) = match start {
+        Start::Handler(f) => {
+            let (tx, rx) = mpsc::channel(INBOX);
+            let socket = WebSocket {
+                sender: sender.clone(),
+                rx,
+            };
+            f(sender.clone(), socket);
+            (Inbox::Channel(tx), None)
+        }
+        Start::Callbacks {
+            on_message,
             on_close,
-            idle: options.idle_timeout,
-            held,
-        }))
-    }));
+        } => (Inbox::Callback(on_message), Some(on_close)),
+        Start::Channel(channel) => {
+            sender.subscribe(&channel);
+            (Inbox::Callback(Box::new(|_| {})), None)
+        }
+    };
+    conn::serve(conn::Serve {
+        ws,
+        sender,
+        inbox,
+        on_close,
+        idle: options.idle_timeout,
+        held,
+    })
 }
 
 /// The HTTP handler of a route whose sockets receive `channel`'s events (no task of its

@@ -98,6 +98,25 @@ struct State {
     writer_idle: bool,
     /// The server shuts down: the connection closes with 1001.
     shut_down: bool,
+    /// Wakes [`WsSender::drained`] and [`WsSender::closed`] waiters (made by the first).
+    waiters: Option<Arc<Notify>>,
+}
+
+/// [`QueueLimits`] in the socket's state: 32 bits each (a hard limit past 4 GiB is 4 GiB).
+#[derive(Clone, Copy)]
+struct Limits {
+    high_water_mark: u32,
+    max_buffered: u32,
+}
+
+impl Limits {
+    fn of(q: QueueLimits) -> Self {
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Limits {
+            high_water_mark: clamp(q.high_water_mark),
+            max_buffered: clamp(q.max_buffered),
+        }
+    }
 }
 
 pub(crate) struct Socket {
@@ -105,9 +124,7 @@ pub(crate) struct Socket {
     /// Wakes the connection's task: something to write, or the queue passed its hard
     /// limit (while it may be writing).
     wake: AtomicWaker,
-    /// Wakes [`WsSender::drained`] and [`WsSender::closed`] waiters.
-    drained: Notify,
-    limits: QueueLimits,
+    limits: Limits,
     remote: Option<SocketAddr>,
     on_drain: Mutex<Option<DrainHook>>,
     id: u64,
@@ -174,10 +191,10 @@ impl WsSender {
                     through: None,
                     writer_idle: false,
                     shut_down: false,
+                    waiters: None,
                 }),
                 wake: AtomicWaker::new(),
-                drained: Notify::new(),
-                limits,
+                limits: Limits::of(limits),
                 remote,
                 on_drain: Mutex::new(None),
                 id: NEXT.fetch_add(1, Ordering::Relaxed),
@@ -218,14 +235,14 @@ impl WsSender {
         }
         st.bytes += wire_len(&m);
         st.queue.push_back(Out::Msg(m));
-        if st.bytes > self.socket.limits.max_buffered {
+        if st.bytes > self.socket.limits.max_buffered as usize {
             st.cut = true;
             st.queue.clear();
             drop(st);
             self.socket.wake.wake();
             return false;
         }
-        let below = st.bytes < self.socket.limits.high_water_mark;
+        let below = st.bytes < self.socket.limits.high_water_mark as usize;
         if !below {
             st.full = true;
         }
@@ -293,26 +310,37 @@ impl WsSender {
 
     /// Waits until everything queued is written (or the socket is closed).
     pub async fn drained(&self) {
+        self.wait_until(|st| st.bytes == 0 || st.phase == Phase::Closed)
+            .await;
+    }
+
+    /// Waits until the socket is closed.
+    pub async fn closed(&self) {
+        self.wait_until(|st| st.phase == Phase::Closed).await;
+    }
+
+    async fn wait_until(&self, done: impl Fn(&State) -> bool) {
         loop {
-            let wait = self.socket.drained.notified();
-            {
-                let st = self.lock();
-                if st.bytes == 0 || st.phase == Phase::Closed {
+            let notify = {
+                let mut st = self.lock();
+                if done(&st) {
                     return;
                 }
+                st.waiters.get_or_insert_with(Default::default).clone()
+            };
+            // Woken by any `notify_waiters` from here on, before it is first polled.
+            let wait = notify.notified();
+            if done(&self.lock()) {
+                return;
             }
             wait.await;
         }
     }
 
-    /// Waits until the socket is closed.
-    pub async fn closed(&self) {
-        loop {
-            let wait = self.socket.drained.notified();
-            if self.lock().phase == Phase::Closed {
-                return;
-            }
-            wait.await;
+    /// Wakes the waiters of `drained` and `closed`, if any.
+    fn notify_waiters(waiters: Option<Arc<Notify>>) {
+        if let Some(n) = waiters {
+            n.notify_waiters();
         }
     }
 
@@ -387,8 +415,9 @@ impl WsSender {
             return;
         }
         let drain = std::mem::take(&mut st.full) && st.phase == Phase::Open;
+        let waiters = st.waiters.clone();
         drop(st);
-        self.socket.drained.notify_waiters();
+        Self::notify_waiters(waiters);
         if drain {
             if let Some(hook) = &*self
                 .socket
@@ -404,7 +433,7 @@ impl WsSender {
     /// The connection is over: refuses sends from now on, leaves its channels and records
     /// how it ended.
     pub(crate) fn finish(&self, status: CloseStatus) {
-        let channels = {
+        let (channels, waiters) = {
             let mut st = self.lock();
             st.phase = Phase::Closed;
             st.queue.clear();
@@ -412,12 +441,12 @@ impl WsSender {
             st.closed_with = Some(Box::new(status));
             st.through = None;
             st.writer_idle = false;
-            std::mem::take(&mut st.channels)
+            (std::mem::take(&mut st.channels), st.waiters.take())
         };
         for c in channels {
             c.unsubscribe_ws(self.id());
         }
-        self.socket.drained.notify_waiters();
+        Self::notify_waiters(waiters);
         self.socket
             .on_drain
             .lock()
@@ -433,6 +462,17 @@ impl WsSender {
 
     pub(crate) fn downgrade(&self) -> super::WeakWs {
         Arc::downgrade(&self.socket)
+    }
+
+    /// Queues the 101 response's head before anything else (the direct path's upgrade).
+    pub(crate) fn push_head(&self, head: Bytes) {
+        let mut st = self.lock();
+        st.bytes += head.len();
+        st.queue.push_front(Out::Framed {
+            bytes: head,
+            events: 0,
+            rest: false,
+        });
     }
 
     /// Lends the connection's socket to channels' fan-outs (see the module doc).
@@ -530,7 +570,11 @@ impl WsSender {
             return Pushed::Closed;
         }
         let mut dropped = 0;
-        if st.bytes >= limits.high_water_mark {
+        let (high_water_mark, max_buffered) = (
+            limits.high_water_mark as usize,
+            limits.max_buffered as usize,
+        );
+        if st.bytes >= high_water_mark {
             if !drop_oldest {
                 st.cut = true;
                 st.queue.clear();
@@ -539,7 +583,7 @@ impl WsSender {
                 return Pushed::ClosedFull;
             }
             let mut i = 0;
-            while st.bytes + bytes.len() > limits.high_water_mark && i < st.queue.len() {
+            while st.bytes + bytes.len() > high_water_mark && i < st.queue.len() {
                 match &st.queue[i] {
                     Out::Framed {
                         bytes: b,
@@ -554,12 +598,12 @@ impl WsSender {
                     _ => i += 1,
                 }
             }
-            if st.bytes + bytes.len() > limits.high_water_mark {
+            if st.bytes + bytes.len() > high_water_mark {
                 // What is left was taken by the connection: these events are dropped too.
                 return Pushed::Dropped(dropped + u64::from(events));
             }
         }
-        if st.bytes + bytes.len() > limits.max_buffered {
+        if st.bytes + bytes.len() > max_buffered {
             st.cut = true;
             st.queue.clear();
             drop(st);
@@ -588,10 +632,10 @@ impl WsSender {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn a_socket_fits_256_bytes() {
-        // With Arc's two counts: one 256-byte block per socket.
+    fn a_socket_fits_224_bytes() {
+        // With Arc's two counts: one 224-byte block per socket.
         let size = std::mem::size_of::<super::Socket>() + 2 * std::mem::size_of::<usize>();
         println!("ws Socket with Arc's counts: {size} bytes");
-        assert!(size <= 256, "a ws Socket takes {size} bytes");
+        assert!(size <= 224, "a ws Socket takes {size} bytes");
     }
 }

@@ -66,8 +66,14 @@ enum Effect {
     Host,
     /// `Connection: close`.
     Close,
-    /// Anything that must go to hyper: body framing, upgrade, expectation.
+    /// Anything that must go to hyper: body framing, expectation.
     HandOver,
+    /// `Upgrade: websocket`: served directly with a `Connection: upgrade` on HTTP/1.1.
+    UpgradeWs,
+    /// Another protocol's `Upgrade`: to hyper.
+    UpgradeOther,
+    /// `Connection: upgrade`: served directly with `Upgrade: websocket` on HTTP/1.1.
+    ConnUpgrade,
     /// Not a valid header line: hyper answers it (400).
     Malformed,
 }
@@ -91,10 +97,12 @@ const HEADERS: &[(&str, Effect)] = &[
     ("Transfer-Encoding: chunked, identity", Effect::HandOver),
     ("Transfer-Encoding: identity", Effect::HandOver),
     ("transfer-encoding: ", Effect::HandOver),
-    ("Upgrade: websocket", Effect::HandOver),
+    ("Upgrade: websocket", Effect::UpgradeWs),
+    ("upgrade: WebSocket", Effect::UpgradeWs),
+    ("Upgrade: h2c", Effect::UpgradeOther),
     ("Expect: 100-continue", Effect::HandOver),
-    ("Connection: Upgrade", Effect::HandOver),
-    ("Connection: keep-alive, upgrade", Effect::HandOver),
+    ("Connection: Upgrade", Effect::ConnUpgrade),
+    ("Connection: keep-alive, upgrade", Effect::ConnUpgrade),
     ("Connection: close", Effect::Close),
     ("Connection: keep-alive , CLOSE", Effect::Close),
     ("Connection: keep-alive", Effect::None),
@@ -155,7 +163,14 @@ impl Head {
         if (http11 && hosts != 1) || hosts > 1 {
             return None;
         }
-        Some(http11 && !effects.contains(&Effect::Close))
+        let has = |e| effects.contains(&e);
+        let ws = has(Effect::UpgradeWs) && has(Effect::ConnUpgrade);
+        let upgrade =
+            has(Effect::UpgradeWs) || has(Effect::UpgradeOther) || has(Effect::ConnUpgrade);
+        if upgrade && !(ws && http11) {
+            return None;
+        }
+        Some(http11 && !has(Effect::Close))
     }
 }
 
@@ -210,6 +225,7 @@ fn check_served(head: &[u8], keep_alive: bool) -> Result<(), TestCaseError> {
     prop_assert!(parts[1].starts_with('/'));
     prop_assert!(parts[2] == "HTTP/1.1" || parts[2] == "HTTP/1.0");
     let (mut hosts, mut close) = (0, false);
+    let (mut any_upgrade, mut upgrade_ws, mut conn_upgrade) = (false, false, false);
     for line in lines.take_while(|l| !l.is_empty()) {
         prop_assert!(!line.starts_with([' ', '\t']), "obs-fold {:?}", line);
         let (name, value) = line
@@ -223,18 +239,25 @@ fn check_served(head: &[u8], keep_alive: bool) -> Result<(), TestCaseError> {
         match name.to_ascii_lowercase().as_str() {
             "host" => hosts += 1,
             "content-length" => prop_assert_eq!(value, "0"),
-            "transfer-encoding" | "upgrade" | "expect" => {
+            "transfer-encoding" | "expect" => {
                 return Err(TestCaseError::fail(format!("{name} served directly")))
+            }
+            "upgrade" => {
+                any_upgrade = true;
+                upgrade_ws |= value.eq_ignore_ascii_case("websocket");
             }
             "connection" => {
                 for t in value.split(',').map(|t| t.trim().to_ascii_lowercase()) {
-                    prop_assert!(t != "upgrade");
+                    conn_upgrade |= t == "upgrade";
+                    any_upgrade |= t == "upgrade";
                     close |= t == "close";
                 }
             }
             _ => {}
         }
     }
+    // A WebSocket upgrade on HTTP/1.1, with both headers, or no upgrade.
+    prop_assert!(!any_upgrade || (upgrade_ws && conn_upgrade && parts[2] == "HTTP/1.1"));
     if parts[2] == "HTTP/1.1" {
         prop_assert_eq!(hosts, 1);
         prop_assert_eq!(keep_alive, !close);

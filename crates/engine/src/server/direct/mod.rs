@@ -8,7 +8,9 @@
 //! (response head written once, then the body's frames as chunks), keeping no buffer
 //! while the response streams. Anything else goes to hyper's auto builder with the bytes
 //! already read replayed in front of the socket, so hyper serves it exactly as if it had
-//! read them itself (h2c, HEAD, bodies, upgrades, malformed heads...).
+//! read them itself (h2c, HEAD, bodies, upgrades other than a plain connection's
+//! WebSocket, malformed heads...). A WebSocket upgrade answered with 101 here leaves the
+//! connection to its socket's task (see `ws`).
 
 mod handover;
 pub(crate) use handover::upgraded_tcp;
@@ -117,18 +119,22 @@ fn serve<'a>(
         // response and what `start` made of it live in this block, so their storage is not
         // kept next to the closure while it streams.
         let (respond, keep_alive) = {
-            let (version, keep_alive) = (req.parts.version, req.keep_alive);
+            let (version, keep_alive, upgrade) = (req.parts.version, req.keep_alive, req.upgrade);
             let log = shared.config.access_log.as_ref();
             let p = &req.parts;
             let access =
                 crate::access::Pending::new(log, &p.method, &p.uri, &p.headers, Some(req.peer))
                     .map(Box::new);
-            let Some(res) = until_gone(stream, pending, call(shared, req)).await else {
+            let Some(mut res) = until_gone(stream, pending, call(shared, req)).await else {
                 return false;
             };
             shared.metrics.count_response(res.status());
             if let Some(a) = access {
                 a.finish(log, &res);
+            }
+            if let Some(up) = upgrade.then(|| crate::ws::take_upgrade(&mut res)).flatten() {
+                respond::upgrade(stream, shared, res, up, pending);
+                return false;
             }
             let Some((mut body, framing, keep_alive, mut out, mut ended)) =
                 start(shared, res, version, keep_alive)

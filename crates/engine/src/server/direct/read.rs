@@ -68,6 +68,10 @@ pub(super) async fn read_head<'a>(
                     refuse(stream, shared, status, &msg, pending).await;
                     return HeadRead::Closed;
                 }
+                // The upgraded socket is served as plain TCP.
+                Parse::Direct(req) if req.upgrade && stream.is_tls() => {
+                    return HeadRead::Handover(buf)
+                }
                 Parse::Direct(req) => {
                     // Keep only what follows the head, else free the buffer.
                     if buf.len() > req.head_len {
@@ -111,6 +115,8 @@ pub(super) struct DirectRequest<'a> {
     pub(super) params: Params,
     /// The client allows the connection to be reused (HTTP/1.1 without `close`).
     pub(super) keep_alive: bool,
+    /// A WebSocket upgrade (`Upgrade: websocket`, `Connection: upgrade`).
+    pub(super) upgrade: bool,
 }
 
 pub(super) enum Parse<'a> {
@@ -121,8 +127,9 @@ pub(super) enum Parse<'a> {
 }
 
 /// Parses a head and decides whether it is served here: a complete HTTP/1.x `GET` in
-/// origin form, without a body, upgrade or expectation, for a long-lived route. A head or
-/// target past the server's limits is refused (431, 414), whatever serves it.
+/// origin form, without a body or expectation, and without an upgrade other than to a
+/// WebSocket, for a long-lived route. A head or target past the server's limits is
+/// refused (431, 414), whatever serves it.
 pub(super) fn parse<'a>(buf: &[u8], peer: SocketAddr, shared: &'a Shared) -> Parse<'a> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
@@ -162,6 +169,8 @@ pub(super) fn parse<'a>(buf: &[u8], peer: SocketAddr, shared: &'a Shared) -> Par
         return Parse::Handover;
     };
     let mut keep_alive = version == Version::HTTP_11;
+    // An `Upgrade` header or a `Connection: upgrade` (checked whole below).
+    let mut upgrade = false;
     let mut hosts = 0;
     let mut map = HeaderMap::with_capacity(req.headers.len());
     for h in req.headers.iter() {
@@ -174,18 +183,17 @@ pub(super) fn parse<'a>(buf: &[u8], peer: SocketAddr, shared: &'a Shared) -> Par
             if h.value.trim_ascii() != b"0" {
                 return Parse::Handover;
             }
-        } else if name == header::TRANSFER_ENCODING
-            || name == header::UPGRADE
-            || name == header::EXPECT
-        {
+        } else if name == header::TRANSFER_ENCODING || name == header::EXPECT {
             return Parse::Handover;
+        } else if name == header::UPGRADE {
+            upgrade = true;
         } else if name == header::CONNECTION {
             for token in h.value.split(|b| *b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
                     keep_alive = false;
                 } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    return Parse::Handover;
+                    upgrade = true;
                 }
             }
         }
@@ -196,6 +204,9 @@ pub(super) fn parse<'a>(buf: &[u8], peer: SocketAddr, shared: &'a Shared) -> Par
     }
     if !service::host_ok(version, hosts) {
         return Parse::Handover; // hyper's path answers it with 400
+    }
+    if upgrade && (version != Version::HTTP_11 || !crate::ws::is_upgrade(&map)) {
+        return Parse::Handover;
     }
     let (route, params) = match shared.app.router.at(&Method::GET, uri.path()) {
         RouteMatch::Found(m) if m.value.options.long_lived => (m.value, m.params),
@@ -213,6 +224,7 @@ pub(super) fn parse<'a>(buf: &[u8], peer: SocketAddr, shared: &'a Shared) -> Par
         route,
         params,
         keep_alive,
+        upgrade,
     }))
 }
 

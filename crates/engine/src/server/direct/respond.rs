@@ -142,6 +142,27 @@ pub(super) fn poll_response(
     }
 }
 
+/// Hands the connection to the WebSocket a 101 response upgrades it to: the socket's task
+/// writes the head first, then serves the socket, the bytes read after the request
+/// (`pending`) first. The direct path is over for this connection.
+pub(super) fn upgrade(
+    stream: &Arc<Conn>,
+    shared: &Shared,
+    res: crate::Response,
+    up: crate::ws::Taken,
+    pending: &mut Vec<u8>,
+) {
+    let head = head::encode(
+        Version::HTTP_11,
+        res.status(),
+        res.headers(),
+        (Framing::None, 0),
+        true,
+    );
+    let unread = Bytes::from(std::mem::take(pending));
+    up.spawn(stream.clone(), Bytes::from(head), unread, shared);
+}
+
 /// Reads what the client sent meanwhile into `pending` (up to a bound, then it is left in
 /// the socket). `Err` at EOF or on an error: the client is gone.
 pub(super) fn probe(cx: &mut Context<'_>, stream: &Conn, pending: &mut Vec<u8>) -> Result<(), ()> {
