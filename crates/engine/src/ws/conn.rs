@@ -20,10 +20,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
-use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::Message as Wire;
 
@@ -37,6 +39,34 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Messages read (or batches written) per poll before the task yields to others.
 const BUDGET: usize = 64;
+
+/// Bytes of data messages framed into one write.
+const FRAMED_WRITE: usize = 64 << 10;
+
+/// The data messages at the front of `batch`, framed by tungstenite's encoder into one
+/// buffer (up to [`FRAMED_WRITE`] bytes, at least one message).
+fn frame_messages(batch: &mut VecDeque<Out>) -> Out {
+    let mut out = Vec::new();
+    while out.len() < FRAMED_WRITE {
+        let (data, kind): (Bytes, Data) = match batch.front() {
+            Some(Out::Msg(Wire::Text(_) | Wire::Binary(_))) => match batch.pop_front() {
+                Some(Out::Msg(Wire::Text(t))) => (t.into(), Data::Text),
+                Some(Out::Msg(Wire::Binary(b))) => (b, Data::Binary),
+                _ => break,
+            },
+            _ => break,
+        };
+        let frame = Frame::message(data, OpCode::Data(kind), true);
+        out.reserve(frame.len());
+        // Writing to a Vec cannot fail.
+        let _ = frame.format(&mut out);
+    }
+    Out::Framed {
+        bytes: out.into(),
+        events: 0,
+        rest: false,
+    }
+}
 
 enum End {
     /// The peer sent a close frame (tungstenite queued the reply).
@@ -134,6 +164,12 @@ impl Conn<'_> {
                         }
                         self.written = 0;
                         self.batch.pop_front();
+                    }
+                    Some(Out::Msg(Wire::Text(_) | Wire::Binary(_))) => {
+                        // Framed here, written as a channel's frames are: tungstenite's
+                        // state is not needed for data.
+                        let framed = frame_messages(&mut self.batch);
+                        self.batch.push_front(framed);
                     }
                     Some(Out::Msg(_)) => {
                         match self.ws.poll_ready(cx) {

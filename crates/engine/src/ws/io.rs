@@ -153,15 +153,14 @@ impl Read for Std<'_, '_> {
     }
 }
 
-/// Reads what the socket has after `buf`'s bytes; 0 at its end.
+/// Reads what the socket has after `buf`'s bytes; 0 at its end. The read goes through the
+/// stack, so that `buf` grows by what arrived only (a small message costs no 8 KiB).
 fn fill(io: &mut WsIo, buf: &mut BytesMut, cx: &mut Context<'_>) -> io::Result<usize> {
-    buf.reserve(READ);
-    let n = would_block(tokio_util::io::poll_read_buf(Pin::new(io), cx, buf));
-    if buf.is_empty() {
-        // Nothing read: no buffer kept.
-        *buf = BytesMut::new();
-    }
-    n
+    let mut stack = [0u8; READ];
+    let mut read = ReadBuf::new(&mut stack);
+    would_block(Pin::new(io).poll_read(cx, &mut read))?;
+    buf.extend_from_slice(read.filled());
+    Ok(read.filled().len())
 }
 
 impl Write for Std<'_, '_> {
