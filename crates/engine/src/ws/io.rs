@@ -16,7 +16,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tungstenite::error::Error as WsError;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -32,6 +32,9 @@ pub(crate) const READ_BUFFER: usize = 256;
 
 /// The size of one read from the socket.
 const READ: usize = 8 << 10;
+
+/// The size of the first read into an empty buffer.
+const FIRST_READ: usize = 512;
 
 /// An upgraded connection's bytes: its TCP stream, shared with the sender that lends it to
 /// channels (see `socket.rs`); or hyper's upgraded IO (TLS; boxed, as it is rare and
@@ -153,14 +156,30 @@ impl Read for Std<'_, '_> {
     }
 }
 
-/// Reads what the socket has after `buf`'s bytes; 0 at its end. The read goes through the
-/// stack, so that `buf` grows by what arrived only (a small message costs no 8 KiB).
+/// Reads what the socket has after `buf`'s bytes; 0 at its end. An empty `buf` first gets
+/// room for a small message only, so that one costs no 8 KiB.
 fn fill(io: &mut WsIo, buf: &mut BytesMut, cx: &mut Context<'_>) -> io::Result<usize> {
-    let mut stack = [0u8; READ];
-    let mut read = ReadBuf::new(&mut stack);
-    would_block(Pin::new(io).poll_read(cx, &mut read))?;
-    buf.extend_from_slice(read.filled());
-    Ok(read.filled().len())
+    buf.reserve(if buf.capacity() == 0 {
+        FIRST_READ
+    } else {
+        READ
+    });
+    match io {
+        // Into the buffer's spare room as it is (no zeroing first).
+        WsIo::Tcp(tcp) => {
+            let tcp = plain(tcp);
+            loop {
+                would_block(tcp.poll_read_ready(cx))?;
+                match tcp.try_read_buf(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    r => return r,
+                }
+            }
+        }
+        WsIo::Upgraded(up) => {
+            would_block(tokio_util::io::poll_read_buf(Pin::new(&mut **up), cx, buf))
+        }
+    }
 }
 
 impl Write for Std<'_, '_> {
@@ -314,32 +333,6 @@ impl Ws {
 fn plain(conn: &Conn) -> &TcpStream {
     conn.plain_tcp()
         .expect("WsIo::Tcp holds a plain connection")
-}
-
-impl AsyncRead for WsIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            WsIo::Upgraded(io) => Pin::new(&mut **io).poll_read(cx, buf),
-            WsIo::Tcp(tcp) => {
-                let tcp = plain(tcp);
-                loop {
-                    ready!(tcp.poll_read_ready(cx))?;
-                    match tcp.try_read(buf.initialize_unfilled()) {
-                        Ok(n) => {
-                            buf.advance(n);
-                            return Poll::Ready(Ok(()));
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        Err(e) => return Poll::Ready(Err(e)),
-                    }
-                }
-            }
-        }
-    }
 }
 
 impl AsyncWrite for WsIo {
