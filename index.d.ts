@@ -57,6 +57,12 @@ export declare class Engine {
    * JS answers with `acceptWs`); `contentType` is the chunked default.
    */
   addRoute(kind: string, method: string, path: string, routeId: number, contentType?: string | undefined | null, options?: RouteOptions | undefined | null): void
+  /**
+   * Has the engine accept the upgrades of WebSocket route `routeId` (one with no `open`
+   * handler and no hook) without calling JS, with `options`; JS takes each socket, with
+   * `tag`, at its first event (`takeWs`). `null` options: through JS again.
+   */
+  acceptWsUnasked(routeId: number, options: WsRouteOptions | undefined | null, tag: number): void
   /** Adds an SSE route served entirely by a channel: no JS runs per request or event. */
   addChannelRoute(method: string, path: string, channel: Channel, options?: RouteOptions | undefined | null): void
   /**

@@ -40,6 +40,7 @@ const started = await startApp(
       close: (_ws, code, reason) => void closes.push([code, reason]),
     })
     app.ws('/private/room', { open: (ws) => void ws.send('welcome') })
+    app.ws('/private/echo', { message: (ws, data) => void ws.send(`private: ${String(data)}`) })
     app.use('/slow', async (req) => {
       await new Promise((resolve) => setTimeout(resolve, 20))
       req.locals.user = 'ada'
@@ -181,6 +182,18 @@ describe('WebSocket routes', () => {
     ws.terminate()
     const c = await open('/private/room', { authorization: 'Bearer good' })
     expect(await c.next()).toBe('welcome')
+    c.ws.close()
+  })
+
+  test('a route with no open handler still runs its hooks before the upgrade', async () => {
+    const ws = new WebSocket(`ws://127.0.0.1:${started.port}/private/echo`)
+    ws.on('error', () => {})
+    const status = await within(5000, 'the refusal', new Promise<number>((resolve) => ws.on('unexpected-response', (_req, res) => resolve(res.statusCode!))))
+    expect(status).toBe(401)
+    ws.terminate()
+    const c = await open('/private/echo', { authorization: 'Bearer good' })
+    c.ws.send('hello')
+    expect(await c.next()).toBe('private: hello')
     c.ws.close()
   })
 

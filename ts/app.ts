@@ -342,6 +342,8 @@ interface JsRoute {
   id: number
   path: string
   build: Build
+  /** A WebSocket route with no `open`: its tag and options, for the engine to accept its upgrades without JS while no hook applies. */
+  unasked?: { tag: number; ws: NativeWsOptions }
 }
 /** A channel route, registered with the engine at `listen()` (served by JS if hooks apply). */
 interface ChannelRoute {
@@ -503,12 +505,19 @@ export class App {
     closedNotice(live.stream)
   }
 
-  #add(kind: 'plain' | 'sse' | 'chunked' | 'ws', method: string, path: string, build: Build, contentType?: string, options: StreamRouteOptions = {}): this {
+  #add(kind: 'plain' | 'sse' | 'chunked' | 'ws', method: string, path: string, build: Build, contentType?: string, options: StreamRouteOptions = {}, unasked?: JsRoute['unasked']): this {
     const id = this.#routes.length
     call(() => this.#engine.addRoute(kind, method, path, id, contentType, nativeRouteOptions(options, this.#originChecks)))
     this.#routes.push(build(null))
-    this.#jsRoutes.push({ id, path, build })
+    const route: JsRoute = { id, path, build, unasked }
+    this.#jsRoutes.push(route)
+    if (this.#resolved) this.#unasked(route, null)
     return this
+  }
+
+  /** Has the engine accept a WebSocket route's upgrades itself while no hook applies to it (its sockets reach JS at their first event). */
+  #unasked(r: JsRoute, hooks: readonly Applied[] | null): void {
+    if (r.unasked) call(() => this.#engine.acceptWsUnasked(r.id, hooks === null ? r.unasked!.ws : null, r.unasked!.tag))
   }
 
   /**
@@ -536,6 +545,7 @@ export class App {
     for (const r of this.#jsRoutes) {
       const hooks = hooksFor(r.path, this.#hooks)
       this.#routes[r.id] = r.build(hooks.length === 0 ? null : hooks)
+      this.#unasked(r, hooks.length === 0 ? null : hooks)
     }
     this.#resolved = true
   }
@@ -809,8 +819,7 @@ export class App {
     )
   }
 
-  #wsRun(handlers: WsHandlers<string, unknown>, options: NativeWsOptions): Build {
-    const tag = this.#sockets.lazyTag(handlers)
+  #wsRun(handlers: WsHandlers<string, unknown>, options: NativeWsOptions, tag: number | null = this.#sockets.lazyTag(handlers)): Build {
     const accept: Go<undefined> = (c, req) => {
       let socket
       try {
@@ -843,7 +852,10 @@ export class App {
       } else this.#channelRoutes.push(route)
       return this
     }
-    return this.#add('ws', 'GET', path, this.#wsRun(handler as WsHandlers<string, unknown>, ws), undefined, options)
+    const handlers = handler as WsHandlers<string, unknown>
+    const tag = this.#sockets.lazyTag(handlers)
+    const unasked = tag === null ? undefined : { tag, ws }
+    return this.#add('ws', 'GET', path, this.#wsRun(handlers, ws, tag), undefined, options, unasked)
   }
 
   /** A route for any method whose return value is the response. */

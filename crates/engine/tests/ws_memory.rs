@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rat_engine::ws::{self, WsOptions};
-use rat_engine::{App, Channel, ChannelOptions, Request};
+use rat_engine::{App, Channel, ChannelOptions, Request, RouteOptions};
 use support::serve;
 
 /// Heap an idle socket may keep on the server: its connection task, tokio's registration,
@@ -104,7 +104,8 @@ async fn an_idle_socket_holds_little_heap() {
     let closed = Arc::new(AtomicUsize::new(0));
     let (o, c) = (opened.clone(), closed.clone());
     let mut app = App::new();
-    app.get("/cb", move |req: Request| {
+    // As the Node binding registers a WebSocket route: long-lived, a stream route.
+    let cb = move |req: Request| {
         o.fetch_add(1, Relaxed);
         let c = c.clone();
         async move {
@@ -123,8 +124,14 @@ async fn an_idle_socket_holds_little_heap() {
                 },
             )
         }
-    })
-    .unwrap();
+    };
+    let route = RouteOptions {
+        long_lived: true,
+        stream: true,
+        ..RouteOptions::default()
+    };
+    app.route_with(http::Method::GET, "/cb", Arc::new(cb), route)
+        .unwrap();
     app.ws_channel("/news", news.clone()).unwrap();
     let server = serve(app).await;
     let addr = server.local_addr();

@@ -258,6 +258,9 @@ pub(crate) struct Dispatcher {
     lag: Mutex<(f64, u64, f64)>,
     /// Sockets accepted with no JS object yet, by id (see [`crate::ws::accept_lazy`]).
     pub(crate) ws_lazy: crate::ws::LazySockets,
+    /// WebSocket routes whose upgrades the binding accepts itself, by route id (see
+    /// [`crate::ws::accept_unasked`]).
+    pub(crate) ws_routes: crate::ws::UnaskedRoutes,
 }
 
 /// The clock of `Dispatcher::waiting_since`.

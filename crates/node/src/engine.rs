@@ -24,12 +24,20 @@ use crate::{js_error, napi_failure, spawn, to_js_error, Code, Result};
 struct JsRoute {
     route_id: u32,
     kind: ResponseKind,
+    /// A WebSocket route (its upgrades may be accepted without JS: `acceptWsUnasked`).
+    ws: bool,
     config: ServerConfig,
     dispatcher: Arc<Dispatcher>,
 }
 
 impl Handler for JsRoute {
     fn call(&self, req: Request) -> BoxFuture<'static, Response> {
+        if self.ws {
+            if let Some((options, tag)) = self.dispatcher.ws_routes.get(self.route_id) {
+                let res = crate::ws::accept_unasked(&self.dispatcher, &req, &options, tag);
+                return Box::pin(std::future::ready(res));
+            }
+        }
         let limits = match self.kind {
             ResponseKind::Chunked(_) => self.config.byte_queue,
             _ => self.config.queue,
@@ -180,6 +188,7 @@ impl Engine {
         let route = JsRoute {
             route_id,
             kind,
+            ws,
             config: self.config.clone(),
             dispatcher: self.dispatcher.clone(),
         };
@@ -200,6 +209,24 @@ impl Engine {
             app.route_with(parse_method(&method)?, &path, Arc::new(route), options)
                 .map(|_| ())
         })
+    }
+
+    /// Has the engine accept the upgrades of WebSocket route `routeId` (one with no `open`
+    /// handler and no hook) without calling JS, with `options`; JS takes each socket, with
+    /// `tag`, at its first event (`takeWs`). `null` options: through JS again.
+    #[napi]
+    pub fn accept_ws_unasked(
+        &self,
+        route_id: u32,
+        options: Option<WsRouteOptions>,
+        tag: u32,
+    ) -> Result<()> {
+        let accept = match options {
+            Some(o) => Some((o.to_engine()?, tag)),
+            None => None,
+        };
+        self.dispatcher.ws_routes.set(route_id, accept);
+        Ok(())
     }
 
     /// Adds an SSE route served entirely by a channel: no JS runs per request or event.

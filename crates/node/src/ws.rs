@@ -246,9 +246,23 @@ pub(crate) fn accept(call: &Call, options: &WsOptions) -> Result<Option<WsSocket
 }
 
 fn accept_sender(call: &Call, options: &WsOptions) -> Result<Option<WsSender>> {
-    let req = call.request();
-    let id = call.id();
-    let d: Arc<Dispatcher> = call.dispatcher().clone();
+    let (res, sender) = answer(call.dispatcher(), call.id(), call.request(), options);
+    let prepared = call
+        .responder()
+        .prepare_response(res)
+        .map_err(to_js_error)?;
+    crate::dispatch::send_or_defer(prepared);
+    Ok(sender)
+}
+
+/// The engine's answer to upgrade request `req`, its socket's events reaching JS as those
+/// of id `id`; and the socket's sender (`None` when the engine refused an invalid upgrade).
+fn answer(
+    d: &Arc<Dispatcher>,
+    id: u32,
+    req: &rat_engine::Request,
+    options: &WsOptions,
+) -> (rat_engine::Response, Option<WsSender>) {
     let pump = d.clone();
     let closes = d.clone();
     let res = ws::accept_with_callbacks(
@@ -264,10 +278,46 @@ fn accept_sender(call: &Call, options: &WsOptions) -> Result<Option<WsSender>> {
         let drains = d.clone();
         s.on_drain(move || drains.push(Item::Ws(id, WsNotice::Drain)));
     }
-    let prepared = call
-        .responder()
-        .prepare_response(res)
-        .map_err(to_js_error)?;
-    crate::dispatch::send_or_defer(prepared);
-    Ok(sender)
+    (res, sender)
+}
+
+/// WebSocket routes with no `open` handler and no hook: the binding accepts their upgrades
+/// itself ([`accept_unasked`]), by route id, with their options and tags.
+#[derive(Default)]
+pub(crate) struct UnaskedRoutes(Mutex<HashMap<u32, (WsOptions, u32)>>);
+
+impl UnaskedRoutes {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u32, (WsOptions, u32)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Route `route` is accepted here with `options`, its sockets taken by JS with `tag`;
+    /// or, with `None`, through JS again.
+    pub(crate) fn set(&self, route: u32, accept: Option<(WsOptions, u32)>) {
+        match accept {
+            Some(a) => self.map().insert(route, a),
+            None => self.map().remove(&route),
+        };
+    }
+
+    /// The options and tag of route `route`, if it is accepted here.
+    pub(crate) fn get(&self, route: u32) -> Option<(WsOptions, u32)> {
+        self.map().get(&route).cloned()
+    }
+}
+
+/// Accepts an upgrade of a route in [`UnaskedRoutes`] without calling JS: the socket waits
+/// in [`LazySockets`] until JS takes it at its first event, as [`accept_lazy`]'s do.
+pub(crate) fn accept_unasked(
+    d: &Arc<Dispatcher>,
+    req: &rat_engine::Request,
+    options: &WsOptions,
+    tag: u32,
+) -> rat_engine::Response {
+    let id = d.next_id();
+    let (res, sender) = answer(d, id, req, options);
+    if let Some(sender) = sender {
+        d.ws_lazy.map().insert(id, (sender, tag));
+    }
+    res
 }
