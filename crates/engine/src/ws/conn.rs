@@ -2,14 +2,14 @@
 //! checks the protocol), hands messages to the handler, writes the socket's queue, and
 //! ends with a close handshake or a cut.
 //!
-//! The connection is one small state machine polled by its task ([`Conn::poll`]): the
+//! The connection is one small state machine polled by its task (see [`serve`]): the
 //! socket with tungstenite's state (made only while needed, see `io.rs`), the batch being
 //! written, and a timer only when the route has an idle timeout, so an idle socket's task
 //! holds little.
 //!
-//! Frames already encoded (a channel's events) are written to the socket as they are, once
-//! tungstenite's buffer is out; nothing is read while such a write is unfinished, since a
-//! read may make tungstenite write a pong. Between polls, with nothing left to write, the
+//! Frames already encoded (a channel's events; a handler's data messages, framed here) are
+//! written to the socket as they are, once tungstenite's buffer is out; nothing is read
+//! while such a write is unfinished, since a read may make tungstenite write a pong. Between polls, with nothing left to write, the
 //! connection drops tungstenite's state if it holds nothing and tells its sender it is
 //! idle; channels may then write to the socket themselves (see `socket.rs`); each poll
 //! first takes that back.

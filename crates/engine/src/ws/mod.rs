@@ -313,9 +313,9 @@ impl Taken {
         tokio::spawn(run(self.0, ws));
     }
 
-    /// The 101 could not be written: the handler still runs (or is told), and finds the
-    /// socket closed.
-    pub(crate) fn gone(self) {
+    /// The connection could not be switched to the WebSocket: the handler still runs (or
+    /// is told), and finds the socket closed.
+    fn gone(self) {
         let Pending { sender, start, .. } = self.0;
         let gone = CloseStatus {
             code: 1006,
