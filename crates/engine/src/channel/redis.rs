@@ -180,7 +180,7 @@ struct Hub {
 
 impl RedisHub {
     /// A hub for `config`. Nothing connects until [`start`](Self::start) (which
-    /// [`Server::bind`](crate::Server::bind) calls for [`ServerConfig::redis`]
+    /// [`Server::bind`](crate::Server::bind) calls for [`ServerConfig::redis`](crate::ServerConfig::redis)
     /// (crate::ServerConfig::redis)); publishes made before are buffered.
     ///
     /// # Errors

@@ -44,7 +44,8 @@ impl StreamSender {
     }
 
     /// [`write`](Self::write) for borrowed bytes: copied only if they cannot go straight
-    /// to the socket (see [`QueueReceiver::attach_sink`]).
+    /// to the socket (when the connection lends it to the stream while it has nothing to
+    /// write).
     ///
     /// # Errors
     /// As [`write`](Self::write).
