@@ -387,15 +387,7 @@ async fn websockets_work_over_tls_handler_and_channel_routes() {
     let cert = self_signed();
     let news = Channel::new("news", ChannelOptions::default());
     let mut app = App::new();
-    app.ws(
-        "/echo",
-        |_req, mut ws: rat_engine::ws::WebSocket| async move {
-            while let Some(m) = ws.recv().await {
-                ws.sender().send(m);
-            }
-        },
-    )
-    .unwrap();
+    support::ws_echo(&mut app, "/echo");
     app.ws_channel("/news", news.clone()).unwrap();
     let config = ServerConfig {
         tls: Some(tls_config(&cert)),

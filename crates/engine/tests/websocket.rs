@@ -40,15 +40,7 @@ async fn next(ws: &mut Client) -> Wire {
 
 fn echo_app() -> App {
     let mut app = App::new();
-    app.ws(
-        "/echo",
-        |_req, mut ws: rat_engine::ws::WebSocket| async move {
-            while let Some(m) = ws.recv().await {
-                ws.sender().send(m);
-            }
-        },
-    )
-    .unwrap();
+    support::ws_echo(&mut app, "/echo");
     app
 }
 

@@ -83,6 +83,16 @@ pub fn tls_connector_with(
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
 }
 
+/// Adds a WebSocket route at `path` that echoes every message.
+pub fn ws_echo(app: &mut App, path: &str) {
+    app.ws(path, |_req, mut ws: rat_engine::ws::WebSocket| async move {
+        while let Some(m) = ws.recv().await {
+            ws.sender().send(m);
+        }
+    })
+    .unwrap();
+}
+
 /// Awaits `fut` or panics with `what` after `limit`.
 pub async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
     match timeout(limit, fut).await {
