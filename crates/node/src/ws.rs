@@ -202,6 +202,11 @@ impl LazySockets {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Keeps the socket of id `id`, with its route's `tag`, until JS takes it.
+    fn insert(&self, id: u32, sender: WsSender, tag: u32) {
+        self.map().insert(id, (sender, tag));
+    }
+
     pub(crate) fn take(&self, id: u32) -> Option<WsSocket> {
         let mut map = self.map();
         let socket = map
@@ -232,10 +237,7 @@ pub(crate) fn accept_lazy(call: &Call, options: &WsOptions, tag: u32) -> Result<
     let Some(sender) = accept_sender(call, options)? else {
         return Ok(false);
     };
-    call.dispatcher()
-        .ws_lazy
-        .map()
-        .insert(call.id(), (sender, tag));
+    call.dispatcher().ws_lazy.insert(call.id(), sender, tag);
     Ok(true)
 }
 
@@ -317,7 +319,7 @@ pub(crate) fn accept_unasked(
     let id = d.next_id();
     let (res, sender) = answer(d, id, req, options);
     if let Some(sender) = sender {
-        d.ws_lazy.map().insert(id, (sender, tag));
+        d.ws_lazy.insert(id, sender, tag);
     }
     res
 }

@@ -136,10 +136,11 @@ impl Conn<'_> {
                     }
                 }
             } else {
-                match self.sender.poll_cut(cx) {
+                match self.sender.poll_stop(cx) {
                     Poll::Pending => {}
                     // A client that does not read, with a write blocked.
                     Poll::Ready(Take::Cut) => return Poll::Ready(End::Cut),
+                    // `Take::ShutDown` (`poll_stop` takes nothing to write).
                     Poll::Ready(_) => return Poll::Ready(End::Shutdown),
                 }
             }

@@ -102,6 +102,20 @@ struct State {
     waiters: Option<Arc<Notify>>,
 }
 
+impl State {
+    /// Why the connection must stop now: its queue passed the hard limit, or the server
+    /// shuts down.
+    fn stop(&self) -> Option<Take> {
+        if self.cut {
+            Some(Take::Cut)
+        } else if self.shut_down {
+            Some(Take::ShutDown)
+        } else {
+            None
+        }
+    }
+}
+
 /// [`QueueLimits`] in the socket's state: 32 bits each (a hard limit past 4 GiB is 4 GiB).
 #[derive(Clone, Copy)]
 struct Limits {
@@ -380,11 +394,8 @@ impl WsSender {
     pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Take> {
         self.socket.wake.register(cx.waker());
         let mut st = self.lock();
-        if st.cut {
-            return Poll::Ready(Take::Cut);
-        }
-        if st.shut_down {
-            return Poll::Ready(Take::ShutDown);
+        if let Some(stop) = st.stop() {
+            return Poll::Ready(stop);
         }
         if st.queue.is_empty() {
             return Poll::Pending;
@@ -395,15 +406,11 @@ impl WsSender {
 
     /// `Ready` once the queue has passed its hard limit (`Take::Cut`) or the server shuts
     /// down (`Take::ShutDown`); else the task is woken when either happens.
-    pub(crate) fn poll_cut(&self, cx: &mut Context<'_>) -> Poll<Take> {
+    pub(crate) fn poll_stop(&self, cx: &mut Context<'_>) -> Poll<Take> {
         self.socket.wake.register(cx.waker());
-        let st = self.lock();
-        if st.cut {
-            Poll::Ready(Take::Cut)
-        } else if st.shut_down {
-            Poll::Ready(Take::ShutDown)
-        } else {
-            Poll::Pending
+        match self.lock().stop() {
+            Some(stop) => Poll::Ready(stop),
+            None => Poll::Pending,
         }
     }
 
