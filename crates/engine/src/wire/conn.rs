@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
+use bytes::BufMut;
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
@@ -248,8 +249,9 @@ fn poll_read_tls(
 /// needs no read that fails with `EAGAIN` (one syscall fewer per keep-alive request).
 /// tokio clears it only if no readiness event arrived since it was observed, and never
 /// clears the read-closed state, so bytes or an EOF arriving meanwhile still wake the task.
-fn read_some(stream: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let spare = buf.capacity() - buf.len();
+pub(crate) fn read_some(stream: &TcpStream, buf: &mut impl BufMut) -> io::Result<usize> {
+    // What `try_read_buf` reads into: the spare room (64 bytes more when there is none).
+    let spare = buf.chunk_mut().len();
     let mut got = None;
     let res = stream.try_io(Interest::READABLE, || {
         let n = stream.try_read_buf(buf)?;

@@ -165,12 +165,13 @@ fn fill(io: &mut WsIo, buf: &mut BytesMut, cx: &mut Context<'_>) -> io::Result<u
         READ
     });
     match io {
-        // Into the buffer's spare room as it is (no zeroing first).
+        // Into the buffer's spare room as it is (no zeroing first); a short read clears
+        // the readiness, so the next wait needs no read that fails with `EAGAIN`.
         WsIo::Tcp(tcp) => {
             let tcp = plain(tcp);
             loop {
                 would_block(tcp.poll_read_ready(cx))?;
-                match tcp.try_read_buf(buf) {
+                match crate::wire::conn::read_some(tcp, buf) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     r => return r,
                 }
