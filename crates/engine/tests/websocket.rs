@@ -599,6 +599,45 @@ async fn a_keep_alive_connection_served_on_the_direct_path_then_upgrades() {
 }
 
 #[tokio::test]
+async fn sockets_of_two_idle_timeouts_close_each_after_its_own() {
+    let mut app = App::new();
+    for (path, ms) in [("/short", 200), ("/long", 800)] {
+        let options = WsOptions {
+            idle_timeout: Some(Duration::from_millis(ms)),
+            ..WsOptions::default()
+        };
+        // The handler holds the socket until it ends.
+        let handler = |_req, mut ws: rat_engine::ws::WebSocket| async move {
+            while ws.recv().await.is_some() {}
+        };
+        app.ws_with(path, handler, options).unwrap();
+    }
+    let server = serve(app).await;
+    let start = tokio::time::Instant::now();
+    let (mut short, mut long) = (
+        connect(server.local_addr(), "/short").await,
+        connect(server.local_addr(), "/long").await,
+    );
+    let closed_after = |m: Wire| match m {
+        Wire::Close(Some(f)) if u16::from(f.code) == 1001 => start.elapsed(),
+        other => panic!("expected a 1001 close frame, got {other:?}"),
+    };
+    let short_at = closed_after(next(&mut short).await);
+    let long_at = closed_after(next(&mut long).await);
+    // Each closes between its timeout and a quarter more (the idle clock's tick), plus
+    // scheduling.
+    assert!(
+        short_at >= Duration::from_millis(150) && short_at < Duration::from_millis(600),
+        "/short closed after {short_at:?}"
+    );
+    assert!(
+        long_at >= Duration::from_millis(750) && long_at < Duration::from_millis(1600),
+        "/long closed after {long_at:?}"
+    );
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
 async fn a_socket_that_receives_nothing_for_the_idle_timeout_is_closed_with_1001() {
     let mut app = App::new();
     let options = WsOptions {

@@ -3,8 +3,15 @@
 //! [`StreamSender::end_truncated`]), since their client cannot tell a cut from a
 //! complete response otherwise; and its WebSockets, which close with 1001 when shutdown
 //! begins.
+//!
+//! WebSockets with an idle timeout are also on that timeout's idle clock ([`IdleClock`]):
+//! one task per timeout ticks every quarter of it and closes (1001) the sockets that read
+//! nothing for [`IDLE_TICKS`] ticks in a row, so a socket has no timer of its own.
 
-use std::sync::{Mutex, Weak};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use crate::stream::{StreamSender, WeakSender};
 use crate::ws::{WeakWs, WsSender};
@@ -21,6 +28,53 @@ struct Lists {
     sse: Vec<WeakSender>,
     bytes: Vec<WeakSender>,
     ws: Vec<WeakWs>,
+    /// The idle clocks, by timeout.
+    idle: HashMap<Duration, Arc<IdleClock>>,
+}
+
+/// Ticks of an idle clock with nothing read after which a socket is closed: it closes
+/// between its timeout and a quarter more after its last read.
+const IDLE_TICKS: u8 = 4;
+
+/// The sockets of one idle timeout, and whether its task runs (it ends when they have all
+/// closed, and starts again with the next socket).
+struct IdleClock {
+    tick: Duration,
+    sockets: Mutex<Vec<WeakWs>>,
+    running: AtomicBool,
+}
+
+impl IdleClock {
+    fn sockets(&self) -> std::sync::MutexGuard<'_, Vec<WeakWs>> {
+        self.sockets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn run(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(self.tick).await;
+            let empty = {
+                let mut sockets = self.sockets();
+                sockets.retain(|w| match w.upgrade() {
+                    Some(socket) => {
+                        WsSender { socket }.idle_tick(IDLE_TICKS);
+                        true
+                    }
+                    None => false,
+                });
+                if sockets.is_empty() {
+                    *sockets = Vec::new();
+                    // Under the lock: a socket tracked from now on starts the task again.
+                    self.running.store(false, Ordering::Release);
+                    true
+                } else {
+                    false
+                }
+            };
+            if empty {
+                return;
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for StreamRegistry {
@@ -53,13 +107,39 @@ impl StreamRegistry {
         open.push(stream.downgrade());
     }
 
-    /// Tracks a WebSocket until it closes.
-    pub(crate) fn track_ws(&self, socket: &WsSender) {
+    /// Tracks a WebSocket until it closes; with `idle_timeout`, on that timeout's idle
+    /// clock too (started if it does not run; this needs a tokio runtime).
+    pub(crate) fn track_ws(&self, socket: &WsSender, idle_timeout: Option<Duration>) {
         let mut lists = self.lock();
         if lists.ws.len() == lists.ws.capacity() {
             lists.ws.retain(|w| Weak::strong_count(w) > 0);
         }
         lists.ws.push(socket.downgrade());
+        let Some(timeout) = idle_timeout else {
+            return;
+        };
+        let clock = lists
+            .idle
+            .entry(timeout)
+            .or_insert_with(|| {
+                Arc::new(IdleClock {
+                    tick: (timeout / u32::from(IDLE_TICKS)).max(Duration::from_millis(1)),
+                    sockets: Mutex::new(Vec::new()),
+                    running: AtomicBool::new(false),
+                })
+            })
+            .clone();
+        drop(lists);
+        let mut sockets = clock.sockets();
+        if sockets.len() == sockets.capacity() {
+            // As above: the closed sockets' memory is not kept for a whole tick.
+            sockets.retain(|w| Weak::strong_count(w) > 0);
+        }
+        sockets.push(socket.downgrade());
+        if !clock.running.swap(true, Ordering::AcqRel) {
+            drop(sockets);
+            tokio::spawn(clock.run());
+        }
     }
 
     /// Tells every open WebSocket that the server shuts down (it closes with 1001).

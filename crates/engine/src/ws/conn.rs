@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio::time::{Instant, Sleep};
 use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::frame::Frame;
@@ -130,6 +129,7 @@ impl Conn<'_> {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Take::Cut) => return Poll::Ready(End::Cut),
                     Poll::Ready(Take::ShutDown) => return Poll::Ready(End::Shutdown),
+                    Poll::Ready(Take::Idle) => return Poll::Ready(End::Idle),
                     Poll::Ready(Take::Write(batch, bytes)) => {
                         self.batch = batch;
                         self.bytes = bytes;
@@ -140,6 +140,7 @@ impl Conn<'_> {
                     Poll::Pending => {}
                     // A client that does not read, with a write blocked.
                     Poll::Ready(Take::Cut) => return Poll::Ready(End::Cut),
+                    Poll::Ready(Take::Idle) => return Poll::Ready(End::Idle),
                     // `Take::ShutDown` (`poll_stop` takes nothing to write).
                     Poll::Ready(_) => return Poll::Ready(End::Shutdown),
                 }
@@ -294,7 +295,9 @@ pub(crate) struct Serve {
     pub(crate) inbox: Inbox,
     /// Told how the socket ended, once it has.
     pub(crate) on_close: Option<Box<dyn FnOnce(CloseStatus) + Send>>,
-    pub(crate) idle: Option<Duration>,
+    /// The route has an idle timeout: reads are told to the sender, whose idle clock
+    /// (the server's, see `registry.rs`) ends a socket that read nothing for it.
+    pub(crate) idle_timeout: bool,
     /// Dropped when the socket ends (a stream limit's slot).
     pub(crate) held: Option<Box<dyn Send>>,
 }
@@ -310,10 +313,8 @@ pub(crate) fn serve(mut this: Serve) -> impl Future<Output = ()> + Send {
         let end_and_mid = {
             // Takes the socket back from channels however this ends (also if dropped).
             let _detach = Detach(&this.sender);
-            // Allocated only for a route with an idle timeout; moved later by each read.
-            let mut timer: Option<Pin<Box<Sleep>>> =
-                this.idle.map(|t| Box::pin(tokio::time::sleep(t)));
             let sender = &this.sender;
+            let timed = this.idle_timeout;
             let mut conn = Conn {
                 ws: &mut this.ws,
                 sender,
@@ -333,17 +334,11 @@ pub(crate) fn serve(mut this: Serve) -> impl Future<Output = ()> + Send {
                 }
                 if conn.written == 0 {
                     let (end, read) = conn.poll_read(cx);
-                    if let (true, Some(sleep), Some(t)) = (read, &mut timer, this.idle) {
-                        // Only moved later: cheap (tokio extends the entry in place).
-                        sleep.as_mut().reset(Instant::now() + t);
+                    if read && timed {
+                        sender.heard();
                     }
                     if let Poll::Ready(end) = end {
                         return Poll::Ready(end);
-                    }
-                }
-                if let Some(sleep) = &mut timer {
-                    if sleep.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(End::Idle);
                     }
                 }
                 conn.poll_idle(cx);
@@ -467,11 +462,11 @@ mod tests {
             sender: WsSender::new(QueueLimits::default(), None),
             inbox: Inbox::Callback(Box::new(|_| {})),
             on_close: None,
-            idle: None,
+            idle_timeout: true,
             held: None,
         });
         let size = std::mem::size_of_val(&task);
-        // 272 bytes in a debug build. tokio's task cell adds 112 bytes and is aligned to
+        // 248 bytes in a debug build. tokio's task cell adds 112 bytes and is aligned to
         // 128 (see the connection task's test in server/direct): up to 272, the task is 384.
         println!("WebSocket connection future: {size} bytes");
         assert!(

@@ -307,7 +307,7 @@ impl Taken {
     ) {
         let max = self.0.options.max_payload;
         self.0.sender.push_head(head);
-        track(&self.0.sender, shared);
+        track(&self.0.sender, self.0.options.idle_timeout, shared);
         self.0.sender.attach(tcp.clone());
         let ws = io::Ws::new(io::WsIo::Tcp(tcp), unread, max);
         tokio::spawn(run(self.0, ws));
@@ -342,7 +342,7 @@ pub(crate) fn spawn_upgrade(
     let Some(Taken(pending)) = take_upgrade(res) else {
         return;
     };
-    track(&pending.sender, shared);
+    track(&pending.sender, pending.options.idle_timeout, shared);
     tokio::spawn(on_upgrade.then(move |up| {
         let max = pending.options.max_payload;
         let ws = match up {
@@ -367,10 +367,11 @@ pub(crate) fn spawn_upgrade(
     }));
 }
 
-/// Tracks a socket for the server's shutdown (see `WsSender::shut_down`).
-fn track(sender: &WsSender, shared: &Shared) {
+/// Tracks a socket for the server's shutdown (see `WsSender::shut_down`) and, with
+/// `idle_timeout`, for the idle clock of that timeout (see `WsSender::idle_tick`).
+fn track(sender: &WsSender, idle_timeout: Option<Duration>, shared: &Shared) {
     // Tracked before the check, so that a shutdown that begins between them still finds it.
-    shared.streams.track_ws(sender);
+    shared.streams.track_ws(sender, idle_timeout);
     if shared.graceful.is_cancelled() {
         sender.shut_down();
     }
@@ -410,7 +411,7 @@ fn run(pending: Pending, ws: io::Ws) -> impl Future<Output = ()> + Send {
         sender,
         inbox,
         on_close,
-        idle: options.idle_timeout,
+        idle_timeout: options.idle_timeout.is_some(),
         held,
     })
 }

@@ -98,6 +98,12 @@ struct State {
     writer_idle: bool,
     /// The server shuts down: the connection closes with 1001.
     shut_down: bool,
+    /// Something was read since the last idle tick ([`WsSender::idle_tick`]).
+    heard: bool,
+    /// Idle ticks in a row with nothing read.
+    quiet: u8,
+    /// Nothing was read for the route's idle timeout: the connection closes with 1001.
+    timed_out: bool,
     /// Wakes [`WsSender::drained`] and [`WsSender::closed`] waiters (made by the first).
     waiters: Option<Arc<Notify>>,
 }
@@ -110,6 +116,8 @@ impl State {
             Some(Take::Cut)
         } else if self.shut_down {
             Some(Take::ShutDown)
+        } else if self.timed_out {
+            Some(Take::Idle)
         } else {
             None
         }
@@ -171,6 +179,8 @@ pub(crate) enum Take {
     Cut,
     /// The server shuts down: close the connection (1001).
     ShutDown,
+    /// Nothing was read for the idle timeout: close the connection (1001).
+    Idle,
 }
 
 pub(crate) fn wire_len(m: &Wire) -> usize {
@@ -205,6 +215,9 @@ impl WsSender {
                     through: None,
                     writer_idle: false,
                     shut_down: false,
+                    heard: true,
+                    quiet: 0,
+                    timed_out: false,
                     waiters: None,
                 }),
                 wake: AtomicWaker::new(),
@@ -404,8 +417,9 @@ impl WsSender {
         Poll::Ready(Take::Write(std::mem::take(&mut st.queue), bytes))
     }
 
-    /// `Ready` once the queue has passed its hard limit (`Take::Cut`) or the server shuts
-    /// down (`Take::ShutDown`); else the task is woken when either happens.
+    /// `Ready` once the queue has passed its hard limit (`Take::Cut`), the server shuts
+    /// down (`Take::ShutDown`) or the idle timeout passed (`Take::Idle`); else the task is
+    /// woken when one of them happens.
     pub(crate) fn poll_stop(&self, cx: &mut Context<'_>) -> Poll<Take> {
         self.socket.wake.register(cx.waker());
         match self.lock().stop() {
@@ -465,6 +479,27 @@ impl WsSender {
     pub(crate) fn shut_down(&self) {
         self.lock().shut_down = true;
         self.socket.wake.wake();
+    }
+
+    /// The connection read something (for [`idle_tick`](Self::idle_tick)).
+    pub(crate) fn heard(&self) {
+        self.lock().heard = true;
+    }
+
+    /// One tick of the idle clock: after `ticks` ticks in a row with nothing read, the
+    /// connection closes (1001). A socket read from since the last tick starts again.
+    pub(crate) fn idle_tick(&self, ticks: u8) {
+        let mut st = self.lock();
+        if std::mem::take(&mut st.heard) {
+            st.quiet = 0;
+            return;
+        }
+        st.quiet = st.quiet.saturating_add(1);
+        if st.quiet >= ticks && st.phase != Phase::Closed && !st.timed_out {
+            st.timed_out = true;
+            drop(st);
+            self.socket.wake.wake();
+        }
     }
 
     pub(crate) fn downgrade(&self) -> super::WeakWs {
