@@ -52,12 +52,37 @@ pub struct ServerHandle {
     local_addr: SocketAddr,
     metrics: Arc<Metrics>,
     stop_accepting: CancellationToken,
-    graceful: CancellationToken,
+    graceful: Graceful,
     force: CancellationToken,
     tracker: TaskTracker,
     accept_loop: tokio::task::JoinHandle<()>,
     streams: Arc<StreamRegistry>,
     redis: Option<crate::channel::RedisHub>,
+}
+
+/// The shutdown's request to finish: a cancellation token to wait on, and a flag that
+/// connections check after each request without the token's lock.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Graceful {
+    token: CancellationToken,
+    begun: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Graceful {
+    fn cancel(&self) {
+        self.begun.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.token.cancel();
+    }
+
+    /// The shutdown has begun.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.begun.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Completes once the shutdown has begun.
+    pub(crate) fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.token.cancelled()
+    }
 }
 
 /// What every connection task uses, kept here rather than in each task (a task's size is
@@ -72,7 +97,7 @@ pub(crate) struct Shared {
     /// The settings of HTTP/2 connections over TLS (see `h2`).
     pub(crate) h2: ::h2::server::Builder,
     /// Asks connections to finish (shutdown).
-    pub(crate) graceful: CancellationToken,
+    pub(crate) graceful: Graceful,
     /// Drops the connections still open when the grace period is over.
     pub(crate) force: CancellationToken,
     /// Accepts TLS connections, when the server serves HTTPS.
@@ -105,7 +130,7 @@ impl Shared {
             streams: Arc::new(StreamRegistry::default()),
             builder,
             h2: h2::builder(),
-            graceful: CancellationToken::new(),
+            graceful: Graceful::default(),
             force: CancellationToken::new(),
         }
     }
