@@ -27,7 +27,8 @@ soak:      --path /soak/channel --stop-path /soak/stop --reconnects-per-s R
            --reconnect-delay-ms M --settle S --seed N (checks every event's sequence)
 churn:     --cycles N --concurrency C --paths /a,/b --early-percent P --timeout S
 ws-echo:   --path /ws/echo --size B (text messages, one in flight per connection)
-ws-idle:   --path /ws/echo --connect-timeout S --connect-concurrency N (holds N sockets)
+ws-idle:   --path /ws/echo --connect-timeout S --connect-concurrency N (holds N sockets;
+           --tls http1 for wss)
 ws-broadcast: as ws-idle, --path /ws/broadcast; events, gaps, latency on read and arrival";
 
 #[cfg(not(unix))]

@@ -127,12 +127,11 @@ pub async fn run_idle(mut args: Args, parse: bool) -> Result<Value, String> {
     let connect_timeout = Duration::from_secs_f64(args.take("connect-timeout", 60.0)?);
     let concurrency: usize = args.take("connect-concurrency", 256)?;
     args.finish()?;
-    if common.tls.is_some() {
-        return Err("ws-idle and ws-broadcast: --tls is not supported".into());
-    }
+    common.http1_only(if parse { "ws-broadcast" } else { "ws-idle" })?;
 
     let n = common.connections;
-    let url = Rc::new(format!("ws://{}{}", common.addr, path));
+    let scheme = if common.tls.is_some() { "wss" } else { "ws" };
+    let url = Rc::new(format!("{scheme}://{}{}", common.addr, path));
     let shared = Rc::new(Shared::default());
     let decode = Rc::new(RefCell::new(
         parse.then(|| Decode::start(n, Format::Messages)),
@@ -156,7 +155,7 @@ pub async fn run_idle(mut args: Args, parse: bool) -> Result<Value, String> {
         tokio::task::spawn_local(async move {
             let permit = gate.acquire().await;
             let ws = tokio::time::timeout_at(deadline, async {
-                let io = Io::connect(common.addr, None, stamps).await.ok()?;
+                let io = Io::connect(common.addr, common.tls, stamps).await.ok()?;
                 let arrival = io.arrival();
                 let (ws, _) = tokio_tungstenite::client_async_with_config(
                     url.as_str(),
