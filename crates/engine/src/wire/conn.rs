@@ -131,6 +131,32 @@ impl Conn {
         }
     }
 
+    /// Appends to `buf` what arrived (plaintext over TLS): `Ok(0)` at the end of the
+    /// stream. A plain connection reads into `buf`'s spare room as [`read_some`] does.
+    pub(crate) fn poll_read_buf(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut impl BufMut,
+    ) -> Poll<io::Result<usize>> {
+        match &self.io {
+            Io::Plain(tcp) => loop {
+                std::task::ready!(tcp.poll_read_ready(cx))?;
+                match read_some(tcp, buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    r => return Poll::Ready(r),
+                }
+            },
+            Io::Tls { tcp, session } => poll_read_tls(tcp, session, cx, buf),
+        }
+    }
+
+    /// The connection's TCP stream (under the TLS session, if any).
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        match &self.io {
+            Io::Plain(tcp) | Io::Tls { tcp, .. } => tcp,
+        }
+    }
+
     /// Appends to `buf` what arrived, up to about `max` bytes in `buf` (past that it is left
     /// where it is). `Err` at the end of the stream or on an error.
     pub(crate) fn poll_read_into(
@@ -233,15 +259,13 @@ fn poll_read_tls(
     tcp: &TcpStream,
     session: &Mutex<Session>,
     cx: &mut Context<'_>,
-    buf: &mut Vec<u8>,
+    buf: &mut impl BufMut,
 ) -> Poll<io::Result<usize>> {
     let mut session = Conn::lock(session);
     if std::task::ready!(session.poll_plain(tcp, cx))? == 0 {
         return Poll::Ready(Ok(0));
     }
-    Poll::Ready(Ok(
-        session.take_plain(usize::MAX, |p| buf.extend_from_slice(p))
-    ))
+    Poll::Ready(Ok(session.take_plain(usize::MAX, |p| buf.put_slice(p))))
 }
 
 /// Reads what the socket holds into `buf`'s spare capacity. A read that does not fill it
@@ -249,7 +273,7 @@ fn poll_read_tls(
 /// needs no read that fails with `EAGAIN` (one syscall fewer per keep-alive request).
 /// tokio clears it only if no readiness event arrived since it was observed, and never
 /// clears the read-closed state, so bytes or an EOF arriving meanwhile still wake the task.
-pub(crate) fn read_some(stream: &TcpStream, buf: &mut impl BufMut) -> io::Result<usize> {
+fn read_some(stream: &TcpStream, buf: &mut impl BufMut) -> io::Result<usize> {
     // What `try_read_buf` reads into: the spare room (64 bytes more when there is none).
     let spare = buf.chunk_mut().len();
     let mut got = None;

@@ -456,7 +456,7 @@ mod tests {
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
         let tcp = Arc::new(crate::wire::Conn::plain(accepted.unwrap().0));
-        let ws = Ws::new(WsIo::Tcp(tcp), bytes::Bytes::new(), 16 << 20);
+        let ws = Ws::new(WsIo::Conn(tcp), bytes::Bytes::new(), 16 << 20);
         let task = serve(Serve {
             ws,
             sender: WsSender::new(QueueLimits::default(), None),

@@ -17,7 +17,6 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWrite;
-use tokio::net::TcpStream;
 use tungstenite::error::Error as WsError;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
@@ -36,11 +35,11 @@ const READ: usize = 8 << 10;
 /// The size of the first read into an empty buffer.
 const FIRST_READ: usize = 512;
 
-/// An upgraded connection's bytes: its TCP stream, shared with the sender that lends it to
-/// channels (see `socket.rs`); or hyper's upgraded IO (TLS; boxed, as it is rare and
-/// larger).
+/// An upgraded connection's bytes: the direct path's connection, plain or TLS (a plain one
+/// shared with the sender that lends its socket to channels, see `socket.rs`); or hyper's
+/// upgraded IO (a TLS connection hyper served; boxed, as it is rare and larger).
 pub(crate) enum WsIo {
-    Tcp(Arc<Conn>),
+    Conn(Arc<Conn>),
     Upgraded(Box<TokioIo<hyper::upgrade::Upgraded>>),
 }
 
@@ -167,16 +166,7 @@ fn fill(io: &mut WsIo, buf: &mut BytesMut, cx: &mut Context<'_>) -> io::Result<u
     match io {
         // Into the buffer's spare room as it is (no zeroing first); a short read clears
         // the readiness, so the next wait needs no read that fails with `EAGAIN`.
-        WsIo::Tcp(tcp) => {
-            let tcp = plain(tcp);
-            loop {
-                would_block(tcp.poll_read_ready(cx))?;
-                match crate::wire::conn::read_some(tcp, buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    r => return r,
-                }
-            }
-        }
+        WsIo::Conn(conn) => would_block(conn.poll_read_buf(cx, buf)),
         WsIo::Upgraded(up) => {
             would_block(tokio_util::io::poll_read_buf(Pin::new(&mut **up), cx, buf))
         }
@@ -330,12 +320,6 @@ impl Ws {
     }
 }
 
-/// The TCP stream of a connection made [`WsIo::Tcp`] (always a plain one).
-fn plain(conn: &Conn) -> &TcpStream {
-    conn.plain_tcp()
-        .expect("WsIo::Tcp holds a plain connection")
-}
-
 impl AsyncWrite for WsIo {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -344,28 +328,22 @@ impl AsyncWrite for WsIo {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             WsIo::Upgraded(io) => Pin::new(&mut **io).poll_write(cx, buf),
-            WsIo::Tcp(tcp) => loop {
-                let tcp = plain(tcp);
-                ready!(tcp.poll_write_ready(cx))?;
-                match tcp.try_write(buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    res => return Poll::Ready(res),
-                }
-            },
+            WsIo::Conn(conn) => conn.poll_write(cx, &[io::IoSlice::new(buf)]),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             WsIo::Upgraded(io) => Pin::new(&mut **io).poll_flush(cx),
-            WsIo::Tcp(_) => Poll::Ready(Ok(())),
+            WsIo::Conn(conn) => conn.poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             WsIo::Upgraded(io) => Pin::new(&mut **io).poll_shutdown(cx),
-            WsIo::Tcp(tcp) => {
+            WsIo::Conn(conn) => {
+                ready!(conn.poll_flush(cx))?;
                 // Half-closes the write side, as tokio's TcpStream does.
-                let _ = socket2::SockRef::from(plain(tcp)).shutdown(std::net::Shutdown::Write);
+                let _ = socket2::SockRef::from(conn.tcp()).shutdown(std::net::Shutdown::Write);
                 Poll::Ready(Ok(()))
             }
         }

@@ -295,9 +295,9 @@ pub(crate) fn take_upgrade(res: &mut http::Response<Body>) -> Option<Taken> {
 pub(crate) struct Taken(Pending);
 
 impl Taken {
-    /// Serves the socket over `tcp` (the direct path's connection): `head` (the 101's) is
-    /// the first thing written, `unread` the first read. The task is the connection's
-    /// future alone.
+    /// Serves the socket over `tcp` (the direct path's connection, plain or TLS): `head`
+    /// (the 101's) is the first thing written, `unread` the first read. The task is the
+    /// connection's future alone.
     pub(crate) fn spawn(
         self,
         tcp: Arc<crate::wire::Conn>,
@@ -308,8 +308,11 @@ impl Taken {
         let max = self.0.options.max_payload;
         self.0.sender.push_head(head);
         track(&self.0.sender, self.0.options.idle_timeout, shared);
-        self.0.sender.attach(tcp.clone());
-        let ws = io::Ws::new(io::WsIo::Tcp(tcp), unread, max);
+        // Channels write to a plain socket themselves; over TLS the connection seals all.
+        if !tcp.is_tls() {
+            self.0.sender.attach(tcp.clone());
+        }
+        let ws = io::Ws::new(io::WsIo::Conn(tcp), unread, max);
         tokio::spawn(run(self.0, ws));
     }
 
@@ -350,7 +353,7 @@ pub(crate) fn spawn_upgrade(
                 Ok((unread, tcp)) => {
                     let tcp = Arc::new(crate::wire::Conn::plain(tcp));
                     pending.sender.attach(tcp.clone());
-                    io::Ws::new(io::WsIo::Tcp(tcp), unread, max)
+                    io::Ws::new(io::WsIo::Conn(tcp), unread, max)
                 }
                 Err(up) => io::Ws::new(
                     io::WsIo::Upgraded(Box::new(hyper_util::rt::TokioIo::new(up))),

@@ -68,10 +68,6 @@ pub(super) async fn read_head<'a>(
                     refuse(stream, shared, status, &msg, pending).await;
                     return HeadRead::Closed;
                 }
-                // The upgraded socket is served as plain TCP.
-                Parse::Direct(req) if req.upgrade && stream.is_tls() => {
-                    return HeadRead::Handover(buf)
-                }
                 Parse::Direct(req) => {
                     // Keep only what follows the head, else free the buffer.
                     if buf.len() > req.head_len {
