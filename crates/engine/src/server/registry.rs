@@ -222,4 +222,64 @@ mod tests {
         drop(body_c);
         assert_eq!(reg.len(), 0);
     }
+
+    /// The idle clock of `timeout`: (sockets listed, whether its task runs).
+    fn clock(reg: &StreamRegistry, timeout: Duration) -> (usize, bool) {
+        let clock = reg.lock().idle.get(&timeout).cloned().unwrap();
+        let listed = clock.sockets().len();
+        (listed, clock.running.load(Ordering::Acquire))
+    }
+
+    #[tokio::test]
+    async fn an_idle_clock_times_out_sockets_that_read_nothing_and_stops_when_they_are_gone() {
+        use crate::ws::socket::Take;
+        let reg = StreamRegistry::default();
+        let timeout = Duration::from_millis(80);
+        let quiet = WsSender::new(QueueLimits::default(), None);
+        let talking = WsSender::new(QueueLimits::default(), None);
+        let gone = WsSender::new(QueueLimits::default(), None);
+        for s in [&quiet, &talking, &gone] {
+            reg.track_ws(s, Some(timeout));
+        }
+        // No clock for sockets without a timeout.
+        reg.track_ws(&WsSender::new(QueueLimits::default(), None), None);
+        assert_eq!(reg.lock().idle.len(), 1);
+        assert_eq!(clock(&reg, timeout), (3, true));
+        drop(gone);
+        let stopped = |s: &WsSender| {
+            let waker = futures_util::task::noop_waker();
+            s.poll_stop(&mut std::task::Context::from_waker(&waker))
+        };
+        // One read every 20 ms keeps `talking` open while `quiet` times out (after 100 ms:
+        // the first tick finds the read each socket starts with).
+        let start = tokio::time::Instant::now();
+        while stopped(&quiet).is_pending() {
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "`quiet` timed out"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            talking.heard();
+        }
+        assert!(matches!(
+            stopped(&quiet),
+            std::task::Poll::Ready(Take::Idle)
+        ));
+        assert!(start.elapsed() >= timeout, "not before its timeout");
+        assert!(stopped(&talking).is_pending(), "read from: still open");
+        // A tick dropped the socket that is gone.
+        assert_eq!(clock(&reg, timeout), (2, true));
+        drop((quiet, talking));
+        while clock(&reg, timeout) != (0, false) {
+            assert!(
+                start.elapsed() < Duration::from_secs(4),
+                "the clock's task ended"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The next socket starts it again.
+        let next = WsSender::new(QueueLimits::default(), None);
+        reg.track_ws(&next, Some(timeout));
+        assert_eq!(clock(&reg, timeout), (1, true));
+    }
 }

@@ -28,7 +28,7 @@
 
 mod conn;
 mod io;
-mod socket;
+pub(crate) mod socket;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
