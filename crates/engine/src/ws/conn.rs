@@ -3,9 +3,10 @@
 //! ends with a close handshake or a cut.
 //!
 //! The connection is one small state machine polled by its task (see [`serve`]): the
-//! socket with tungstenite's state (made only while needed, see `io.rs`), the batch being
-//! written, and a timer only when the route has an idle timeout, so an idle socket's task
-//! holds little.
+//! socket with tungstenite's state (made only while needed, see `io.rs`) and the batch
+//! being written, so an idle socket's task holds little. The idle timeout needs no timer
+//! here: reads are marked on the sender, and the server's idle clock (`registry.rs`)
+//! stops a socket that read nothing for it.
 //!
 //! Frames already encoded (a channel's events; a handler's data messages, framed here) are
 //! written to the socket as they are, once tungstenite's buffer is out; nothing is read
