@@ -269,6 +269,18 @@ export function scenarios(opts) {
     broadcast(10_000, 100, 'h2'),
     idle(10_000, 'http1'),
     idle(10_000, 'h2'),
+    {
+      name: 'ws-idle-10k-tls',
+      title: '10,000 idle WebSockets over TLS (wss) on /ws/echo: server RSS per socket',
+      pubMs: NO_PUBLISH,
+      tls: 'http1',
+      servers: ['rat-engine', 'rat-engine-baseline', 'node-http', 'bun'],
+      args: ['ws-idle', '--connections', 10_000, '--connect-timeout', opts.connectTimeout, '--warmup', 1, '--duration', opts.idleHold, ...tlsArgs('http1')],
+      metric: 'rss_per_connection_bytes',
+      unit: 'bytes',
+      lowerIsBetter: true,
+      subscribers: 10_000,
+    },
   ]
   return [
     {
