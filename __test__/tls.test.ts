@@ -1,6 +1,6 @@
 // HTTPS: one port speaks HTTP/2 and HTTP/1.1 (ALPN), checked with curl, undici and node's
 // http2 client; plain routes, bodies, SSE, channels with replay, chunked streams, client
-// disconnects and close() over TLS; certificate errors say which part is wrong; the
+// disconnects, WebSockets (wss) and close() over TLS; certificate errors say which part is wrong; the
 // certificate can be swapped while serving; plain HTTP on the TLS port is refused alone.
 import { execFile } from 'node:child_process'
 import { X509Certificate } from 'node:crypto'
@@ -13,6 +13,7 @@ import { promisify } from 'node:util'
 import selfsigned from 'selfsigned'
 import { Agent, fetch } from 'undici'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import WebSocket from 'ws'
 import { createApp, RatError, type App, type Channel } from '../ts/index.js'
 import { startApp } from './support/app.js'
 import { waitFor, within } from './support/wait.js'
@@ -63,6 +64,8 @@ beforeAll(async () => {
   app.chunked('/bytes', async function* () {
     for (let i = 0; i < 3; i++) yield `line ${i}\n`
   })
+  app.ws('/ws/echo', { message: (ws, data, isBinary) => void ws.send(data, isBinary) })
+  app.ws('/ws/news', news)
   ;({ port } = await app.listen({ host: '127.0.0.1', port: 0, tls: pem }))
 })
 
@@ -226,6 +229,38 @@ describe('certificates', () => {
     const plain = createApp()
     expect(() => plain.setCertificate(pem)).toThrow(RatError)
   })
+})
+
+test('wss: a JS echo route and a channel route, the certificate verified', async () => {
+  const open = (path: string) => {
+    const ws = new WebSocket(`wss://localhost:${port}${path}`, { ca: pem.cert })
+    const messages: Array<{ data: string; isBinary: boolean }> = []
+    ws.on('message', (data: Buffer, isBinary: boolean) => messages.push({ data: data.toString('utf8'), isBinary }))
+    const opened = new Promise<void>((resolve, reject) => {
+      ws.once('open', resolve)
+      ws.once('error', reject)
+    })
+    return { ws, messages, opened }
+  }
+  const echo = open('/ws/echo')
+  await within(5000, 'the echo socket to open', echo.opened)
+  // Sizes across the frame header's three length forms, text and binary, in order.
+  const sizes = [0, 125, 126, 65535, 65536]
+  for (const n of sizes) echo.ws.send('t'.repeat(n))
+  echo.ws.send(Buffer.from('bin'), { binary: true })
+  await waitFor('every echo', () => echo.messages.length === sizes.length + 1)
+  expect(echo.messages.map((m) => m.data.length)).toEqual([...sizes, 3])
+  expect(echo.messages.at(-1)).toEqual({ data: 'bin', isBinary: true })
+  const sub = open('/ws/news')
+  await within(5000, 'the channel socket to open', sub.opened)
+  await waitFor('the subscriber', () => news.subscribers > 0)
+  news.publish('over wss')
+  await waitFor('the published event', () => sub.messages.some((m) => m.data === 'over wss'))
+  const closed = (ws: WebSocket) => new Promise<number>((resolve) => ws.once('close', (code: number) => resolve(code)))
+  const codes = [closed(echo.ws), closed(sub.ws)]
+  echo.ws.close(1000)
+  sub.ws.close(1000)
+  expect(await within(5000, 'both closes', Promise.all(codes))).toEqual([1000, 1000])
 })
 
 test('plain HTTP on the TLS port closes that connection; HTTPS goes on', async () => {
