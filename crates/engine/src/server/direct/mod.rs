@@ -8,8 +8,8 @@
 //! (response head written once, then the body's frames as chunks), keeping no buffer
 //! while the response streams. Anything else goes to hyper's auto builder with the bytes
 //! already read replayed in front of the socket, so hyper serves it exactly as if it had
-//! read them itself (h2c, HEAD, bodies, upgrades other than a
-//! WebSocket, malformed heads...). A WebSocket upgrade answered with 101 here leaves the
+//! read them itself (h2c, HEAD, bodies, upgrades other than a WebSocket's, malformed
+//! heads...). A WebSocket upgrade answered with 101 here, plain or TLS, leaves the
 //! connection to its socket's task (see `ws`).
 
 mod handover;
