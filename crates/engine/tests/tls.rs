@@ -432,6 +432,17 @@ async fn websockets_work_over_tls_handler_and_channel_routes() {
         .unwrap()
         .unwrap();
     assert_eq!(got, Wire::text("over tls"));
+    // The close handshake, then the TLS session's own end: a `close_notify` (rustls reads
+    // a connection closed without one as an unexpected EOF).
     echo.close(None).await.unwrap();
+    let reply = within(Duration::from_secs(5), "the close reply", echo.next()).await;
+    assert!(
+        matches!(reply, Some(Ok(Wire::Close(_)))),
+        "the close reply, not {reply:?}"
+    );
+    let mut tls = echo.into_inner();
+    let mut rest = [0u8; 16];
+    let end = within(Duration::from_secs(5), "the end", tls.read(&mut rest)).await;
+    assert_eq!(end.map_err(|e| e.kind()), Ok(0), "a clean TLS close");
     server.shutdown(Duration::from_secs(1)).await;
 }

@@ -374,7 +374,7 @@ impl Session {
     }
 
     /// Queues a `close_notify` (once the handshake is done).
-    fn queue_close_notify(&mut self) {
+    pub(crate) fn queue_close_notify(&mut self) {
         let conn = match &mut self.layer {
             Layer::Own(records) => return records.close_notify(&mut self.unsent),
             Layer::Rustls(conn) => conn,

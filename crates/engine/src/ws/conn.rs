@@ -365,8 +365,19 @@ pub(crate) fn serve(mut this: Serve) -> impl Future<Output = ()> + Send {
     }
 }
 
-/// Ends the connection as `end` says; returns how it ended.
+/// Ends the connection as `end` says, a TLS one that ended cleanly with its
+/// `close_notify`; returns how it ended.
 async fn close(ws: &mut Ws, end: End, mid_frame: bool) -> CloseStatus {
+    let clean = !mid_frame && !matches!(end, End::Cut | End::Gone);
+    let status = handshake(ws, end, mid_frame).await;
+    if clean {
+        let _ = tokio::time::timeout(CLOSE_WAIT, ws.close_notify()).await;
+    }
+    status
+}
+
+/// The close handshake `end` calls for; how the connection ended.
+async fn handshake(ws: &mut Ws, end: End, mid_frame: bool) -> CloseStatus {
     let status = |code: u16, reason: &str| CloseStatus {
         code,
         reason: reason.to_string(),

@@ -314,6 +314,17 @@ impl Ws {
         }
     }
 
+    /// Ends a TLS connection cleanly: writes its `close_notify` after what waits. A plain
+    /// connection needs nothing (its FIN follows when it is dropped), nor does one hyper
+    /// upgraded.
+    pub(crate) async fn close_notify(&mut self) {
+        if let WsIo::Conn(conn) = &self.io {
+            if conn.with_session(|s| s.queue_close_notify()).is_some() {
+                let _ = std::future::poll_fn(|cx| conn.poll_flush(cx)).await;
+            }
+        }
+    }
+
     #[cfg(test)]
     pub(crate) fn holds_state(&self) -> bool {
         self.proto.is_some()
