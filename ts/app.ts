@@ -533,7 +533,7 @@ export class App {
       if (ws && !hooked) {
         call(() => this.#engine.addWsChannelRoute(path, nativeChannel(channel), ws, nativeRouteOptions(options, this.#originChecks)))
       } else if (ws) {
-        this.#add('ws', 'GET', path, this.#wsRun({ open: (s) => s.subscribe(channel) }, ws), undefined, options)
+        this.#add('ws', 'GET', path, this.#wsRun({ open: (s) => s.subscribe(channel) }, ws, null), undefined, options)
       } else if (!hooked) {
         call(() => this.#engine.addChannelRoute(method, path, nativeChannel(channel), nativeRouteOptions(options, this.#originChecks)))
       } else {
@@ -819,7 +819,8 @@ export class App {
     )
   }
 
-  #wsRun(handlers: WsHandlers<string, unknown>, options: NativeWsOptions, tag: number | null = this.#sockets.lazyTag(handlers)): Build {
+  /** `tag`: the route's lazy-socket tag (`Sockets.lazyTag`), null for a route with `open`. */
+  #wsRun(handlers: WsHandlers<string, unknown>, options: NativeWsOptions, tag: number | null): Build {
     const accept: Go<undefined> = (c, req) => {
       let socket
       try {
