@@ -626,4 +626,6 @@ export interface WsRouteOptions {
   highWaterMark?: number
   /** Send queue bytes past which the socket is cut (default max(64 x mark, 8 MiB)). */
   maxBufferedBytes?: number
+  /** Accept permessage-deflate when the client offers it (default false). */
+  compression?: boolean
 }

@@ -306,6 +306,55 @@ test('compression: EventSource decodes gzip, br and zstd streams live, a channel
   await page.close()
 })
 
+test("WebSocket permessage-deflate: Chromium's compressed messages are read and echoed compressed, a channel's too", async () => {
+  const app = createApp()
+  const feed = app.channel('z-feed')
+  app.ws('/z/echo', { message: (ws, data, isBinary) => void ws.send(data, isBinary) }, { compression: true })
+  app.ws('/z/feed', feed, { compression: true })
+  app.html('/', '<!doctype html><title>ws</title>')
+  const base = await serve(app)
+  const page = await newPage()
+  await page.goto(base)
+  const long = 'chromium compresses every message; '.repeat(600)
+  const echoed = await page.evaluate(async (long) => {
+    const ws = new WebSocket(location.origin.replace('http', 'ws') + '/z/echo')
+    ws.binaryType = 'arraybuffer'
+    const got: Array<string | number[]> = []
+    await new Promise((resolve, reject) => {
+      ws.onopen = resolve
+      ws.onerror = reject
+    })
+    const done = new Promise<void>((resolve) => {
+      ws.onmessage = (e) => {
+        got.push(typeof e.data === 'string' ? e.data : Array.from(new Uint8Array(e.data)))
+        if (got.length === 3) resolve()
+      }
+    })
+    ws.send(long)
+    ws.send('short')
+    ws.send(new Uint8Array(5000).map((_, i) => i % 7))
+    await done
+    ws.close()
+    return { extensions: ws.extensions, got }
+  }, long)
+  expect(echoed.extensions).toContain('permessage-deflate')
+  expect(echoed.got[0]).toBe(long)
+  expect(echoed.got[1]).toBe('short')
+  expect(echoed.got[2]).toEqual(Array.from({ length: 5000 }, (_, i) => i % 7))
+
+  const live = page.evaluate(() => new Promise<{ extensions: string; data: string }>((resolve) => {
+    const ws = new WebSocket(location.origin.replace('http', 'ws') + '/z/feed')
+    ws.onmessage = (e) => resolve({ extensions: ws.extensions, data: e.data })
+  }))
+  await expect.poll(() => feed.subscribers, { timeout: 5000 }).toBe(1)
+  const rows = { rows: Array.from({ length: 100 }, (_, i) => ({ id: i, name: 'row' })) }
+  feed.publish(rows)
+  const got = await live
+  expect(got.extensions).toContain('permessage-deflate')
+  expect(JSON.parse(got.data)).toEqual(rows)
+  await page.close()
+})
+
 test('chat: a message sent over WebSocket comes down through the channel, over WebSocket and over SSE', async () => {
   const app = createChat()
   const base = await serve(app)

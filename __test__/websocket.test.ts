@@ -3,7 +3,7 @@
 // hooks and params before the upgrade, channels over ws, backpressure (send false, drain).
 import { describe, expect, test } from 'vitest'
 import WebSocket from 'ws'
-import { HttpError, RatError, type Channel, type RatWebSocket } from '../ts/index.js'
+import { createApp, HttpError, RatError, type Channel, type RatWebSocket } from '../ts/index.js'
 import { startApp } from './support/app.js'
 import { deferred, waitFor, within } from './support/wait.js'
 
@@ -17,6 +17,7 @@ const logger = {
 const closes: Array<[number, string]> = []
 const drains: string[] = []
 let feed!: Channel
+let zfeed!: Channel
 const started = await startApp(
   (app) => {
     feed = app.channel('ws-feed')
@@ -26,6 +27,9 @@ const started = await startApp(
     app.ws('/echo', {
       message: (ws, data, isBinary) => void ws.send(data, isBinary),
     })
+    app.ws('/z/echo', { message: (ws, data, isBinary) => void ws.send(data, isBinary) }, { compression: true })
+    zfeed = app.channel('ws-zfeed')
+    app.ws('/z/feed', zfeed, { compression: true })
     app.ws('/rooms/:room', {
       open: (ws, req) => {
         ws.data = req.params.room
@@ -67,8 +71,8 @@ const started = await startApp(
 )
 
 /** Opens a client and resolves once it is open; `messages` collects what arrives. */
-async function open(path: string, headers: Record<string, string> = {}) {
-  const ws = new WebSocket(`ws://127.0.0.1:${started.port}${path}`, { headers })
+async function open(path: string, headers: Record<string, string> = {}, options: WebSocket.ClientOptions = {}) {
+  const ws = new WebSocket(`ws://127.0.0.1:${started.port}${path}`, { headers, ...options })
   const messages: Array<string | Buffer> = []
   const waiters: Array<() => void> = []
   ws.on('message', (data: Buffer, isBinary: boolean) => {
@@ -105,6 +109,55 @@ describe('WebSocket routes', () => {
       expect((b as Buffer).equals(Buffer.alloc(n, n % 251))).toBe(true)
     }
     c.ws.close()
+  })
+
+  test('permessage-deflate: echo at the length boundaries, compressed both ways', async () => {
+    // The client compresses every message it sends (threshold 0).
+    const c = await open('/z/echo', {}, { perMessageDeflate: { threshold: 0 } })
+    expect(c.ws.extensions).toBe('permessage-deflate')
+    const socket = (c.ws as unknown as { _socket: import('node:net').Socket })._socket
+    const sizes = [0, 125, 126, 65535, 65536, 1 << 20]
+    let sent = 0
+    for (const n of sizes) {
+      c.ws.send('x'.repeat(n))
+      c.ws.send(Buffer.alloc(n, n % 251), { binary: true })
+      sent += 2 * n
+    }
+    for (const n of sizes) {
+      expect(await c.next()).toBe('x'.repeat(n))
+      const b = await c.next()
+      expect(Buffer.isBuffer(b) && b.equals(Buffer.alloc(n, n % 251))).toBe(true)
+    }
+    // 2.5 MB of repeated bytes came back in a few KB: the server compressed them.
+    expect(socket.bytesRead).toBeLessThan(sent / 100)
+    c.ws.close()
+    // Without the client's offer, the same route serves plain frames.
+    const plain = await open('/z/echo', {}, { perMessageDeflate: false })
+    expect(plain.ws.extensions).toBe('')
+    plain.ws.send('y'.repeat(1000))
+    expect(await plain.next()).toBe('y'.repeat(1000))
+    plain.ws.close()
+  })
+
+  test("permessage-deflate: a channel's events go out compressed to sockets that asked", async () => {
+    const z = await open('/z/feed')
+    const plain = await open('/z/feed', {}, { perMessageDeflate: false })
+    await waitFor('2 subscribers', () => zfeed.subscribers === 2)
+    const row = { rows: Array.from({ length: 200 }, (_, i) => ({ id: i % 3, name: 'row' })) }
+    for (let i = 0; i < 3; i++) zfeed.publish(row)
+    const socket = (c: typeof z) => (c.ws as unknown as { _socket: import('node:net').Socket })._socket
+    for (const c of [z, plain]) {
+      for (let i = 0; i < 3; i++) expect(JSON.parse((await c.next()) as string)).toEqual(row)
+    }
+    const size = JSON.stringify(row).length
+    expect(socket(plain).bytesRead).toBeGreaterThan(3 * size)
+    expect(socket(z).bytesRead).toBeLessThan(size)
+    z.ws.close()
+    plain.ws.close()
+  })
+
+  test('compression takes a boolean', () => {
+    expect(() => createApp().ws('/z/bad', {}, { compression: 'yes' as unknown as boolean })).toThrow(/compression must be true or false/)
   })
 
   test('a ping is answered with a pong carrying its payload', async () => {

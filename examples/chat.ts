@@ -43,7 +43,7 @@ export function createChat(): App {
         if (text) room.publish({ name, text, at: Date.now() } satisfies ChatMessage, { event: 'message' })
       },
     },
-    { maxPayload: 4096, idleTimeoutMs: 0 },
+    { maxPayload: 4096, idleTimeoutMs: 0, compression: true },
   )
   return app
 }

@@ -843,10 +843,12 @@ export class App {
    * `Channel` whose events each socket receives as text frames (each event's data), served
    * by the engine with no JS per socket unless hooks apply.
    */
-  ws<P extends string, D = unknown>(path: P, handler: WsHandlers<P, D> | Channel, options: WsRouteOptions & RouteOptions = {}): this {
+  ws<P extends string, D = unknown>(path: P, handler: WsHandlers<P, D> | Channel, options: WsRouteOptions & Omit<RouteOptions, 'compression'> = {}): this {
     const ws = nativeWsOptions(options)
+    // `compression` is the socket's (permessage-deflate), not the HTTP response's.
+    const { compression: _, ...routeOptions } = options
     if (handler instanceof Channel) {
-      const route: ChannelRoute = { method: 'GET', path, channel: handler, options, ws }
+      const route: ChannelRoute = { method: 'GET', path, channel: handler, options: routeOptions, ws }
       if (this.#resolved) {
         this.#channelRoutes.push(route)
         this.#resolve()
@@ -856,7 +858,7 @@ export class App {
     const handlers = handler as WsHandlers<string, unknown>
     const tag = this.#sockets.lazyTag(handlers)
     const unasked = tag === null ? undefined : { tag, ws }
-    return this.#add('ws', 'GET', path, this.#wsRun(handlers, ws, tag), undefined, options, unasked)
+    return this.#add('ws', 'GET', path, this.#wsRun(handlers, ws, tag), undefined, routeOptions, unasked)
   }
 
   /** A route for any method whose return value is the response. */

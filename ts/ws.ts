@@ -14,8 +14,13 @@ export interface WsRouteOptions {
   highWaterMark?: number
   /** Bytes queued past which the socket is cut (a client that never reads). @default max(64 × highWaterMark, 8 MiB) */
   maxBufferedBytes?: number
-  /** permessage-deflate (RFC 7692) is not available yet: `true` is refused with an error. @default false */
-  compression?: false
+  /**
+   * Accept permessage-deflate (RFC 7692) when the client offers it (browsers and the `ws`
+   * client do): messages of 64 bytes or more go out compressed when that shrinks them (a
+   * channel's events compressed once for all its sockets), compressed messages are read.
+   * @default false
+   */
+  compression?: boolean
 }
 
 /** What a WebSocket route does with its sockets (every function optional). */
@@ -106,13 +111,13 @@ export class RatWebSocket<D = unknown> {
   }
 }
 
-/** The native form of route options; `compression: true` is refused. */
+/** The native form of route options. */
 export function nativeWsOptions(o: WsRouteOptions): NativeWsOptions {
-  if ((o.compression as unknown) === true) {
-    throw new RatError('ERR_INVALID_ARGUMENT', 'WebSocket compression (permessage-deflate) is not available yet; leave `compression` out')
+  const { maxPayload, idleTimeoutMs, highWaterMark, maxBufferedBytes, compression } = o
+  if (compression !== undefined && typeof compression !== 'boolean') {
+    throw new RatError('ERR_INVALID_ARGUMENT', `compression must be true or false, not ${String(compression)}`)
   }
-  const { maxPayload, idleTimeoutMs, highWaterMark, maxBufferedBytes } = o
-  return { maxPayload, idleTimeoutMs, highWaterMark, maxBufferedBytes }
+  return { maxPayload, idleTimeoutMs, highWaterMark, maxBufferedBytes, compression }
 }
 
 const isThenable = (v: unknown): v is PromiseLike<unknown> =>

@@ -28,6 +28,8 @@ pub struct WsRouteOptions {
     pub high_water_mark: Option<f64>,
     /// Send queue bytes past which the socket is cut (default max(64 x mark, 8 MiB)).
     pub max_buffered_bytes: Option<f64>,
+    /// Accept permessage-deflate when the client offers it (default false).
+    pub compression: Option<bool>,
 }
 
 impl WsRouteOptions {
@@ -65,6 +67,7 @@ impl WsRouteOptions {
         if let Some(max) = bytes(self.max_buffered_bytes, "maxBufferedBytes")? {
             o.queue.max_buffered = max.max(o.queue.high_water_mark);
         }
+        o.compression = self.compression.unwrap_or(false);
         Ok(o)
     }
 }

@@ -45,6 +45,9 @@ pub(super) struct Frame {
     pub(super) is_event: bool,
     /// An event's data as one WebSocket text frame (when it had WebSocket subscribers).
     pub(super) ws: Option<Bytes>,
+    /// That WebSocket frame compressed for permessage-deflate (made when the first such
+    /// subscriber is served, once however often the log is joined again).
+    pub(super) ws_deflate: Option<Bytes>,
     /// The frame compressed for each coding asked so far: made once however often the
     /// log is joined again.
     pub(super) coded: Vec<Piece>,
@@ -65,8 +68,10 @@ pub(super) struct Joined {
     /// The same frames compressed, for the codings subscribers asked for (made when the
     /// first of them is served).
     coded: Vec<Coded>,
-    /// The frames' WebSocket frames (made when the first WebSocket subscriber is served).
+    /// The frames' WebSocket frames (made when the first WebSocket subscriber is served),
+    /// and the same compressed for sockets with permessage-deflate.
     ws: Option<WsJoined>,
+    ws_deflate: Option<WsJoined>,
 }
 
 /// The log's WebSocket frames in one buffer.
@@ -78,13 +83,21 @@ struct WsJoined {
 }
 
 impl WsJoined {
-    fn new(frames: &[Frame]) -> WsJoined {
+    /// The frames' WebSocket frames, compressed when `deflate` (see `ws/deflate.rs`).
+    fn new(frames: &mut [Frame], deflate: bool) -> WsJoined {
         let mut all = bytes::BytesMut::new();
         let mut at = Vec::with_capacity(frames.len());
-        for f in frames {
+        for f in frames.iter_mut() {
             at.push((all.len(), 0));
-            if let Some(b) = &f.ws {
-                all.extend_from_slice(b);
+            match &f.ws {
+                Some(b) if deflate => {
+                    let z = f
+                        .ws_deflate
+                        .get_or_insert_with(|| crate::ws::compress_frame(b));
+                    all.extend_from_slice(z);
+                }
+                Some(b) => all.extend_from_slice(b),
+                None => {}
             }
         }
         let mut n = 0;
@@ -197,6 +210,7 @@ impl Joined {
             marks,
             coded: Vec::new(),
             ws: None,
+            ws_deflate: None,
         }
     }
 }
@@ -444,18 +458,25 @@ pub(super) fn serve_ws(
     let Some(last) = fan.joined().marks.last().map(|m| m.seq) else {
         return;
     };
-    if fan.joined.as_ref().is_some_and(|j| j.ws.is_none()) {
-        let ws = WsJoined::new(&fan.log);
-        if let Some(j) = fan.joined.as_mut() {
-            j.ws = Some(ws);
+    // The frames each kind of subscriber owed some needs: plain, compressed.
+    let (mut plain, mut deflated) = (false, false);
+    for sub in subs.slots[slots.start..end].iter().flatten() {
+        if sub.sent < last {
+            plain |= !sub.deflate;
+            deflated |= sub.deflate;
         }
     }
-    let Some(joined) = fan.joined.as_ref() else {
+    let log = &mut fan.log;
+    let Some(joined) = fan.joined.as_mut() else {
         return;
     };
-    let Some(ws) = joined.ws.as_ref() else {
-        return;
-    };
+    if plain && joined.ws.is_none() {
+        joined.ws = Some(WsJoined::new(log, false));
+    }
+    if deflated && joined.ws_deflate.is_none() {
+        joined.ws_deflate = Some(WsJoined::new(log, true));
+    }
+    let joined = &*joined;
     for key in slots.start..end {
         // As in `serve`: the `send` below gives the prefetch time to land.
         if let Some(Some(ahead)) = subs.slots.get(key + PREFETCH_AHEAD) {
@@ -467,6 +488,10 @@ pub(super) fn serve_ws(
         if sub.sent >= last {
             continue;
         }
+        let ws = match (sub.deflate, &joined.ws, &joined.ws_deflate) {
+            (false, Some(ws), _) | (true, _, Some(ws)) => ws,
+            _ => continue,
+        };
         let first = joined.marks.partition_point(|m| m.seq <= sub.sent);
         sub.sent = last;
         let (start, events) = ws.at[first];

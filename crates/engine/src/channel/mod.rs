@@ -342,6 +342,7 @@ impl Channel {
             bytes,
             is_event,
             ws,
+            ws_deflate: None,
             coded: Vec::new(),
         });
         let runtime = match &st.fan.runtime {

@@ -88,6 +88,8 @@ impl Subscribers {
 pub(super) struct WsSub {
     pub(super) sender: WsSender,
     pub(super) sent: u64,
+    /// The socket takes compressed frames (permessage-deflate).
+    pub(super) deflate: bool,
 }
 
 /// The WebSocket subscribers in slots, as [`Subscribers`].
@@ -99,9 +101,13 @@ pub(super) struct WsSubs {
 }
 
 impl WsSubs {
-    pub(super) fn insert(&mut self, sender: WsSender, sent: u64) {
+    pub(super) fn insert(&mut self, sender: WsSender, sent: u64, deflate: bool) {
         self.len += 1;
-        let sub = Some(WsSub { sender, sent });
+        let sub = Some(WsSub {
+            sender,
+            sent,
+            deflate,
+        });
         match self.free.pop() {
             Some(slot) => self.slots[slot] = sub,
             None => self.slots.push(sub),
@@ -159,6 +165,7 @@ impl super::Channel {
     /// it receives the events published from now on, from the fan-out as SSE subscribers
     /// do. A closed channel closes the socket normally.
     pub(crate) fn subscribe_ws(&self, socket: &crate::ws::WsSender) {
+        let deflate = socket.deflates();
         let mut st = self.lock();
         if st.closed {
             drop(st);
@@ -169,7 +176,7 @@ impl super::Channel {
             st.fan.runtime = tokio::runtime::Handle::try_current().ok();
         }
         let sent = st.seq;
-        st.ws.insert(socket.clone(), sent);
+        st.ws.insert(socket.clone(), sent, deflate);
     }
 
     /// Removes the WebSocket subscriber with this id.

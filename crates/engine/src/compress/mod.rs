@@ -17,7 +17,7 @@ use http::{header, HeaderMap, HeaderValue};
 use crate::error::{Error, Result};
 
 mod shared;
-pub(crate) use shared::{Coding, CrcPart, GzipTally};
+pub(crate) use shared::{deflate_blocks, Coding, CrcPart, GzipTally};
 
 /// A content coding the engine can apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

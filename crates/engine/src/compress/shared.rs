@@ -41,7 +41,7 @@ impl Coding {
     pub(crate) fn compress(self, data: &[u8]) -> Result<Bytes> {
         let level = u32::from(self.level);
         match self.encoding {
-            Encoding::Gzip => deflate_blocks(level, data),
+            Encoding::Gzip => deflate_blocks(level, 15, data),
             Encoding::Zstd => zstd_frame(level, data),
             Encoding::Br => Err(Error::handler("br cannot compress piece by piece")),
         }
@@ -98,24 +98,27 @@ static GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 const EMPTY_DEFLATE_BLOCK: [u8; 5] = [0, 0, 0, 0xff, 0xff];
 
 thread_local! {
-    static DEFLATE: RefCell<Option<(u32, Compress)>> = const { RefCell::new(None) };
+    static DEFLATE: RefCell<Option<(u32, u8, Compress)>> = const { RefCell::new(None) };
     static ZSTD: RefCell<Option<(u32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
 }
 
 /// Raw deflate blocks of `data` alone (a fresh compressor: no reference to earlier bytes),
 /// ending in a sync flush: byte-aligned, not final, so they can follow any deflate stream
-/// flushed the same way.
-fn deflate_blocks(level: u32, data: &[u8]) -> Result<Bytes> {
+/// flushed the same way. `window_bits` (9 to 15) bounds how far back they refer.
+pub(crate) fn deflate_blocks(level: u32, window_bits: u8, data: &[u8]) -> Result<Bytes> {
     DEFLATE.with_borrow_mut(|slot| {
         let c = match slot {
-            Some((l, c)) if *l == level => {
+            Some((l, b, c)) if *l == level && *b == window_bits => {
                 c.reset();
                 c
             }
             _ => {
-                &mut slot
-                    .insert((level, Compress::new(flate2::Compression::new(level), false)))
-                    .1
+                let c = Compress::new_with_window_bits(
+                    flate2::Compression::new(level),
+                    false,
+                    window_bits,
+                );
+                &mut slot.insert((level, window_bits, c)).2
             }
         };
         let mut out = Vec::with_capacity(data.len() / 2 + 64);

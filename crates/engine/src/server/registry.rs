@@ -235,14 +235,14 @@ mod tests {
         use crate::ws::socket::Take;
         let reg = StreamRegistry::default();
         let timeout = Duration::from_millis(80);
-        let quiet = WsSender::new(QueueLimits::default(), None);
-        let talking = WsSender::new(QueueLimits::default(), None);
-        let gone = WsSender::new(QueueLimits::default(), None);
+        let quiet = WsSender::new(QueueLimits::default(), None, false);
+        let talking = WsSender::new(QueueLimits::default(), None, false);
+        let gone = WsSender::new(QueueLimits::default(), None, false);
         for s in [&quiet, &talking, &gone] {
             reg.track_ws(s, Some(timeout));
         }
         // No clock for sockets without a timeout.
-        reg.track_ws(&WsSender::new(QueueLimits::default(), None), None);
+        reg.track_ws(&WsSender::new(QueueLimits::default(), None, false), None);
         assert_eq!(reg.lock().idle.len(), 1);
         assert_eq!(clock(&reg, timeout), (3, true));
         drop(gone);
@@ -278,7 +278,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // The next socket starts it again.
-        let next = WsSender::new(QueueLimits::default(), None);
+        let next = WsSender::new(QueueLimits::default(), None, false);
         reg.track_ws(&next, Some(timeout));
         assert_eq!(clock(&reg, timeout), (1, true));
     }

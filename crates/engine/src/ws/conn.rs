@@ -44,8 +44,9 @@ const BUDGET: usize = 64;
 const FRAMED_WRITE: usize = 64 << 10;
 
 /// The data messages at the front of `batch`, framed by tungstenite's encoder into one
-/// buffer (up to [`FRAMED_WRITE`] bytes, at least one message).
-fn frame_messages(batch: &mut VecDeque<Out>) -> Out {
+/// buffer (up to [`FRAMED_WRITE`] bytes, at least one message); with permessage-deflate,
+/// compressed with this window (see `deflate.rs`).
+fn frame_messages(batch: &mut VecDeque<Out>, deflate: Option<u8>) -> Out {
     let mut out = Vec::new();
     while out.len() < FRAMED_WRITE {
         let (data, kind): (Bytes, Data) = match batch.front() {
@@ -56,6 +57,10 @@ fn frame_messages(batch: &mut VecDeque<Out>) -> Out {
             },
             _ => break,
         };
+        if let Some(bits) = deflate {
+            super::deflate::frame_into(data, kind, bits, &mut out);
+            continue;
+        }
         let frame = Frame::message(data, OpCode::Data(kind), true);
         out.reserve(frame.len());
         // Writing to a Vec cannot fail.
@@ -94,6 +99,7 @@ fn violation(e: &WsError) -> Option<(u16, &'static str)> {
             ProtocolError::ResetWithoutClosingHandshake | ProtocolError::SendAfterClosing,
         ) => None,
         WsError::Protocol(_) => Some((1002, "protocol error")),
+        WsError::Io(e) => super::deflate::refused(e),
         _ => None,
     }
 }
@@ -171,7 +177,8 @@ impl Conn<'_> {
                     Some(Out::Msg(Wire::Text(_) | Wire::Binary(_))) => {
                         // Framed here, written as a channel's frames are: tungstenite's
                         // state is not needed for data.
-                        let framed = frame_messages(&mut self.batch);
+                        let bits = self.ws.deflate().map(|d| d.server_window_bits);
+                        let framed = frame_messages(&mut self.batch, bits);
                         self.batch.push_front(framed);
                     }
                     Some(Out::Msg(_)) => {
@@ -468,10 +475,10 @@ mod tests {
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
         let tcp = Arc::new(crate::wire::Conn::plain(accepted.unwrap().0));
-        let ws = Ws::new(WsIo::Conn(tcp), bytes::Bytes::new(), 16 << 20);
+        let ws = Ws::new(WsIo::Conn(tcp), bytes::Bytes::new(), 16 << 20, None);
         let task = serve(Serve {
             ws,
-            sender: WsSender::new(QueueLimits::default(), None),
+            sender: WsSender::new(QueueLimits::default(), None, false),
             inbox: Inbox::Callback(Box::new(|_| {})),
             on_close: None,
             idle_timeout: true,

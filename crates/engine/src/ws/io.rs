@@ -8,13 +8,19 @@
 //! nothing a new context would not: the connection then drops it ([`Ws::release`]), and an
 //! idle socket keeps no protocol state and no buffer. Bytes read from the socket wait in a
 //! buffer that exists only while it holds some.
+//!
+//! On a socket that negotiated permessage-deflate, each frame of a compressed message is
+//! inflated before tungstenite gets it: given to it as the same frame with its payload
+//! inflated, RSV1 clear and an all-zero mask (see `deflate.rs`). tungstenite then checks
+//! the message as it checks any (UTF-8, sizes, fragments), and refuses RSV1 where the
+//! extension does not allow it (control frames, continuations, sockets without it).
 
 use std::io::{self, Cursor, Read, Write};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWrite;
 use tungstenite::error::Error as WsError;
@@ -23,6 +29,7 @@ use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::Message as Wire;
 
+use super::deflate::{Deflate, Inflater};
 use crate::wire::Conn;
 
 /// tungstenite's read buffer (`WebSocketConfig::read_buffer_size`): the most it takes per
@@ -53,12 +60,19 @@ struct Frames {
     left: u64,
     /// A message in fragments has begun and not ended.
     fragmented: bool,
+    /// That message is compressed (its frames are inflated).
+    compressed: bool,
+    /// Bytes inflated so far of that message.
+    inflated: usize,
 }
 
 /// An upgraded connection with tungstenite's protocol state, kept only while needed.
 pub(crate) struct Ws {
     io: WsIo,
     proto: Option<Box<Proto>>,
+    /// With permessage-deflate: the inflating side (kept between messages under the
+    /// client's context takeover).
+    inflater: Option<Box<Inflater>>,
     max_payload: usize,
     /// tungstenite ended the connection (or failed): reads return `None` from now on.
     ended: bool,
@@ -95,6 +109,8 @@ impl Proto {
 struct Std<'a, 'b> {
     io: &'a mut WsIo,
     frames: &'a mut Frames,
+    inflater: Option<&'a mut Inflater>,
+    max_payload: usize,
     cx: &'a mut Context<'b>,
 }
 
@@ -107,38 +123,10 @@ fn would_block<T>(p: Poll<io::Result<T>>) -> io::Result<T> {
 
 impl Read for Std<'_, '_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let f = &mut *self.frames;
-        if f.left == 0 {
-            // A frame starts: read until its header is whole.
-            loop {
-                let mut cursor = Cursor::new(&f.unread[..]);
-                match FrameHeader::parse(&mut cursor) {
-                    Ok(Some((header, len))) => {
-                        f.left = cursor.position().saturating_add(len);
-                        match header.opcode {
-                            OpCode::Data(Data::Continue) => f.fragmented &= !header.is_final,
-                            OpCode::Data(_) => f.fragmented = !header.is_final,
-                            OpCode::Control(_) => {}
-                        }
-                        break;
-                    }
-                    Ok(None) => {
-                        if fill(self.io, &mut f.unread, self.cx)? == 0 {
-                            // The end, maybe within a header: tungstenite gets what there is.
-                            if f.unread.is_empty() {
-                                return Ok(0);
-                            }
-                            f.left = u64::MAX;
-                            break;
-                        }
-                    }
-                    Err(_) => {
-                        f.left = u64::MAX;
-                        break;
-                    }
-                }
-            }
+        if self.frames.left == 0 {
+            self.start_frame()?;
         }
+        let f = &mut *self.frames;
         if f.unread.is_empty() && fill(self.io, &mut f.unread, self.cx)? == 0 {
             return Ok(0);
         }
@@ -152,6 +140,112 @@ impl Read for Std<'_, '_> {
             f.unread = BytesMut::new();
         }
         Ok(n)
+    }
+}
+
+impl Std<'_, '_> {
+    /// A frame starts: reads until its header is whole (and, for a compressed frame, until
+    /// it is whole, to inflate it), and sets how many bytes of it tungstenite gets.
+    fn start_frame(&mut self) -> io::Result<()> {
+        loop {
+            let f = &mut *self.frames;
+            let mut cursor = Cursor::new(&f.unread[..]);
+            match FrameHeader::parse(&mut cursor) {
+                Ok(Some((header, len))) => {
+                    let head = cursor.position();
+                    let inflate = self.inflater.is_some()
+                        && header.mask.is_some()
+                        && !header.rsv2
+                        && !header.rsv3
+                        && len <= self.max_payload as u64
+                        && match header.opcode {
+                            OpCode::Data(Data::Text | Data::Binary) => header.rsv1 && !f.fragmented,
+                            OpCode::Data(Data::Continue) => !header.rsv1 && f.compressed,
+                            OpCode::Data(Data::Reserved(_)) | OpCode::Control(_) => false,
+                        };
+                    let left = if inflate {
+                        match self.inflate(&header, head as usize, len as usize)? {
+                            Some(framed) => framed as u64,
+                            // The end within the frame: tungstenite gets what there is.
+                            None => u64::MAX,
+                        }
+                    } else {
+                        head.saturating_add(len)
+                    };
+                    let f = &mut *self.frames;
+                    f.left = left;
+                    match header.opcode {
+                        OpCode::Data(Data::Continue) => f.fragmented &= !header.is_final,
+                        OpCode::Data(_) => f.fragmented = !header.is_final,
+                        OpCode::Control(_) => {}
+                    }
+                    return Ok(());
+                }
+                Ok(None) => {
+                    if fill(self.io, &mut f.unread, self.cx)? == 0 {
+                        // The end, maybe within a header: tungstenite gets what there is.
+                        if !f.unread.is_empty() {
+                            f.left = u64::MAX;
+                        }
+                        return Ok(());
+                    }
+                }
+                Err(_) => {
+                    f.left = u64::MAX;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Replaces the compressed frame at the front of the unread bytes (`head` bytes of
+    /// header, `len` of payload) with the frame tungstenite gets: its payload inflated,
+    /// RSV1 clear, an all-zero mask. Its length; `None` when the connection ended within
+    /// the frame. Nothing changes until the frame is whole (a read that would block
+    /// returns with the bytes read kept).
+    fn inflate(
+        &mut self,
+        header: &FrameHeader,
+        head: usize,
+        len: usize,
+    ) -> io::Result<Option<usize>> {
+        let f = &mut *self.frames;
+        while f.unread.len() < head + len {
+            f.unread.reserve(head + len - f.unread.len());
+            if fill(self.io, &mut f.unread, self.cx)? == 0 {
+                return Ok(None);
+            }
+        }
+        let Some(inflater) = self.inflater.as_deref_mut() else {
+            return Ok(Some(head + len));
+        };
+        let mut frame = f.unread.split_to(head + len);
+        let payload = &mut frame[head..];
+        let mask = header.mask.unwrap_or_default();
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= mask[i & 3];
+        }
+        let mut plain = Vec::new();
+        let room = self.max_payload.saturating_sub(f.inflated);
+        inflater.inflate(payload, header.is_final, room, &mut plain)?;
+        if header.is_final {
+            f.compressed = false;
+            f.inflated = 0;
+        } else {
+            f.compressed = true;
+            f.inflated += plain.len();
+        }
+        let mut h = header.clone();
+        h.rsv1 = false;
+        h.mask = Some([0; 4]);
+        let framed = h.len(plain.len() as u64) + plain.len();
+        let mut unread = BytesMut::with_capacity(framed + f.unread.len());
+        // Writing to a BytesMut cannot fail.
+        let _ = h.format(plain.len() as u64, &mut (&mut unread).writer());
+        unread.extend_from_slice(&plain);
+        unread.extend_from_slice(&f.unread);
+        f.unread = unread;
+        Ok(Some(framed))
     }
 }
 
@@ -191,11 +285,18 @@ fn pending<T>(r: Result<T, WsError>) -> Poll<Result<T, WsError>> {
 }
 
 impl Ws {
-    /// `unread`: what was read before the upgrade and belongs to the WebSocket.
-    pub(crate) fn new(io: WsIo, unread: Bytes, max_payload: usize) -> Self {
+    /// `unread`: what was read before the upgrade and belongs to the WebSocket; `deflate`:
+    /// permessage-deflate as negotiated.
+    pub(crate) fn new(
+        io: WsIo,
+        unread: Bytes,
+        max_payload: usize,
+        deflate: Option<Deflate>,
+    ) -> Self {
         let mut ws = Ws {
             io,
             proto: None,
+            inflater: deflate.map(|d| Box::new(Inflater::new(d))),
             max_payload,
             ended: false,
             blocked: false,
@@ -218,9 +319,16 @@ impl Ws {
         let std = Std {
             io: &mut self.io,
             frames: &mut proto.frames,
+            inflater: self.inflater.as_deref_mut(),
+            max_payload: max,
             cx,
         };
         (&mut proto.ctx, std)
+    }
+
+    /// permessage-deflate as negotiated.
+    pub(crate) fn deflate(&self) -> Option<Deflate> {
+        self.inflater.as_ref().map(|i| i.deflate)
     }
 
     /// The next message (pings are answered, fragments joined); `None` at the end.

@@ -27,6 +27,7 @@
 //! straight to each socket with nothing waiting (see `socket.rs`).
 
 mod conn;
+mod deflate;
 mod io;
 pub(crate) mod socket;
 
@@ -42,6 +43,8 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 use tokio::sync::mpsc;
 use tungstenite::handshake::derive_accept_key;
 
+pub(crate) use deflate::compress_frame;
+pub use deflate::MIN_COMPRESSED;
 pub(crate) use socket::Pushed as WsPushed;
 pub use socket::{CloseStatus, WsSender};
 
@@ -73,6 +76,11 @@ pub struct WsOptions {
     pub idle_timeout: Option<Duration>,
     /// The send queue's high-water mark and hard limit (see [`WsSender`]).
     pub queue: QueueLimits,
+    /// Accept permessage-deflate (RFC 7692) when the client offers it: messages of
+    /// [`MIN_COMPRESSED`] bytes or more are sent compressed when that shrinks them
+    /// (a channel's events compressed once for all its sockets), and compressed messages
+    /// are read. Default: off.
+    pub compression: bool,
 }
 
 impl Default for WsOptions {
@@ -81,6 +89,7 @@ impl Default for WsOptions {
             max_payload: 16 << 20,
             idle_timeout: Some(Duration::from_secs(120)),
             queue: QueueLimits::default(),
+            compression: false,
         }
     }
 }
@@ -135,6 +144,8 @@ pub(crate) enum Inbox {
 
 struct Pending {
     options: WsOptions,
+    /// permessage-deflate as negotiated.
+    deflate: Option<deflate::Deflate>,
     sender: WsSender,
     start: Start,
     /// Dropped when the socket closes (a stream limit's slot).
@@ -261,10 +272,23 @@ fn answer(
     if let Ok(v) = HeaderValue::from_str(&accept_key) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
-    let sender = WsSender::new(options.queue, remote);
+    let deflate = match options.compression {
+        true => deflate::negotiate(headers),
+        false => None,
+    };
+    let deflate = deflate.map(|(d, answer)| {
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, answer);
+        d
+    });
+    let sender = WsSender::new(
+        options.queue,
+        remote,
+        deflate.is_some_and(|d| d.server_window_bits == 15),
+    );
     res.extensions_mut()
         .insert(Upgrade(Arc::new(Mutex::new(Some(Pending {
             options,
+            deflate,
             sender,
             start,
             held: None,
@@ -312,7 +336,7 @@ impl Taken {
         if !tcp.is_tls() {
             self.0.sender.attach(tcp.clone());
         }
-        let ws = io::Ws::new(io::WsIo::Conn(tcp), unread, max);
+        let ws = io::Ws::new(io::WsIo::Conn(tcp), unread, max, self.0.deflate);
         tokio::spawn(run(self.0, ws));
     }
 
@@ -348,17 +372,19 @@ pub(crate) fn spawn_upgrade(
     track(&pending.sender, pending.options.idle_timeout, shared);
     tokio::spawn(on_upgrade.then(move |up| {
         let max = pending.options.max_payload;
+        let deflate = pending.deflate;
         let ws = match up {
             Ok(up) => match crate::server::upgraded_tcp(up) {
                 Ok((unread, tcp)) => {
                     let tcp = Arc::new(crate::wire::Conn::plain(tcp));
                     pending.sender.attach(tcp.clone());
-                    io::Ws::new(io::WsIo::Conn(tcp), unread, max)
+                    io::Ws::new(io::WsIo::Conn(tcp), unread, max, deflate)
                 }
                 Err(up) => io::Ws::new(
                     io::WsIo::Upgraded(Box::new(hyper_util::rt::TokioIo::new(up))),
                     Bytes::new(),
                     max,
+                    deflate,
                 ),
             },
             Err(_) => {
@@ -386,6 +412,7 @@ fn track(sender: &WsSender, idle_timeout: Option<Duration>, shared: &Shared) {
 fn run(pending: Pending, ws: io::Ws) -> impl Future<Output = ()> + Send {
     let Pending {
         options,
+        deflate: _,
         sender,
         start,
         held,

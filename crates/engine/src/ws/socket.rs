@@ -78,6 +78,9 @@ pub(crate) enum Pushed {
     Closed,
 }
 
+/// [`State::quiet`] of a socket that timed out.
+const TIMED_OUT: u8 = u8::MAX;
+
 struct State {
     queue: VecDeque<Out>,
     /// Bytes queued plus bytes taken by the writer and not yet written.
@@ -100,10 +103,12 @@ struct State {
     shut_down: bool,
     /// Something was read since the last idle tick ([`WsSender::idle_tick`]).
     heard: bool,
-    /// Idle ticks in a row with nothing read.
+    /// Idle ticks in a row with nothing read; [`TIMED_OUT`] once nothing was read for the
+    /// route's idle timeout: the connection closes with 1001.
     quiet: u8,
-    /// Nothing was read for the route's idle timeout: the connection closes with 1001.
-    timed_out: bool,
+    /// permessage-deflate with a 15-bit window was negotiated: channels give this socket
+    /// their compressed frames.
+    deflate: bool,
     /// Wakes [`WsSender::drained`] and [`WsSender::closed`] waiters (made by the first).
     waiters: Option<Arc<Notify>>,
 }
@@ -116,7 +121,7 @@ impl State {
             Some(Take::Cut)
         } else if self.shut_down {
             Some(Take::ShutDown)
-        } else if self.timed_out {
+        } else if self.quiet == TIMED_OUT {
             Some(Take::Idle)
         } else {
             None
@@ -200,7 +205,7 @@ pub(crate) fn out_len(o: &Out) -> usize {
 }
 
 impl WsSender {
-    pub(crate) fn new(limits: QueueLimits, remote: Option<SocketAddr>) -> Self {
+    pub(crate) fn new(limits: QueueLimits, remote: Option<SocketAddr>, deflate: bool) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         WsSender {
             socket: Arc::new(Socket {
@@ -217,7 +222,7 @@ impl WsSender {
                     shut_down: false,
                     heard: true,
                     quiet: 0,
-                    timed_out: false,
+                    deflate,
                     waiters: None,
                 }),
                 wake: AtomicWaker::new(),
@@ -235,6 +240,11 @@ impl WsSender {
 
     pub(crate) fn id(&self) -> u64 {
         self.socket.id
+    }
+
+    /// Channels give this socket their frames compressed (see `deflate.rs`).
+    pub(crate) fn deflates(&self) -> bool {
+        self.lock().deflate
     }
 
     /// Queues a text message. See the type's doc for the return value.
@@ -490,13 +500,16 @@ impl WsSender {
     /// connection closes (1001). A socket read from since the last tick starts again.
     pub(crate) fn idle_tick(&self, ticks: u8) {
         let mut st = self.lock();
+        if st.quiet == TIMED_OUT {
+            return;
+        }
         if std::mem::take(&mut st.heard) {
             st.quiet = 0;
             return;
         }
-        st.quiet = st.quiet.saturating_add(1);
-        if st.quiet >= ticks && st.phase != Phase::Closed && !st.timed_out {
-            st.timed_out = true;
+        st.quiet += 1;
+        if st.quiet >= ticks && st.phase != Phase::Closed {
+            st.quiet = TIMED_OUT;
             drop(st);
             self.socket.wake.wake();
         }

@@ -28,7 +28,7 @@ async fn pair() -> (tokio::net::TcpStream, Ws) {
     let tcp = Arc::new(Conn::plain(accepted.unwrap().0));
     (
         client.unwrap(),
-        Ws::new(WsIo::Conn(tcp), Bytes::new(), 1 << 20),
+        Ws::new(WsIo::Conn(tcp), Bytes::new(), 1 << 20, None),
     )
 }
 

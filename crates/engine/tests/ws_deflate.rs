@@ -1,0 +1,346 @@
+//! permessage-deflate (RFC 7692) on WebSocket routes, against a client made of raw frames
+//! compressed with flate2 (no Rust client crate negotiates the extension).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+use rat_engine::ws::{WebSocket, WsOptions};
+use rat_engine::{App, Channel, ChannelOptions, Event, RouteOptions};
+use support::{eventually, serve, within, READ_DEADLINE};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const KEY: [u8; 4] = [9, 8, 7, 6];
+
+fn compressed_options() -> WsOptions {
+    WsOptions {
+        compression: true,
+        max_payload: 64 << 10,
+        ..WsOptions::default()
+    }
+}
+
+fn app(channel: &Channel) -> App {
+    let mut app = App::new();
+    let echo = |_req, mut ws: WebSocket| async move {
+        while let Some(m) = ws.recv().await {
+            ws.sender().send(m);
+        }
+    };
+    app.ws_with("/z/echo", echo, compressed_options()).unwrap();
+    app.ws("/plain/echo", echo).unwrap();
+    app.ws_channel_route_with(
+        "/z/news",
+        channel.clone(),
+        compressed_options(),
+        RouteOptions::default(),
+    )
+    .unwrap();
+    app
+}
+
+/// Upgrades a raw connection offering `extensions`; the connection and the
+/// `Sec-WebSocket-Extensions` the server answered.
+async fn upgrade(addr: SocketAddr, path: &str, extensions: &str) -> (TcpStream, Option<String>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let offer = match extensions {
+        "" => String::new(),
+        e => format!("Sec-WebSocket-Extensions: {e}\r\n"),
+    };
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        within(READ_DEADLINE, "the 101 head", s.read_exact(&mut b))
+            .await
+            .unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let answered = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("sec-websocket-extensions")
+            .then(|| value.trim().to_string())
+    });
+    (s, answered)
+}
+
+/// A masked client frame: `first` is its first byte (FIN, RSV1, opcode).
+fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![first];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n < 65536 => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&KEY);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ KEY[i % 4]));
+    f
+}
+
+const FIN: u8 = 0x80;
+const RSV1: u8 = 0x40;
+
+/// A message's payload as a client compresses it: `z` keeps its window between messages
+/// (context takeover) unless reset.
+fn compress(z: &mut Compress, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 64);
+    z.compress_vec(data, &mut out, FlushCompress::Sync).unwrap();
+    assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+    out.truncate(out.len() - 4);
+    out
+}
+
+/// A server frame: its first byte and payload.
+async fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut h = [0u8; 2];
+    within(READ_DEADLINE, "a frame", s.read_exact(&mut h))
+        .await
+        .unwrap();
+    assert_eq!(h[1] & 0x80, 0, "server frames are not masked");
+    let len = match h[1] & 0x7f {
+        126 => {
+            let mut l = [0u8; 2];
+            s.read_exact(&mut l).await.unwrap();
+            u16::from_be_bytes(l) as usize
+        }
+        127 => {
+            let mut l = [0u8; 8];
+            s.read_exact(&mut l).await.unwrap();
+            u64::from_be_bytes(l) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    within(READ_DEADLINE, "a payload", s.read_exact(&mut payload))
+        .await
+        .unwrap();
+    (h[0], payload)
+}
+
+/// A server message's data: inflated on its own when RSV1 is set (the server takes no
+/// context over), as it is otherwise.
+fn data_of((first, payload): (u8, Vec<u8>)) -> Vec<u8> {
+    assert_eq!(first & FIN, FIN, "server messages are one frame");
+    if first & RSV1 == 0 {
+        return payload;
+    }
+    let mut z = Decompress::new(false);
+    let mut input = payload;
+    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let mut out = Vec::with_capacity(1 << 20);
+    z.decompress_vec(&input, &mut out, FlushDecompress::Sync)
+        .unwrap();
+    assert_eq!(z.total_in() as usize, input.len());
+    out
+}
+
+/// Reads frames until a close frame; its code.
+async fn close_code(s: &mut TcpStream) -> u16 {
+    loop {
+        let (first, payload) = read_frame(s).await;
+        if first & 0x0f == 0x8 {
+            return u16::from_be_bytes([payload[0], payload[1]]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn compressed_messages_are_read_with_the_clients_context_and_echoed_compressed() {
+    let channel = Channel::new("news", ChannelOptions::default());
+    let server = serve(app(&channel)).await;
+    let addr = server.local_addr();
+    let long = "the quick brown fox jumps over the lazy dog; ".repeat(40);
+    for (offer, takeover) in [
+        ("permessage-deflate; client_max_window_bits", true),
+        ("permessage-deflate; client_no_context_takeover", false),
+    ] {
+        let (mut s, answer) = upgrade(addr, "/z/echo", offer).await;
+        let expected = match takeover {
+            true => "permessage-deflate; server_no_context_takeover",
+            false => "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+        };
+        assert_eq!(answer.as_deref(), Some(expected));
+        let mut z = Compress::new(Compression::default(), false);
+        let mut sent = Vec::new();
+        for i in 0..3 {
+            if !takeover {
+                z.reset();
+            }
+            let text = format!("{i}: {long}");
+            let c = compress(&mut z, text.as_bytes());
+            if takeover && i > 0 {
+                // The window taken over makes a repeat a few bytes.
+                assert!(c.len() < 40, "{} bytes", c.len());
+            }
+            s.write_all(&frame(FIN | RSV1 | 0x1, &c)).await.unwrap();
+            sent.push(text.into_bytes());
+        }
+        // In fragments, with a ping between them and RSV1 on the first only.
+        if !takeover {
+            z.reset();
+        }
+        let bin: Vec<u8> = (0..5000u32).map(|i| (i % 7) as u8).collect();
+        let c = compress(&mut z, &bin);
+        let (a, b) = c.split_at(c.len() / 2);
+        s.write_all(&frame(RSV1 | 0x2, a)).await.unwrap();
+        s.write_all(&frame(FIN | 0x9, b"p")).await.unwrap();
+        s.write_all(&frame(FIN, b)).await.unwrap();
+        // Uncompressed messages still pass, short ones come back as they are.
+        s.write_all(&frame(FIN | 0x1, b"hi")).await.unwrap();
+
+        // The pong (written by the engine) may come before echoes (written by the handler).
+        let mut frames = Vec::new();
+        for _ in 0..6 {
+            frames.push(read_frame(&mut s).await);
+        }
+        let pong = frames
+            .iter()
+            .position(|f| f.0 == FIN | 0xa)
+            .expect("a pong");
+        assert_eq!(frames.remove(pong).1, b"p");
+        let mut frames = frames.into_iter();
+        for text in &sent {
+            let f = frames.next().unwrap();
+            assert_eq!(f.0, FIN | RSV1 | 0x1, "a long text comes back compressed");
+            assert!(f.1.len() < text.len() / 4);
+            assert_eq!(data_of(f), *text);
+        }
+        let f = frames.next().unwrap();
+        assert_eq!(f.0, FIN | RSV1 | 0x2);
+        assert_eq!(data_of(f), bin);
+        assert_eq!(frames.next().unwrap(), (FIN | 0x1, b"hi".to_vec()));
+    }
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn compression_is_declined_where_not_enabled_or_not_offered_and_rsv1_refused_there() {
+    let channel = Channel::new("news", ChannelOptions::default());
+    let server = serve(app(&channel)).await;
+    let addr = server.local_addr();
+    let mut z = Compress::new(Compression::default(), false);
+    let c = compress(&mut z, b"hello hello hello hello hello hello");
+
+    for (path, offer) in [
+        ("/plain/echo", "permessage-deflate"),
+        ("/z/echo", ""),
+        ("/z/echo", "permessage-deflate; server_max_window_bits=8"),
+    ] {
+        let (mut s, answer) = upgrade(addr, path, offer).await;
+        assert_eq!(answer, None, "{path} {offer:?}");
+        s.write_all(&frame(FIN | RSV1 | 0x1, &c)).await.unwrap();
+        assert_eq!(close_code(&mut s).await, 1002, "{path} {offer:?}");
+    }
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn bad_compressed_frames_close_with_their_codes_and_the_server_keeps_serving() {
+    let channel = Channel::new("news", ChannelOptions::default());
+    let server = serve(app(&channel)).await;
+    let addr = server.local_addr();
+    let offer = "permessage-deflate";
+    let fresh = |data: &[u8]| compress(&mut Compress::new(Compression::best(), false), data);
+
+    let mut cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("RSV1 on a ping", frame(FIN | RSV1 | 0x9, b"p"), 1002),
+        ("not deflate", frame(FIN | RSV1 | 0x2, &[0xff; 16]), 1007),
+        (
+            "inflates past max_payload (64 KiB)",
+            frame(FIN | RSV1 | 0x2, &fresh(&vec![0; 1 << 20])),
+            1009,
+        ),
+        (
+            "invalid UTF-8 once inflated",
+            frame(FIN | RSV1 | 0x1, &fresh(&[0x41, 0xff, 0xfe])),
+            1007,
+        ),
+    ];
+    // RSV1 on a continuation.
+    let c = fresh(&[b'a'; 300]);
+    let mut two = frame(RSV1 | 0x1, &c[..c.len() / 2]);
+    two.extend(frame(FIN | RSV1, &c[c.len() / 2..]));
+    cases.push(("RSV1 on a continuation", two, 1002));
+    // Fragments that together inflate past max_payload, each under it.
+    let c = fresh(&vec![1; 100 << 10]);
+    let mut two = frame(RSV1 | 0x2, &c[..c.len() / 2]);
+    two.extend(frame(FIN, &c[c.len() / 2..]));
+    cases.push(("fragments past max_payload", two, 1009));
+
+    for (what, bytes, code) in cases {
+        let (mut s, answer) = upgrade(addr, "/z/echo", offer).await;
+        assert!(answer.is_some());
+        s.write_all(&bytes).await.unwrap();
+        assert_eq!(close_code(&mut s).await, code, "{what}");
+    }
+
+    let (mut s, _) = upgrade(addr, "/z/echo", offer).await;
+    let text = "still here, still here, still here, still here, still here";
+    s.write_all(&frame(FIN | RSV1 | 0x1, &fresh(text.as_bytes())))
+        .await
+        .unwrap();
+    assert_eq!(data_of(read_frame(&mut s).await), text.as_bytes());
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_channel_sends_its_events_compressed_to_sockets_that_negotiated_it() {
+    let channel = Channel::new("news", ChannelOptions::default());
+    let server = serve(app(&channel)).await;
+    let addr = server.local_addr();
+    let (mut z1, _) = upgrade(addr, "/z/news", "permessage-deflate").await;
+    let (mut z2, _) = upgrade(
+        addr,
+        "/z/news",
+        "permessage-deflate; client_no_context_takeover",
+    )
+    .await;
+    let (mut plain, answer) = upgrade(addr, "/z/news", "").await;
+    assert_eq!(answer, None);
+    eventually(READ_DEADLINE, "3 subscribers", || {
+        channel.subscribers() == 3
+    })
+    .await;
+
+    let long = format!("{{\"rows\":[{}]}}", "{\"a\":1,\"b\":2},".repeat(50));
+    for data in [long.as_str(), "short", long.as_str()] {
+        channel.publish(Event::new().data(data)).unwrap();
+    }
+    let mut compressed = Vec::new();
+    for s in [&mut z1, &mut z2] {
+        for data in [long.as_str(), "short", long.as_str()] {
+            let f = read_frame(s).await;
+            let rsv1 = f.0 & RSV1 != 0;
+            assert_eq!(rsv1, data.len() > 100, "compressed when long: {}", f.0);
+            if rsv1 {
+                compressed.push(f.1.clone());
+            }
+            assert_eq!(data_of(f), data.as_bytes());
+        }
+    }
+    // Each long event compressed the same for every socket.
+    assert!(compressed.iter().all(|c| *c == compressed[0]));
+    assert!(compressed[0].len() < long.len() / 4);
+    for data in [long.as_str(), "short", long.as_str()] {
+        assert_eq!(
+            read_frame(&mut plain).await,
+            (FIN | 0x1, data.as_bytes().to_vec())
+        );
+    }
+    server.shutdown(Duration::from_secs(1)).await;
+}
