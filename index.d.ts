@@ -628,4 +628,9 @@ export interface WsRouteOptions {
   maxBufferedBytes?: number
   /** Accept permessage-deflate when the client offers it (default false). */
   compression?: boolean
+  /**
+   * With compression: let clients keep their compression context between messages
+   * (default false).
+   */
+  clientContextTakeover?: boolean
 }

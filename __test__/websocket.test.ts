@@ -28,6 +28,7 @@ const started = await startApp(
       message: (ws, data, isBinary) => void ws.send(data, isBinary),
     })
     app.ws('/z/echo', { message: (ws, data, isBinary) => void ws.send(data, isBinary) }, { compression: true })
+    app.ws('/z/context', { message: (ws, data, isBinary) => void ws.send(data, isBinary) }, { compression: { clientContextTakeover: true } })
     zfeed = app.channel('ws-zfeed')
     app.ws('/z/feed', zfeed, { compression: true })
     app.ws('/rooms/:room', {
@@ -75,6 +76,8 @@ async function open(path: string, headers: Record<string, string> = {}, options:
   const ws = new WebSocket(`ws://127.0.0.1:${started.port}${path}`, { headers, ...options })
   const messages: Array<string | Buffer> = []
   const waiters: Array<() => void> = []
+  let extensions: string | undefined
+  ws.once('upgrade', (res) => void (extensions = res.headers['sec-websocket-extensions'] as string | undefined))
   ws.on('message', (data: Buffer, isBinary: boolean) => {
     messages.push(isBinary ? data : data.toString('utf8'))
     waiters.splice(0).forEach((w) => w())
@@ -88,7 +91,7 @@ async function open(path: string, headers: Record<string, string> = {}, options:
     await within(5000, `a message on ${path}`, waitFor(`a message on ${path}`, () => messages.length > 0))
     return messages.shift()!
   }
-  return { ws, messages, next, closed }
+  return { ws, messages, next, closed, extensions }
 }
 
 describe('WebSocket routes', () => {
@@ -114,7 +117,7 @@ describe('WebSocket routes', () => {
   test('permessage-deflate: echo at the length boundaries, compressed both ways', async () => {
     // The client compresses every message it sends (threshold 0).
     const c = await open('/z/echo', {}, { perMessageDeflate: { threshold: 0 } })
-    expect(c.ws.extensions).toBe('permessage-deflate')
+    expect(c.extensions).toBe('permessage-deflate; server_no_context_takeover; client_no_context_takeover')
     const socket = (c.ws as unknown as { _socket: import('node:net').Socket })._socket
     const sizes = [0, 125, 126, 65535, 65536, 1 << 20]
     let sent = 0
@@ -139,6 +142,18 @@ describe('WebSocket routes', () => {
     plain.ws.close()
   })
 
+  test('permessage-deflate: a route may let clients keep their compression context', async () => {
+    const c = await open('/z/context', {}, { perMessageDeflate: { threshold: 0 } })
+    expect(c.extensions).toBe('permessage-deflate; server_no_context_takeover')
+    const socket = (c.ws as unknown as { _socket: import('node:net').Socket })._socket
+    const line = JSON.stringify({ user: 'ada', text: 'the same few words each time', n: 0 })
+    for (let i = 0; i < 50; i++) c.ws.send(line)
+    for (let i = 0; i < 50; i++) expect(await c.next()).toBe(line)
+    // Each message after the first refers back to the ones before: a few bytes on the wire.
+    expect(socket.bytesWritten).toBeLessThan(50 * 20)
+    c.ws.close()
+  })
+
   test("permessage-deflate: a channel's events go out compressed to sockets that asked", async () => {
     const z = await open('/z/feed')
     const plain = await open('/z/feed', {}, { perMessageDeflate: false })
@@ -157,7 +172,8 @@ describe('WebSocket routes', () => {
   })
 
   test('compression takes a boolean', () => {
-    expect(() => createApp().ws('/z/bad', {}, { compression: 'yes' as unknown as boolean })).toThrow(/compression must be true or false/)
+    expect(() => createApp().ws('/z/bad', {}, { compression: 'yes' as unknown as boolean })).toThrow(/compression must be true, false or/)
+    expect(() => createApp().ws('/z/bad', {}, { compression: { clientContextTakeover: 1 as unknown as boolean } })).toThrow(/compression must be true, false or/)
   })
 
   test('a ping is answered with a pong carrying its payload', async () => {

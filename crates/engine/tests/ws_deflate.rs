@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
-use rat_engine::ws::{WebSocket, WsOptions};
+use rat_engine::ws::{WebSocket, WsCompression, WsOptions};
 use rat_engine::{App, Channel, ChannelOptions, Event, RouteOptions};
 use support::{eventually, serve, within, READ_DEADLINE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,9 +15,12 @@ use tokio::net::TcpStream;
 
 const KEY: [u8; 4] = [9, 8, 7, 6];
 
+/// Compression that lets clients keep their context between messages.
 fn compressed_options() -> WsOptions {
     WsOptions {
-        compression: true,
+        compression: Some(WsCompression {
+            client_context_takeover: true,
+        }),
         max_payload: 64 << 10,
         ..WsOptions::default()
     }
@@ -31,6 +34,11 @@ fn app(channel: &Channel) -> App {
         }
     };
     app.ws_with("/z/echo", echo, compressed_options()).unwrap();
+    let default = WsOptions {
+        compression: Some(WsCompression::default()),
+        ..WsOptions::default()
+    };
+    app.ws_with("/z/default", echo, default).unwrap();
     app.ws("/plain/echo", echo).unwrap();
     app.ws_channel_route_with(
         "/z/news",
@@ -165,11 +173,13 @@ async fn compressed_messages_are_read_with_the_clients_context_and_echoed_compre
     let server = serve(app(&channel)).await;
     let addr = server.local_addr();
     let long = "the quick brown fox jumps over the lazy dog; ".repeat(40);
-    for (offer, takeover) in [
-        ("permessage-deflate; client_max_window_bits", true),
-        ("permessage-deflate; client_no_context_takeover", false),
+    for (path, offer, takeover) in [
+        ("/z/echo", "permessage-deflate; client_max_window_bits", true),
+        ("/z/echo", "permessage-deflate; client_no_context_takeover", false),
+        // By default clients are asked not to keep their context.
+        ("/z/default", "permessage-deflate; client_max_window_bits", false),
     ] {
-        let (mut s, answer) = upgrade(addr, "/z/echo", offer).await;
+        let (mut s, answer) = upgrade(addr, path, offer).await;
         let expected = match takeover {
             true => "permessage-deflate; server_no_context_takeover",
             false => "permessage-deflate; server_no_context_takeover; client_no_context_takeover",

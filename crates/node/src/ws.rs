@@ -30,6 +30,9 @@ pub struct WsRouteOptions {
     pub max_buffered_bytes: Option<f64>,
     /// Accept permessage-deflate when the client offers it (default false).
     pub compression: Option<bool>,
+    /// With compression: let clients keep their compression context between messages
+    /// (default false).
+    pub client_context_takeover: Option<bool>,
 }
 
 impl WsRouteOptions {
@@ -67,7 +70,11 @@ impl WsRouteOptions {
         if let Some(max) = bytes(self.max_buffered_bytes, "maxBufferedBytes")? {
             o.queue.max_buffered = max.max(o.queue.high_water_mark);
         }
-        o.compression = self.compression.unwrap_or(false);
+        if self.compression == Some(true) {
+            o.compression = Some(rat_engine::ws::WsCompression {
+                client_context_takeover: self.client_context_takeover.unwrap_or(false),
+            });
+        }
         Ok(o)
     }
 }

@@ -8,10 +8,13 @@
 //! one that compression would not shrink, goes out uncompressed (RSV1 clear), which the
 //! extension allows.
 //!
-//! What clients send is inflated with a window kept from message to message (the client's
-//! context takeover), unless the client offered `client_no_context_takeover`: the server
-//! accepts that, and keeps no inflater between messages.
+//! Clients are asked for `client_no_context_takeover` too (unless the route lets them keep
+//! their context, [`WsCompression`](super::WsCompression)), so that a message in one frame
+//! is inflated on the thread's inflater and a socket keeps none between messages. Under
+//! the client's context takeover, a socket keeps its inflater and window from its first
+//! compressed message on.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use bytes::Bytes;
@@ -40,26 +43,30 @@ pub(crate) struct Deflate {
 }
 
 /// The first permessage-deflate offer in `headers` the server can accept, and the
-/// `Sec-WebSocket-Extensions` value that accepts it. Offers with unknown or repeated
-/// parameters, or bad values, are declined (RFC 7692 §5); so is one that limits the
-/// server's window to 8 bits, which zlib's raw deflate cannot keep to.
-pub(crate) fn negotiate(headers: &HeaderMap) -> Option<(Deflate, HeaderValue)> {
+/// `Sec-WebSocket-Extensions` value that accepts it (asking for
+/// `client_no_context_takeover` unless `client_context_takeover`). Offers with unknown or
+/// repeated parameters, or bad values, are declined (RFC 7692 §5); so is one that limits
+/// the server's window to 8 bits, which zlib's raw deflate cannot keep to.
+pub(crate) fn negotiate(
+    headers: &HeaderMap,
+    client_context_takeover: bool,
+) -> Option<(Deflate, HeaderValue)> {
     headers
         .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .find_map(accept_offer)
+        .find_map(|offer| accept_offer(offer, client_context_takeover))
 }
 
-fn accept_offer(offer: &str) -> Option<(Deflate, HeaderValue)> {
+fn accept_offer(offer: &str, client_context_takeover: bool) -> Option<(Deflate, HeaderValue)> {
     let mut parts = offer.split(';').map(str::trim);
     if !parts.next()?.eq_ignore_ascii_case("permessage-deflate") {
         return None;
     }
     let mut seen = [false; 4];
     let mut deflate = Deflate {
-        client_no_context_takeover: false,
+        client_no_context_takeover: !client_context_takeover,
         server_window_bits: 15,
     };
     let mut server_bits_asked = false;
@@ -195,8 +202,14 @@ pub(crate) fn refused(e: &std::io::Error) -> Option<(u16, &'static str)> {
         .map(|r| (r.code, r.why))
 }
 
+thread_local! {
+    /// The inflater of messages in one frame with no context to take over.
+    static INFLATER: RefCell<Option<Decompress>> = const { RefCell::new(None) };
+}
+
 /// A socket's inflating side: the window kept between messages under context takeover
-/// (the zlib state is made with the first compressed message).
+/// (the zlib state is made with the first compressed message), or while a message in
+/// fragments is read.
 pub(crate) struct Inflater {
     pub(crate) deflate: Deflate,
     z: Option<Box<Decompress>>,
@@ -207,16 +220,26 @@ impl Inflater {
         Inflater { deflate, z: None }
     }
 
-    /// Inflates one frame's `payload` (unmasked) of a compressed message onto `out`, `fin`
-    /// when it is the message's last. `io::Error`s carry a [`Refused`]: 1009 past `room`
-    /// bytes of output, 1007 for data that is not deflate.
+    /// Inflates one frame's `payload` (unmasked) of a compressed message onto `out`:
+    /// `first` when it is the message's first frame, `fin` when its last. `io::Error`s
+    /// carry a [`Refused`]: 1009 past `room` bytes of output, 1007 for data that is not
+    /// deflate.
     pub(crate) fn inflate(
         &mut self,
         payload: &[u8],
+        first: bool,
         fin: bool,
         room: usize,
         out: &mut Vec<u8>,
     ) -> std::io::Result<()> {
+        if first && fin && self.deflate.client_no_context_takeover {
+            return INFLATER.with_borrow_mut(|slot| {
+                let z = slot.get_or_insert_with(|| Decompress::new_with_window_bits(false, 15));
+                z.reset(false);
+                feed(z, payload, room, out)?;
+                feed(z, &TAIL, room, out)
+            });
+        }
         let z = self
             .z
             .get_or_insert_with(|| Box::new(Decompress::new_with_window_bits(false, 15)));
@@ -274,13 +297,18 @@ fn feed(
 mod tests {
     use super::*;
 
+    /// The answer to `v` on a route that lets clients keep their context.
     fn offer(v: &str) -> Option<(Deflate, String)> {
+        offer_to(v, true)
+    }
+
+    fn offer_to(v: &str, client_context_takeover: bool) -> Option<(Deflate, String)> {
         let mut h = HeaderMap::new();
         h.insert(
             header::SEC_WEBSOCKET_EXTENSIONS,
             HeaderValue::from_str(v).unwrap(),
         );
-        negotiate(&h).map(|(d, v)| (d, v.to_str().unwrap().to_string()))
+        negotiate(&h, client_context_takeover).map(|(d, v)| (d, v.to_str().unwrap().to_string()))
     }
 
     #[test]
@@ -289,6 +317,13 @@ mod tests {
         assert_eq!(v, "permessage-deflate; server_no_context_takeover");
         assert!(!d.client_no_context_takeover);
         assert_eq!(d.server_window_bits, 15);
+        // A route that does not let clients keep their context asks them not to.
+        let (d, v) = offer_to("permessage-deflate; client_max_window_bits", false).unwrap();
+        assert_eq!(
+            v,
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        );
+        assert!(d.client_no_context_takeover);
 
         let (d, v) =
             offer("permessage-deflate; client_no_context_takeover; server_max_window_bits=\"10\"")
@@ -349,13 +384,24 @@ mod tests {
                 // In two frames, split anywhere.
                 let mut out = Vec::new();
                 inflater
-                    .inflate(&c[..c.len() / 3], false, 1 << 20, &mut out)
+                    .inflate(&c[..c.len() / 3], true, false, 1 << 20, &mut out)
                     .unwrap();
+                assert!(inflater.z.is_some());
                 inflater
-                    .inflate(&c[c.len() / 3..], true, 1 << 20, &mut out)
+                    .inflate(&c[c.len() / 3..], false, true, 1 << 20, &mut out)
                     .unwrap();
                 assert_eq!(out, text);
                 assert_eq!(inflater.z.is_none(), no_takeover);
+                // In one frame: without takeover, on the thread's inflater (the socket
+                // keeps none).
+                if no_takeover {
+                    z.reset();
+                }
+                let c = client_compress(&mut z, &text);
+                let mut out = Vec::new();
+                inflater.inflate(&c, true, true, 1 << 20, &mut out).unwrap();
+                assert_eq!(inflater.z.is_none(), no_takeover);
+                assert_eq!(out, text);
             }
         }
     }
@@ -372,7 +418,7 @@ mod tests {
         assert!(bomb.len() < 8 << 10);
         let mut out = Vec::new();
         let e = inflater
-            .inflate(&bomb, true, 1 << 20, &mut out)
+            .inflate(&bomb, true, true, 1 << 20, &mut out)
             .unwrap_err();
         assert_eq!(refused(&e), Some((1009, "message too big")));
         assert!(out.capacity() <= (1 << 20) + 1);
@@ -382,7 +428,13 @@ mod tests {
             server_window_bits: 15,
         });
         let e = inflater
-            .inflate(&[0xff, 0xff, 0xff, 0xff], true, 1 << 20, &mut Vec::new())
+            .inflate(
+                &[0xff, 0xff, 0xff, 0xff],
+                true,
+                true,
+                1 << 20,
+                &mut Vec::new(),
+            )
             .unwrap_err();
         assert_eq!(refused(&e), Some((1007, "invalid compressed data")));
     }
@@ -404,7 +456,7 @@ mod tests {
         });
         let mut plain = Vec::new();
         inflater
-            .inflate(payload, true, 1 << 20, &mut plain)
+            .inflate(payload, true, true, 1 << 20, &mut plain)
             .unwrap();
         assert_eq!(plain, data);
         // A channel's frame, compressed from its encoded form: the same bytes.

@@ -227,7 +227,8 @@ impl Std<'_, '_> {
         }
         let mut plain = Vec::new();
         let room = self.max_payload.saturating_sub(f.inflated);
-        inflater.inflate(payload, header.is_final, room, &mut plain)?;
+        let first = header.opcode != OpCode::Data(Data::Continue);
+        inflater.inflate(payload, first, header.is_final, room, &mut plain)?;
         if header.is_final {
             f.compressed = false;
             f.inflated = 0;

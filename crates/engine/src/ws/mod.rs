@@ -79,8 +79,19 @@ pub struct WsOptions {
     /// Accept permessage-deflate (RFC 7692) when the client offers it: messages of
     /// [`MIN_COMPRESSED`] bytes or more are sent compressed when that shrinks them
     /// (a channel's events compressed once for all its sockets), and compressed messages
-    /// are read. Default: off.
-    pub compression: bool,
+    /// are read. Default: `None`, off.
+    pub compression: Option<WsCompression>,
+}
+
+/// How a route's sockets use permessage-deflate (see [`WsOptions::compression`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WsCompression {
+    /// Let clients compress each message with the context of the ones before (context
+    /// takeover): better ratios for similar messages, but each socket then keeps an
+    /// inflater and its 32 KiB window. Default `false`: the server asks clients for
+    /// `client_no_context_takeover` and inflates on one inflater per thread. A client
+    /// that offers `client_no_context_takeover` gets it either way.
+    pub client_context_takeover: bool,
 }
 
 impl Default for WsOptions {
@@ -89,7 +100,7 @@ impl Default for WsOptions {
             max_payload: 16 << 20,
             idle_timeout: Some(Duration::from_secs(120)),
             queue: QueueLimits::default(),
-            compression: false,
+            compression: None,
         }
     }
 }
@@ -272,10 +283,9 @@ fn answer(
     if let Ok(v) = HeaderValue::from_str(&accept_key) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
-    let deflate = match options.compression {
-        true => deflate::negotiate(headers),
-        false => None,
-    };
+    let deflate = options
+        .compression
+        .and_then(|c| deflate::negotiate(headers, c.client_context_takeover));
     let deflate = deflate.map(|(d, answer)| {
         h.insert(header::SEC_WEBSOCKET_EXTENSIONS, answer);
         d
