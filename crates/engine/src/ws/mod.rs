@@ -25,6 +25,12 @@
 //! A channel's events reach its WebSocket subscribers from the channel's fan-out, as its
 //! SSE subscribers' do: one text frame encoded per event, its bytes shared, written
 //! straight to each socket with nothing waiting (see `socket.rs`).
+//!
+//! With [`WsOptions::compression`], permessage-deflate (RFC 7692) is accepted when the
+//! client offers it: each message sent is compressed on its own
+//! (`server_no_context_takeover`), so a channel's event is compressed once for all its
+//! sockets, and clients' compressed messages are inflated before tungstenite checks them
+//! (see `deflate.rs`).
 
 mod conn;
 mod deflate;
