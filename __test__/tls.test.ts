@@ -66,6 +66,8 @@ beforeAll(async () => {
   })
   app.ws('/ws/echo', { message: (ws, data, isBinary) => void ws.send(data, isBinary) })
   app.ws('/ws/news', news)
+  app.ws('/wsz/echo', { message: (ws, data, isBinary) => void ws.send(data, isBinary) }, { compression: true })
+  app.ws('/wsz/news', news, { compression: true })
   ;({ port } = await app.listen({ host: '127.0.0.1', port: 0, tls: pem }))
 })
 
@@ -231,9 +233,9 @@ describe('certificates', () => {
   })
 })
 
-test('wss: a JS echo route and a channel route, the certificate verified', async () => {
+test.each(['/ws', '/wsz'])('wss (%s; /wsz with permessage-deflate): a JS echo route and a channel route, the certificate verified', async (prefix) => {
   const open = (path: string) => {
-    const ws = new WebSocket(`wss://localhost:${port}${path}`, { ca: pem.cert })
+    const ws = new WebSocket(`wss://localhost:${port}${prefix}${path}`, { ca: pem.cert, perMessageDeflate: { threshold: 0 } })
     const messages: Array<{ data: string; isBinary: boolean }> = []
     ws.on('message', (data: Buffer, isBinary: boolean) => messages.push({ data: data.toString('utf8'), isBinary }))
     const opened = new Promise<void>((resolve, reject) => {
@@ -242,8 +244,9 @@ test('wss: a JS echo route and a channel route, the certificate verified', async
     })
     return { ws, messages, opened }
   }
-  const echo = open('/ws/echo')
+  const echo = open('/echo')
   await within(5000, 'the echo socket to open', echo.opened)
+  expect(echo.ws.extensions).toBe(prefix === '/wsz' ? 'permessage-deflate' : '')
   // Sizes across the frame header's three length forms, text and binary, in order.
   const sizes = [0, 125, 126, 65535, 65536]
   for (const n of sizes) echo.ws.send('t'.repeat(n))
@@ -251,16 +254,18 @@ test('wss: a JS echo route and a channel route, the certificate verified', async
   await waitFor('every echo', () => echo.messages.length === sizes.length + 1)
   expect(echo.messages.map((m) => m.data.length)).toEqual([...sizes, 3])
   expect(echo.messages.at(-1)).toEqual({ data: 'bin', isBinary: true })
-  const sub = open('/ws/news')
+  const sub = open('/news')
   await within(5000, 'the channel socket to open', sub.opened)
-  await waitFor('the subscriber', () => news.subscribers > 0)
-  news.publish('over wss')
-  await waitFor('the published event', () => sub.messages.some((m) => m.data === 'over wss'))
+  await waitFor('the subscriber', () => news.subscribers === 1)
+  const event = `over wss ${'and compressed '.repeat(10)}${prefix}`
+  news.publish(event)
+  await waitFor('the published event', () => sub.messages.some((m) => m.data === event))
   const closed = (ws: WebSocket) => new Promise<number>((resolve) => ws.once('close', (code: number) => resolve(code)))
   const codes = [closed(echo.ws), closed(sub.ws)]
   echo.ws.close(1000)
   sub.ws.close(1000)
   expect(await within(5000, 'both closes', Promise.all(codes))).toEqual([1000, 1000])
+  await waitFor('no subscriber', () => news.subscribers === 0)
 })
 
 test('plain HTTP on the TLS port closes that connection; HTTPS goes on', async () => {

@@ -174,10 +174,22 @@ async fn compressed_messages_are_read_with_the_clients_context_and_echoed_compre
     let addr = server.local_addr();
     let long = "the quick brown fox jumps over the lazy dog; ".repeat(40);
     for (path, offer, takeover) in [
-        ("/z/echo", "permessage-deflate; client_max_window_bits", true),
-        ("/z/echo", "permessage-deflate; client_no_context_takeover", false),
+        (
+            "/z/echo",
+            "permessage-deflate; client_max_window_bits",
+            true,
+        ),
+        (
+            "/z/echo",
+            "permessage-deflate; client_no_context_takeover",
+            false,
+        ),
         // By default clients are asked not to keep their context.
-        ("/z/default", "permessage-deflate; client_max_window_bits", false),
+        (
+            "/z/default",
+            "permessage-deflate; client_max_window_bits",
+            false,
+        ),
     ] {
         let (mut s, answer) = upgrade(addr, path, offer).await;
         let expected = match takeover {
@@ -352,5 +364,109 @@ async fn a_channel_sends_its_events_compressed_to_sockets_that_negotiated_it() {
             (FIN | 0x1, data.as_bytes().to_vec())
         );
     }
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// xorshift64: the same "random" frames on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> usize {
+        (self.next() % n) as usize
+    }
+}
+
+#[tokio::test]
+async fn random_compressed_frames_end_only_their_socket() {
+    let channel = Channel::new("news", ChannelOptions::default());
+    let server = serve(app(&channel)).await;
+    let addr = server.local_addr();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let text = "some words to compress, some words to compress, some words".as_bytes();
+    let mut codes = std::collections::BTreeMap::new();
+    for _ in 0..150 {
+        let (mut s, _) = upgrade(addr, "/z/echo", "permessage-deflate").await;
+        let mut z = Compress::new(Compression::default(), false);
+        let mut bytes = Vec::new();
+        for _ in 0..1 + rng.below(4) {
+            let mut payload = match rng.below(4) {
+                0 => compress(&mut z, text),
+                1 => (0..rng.below(300)).map(|_| rng.next() as u8).collect(),
+                2 => {
+                    let c = compress(&mut z, text);
+                    c[..rng.below(c.len() as u64)].to_vec()
+                }
+                _ => text.to_vec(),
+            };
+            if rng.below(8) == 0 {
+                payload.extend((0..rng.below(20)).map(|_| rng.next() as u8));
+            }
+            // Any FIN, RSV1 and data or control opcode.
+            let first = (rng.next() as u8 & (FIN | RSV1)) | [0x0, 0x1, 0x2, 0x9, 0xa][rng.below(5)];
+            bytes.extend(frame(first, &payload));
+        }
+        bytes.extend(frame(FIN | 0x8, &1000u16.to_be_bytes()));
+        // The server may close before reading it all.
+        let _ = s.write_all(&bytes).await;
+        // Whatever it made of them, the socket ends: with a close frame, or cut.
+        let code = within(READ_DEADLINE, "the socket's end", async {
+            loop {
+                let mut h = [0u8; 2];
+                if s.read_exact(&mut h).await.is_err() {
+                    return 1006;
+                }
+                let len = match h[1] & 0x7f {
+                    126 => {
+                        let mut l = [0u8; 2];
+                        s.read_exact(&mut l).await.unwrap();
+                        u16::from_be_bytes(l) as usize
+                    }
+                    127 => {
+                        let mut l = [0u8; 8];
+                        s.read_exact(&mut l).await.unwrap();
+                        u64::from_be_bytes(l) as usize
+                    }
+                    n => n as usize,
+                };
+                let mut p = vec![0u8; len];
+                if s.read_exact(&mut p).await.is_err() {
+                    return 1006;
+                }
+                if h[0] & 0x0f == 0x8 {
+                    return if len >= 2 {
+                        u16::from_be_bytes([p[0], p[1]])
+                    } else {
+                        1005
+                    };
+                }
+            }
+        })
+        .await;
+        assert!(
+            [1000, 1002, 1006, 1007, 1009].contains(&code),
+            "closed with {code}"
+        );
+        *codes.entry(code).or_insert(0) += 1;
+    }
+    println!("close codes of 150 sockets of random frames: {codes:?}");
+    assert!(
+        codes.len() >= 3,
+        "the frames reach several outcomes: {codes:?}"
+    );
+
+    let (mut s, _) = upgrade(addr, "/z/echo", "permessage-deflate").await;
+    s.write_all(&frame(
+        FIN | RSV1 | 0x1,
+        &compress(&mut Compress::new(Compression::default(), false), text),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(data_of(read_frame(&mut s).await), text);
     server.shutdown(Duration::from_secs(1)).await;
 }
