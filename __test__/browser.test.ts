@@ -202,6 +202,58 @@ test('over HTTPS a page holds 20 EventSources on one HTTP/2 connection, all rece
   }
 })
 
+test('over HTTPS a page opens 8 WebSockets on its one HTTP/2 connection (RFC 8441), compressed; over HTTP each takes a connection', async () => {
+  const pems = await selfsigned.generate([{ name: 'commonName', value: 'localhost' }], { keyType: 'ec', algorithm: 'sha256' })
+  const long = 'over one connection; '.repeat(200)
+  const opened = async (app: App, base: string, page: Page) => {
+    const echoed = await page.evaluate(async ({ long, base }) => {
+      const out: Array<{ data: string; extensions: string }> = []
+      for (let i = 0; i < 8; i++) {
+        const ws = new WebSocket(base.replace('http', 'ws') + '/echo')
+        await new Promise((resolve, reject) => {
+          ws.onopen = resolve
+          ws.onerror = reject
+        })
+        const back = new Promise<string>((resolve) => (ws.onmessage = (e) => resolve(e.data)))
+        ws.send(`${i} ${long}`)
+        out.push({ data: await back, extensions: ws.extensions })
+      }
+      return out
+    }, { long, base })
+    expect(echoed.map((e) => e.data)).toEqual(Array.from({ length: 8 }, (_, i) => `${i} ${long}`))
+    for (const e of echoed) expect(e.extensions).toContain('permessage-deflate')
+    // The client ports the upgrades came from: one per connection.
+    return new Set(ports.get(app)).size
+  }
+  const ports = new Map<App, number[]>()
+  const make = () => {
+    const app = createApp({ heartbeatMs: 0 })
+    ports.set(app, [])
+    app.ws('/echo', { open: (_ws, req) => void ports.get(app)!.push(req.remotePort!), message: (ws, data) => void ws.send(data) }, { compression: true })
+    app.html('/', '<!doctype html><title>ws</title>')
+    apps.push(app)
+    return app
+  }
+  const secure = make()
+  const { port } = await secure.listen({ port: 0, tls: { cert: pems.cert, key: pems.private } })
+  const context = await browser!.newContext({ ignoreHTTPSErrors: true })
+  try {
+    const page = await context.newPage()
+    page.on('pageerror', (err) => pageErrors.push(`${page.url()}: ${err.message}`))
+    const base = `https://127.0.0.1:${port}`
+    await page.goto(base)
+    expect(await opened(secure, base, page)).toBe(1)
+  } finally {
+    await context.close()
+  }
+  const plain = make()
+  const page = await newPage()
+  const base = await serve(plain)
+  await page.goto(base)
+  expect(await opened(plain, base, page)).toBe(8)
+  await page.close()
+})
+
 test('CORS: a page on another origin reads an allowed API and its EventSource; a disallowed origin is blocked', async () => {
   const page0 = createApp({ heartbeatMs: 0 })
   page0.html('/', '<!doctype html><body>cross-origin page</body>')

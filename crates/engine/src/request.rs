@@ -40,6 +40,8 @@ pub(crate) enum RequestBody {
         /// The declared `content-length`, if any.
         length: Option<u64>,
     },
+    /// None: an HTTP/2 WebSocket's extended CONNECT, whose stream carries the socket.
+    Empty,
 }
 
 impl http_body::Body for RequestBody {
@@ -61,6 +63,7 @@ impl http_body::Body for RequestBody {
                     Poll::Ready(Some(Ok(http_body::Frame::data(data))))
                 }
             },
+            RequestBody::Empty => Poll::Ready(None),
         }
     }
 
@@ -68,6 +71,7 @@ impl http_body::Body for RequestBody {
         match self {
             RequestBody::Hyper(b) => b.is_end_stream(),
             RequestBody::H2 { recv, .. } => recv.is_end_stream(),
+            RequestBody::Empty => true,
         }
     }
 
@@ -78,6 +82,7 @@ impl http_body::Body for RequestBody {
                 Some(n) => http_body::SizeHint::with_exact(*n),
                 None => http_body::SizeHint::default(),
             },
+            RequestBody::Empty => http_body::SizeHint::with_exact(0),
         }
     }
 }

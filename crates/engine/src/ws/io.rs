@@ -43,11 +43,71 @@ const READ: usize = 8 << 10;
 const FIRST_READ: usize = 512;
 
 /// An upgraded connection's bytes: the direct path's connection, plain or TLS (a plain one
-/// shared with the sender that lends its socket to channels, see `socket.rs`); or hyper's
-/// upgraded IO (a TLS connection hyper served; boxed, as it is rare and larger).
+/// shared with the sender that lends its socket to channels, see `socket.rs`); hyper's
+/// upgraded IO (a connection hyper served); or an HTTP/2 stream (RFC 8441). The last two
+/// are boxed, as they are rarer and larger.
 pub(crate) enum WsIo {
     Conn(Arc<Conn>),
     Upgraded(Box<TokioIo<hyper::upgrade::Upgraded>>),
+    H2(Box<H2Io>),
+}
+
+/// An HTTP/2 stream carrying a WebSocket: DATA frames both ways, under the stream's flow
+/// control (what is read is released at once, so the client may send as much again).
+pub(crate) struct H2Io {
+    pub(crate) recv: h2::RecvStream,
+    pub(crate) send: h2::SendStream<Bytes>,
+}
+
+impl H2Io {
+    /// Appends the next DATA frame's bytes to `buf`; 0 at the end of the stream.
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        loop {
+            match ready!(self.recv.poll_data(cx)) {
+                None => return Poll::Ready(Ok(0)),
+                Some(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
+                Some(Ok(data)) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    if !data.is_empty() {
+                        buf.extend_from_slice(&data);
+                        return Poll::Ready(Ok(data.len()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends as much of `buf` as the stream has capacity for, waiting for some.
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        loop {
+            let capacity = self.send.capacity();
+            if capacity > 0 {
+                let n = capacity.min(buf.len());
+                return Poll::Ready(
+                    self.send
+                        .send_data(Bytes::copy_from_slice(&buf[..n]), false)
+                        .map(|()| n)
+                        .map_err(io::Error::other),
+                );
+            }
+            self.send.reserve_capacity(buf.len());
+            match ready!(self.send.poll_capacity(cx)) {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
+                None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+            }
+        }
+    }
+
+    /// Ends the stream (after what was sent).
+    fn end(&mut self) -> io::Result<()> {
+        self.send
+            .send_data(Bytes::new(), true)
+            .map_err(io::Error::other)
+    }
 }
 
 /// Where the frames read from the socket stand.
@@ -265,6 +325,7 @@ fn fill(io: &mut WsIo, buf: &mut BytesMut, cx: &mut Context<'_>) -> io::Result<u
         WsIo::Upgraded(up) => {
             would_block(tokio_util::io::poll_read_buf(Pin::new(&mut **up), cx, buf))
         }
+        WsIo::H2(h2) => would_block(h2.poll_read(cx, buf)),
     }
 }
 
@@ -423,14 +484,20 @@ impl Ws {
         }
     }
 
-    /// Ends a TLS connection cleanly: writes its `close_notify` after what waits. A plain
-    /// connection needs nothing (its FIN follows when it is dropped), nor does one hyper
-    /// upgraded.
+    /// Ends a TLS connection cleanly: writes its `close_notify` after what waits; ends an
+    /// HTTP/2 stream. A plain connection needs nothing (its FIN follows when it is
+    /// dropped), nor does one hyper upgraded.
     pub(crate) async fn close_notify(&mut self) {
-        if let WsIo::Conn(conn) = &self.io {
-            if conn.with_session(|s| s.queue_close_notify()).is_some() {
-                let _ = std::future::poll_fn(|cx| conn.poll_flush(cx)).await;
+        match &mut self.io {
+            WsIo::Conn(conn) => {
+                if conn.with_session(|s| s.queue_close_notify()).is_some() {
+                    let _ = std::future::poll_fn(|cx| conn.poll_flush(cx)).await;
+                }
             }
+            WsIo::H2(h2) => {
+                let _ = h2.end();
+            }
+            WsIo::Upgraded(_) => {}
         }
     }
 
@@ -449,17 +516,21 @@ impl AsyncWrite for WsIo {
         match self.get_mut() {
             WsIo::Upgraded(io) => Pin::new(&mut **io).poll_write(cx, buf),
             WsIo::Conn(conn) => conn.poll_write(cx, &[io::IoSlice::new(buf)]),
+            WsIo::H2(h2) => h2.poll_write(cx, buf),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             WsIo::Upgraded(io) => Pin::new(&mut **io).poll_flush(cx),
             WsIo::Conn(conn) => conn.poll_flush(cx),
+            // The connection's task writes what its streams sent.
+            WsIo::H2(_) => Poll::Ready(Ok(())),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             WsIo::Upgraded(io) => Pin::new(&mut **io).poll_shutdown(cx),
+            WsIo::H2(h2) => Poll::Ready(h2.end()),
             WsIo::Conn(conn) => {
                 ready!(conn.poll_flush(cx))?;
                 // Half-closes the write side, as tokio's TcpStream does.

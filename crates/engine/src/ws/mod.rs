@@ -179,11 +179,17 @@ impl Upgrade {
     }
 }
 
+/// Whether `status` is that of an accepted upgrade: 101 over HTTP/1.1, 200 for an HTTP/2
+/// extended CONNECT.
+fn accepted(status: StatusCode) -> bool {
+    status == StatusCode::SWITCHING_PROTOCOLS || status == StatusCode::OK
+}
+
 /// Keeps `guard` until the socket `res` upgrades to closes; `Err(guard)` when `res` is no
 /// upgrade.
 pub(crate) fn hold<T: Send + 'static>(res: &Response, guard: T) -> Result<(), T> {
     match res.extensions().get::<Upgrade>() {
-        Some(up) if res.status() == StatusCode::SWITCHING_PROTOCOLS => match &mut *up.lock() {
+        Some(up) if accepted(res.status()) => match &mut *up.lock() {
             Some(p) => {
                 p.held = Some(Box::new(guard));
                 Ok(())
@@ -195,7 +201,7 @@ pub(crate) fn hold<T: Send + 'static>(res: &Response, guard: T) -> Result<(), T>
 }
 
 /// Whether `headers` ask for a WebSocket upgrade (`Upgrade: websocket` and a
-/// `Connection` naming `upgrade`).
+/// `Connection` naming `upgrade`) over HTTP/1.1.
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
     let has_token = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|v| {
@@ -207,7 +213,10 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// The 101 answer to a valid upgrade request, whose connection then runs `start`; or the
-/// refusal of an invalid one (400, or 426 for another protocol version).
+/// refusal of an invalid one (400, or 426 for another protocol version). Over HTTP/2 an
+/// extended CONNECT (RFC 8441) reaches routes as a GET with `Upgrade: websocket` (which
+/// HTTP/2 clients cannot send themselves), and its answer is 200: the stream carries the
+/// socket.
 ///
 /// This is what [`App::ws`](crate::App::ws) routes answer; a front end that decides later
 /// (after its own hooks) answers with it too.
@@ -251,10 +260,15 @@ fn answer(
     options: WsOptions,
     start: Start,
 ) -> Response {
-    if version != http::Version::HTTP_11 || !is_upgrade(headers) {
+    let h2 = version == http::Version::HTTP_2
+        && headers
+            .get(header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if !h2 && (version != http::Version::HTTP_11 || !is_upgrade(headers)) {
         return response::error(
             StatusCode::BAD_REQUEST,
-            "this route takes WebSocket upgrades (HTTP/1.1 GET with Upgrade: websocket)",
+            "this route takes WebSocket upgrades (an HTTP/1.1 GET with Upgrade: websocket, \
+             or an HTTP/2 extended CONNECT with :protocol websocket)",
         );
     }
     if headers
@@ -271,23 +285,24 @@ fn answer(
         );
         return res;
     }
-    let key = match headers.get(header::SEC_WEBSOCKET_KEY) {
-        Some(k) if k.len() == 24 => k,
-        _ => {
-            return response::error(
-                StatusCode::BAD_REQUEST,
-                "a WebSocket upgrade needs a Sec-WebSocket-Key of 16 bytes in base64",
-            )
-        }
-    };
-    let accept_key = derive_accept_key(key.as_bytes());
     let mut res = Response::new(Body::empty());
-    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = res.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    if let Ok(v) = HeaderValue::from_str(&accept_key) {
-        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    if !h2 {
+        let key = match headers.get(header::SEC_WEBSOCKET_KEY) {
+            Some(k) if k.len() == 24 => k,
+            _ => {
+                return response::error(
+                    StatusCode::BAD_REQUEST,
+                    "a WebSocket upgrade needs a Sec-WebSocket-Key of 16 bytes in base64",
+                )
+            }
+        };
+        let accept_key = derive_accept_key(key.as_bytes());
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Ok(v) = HeaderValue::from_str(&accept_key) {
+            h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+        }
     }
     let deflate = options
         .compression
@@ -296,6 +311,10 @@ fn answer(
         h.insert(header::SEC_WEBSOCKET_EXTENSIONS, answer);
         d
     });
+    *res.status_mut() = match h2 {
+        true => StatusCode::OK,
+        false => StatusCode::SWITCHING_PROTOCOLS,
+    };
     let sender = WsSender::new(
         options.queue,
         remote,
@@ -319,9 +338,10 @@ pub fn pending_sender(res: &Response) -> Option<WsSender> {
     pending.as_ref().map(|p| p.sender.clone())
 }
 
-/// The upgrade a 101 response carries, taken out of it; `None` for another response.
+/// The upgrade a 101 response (200 to an HTTP/2 extended CONNECT) carries, taken out of
+/// it; `None` for another response.
 pub(crate) fn take_upgrade(res: &mut http::Response<Body>) -> Option<Taken> {
-    if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+    if !accepted(res.status()) {
         return None;
     }
     let pending = res
@@ -356,9 +376,27 @@ impl Taken {
         tokio::spawn(run(self.0, ws));
     }
 
+    /// Serves the socket over an HTTP/2 stream (RFC 8441), the 200 sent; `busy` is held
+    /// until it closes.
+    pub(crate) fn spawn_h2(
+        mut self,
+        recv: h2::RecvStream,
+        send: h2::SendStream<Bytes>,
+        busy: impl Send + 'static,
+        shared: &Shared,
+    ) {
+        let max = self.0.options.max_payload;
+        track(&self.0.sender, self.0.options.idle_timeout, shared);
+        let held = self.0.held.take();
+        self.0.held = Some(Box::new((held, busy)));
+        let io = io::WsIo::H2(Box::new(io::H2Io { recv, send }));
+        let ws = io::Ws::new(io, Bytes::new(), max, self.0.deflate);
+        tokio::spawn(run(self.0, ws));
+    }
+
     /// The connection could not be switched to the WebSocket: the handler still runs (or
     /// is told), and finds the socket closed.
-    fn gone(self) {
+    pub(crate) fn gone(self) {
         let Pending { sender, start, .. } = self.0;
         let gone = CloseStatus {
             code: 1006,

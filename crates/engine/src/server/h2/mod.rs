@@ -24,9 +24,10 @@ use super::{Shared, IDLE_CLOSE_GRACE};
 
 /// The connection settings hyper's HTTP/2 server uses (hyper 1.x defaults): 1 MiB
 /// windows, 16 KiB frames, 200 concurrent streams, 400 KiB of buffered send data per
-/// stream, 16 KiB of headers.
+/// stream, 16 KiB of headers; and extended CONNECT (RFC 8441), for WebSockets.
 pub(crate) fn builder() -> h2::server::Builder {
     let mut b = h2::server::Builder::new();
+    b.enable_connect_protocol();
     b.initial_window_size(1024 * 1024)
         .initial_connection_window_size(1024 * 1024)
         .max_frame_size(16 * 1024)

@@ -1,6 +1,11 @@
 //! One HTTP/2 stream: its request answered (the service shared with hyper's connections),
 //! the response head, then its body as the stream's flow control allows, until the body
 //! ends or the client resets the stream.
+//!
+//! A WebSocket's extended CONNECT (RFC 8441, `:protocol websocket`) reaches the routes as
+//! a GET with `Upgrade: websocket`, the form an HTTP/1.1 upgrade has (a header HTTP/2
+//! clients cannot send: h2 refuses it as malformed), and version HTTP/2; a route that
+//! accepts it answers 200, and the stream then carries the socket.
 
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
@@ -10,7 +15,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream};
-use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use http_body::Body as _;
 
 use crate::request::RequestBody;
@@ -35,21 +40,41 @@ pub(super) fn stream(
 ) -> impl Future<Output = ()> + Send {
     let head = Box::pin(answer(shared, peer, req, respond));
     async move {
-        if let Some((body, send)) = head.await {
-            send_body(body, send).await;
+        match head.await {
+            Some(Answered::Body(body, send)) => send_body(body, send).await,
+            // The socket's task holds the connection busy until the socket closes.
+            Some(Answered::WebSocket(open)) => open(busy),
+            None => {}
         }
-        drop(busy);
     }
 }
 
+/// What follows a request's answer on its stream.
+enum Answered {
+    /// A body to send.
+    Body(Body, h2::SendStream<Bytes>),
+    /// A WebSocket to start, given what keeps the connection busy while it is open.
+    WebSocket(Box<dyn FnOnce(Busy) + Send>),
+}
+
+/// Whether `req` is a WebSocket's extended CONNECT (RFC 8441).
+fn is_ws_connect(req: &http::Request<RecvStream>) -> bool {
+    req.method() == Method::CONNECT
+        && req
+            .extensions()
+            .get::<h2::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+}
+
 /// The request answered and the response head sent: the body and the stream to send it
-/// on, unless the response has no body (or the client reset the stream).
+/// on, or the WebSocket the stream now carries; `None` when the response has no body (or
+/// the client reset the stream).
 async fn answer(
     shared: Arc<Shared>,
     peer: SocketAddr,
     req: http::Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
-) -> Option<(Body, h2::SendStream<Bytes>)> {
+) -> Option<Answered> {
     let log = shared.config.access_log.as_ref();
     let pending =
         crate::access::Pending::new(log, req.method(), req.uri(), req.headers(), Some(peer));
@@ -58,9 +83,20 @@ async fn answer(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let req = req.map(|recv| RequestBody::H2 { recv, length });
+    let mut socket_recv = None;
+    let req = if is_ws_connect(&req) {
+        let (mut parts, recv) = req.into_parts();
+        parts.method = Method::GET;
+        parts
+            .headers
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        socket_recv = Some(recv);
+        http::Request::from_parts(parts, RequestBody::Empty)
+    } else {
+        req.map(|recv| RequestBody::H2 { recv, length })
+    };
     let answer = service::handle(shared.clone(), peer, req);
-    let res = tokio::select! {
+    let mut res = tokio::select! {
         res = answer => res,
         _ = poll_fn(|cx| respond.poll_reset(cx)) => return None,
     };
@@ -68,10 +104,26 @@ async fn answer(
     if let Some(p) = pending {
         p.finish(shared.config.access_log.as_ref(), &res);
     }
+    if let Some(recv) = socket_recv {
+        if let Some(upgrade) = crate::ws::take_upgrade(&mut res) {
+            let (mut head, _) = head_of(res);
+            // The stream's DATA is the socket's, not a body of the length the 200 has.
+            head.headers_mut().remove(header::CONTENT_LENGTH);
+            return match respond.send_response(head, false) {
+                Ok(send) => Some(Answered::WebSocket(Box::new(move |busy| {
+                    upgrade.spawn_h2(recv, send, busy, &shared)
+                }))),
+                Err(_) => {
+                    upgrade.gone();
+                    None
+                }
+            };
+        }
+    }
     let (head, body) = head_of(res);
     let end = body.is_end_stream();
     let send = respond.send_response(head, end).ok()?;
-    (!end).then_some((body, send))
+    (!end).then_some(Answered::Body(body, send))
 }
 
 /// The response head as HTTP/2 carries it, and its body: a 1xx becomes a 500 (as on the
