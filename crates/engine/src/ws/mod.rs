@@ -1,4 +1,4 @@
-//! WebSocket routes (RFC 6455 over HTTP/1.1).
+//! WebSocket routes (RFC 6455 over HTTP/1.1, and over HTTP/2 by extended CONNECT, RFC 8441).
 //!
 //! A route registered with [`App::ws`](crate::App::ws) answers an upgrade request with
 //! `101 Switching Protocols` after the engine's checks (auth, stream limits, CORS) and the
