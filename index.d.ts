@@ -223,6 +223,11 @@ export declare class KeptCall {
 export declare class WsSocket {
   /** The tag given to `acceptWsLazy` (0 for a socket from `acceptWs`). */
   get tag(): number
+  /**
+   * The subprotocol chosen from the client's offer (sockets from `acceptWs`; lazy
+   * sockets are accepted only on routes without subprotocols).
+   */
+  get protocol(): string | null
   /** Queues a text message; false past the high-water mark (or once closed). */
   sendText(text: string): boolean
   /** Queues a binary message (copied). */
@@ -633,4 +638,6 @@ export interface WsRouteOptions {
    * (default false).
    */
   clientContextTakeover?: boolean
+  /** Subprotocols the route speaks: the first the client offers is chosen. */
+  protocols?: Array<string>
 }

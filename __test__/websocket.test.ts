@@ -29,6 +29,8 @@ const started = await startApp(
     })
     app.ws('/z/echo', { message: (ws, data, isBinary) => void ws.send(data, isBinary) }, { compression: true })
     app.ws('/z/context', { message: (ws, data, isBinary) => void ws.send(data, isBinary) }, { compression: { clientContextTakeover: true } })
+    app.ws('/proto/open', { open: (ws) => void ws.send(`chose ${ws.protocol}`) }, { protocols: ['graphql-transport-ws', 'chat'] })
+    app.ws('/proto/message', { message: (ws) => void ws.send(`chose ${ws.protocol}`) }, { protocols: ['chat'] })
     zfeed = app.channel('ws-zfeed')
     app.ws('/z/feed', zfeed, { compression: true })
     app.ws('/rooms/:room', {
@@ -72,8 +74,8 @@ const started = await startApp(
 )
 
 /** Opens a client and resolves once it is open; `messages` collects what arrives. */
-async function open(path: string, headers: Record<string, string> = {}, options: WebSocket.ClientOptions = {}) {
-  const ws = new WebSocket(`ws://127.0.0.1:${started.port}${path}`, { headers, ...options })
+async function open(path: string, headers: Record<string, string> = {}, options: WebSocket.ClientOptions = {}, protocols: string[] = []) {
+  const ws = new WebSocket(`ws://127.0.0.1:${started.port}${path}`, protocols, { headers, ...options })
   const messages: Array<string | Buffer> = []
   const waiters: Array<() => void> = []
   let extensions: string | undefined
@@ -169,6 +171,27 @@ describe('WebSocket routes', () => {
     expect(socket(z).bytesRead).toBeLessThan(size)
     z.ws.close()
     plain.ws.close()
+  })
+
+  test('subprotocols: the first the client offers that the route speaks is chosen, in open and later', async () => {
+    const a = await open('/proto/open', {}, {}, ['chat', 'graphql-transport-ws'])
+    expect(a.ws.protocol).toBe('chat')
+    expect(await a.next()).toBe('chose chat')
+    const b = await open('/proto/open', {}, {}, ['mqtt', 'graphql-transport-ws'])
+    expect(b.ws.protocol).toBe('graphql-transport-ws')
+    expect(await b.next()).toBe('chose graphql-transport-ws')
+    const c = await open('/proto/message', {}, {}, ['chat'])
+    expect(c.ws.protocol).toBe('chat')
+    c.ws.send('which?')
+    expect(await c.next()).toBe('chose chat')
+    // Offering nothing the route speaks: none is answered (the \`ws\` client accepts that).
+    const d = await open('/proto/message')
+    expect(d.ws.protocol).toBe('')
+    d.ws.send('which?')
+    expect(await d.next()).toBe('chose ')
+    for (const x of [a, b, c, d]) x.ws.close()
+    expect(() => createApp().ws('/p', {}, { protocols: ['has space'] })).toThrow(/protocols must be an array of tokens/)
+    expect(() => createApp().ws('/p', {}, { protocols: 'chat' as unknown as string[] })).toThrow(/protocols must be an array of tokens/)
   })
 
   test('compression takes a boolean', () => {

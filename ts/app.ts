@@ -856,7 +856,8 @@ export class App {
       return this
     }
     const handlers = handler as WsHandlers<string, unknown>
-    const tag = this.#sockets.lazyTag(handlers)
+    // A socket's chosen subprotocol reaches JS with the upgrade: no lazy accept then.
+    const tag = options.protocols?.length ? null : this.#sockets.lazyTag(handlers)
     const unasked = tag === null ? undefined : { tag, ws }
     return this.#add('ws', 'GET', path, this.#wsRun(handlers, ws, tag), undefined, routeOptions, unasked)
   }

@@ -24,6 +24,13 @@ export interface WsRouteOptions {
    * @default false
    */
   compression?: boolean | { clientContextTakeover?: boolean }
+  /**
+   * Subprotocols the route speaks (`Sec-WebSocket-Protocol`, e.g. `graphql-transport-ws`):
+   * the first the client offers that is listed here is chosen, answered, and read as
+   * `ws.protocol`; none is answered when none matches. A route with subprotocols gets a
+   * JS object per socket from the upgrade on, as a route with `open` does.
+   */
+  protocols?: string[]
 }
 
 /** What a WebSocket route does with its sockets (every function optional). */
@@ -60,6 +67,11 @@ export class RatWebSocket<D = unknown> {
   /** The client's IP address. */
   get remoteAddress(): string | null {
     return this.#native.remoteAddress()
+  }
+
+  /** The subprotocol chosen from the client's offer (`protocols`); `''` when none. */
+  get protocol(): string {
+    return this.#native.protocol ?? ''
   }
 
   /**
@@ -116,13 +128,20 @@ export class RatWebSocket<D = unknown> {
 
 /** The native form of route options. */
 export function nativeWsOptions(o: WsRouteOptions): NativeWsOptions {
-  const { maxPayload, idleTimeoutMs, highWaterMark, maxBufferedBytes, compression: c } = o
-  if (c === undefined || typeof c === 'boolean') return { maxPayload, idleTimeoutMs, highWaterMark, maxBufferedBytes, compression: c }
+  const { maxPayload, idleTimeoutMs, highWaterMark, maxBufferedBytes, compression: c, protocols } = o
+  if (protocols !== undefined && (!Array.isArray(protocols) || !protocols.every((p) => typeof p === 'string' && TOKEN.test(p)))) {
+    throw new RatError('ERR_INVALID_ARGUMENT', `protocols must be an array of tokens (e.g. ['graphql-transport-ws']), not ${JSON.stringify(protocols)}`)
+  }
+  const base = { maxPayload, idleTimeoutMs, highWaterMark, maxBufferedBytes, protocols }
+  if (c === undefined || typeof c === 'boolean') return { ...base, compression: c }
   if (c === null || typeof c !== 'object' || !['undefined', 'boolean'].includes(typeof c.clientContextTakeover)) {
     throw new RatError('ERR_INVALID_ARGUMENT', `compression must be true, false or { clientContextTakeover: boolean }, not ${String(c)}`)
   }
-  return { maxPayload, idleTimeoutMs, highWaterMark, maxBufferedBytes, compression: true, clientContextTakeover: c.clientContextTakeover }
+  return { ...base, compression: true, clientContextTakeover: c.clientContextTakeover }
 }
+
+/** An HTTP token (RFC 9110 §5.6.2): what a subprotocol's name is. */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 
 const isThenable = (v: unknown): v is PromiseLike<unknown> =>
   v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as PromiseLike<unknown>).then === 'function'

@@ -677,3 +677,65 @@ async fn a_socket_that_receives_nothing_for_the_idle_timeout_is_closed_with_1001
     );
     server.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn the_first_subprotocol_the_client_offers_that_the_route_speaks_is_chosen() {
+    let mut app = App::new();
+    let options = WsOptions {
+        protocols: vec!["chat.v2".into(), "chat.v1".into()],
+        ..WsOptions::default()
+    };
+    app.ws_with(
+        "/chat",
+        |_req, ws: rat_engine::ws::WebSocket| async move {
+            let chosen = ws.protocol().unwrap_or("none").to_string();
+            ws.sender().send_text(chosen);
+        },
+        options,
+    )
+    .unwrap();
+    let server = serve(app).await;
+    let addr = server.local_addr();
+    for (offer, chosen) in [
+        (Some("chat.v1, chat.v2"), Some("chat.v1")),
+        (Some("mqtt, chat.v2"), Some("chat.v2")),
+        (Some("mqtt"), None),
+        (None, None),
+    ] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let offer_line = offer.map_or(String::new(), |o| {
+            format!("Sec-WebSocket-Protocol: {o}\r\n")
+        });
+        let req = format!(
+            "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer_line}\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            within(READ_DEADLINE, "the 101 head", s.read_exact(&mut b))
+                .await
+                .unwrap();
+            head.push(b[0]);
+        }
+        let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        let answered = head
+            .lines()
+            .find_map(|l| l.strip_prefix("sec-websocket-protocol: "));
+        assert_eq!(answered, chosen, "offered {offer:?}");
+        // The handler reads the same choice.
+        let expected = chosen.unwrap_or("none");
+        let mut frame = vec![0u8; 2 + expected.len()];
+        within(
+            READ_DEADLINE,
+            "the handler's message",
+            s.read_exact(&mut frame),
+        )
+        .await
+        .unwrap();
+        assert_eq!(&frame[2..], expected.as_bytes());
+    }
+    server.shutdown(Duration::from_secs(1)).await;
+}

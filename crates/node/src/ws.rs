@@ -33,6 +33,8 @@ pub struct WsRouteOptions {
     /// With compression: let clients keep their compression context between messages
     /// (default false).
     pub client_context_takeover: Option<bool>,
+    /// Subprotocols the route speaks: the first the client offers is chosen.
+    pub protocols: Option<Vec<String>>,
 }
 
 impl WsRouteOptions {
@@ -70,6 +72,7 @@ impl WsRouteOptions {
         if let Some(max) = bytes(self.max_buffered_bytes, "maxBufferedBytes")? {
             o.queue.max_buffered = max.max(o.queue.high_water_mark);
         }
+        o.protocols = self.protocols.clone().unwrap_or_default();
         if self.compression == Some(true) {
             o.compression = Some(rat_engine::ws::WsCompression {
                 client_context_takeover: self.client_context_takeover.unwrap_or(false),
@@ -119,6 +122,7 @@ pub(crate) fn push_event(out: &mut Vec<WsValue>, id: u32, n: WsNotice) {
 pub struct WsSocket {
     sender: WsSender,
     tag: u32,
+    protocol: Option<String>,
 }
 
 #[napi]
@@ -127,6 +131,13 @@ impl WsSocket {
     #[napi(getter)]
     pub fn tag(&self) -> u32 {
         self.tag
+    }
+
+    /// The subprotocol chosen from the client's offer (sockets from `acceptWs`; lazy
+    /// sockets are accepted only on routes without subprotocols).
+    #[napi(getter)]
+    pub fn protocol(&self) -> Option<String> {
+        self.protocol.clone()
     }
 
     /// Queues a text message; false past the high-water mark (or once closed).
@@ -219,9 +230,11 @@ impl LazySockets {
 
     pub(crate) fn take(&self, id: u32) -> Option<WsSocket> {
         let mut map = self.map();
-        let socket = map
-            .remove(&id)
-            .map(|(sender, tag)| WsSocket { sender, tag });
+        let socket = map.remove(&id).map(|(sender, tag)| WsSocket {
+            sender,
+            tag,
+            protocol: None,
+        });
         if map.is_empty() {
             map.shrink_to_fit();
         }
@@ -244,7 +257,7 @@ impl LazySockets {
 /// [`accept`] with no JS object for the socket until JS takes it (`Engine.takeWs`), at
 /// its first event; false when the engine refused an invalid upgrade.
 pub(crate) fn accept_lazy(call: &Call, options: &WsOptions, tag: u32) -> Result<bool> {
-    let Some(sender) = accept_sender(call, options)? else {
+    let Some((sender, _)) = accept_sender(call, options)? else {
         return Ok(false);
     };
     call.dispatcher().ws_lazy.insert(call.id(), sender, tag);
@@ -254,17 +267,25 @@ pub(crate) fn accept_lazy(call: &Call, options: &WsOptions, tag: u32) -> Result<
 /// Answers `call` with the upgrade (or the engine's refusal of an invalid one: then
 /// `None`). Messages, drains and the close reach JS as socket events of id `call.id()`.
 pub(crate) fn accept(call: &Call, options: &WsOptions) -> Result<Option<WsSocket>> {
-    Ok(accept_sender(call, options)?.map(|sender| WsSocket { sender, tag: 0 }))
+    Ok(
+        accept_sender(call, options)?.map(|(sender, protocol)| WsSocket {
+            sender,
+            tag: 0,
+            protocol,
+        }),
+    )
 }
 
-fn accept_sender(call: &Call, options: &WsOptions) -> Result<Option<WsSender>> {
+/// The sender and chosen subprotocol of the socket `call` upgrades to.
+fn accept_sender(call: &Call, options: &WsOptions) -> Result<Option<(WsSender, Option<String>)>> {
     let (res, sender) = answer(call.dispatcher(), call.id(), call.request(), options);
+    let protocol = ws::chosen_protocol(&res).map(str::to_string);
     let prepared = call
         .responder()
         .prepare_response(res)
         .map_err(to_js_error)?;
     crate::dispatch::send_or_defer(prepared);
-    Ok(sender)
+    Ok(sender.map(|s| (s, protocol)))
 }
 
 /// The engine's answer to upgrade request `req`, its socket's events reaching JS as those

@@ -87,6 +87,10 @@ pub struct WsOptions {
     /// (a channel's events compressed once for all its sockets), and compressed messages
     /// are read. Default: `None`, off.
     pub compression: Option<WsCompression>,
+    /// Subprotocols the route speaks (`Sec-WebSocket-Protocol`): the first the client
+    /// offers that is listed here is chosen and answered (see [`WebSocket::protocol`]);
+    /// none is answered when none matches. Default: none.
+    pub protocols: Vec<String>,
 }
 
 /// How a route's sockets use permessage-deflate (see [`WsOptions::compression`]).
@@ -107,6 +111,7 @@ impl Default for WsOptions {
             idle_timeout: Some(Duration::from_secs(120)),
             queue: QueueLimits::default(),
             compression: None,
+            protocols: Vec::new(),
         }
     }
 }
@@ -117,9 +122,15 @@ impl Default for WsOptions {
 pub struct WebSocket {
     sender: WsSender,
     rx: mpsc::Receiver<Message>,
+    protocol: Option<String>,
 }
 
 impl WebSocket {
+    /// The subprotocol chosen from the client's offer ([`WsOptions::protocols`]).
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
     /// The next message, or `None` once the socket is closed.
     pub async fn recv(&mut self) -> Option<Message> {
         self.rx.recv().await
@@ -161,6 +172,8 @@ pub(crate) enum Inbox {
 
 struct Pending {
     options: WsOptions,
+    /// The subprotocol chosen.
+    protocol: Option<String>,
     /// permessage-deflate as negotiated.
     deflate: Option<deflate::Deflate>,
     sender: WsSender,
@@ -311,6 +324,13 @@ fn answer(
         h.insert(header::SEC_WEBSOCKET_EXTENSIONS, answer);
         d
     });
+    let protocol = choose_protocol(headers, &options.protocols);
+    if let Some(v) = protocol
+        .as_deref()
+        .and_then(|p| HeaderValue::from_str(p).ok())
+    {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
+    }
     *res.status_mut() = match h2 {
         true => StatusCode::OK,
         false => StatusCode::SWITCHING_PROTOCOLS,
@@ -323,12 +343,36 @@ fn answer(
     res.extensions_mut()
         .insert(Upgrade(Arc::new(Mutex::new(Some(Pending {
             options,
+            protocol,
             deflate,
             sender,
             start,
             held: None,
         })))));
     res
+}
+
+/// The first subprotocol the client offers (`Sec-WebSocket-Protocol`, comma-separated,
+/// in the client's order of preference) that `supported` lists.
+fn choose_protocol(headers: &HeaderMap, supported: &[String]) -> Option<String> {
+    if supported.is_empty() {
+        return None;
+    }
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find(|offered| supported.iter().any(|s| s == offered))
+        .map(str::to_string)
+}
+
+/// The subprotocol an upgrade's answer chose, if any.
+pub fn chosen_protocol(res: &Response) -> Option<&str> {
+    res.headers()
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
 }
 
 /// The sender a 101 response will serve, before the upgrade (a front end registers it).
@@ -397,7 +441,12 @@ impl Taken {
     /// The connection could not be switched to the WebSocket: the handler still runs (or
     /// is told), and finds the socket closed.
     pub(crate) fn gone(self) {
-        let Pending { sender, start, .. } = self.0;
+        let Pending {
+            sender,
+            start,
+            protocol,
+            ..
+        } = self.0;
         let gone = CloseStatus {
             code: 1006,
             reason: String::new(),
@@ -406,7 +455,14 @@ impl Taken {
         match start {
             Start::Handler(f) => {
                 let (_, rx) = mpsc::channel(1);
-                f(sender.clone(), WebSocket { sender, rx });
+                f(
+                    sender.clone(),
+                    WebSocket {
+                        sender,
+                        rx,
+                        protocol,
+                    },
+                );
             }
             Start::Callbacks { on_close, .. } => on_close(gone),
             Start::Channel(_) => {}
@@ -466,6 +522,7 @@ fn track(sender: &WsSender, idle_timeout: Option<Duration>, shared: &Shared) {
 fn run(pending: Pending, ws: io::Ws) -> impl Future<Output = ()> + Send {
     let Pending {
         options,
+        protocol,
         deflate: _,
         sender,
         start,
@@ -477,6 +534,7 @@ fn run(pending: Pending, ws: io::Ws) -> impl Future<Output = ()> + Send {
             let socket = WebSocket {
                 sender: sender.clone(),
                 rx,
+                protocol,
             };
             f(sender.clone(), socket);
             (Inbox::Channel(tx), None)
