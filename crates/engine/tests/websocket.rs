@@ -171,84 +171,15 @@ async fn close_codes_travel_both_ways() {
 
 /// A raw connection upgraded by hand, to send frames no client library would.
 async fn raw_upgrade(addr: SocketAddr, path: &str) -> TcpStream {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        within(READ_DEADLINE, "the 101 head", s.read_exact(&mut b))
-            .await
-            .unwrap();
-        head.push(b[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
-        "{head}"
-    );
-    s
+    support::ws::raw_upgrade(addr, path, "").await.0
 }
 
-/// A client frame with `opcode`, masked unless `mask` is None.
+/// A final client frame with `opcode`, masked unless `mask` is None.
 fn frame(opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
-    let mut f = vec![0x80 | opcode];
-    let m = if mask.is_some() { 0x80 } else { 0 };
-    match payload.len() {
-        n if n < 126 => f.push(m | n as u8),
-        n if n < 65536 => {
-            f.push(m | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(m | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    match mask {
-        Some(k) => {
-            f.extend_from_slice(&k);
-            f.extend(payload.iter().enumerate().map(|(i, b)| b ^ k[i % 4]));
-        }
-        None => f.extend_from_slice(payload),
-    }
-    f
+    support::ws::client_frame(0x80 | opcode, payload, mask)
 }
 
-/// Reads server frames until a close frame; returns its code.
-async fn close_code(s: &mut TcpStream) -> u16 {
-    loop {
-        let mut h = [0u8; 2];
-        within(READ_DEADLINE, "a frame", s.read_exact(&mut h))
-            .await
-            .unwrap();
-        assert_eq!(h[1] & 0x80, 0, "server frames are not masked");
-        let len = match h[1] & 0x7f {
-            126 => {
-                let mut l = [0u8; 2];
-                s.read_exact(&mut l).await.unwrap();
-                u16::from_be_bytes(l) as usize
-            }
-            127 => {
-                let mut l = [0u8; 8];
-                s.read_exact(&mut l).await.unwrap();
-                u64::from_be_bytes(l) as usize
-            }
-            n => n as usize,
-        };
-        let mut payload = vec![0u8; len];
-        s.read_exact(&mut payload).await.unwrap();
-        if h[0] & 0x0f == 0x8 {
-            assert!(len >= 2, "a close frame with a code");
-            return u16::from_be_bytes([payload[0], payload[1]]);
-        }
-    }
-}
+use support::ws::close_code;
 
 #[tokio::test]
 async fn invalid_frames_close_with_their_codes_and_the_server_keeps_serving() {
@@ -702,28 +633,11 @@ async fn the_first_subprotocol_the_client_offers_that_the_route_speaks_is_chosen
         (Some("mqtt"), None),
         (None, None),
     ] {
-        let mut s = TcpStream::connect(addr).await.unwrap();
         let offer_line = offer.map_or(String::new(), |o| {
             format!("Sec-WebSocket-Protocol: {o}\r\n")
         });
-        let req = format!(
-            "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer_line}\r\n"
-        );
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut b = [0u8; 1];
-            within(READ_DEADLINE, "the 101 head", s.read_exact(&mut b))
-                .await
-                .unwrap();
-            head.push(b[0]);
-        }
-        let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
-        assert!(head.starts_with("http/1.1 101"), "{head}");
-        let answered = head
-            .lines()
-            .find_map(|l| l.strip_prefix("sec-websocket-protocol: "));
+        let (mut s, head) = support::ws::raw_upgrade(addr, "/chat", &offer_line).await;
+        let answered = support::ws::header(&head, "sec-websocket-protocol");
         assert_eq!(answered, chosen, "offered {offer:?}");
         // The handler reads the same choice.
         let expected = chosen.unwrap_or("none");

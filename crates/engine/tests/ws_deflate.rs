@@ -9,8 +9,8 @@ use std::time::Duration;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use rat_engine::ws::{WebSocket, WsCompression, WsOptions};
 use rat_engine::{App, Channel, ChannelOptions, Event, RouteOptions};
-use support::{eventually, serve, within, READ_DEADLINE};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{eventually, serve, READ_DEADLINE};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 const KEY: [u8; 4] = [9, 8, 7, 6];
@@ -53,51 +53,18 @@ fn app(channel: &Channel) -> App {
 /// Upgrades a raw connection offering `extensions`; the connection and the
 /// `Sec-WebSocket-Extensions` the server answered.
 async fn upgrade(addr: SocketAddr, path: &str, extensions: &str) -> (TcpStream, Option<String>) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
     let offer = match extensions {
         "" => String::new(),
         e => format!("Sec-WebSocket-Extensions: {e}\r\n"),
     };
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        within(READ_DEADLINE, "the 101 head", s.read_exact(&mut b))
-            .await
-            .unwrap();
-        head.push(b[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let answered = head.lines().find_map(|l| {
-        let (name, value) = l.split_once(':')?;
-        name.eq_ignore_ascii_case("sec-websocket-extensions")
-            .then(|| value.trim().to_string())
-    });
+    let (s, head) = support::ws::raw_upgrade(addr, path, &offer).await;
+    let answered = support::ws::header(&head, "sec-websocket-extensions").map(str::to_string);
     (s, answered)
 }
 
 /// A masked client frame: `first` is its first byte (FIN, RSV1, opcode).
 fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![first];
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n if n < 65536 => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&KEY);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ KEY[i % 4]));
-    f
+    support::ws::client_frame(first, payload, Some(KEY))
 }
 
 const FIN: u8 = 0x80;
@@ -115,29 +82,9 @@ fn compress(z: &mut Compress, data: &[u8]) -> Vec<u8> {
 
 /// A server frame: its first byte and payload.
 async fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
-    let mut h = [0u8; 2];
-    within(READ_DEADLINE, "a frame", s.read_exact(&mut h))
+    support::ws::read_frame(s)
         .await
-        .unwrap();
-    assert_eq!(h[1] & 0x80, 0, "server frames are not masked");
-    let len = match h[1] & 0x7f {
-        126 => {
-            let mut l = [0u8; 2];
-            s.read_exact(&mut l).await.unwrap();
-            u16::from_be_bytes(l) as usize
-        }
-        127 => {
-            let mut l = [0u8; 8];
-            s.read_exact(&mut l).await.unwrap();
-            u64::from_be_bytes(l) as usize
-        }
-        n => n as usize,
-    };
-    let mut payload = vec![0u8; len];
-    within(READ_DEADLINE, "a payload", s.read_exact(&mut payload))
-        .await
-        .unwrap();
-    (h[0], payload)
+        .expect("a frame, not the end")
 }
 
 /// A server message's data: inflated on its own when RSV1 is set (the server takes no
@@ -157,15 +104,7 @@ fn data_of((first, payload): (u8, Vec<u8>)) -> Vec<u8> {
     out
 }
 
-/// Reads frames until a close frame; its code.
-async fn close_code(s: &mut TcpStream) -> u16 {
-    loop {
-        let (first, payload) = read_frame(s).await;
-        if first & 0x0f == 0x8 {
-            return u16::from_be_bytes([payload[0], payload[1]]);
-        }
-    }
-}
+use support::ws::close_code;
 
 #[tokio::test]
 async fn compressed_messages_are_read_with_the_clients_context_and_echoed_compressed() {
@@ -415,39 +354,7 @@ async fn random_compressed_frames_end_only_their_socket() {
         // The server may close before reading it all.
         let _ = s.write_all(&bytes).await;
         // Whatever it made of them, the socket ends: with a close frame, or cut.
-        let code = within(READ_DEADLINE, "the socket's end", async {
-            loop {
-                let mut h = [0u8; 2];
-                if s.read_exact(&mut h).await.is_err() {
-                    return 1006;
-                }
-                let len = match h[1] & 0x7f {
-                    126 => {
-                        let mut l = [0u8; 2];
-                        s.read_exact(&mut l).await.unwrap();
-                        u16::from_be_bytes(l) as usize
-                    }
-                    127 => {
-                        let mut l = [0u8; 8];
-                        s.read_exact(&mut l).await.unwrap();
-                        u64::from_be_bytes(l) as usize
-                    }
-                    n => n as usize,
-                };
-                let mut p = vec![0u8; len];
-                if s.read_exact(&mut p).await.is_err() {
-                    return 1006;
-                }
-                if h[0] & 0x0f == 0x8 {
-                    return if len >= 2 {
-                        u16::from_be_bytes([p[0], p[1]])
-                    } else {
-                        1005
-                    };
-                }
-            }
-        })
-        .await;
+        let code = close_code(&mut s).await;
         assert!(
             [1000, 1002, 1006, 1007, 1009].contains(&code),
             "closed with {code}"

@@ -103,6 +103,20 @@ async fn h2_connect(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
     client
 }
 
+/// An extended CONNECT for `protocol` on `path`, with `Sec-WebSocket-Version: version`.
+fn connect_request(
+    addr: SocketAddr,
+    path: &str,
+    protocol: &'static str,
+    version: &str,
+) -> http::request::Builder {
+    http::Request::builder()
+        .method(Method::CONNECT)
+        .uri(format!("http://{addr}{path}"))
+        .header("sec-websocket-version", version)
+        .extension(h2::ext::Protocol::from_static(protocol))
+}
+
 /// Opens a WebSocket on `path` over `client`'s connection; the 200's
 /// `sec-websocket-extensions`, if any.
 async fn open(
@@ -111,11 +125,7 @@ async fn open(
     path: &str,
     extensions: Option<&str>,
 ) -> (WebSocketStream<H2Stream>, Option<String>) {
-    let mut req = http::Request::builder()
-        .method(Method::CONNECT)
-        .uri(format!("http://{addr}{path}"))
-        .header("sec-websocket-version", "13")
-        .extension(h2::ext::Protocol::from_static("websocket"));
+    let mut req = connect_request(addr, path, "websocket", "13");
     if let Some(e) = extensions {
         req = req.header("sec-websocket-extensions", e);
     }
@@ -227,20 +237,13 @@ async fn a_plain_http2_get_or_another_protocol_to_a_websocket_route_is_refused()
         .unwrap();
     let (response, _) = client.send_request(get, true).unwrap();
     assert_eq!(response.await.unwrap().status(), StatusCode::BAD_REQUEST);
-    let other = http::Request::builder()
-        .method(Method::CONNECT)
-        .uri(format!("http://{addr}/echo"))
-        .extension(h2::ext::Protocol::from_static("webtransport"))
+    let other = connect_request(addr, "/echo", "webtransport", "13")
         .body(())
         .unwrap();
     let (response, _) = client.send_request(other, false).unwrap();
     assert_ne!(response.await.unwrap().status(), StatusCode::OK);
     // A CONNECT for a WebSocket without version 13 is told which version is served.
-    let old = http::Request::builder()
-        .method(Method::CONNECT)
-        .uri(format!("http://{addr}/echo"))
-        .header("sec-websocket-version", "8")
-        .extension(h2::ext::Protocol::from_static("websocket"))
+    let old = connect_request(addr, "/echo", "websocket", "8")
         .body(())
         .unwrap();
     let (response, _) = client.send_request(old, false).unwrap();

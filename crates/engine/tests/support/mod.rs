@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod sse;
+pub mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;
