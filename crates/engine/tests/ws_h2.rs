@@ -159,6 +159,7 @@ async fn next(ws: &mut WebSocketStream<H2Stream>) -> Wire {
 fn app(channel: &Channel) -> App {
     let mut app = App::new();
     support::ws_echo(&mut app, "/echo");
+    app.get("/hello", |_req| async { "hello" }).unwrap();
     let compressed = WsOptions {
         compression: Some(WsCompression::default()),
         ..WsOptions::default()
@@ -242,6 +243,12 @@ async fn a_plain_http2_get_or_another_protocol_to_a_websocket_route_is_refused()
         .unwrap();
     let (response, _) = client.send_request(other, false).unwrap();
     assert_ne!(response.await.unwrap().status(), StatusCode::OK);
+    // A WebSocket's CONNECT to a route that is not a WebSocket's opens no tunnel.
+    let hello = connect_request(addr, "/hello", "websocket", "13")
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(hello, false).unwrap();
+    assert_eq!(response.await.unwrap().status(), StatusCode::BAD_REQUEST);
     // A CONNECT for a WebSocket without version 13 is told which version is served.
     let old = connect_request(addr, "/echo", "websocket", "8")
         .body(())

@@ -100,25 +100,34 @@ async fn answer(
         res = answer => res,
         _ = poll_fn(|cx| respond.poll_reset(cx)) => return None,
     };
+    let upgrade = match socket_recv {
+        Some(_) => crate::ws::take_upgrade(&mut res),
+        None => None,
+    };
+    if socket_recv.is_some() && upgrade.is_none() && res.status().is_success() {
+        // A 2xx would open a tunnel the client reads as WebSocket frames.
+        res = crate::response::error(
+            StatusCode::BAD_REQUEST,
+            "this route takes no WebSocket upgrades",
+        );
+    }
     shared.metrics.count_response(res.status());
     if let Some(p) = pending {
         p.finish(shared.config.access_log.as_ref(), &res);
     }
-    if let Some(recv) = socket_recv {
-        if let Some(upgrade) = crate::ws::take_upgrade(&mut res) {
-            let (mut head, _) = head_of(res);
-            // The stream's DATA is the socket's, not a body of the length the 200 has.
-            head.headers_mut().remove(header::CONTENT_LENGTH);
-            return match respond.send_response(head, false) {
-                Ok(send) => Some(Answered::WebSocket(Box::new(move |busy| {
-                    upgrade.spawn_h2(recv, send, busy, &shared)
-                }))),
-                Err(_) => {
-                    upgrade.gone();
-                    None
-                }
-            };
-        }
+    if let (Some(recv), Some(upgrade)) = (socket_recv, upgrade) {
+        let (mut head, _) = head_of(res);
+        // The stream's DATA is the socket's, not a body of the length the 200 has.
+        head.headers_mut().remove(header::CONTENT_LENGTH);
+        return match respond.send_response(head, false) {
+            Ok(send) => Some(Answered::WebSocket(Box::new(move |busy| {
+                upgrade.spawn_h2(recv, send, busy, &shared)
+            }))),
+            Err(_) => {
+                upgrade.gone();
+                None
+            }
+        };
     }
     let (head, body) = head_of(res);
     let end = body.is_end_stream();
