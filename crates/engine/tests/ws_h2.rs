@@ -259,3 +259,29 @@ async fn a_plain_http2_get_or_another_protocol_to_a_websocket_route_is_refused()
     assert_eq!(res.headers()["sec-websocket-version"], "13");
     server.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn shutdown_closes_http2_sockets_with_1001_and_ends_their_streams() {
+    let channel = Channel::new("news", ChannelOptions::default());
+    let server = serve(app(&channel)).await;
+    let addr = server.local_addr();
+    let mut client = h2_connect(addr).await;
+    let (mut a, _) = open(&mut client, addr, "/echo", None).await;
+    let (mut news, _) = open(&mut client, addr, "/news", None).await;
+    eventually(READ_DEADLINE, "the subscriber", || {
+        channel.subscribers() == 1
+    })
+    .await;
+    let shutdown = tokio::spawn(server.shutdown(Duration::from_secs(5)));
+    for ws in [&mut a, &mut news] {
+        match next(ws).await {
+            Wire::Close(Some(f)) => assert_eq!(u16::from(f.code), 1001),
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+        // tungstenite answers the close; the server then ends the stream.
+        assert!(within(READ_DEADLINE, "the end", ws.next()).await.is_none());
+    }
+    within(READ_DEADLINE, "the shutdown", shutdown)
+        .await
+        .unwrap();
+}
