@@ -29,8 +29,8 @@ pub const MIN_COMPRESSED: usize = 64;
 /// The compression level of what the server sends (zlib's default).
 const LEVEL: u32 = 6;
 
-/// What the closing 4 bytes of a sync flush are; a sender strips them from each message
-/// and a receiver appends them (RFC 7692 §7.2.1-2).
+/// The 4 bytes a sync flush ends with: a sender strips them from each message and a
+/// receiver appends them (RFC 7692 §7.2.1-2).
 const TAIL: [u8; 4] = [0, 0, 0xff, 0xff];
 
 /// The extension as accepted for one socket.
