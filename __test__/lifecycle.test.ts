@@ -121,6 +121,12 @@ describe('process lifetime', () => {
     25_000,
   )
 
+  test('apps in worker threads: the first to load the addon is a worker that exits; workers after it listen, answer and close, one is terminated while listening; the process lives on', async () => {
+    const child = runFixture('workers.mts')
+    await child.printed('ok', 20_000)
+    expect(await within(5000, 'the child to exit', child.exited)).toBe(0)
+  }, 30_000)
+
   test('a listening app keeps Node alive', async () => {
     const child = runFixture('listen-stays.mts')
     await child.printed('listening')
