@@ -147,16 +147,14 @@ impl WsSubs {
 /// `data` as one unmasked WebSocket text frame (what a server sends), the same bytes for
 /// every subscriber.
 pub(super) fn ws_text_frame(data: &str) -> Bytes {
-    use tungstenite::protocol::frame::coding::{Data, OpCode};
-    use tungstenite::protocol::frame::Frame as WsFrame;
-    let frame = WsFrame::message(
+    use tungstenite::protocol::frame::coding::Data;
+    let mut out = Vec::new();
+    crate::ws::frame_into(
         Bytes::copy_from_slice(data.as_bytes()),
-        OpCode::Data(Data::Text),
-        true,
+        Data::Text,
+        None,
+        &mut out,
     );
-    let mut out = Vec::with_capacity(frame.len());
-    // Writing to a Vec cannot fail.
-    let _ = frame.format(&mut out);
     Bytes::from(out)
 }
 

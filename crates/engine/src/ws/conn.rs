@@ -24,8 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
-use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
-use tungstenite::protocol::frame::Frame;
+use tungstenite::protocol::frame::coding::{CloseCode, Data};
 use tungstenite::protocol::CloseFrame;
 use tungstenite::Message as Wire;
 
@@ -44,8 +43,8 @@ const BUDGET: usize = 64;
 const FRAMED_WRITE: usize = 64 << 10;
 
 /// The data messages at the front of `batch`, framed by tungstenite's encoder into one
-/// buffer (up to [`FRAMED_WRITE`] bytes, at least one message); with permessage-deflate,
-/// compressed with this window (see `deflate.rs`).
+/// buffer (up to [`FRAMED_WRITE`] bytes, at least one message); with permessage-deflate's
+/// window, compressed (see `deflate.rs`).
 fn frame_messages(batch: &mut VecDeque<Out>, deflate: Option<u8>) -> Out {
     let mut out = Vec::new();
     while out.len() < FRAMED_WRITE {
@@ -57,14 +56,7 @@ fn frame_messages(batch: &mut VecDeque<Out>, deflate: Option<u8>) -> Out {
             },
             _ => break,
         };
-        if let Some(bits) = deflate {
-            super::deflate::frame_into(data, kind, bits, &mut out);
-            continue;
-        }
-        let frame = Frame::message(data, OpCode::Data(kind), true);
-        out.reserve(frame.len());
-        // Writing to a Vec cannot fail.
-        let _ = frame.format(&mut out);
+        super::deflate::frame_into(data, kind, deflate, &mut out);
     }
     Out::Framed {
         bytes: out.into(),

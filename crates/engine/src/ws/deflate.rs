@@ -132,15 +132,18 @@ fn compress(payload: &[u8], window_bits: u8) -> Option<Vec<u8>> {
     (body.len() < payload.len()).then(|| body.to_vec())
 }
 
-/// Appends `data` to `out` as one server frame of `kind`: compressed (RSV1 set) when
-/// [`compress`] shrinks it, as it is otherwise.
-pub(crate) fn frame_into(data: Bytes, kind: Data, window_bits: u8, out: &mut Vec<u8>) {
-    let frame = match compress(&data, window_bits) {
-        Some(z) => {
-            let mut f = Frame::message(z, OpCode::Data(kind), true);
-            f.header_mut().rsv1 = true;
-            f
-        }
+/// `z` (a message's compressed payload) as one final server frame of `kind`, RSV1 set.
+fn compressed(z: Vec<u8>, kind: Data) -> Frame {
+    let mut f = Frame::message(z, OpCode::Data(kind), true);
+    f.header_mut().rsv1 = true;
+    f
+}
+
+/// Appends `data` to `out` as one final server frame of `kind`: with permessage-deflate's
+/// `window_bits`, compressed when [`compress`] shrinks it; as it is otherwise.
+pub(crate) fn frame_into(data: Bytes, kind: Data, window_bits: Option<u8>, out: &mut Vec<u8>) {
+    let frame = match window_bits.and_then(|bits| compress(&data, bits)) {
+        Some(z) => compressed(z, kind),
         None => Frame::message(data, OpCode::Data(kind), true),
     };
     out.reserve(frame.len());
@@ -164,9 +167,9 @@ pub(crate) fn compress_frame(frame: &Bytes) -> Bytes {
     }
     match compress(&frame[cursor.position() as usize..], 15) {
         Some(z) => {
-            let mut f = Frame::message(z, OpCode::Data(kind), true);
-            f.header_mut().rsv1 = true;
+            let f = compressed(z, kind);
             let mut out = Vec::with_capacity(f.len());
+            // Writing to a Vec cannot fail.
             let _ = f.format(&mut out);
             Bytes::from(out)
         }
@@ -443,7 +446,7 @@ mod tests {
     fn server_messages_are_compressed_when_that_shrinks_them() {
         let data = Bytes::from("hello hello hello hello ".repeat(10));
         let mut out = Vec::new();
-        frame_into(data.clone(), Data::Text, 15, &mut out);
+        frame_into(data.clone(), Data::Text, Some(15), &mut out);
         let mut cursor = std::io::Cursor::new(&out[..]);
         let (header, len) = FrameHeader::parse(&mut cursor).unwrap().unwrap();
         assert!(header.rsv1 && header.is_final && header.mask.is_none());
@@ -473,7 +476,7 @@ mod tests {
             Bytes::from((0..=255u8).collect::<Vec<_>>()),
         ] {
             let mut out = Vec::new();
-            frame_into(data.clone(), Data::Binary, 15, &mut out);
+            frame_into(data.clone(), Data::Binary, Some(15), &mut out);
             let mut cursor = std::io::Cursor::new(&out[..]);
             let (header, _) = FrameHeader::parse(&mut cursor).unwrap().unwrap();
             assert!(!header.rsv1);

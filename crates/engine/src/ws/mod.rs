@@ -49,8 +49,8 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 use tokio::sync::mpsc;
 use tungstenite::handshake::derive_accept_key;
 
-pub(crate) use deflate::compress_frame;
 pub use deflate::MIN_COMPRESSED;
+pub(crate) use deflate::{compress_frame, frame_into};
 pub(crate) use socket::Pushed as WsPushed;
 pub use socket::{CloseStatus, WsSender};
 
