@@ -21,6 +21,7 @@ pub(crate) use direct::upgraded_tcp;
 pub(crate) mod h2;
 mod registry;
 mod service;
+mod shutdown;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -37,6 +38,7 @@ pub use config::ServerConfig;
 
 use crate::tls::TlsConfig;
 use registry::StreamRegistry;
+use shutdown::Shutdown;
 
 use crate::app::App;
 use crate::error::{Error, Result};
@@ -52,37 +54,11 @@ pub struct ServerHandle {
     local_addr: SocketAddr,
     metrics: Arc<Metrics>,
     stop_accepting: CancellationToken,
-    graceful: Graceful,
-    force: CancellationToken,
+    shutdown: Shutdown,
     tracker: TaskTracker,
     accept_loop: tokio::task::JoinHandle<()>,
     streams: Arc<StreamRegistry>,
     redis: Option<crate::channel::RedisHub>,
-}
-
-/// The shutdown's request to finish: a cancellation token to wait on, and a flag that
-/// connections check after each request without the token's lock.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Graceful {
-    token: CancellationToken,
-    begun: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Graceful {
-    fn cancel(&self) {
-        self.begun.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.token.cancel();
-    }
-
-    /// The shutdown has begun.
-    pub(crate) fn is_cancelled(&self) -> bool {
-        self.begun.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Completes once the shutdown has begun.
-    pub(crate) fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.token.cancelled()
-    }
 }
 
 /// What every connection task uses, kept here rather than in each task (a task's size is
@@ -96,10 +72,9 @@ pub(crate) struct Shared {
     pub(crate) builder: direct::Builder,
     /// The settings of HTTP/2 connections over TLS (see `h2`).
     pub(crate) h2: ::h2::server::Builder,
-    /// Asks connections to finish (shutdown).
-    pub(crate) graceful: Graceful,
-    /// Drops the connections still open when the grace period is over.
-    pub(crate) force: CancellationToken,
+    /// Asks connections to finish, then drops those still open when the grace period is
+    /// over.
+    pub(crate) shutdown: Shutdown,
     /// Accepts TLS connections, when the server serves HTTPS.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     /// Streams open per client IP, with `max_streams_per_ip`.
@@ -130,8 +105,7 @@ impl Shared {
             streams: Arc::new(StreamRegistry::default()),
             builder,
             h2: h2::builder(),
-            graceful: Graceful::default(),
-            force: CancellationToken::new(),
+            shutdown: Shutdown::default(),
         }
     }
 }
@@ -179,8 +153,7 @@ impl Server {
         let shared = Arc::new(Shared::new(app, config));
         let metrics = shared.metrics.clone();
         let streams = shared.streams.clone();
-        let graceful = shared.graceful.clone();
-        let force = shared.force.clone();
+        let shutdown = shared.shutdown.clone();
         let stop_accepting = CancellationToken::new();
         let tracker = TaskTracker::new();
         let accept_loop = tokio::spawn(accept_loop(
@@ -193,8 +166,7 @@ impl Server {
             local_addr,
             metrics,
             stop_accepting,
-            graceful,
-            force,
+            shutdown,
             tracker,
             accept_loop,
             streams,
@@ -232,7 +204,7 @@ impl ServerHandle {
     async fn close(self, grace: Duration) {
         self.stop_accepting.cancel();
         let _ = self.accept_loop.await;
-        self.graceful.cancel();
+        self.shutdown.begin();
         self.streams.shut_down_ws();
         self.tracker.close();
         if tokio::time::timeout(grace, self.tracker.wait())
@@ -247,7 +219,7 @@ impl ServerHandle {
             .await
             .is_err()
         {
-            self.force.cancel();
+            self.shutdown.force();
             self.tracker.wait().await;
         }
     }
@@ -424,7 +396,7 @@ async fn handshake(
     let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept);
     tokio::select! {
         biased;
-        _ = shared.graceful.cancelled() => None,
+        _ = shared.shutdown.begun() => None,
         r = handshake => match r {
             Ok(Ok(session)) => Some(session),
             Ok(Err(e)) => {
@@ -453,7 +425,7 @@ where
 {
     let activity = activity::Activity::new();
     let svc = service::EngineService::new(shared.clone(), peer, activity.clone());
-    let (builder, graceful, force) = (&shared.builder, &shared.graceful, &shared.force);
+    let (builder, shutdown) = (&shared.builder, &shared.shutdown);
     let conn = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), svc);
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
@@ -467,14 +439,14 @@ where
             tokio::select! {
                 _ = conn.as_mut() => {}
                 _ = activity.idle_for(IDLE_CLOSE_GRACE, now) => {}
-                _ = force.cancelled() => {}
+                _ = shutdown.forced() => {}
             }
         }
-        _ = graceful.cancelled() => {
+        _ = shutdown.begun() => {
             conn.as_mut().graceful_shutdown();
             tokio::select! {
                 _ = conn.as_mut() => {}
-                _ = force.cancelled() => {}
+                _ = shutdown.forced() => {}
             }
         }
     }

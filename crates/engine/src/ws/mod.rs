@@ -511,7 +511,7 @@ pub(crate) fn spawn_upgrade(
 fn track(sender: &WsSender, idle_timeout: Option<Duration>, shared: &Shared) {
     // Tracked before the check, so that a shutdown that begins between them still finds it.
     shared.streams.track_ws(sender, idle_timeout);
-    if shared.graceful.is_cancelled() {
+    if shared.shutdown.is_begun() {
         sender.shut_down();
     }
 }

@@ -56,9 +56,11 @@ pub(crate) fn connection(
         // Shared with the producers of a streaming response, which write to it themselves
         // while this task has nothing to write (see `Body::attach_sink`).
         let stream = Arc::new(stream);
+        // `forced()` wakes this task when the shutdown begins too, which is what ends a
+        // head read waiting on an idle keep-alive connection (`read_head`).
         let handover = tokio::select! {
             biased;
-            _ = shared.force.cancelled() => None,
+            _ = shared.shutdown.forced() => None,
             h = direct(&stream, peer, &shared) => h,
         };
         let metrics = shared.metrics.clone();
@@ -97,7 +99,7 @@ fn direct<'a>(
                 HeadRead::Closed => break,
             };
             first = false;
-            if !serve(stream, shared, req, &mut pending).await || shared.graceful.is_cancelled() {
+            if !serve(stream, shared, req, &mut pending).await || shared.shutdown.is_begun() {
                 break;
             }
         }
@@ -219,8 +221,8 @@ mod tests {
         let peer = stream.peer_addr().unwrap();
         let task = connection(Conn::plain(stream), Box::new(peer), shared);
         let size = std::mem::size_of_val(&task);
-        // 408 bytes in release builds with Rust 1.95 (hyper's two buffers alone are 16 KiB),
-        // 16 of them for the boxed peer address (moved into the inner future, its slot kept
+        // 512 bytes in release builds with Rust 1.95, 528 in debug builds (hyper's two
+        // buffers alone are 16 KiB), 16 of them for the boxed peer address (moved into the inner future, its slot kept
         // in this one): it saves a getpeername syscall per request. tokio's task cell adds
         // 112 bytes (its header, trailer, the tracker's token) and is aligned to 128: the
         // cell is 640 bytes up to 528, 768 past it.

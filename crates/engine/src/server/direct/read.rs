@@ -90,7 +90,8 @@ pub(super) async fn read_head<'a>(
         };
         tokio::select! {
             biased;
-            _ = shared.graceful.cancelled() => return HeadRead::Closed,
+            // Woken by the connection task's `forced()` (see `connection`).
+            _ = shared.shutdown.begun_seen() => return HeadRead::Closed,
             r = stream.read(&mut buf, grow) => if !matches!(r, Ok(1..)) { return HeadRead::Closed },
             _ = tokio::time::sleep_until(deadline) => {
                 if !idle {

@@ -45,7 +45,7 @@ pub(super) fn start(
         && shared.config.keep_alive
         && framing.allows_keep_alive()
         && !head::asks_close(&head.headers)
-        && !shared.graceful.is_cancelled();
+        && !shared.shutdown.is_begun();
     let length = body.size_hint().exact().unwrap_or(0);
     let mut out = Out::new(head::encode(
         version,

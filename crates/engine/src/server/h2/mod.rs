@@ -60,7 +60,9 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Activity::new();
-    let (graceful, force) = (&shared.graceful, &shared.force);
+    // Made once: a waiter registers with the shutdown when first polled, not per event.
+    let mut begun = std::pin::pin!(shared.shutdown.begun());
+    let mut forced = std::pin::pin!(shared.shutdown.forced());
     let idle = shared.config.idle_timeout;
     let start = Instant::now();
     let handshake = shared.h2.handshake::<_, Bytes>(io);
@@ -70,7 +72,7 @@ where
             Err(_) => return,
         },
         _ = activity.idle_for(idle, start) => return,
-        _ = graceful.cancelled() => return,
+        _ = begun.as_mut() => return,
     };
     // Set once a GOAWAY is sent; for an idle connection, when.
     let mut closing = false;
@@ -82,11 +84,11 @@ where
                 _ => Event::Done,
             },
             _ = activity.idle_for(idle, start), if !closing => Event::Idle,
-            _ = graceful.cancelled(), if !closing => Event::Shutdown,
+            _ = begun.as_mut(), if !closing => Event::Shutdown,
             // A client that does not answer the GOAWAY's ping (or sent only the preface) is
             // not waited for once the connection has been quiet a moment more.
             _ = activity.idle_for(IDLE_CLOSE_GRACE, idle_since.unwrap_or(start)), if idle_since.is_some() => Event::Done,
-            _ = force.cancelled() => Event::Done,
+            _ = forced.as_mut() => Event::Done,
         };
         match event {
             Event::Stream(req, respond) => {
