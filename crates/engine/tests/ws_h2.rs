@@ -285,3 +285,94 @@ async fn shutdown_closes_http2_sockets_with_1001_and_ends_their_streams() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_socket_whose_client_never_reads_is_cut_at_the_hard_limit_and_its_connection_goes_on() {
+    use rat_engine::ws::WebSocket;
+    use rat_engine::QueueLimits;
+    use std::sync::{Arc, Mutex};
+    // Sends made and whether one reported the mark, once the socket is gone.
+    let outcome: Arc<Mutex<Option<(usize, bool)>>> = Arc::default();
+    let out2 = outcome.clone();
+    let mut app = App::new();
+    support::ws_echo(&mut app, "/echo");
+    let options = WsOptions {
+        queue: QueueLimits {
+            high_water_mark: 16 << 10,
+            max_buffered: 256 << 10,
+        },
+        ..WsOptions::default()
+    };
+    app.ws_with(
+        "/flood",
+        move |_req, ws: WebSocket| {
+            let out = out2.clone();
+            async move {
+                let tx = ws.sender().clone();
+                let chunk = Bytes::from(vec![0u8; 64 << 10]);
+                let (mut sent, mut full_seen) = (0, false);
+                // At most 1 GiB, paced so the writer runs.
+                while sent < 16_384 && !tx.is_closed() {
+                    full_seen |= !tx.send_binary(chunk.clone());
+                    sent += 1;
+                    tokio::task::yield_now().await;
+                }
+                tx.closed().await;
+                *out.lock().unwrap() = Some((sent, full_seen));
+            }
+        },
+        options,
+    )
+    .unwrap();
+    let server = serve(app).await;
+    let addr = server.local_addr();
+    let mut client = h2_connect(addr).await;
+    // The flood's stream is never read, so its flow-control window is never released: the
+    // server can send it 64 KiB and queues the rest.
+    let (response, _send) = client
+        .send_request(
+            connect_request(addr, "/flood", "websocket", "13")
+                .body(())
+                .unwrap(),
+            false,
+        )
+        .unwrap();
+    let res = within(READ_DEADLINE, "the CONNECT's answer", response)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut unread = res.into_body();
+    eventually(
+        Duration::from_secs(10),
+        "the flooded socket to be cut",
+        || outcome.lock().unwrap().is_some(),
+    )
+    .await;
+    let (sent, full_seen) = outcome.lock().unwrap().unwrap();
+    assert!(full_seen, "send reported the high-water mark");
+    assert!(sent < 16_384, "cut before the loop's bound ({sent} sends)");
+    // The stream was cut, not ended: after what the window let through, it is reset.
+    let mut received = 0;
+    let end = loop {
+        match within(READ_DEADLINE, "the flood's stream", unread.data()).await {
+            Some(Ok(data)) => {
+                received += data.len();
+                let _ = unread.flow_control().release_capacity(data.len());
+            }
+            other => break other,
+        }
+    };
+    assert!(
+        received <= 65_535,
+        "{received} bytes past the stream's window"
+    );
+    assert!(matches!(end, Some(Err(_))), "the stream ended with {end:?}");
+    // The connection still carries a new socket in both directions.
+    let mut client = client.ready().await.unwrap();
+    let (mut echo, _) = open(&mut client, addr, "/echo", None).await;
+    for n in [10usize, 100 << 10] {
+        echo.send(Wire::binary(vec![3u8; n])).await.unwrap();
+        assert_eq!(next(&mut echo).await, Wire::binary(vec![3u8; n]));
+    }
+    server.shutdown(Duration::from_secs(1)).await;
+}
