@@ -1,11 +1,43 @@
 // WebSocket routes with the `ws` npm client: echo at the length boundaries in order,
 // ping/pong, close codes both ways, a throwing handler (1011, logged, the server goes on),
 // hooks and params before the upgrade, channels over ws, backpressure (send false, drain).
-import { describe, expect, test } from 'vitest'
+import { createRequire } from 'node:module'
+import { Worker } from 'node:worker_threads'
+import { describe, expect, onTestFinished, test } from 'vitest'
 import WebSocket from 'ws'
 import { createApp, HttpError, RatError, type Channel, type RatWebSocket } from '../ts/index.js'
 import { startApp } from './support/app.js'
 import { deferred, waitFor, within } from './support/wait.js'
+
+const require = createRequire(import.meta.url)
+
+/**
+ * A `ws` client in a worker thread: sends 64 KiB messages, each starting with its number,
+ * until 8 MiB wait in it (the kernel's buffers are full: the server stopped reading) or
+ * 2,000 (125 MiB) are sent, which a server reading without bound takes in with the client
+ * never waiting; posts `{ sent, backpressure }`, then sends what it holds and waits.
+ */
+const FLOOD_CLIENT = `
+const { parentPort, workerData } = require('node:worker_threads')
+const WebSocket = require(workerData.ws)
+const ws = new WebSocket(workerData.url)
+ws.on('open', () => {
+  let sent = 0
+  const pump = () => {
+    while (ws.bufferedAmount < 8 << 20 && sent < 2000) {
+      const m = Buffer.alloc(64 << 10)
+      m.writeUInt32BE(sent, 0)
+      ws.send(m)
+      sent++
+      if (sent % 16 === 0) break
+    }
+    if (ws.bufferedAmount >= 8 << 20) parentPort.postMessage({ sent, backpressure: true })
+    else if (sent >= 2000) parentPort.postMessage({ sent, backpressure: false })
+    else setImmediate(pump)
+  }
+  pump()
+})
+`
 
 const logged: Array<{ obj: unknown; msg: string }> = []
 const logger = {
@@ -360,4 +392,29 @@ describe('WebSocket routes', () => {
     expect(seen.sort()).toEqual(['quiet undefined closed 4002 quiet bye', 'talk:hi closed 4003 talk bye'])
     expect(objects.size).toBe(1)
   })
+
+  test('a client that sends faster than its handler runs is slowed by TCP (the server stops reading past ~1 MiB of unhandled messages), and every message arrives in order', async () => {
+    let handled = 0
+    let outOfOrder = 0
+    const s = await startApp((app) => {
+      app.ws('/slow-handler', {
+        message: (_ws, data) => {
+          if ((data as Buffer).readUInt32BE(0) !== handled) outOfOrder++
+          handled++
+          const until = Date.now() + 3
+          while (Date.now() < until) {}
+        },
+      })
+    })
+    // The client runs in a worker thread, so that it sends while the handler runs.
+    const client = new Worker(FLOOD_CLIENT, { eval: true, workerData: { url: `ws://127.0.0.1:${s.port}/slow-handler`, ws: require.resolve('ws') } })
+    onTestFinished(() => void client.terminate())
+    const { sent, backpressure } = await within(20_000, 'the client to fill up or send everything', new Promise<{ sent: number; backpressure: boolean }>((resolve, reject) => {
+      client.once('message', resolve)
+      client.once('error', reject)
+    }))
+    expect(backpressure, `the client sent all ${sent} messages without waiting`).toBe(true)
+    await waitFor('every message handled', () => handled === sent, { timeoutMs: 30_000 })
+    expect(outOfOrder).toBe(0)
+  }, 60_000)
 })

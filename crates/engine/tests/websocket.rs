@@ -653,3 +653,86 @@ async fn the_first_subprotocol_the_client_offers_that_the_route_speaks_is_chosen
     }
     server.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_front_end_that_holds_its_messages_stops_the_reading_until_it_handles_them() {
+    use rat_engine::ws::{Message, Unhandled};
+    use rat_engine::{Request, RouteOptions};
+    type Held = Arc<Mutex<Vec<(Message, Unhandled)>>>;
+    let held: Held = Arc::default();
+    let h2 = held.clone();
+    let mut app = App::new();
+    // As the Node binding registers a WebSocket route, its callback keeping each message
+    // (and its hold) until "JS" handles it.
+    let cb = move |req: Request| {
+        let h = h2.clone();
+        async move {
+            rat_engine::ws::accept_with_callbacks(
+                req.headers(),
+                req.version(),
+                req.remote_addr(),
+                WsOptions::default(),
+                move |m, u| h.lock().unwrap().push((m, u)),
+                |_| {},
+            )
+        }
+    };
+    let route = RouteOptions {
+        long_lived: true,
+        stream: true,
+        ..RouteOptions::default()
+    };
+    app.route_with(http::Method::GET, "/cb", Arc::new(cb), route)
+        .unwrap();
+    let server = serve(app).await;
+    let client = connect(server.local_addr(), "/cb").await;
+    let (mut tx, _rx) = client.split();
+    // 400 messages of 64 KiB (25 MiB), each starting with its number.
+    const N: u32 = 400;
+    let sent = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let s2 = sent.clone();
+    let sender = tokio::spawn(async move {
+        for i in 0..N {
+            let mut m = vec![0u8; 64 << 10];
+            m[..4].copy_from_slice(&i.to_be_bytes());
+            tx.send(Wire::binary(m)).await.unwrap();
+            s2.store(i + 1, std::sync::atomic::Ordering::SeqCst);
+        }
+        tx
+    });
+    // Nothing handled: the server reads up to 1 MiB of messages (each counted 64 bytes
+    // more than its length), then leaves the rest to TCP.
+    eventually(READ_DEADLINE, "the first messages", || {
+        held.lock().unwrap().len() >= 15
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let first = held.lock().unwrap().len();
+    assert!(
+        first <= 16,
+        "{first} messages of 64 KiB held past the 1 MiB backlog"
+    );
+    let sent_then = sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        sent_then < N,
+        "the client sent all {N} messages while the server held them"
+    );
+    // Handling them lets the reading go on, in order, to the last message.
+    let mut next = 0u32;
+    within(Duration::from_secs(20), "every message", async {
+        while next < N {
+            let batch = std::mem::take(&mut *held.lock().unwrap());
+            for (m, _hold) in batch {
+                let Message::Binary(b) = m else {
+                    panic!("a text message")
+                };
+                assert_eq!(u32::from_be_bytes(b[..4].try_into().unwrap()), next);
+                next += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let _tx = within(READ_DEADLINE, "the sender", sender).await.unwrap();
+    server.shutdown(Duration::from_secs(1)).await;
+}

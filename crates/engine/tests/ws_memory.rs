@@ -124,7 +124,7 @@ async fn an_idle_socket_holds_little_heap() {
                 req.version(),
                 req.remote_addr(),
                 options,
-                |_| {},
+                |_, _| {},
                 move |_| {
                     c.fetch_add(1, Relaxed);
                 },

@@ -26,6 +26,9 @@ thread_local! {
     /// request that must outlive the call is kept in a [`KeptCall`] of its own
     /// (`takeCall`). What is left when the call returns is released.
     static BATCH: RefCell<(u32, Vec<Option<Box<Call>>>)> = const { RefCell::new((0, Vec::new())) };
+    /// The WebSocket messages of the dispatch call in progress, held against their sockets'
+    /// backlogs (see `Unhandled`) until it returns: JS handles them within the call.
+    static HELD: RefCell<Vec<rat_engine::ws::Unhandled>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Makes `calls` the batch of the dispatch call about to run; returns its number.
@@ -86,6 +89,8 @@ fn open_outbox(requests: usize) {
 
 /// Sends the responses of the dispatch call that returned, and releases its batch.
 fn flush_outbox() {
+    // The messages are handled: their sockets may read on.
+    drop(HELD.with(|h| std::mem::take(&mut *h.borrow_mut())));
     let pending = OUTBOX.with(|o| o.borrow_mut().take()).unwrap_or_default();
     let done = BATCH.with(|b| std::mem::take(&mut b.borrow_mut().1));
     match pending.len() {
@@ -310,6 +315,7 @@ impl Dispatcher {
                 let mut logs = Vec::new();
                 let mut notes = Vec::new();
                 let mut ws = Vec::new();
+                let mut held = Vec::new();
                 batch.drain_with(|items| {
                     // Sized once, as growing a vector by doubling copies what it holds.
                     calls.reserve_exact(items.len());
@@ -329,11 +335,12 @@ impl Dispatcher {
                             Item::Ready(id) => ready.push(id),
                             Item::Log(e) => logs.push(AccessLogEntry::from(*e)),
                             Item::Note(n) => notes.push(*n),
-                            Item::Ws(id, n) => crate::ws::push_event(&mut ws, id, n),
+                            Item::Ws(id, n) => crate::ws::push_event(&mut ws, &mut held, id, n),
                         }
                     }
                 });
                 open_outbox(calls.len());
+                HELD.with(|h| h.borrow_mut().append(&mut held));
                 let seq = begin_batch(calls);
                 Ok(FnArgs::from((
                     seq, routes, ids, closed, ready, logs, notes, ws,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use napi::bindgen_prelude::{Buffer, Either3};
 use napi_derive::napi;
-use rat_engine::ws::{self, Message, WsOptions, WsSender};
+use rat_engine::ws::{self, Message, Unhandled, WsOptions, WsSender};
 use rat_engine::QueueLimits;
 
 use crate::call::Call;
@@ -84,7 +84,8 @@ impl WsRouteOptions {
 
 /// What happened to a socket, for JS.
 pub(crate) enum WsNotice {
-    Message(Message),
+    /// A message, held against its socket's backlog until JS has handled it.
+    Message(Message, Unhandled),
     Drain,
     Closed(u16, String),
 }
@@ -94,17 +95,23 @@ pub(crate) type WsValue = Either3<u32, String, Buffer>;
 
 /// Appends a socket event to `out` as three values: the socket's id; `0` text, `1` binary,
 /// `2` drain or else the close code; then the message (a string or a Buffer), `0` for a
-/// drain, or the close reason. One array per batch, no object per event.
-pub(crate) fn push_event(out: &mut Vec<WsValue>, id: u32, n: WsNotice) {
+/// drain, or the close reason. One array per batch, no object per event. A message's
+/// hold goes to `held`, to be dropped once the dispatch call has returned.
+pub(crate) fn push_event(out: &mut Vec<WsValue>, held: &mut Vec<Unhandled>, id: u32, n: WsNotice) {
     out.push(Either3::A(id));
     match n {
-        WsNotice::Message(Message::Text(t)) => {
-            out.push(Either3::A(0));
-            out.push(Either3::B(t));
-        }
-        WsNotice::Message(Message::Binary(b)) => {
-            out.push(Either3::A(1));
-            out.push(Either3::C(b.to_vec().into()));
+        WsNotice::Message(m, hold) => {
+            held.push(hold);
+            match m {
+                Message::Text(t) => {
+                    out.push(Either3::A(0));
+                    out.push(Either3::B(t));
+                }
+                Message::Binary(b) => {
+                    out.push(Either3::A(1));
+                    out.push(Either3::C(b.to_vec().into()));
+                }
+            }
         }
         WsNotice::Drain => {
             out.push(Either3::A(2));
@@ -245,7 +252,12 @@ impl LazySockets {
     /// for JS (1006; JS takes it with this event), as an open one is by `abandoned` in JS.
     pub(crate) fn abandoned(&self, out: &mut Vec<WsValue>, id: u32) {
         if self.map().contains_key(&id) {
-            push_event(out, id, WsNotice::Closed(1006, String::new()));
+            push_event(
+                out,
+                &mut Vec::new(),
+                id,
+                WsNotice::Closed(1006, String::new()),
+            );
         }
     }
 
@@ -303,7 +315,7 @@ fn answer(
         req.version(),
         req.remote_addr(),
         options.clone(),
-        move |m| pump.push(Item::Ws(id, WsNotice::Message(m))),
+        move |m, held| pump.push(Item::Ws(id, WsNotice::Message(m, held))),
         move |st| closes.push(Item::Ws(id, WsNotice::Closed(st.code, st.reason))),
     );
     let sender = ws::pending_sender(&res);

@@ -122,12 +122,12 @@ impl WsSubs {
         }
     }
 
-    /// Removes the subscriber whose sender has this id.
-    pub(super) fn remove_id(&mut self, id: u64) {
+    /// Removes the subscriber whose sender is `sender`'s socket.
+    pub(super) fn remove_sender(&mut self, sender: &WsSender) {
         let found = self
             .slots
             .iter()
-            .position(|s| s.as_ref().is_some_and(|s| s.sender.id() == id));
+            .position(|s| s.as_ref().is_some_and(|s| s.sender.same(sender)));
         if let Some(slot) = found {
             self.remove(slot);
         }
@@ -178,7 +178,7 @@ impl super::Channel {
     }
 
     /// Removes the WebSocket subscriber with this id.
-    pub(crate) fn unsubscribe_ws(&self, id: u64) {
-        self.lock().ws.remove_id(id);
+    pub(crate) fn unsubscribe_ws(&self, sender: &WsSender) {
+        self.lock().ws.remove_sender(sender);
     }
 }

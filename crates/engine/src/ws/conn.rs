@@ -250,6 +250,9 @@ impl Conn<'_> {
                     }
                 }
             }
+            if matches!(self.inbox, Inbox::Callback(_)) && self.sender.backlogged(cx) {
+                return Poll::Pending;
+            }
             let msg = match self.ws.poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => return Poll::Ready(End::Gone),
@@ -269,7 +272,13 @@ impl Conn<'_> {
                 Wire::Ping(_) | Wire::Pong(_) | Wire::Frame(_) => continue,
             };
             match self.inbox {
-                Inbox::Callback(f) => f(msg),
+                Inbox::Callback(f) => {
+                    let len = match &msg {
+                        Message::Text(t) => t.len(),
+                        Message::Binary(b) => b.len(),
+                    };
+                    f(msg, self.sender.hold(len))
+                }
                 Inbox::Channel(tx) => match tx.try_send(msg) {
                     Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
                     Err(mpsc::error::TrySendError::Full(msg)) => {
@@ -471,7 +480,7 @@ mod tests {
         let task = serve(Serve {
             ws,
             sender: WsSender::new(QueueLimits::default(), None, false),
-            inbox: Inbox::Callback(Box::new(|_| {})),
+            inbox: Inbox::Callback(Box::new(|_, _| {})),
             on_close: None,
             idle_timeout: true,
             held: None,

@@ -52,7 +52,7 @@ use tungstenite::handshake::derive_accept_key;
 pub use deflate::MIN_COMPRESSED;
 pub(crate) use deflate::{compress_frame, frame_into};
 pub(crate) use socket::Pushed as WsPushed;
-pub use socket::{CloseStatus, WsSender};
+pub use socket::{CloseStatus, Unhandled, WsSender};
 
 /// A WebSocket as the server's registry holds it (see `WsSender::shut_down`).
 pub(crate) type WeakWs = std::sync::Weak<socket::Socket>;
@@ -155,7 +155,7 @@ const INBOX: usize = 16;
 pub(crate) enum Start {
     Handler(Box<dyn FnOnce(WsSender, WebSocket) + Send>),
     Callbacks {
-        on_message: Box<dyn Fn(Message) + Send + Sync>,
+        on_message: Box<dyn Fn(Message, Unhandled) + Send + Sync>,
         on_close: Box<dyn FnOnce(CloseStatus) + Send>,
     },
     /// A channel's subscriber: messages from the client are read and dropped.
@@ -166,8 +166,9 @@ pub(crate) enum Start {
 pub(crate) enum Inbox {
     /// To a handler's [`WebSocket::recv`]; reading waits while it is full.
     Channel(mpsc::Sender<Message>),
-    /// To a callback, on the connection's task.
-    Callback(Box<dyn Fn(Message) + Send + Sync>),
+    /// To a callback, on the connection's task; reading waits while the messages it holds
+    /// reach the socket's backlog (see [`Unhandled`]).
+    Callback(Box<dyn Fn(Message, Unhandled) + Send + Sync>),
 }
 
 struct Pending {
@@ -251,12 +252,14 @@ pub fn accept(
 
 /// [`accept`] for a front end that takes messages as they are read, on the connection's
 /// task (no task of its own per socket): `on_message` for each, then `on_close` once.
+/// Each message comes with an [`Unhandled`] to drop once it is handled: while those held
+/// reach 1 MiB, the connection reads no more.
 pub fn accept_with_callbacks(
     headers: &HeaderMap,
     version: http::Version,
     remote: Option<std::net::SocketAddr>,
     options: WsOptions,
-    on_message: impl Fn(Message) + Send + Sync + 'static,
+    on_message: impl Fn(Message, Unhandled) + Send + Sync + 'static,
     on_close: impl FnOnce(CloseStatus) + Send + 'static,
 ) -> Response {
     let start = Start::Callbacks {
@@ -545,7 +548,7 @@ fn run(pending: Pending, ws: io::Ws) -> impl Future<Output = ()> + Send {
         } => (Inbox::Callback(on_message), Some(on_close)),
         Start::Channel(channel) => {
             sender.subscribe(&channel);
-            (Inbox::Callback(Box::new(|_| {})), None)
+            (Inbox::Callback(Box::new(|_, _| {})), None)
         }
     };
     conn::serve(conn::Serve {

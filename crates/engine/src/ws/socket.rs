@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -152,9 +152,10 @@ pub(crate) struct Socket {
     /// limit (while it may be writing).
     wake: AtomicWaker,
     limits: Limits,
+    /// Bytes of the messages handed to a front end and not yet handled (see [`Unhandled`]).
+    inbound: AtomicU32,
     remote: Option<SocketAddr>,
     on_drain: Mutex<Option<DrainHook>>,
-    id: u64,
 }
 
 /// The sending side of a WebSocket: cheap to clone, usable from any thread.
@@ -204,9 +205,47 @@ pub(crate) fn out_len(o: &Out) -> usize {
     }
 }
 
+/// Bytes a message handed to a front end counts on top of its length, so that empty
+/// messages count too.
+const MESSAGE_CHARGE: u32 = 64;
+
+/// Bytes of its messages a front end may hold unhandled ([`Unhandled`]) before the
+/// connection stops reading, which leaves the client to TCP's backpressure. A message is
+/// read whatever its size while less than this is held, so one up to `max_payload` still
+/// goes through.
+pub(crate) const CALLBACK_BACKLOG: u32 = 1 << 20;
+
+/// A message handed to a front end's callback ([`accept_with_callbacks`]), held against
+/// its socket's backlog until dropped: drop it once the message is handled. While the
+/// messages held reach 1 MiB, the connection reads nothing more, so a client that sends
+/// faster than the front end handles is slowed by TCP rather than buffered without bound.
+///
+/// [`accept_with_callbacks`]: super::accept_with_callbacks
+#[must_use = "dropping it at once lets the connection read on as if the message was handled"]
+pub struct Unhandled {
+    socket: Arc<Socket>,
+    bytes: u32,
+}
+
+impl std::fmt::Debug for Unhandled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unhandled")
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+impl Drop for Unhandled {
+    fn drop(&mut self) {
+        let before = self.socket.inbound.fetch_sub(self.bytes, Ordering::AcqRel);
+        if before >= CALLBACK_BACKLOG && before - self.bytes < CALLBACK_BACKLOG {
+            self.socket.wake.wake();
+        }
+    }
+}
+
 impl WsSender {
     pub(crate) fn new(limits: QueueLimits, remote: Option<SocketAddr>, deflate: bool) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
         WsSender {
             socket: Arc::new(Socket {
                 state: Mutex::new(State {
@@ -227,9 +266,9 @@ impl WsSender {
                 }),
                 wake: AtomicWaker::new(),
                 limits: Limits::of(limits),
+                inbound: AtomicU32::new(0),
                 remote,
                 on_drain: Mutex::new(None),
-                id: NEXT.fetch_add(1, Ordering::Relaxed),
             }),
         }
     }
@@ -238,8 +277,34 @@ impl WsSender {
         self.socket.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn id(&self) -> u64 {
-        self.socket.id
+    /// Holds a message of `len` bytes against the socket's backlog until the returned
+    /// guard is dropped.
+    pub(crate) fn hold(&self, len: usize) -> Unhandled {
+        // Past 4 GiB a message counts as 2 GiB: the sum stays within 32 bits.
+        let bytes = u32::try_from(len)
+            .unwrap_or(u32::MAX)
+            .min(u32::MAX / 2)
+            .saturating_add(MESSAGE_CHARGE);
+        self.socket.inbound.fetch_add(bytes, Ordering::AcqRel);
+        Unhandled {
+            socket: self.socket.clone(),
+            bytes,
+        }
+    }
+
+    /// The front end holds [`CALLBACK_BACKLOG`] bytes or more of this socket's messages:
+    /// the connection's task is woken once it holds less.
+    pub(crate) fn backlogged(&self, cx: &mut Context<'_>) -> bool {
+        if self.socket.inbound.load(Ordering::Acquire) < CALLBACK_BACKLOG {
+            return false;
+        }
+        self.socket.wake.register(cx.waker());
+        self.socket.inbound.load(Ordering::Acquire) >= CALLBACK_BACKLOG
+    }
+
+    /// Both send on the same socket.
+    pub(crate) fn same(&self, other: &WsSender) -> bool {
+        Arc::ptr_eq(&self.socket, &other.socket)
     }
 
     /// Channels give this socket their frames compressed (see `deflate.rs`).
@@ -398,7 +463,7 @@ impl WsSender {
     /// Stops delivering `channel`'s events.
     pub fn unsubscribe(&self, channel: &Channel) {
         self.lock().channels.retain(|c| !c.same(channel));
-        channel.unsubscribe_ws(self.id());
+        channel.unsubscribe_ws(self);
     }
 
     /// Sets the function run each time the queue empties after a send returned `false`
@@ -475,7 +540,7 @@ impl WsSender {
             (std::mem::take(&mut st.channels), st.waiters.take())
         };
         for c in channels {
-            c.unsubscribe_ws(self.id());
+            c.unsubscribe_ws(self);
         }
         Self::notify_waiters(waiters);
         self.socket
