@@ -29,7 +29,7 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::Message as Wire;
 
 use super::io::Ws;
-use super::socket::{CloseStatus, Out, Take, WsSender};
+use super::socket::{CloseStatus, Out, Take, Unhandled, WsSender};
 use super::{Inbox, Message};
 
 /// How long a closing side waits for the peer's close frame (or for its own to be
@@ -96,7 +96,8 @@ fn violation(e: &WsError) -> Option<(u16, &'static str)> {
     }
 }
 
-type Reserve = Pin<Box<dyn Future<Output = Option<mpsc::OwnedPermit<Message>>> + Send>>;
+type Reserve =
+    Pin<Box<dyn Future<Output = Option<mpsc::OwnedPermit<(Message, Unhandled)>>> + Send>>;
 
 /// The connection's state between polls.
 struct Conn<'a> {
@@ -116,7 +117,7 @@ struct Conn<'a> {
     /// this is in every idle socket's task).
     close: Option<Box<(u16, String)>>,
     /// A message waiting for room in a full handler channel (allocated only then).
-    waiting: Option<Box<(Message, Reserve)>>,
+    waiting: Option<Box<((Message, Unhandled), Reserve)>>,
 }
 
 impl Conn<'_> {
@@ -250,7 +251,7 @@ impl Conn<'_> {
                     }
                 }
             }
-            if matches!(self.inbox, Inbox::Callback(_)) && self.sender.backlogged(cx) {
+            if self.sender.backlogged(cx) {
                 return Poll::Pending;
             }
             let msg = match self.ws.poll_next(cx) {
@@ -271,14 +272,13 @@ impl Conn<'_> {
                 Wire::Close(frame) => return Poll::Ready(End::PeerClosed(frame)),
                 Wire::Ping(_) | Wire::Pong(_) | Wire::Frame(_) => continue,
             };
+            let len = match &msg {
+                Message::Text(t) => t.len(),
+                Message::Binary(b) => b.len(),
+            };
+            let msg = (msg, self.sender.hold(len));
             match self.inbox {
-                Inbox::Callback(f) => {
-                    let len = match &msg {
-                        Message::Text(t) => t.len(),
-                        Message::Binary(b) => b.len(),
-                    };
-                    f(msg, self.sender.hold(len))
-                }
+                Inbox::Callback(f) => f(msg.0, msg.1),
                 Inbox::Channel(tx) => match tx.try_send(msg) {
                     Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
                     Err(mpsc::error::TrySendError::Full(msg)) => {
@@ -469,6 +469,60 @@ mod tests {
     use crate::stream::QueueLimits;
     use crate::ws::io::WsIo;
     use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_handler_that_does_not_receive_has_one_big_message_held_not_sixteen() {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::Message as Client;
+        type Taken = (WsSender, crate::ws::WebSocket);
+        let (tx, rx) = tokio::sync::oneshot::channel::<Taken>();
+        let tx = std::sync::Mutex::new(Some(tx));
+        let mut app = crate::App::new();
+        app.ws("/hold", move |_req, ws: crate::ws::WebSocket| {
+            let tx = tx.lock().unwrap().take();
+            async move {
+                if let Some(tx) = tx {
+                    let _ = tx.send((ws.sender().clone(), ws));
+                }
+                std::future::pending::<()>().await
+            }
+        })
+        .unwrap();
+        let server = crate::Server::bind("127.0.0.1:0", app, crate::ServerConfig::default())
+            .await
+            .unwrap();
+        let url = format!("ws://{}/hold", server.local_addr());
+        let (mut client, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let (sender, mut ws) = rx.await.unwrap();
+        // Six messages of 1 MiB, each starting with its number: the first fills the
+        // backlog, so the connection reads no further until the handler receives.
+        let sending = tokio::spawn(async move {
+            for i in 0..6u32 {
+                let mut m = vec![0u8; 1 << 20];
+                m[..4].copy_from_slice(&i.to_be_bytes());
+                client.send(Client::binary(m)).await.unwrap();
+            }
+            client
+        });
+        let held = || sender.held_bytes();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while held() == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(held(), (1 << 20) + 64, "one message held, not more");
+        for i in 0..6u32 {
+            let m = tokio::time::timeout(Duration::from_secs(5), ws.recv())
+                .await
+                .unwrap();
+            let Some(crate::ws::Message::Binary(b)) = m else {
+                panic!("{m:?}")
+            };
+            assert_eq!(u32::from_be_bytes(b[..4].try_into().unwrap()), i);
+        }
+        let _client = sending.await.unwrap();
+        server.shutdown(Duration::from_secs(1)).await;
+    }
 
     #[tokio::test]
     async fn an_idle_socket_task_is_small() {

@@ -121,7 +121,7 @@ impl Default for WsOptions {
 #[derive(Debug)]
 pub struct WebSocket {
     sender: WsSender,
-    rx: mpsc::Receiver<Message>,
+    rx: mpsc::Receiver<(Message, Unhandled)>,
     protocol: Option<String>,
 }
 
@@ -133,7 +133,8 @@ impl WebSocket {
 
     /// The next message, or `None` once the socket is closed.
     pub async fn recv(&mut self) -> Option<Message> {
-        self.rx.recv().await
+        // Taken: the message's hold on the socket's backlog is dropped.
+        self.rx.recv().await.map(|(m, _)| m)
     }
 
     /// The sending side.
@@ -147,7 +148,8 @@ impl WebSocket {
     }
 }
 
-/// Messages received and not yet taken by the handler; past this, reading waits.
+/// Messages received and not yet taken by the handler; past this, or past 1 MiB of them
+/// (see [`Unhandled`]), reading waits.
 const INBOX: usize = 16;
 
 /// What runs once the connection is upgraded: a handler with a [`WebSocket`], or a front
@@ -164,8 +166,9 @@ pub(crate) enum Start {
 
 /// Where the connection hands received messages.
 pub(crate) enum Inbox {
-    /// To a handler's [`WebSocket::recv`]; reading waits while it is full.
-    Channel(mpsc::Sender<Message>),
+    /// To a handler's [`WebSocket::recv`]; reading waits while it is full, or while the
+    /// messages in it reach the socket's backlog.
+    Channel(mpsc::Sender<(Message, Unhandled)>),
     /// To a callback, on the connection's task; reading waits while the messages it holds
     /// reach the socket's backlog (see [`Unhandled`]).
     Callback(Box<dyn Fn(Message, Unhandled) + Send + Sync>),

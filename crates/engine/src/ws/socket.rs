@@ -209,11 +209,12 @@ pub(crate) fn out_len(o: &Out) -> usize {
 /// messages count too.
 const MESSAGE_CHARGE: u32 = 64;
 
-/// Bytes of its messages a front end may hold unhandled ([`Unhandled`]) before the
+/// Bytes of a socket's messages that may wait for its handler ([`Unhandled`]: a front
+/// end's callback holds them, or `WebSocket::recv` has not taken them) before the
 /// connection stops reading, which leaves the client to TCP's backpressure. A message is
 /// read whatever its size while less than this is held, so one up to `max_payload` still
 /// goes through.
-pub(crate) const CALLBACK_BACKLOG: u32 = 1 << 20;
+pub(crate) const RECEIVE_BACKLOG: u32 = 1 << 20;
 
 /// A message handed to a front end's callback ([`accept_with_callbacks`]), held against
 /// its socket's backlog until dropped: drop it once the message is handled. While the
@@ -238,7 +239,7 @@ impl std::fmt::Debug for Unhandled {
 impl Drop for Unhandled {
     fn drop(&mut self) {
         let before = self.socket.inbound.fetch_sub(self.bytes, Ordering::AcqRel);
-        if before >= CALLBACK_BACKLOG && before - self.bytes < CALLBACK_BACKLOG {
+        if before >= RECEIVE_BACKLOG && before - self.bytes < RECEIVE_BACKLOG {
             self.socket.wake.wake();
         }
     }
@@ -292,14 +293,20 @@ impl WsSender {
         }
     }
 
-    /// The front end holds [`CALLBACK_BACKLOG`] bytes or more of this socket's messages:
+    /// Bytes of the socket's messages held ([`Unhandled`]).
+    #[cfg(test)]
+    pub(crate) fn held_bytes(&self) -> u32 {
+        self.socket.inbound.load(Ordering::Acquire)
+    }
+
+    /// The front end holds [`RECEIVE_BACKLOG`] bytes or more of this socket's messages:
     /// the connection's task is woken once it holds less.
     pub(crate) fn backlogged(&self, cx: &mut Context<'_>) -> bool {
-        if self.socket.inbound.load(Ordering::Acquire) < CALLBACK_BACKLOG {
+        if self.socket.inbound.load(Ordering::Acquire) < RECEIVE_BACKLOG {
             return false;
         }
         self.socket.wake.register(cx.waker());
-        self.socket.inbound.load(Ordering::Acquire) >= CALLBACK_BACKLOG
+        self.socket.inbound.load(Ordering::Acquire) >= RECEIVE_BACKLOG
     }
 
     /// Both send on the same socket.
