@@ -261,42 +261,8 @@ async fn a_plain_get_to_a_websocket_route_is_refused() {
 
 #[tokio::test]
 async fn a_client_that_never_reads_is_cut_at_the_hard_limit() {
-    /// Sends made, whether one reported the mark, how the socket ended.
-    type Outcome = (usize, bool, Option<CloseStatus>);
-    let outcome: Arc<Mutex<Option<Outcome>>> = Arc::default();
-    let out2 = outcome.clone();
     let mut app = App::new();
-    let options = WsOptions {
-        queue: QueueLimits {
-            high_water_mark: 16 << 10,
-            max_buffered: 256 << 10,
-        },
-        ..WsOptions::default()
-    };
-    app.ws_with(
-        "/flood",
-        move |_req, ws: rat_engine::ws::WebSocket| {
-            let out = out2.clone();
-            async move {
-                let tx = ws.sender().clone();
-                let chunk = bytes::Bytes::from(vec![0u8; 64 << 10]);
-                let mut full_seen = false;
-                let mut sent = 0;
-                // At most 1 GiB, paced so the writer runs.
-                while sent < 16_384 && !tx.is_closed() {
-                    if !tx.send_binary(chunk.clone()) {
-                        full_seen = true;
-                    }
-                    sent += 1;
-                    tokio::task::yield_now().await;
-                }
-                tx.closed().await;
-                *out.lock().unwrap() = Some((sent, full_seen, tx.close_status()));
-            }
-        },
-        options,
-    )
-    .unwrap();
+    let outcome = support::ws::flood_route(&mut app, "/flood");
     let server = serve(app).await;
     let _s = raw_upgrade(server.local_addr(), "/flood").await; // never read
     eventually(
@@ -657,7 +623,7 @@ async fn the_first_subprotocol_the_client_offers_that_the_route_speaks_is_chosen
 #[tokio::test]
 async fn a_front_end_that_holds_its_messages_stops_the_reading_until_it_handles_them() {
     use rat_engine::ws::{Message, Unhandled};
-    use rat_engine::{Request, RouteOptions};
+    use rat_engine::Request;
     type Held = Arc<Mutex<Vec<(Message, Unhandled)>>>;
     let held: Held = Arc::default();
     let h2 = held.clone();
@@ -677,13 +643,7 @@ async fn a_front_end_that_holds_its_messages_stops_the_reading_until_it_handles_
             )
         }
     };
-    let route = RouteOptions {
-        long_lived: true,
-        stream: true,
-        ..RouteOptions::default()
-    };
-    app.route_with(http::Method::GET, "/cb", Arc::new(cb), route)
-        .unwrap();
+    support::ws::binding_route(&mut app, "/cb", Arc::new(cb));
     let server = serve(app).await;
     let client = connect(server.local_addr(), "/cb").await;
     let (mut tx, _rx) = client.split();

@@ -288,42 +288,9 @@ async fn shutdown_closes_http2_sockets_with_1001_and_ends_their_streams() {
 
 #[tokio::test]
 async fn a_socket_whose_client_never_reads_is_cut_at_the_hard_limit_and_its_connection_goes_on() {
-    use rat_engine::ws::WebSocket;
-    use rat_engine::QueueLimits;
-    use std::sync::{Arc, Mutex};
-    // Sends made and whether one reported the mark, once the socket is gone.
-    let outcome: Arc<Mutex<Option<(usize, bool)>>> = Arc::default();
-    let out2 = outcome.clone();
     let mut app = App::new();
     support::ws_echo(&mut app, "/echo");
-    let options = WsOptions {
-        queue: QueueLimits {
-            high_water_mark: 16 << 10,
-            max_buffered: 256 << 10,
-        },
-        ..WsOptions::default()
-    };
-    app.ws_with(
-        "/flood",
-        move |_req, ws: WebSocket| {
-            let out = out2.clone();
-            async move {
-                let tx = ws.sender().clone();
-                let chunk = Bytes::from(vec![0u8; 64 << 10]);
-                let (mut sent, mut full_seen) = (0, false);
-                // At most 1 GiB, paced so the writer runs.
-                while sent < 16_384 && !tx.is_closed() {
-                    full_seen |= !tx.send_binary(chunk.clone());
-                    sent += 1;
-                    tokio::task::yield_now().await;
-                }
-                tx.closed().await;
-                *out.lock().unwrap() = Some((sent, full_seen));
-            }
-        },
-        options,
-    )
-    .unwrap();
+    let outcome = support::ws::flood_route(&mut app, "/flood");
     let server = serve(app).await;
     let addr = server.local_addr();
     let mut client = h2_connect(addr).await;
@@ -348,7 +315,7 @@ async fn a_socket_whose_client_never_reads_is_cut_at_the_hard_limit_and_its_conn
         || outcome.lock().unwrap().is_some(),
     )
     .await;
-    let (sent, full_seen) = outcome.lock().unwrap().unwrap();
+    let (sent, full_seen, _) = outcome.lock().unwrap().clone().unwrap();
     assert!(full_seen, "send reported the high-water mark");
     assert!(sent < 16_384, "cut before the loop's bound ({sent} sends)");
     // The stream was cut, not ended: after what the window let through, it is reset.

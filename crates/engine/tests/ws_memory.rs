@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rat_engine::ws::{self, WsOptions};
-use rat_engine::{App, Channel, ChannelOptions, Request, RouteOptions};
+use rat_engine::{App, Channel, ChannelOptions, Request};
 use support::serve;
 
 /// Heap an idle socket may keep on the server: its connection task, tokio's registration,
@@ -131,13 +131,7 @@ async fn an_idle_socket_holds_little_heap() {
             )
         }
     };
-    let route = RouteOptions {
-        long_lived: true,
-        stream: true,
-        ..RouteOptions::default()
-    };
-    app.route_with(http::Method::GET, "/cb", Arc::new(cb), route)
-        .unwrap();
+    support::ws::binding_route(&mut app, "/cb", Arc::new(cb));
     // One server per measurement: what the first frees once shut down (the registry's
     // handles of closed sockets) is not counted in the second's window.
     let server = serve(app).await;

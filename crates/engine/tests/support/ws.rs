@@ -108,3 +108,63 @@ pub async fn close_code(s: &mut TcpStream) -> u16 {
     }
     1006
 }
+
+/// How a flood route's socket ended: sends made, whether one reported the high-water mark,
+/// and the socket's close status (see [`flood_route`]).
+pub type Flooded = (usize, bool, Option<rat_engine::ws::CloseStatus>);
+
+/// A route at `path` whose handler sends 64 KiB binary messages (at most 16,384: 1 GiB),
+/// yielding after each so the writer runs, to sockets with a 16 KiB high-water mark and a
+/// 256 KiB hard limit; what became of it once the socket is gone.
+pub fn flood_route(
+    app: &mut rat_engine::App,
+    path: &str,
+) -> std::sync::Arc<std::sync::Mutex<Option<Flooded>>> {
+    use rat_engine::ws::{WebSocket, WsOptions};
+    let outcome = std::sync::Arc::<std::sync::Mutex<Option<Flooded>>>::default();
+    let out = outcome.clone();
+    let options = WsOptions {
+        queue: rat_engine::QueueLimits {
+            high_water_mark: 16 << 10,
+            max_buffered: 256 << 10,
+        },
+        ..WsOptions::default()
+    };
+    app.ws_with(
+        path,
+        move |_req, ws: WebSocket| {
+            let out = out.clone();
+            async move {
+                let tx = ws.sender().clone();
+                let chunk = bytes::Bytes::from(vec![0u8; 64 << 10]);
+                let (mut sent, mut full_seen) = (0, false);
+                while sent < 16_384 && !tx.is_closed() {
+                    full_seen |= !tx.send_binary(chunk.clone());
+                    sent += 1;
+                    tokio::task::yield_now().await;
+                }
+                tx.closed().await;
+                *out.lock().unwrap() = Some((sent, full_seen, tx.close_status()));
+            }
+        },
+        options,
+    )
+    .unwrap();
+    outcome
+}
+
+/// Registers `handler` at `path` as the Node binding registers a WebSocket route: a
+/// long-lived GET route that streams (its handler answers with `accept_with_callbacks`).
+pub fn binding_route(
+    app: &mut rat_engine::App,
+    path: &str,
+    handler: std::sync::Arc<dyn rat_engine::Handler>,
+) {
+    let route = rat_engine::RouteOptions {
+        long_lived: true,
+        stream: true,
+        ..rat_engine::RouteOptions::default()
+    };
+    app.route_with(http::Method::GET, path, handler, route)
+        .unwrap();
+}
