@@ -152,7 +152,7 @@ pub(crate) struct Socket {
     /// limit (while it may be writing).
     wake: AtomicWaker,
     limits: Limits,
-    /// Bytes of the messages handed to a front end and not yet handled (see [`Unhandled`]).
+    /// Bytes of the messages read and not yet handled (see [`Unhandled`]).
     inbound: AtomicU32,
     remote: Option<SocketAddr>,
     on_drain: Mutex<Option<DrainHook>>,

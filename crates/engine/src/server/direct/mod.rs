@@ -222,10 +222,10 @@ mod tests {
         let task = connection(Conn::plain(stream), Box::new(peer), shared);
         let size = std::mem::size_of_val(&task);
         // 512 bytes in release builds with Rust 1.95, 528 in debug builds (hyper's two
-        // buffers alone are 16 KiB), 16 of them for the boxed peer address (moved into the inner future, its slot kept
-        // in this one): it saves a getpeername syscall per request. tokio's task cell adds
-        // 112 bytes (its header, trailer, the tracker's token) and is aligned to 128: the
-        // cell is 640 bytes up to 528, 768 past it.
+        // buffers alone are 16 KiB), 16 of them for the boxed peer address (moved into the
+        // inner future, its slot kept in this one): it saves a getpeername syscall per
+        // request. tokio's task cell adds 112 bytes (its header, trailer, the tracker's
+        // token) and is aligned to 128: the cell is 640 bytes up to 528, 768 past it.
         println!("connection task future: {size} bytes");
         assert!(size <= 528, "the connection future is {size} bytes");
         drop(client);
