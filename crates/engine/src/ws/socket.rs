@@ -281,7 +281,7 @@ impl WsSender {
     /// Holds a message of `len` bytes against the socket's backlog until the returned
     /// guard is dropped.
     pub(crate) fn hold(&self, len: usize) -> Unhandled {
-        // Past 4 GiB a message counts as 2 GiB: the sum stays within 32 bits.
+        // A message of 2 GiB or more counts as 2 GiB: the sum stays within 32 bits.
         let bytes = u32::try_from(len)
             .unwrap_or(u32::MAX)
             .min(u32::MAX / 2)
@@ -299,8 +299,8 @@ impl WsSender {
         self.socket.inbound.load(Ordering::Acquire)
     }
 
-    /// The front end holds [`RECEIVE_BACKLOG`] bytes or more of this socket's messages:
-    /// the connection's task is woken once it holds less.
+    /// The socket's messages not yet handled reach [`RECEIVE_BACKLOG`] bytes: the
+    /// connection's task is woken once they fall below it.
     pub(crate) fn backlogged(&self, cx: &mut Context<'_>) -> bool {
         if self.socket.inbound.load(Ordering::Acquire) < RECEIVE_BACKLOG {
             return false;
