@@ -9,12 +9,26 @@ let passed = 0
 let failed = 0
 let broken = false
 
-function run(cmd, args, opts = {}) {
+// Runs a command with its stderr merged into stdout, in order, and echoes the output.
+function run(cmd, args) {
   console.log(`\n$ ${cmd} ${args.join(' ')}`)
-  const r = spawnSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 28, ...opts })
+  const r = spawnSync('sh', ['-c', 'exec "$0" "$@" 2>&1', cmd, ...args], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+    maxBuffer: 1 << 28,
+  })
   process.stdout.write(r.stdout ?? '')
   if (r.error) throw r.error
   return r
+}
+
+// A runner that failed without test results: its last lines again, so that a log cut to
+// its tail still shows why.
+const tails = []
+function brokenRunner(name, r) {
+  broken = true
+  const lines = (r.stdout ?? '').trimEnd().split('\n')
+  tails.push(`--- ${name} exited with ${r.status ?? r.signal}; its last lines:`, ...lines.slice(-30))
 }
 
 // cargo test: the engine crate (unit, integration and doc tests) and any other
@@ -24,7 +38,7 @@ for (const m of cargo.stdout.matchAll(/test result: \w+\. (\d+) passed; (\d+) fa
   passed += Number(m[1])
   failed += Number(m[2])
 }
-if (cargo.status !== 0 && !/test result: FAILED/.test(cargo.stdout)) broken = true
+if (cargo.status !== 0 && !/test result: FAILED/.test(cargo.stdout)) brokenRunner('cargo test', cargo)
 
 const dir = mkdtempSync(join(tmpdir(), 'rat-vitest-'))
 const report = join(dir, 'report.json')
@@ -35,6 +49,7 @@ const vitest = run(process.execPath, [
   '--reporter=json',
   `--outputFile.json=${report}`,
 ])
+let vitestCounted = true
 try {
   const r = JSON.parse(readFileSync(report, 'utf8'))
   passed += r.numPassedTests
@@ -42,11 +57,11 @@ try {
   // A file that fails to load has no test results: count it as a failure.
   failed += r.testResults.filter((f) => f.status === 'failed' && f.assertionResults.length === 0).length
 } catch {
-  broken = true
+  vitestCounted = false
 }
 rmSync(dir, { recursive: true, force: true })
-if (vitest.status !== 0 && failed === 0) broken = true
+if (!vitestCounted || (vitest.status !== 0 && failed === 0)) brokenRunner('vitest', vitest)
 
-if (broken) console.log('a test runner failed to run (see above)')
+if (broken) console.log(`\n${tails.join('\n')}\na test runner failed to run`)
 console.log(`${passed} passed, ${failed + (broken ? 1 : 0)} failed`)
 process.exit(failed > 0 || broken ? 1 : 0)
