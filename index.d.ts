@@ -422,7 +422,10 @@ export interface EngineMetrics {
 export interface EngineNote {
   /** `'warning'` or `'origin'`. */
   kind: string
-  /** A warning's kind: `handler_timeout`, `tls_handshake`, `accept`, `slow_subscribers`. */
+  /**
+   * A warning's kind: `handler_timeout`, `tls_handshake`, `accept`, `slow_subscribers`,
+   * `logs_dropped`.
+   */
   warning?: string
   message?: string
   remoteAddress?: string
@@ -432,6 +435,8 @@ export interface EngineNote {
   origin?: string
   /** Passed back with the answer. */
   token?: number
+  /** How many access log entries and warnings were dropped (`logs_dropped`). */
+  dropped?: number
 }
 
 /** Options of a native engine. */

@@ -1,11 +1,13 @@
 // Faults around JS, on a server in its own process (fixtures/soak-server.mts): an event
 // loop blocked for 5 s (Rust keeps heartbeats and channel replays flowing; plain requests
-// are answered after), a flood of connections, and the open-file limit reached (accept
-// backs off instead of spinning, and works again once descriptors are free).
+// are answered after), the access log bounded while JS is blocked, a flood of connections,
+// and the open-file limit reached (accept backs off instead of spinning, and works again
+// once descriptors are free).
 //
 // Handlers that throw, reject, return what JSON cannot encode (a BigInt...) or generators
 // that throw midway are in errors.test.ts. CI-sized; RAT_SCALE=full floods 19,000
 // connections.
+import { connect } from 'node:net'
 import { fetch } from 'undici'
 import { beforeAll, expect, test } from 'vitest'
 import { ratBench, runBench, startServer } from '../scripts/soak/lib.mjs'
@@ -60,6 +62,72 @@ test('an event loop blocked for 5 s: heartbeats and channel replays flow from Ru
     const ids = live.events.map((e: SseMessage) => num(e.id))
     expect(ids).toEqual(Array.from({ length: ids.length }, (_, i) => ids[0] + i))
     for (const c of [idle, live, resumed]) c.destroy()
+  } finally {
+    await server.stop()
+  }
+}, 30_000)
+
+/** Sends `n` pipelined GETs of `path` on one connection; resolves with the count of 404s. */
+function pipelined404s(port: number, path: string, n: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const marker = 'HTTP/1.1 404 '
+    const socket = connect(port, '127.0.0.1', () => socket.write(`GET ${path} HTTP/1.1\r\nhost: x\r\n\r\n`.repeat(n)))
+    socket.setEncoding('latin1')
+    let seen = 0
+    let tail = ''
+    socket.on('data', (chunk: string) => {
+      const text = tail + chunk
+      for (let i = text.indexOf(marker); i !== -1; i = text.indexOf(marker, i + 1)) seen++
+      tail = text.slice(-(marker.length - 1))
+      if (seen >= n) {
+        socket.destroy()
+        resolve(seen)
+      }
+    })
+    socket.on('error', reject)
+    socket.on('close', () => resolve(seen))
+  })
+}
+
+test('an event loop blocked while the engine answers alone: at most 8,192 access log entries wait for JS, and the logger is told how many were dropped', async () => {
+  const server = await startServer({ args: ['--access-log'] })
+  try {
+    const { port } = server
+    const blocking = server.printed('blocking')
+    let unblocked = false
+    const blocked = fetch(`http://127.0.0.1:${port}/block?ms=4000`).then(async (r) => {
+      const text = await r.text()
+      unblocked = true
+      return text
+    })
+    await within(5000, 'the handler to start blocking', blocking)
+    // Answered by the engine alone (no route): 16,000 entries for a JS thread that is held.
+    const conns = 8
+    const per = 2000
+    const answered = await within(3500, '404s during the block', Promise.all(Array.from({ length: conns }, () => pipelined404s(port, '/missing', per))))
+    expect(answered).toEqual(Array(conns).fill(per))
+    expect(unblocked).toBe(false)
+    expect(await within(10_000, '/block', blocked)).toBe('unblocked')
+
+    // Every entry is logged or counted: the 404s, and /block's own (made once its response
+    // is over, which can be before JS takes the full batch: then it is dropped too).
+    const total = conns * per
+    const accounted = (m: { logs: { byPath: Record<string, number>; dropped: number } }) => (m.logs.byPath['/missing'] ?? 0) + (m.logs.byPath['/block'] ?? 0) + m.logs.dropped
+    const m = await waitFor(
+      'the access log after the block',
+      async () => {
+        const m = await server.metrics()
+        return accounted(m) >= total + 1 && m
+      },
+      { timeoutMs: 10_000, intervalMs: 100 },
+    )
+    console.log(`access log: ${m.logs.byPath['/missing']} entries kept and ${m.logs.dropped} dropped of ${total} made during a block`)
+    expect(m.logs.byPath['/missing']).toBe(8192)
+    expect(accounted(m)).toBe(total + 1)
+    expect(m.logs.warnings).toEqual([])
+    // Entries flow again once JS keeps up.
+    expect((await fetch(`http://127.0.0.1:${port}/hello`)).status).toBe(200)
+    await waitFor('the entry of /hello', async () => (await server.metrics()).logs.byPath['/hello'] === 1, { timeoutMs: 5000, intervalMs: 50 })
   } finally {
     await server.stop()
   }

@@ -466,7 +466,7 @@ export class App {
       }
       return
     }
-    this.#toLogger('warn', { kind: n.warning, remoteAddress: n.remoteAddress ?? undefined, path: n.path ?? undefined }, n.message ?? n.warning ?? 'warning')
+    this.#toLogger('warn', { kind: n.warning, remoteAddress: n.remoteAddress ?? undefined, path: n.path ?? undefined, dropped: n.dropped ?? undefined }, n.message ?? n.warning ?? 'warning')
   }
 
   #logError(err: unknown, msg: string): void {

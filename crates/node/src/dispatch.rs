@@ -119,6 +119,11 @@ static AT_PARK: Mutex<Vec<Arc<Dispatcher>>> = Mutex::new(Vec::new());
 /// `AT_PARK` is not empty (checked at every park without the lock).
 static ANY_AT_PARK: AtomicBool = AtomicBool::new(false);
 
+/// The most access log entries and warnings that wait for JS at once: a JS thread blocked,
+/// or slower than the requests the engine answers alone, must not make them grow without
+/// bound. At a few hundred bytes each, a few MB.
+pub(crate) const LOG_BACKLOG: u32 = 8192;
+
 /// The tick of the watch that calls JS for requests still waiting for a park (a worker busy
 /// for long, e.g. with a channel's sweep over thousands of sockets, does not park: without
 /// the watch its requests would wait for the sweep). It runs while requests come, and stops
@@ -184,7 +189,8 @@ pub(crate) type DispatchArgs = FnArgs<(
 pub struct EngineNote {
     /// `'warning'` or `'origin'`.
     pub kind: String,
-    /// A warning's kind: `handler_timeout`, `tls_handshake`, `accept`, `slow_subscribers`.
+    /// A warning's kind: `handler_timeout`, `tls_handshake`, `accept`, `slow_subscribers`,
+    /// `logs_dropped`.
     pub warning: Option<String>,
     pub message: Option<String>,
     pub remote_address: Option<String>,
@@ -194,6 +200,26 @@ pub struct EngineNote {
     pub origin: Option<String>,
     /// Passed back with the answer.
     pub token: Option<u32>,
+    /// How many access log entries and warnings were dropped (`logs_dropped`).
+    pub dropped: Option<f64>,
+}
+
+impl EngineNote {
+    fn logs_dropped(n: u64) -> EngineNote {
+        EngineNote {
+            kind: "warning".into(),
+            warning: Some("logs_dropped".into()),
+            message: Some(format!(
+                "{n} access log entries or warnings dropped: more than {LOG_BACKLOG} waited for JS"
+            )),
+            remote_address: None,
+            path: None,
+            check: None,
+            origin: None,
+            token: None,
+            dropped: Some(n as f64),
+        }
+    }
 }
 
 impl From<rat_engine::access::Warning> for EngineNote {
@@ -207,6 +233,7 @@ impl From<rat_engine::access::Warning> for EngineNote {
             check: None,
             origin: None,
             token: None,
+            dropped: None,
         }
     }
 }
@@ -316,7 +343,10 @@ impl Dispatcher {
                 let mut notes = Vec::new();
                 let mut ws = Vec::new();
                 let mut held = Vec::new();
-                batch.drain_with(|items| {
+                batch.drain_with(|items, dropped| {
+                    if dropped > 0 {
+                        notes.push(EngineNote::logs_dropped(dropped));
+                    }
                     // Sized once, as growing a vector by doubling copies what it holds.
                     calls.reserve_exact(items.len());
                     for item in items {
@@ -369,9 +399,21 @@ impl Dispatcher {
     /// watch also dispatches for a worker that never parks (one whose channel sweeps
     /// thousands of subscribers without pause).
     pub(crate) fn push(self: &Arc<Self>, item: Item) {
-        if !self.batch.push(item) {
-            return;
+        if self.batch.push(item) {
+            self.schedule();
         }
+    }
+
+    /// Hands JS an access log entry or a warning: one that finds `LOG_BACKLOG` of them
+    /// waiting is dropped, and the next batch tells the logger how many were.
+    pub(crate) fn push_log(self: &Arc<Self>, item: Item) {
+        if self.batch.push_lossy(item, LOG_BACKLOG) == Some(true) {
+            self.schedule();
+        }
+    }
+
+    /// Schedules the JS call for the batch that a push found idle.
+    fn schedule(self: &Arc<Self>) {
         self.waiting_since.store(now_ns(), Ordering::Relaxed);
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             self.notify();
@@ -508,6 +550,7 @@ impl Dispatcher {
             check: Some(check),
             origin: Some(origin.to_string()),
             token: Some(token),
+            dropped: None,
         })));
         Box::pin(async move { rx.await.unwrap_or(false) })
     }

@@ -118,7 +118,7 @@ impl Engine {
         if options.warnings == Some(true) {
             let d = dispatcher.clone();
             config.warnings = Some(rat_engine::access::WarningLog::new(move |w| {
-                d.push(Item::Note(Box::new(w.into())));
+                d.push_log(Item::Note(Box::new(w.into())));
             }));
         }
         let redis = match &options.redis {
@@ -131,7 +131,7 @@ impl Engine {
         if options.access_log == Some(true) {
             let d = dispatcher.clone();
             config.access_log = Some(rat_engine::access::AccessLog::new(move |e| {
-                d.push(Item::Log(Box::new(e)));
+                d.push_log(Item::Log(Box::new(e)));
             }));
         }
         Ok(Engine {
