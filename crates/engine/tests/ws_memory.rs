@@ -1,5 +1,6 @@
-//! Heap held by idle WebSockets: a counting allocator measures the bytes a server keeps
-//! per open, idle socket (the clients are raw sockets, which allocate nothing).
+//! Heap held by WebSockets: a counting allocator measures the bytes a server keeps per
+//! open, idle socket, and what a client flooding pings without reading its pongs makes it
+//! hold (the clients are raw sockets, which allocate nothing). One measurement at a time.
 
 // The counting allocator is the one unsafe item here: GlobalAlloc is an unsafe trait.
 #![allow(unsafe_code)]
@@ -42,6 +43,9 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
+
+/// Held by each test: the count is the whole process's.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Upgrades a blocking socket by hand (no heap: the head is read into a stack buffer).
 fn upgrade(addr: SocketAddr, path: &str) -> TcpStream {
@@ -107,6 +111,7 @@ async fn held_per_socket(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_socket_holds_little_heap() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let news = Channel::new("news", ChannelOptions::default());
     let opened = Arc::new(AtomicUsize::new(0));
     let closed = Arc::new(AtomicUsize::new(0));
@@ -145,4 +150,86 @@ async fn an_idle_socket_holds_little_heap() {
     eprintln!("heap per idle socket: callbacks {cb} B, channel subscriber {sub} B");
     assert!(cb <= LIMIT, "{cb} B per idle socket with callbacks");
     assert!(sub <= LIMIT, "{sub} B per idle channel subscriber");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_whose_pongs_are_not_read_do_not_pile_up_on_the_server() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut app = App::new();
+    support::ws_echo(&mut app, "/echo");
+    let server = serve(app).await;
+    let addr = server.local_addr();
+    // 1,024 masked pings of 125 bytes, sent over and over (64 MiB in all, or until a write
+    // waits for 2 s), the 127-byte pongs left unread.
+    let mut ping = vec![0x89, 0x80 | 125, 1, 2, 3, 4];
+    ping.extend((0..125).map(|i| 7 ^ [1, 2, 3, 4][i % 4]));
+    let pings = ping.repeat(1024);
+    let s = tokio::task::spawn_blocking(move || upgrade(addr, "/echo"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = LIVE.load(Relaxed);
+    let (s, written, pings) = tokio::task::spawn_blocking(move || {
+        let mut s = s;
+        s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut written = 0usize;
+        while written < 64 << 20 {
+            match s.write(&pings[written % pings.len()..]) {
+                Ok(n) => written += n,
+                Err(_) => break, // the server stopped reading
+            }
+        }
+        (s, written, pings)
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = LIVE.load(Relaxed) - before;
+    eprintln!("ping flood: {written} bytes of pings read, the server holds {held} B more");
+    assert!(written >= 4 << 20, "only {written} bytes of pings read");
+    assert!(
+        held < 512 << 10,
+        "{held} B held after {written} bytes of pings"
+    );
+
+    // The client reads at last: pongs, then the echo of a message sent after the pings.
+    let got = tokio::task::spawn_blocking(move || {
+        let mut s = s;
+        s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut drain = |s: &mut TcpStream, got: &mut Vec<u8>| {
+            while let Ok(n) = s.read(&mut buf) {
+                assert!(n > 0, "the connection ended");
+                got.extend_from_slice(&buf[..n]);
+                assert!(got.len() < 256 << 20, "pongs without end");
+            }
+        };
+        drain(&mut s, &mut got);
+        // The end of the ping under way, then a message.
+        let at = written % ping.len();
+        if at > 0 {
+            s.write_all(&pings[written % pings.len()..][..ping.len() - at])
+                .unwrap();
+        }
+        let mut text = vec![0x81, 0x80 | 5, 9, 9, 9, 9];
+        text.extend(b"after".iter().map(|b| b ^ 9));
+        s.write_all(&text).unwrap();
+        drain(&mut s, &mut got);
+        got
+    })
+    .await
+    .unwrap();
+    let pong = [&[0x8a, 125][..], &[7; 125]].concat();
+    let echo = [&[0x81, 5][..], b"after"].concat();
+    assert!(got.ends_with(&echo), "the echo comes last");
+    let pongs = &got[..got.len() - echo.len()];
+    assert!(!pongs.is_empty() && pongs.len() % pong.len() == 0);
+    assert!(
+        pongs.chunks(pong.len()).all(|c| c == pong),
+        "only pongs before it"
+    );
+    server.shutdown(Duration::from_secs(1)).await;
 }

@@ -175,7 +175,9 @@ impl Conn<'_> {
                         self.batch.push_front(framed);
                     }
                     Some(Out::Msg(_)) => {
-                        match self.ws.poll_ready(cx) {
+                        // Pongs that reads left in tungstenite's buffer go out first, so
+                        // that this frame finds room in it.
+                        match self.ws.poll_flush(cx) {
                             Poll::Pending => return Poll::Pending,
                             Poll::Ready(Err(_)) => return Poll::Ready(End::Gone),
                             Poll::Ready(Ok(())) => {}

@@ -153,7 +153,11 @@ impl Proto {
             .max_message_size(Some(max_payload))
             .max_frame_size(Some(max_payload))
             .read_buffer_size(READ_BUFFER)
-            .write_buffer_size(64 << 10);
+            .write_buffer_size(64 << 10)
+            // Only control frames go through tungstenite's buffer (data is framed in
+            // `conn.rs`). Past this bound a ping's pong replaces the one still waiting
+            // instead of piling up behind a client that does not read (RFC 6455 5.5.3).
+            .max_write_buffer_size(128 << 10);
         Box::new(Proto {
             ctx: WebSocketContext::new(Role::Server, Some(config)),
             frames: Frames {
