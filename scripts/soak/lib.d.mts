@@ -17,6 +17,8 @@ export interface ServerReport {
   metrics: import('../../ts/index.js').EngineMetrics
   channels: Record<'soak' | 'churn', import('../../ts/index.js').ChannelMetrics>
   counts: { started: number; finished: number; finallyTwice: number }
+  /** With --access-log: access log entries by path, entries and warnings dropped, other warnings. */
+  logs: { byPath: Record<string, number>; dropped: number; warnings: string[] }
   wrongId: number
   last: number
   rss: number
