@@ -6,9 +6,11 @@
 // is checked against each subscriber's own sequence: nothing lost, duplicated, reordered.
 // Churn: connect / subscribe / leave cycles over SSE generators, chunked generators,
 // (req, stream) handlers, async plain handlers and a channel: afterwards every counter is
-// back at rest, every handler's finally ran exactly once, RSS grew less than 10%.
+// back at rest, every handler's finally ran exactly once, RSS grew less than 10%. The same
+// for WebSockets subscribed to a channel, cut, closed, or closed after an event: every
+// close handler once.
 import { beforeAll, expect, test } from 'vitest'
-import { churn, ratBench, soak } from '../scripts/soak/lib.mjs'
+import { churn, ratBench, soak, wsChurn } from '../scripts/soak/lib.mjs'
 
 let bin = ''
 beforeAll(() => {
@@ -49,5 +51,19 @@ test('2,000 connect/subscribe/leave cycles: counters at rest, every finally once
   expect(finallyTwice).toBe(0)
   expect(r.server.metrics.totalConnections).toBe(cycles)
   console.log(`churn: RSS after a full GC ${r.rss.warmMiB.toFixed(1)} MiB halfway, ${r.rss.endMiB.toFixed(1)} MiB at the end`)
+  expect(r.rss.growth).toBeLessThan(0.1)
+}, 60_000)
+
+test('2,000 WebSocket open/echo/leave cycles, each socket subscribed to a channel: counters at rest, every close handler once, RSS flat', async () => {
+  const cycles = 2000
+  const r = await wsChurn({ cycles })
+  expect(r.client.errors).toEqual([])
+  expect(r.client.failed).toBe(0)
+  expect(r.client.cycles).toBe(cycles)
+  expect([r.client.cut, r.client.closed, r.client.afterEvent].every((n) => n >= cycles / 4)).toBe(true)
+  expect(r.atRest).toBe(true)
+  expect(r.server.ws).toEqual({ opened: cycles, closed: cycles, closedTwice: 0, messages: cycles })
+  expect(r.server.metrics.totalConnections).toBe(cycles)
+  console.log(`ws churn: RSS after a full GC ${r.rss.warmMiB.toFixed(1)} MiB halfway, ${r.rss.endMiB.toFixed(1)} MiB at the end`)
   expect(r.rss.growth).toBeLessThan(0.1)
 }, 60_000)

@@ -12,8 +12,9 @@
 // races:  the channel's randomized race test with that many seeds
 // soak:   N subscribers to a channel published at `rate`/s for `minutes`, reconnects
 //         resuming from Last-Event-ID; every event checked per subscriber; server RSS slope
-// churn:  connect / subscribe / leave cycles over every stream kind; counters back at rest,
-//         every handler's finally once, RSS growth
+// churn:  connect / subscribe / leave cycles over every stream kind, and WebSocket cycles
+//         (a tenth as many); counters back at rest, every handler's finally and every
+//         close handler once, RSS growth
 // faults: faults.test.ts and shutdown.test.ts at full scale (RAT_SCALE=full)
 //
 // Prints each part's figures and a summary; writes them to target/soak/<time>.json; exits 1
@@ -22,7 +23,7 @@ import { execFileSync, spawnSync } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { churn, hardNofile, ratBench, root, soak } from './soak/lib.mjs'
+import { churn, hardNofile, ratBench, root, soak, wsChurn } from './soak/lib.mjs'
 
 const { values: flags } = parseArgs({
   options: {
@@ -151,6 +152,20 @@ if (parts.includes('churn')) {
   check('churn', `finally ran ${k.finished} times for ${k.started} handlers (${k.finallyTwice} twice)`, k.started === k.finished && k.finallyTwice === 0)
   check('churn', `RSS grew ${(r.rss.growth * 100).toFixed(1)}%`, r.rss.growth < 0.1)
   report.parts.churn = { cycles, ...r }
+
+  // WebSockets: a tenth as many cycles (each is a full upgrade, echo and close).
+  const wsCycles = Math.max(1000, Math.round(cycles / 10))
+  const t1 = performance.now()
+  const w = await wsChurn({ cycles: wsCycles, warmupFraction: 0.3 })
+  const wc = w.client
+  const s = w.server.ws
+  log(`ws: ${wc.cycles} cycles in ${seconds(t1)} s: ${wc.cut} cut, ${wc.closed} closed, ${wc.afterEvent} closed after a channel event, ${wc.failed} failed ${wc.errors.join('; ')}`)
+  log(`ws: at rest: ${w.atRest}; opened ${s.opened}, close handlers ${s.closed} (${s.closedTwice} twice), ${s.messages} echoed; RSS after a full GC ${w.rss.warmMiB.toFixed(1)} → ${w.rss.endMiB.toFixed(1)} MiB: ${(w.rss.growth * 100).toFixed(1)}%`)
+  check('churn', `ws: ${wc.failed} cycles failed`, wc.failed === 0 && wc.cycles === wsCycles)
+  check('churn', 'ws: server not at rest', w.atRest)
+  check('churn', `ws: ${s.closed} close handlers for ${s.opened} sockets (${s.closedTwice} twice)`, s.opened === wsCycles && s.closed === s.opened && s.closedTwice === 0)
+  check('churn', `ws: RSS grew ${(w.rss.growth * 100).toFixed(1)}%`, w.rss.growth < 0.1)
+  report.parts.wsChurn = { cycles: wsCycles, ...w }
 }
 
 if (parts.includes('faults')) {

@@ -17,6 +17,8 @@ export interface ServerReport {
   metrics: import('../../ts/index.js').EngineMetrics
   channels: Record<'soak' | 'churn', import('../../ts/index.js').ChannelMetrics>
   counts: { started: number; finished: number; finallyTwice: number }
+  /** The /churn/ws route: sockets opened, close handlers run, run twice, messages echoed. */
+  ws: { opened: number; closed: number; closedTwice: number; messages: number }
   /** With --access-log: access log entries by path, entries and warnings dropped, other warnings. */
   logs: { byPath: Record<string, number>; dropped: number; warnings: string[] }
   wrongId: number
@@ -87,3 +89,18 @@ export declare function churn(options: {
   settleMs?: number
   log?: (line: string) => void
 }): Promise<ChurnResult>
+
+export interface WsChurnResult {
+  client: { cycles: number; failed: number; cut: number; closed: number; afterEvent: number; errors: string[] }
+  server: ServerReport
+  atRest: boolean
+  rss: { warmMiB: number; endMiB: number; growth: number }
+}
+
+export declare function wsChurn(options: {
+  cycles: number
+  concurrency?: number
+  warmupFraction?: number
+  settleMs?: number
+  cycleTimeoutMs?: number
+}): Promise<WsChurnResult>

@@ -266,3 +266,97 @@ export async function churn({ bin, cycles, concurrency = 64, earlyPercent = 20, 
     await server.stop()
   }
 }
+
+/**
+ * The WebSocket churn: `cycles` sockets on the soak server's /churn/ws (which subscribes
+ * each to a channel publishing every 50 ms and echoes), `concurrency` at a time, from the
+ * `ws` client. Each sends a message and waits for its echo, then leaves one of three ways:
+ * the TCP connection cut without a close frame, a close handshake, or a close with a code
+ * after a channel event arrived. Memory is read after a full GC once `warmupFraction` of
+ * the cycles are done and at the end (once the server is at rest); the server's counters
+ * must be back at rest.
+ */
+export async function wsChurn({ cycles, concurrency = 32, warmupFraction = 0.5, settleMs = 10_000, cycleTimeoutMs = 10_000 }) {
+  const { default: WebSocket } = await import('ws')
+  const server = await startServer({ args: ['--rate', '1'] })
+  const url = `ws://127.0.0.1:${server.port}/churn/ws`
+  const client = { cycles: 0, failed: 0, cut: 0, closed: 0, afterEvent: 0, errors: [] }
+  const one = (i) =>
+    new Promise((resolve, reject) => {
+      const ws = new WebSocket(url)
+      const timer = setTimeout(() => {
+        ws.terminate()
+        reject(new Error(`cycle ${i}: not over within ${cycleTimeoutMs} ms`))
+      }, cycleTimeoutMs)
+      const done = (kind) => {
+        clearTimeout(timer)
+        client[kind]++
+        resolve()
+      }
+      let echoed = false
+      ws.on('error', (err) => {
+        clearTimeout(timer)
+        reject(err)
+      })
+      ws.on('open', () => ws.send(`m${i}`))
+      ws.on('message', (data) => {
+        const text = String(data)
+        if (!echoed && text === `m${i}`) {
+          echoed = true
+          if (i % 3 === 0) {
+            ws.terminate()
+            done('cut')
+          } else if (i % 3 === 1) {
+            ws.close(1000)
+            ws.once('close', () => done('closed'))
+          }
+        } else if (echoed && i % 3 === 2 && text === 'tick') {
+          ws.close(4000, 'bye')
+          ws.once('close', () => done('afterEvent'))
+          echoed = false // one close
+        } else if (text !== 'tick' && text !== `m${i}`) {
+          clearTimeout(timer)
+          ws.terminate()
+          reject(new Error(`cycle ${i}: unexpected message ${text.slice(0, 80)}`))
+        }
+      })
+    })
+  try {
+    let next = 0
+    let warm = null
+    const warmAt = Math.ceil(cycles * warmupFraction)
+    const worker = async () => {
+      while (next < cycles) {
+        const i = next++
+        try {
+          await one(i)
+        } catch (err) {
+          client.failed++
+          if (client.errors.length < 5) client.errors.push(String(err))
+        }
+        client.cycles++
+        if (client.cycles === warmAt) warm = server.metrics({ gc: true })
+      }
+    }
+    await Promise.all(Array.from({ length: concurrency }, worker))
+    const deadline = Date.now() + settleMs
+    const atRest = (m) =>
+      m.metrics.activeConnections === 0 && m.channels.churn.subscribers === 0 && m.ws.opened === m.ws.closed
+    let after = await server.metrics()
+    while (!atRest(after) && Date.now() < deadline) {
+      await sleep(100)
+      after = await server.metrics()
+    }
+    if (warm === null) throw new Error('ws churn: no warm-up reading')
+    const warmMem = (await warm).memory
+    const end = (await server.metrics({ gc: true })).memory
+    return {
+      client,
+      server: after,
+      atRest: atRest(after),
+      rss: { warmMiB: warmMem.rss / MiB, endMiB: end.rss / MiB, growth: (end.rss - warmMem.rss) / warmMem.rss },
+    }
+  } finally {
+    await server.stop()
+  }
+}
