@@ -1,6 +1,6 @@
 // Runs every test suite (cargo test for the Rust crates, vitest against the built addon)
 // and ends with one line totalled over both: "N passed, N failed".
-import { spawnSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -9,17 +9,21 @@ let passed = 0
 let failed = 0
 let broken = false
 
-// Runs a command with its stderr merged into stdout, in order, and echoes the output.
+// Runs a command with its stderr merged into stdout, in order, echoing the output as it
+// comes; resolves with the whole of it and how the command ended.
 function run(cmd, args) {
   console.log(`\n$ ${cmd} ${args.join(' ')}`)
-  const r = spawnSync('sh', ['-c', 'exec "$0" "$@" 2>&1', cmd, ...args], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'inherit'],
-    maxBuffer: 1 << 28,
+  return new Promise((resolve, reject) => {
+    const child = spawn('sh', ['-c', 'exec "$0" "$@" 2>&1', cmd, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let stdout = ''
+    child.stdout.setEncoding('utf8')
+    child.stdout.on('data', (d) => {
+      process.stdout.write(d)
+      stdout += d
+    })
+    child.on('error', reject)
+    child.on('close', (status, signal) => resolve({ stdout, status, signal }))
   })
-  process.stdout.write(r.stdout ?? '')
-  if (r.error) throw r.error
-  return r
 }
 
 // A runner that failed without test results: its last lines again, so that a log cut to
@@ -33,7 +37,7 @@ function brokenRunner(name, r) {
 
 // cargo test: the engine crate (unit, integration and doc tests) and any other
 // workspace crate that has tests; the napi cdylib has none and cannot link a test binary.
-const cargo = run('cargo', ['test', '--workspace', '--exclude', 'rat-engine-node', '--color', 'never'])
+const cargo = await run('cargo', ['test', '--workspace', '--exclude', 'rat-engine-node', '--color', 'never'])
 for (const m of cargo.stdout.matchAll(/test result: \w+\. (\d+) passed; (\d+) failed/g)) {
   passed += Number(m[1])
   failed += Number(m[2])
@@ -42,7 +46,7 @@ if (cargo.status !== 0 && !/test result: FAILED/.test(cargo.stdout)) brokenRunne
 
 const dir = mkdtempSync(join(tmpdir(), 'rat-vitest-'))
 const report = join(dir, 'report.json')
-const vitest = run(process.execPath, [
+const vitest = await run(process.execPath, [
   'node_modules/vitest/vitest.mjs',
   'run',
   '--reporter=default',
