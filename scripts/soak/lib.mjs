@@ -28,6 +28,29 @@ export function ratBench({ release = false } = {}) {
   return bin
 }
 
+/** The server's report once `atRest(report)` holds, or its last one after `settleMs`. */
+async function settled(server, atRest, settleMs) {
+  const deadline = Date.now() + settleMs
+  let m = await server.metrics()
+  while (!atRest(m) && Date.now() < deadline) {
+    await sleep(100)
+    m = await server.metrics()
+  }
+  return m
+}
+
+/**
+ * Once the server is at rest (or after `settleMs`): its report, its memory at the warm-up
+ * reading and now, after a full GC, and the RSS figures of the two.
+ */
+async function restAndMemory(server, atRest, settleMs, warm) {
+  const after = await settled(server, atRest, settleMs)
+  const warmMem = (await warm).memory
+  const end = (await server.metrics({ gc: true })).memory
+  const rss = { warmMiB: warmMem.rss / MiB, endMiB: end.rss / MiB, growth: (end.rss - warmMem.rss) / warmMem.rss }
+  return { after, warmMem, end, rss }
+}
+
 /** The hard limit of open files (a server with 10,000 subscribers needs more than 1024). */
 export function hardNofile() {
   try {
@@ -168,13 +191,8 @@ export async function soak({ bin, subscribers, seconds, rate = 10, reconnectsPer
     )
     clearInterval(sampler)
     // The client has exited: its connections and subscriptions must be gone.
-    const deadline = Date.now() + 10_000
-    let after = await server.metrics()
     const atRest = (m) => m.metrics.activeConnections === 0 && m.metrics.activeStreams === 0 && m.channels.soak.subscribers === 0
-    while (!atRest(after) && Date.now() < deadline) {
-      await sleep(100)
-      after = await server.metrics()
-    }
+    const after = await settled(server, atRest, 10_000)
     const steady = samples.filter((s) => connectedAt !== null && s.t >= connectedAt + warmupS && s.t <= connectedAt + seconds)
     const fit = slope(steady.map((s) => s.t / 60), steady.map((s) => s.rss / MiB))
     const window = steady.length >= 2 ? (steady.at(-1).t - steady[0].t) : 0
@@ -238,25 +256,16 @@ export async function churn({ bin, cycles, concurrency = 64, earlyPercent = 20, 
     )
     // Counters at rest: every connection closed, every stream and subscription gone,
     // every handler's finally run.
-    const deadline = Date.now() + settleMs
-    let after = await server.metrics()
     const atRest = (m) =>
       m.metrics.activeConnections === 0 && m.metrics.activeStreams === 0 && m.channels.churn.subscribers === 0 && m.counts.started === m.counts.finished
-    while (!atRest(after) && Date.now() < deadline) {
-      await sleep(100)
-      after = await server.metrics()
-    }
     if (warm === null) throw new Error(`churn: no progress mark at ${warmPct}% of the cycles`)
-    const warmMem = (await warm).memory
-    const end = (await server.metrics({ gc: true })).memory
+    const { after, warmMem, end, rss } = await restAndMemory(server, atRest, settleMs, warm)
     return {
       client,
       server: after,
       atRest: atRest(after),
       rss: {
-        warmMiB: warmMem.rss / MiB,
-        endMiB: end.rss / MiB,
-        growth: (end.rss - warmMem.rss) / warmMem.rss,
+        ...rss,
         heapUsedWarmMiB: warmMem.heapUsed / MiB,
         heapUsedEndMiB: end.heapUsed / MiB,
         series: series.sort((a, b) => a[0] - b[0]),
@@ -339,23 +348,11 @@ export async function wsChurn({ cycles, concurrency = 32, warmupFraction = 0.5, 
       }
     }
     await Promise.all(Array.from({ length: concurrency }, worker))
-    const deadline = Date.now() + settleMs
     const atRest = (m) =>
       m.metrics.activeConnections === 0 && m.channels.churn.subscribers === 0 && m.ws.opened === m.ws.closed
-    let after = await server.metrics()
-    while (!atRest(after) && Date.now() < deadline) {
-      await sleep(100)
-      after = await server.metrics()
-    }
     if (warm === null) throw new Error('ws churn: no warm-up reading')
-    const warmMem = (await warm).memory
-    const end = (await server.metrics({ gc: true })).memory
-    return {
-      client,
-      server: after,
-      atRest: atRest(after),
-      rss: { warmMiB: warmMem.rss / MiB, endMiB: end.rss / MiB, growth: (end.rss - warmMem.rss) / warmMem.rss },
-    }
+    const { after, rss } = await restAndMemory(server, atRest, settleMs, warm)
+    return { client, server: after, atRest: atRest(after), rss }
   } finally {
     await server.stop()
   }
