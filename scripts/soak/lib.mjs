@@ -302,7 +302,17 @@ export async function wsChurn({ cycles, concurrency = 32, warmupFraction = 0.5, 
         client[kind]++
         resolve()
       }
-      let echoed = false
+      // 'sent' until the echo, then 'echoed' (waiting for a channel event), then 'leaving'.
+      let step = 'sent'
+      const leave = (kind, close) => {
+        step = 'leaving'
+        if (kind === 'cut') {
+          ws.terminate()
+          return done('cut')
+        }
+        ws.close(...close)
+        ws.once('close', () => done(kind))
+      }
       ws.on('error', (err) => {
         clearTimeout(timer)
         reject(err)
@@ -310,23 +320,16 @@ export async function wsChurn({ cycles, concurrency = 32, warmupFraction = 0.5, 
       ws.on('open', () => ws.send(`m${i}`))
       ws.on('message', (data) => {
         const text = String(data)
-        if (!echoed && text === `m${i}`) {
-          echoed = true
-          if (i % 3 === 0) {
-            ws.terminate()
-            done('cut')
-          } else if (i % 3 === 1) {
-            ws.close(1000)
-            ws.once('close', () => done('closed'))
-          }
-        } else if (echoed && i % 3 === 2 && text === 'tick') {
-          ws.close(4000, 'bye')
-          ws.once('close', () => done('afterEvent'))
-          echoed = false // one close
-        } else if (text !== 'tick' && text !== `m${i}`) {
+        if (step === 'sent' && text === `m${i}`) {
+          step = 'echoed'
+          if (i % 3 === 0) leave('cut')
+          else if (i % 3 === 1) leave('closed', [1000])
+        } else if (step === 'echoed' && text === 'tick') {
+          leave('afterEvent', [4000, 'bye'])
+        } else if (text !== 'tick') {
           clearTimeout(timer)
           ws.terminate()
-          reject(new Error(`cycle ${i}: unexpected message ${text.slice(0, 80)}`))
+          reject(new Error(`cycle ${i}: unexpected message ${text.slice(0, 80)} (${step})`))
         }
       })
     })

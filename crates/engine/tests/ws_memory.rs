@@ -193,10 +193,8 @@ async fn pings_whose_pongs_are_not_read_do_not_pile_up_on_the_server() {
     );
 
     // The client reads at last: pongs, then the echo of a message sent after the pings.
-    let echo = [&[0x81, 5][..], b"after"].concat();
-    let expected = echo.clone();
+    const ECHO: &[u8] = b"\x81\x05after";
     let got = tokio::task::spawn_blocking(move || {
-        let echo = expected;
         let mut s = s;
         s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(300)))
@@ -220,7 +218,7 @@ async fn pings_whose_pongs_are_not_read_do_not_pile_up_on_the_server() {
         s.write_all(&text).unwrap();
         // Until the echo (pongs may come before it); within 10 s.
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        while !got.ends_with(&echo) {
+        while !got.ends_with(ECHO) {
             let n = s.read(&mut buf).expect("the echo within 10 s");
             assert!(n > 0, "the connection ended");
             got.extend_from_slice(&buf[..n]);
@@ -230,7 +228,7 @@ async fn pings_whose_pongs_are_not_read_do_not_pile_up_on_the_server() {
     .await
     .unwrap();
     let pong = [&[0x8a, 125][..], &[7; 125]].concat();
-    let pongs = &got[..got.len() - echo.len()];
+    let pongs = &got[..got.len() - ECHO.len()];
     assert!(!pongs.is_empty() && pongs.len() % pong.len() == 0);
     assert!(
         pongs.chunks(pong.len()).all(|c| c == pong),
